@@ -1,0 +1,146 @@
+//! The validated configuration: what the loader hands to the daemon.
+//!
+//! Everything here is owned and allocated once at startup (or by a reload
+//! compiler child). The daemon turns it into preallocated slots; nothing in
+//! this file is touched by the event loop.
+
+use std::path::PathBuf;
+
+/// Milliseconds. Durations in the config are parsed into this.
+pub type Millis = u64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The main file this config was loaded from.
+    pub path: PathBuf,
+    pub socket: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub services_dir: PathBuf,
+    pub log: DaemonLog,
+    pub service_logs: ServiceLogs,
+    pub limits: Limits,
+    pub shutdown_timeout: Millis,
+    /// In load order: main file first, then drop-ins sorted by file name.
+    pub services: Vec<ServiceSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonLog {
+    pub path: Option<PathBuf>,
+    pub console: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceLogs {
+    /// When set, each service's output is also written to `<dir>/<name>.log`.
+    pub dir: Option<PathBuf>,
+    /// Rotate when the file would exceed this many bytes.
+    pub max_size: u64,
+    /// How many rotated files (`name.log.1` .. `name.log.<keep>`) to keep.
+    pub keep: u32,
+    /// Default ring buffer size per service, bytes.
+    pub buffer: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub services: u32,
+    pub clients: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Service,
+    Oneshot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Started,
+    Healthy,
+    Completed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dep {
+    pub name: String,
+    pub condition: Condition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub initial: Millis,
+    pub max: Millis,
+    pub multiplier: f64,
+    pub reset_after: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceLog {
+    /// Output file; None = ring buffer only.
+    pub file: Option<PathBuf>,
+    /// Copy each line to the daemon's console log too.
+    pub console: bool,
+    /// Ring buffer size in bytes.
+    pub buffer: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    Http { url: String },
+    Tcp { address: String },
+    Exec { command: Vec<String> },
+    Notify,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub kind: CheckKind,
+    pub interval: Millis,
+    pub timeout: Millis,
+    pub retries: u32,
+    pub start_period: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Healthcheck {
+    pub readiness: Option<Check>,
+    pub liveness: Option<Check>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Absolute path, checked executable at validation time.
+    pub binary: PathBuf,
+    /// argv[1..]; argv[0] is the binary path.
+    pub args: Vec<String>,
+    /// KEY=VALUE entries, in order. Added to (and overriding) the daemon's env.
+    pub env: Vec<String>,
+    pub working_dir: Option<PathBuf>,
+    /// Resolved user: (name, uid, primary gid).
+    pub user: Option<(String, u32, u32)>,
+    /// Resolved group: (name, gid). Overrides the user's primary group.
+    pub group: Option<(String, u32)>,
+    /// Supplementary groups of `user`, resolved at load time.
+    pub supplementary_gids: Vec<u32>,
+    pub umask: Option<u32>,
+    pub kind: Kind,
+    pub restart: Restart,
+    pub backoff: Backoff,
+    /// Consecutive failures before `failed`; 0 = never give up.
+    pub max_restarts: u32,
+    /// Signal number.
+    pub stop_signal: i32,
+    pub stop_timeout: Millis,
+    pub depends_on: Vec<Dep>,
+    pub log: ServiceLog,
+    pub healthcheck: Healthcheck,
+}

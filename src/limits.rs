@@ -1,0 +1,45 @@
+//! Every fixed capacity of coffeyd, named in one place.
+//!
+//! Sizes that depend on the config (service slots, ring buffers) are chosen
+//! at startup from `coffey.limits` and `log.buffer`; what is here is the
+//! compile-time part. When something is full the code returns `Err` and
+//! reports it; it never panics and never grows.
+
+/// Longest service name, bytes (validated by the config loader).
+pub const NAME_MAX: usize = 31;
+/// Most `depends_on` entries per service.
+pub const MAX_DEPS: usize = 16;
+/// Longest output line kept whole; longer lines are cut and marked.
+pub const LINE_MAX: usize = 1024;
+/// Bytes read from one pipe per read(2) call (one shared buffer).
+pub const READ_CHUNK: usize = 4096;
+/// Reads from one pipe per loop turn before moving on (fairness budget).
+pub const READS_PER_TURN: usize = 16;
+/// mio events handled per poll.
+pub const EVENTS: usize = 64;
+/// Retry delay after a temporary spawn failure (EAGAIN, EMFILE, ENOMEM).
+/// It is not a restart and does not grow the backoff.
+pub const TEMP_RETRY_MS: u64 = 1000;
+/// Longest daemon log line, bytes (longer lines are cut).
+pub const LOG_LINE_MAX: usize = 1280;
+/// Longest path the daemon builds at run time (log rotation names).
+pub const PATH_MAX: usize = 512;
+/// File descriptors the daemon holds for itself: poll, signalfd, /dev/null,
+/// daemon log, control socket, stdin/out/err, plus slack for spawn's
+/// status pipe.
+pub const FDS_BASE: usize = 12;
+/// Per service: stdout and stderr pipes (both ends kept open so output
+/// survives restarts) and one log file.
+pub const FDS_PER_SERVICE: usize = 5;
+/// Per client connection.
+pub const FDS_PER_CLIENT: usize = 1;
+
+const _: () = assert!(NAME_MAX < 256);
+const _: () = assert!(LINE_MAX <= READ_CHUNK);
+const _: () = assert!(LINE_MAX + 64 < LOG_LINE_MAX);
+const _: () = assert!(MAX_DEPS <= 64);
+
+/// File descriptors needed for `services` slots and `clients` connections.
+pub const fn fd_budget(services: usize, clients: usize) -> usize {
+    FDS_BASE + services * FDS_PER_SERVICE + clients * FDS_PER_CLIENT
+}

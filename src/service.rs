@@ -1,0 +1,767 @@
+//! The SERVICE machine: one per slot.
+//!
+//! `want` (what the operator asked for) is kept apart from `state` (what is
+//! true). [`Service::step`] is the one transition function: a `match` over
+//! `(state, input)`; every change goes through [`Service::set_state`], which
+//! emits the event. The machine never reads the clock (`now` is passed in)
+//! and never makes syscalls (it calls [`Sys`]). Dependencies are not judged
+//! here: the supervisor sends `DepsReady` when they are met.
+
+use crate::limits::{MAX_DEPS, TEMP_RETRY_MS};
+use crate::sys::{ExitStatus, SpawnError, Sys, SIGCONT, SIGKILL};
+use crate::time::{Instant, Millis};
+use core::fmt;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Service,
+    Oneshot,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Restart {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    Started,
+    /// Behaves like `Started` until health checks run.
+    Healthy,
+    Completed,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Dep {
+    pub idx: u16,
+    pub condition: Condition,
+}
+
+/// What the config says about restarting and stopping, in core units.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub kind: Kind,
+    pub restart: Restart,
+    pub backoff_initial: Millis,
+    pub backoff_max: Millis,
+    /// Backoff multiplier in thousandths (2.0 = 2000): no floats in the core.
+    pub backoff_mult_milli: u32,
+    pub reset_after: Millis,
+    /// Consecutive failures allowed; 0 = never give up.
+    pub max_restarts: u32,
+    pub stop_signal: i32,
+    pub stop_timeout: Millis,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            kind: Kind::Service,
+            restart: Restart::Always,
+            backoff_initial: 1000,
+            backoff_max: 60_000,
+            backoff_mult_milli: 2000,
+            reset_after: 10_000,
+            max_restarts: 0,
+            stop_signal: 15,
+            stop_timeout: 10_000,
+        }
+    }
+}
+
+/// Actual state. A pid exists only in the variants that have a process.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not running and not wanted (or exited cleanly with no restart).
+    Stopped,
+    /// Wanted up; waiting for dependencies.
+    Waiting,
+    Running {
+        pid: i32,
+        since: Instant,
+    },
+    /// Stop signal sent; SIGKILL at `kill_at`. `leader_gone`: the main
+    /// process is reaped but others remain in its process group.
+    Stopping {
+        pid: i32,
+        kill_at: Instant,
+        leader_gone: bool,
+    },
+    /// Waiting to respawn.
+    Backoff {
+        retry_at: Instant,
+    },
+    /// A oneshot that exited 0.
+    Completed,
+    /// Gave up, or exited non-zero with no restart.
+    Failed,
+}
+
+/// The names of states, shared by logs, CLI, JSON and events.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StateName {
+    Stopped,
+    Waiting,
+    Running,
+    Stopping,
+    Backoff,
+    Completed,
+    Failed,
+}
+
+impl StateName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateName::Stopped => "stopped",
+            StateName::Waiting => "waiting",
+            StateName::Running => "running",
+            StateName::Stopping => "stopping",
+            StateName::Backoff => "backoff",
+            StateName::Completed => "completed",
+            StateName::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for StateName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl State {
+    pub fn name(&self) -> StateName {
+        match self {
+            State::Stopped => StateName::Stopped,
+            State::Waiting => StateName::Waiting,
+            State::Running { .. } => StateName::Running,
+            State::Stopping { .. } => StateName::Stopping,
+            State::Backoff { .. } => StateName::Backoff,
+            State::Completed => StateName::Completed,
+            State::Failed => StateName::Failed,
+        }
+    }
+    /// The process, if there is one.
+    pub fn pid(&self) -> Option<i32> {
+        match *self {
+            State::Running { pid, .. } | State::Stopping { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+    /// Whether a process (or its group) may still exist.
+    pub fn has_process(&self) -> bool {
+        self.pid().is_some()
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Want {
+    Up,
+    Down,
+}
+
+/// Why a service is in its state, for `status`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    None,
+    /// Last run ended like this.
+    Exited(ExitStatus),
+    /// The child failed before execve completed.
+    SpawnFailed(SpawnError),
+    /// Waiting on dependency `idx`; `failed` if that dependency failed.
+    Dependency { idx: u16, failed: bool },
+    /// Gave up after this many consecutive failures.
+    GaveUp { failures: u32 },
+}
+
+/// What happened, as emitted to the shell.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Wanted up; `dep` is the dependency waited on, if known.
+    Waiting { dep: Option<u16>, failed: bool },
+    Spawned { pid: i32 },
+    SpawnFailed { err: SpawnError },
+    Exited { pid: i32, status: ExitStatus, uptime: Millis },
+    Backoff { delay: Millis, failures: u32 },
+    GaveUp { failures: u32 },
+    Stopping { pid: i32, signal: i32 },
+    Killed { pid: i32 },
+    Stopped,
+    Completed,
+    /// An input that this state does not expect; logged and counted.
+    Unexpected { input: &'static str },
+}
+
+/// Inputs to the machine.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Operator or startup: want it up.
+    Start,
+    /// Operator or shutdown: want it down.
+    Stop,
+    /// Supervisor: every dependency is met.
+    DepsReady,
+    /// Supervisor: dependency `idx` is not met (failed: it gave up).
+    DepsBlocked { idx: u16, failed: bool },
+    /// The main process was reaped.
+    Exited { status: ExitStatus },
+    /// Some process was reaped: re-check a stopping group.
+    Reaped,
+    /// Time passed; deadlines may be due.
+    Tick,
+}
+
+impl Service {
+    /// Shutdown: want it down, but leave the process alone until its
+    /// dependents are gone (the supervisor sends `Stop` then).
+    pub fn want_down(&mut self) {
+        self.want = Want::Down;
+    }
+}
+
+impl Input {
+    fn name(&self) -> &'static str {
+        match self {
+            Input::Start => "start",
+            Input::Stop => "stop",
+            Input::DepsReady => "deps-ready",
+            Input::DepsBlocked { .. } => "deps-blocked",
+            Input::Exited { .. } => "exited",
+            Input::Reaped => "reaped",
+            Input::Tick => "tick",
+        }
+    }
+}
+
+pub struct Service {
+    pub idx: u16,
+    pub policy: Policy,
+    pub deps: heapless::Vec<Dep, MAX_DEPS>,
+    pub state: State,
+    pub want: Want,
+    pub reason: Reason,
+    /// Respawns since startup (the RESTARTS column).
+    pub restarts: u32,
+    /// Consecutive failures, reset after a run of `reset_after`.
+    pub failures: u32,
+    /// Delay before the next respawn.
+    pub next_delay: Millis,
+    /// Whether the current `want: Up` period has had a run (so the next
+    /// spawn is a restart).
+    ran: bool,
+    /// Unexpected (state, input) pairs seen.
+    pub unexpected: u32,
+}
+
+impl Service {
+    pub fn new(idx: u16, policy: Policy) -> Service {
+        Service {
+            idx,
+            policy,
+            deps: heapless::Vec::new(),
+            state: State::Stopped,
+            want: Want::Down,
+            reason: Reason::None,
+            restarts: 0,
+            failures: 0,
+            next_delay: policy.backoff_initial,
+            ran: false,
+            unexpected: 0,
+        }
+    }
+
+    /// The next time this machine needs a `Tick`.
+    pub fn poll_at(&self) -> Instant {
+        match self.state {
+            State::Backoff { retry_at } => retry_at,
+            State::Stopping { kill_at, .. } => kill_at,
+            _ => Instant::NEVER,
+        }
+    }
+
+    fn set_state(&mut self, to: State, event: Event, sys: &mut impl Sys) {
+        let from = self.state.name();
+        self.state = to;
+        sys.emit(usize::from(self.idx), from, to.name(), &event);
+    }
+
+    /// The transition function.
+    pub fn step(&mut self, input: Input, now: Instant, sys: &mut impl Sys) {
+        match (self.state, input) {
+            // ---- commands: change `want`, then act on the state.
+            (State::Stopped | State::Completed | State::Failed, Input::Start) => {
+                self.want = Want::Up;
+                self.failures = 0;
+                self.ran = false;
+                self.next_delay = self.policy.backoff_initial;
+                self.reason = Reason::None;
+                self.set_state(State::Waiting, Event::Waiting { dep: None, failed: false }, sys);
+            }
+            (State::Waiting | State::Backoff { .. } | State::Running { .. }, Input::Start) => {
+                self.want = Want::Up;
+            }
+            (State::Stopping { .. }, Input::Start) => {
+                // Restarted once the old process is gone.
+                self.want = Want::Up;
+            }
+            (State::Waiting | State::Backoff { .. }, Input::Stop) => {
+                self.want = Want::Down;
+                self.set_state(State::Stopped, Event::Stopped, sys);
+            }
+            (State::Running { pid, .. }, Input::Stop) => {
+                self.want = Want::Down;
+                self.begin_stop(pid, now, sys);
+            }
+            (State::Stopping { .. } | State::Stopped | State::Completed | State::Failed, Input::Stop) => {
+                self.want = Want::Down;
+            }
+
+            // ---- dependencies
+            (State::Waiting, Input::DepsReady) => self.spawn(now, sys),
+            (State::Waiting, Input::DepsBlocked { idx, failed }) => {
+                let r = Reason::Dependency { idx, failed };
+                if self.reason != r {
+                    self.reason = r;
+                    self.set_state(State::Waiting, Event::Waiting { dep: Some(idx), failed }, sys);
+                }
+            }
+            (_, Input::DepsReady | Input::DepsBlocked { .. }) => {}
+
+            // ---- the process ended
+            (State::Running { pid, since }, Input::Exited { status }) => {
+                self.reason = Reason::Exited(status);
+                let uptime = now.since(since);
+                // Anything left in the group goes too, so a restart starts
+                // clean (systemd does the same with a unit's cgroup).
+                sys.kill_group(pid, SIGKILL);
+                self.on_death(pid, status, uptime, now, sys);
+            }
+            (State::Stopping { pid, kill_at, .. }, Input::Exited { status }) => {
+                self.reason = Reason::Exited(status);
+                if sys.group_alive(pid) {
+                    self.state = State::Stopping { pid, kill_at, leader_gone: true };
+                } else {
+                    self.stopped(now, sys);
+                }
+            }
+            (State::Stopping { pid, leader_gone: true, .. }, Input::Reaped) => {
+                if !sys.group_alive(pid) {
+                    self.stopped(now, sys);
+                }
+            }
+            (_, Input::Reaped) => {}
+
+            // ---- deadlines
+            (State::Backoff { retry_at }, Input::Tick) if now >= retry_at => self.spawn(now, sys),
+            (State::Stopping { pid, kill_at, leader_gone }, Input::Tick) if now >= kill_at => {
+                sys.kill_group(pid, SIGKILL);
+                self.set_state(
+                    State::Stopping { pid, kill_at: Instant::NEVER, leader_gone },
+                    Event::Killed { pid },
+                    sys,
+                );
+                if leader_gone && !sys.group_alive(pid) {
+                    self.stopped(now, sys);
+                }
+            }
+            (_, Input::Tick) => {}
+
+            // ---- pairs that should not happen: count, log, carry on.
+            (
+                State::Stopped
+                | State::Waiting
+                | State::Backoff { .. }
+                | State::Completed
+                | State::Failed,
+                Input::Exited { .. },
+            ) => self.unexpected(input, sys),
+        }
+    }
+
+    fn unexpected(&mut self, input: Input, sys: &mut impl Sys) {
+        self.unexpected = self.unexpected.saturating_add(1);
+        let s = self.state;
+        sys.emit(usize::from(self.idx), s.name(), s.name(), &Event::Unexpected { input: input.name() });
+    }
+
+    fn begin_stop(&mut self, pid: i32, now: Instant, sys: &mut impl Sys) {
+        let sig = self.policy.stop_signal;
+        sys.kill_group(pid, sig);
+        // A stopped (SIGSTOP) process would never see the signal.
+        sys.kill_group(pid, SIGCONT);
+        self.set_state(
+            State::Stopping {
+                pid,
+                kill_at: now.add(self.policy.stop_timeout),
+                leader_gone: false,
+            },
+            Event::Stopping { pid, signal: sig },
+            sys,
+        );
+    }
+
+    fn stopped(&mut self, now: Instant, sys: &mut impl Sys) {
+        if self.want == Want::Up {
+            // `start` arrived while stopping: go again.
+            self.failures = 0;
+            self.ran = false;
+            self.next_delay = self.policy.backoff_initial;
+            self.set_state(State::Waiting, Event::Stopped, sys);
+            let _ = now;
+        } else {
+            self.set_state(State::Stopped, Event::Stopped, sys);
+        }
+    }
+
+    fn spawn(&mut self, now: Instant, sys: &mut impl Sys) {
+        match sys.spawn(usize::from(self.idx)) {
+            Ok(pid) => {
+                if self.ran {
+                    self.restarts = self.restarts.saturating_add(1);
+                }
+                self.ran = true;
+                self.reason = Reason::None;
+                self.set_state(State::Running { pid, since: now }, Event::Spawned { pid }, sys);
+            }
+            Err(err) if err.is_temporary() => {
+                // The daemon is short of something; not the service's fault.
+                self.reason = Reason::SpawnFailed(err);
+                self.set_state(
+                    State::Backoff { retry_at: now.add(TEMP_RETRY_MS) },
+                    Event::SpawnFailed { err },
+                    sys,
+                );
+            }
+            Err(err) => {
+                // Exec failures are not a run, but they are a failure.
+                self.reason = Reason::SpawnFailed(err);
+                let s = self.state;
+                sys.emit(usize::from(self.idx), s.name(), s.name(), &Event::SpawnFailed { err });
+                self.fail_or_retry(now, sys, true);
+            }
+        }
+    }
+
+    fn on_death(&mut self, pid: i32, status: ExitStatus, uptime: Millis, now: Instant, sys: &mut impl Sys) {
+        let s = self.state;
+        sys.emit(usize::from(self.idx), s.name(), s.name(), &Event::Exited { pid, status, uptime });
+        if uptime >= self.policy.reset_after {
+            self.failures = 0;
+            self.next_delay = self.policy.backoff_initial;
+        }
+        let ok = status.success();
+        let again = self.want == Want::Up
+            && match self.policy.restart {
+                Restart::Always => true,
+                Restart::OnFailure => !ok,
+                Restart::Never => false,
+            };
+        if !again {
+            if ok && self.policy.kind == Kind::Oneshot {
+                self.set_state(State::Completed, Event::Completed, sys);
+            } else if ok || self.want == Want::Down {
+                self.set_state(State::Stopped, Event::Stopped, sys);
+            } else {
+                self.fail_or_retry(now, sys, false);
+            }
+            return;
+        }
+        self.fail_or_retry(now, sys, true);
+    }
+
+    /// A run or a spawn failed (or ended and must be restarted): back off,
+    /// or give up past `max_restarts`.
+    fn fail_or_retry(&mut self, now: Instant, sys: &mut impl Sys, retry: bool) {
+        self.failures = self.failures.saturating_add(1);
+        let max = self.policy.max_restarts;
+        let allowed = self.policy.restart != Restart::Never && retry && self.want == Want::Up;
+        if !allowed || (max > 0 && self.failures > max) {
+            self.reason = if allowed {
+                Reason::GaveUp { failures: self.failures }
+            } else {
+                self.reason
+            };
+            let failures = self.failures;
+            self.set_state(State::Failed, Event::GaveUp { failures }, sys);
+            return;
+        }
+        let delay = self.next_delay;
+        let grown = u128::from(delay) * u128::from(self.policy.backoff_mult_milli) / 1000;
+        let grown = u64::try_from(grown).unwrap_or(u64::MAX);
+        self.next_delay = grown.min(self.policy.backoff_max).max(self.policy.backoff_initial);
+        let failures = self.failures;
+        self.set_state(
+            State::Backoff { retry_at: now.add(delay) },
+            Event::Backoff { delay, failures },
+            sys,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::{errno, Stage};
+    use std::vec::Vec;
+
+    /// Records calls; spawn results are scripted.
+    #[derive(Default)]
+    pub struct FakeSys {
+        pub next_pid: i32,
+        pub fail: Vec<SpawnError>,
+        pub spawns: Vec<usize>,
+        pub kills: Vec<(i32, i32)>,
+        pub alive_groups: Vec<i32>,
+        pub events: Vec<(usize, StateName, StateName, Event)>,
+    }
+
+    impl Sys for FakeSys {
+        fn spawn(&mut self, idx: usize) -> Result<i32, SpawnError> {
+            if let Some(e) = self.fail.pop() {
+                return Err(e);
+            }
+            self.spawns.push(idx);
+            self.next_pid += 1;
+            Ok(100 + self.next_pid)
+        }
+        fn kill_group(&mut self, pgid: i32, sig: i32) {
+            self.kills.push((pgid, sig));
+        }
+        fn group_alive(&mut self, pgid: i32) -> bool {
+            self.alive_groups.contains(&pgid)
+        }
+        fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event) {
+            self.events.push((idx, from, to, *event));
+        }
+    }
+
+    fn svc(policy: Policy) -> Service {
+        Service::new(0, policy)
+    }
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn code(c: i32) -> Input {
+        Input::Exited { status: ExitStatus::Code(c) }
+    }
+
+    #[test]
+    fn start_spawns_after_deps() {
+        let mut s = svc(Policy::default());
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        assert_eq!(s.state, State::Waiting);
+        assert!(sys.spawns.is_empty());
+        s.step(Input::DepsReady, t(0), &mut sys);
+        assert_eq!(s.state, State::Running { pid: 101, since: t(0) });
+        assert_eq!(s.restarts, 0);
+    }
+
+    #[test]
+    fn backoff_schedule_grows_and_caps() {
+        let p = Policy {
+            backoff_initial: 1000,
+            backoff_max: 5000,
+            backoff_mult_milli: 2000,
+            ..Policy::default()
+        };
+        let mut s = svc(p);
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        let mut now = 0;
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            now += 200;
+            s.step(code(1), t(now), &mut sys);
+            let State::Backoff { retry_at } = s.state else { panic!("{:?}", s.state) };
+            let d = retry_at.since(t(now));
+            delays.push(d);
+            // t = retry_at - 1: nothing; t = retry_at: spawn.
+            s.step(Input::Tick, t(now + d - 1), &mut sys);
+            assert!(matches!(s.state, State::Backoff { .. }));
+            now += d;
+            s.step(Input::Tick, t(now), &mut sys);
+            assert!(matches!(s.state, State::Running { .. }));
+        }
+        assert_eq!(delays, [1000, 2000, 4000, 5000, 5000]);
+        assert_eq!(s.restarts, 5);
+        // Each death also clears the rest of the group.
+        assert!(sys.kills.iter().all(|&(_, sig)| sig == SIGKILL));
+    }
+
+    #[test]
+    fn reset_after_resets_delay_and_failures() {
+        let p = Policy { reset_after: 10_000, ..Policy::default() };
+        let mut s = svc(p);
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        s.step(code(1), t(100), &mut sys); // delay 1000
+        s.step(Input::Tick, t(1100), &mut sys);
+        s.step(code(1), t(1200), &mut sys); // delay 2000
+        assert_eq!(s.failures, 2);
+        s.step(Input::Tick, t(3200), &mut sys);
+        s.step(code(1), t(13_200), &mut sys); // ran 10s: reset
+        assert_eq!(s.failures, 1);
+        assert_eq!(s.state, State::Backoff { retry_at: t(14_200) });
+    }
+
+    #[test]
+    fn max_restarts_gives_up() {
+        let p = Policy { max_restarts: 2, ..Policy::default() };
+        let mut s = svc(p);
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        let mut now = 0;
+        for _ in 0..2 {
+            now += 10;
+            s.step(code(3), t(now), &mut sys);
+            now = s.poll_at().millis();
+            s.step(Input::Tick, t(now), &mut sys);
+        }
+        s.step(code(3), t(now + 10), &mut sys);
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(s.reason, Reason::GaveUp { failures: 3 });
+        assert_eq!(s.poll_at(), Instant::NEVER);
+    }
+
+    #[test]
+    fn restart_policies() {
+        for (restart, c, want) in [
+            (Restart::Never, 0, StateName::Stopped),
+            (Restart::Never, 1, StateName::Failed),
+            (Restart::OnFailure, 0, StateName::Stopped),
+            (Restart::OnFailure, 1, StateName::Backoff),
+            (Restart::Always, 0, StateName::Backoff),
+        ] {
+            let mut s = svc(Policy { restart, ..Policy::default() });
+            let mut sys = FakeSys::default();
+            s.step(Input::Start, t(0), &mut sys);
+            s.step(Input::DepsReady, t(0), &mut sys);
+            s.step(code(c), t(5), &mut sys);
+            assert_eq!(s.state.name(), want, "{restart:?} exit {c}");
+        }
+    }
+
+    #[test]
+    fn oneshot_completes() {
+        let mut s = svc(Policy { kind: Kind::Oneshot, restart: Restart::Never, ..Policy::default() });
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        s.step(code(0), t(5), &mut sys);
+        assert_eq!(s.state, State::Completed);
+    }
+
+    #[test]
+    fn exec_failure_is_not_a_run() {
+        let mut s = svc(Policy::default());
+        let mut sys = FakeSys::default();
+        sys.fail.push(SpawnError { stage: Stage::Exec, errno: 2 });
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        assert_eq!(s.state, State::Backoff { retry_at: t(1000) });
+        assert_eq!(s.reason, Reason::SpawnFailed(SpawnError { stage: Stage::Exec, errno: 2 }));
+        assert!(sys.spawns.is_empty());
+        s.step(Input::Tick, t(1000), &mut sys);
+        assert!(matches!(s.state, State::Running { .. }));
+        assert_eq!(s.restarts, 0, "the failed exec was not a run");
+    }
+
+    #[test]
+    fn temporary_spawn_failure_retries_without_growing() {
+        let mut s = svc(Policy { max_restarts: 1, ..Policy::default() });
+        let mut sys = FakeSys::default();
+        for e in [errno::EAGAIN, errno::EMFILE, errno::ENOMEM] {
+            sys.fail.push(SpawnError { stage: Stage::Fork, errno: e });
+        }
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        let mut now = 0;
+        for _ in 0..3 {
+            assert_eq!(s.state, State::Backoff { retry_at: t(now + TEMP_RETRY_MS) });
+            now += TEMP_RETRY_MS;
+            s.step(Input::Tick, t(now), &mut sys);
+        }
+        assert!(matches!(s.state, State::Running { .. }));
+        assert_eq!(s.failures, 0);
+        assert_eq!(s.next_delay, 1000);
+    }
+
+    #[test]
+    fn stop_escalates_to_sigkill() {
+        let mut s = svc(Policy { stop_timeout: 500, ..Policy::default() });
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        s.step(Input::Stop, t(100), &mut sys);
+        assert_eq!(sys.kills, [(101, 15), (101, SIGCONT)]);
+        assert_eq!(s.poll_at(), t(600));
+        s.step(Input::Tick, t(599), &mut sys);
+        assert_eq!(sys.kills.len(), 2);
+        s.step(Input::Tick, t(600), &mut sys);
+        assert_eq!(sys.kills.last(), Some(&(101, SIGKILL)));
+        assert_eq!(s.poll_at(), Instant::NEVER);
+        s.step(Input::Exited { status: ExitStatus::Signal(9) }, t(601), &mut sys);
+        assert_eq!(s.state, State::Stopped);
+    }
+
+    #[test]
+    fn stop_waits_for_the_group() {
+        let mut s = svc(Policy::default());
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        sys.alive_groups.push(101);
+        s.step(Input::Stop, t(10), &mut sys);
+        s.step(code(0), t(20), &mut sys);
+        assert!(matches!(s.state, State::Stopping { leader_gone: true, .. }));
+        s.step(Input::Reaped, t(30), &mut sys);
+        assert!(matches!(s.state, State::Stopping { .. }));
+        sys.alive_groups.clear();
+        s.step(Input::Reaped, t(40), &mut sys);
+        assert_eq!(s.state, State::Stopped);
+    }
+
+    #[test]
+    fn start_during_stopping_restarts() {
+        let mut s = svc(Policy::default());
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        s.step(Input::Stop, t(10), &mut sys);
+        s.step(Input::Start, t(11), &mut sys);
+        s.step(code(0), t(20), &mut sys);
+        assert_eq!(s.state, State::Waiting);
+    }
+
+    #[test]
+    fn unexpected_pairs_are_counted_not_fatal() {
+        let mut s = svc(Policy::default());
+        let mut sys = FakeSys::default();
+        s.step(code(0), t(0), &mut sys);
+        assert_eq!(s.unexpected, 1);
+        assert_eq!(s.state, State::Stopped);
+        assert!(matches!(sys.events.last(), Some((_, _, _, Event::Unexpected { .. }))));
+    }
+
+    #[test]
+    fn stop_in_backoff_cancels_retry() {
+        let mut s = svc(Policy::default());
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        s.step(code(1), t(10), &mut sys);
+        s.step(Input::Stop, t(20), &mut sys);
+        assert_eq!(s.state, State::Stopped);
+        s.step(Input::Tick, t(5000), &mut sys);
+        assert_eq!(s.state, State::Stopped);
+        assert_eq!(sys.spawns.len(), 1);
+    }
+}

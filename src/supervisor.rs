@@ -1,0 +1,354 @@
+//! The SUPERVISOR: owns the service table (borrowed from the shell) and
+//! routes events to the machines.
+//!
+//! Dependency and shutdown propagation is a bounded fixpoint: repeated
+//! passes over the table, at most `n + 1` of them, never recursion. A pass
+//! starts every service whose dependencies are met (so independent services
+//! start together) and, during shutdown, stops every service that no running
+//! service depends on (reverse dependency order).
+
+use crate::service::{Condition, Input, Service, State, Want};
+use crate::sys::{ExitStatus, Sys, SIGKILL};
+use crate::time::{Instant, Millis};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum DepStatus {
+    Ready,
+    Pending,
+    Failed,
+}
+
+pub struct Supervisor<'a> {
+    svcs: &'a mut [Service],
+    /// Number of slots in use (the rest are headroom for reload).
+    used: usize,
+    /// Set once shutdown began: its deadline.
+    shutdown_at: Option<Instant>,
+    /// SIGKILL went to every group at the deadline.
+    killed_all: bool,
+    /// Processes reaped that belonged to no service's main pid.
+    pub orphans_reaped: u64,
+}
+
+impl<'a> Supervisor<'a> {
+    /// `svcs[..used]` are configured services; the rest are spare slots.
+    pub fn new(svcs: &'a mut [Service], used: usize) -> Self {
+        let used = used.min(svcs.len());
+        Supervisor {
+            svcs,
+            used,
+            shutdown_at: None,
+            killed_all: false,
+            orphans_reaped: 0,
+        }
+    }
+
+    pub fn services(&self) -> &[Service] {
+        self.svcs.get(..self.used).unwrap_or(&[])
+    }
+
+    fn active(&mut self) -> &mut [Service] {
+        self.svcs.get_mut(..self.used).unwrap_or(&mut [])
+    }
+
+    /// Wants every service up; they start as their dependencies allow.
+    pub fn start_all(&mut self, now: Instant, sys: &mut impl Sys) {
+        for s in self.active() {
+            s.step(Input::Start, now, sys);
+        }
+        self.propagate(now, sys);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown_at.is_some()
+    }
+
+    /// Begins an ordered shutdown that must end by `now + timeout`.
+    pub fn shutdown(&mut self, now: Instant, timeout: Millis, sys: &mut impl Sys) {
+        if self.shutdown_at.is_none() {
+            self.shutdown_at = Some(now.add(timeout));
+        }
+        for s in self.active() {
+            s.want_down();
+            if !s.state.has_process() {
+                s.step(Input::Stop, now, sys);
+            }
+        }
+        self.propagate(now, sys);
+    }
+
+    /// Shutdown is over: nothing runs any more, or the deadline passed and
+    /// everything left got SIGKILL.
+    pub fn finished(&self) -> bool {
+        self.shutdown_at.is_some()
+            && (self.killed_all || self.services().iter().all(|s| !s.state.has_process()))
+    }
+
+    /// A process was reaped. Returns the index of the service it was the
+    /// main process of, if any.
+    pub fn on_exit(&mut self, pid: i32, status: ExitStatus, now: Instant, sys: &mut impl Sys) -> Option<usize> {
+        let mut found = None;
+        for (i, s) in self.active().iter_mut().enumerate() {
+            let mine = match s.state {
+                State::Running { pid: p, .. } => p == pid,
+                State::Stopping { pid: p, leader_gone, .. } => p == pid && !leader_gone,
+                _ => false,
+            };
+            if mine {
+                s.step(Input::Exited { status }, now, sys);
+                found = Some(i);
+                break;
+            }
+        }
+        if found.is_none() {
+            self.orphans_reaped = self.orphans_reaped.saturating_add(1);
+        }
+        for s in self.active() {
+            if matches!(s.state, State::Stopping { leader_gone: true, .. }) {
+                s.step(Input::Reaped, now, sys);
+            }
+        }
+        self.propagate(now, sys);
+        found
+    }
+
+    /// Fires due deadlines.
+    pub fn tick(&mut self, now: Instant, sys: &mut impl Sys) {
+        for s in self.active() {
+            if s.poll_at() <= now {
+                s.step(Input::Tick, now, sys);
+            }
+        }
+        if let Some(at) = self.shutdown_at {
+            if now >= at && !self.killed_all {
+                for s in self.active() {
+                    if let Some(pid) = s.state.pid() {
+                        sys.kill_group(pid, SIGKILL);
+                    }
+                }
+                self.killed_all = true;
+            }
+        }
+        self.propagate(now, sys);
+    }
+
+    /// The earliest deadline of any machine.
+    pub fn poll_at(&self) -> Instant {
+        let mut at = Instant::NEVER;
+        for s in self.services() {
+            at = at.min(s.poll_at());
+        }
+        if let (Some(d), false) = (self.shutdown_at, self.killed_all) {
+            at = at.min(d);
+        }
+        at
+    }
+
+    fn dep_status(&self, idx: u16, cond: Condition) -> DepStatus {
+        let Some(d) = self.services().get(usize::from(idx)) else {
+            return DepStatus::Failed;
+        };
+        match (cond, d.state) {
+            (_, State::Failed) => DepStatus::Failed,
+            (_, State::Completed) => DepStatus::Ready,
+            (Condition::Started | Condition::Healthy, State::Running { .. }) => DepStatus::Ready,
+            // Exited cleanly with no restart: it did start.
+            (Condition::Started | Condition::Healthy, State::Stopped) if d.want == Want::Up => DepStatus::Ready,
+            _ => DepStatus::Pending,
+        }
+    }
+
+    /// Whether any service that depends on `idx` still has a process.
+    fn has_live_dependent(&self, idx: usize) -> bool {
+        self.services()
+            .iter()
+            .any(|s| s.state.has_process() && s.deps.iter().any(|d| usize::from(d.idx) == idx))
+    }
+
+    fn propagate(&mut self, now: Instant, sys: &mut impl Sys) {
+        let n = self.used;
+        for _pass in 0..=n {
+            let mut changed = false;
+            for i in 0..n {
+                let Some(s) = self.services().get(i) else { break };
+                let before = s.state;
+                let input = if self.shutdown_at.is_some() {
+                    match s.state {
+                        State::Running { .. } if !self.has_live_dependent(i) => Some(Input::Stop),
+                        _ => None,
+                    }
+                } else if s.state == State::Waiting && s.want == Want::Up {
+                    let mut verdict = Input::DepsReady;
+                    for d in s.deps.iter() {
+                        match self.dep_status(d.idx, d.condition) {
+                            DepStatus::Ready => {}
+                            DepStatus::Pending => {
+                                verdict = Input::DepsBlocked { idx: d.idx, failed: false };
+                            }
+                            DepStatus::Failed => {
+                                verdict = Input::DepsBlocked { idx: d.idx, failed: true };
+                                break;
+                            }
+                        }
+                    }
+                    Some(verdict)
+                } else {
+                    None
+                };
+                if let (Some(input), Some(s)) = (input, self.active().get_mut(i)) {
+                    s.step(input, now, sys);
+                    changed |= s.state != before;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Dep, Event, Kind, Policy, Restart, StateName};
+    use crate::sys::SpawnError;
+    use std::vec::Vec;
+
+    #[derive(Default)]
+    struct Rec {
+        pid: i32,
+        spawned: Vec<(usize, i32)>,
+        kills: Vec<(i32, i32)>,
+        alive: Vec<i32>,
+        events: Vec<(usize, StateName, StateName, Event)>,
+    }
+    impl Sys for Rec {
+        fn spawn(&mut self, idx: usize) -> Result<i32, SpawnError> {
+            self.pid += 1;
+            self.spawned.push((idx, self.pid));
+            Ok(self.pid)
+        }
+        fn kill_group(&mut self, pgid: i32, sig: i32) {
+            self.kills.push((pgid, sig));
+        }
+        fn group_alive(&mut self, pgid: i32) -> bool {
+            self.alive.contains(&pgid)
+        }
+        fn emit(&mut self, idx: usize, from: StateName, to: StateName, e: &Event) {
+            self.events.push((idx, from, to, *e));
+        }
+    }
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    /// a <- b <- c (c depends on b, b on a), d independent.
+    fn chain(cond_b: Condition, kind_a: Kind) -> Vec<Service> {
+        let mut v: Vec<Service> = (0..4)
+            .map(|i| Service::new(i, Policy::default()))
+            .collect();
+        v[0].policy.kind = kind_a;
+        if kind_a == Kind::Oneshot {
+            v[0].policy.restart = Restart::Never;
+        }
+        v[1].deps.push(Dep { idx: 0, condition: cond_b }).unwrap();
+        v[2].deps.push(Dep { idx: 1, condition: Condition::Started }).unwrap();
+        v
+    }
+
+    #[test]
+    fn starts_in_dependency_order_independents_together() {
+        let mut v = chain(Condition::Started, Kind::Service);
+        let mut sys = Rec::default();
+        let mut sup = Supervisor::new(&mut v, 4);
+        sup.start_all(t(0), &mut sys);
+        let order: Vec<usize> = sys.spawned.iter().map(|x| x.0).collect();
+        assert_eq!(order.len(), 4);
+        let pos = |i| order.iter().position(|&x| x == i).unwrap();
+        assert!(pos(0) < pos(1) && pos(1) < pos(2));
+    }
+
+    #[test]
+    fn completed_condition_waits_for_oneshot() {
+        let mut v = chain(Condition::Completed, Kind::Oneshot);
+        let mut sys = Rec::default();
+        let mut sup = Supervisor::new(&mut v, 4);
+        sup.start_all(t(0), &mut sys);
+        assert_eq!(sup.services()[1].state, State::Waiting);
+        let pid_a = sys.spawned.iter().find(|x| x.0 == 0).unwrap().1;
+        sup.on_exit(pid_a, ExitStatus::Code(0), t(5), &mut sys);
+        assert_eq!(sup.services()[0].state, State::Completed);
+        assert!(sup.services()[1].state.has_process());
+        assert!(sup.services()[2].state.has_process());
+    }
+
+    #[test]
+    fn failed_dependency_blocks_with_reason() {
+        let mut v = chain(Condition::Completed, Kind::Oneshot);
+        let mut sys = Rec::default();
+        let mut sup = Supervisor::new(&mut v, 4);
+        sup.start_all(t(0), &mut sys);
+        sup.on_exit(1, ExitStatus::Code(1), t(5), &mut sys);
+        assert_eq!(sup.services()[0].state, State::Failed);
+        assert_eq!(sup.services()[1].state, State::Waiting);
+        assert_eq!(
+            sup.services()[1].reason,
+            crate::service::Reason::Dependency { idx: 0, failed: true }
+        );
+    }
+
+    #[test]
+    fn shutdown_in_reverse_order_and_finishes_when_all_dead() {
+        let mut v = chain(Condition::Started, Kind::Service);
+        let mut sys = Rec::default();
+        let mut sup = Supervisor::new(&mut v, 4);
+        sup.start_all(t(0), &mut sys);
+        let pid = |sys: &Rec, i| sys.spawned.iter().find(|x| x.0 == i).unwrap().1;
+        sup.shutdown(t(10), 30_000, &mut sys);
+        // c (2) and d (3) first; a and b wait for their dependents.
+        let stopped: Vec<i32> = sys.kills.iter().filter(|k| k.1 == 15).map(|k| k.0).collect();
+        assert_eq!(stopped.len(), 2);
+        assert!(stopped.contains(&pid(&sys, 2)) && stopped.contains(&pid(&sys, 3)));
+        let (p2, p3, p1, p0) = (pid(&sys, 2), pid(&sys, 3), pid(&sys, 1), pid(&sys, 0));
+        sup.on_exit(p3, ExitStatus::Signal(15), t(11), &mut sys);
+        assert!(!sup.finished());
+        sup.on_exit(p2, ExitStatus::Signal(15), t(12), &mut sys);
+        assert!(sys.kills.contains(&(p1, 15)));
+        assert!(!sys.kills.contains(&(p0, 15)));
+        sup.on_exit(p1, ExitStatus::Signal(15), t(13), &mut sys);
+        assert!(sys.kills.contains(&(p0, 15)));
+        sup.on_exit(p0, ExitStatus::Signal(15), t(14), &mut sys);
+        assert!(sup.finished());
+        // No restart happened during shutdown.
+        assert_eq!(sys.spawned.len(), 4);
+    }
+
+    #[test]
+    fn shutdown_deadline_kills_everything() {
+        let mut v = chain(Condition::Started, Kind::Service);
+        for s in v.iter_mut() {
+            s.policy.stop_timeout = 60_000;
+        }
+        let mut sys = Rec::default();
+        let mut sup = Supervisor::new(&mut v, 4);
+        sup.start_all(t(0), &mut sys);
+        sup.shutdown(t(0), 1000, &mut sys);
+        assert_eq!(sup.poll_at(), t(1000));
+        sup.tick(t(999), &mut sys);
+        assert!(!sup.finished());
+        sup.tick(t(1000), &mut sys);
+        assert!(sup.finished());
+        assert_eq!(sys.kills.iter().filter(|k| k.1 == SIGKILL).count(), 4);
+    }
+
+    #[test]
+    fn orphans_are_counted() {
+        let mut v = chain(Condition::Started, Kind::Service);
+        let mut sys = Rec::default();
+        let mut sup = Supervisor::new(&mut v, 4);
+        sup.start_all(t(0), &mut sys);
+        assert_eq!(sup.on_exit(999, ExitStatus::Code(0), t(1), &mut sys), None);
+        assert_eq!(sup.orphans_reaped, 1);
+    }
+}

@@ -1,0 +1,154 @@
+//! The only way the core touches the world.
+//!
+//! The daemon implements [`Sys`] with fork/execve and kill(2); unit tests
+//! implement it with a recorder that can inject failures. Calls must not
+//! block for long and must never panic.
+
+use crate::service::{Event, StateName};
+use core::fmt;
+
+/// Where in the spawn sequence a child failed. Reported by the child over a
+/// close-on-exec pipe, so status can say what went wrong.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Creating the status pipe, in the daemon.
+    Pipe,
+    /// fork(2), in the daemon.
+    Fork,
+    /// dup2 of stdin/stdout/stderr.
+    Stdio,
+    Setsid,
+    Setgroups,
+    Setgid,
+    Setuid,
+    Chdir,
+    Exec,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Pipe => "pipe",
+            Stage::Fork => "fork",
+            Stage::Stdio => "stdio",
+            Stage::Setsid => "setsid",
+            Stage::Setgroups => "setgroups",
+            Stage::Setgid => "setgid",
+            Stage::Setuid => "setuid",
+            Stage::Chdir => "chdir",
+            Stage::Exec => "exec",
+        }
+    }
+    pub fn from_u32(v: u32) -> Stage {
+        match v {
+            0 => Stage::Pipe,
+            1 => Stage::Fork,
+            2 => Stage::Stdio,
+            3 => Stage::Setsid,
+            4 => Stage::Setgroups,
+            5 => Stage::Setgid,
+            6 => Stage::Setuid,
+            7 => Stage::Chdir,
+            _ => Stage::Exec,
+        }
+    }
+    pub fn to_u32(self) -> u32 {
+        self as u32
+    }
+}
+
+/// errno values the core needs to triage (Linux numbering).
+pub mod errno {
+    pub const EAGAIN: i32 = 11;
+    pub const ENOMEM: i32 = 12;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SpawnError {
+    pub stage: Stage,
+    pub errno: i32,
+}
+
+impl SpawnError {
+    /// Resource exhaustion in the daemon itself: retry later, it is not the
+    /// service's fault and must not count as a failure.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self.stage, Stage::Pipe | Stage::Fork)
+            && matches!(
+                self.errno,
+                errno::EAGAIN | errno::ENOMEM | errno::EMFILE | errno::ENFILE
+            )
+    }
+}
+
+/// How a process ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "signal {}", signal_name(*s)),
+        }
+    }
+}
+
+/// Name of a signal number, for messages.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        17 => "SIGCHLD",
+        18 => "SIGCONT",
+        19 => "SIGSTOP",
+        20 => "SIGTSTP",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        28 => "SIGWINCH",
+        30 => "SIGPWR",
+        31 => "SIGSYS",
+        _ => "signal",
+    }
+}
+
+pub const SIGKILL: i32 = 9;
+pub const SIGCONT: i32 = 18;
+
+/// Side effects the machines ask for.
+pub trait Sys {
+    /// Starts service `idx` in a new session/process group. Returns its pid,
+    /// which is also its process-group id.
+    fn spawn(&mut self, idx: usize) -> Result<i32, SpawnError>;
+    /// Sends `sig` to the whole process group `pgid`. Errors (ESRCH) are
+    /// ignored: the group may already be gone.
+    fn kill_group(&mut self, pgid: i32, sig: i32);
+    /// Whether any process is left in group `pgid`.
+    fn group_alive(&mut self, pgid: i32) -> bool;
+    /// A state change or notable event of service `idx`, for logs and
+    /// (later) the event stream.
+    fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event);
+}
