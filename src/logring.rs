@@ -255,6 +255,7 @@ impl LineBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 mod tests {
     use super::*;
     use std::vec::Vec;

@@ -186,6 +186,8 @@ pub enum Event {
     Exited { pid: i32, status: ExitStatus, uptime: Millis },
     Backoff { delay: Millis, failures: u32 },
     GaveUp { failures: u32 },
+    /// Exited non-zero (or could not exec) and the policy says no restart.
+    Failed,
     Stopping { pid: i32, signal: i32 },
     Killed { pid: i32 },
     Stopped,
@@ -484,7 +486,8 @@ impl Service {
                 self.reason
             };
             let failures = self.failures;
-            self.set_state(State::Failed, Event::GaveUp { failures }, sys);
+            let ev = if allowed { Event::GaveUp { failures } } else { Event::Failed };
+            self.set_state(State::Failed, ev, sys);
             return;
         }
         let delay = self.next_delay;
@@ -501,6 +504,7 @@ impl Service {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 mod tests {
     use super::*;
     use crate::sys::{errno, Stage};

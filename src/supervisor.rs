@@ -208,6 +208,7 @@ impl<'a> Supervisor<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 mod tests {
     use super::*;
     use crate::service::{Dep, Event, Kind, Policy, Restart, StateName};

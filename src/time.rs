@@ -69,6 +69,7 @@ impl fmt::Display for Dur {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 mod tests {
     use super::*;
     use std::string::ToString;

@@ -1,0 +1,68 @@
+//! Clock reads and timestamp formatting. The loop reads CLOCK_MONOTONIC
+//! once per turn for the machines; CLOCK_REALTIME only stamps log lines.
+
+use coffey::time::Instant;
+use core::fmt;
+use nix::libc;
+
+fn read(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; clock_gettime cannot fail for
+    // these clocks on Linux, and on failure `ts` stays zero.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    let s = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let ns = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    s.saturating_mul(1000).saturating_add(ns / 1_000_000)
+}
+
+/// Monotonic milliseconds, for the machines.
+pub fn now() -> Instant {
+    Instant::from_millis(read(libc::CLOCK_MONOTONIC))
+}
+
+/// Wall-clock milliseconds since the epoch, for log stamps.
+pub fn wall_ms() -> u64 {
+    read(libc::CLOCK_REALTIME)
+}
+
+/// `2026-11-22T03:50:00.123Z`, formatted without allocating.
+pub struct Stamp(pub u64);
+
+impl fmt::Display for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0 % 1000;
+        let secs = self.0 / 1000;
+        let days = i64::try_from(secs / 86_400).unwrap_or(0);
+        let rem = secs % 86_400;
+        // Civil-from-days (proleptic Gregorian), after H. Hinnant.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            rem / 3600,
+            (rem / 60) % 60,
+            rem % 60
+        )
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps() {
+        assert_eq!(Stamp(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Stamp(1_795_838_400_123).to_string(), "2026-11-28T04:00:00.123Z");
+        assert_eq!(Stamp(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
+    }
+}

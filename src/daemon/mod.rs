@@ -1,0 +1,426 @@
+//! The daemon shell: one thread, one mio loop, no allocation after startup.
+//!
+//! It owns the world (fds, pids, files) and lends preallocated tables to
+//! the core machines. Each turn: read the clock once, fire due deadlines,
+//! sleep in `poll` until the earliest deadline or an event, then drain
+//! signals and reap (first), then service pipes with a per-turn budget.
+//! With nothing due the poll timeout is infinite: zero wakeups when idle.
+
+mod alloc;
+mod clock;
+mod log;
+mod logfile;
+pub mod setup;
+mod spawn;
+
+pub use alloc::Counting;
+
+use crate::config::Config;
+use coffey::limits::{EVENTS, READS_PER_TURN, READ_CHUNK};
+use coffey::logring::{LineBuf, LogRing, Stream};
+use coffey::service::{Event, Reason, StateName};
+use coffey::supervisor::Supervisor;
+use coffey::sys::{signal_name, ExitStatus, SpawnError, Stage, Sys};
+use coffey::time::{Dur, Instant};
+use core::fmt::Write as _;
+use log::{log, Log};
+use logfile::{LogFile, Problem};
+use mio::{Events, Token};
+use nix::libc;
+use nix::sys::signal::Signal;
+use std::os::fd::RawFd;
+
+pub(crate) const SIGNAL_TOKEN: Token = Token(0);
+
+/// Shell-side state of one service slot.
+pub struct Slot {
+    pub name: String,
+    /// None for spare slots (filled by reload).
+    pub prep: Option<spawn::Prepared>,
+    pub out_r: RawFd,
+    pub err_r: RawFd,
+    /// Write ends, held open by the daemon so the pipes (and any output
+    /// still in them) outlive each child; reload hands them to new slots.
+    #[allow(dead_code)]
+    pub out_w: RawFd,
+    #[allow(dead_code)]
+    pub err_w: RawFd,
+    pub ring: LogRing<'static>,
+    pub lines: Box<[LineBuf; 2]>,
+    pub file: Option<LogFile>,
+    pub console: bool,
+    /// Pipe may have more data (edge-triggered readiness not yet drained).
+    pub ready: [bool; 2],
+}
+
+pub struct Shell {
+    pub log: Log,
+    pub devnull: RawFd,
+    pub slots: Vec<Slot>,
+    pub used: usize,
+    pub readbuf: Box<[u8; READ_CHUNK]>,
+    pub scratch: Box<log::LineBuf>,
+}
+
+fn errno_desc(e: i32) -> &'static str {
+    nix::errno::Errno::from_raw(e).desc()
+}
+
+impl Sys for Shell {
+    fn spawn(&mut self, idx: usize) -> Result<i32, SpawnError> {
+        match self.slots.get(idx).and_then(|s| s.prep.as_ref()) {
+            Some(p) => spawn::spawn(p, self.devnull),
+            None => Err(SpawnError { stage: Stage::Exec, errno: libc::ENOENT }),
+        }
+    }
+
+    fn kill_group(&mut self, pgid: i32, sig: i32) {
+        if pgid > 1 {
+            // SAFETY: plain syscall; ESRCH (group gone) is fine.
+            unsafe { libc::kill(-pgid, sig) };
+        }
+    }
+
+    fn group_alive(&mut self, pgid: i32) -> bool {
+        if pgid <= 1 {
+            return false;
+        }
+        // SAFETY: signal 0 only checks existence.
+        let r = unsafe { libc::kill(-pgid, 0) };
+        r == 0 || nix::errno::Errno::last_raw() == libc::EPERM
+    }
+
+    fn emit(&mut self, idx: usize, _from: StateName, to: StateName, event: &Event) {
+        let name = self.slots.get(idx).map_or("?", |s| s.name.as_str());
+        let dep = |d: u16| self.slots.get(usize::from(d)).map_or("?", |s| s.name.as_str());
+        match *event {
+            Event::Waiting { dep: None, .. } => {}
+            Event::Waiting { dep: Some(d), failed } => {
+                let why = if failed { " (it failed)" } else { "" };
+                log!(self.log, "{name}: waiting for {}{why}", dep(d));
+            }
+            Event::Spawned { pid } => log!(self.log, "{name}: spawned pid {pid}"),
+            Event::SpawnFailed { err } if err.is_temporary() => log!(
+                self.log,
+                "{name}: cannot spawn ({}: {}); retrying",
+                err.stage.name(),
+                errno_desc(err.errno)
+            ),
+            Event::SpawnFailed { err } => log!(
+                self.log,
+                "{name}: exec failed at {}: {}",
+                err.stage.name(),
+                errno_desc(err.errno)
+            ),
+            Event::Exited { pid, status, uptime } => {
+                log!(self.log, "{name}: pid {pid} exited with {status} after {}", Dur(uptime))
+            }
+            Event::Backoff { delay, failures } => {
+                log!(self.log, "{name}: restarting in {} (failure {failures})", Dur(delay))
+            }
+            Event::GaveUp { failures } => {
+                log!(self.log, "{name}: gave up after {failures} consecutive failures")
+            }
+            Event::Failed => log!(self.log, "{name}: failed"),
+            Event::Stopping { pid, signal } => {
+                log!(self.log, "{name}: stopping pid {pid} with {}", signal_name(signal))
+            }
+            Event::Killed { pid } => {
+                log!(self.log, "{name}: stop timeout; sent SIGKILL to process group {pid}")
+            }
+            Event::Stopped if to == StateName::Waiting => log!(self.log, "{name}: stopped; starting again"),
+            Event::Stopped => log!(self.log, "{name}: stopped"),
+            Event::Completed => log!(self.log, "{name}: completed"),
+            Event::Unexpected { input } => {
+                log!(self.log, "{name}: ignored unexpected '{input}' in state {to}")
+            }
+        }
+    }
+}
+
+impl Shell {
+    /// Stores one output line: ring, file, console. (Split borrows of the
+    /// shell's fields, hence the long parameter list.)
+    #[allow(clippy::too_many_arguments)]
+    fn sink(
+        log: &mut Log,
+        scratch: &mut log::LineBuf,
+        slot_name: &str,
+        ring: &mut LogRing<'static>,
+        file: &mut Option<LogFile>,
+        console: bool,
+        stream: Stream,
+        line: &[u8],
+        cut: bool,
+    ) {
+        let now = clock::wall_ms();
+        ring.push(now, stream, cut, line);
+        let text = core::str::from_utf8(line).unwrap_or("<invalid utf-8>");
+        let mark = if cut { " [cut]" } else { "" };
+        if let Some(f) = file.as_mut() {
+            scratch.clear();
+            let _ = write!(scratch, "{} {} ", clock::Stamp(now), stream.name());
+            scratch.push_bytes(line);
+            scratch.push_bytes(mark.as_bytes());
+            scratch.newline();
+            match f.write(scratch.as_bytes(), clock::now().millis()) {
+                Problem::None => {}
+                Problem::Failed(e) => log!(
+                    log,
+                    "{slot_name}: log file {}: {}; lines stay in the ring buffer",
+                    f.path_str(),
+                    errno_desc(e)
+                ),
+                Problem::Recovered => log!(log, "{slot_name}: log file {} writable again", f.path_str()),
+            }
+        }
+        if console {
+            log.console_raw(format_args!(
+                "{} {slot_name}[{}]: {text}{mark}",
+                clock::Stamp(now),
+                stream.name()
+            ));
+        }
+    }
+
+    /// Reads one pipe until it would block or the budget is spent.
+    fn drain_pipe(&mut self, idx: usize, which: usize) {
+        let Shell { log, slots, readbuf, scratch, .. } = self;
+        let Some(slot) = slots.get_mut(idx) else { return };
+        let Slot { name, out_r, err_r, ring, lines, file, console, ready, .. } = slot;
+        let (fd, stream) = if which == 0 { (*out_r, Stream::Stdout) } else { (*err_r, Stream::Stderr) };
+        let Some(lb) = lines.get_mut(which) else { return };
+        let mut more = true;
+        for _ in 0..READS_PER_TURN {
+            // SAFETY: readbuf is valid for its length.
+            let n = unsafe { libc::read(fd, readbuf.as_mut_ptr().cast(), readbuf.len()) };
+            if n < 0 {
+                let e = nix::errno::Errno::last_raw();
+                if e == libc::EINTR {
+                    continue;
+                }
+                more = false; // EAGAIN, or an error we cannot fix
+                break;
+            }
+            let n = usize::try_from(n).unwrap_or(0);
+            if n == 0 {
+                more = false;
+                break;
+            }
+            let data = readbuf.get(..n).unwrap_or(&[]);
+            lb.feed(data, |line, cut| {
+                Self::sink(log, scratch, name, ring, file, *console, stream, line, cut)
+            });
+        }
+        if let Some(r) = ready.get_mut(which) {
+            *r = more;
+        }
+    }
+
+    /// Drains every pipe marked ready. Returns whether work is left.
+    fn drain_ready(&mut self) -> bool {
+        let mut left = false;
+        for i in 0..self.slots.len() {
+            for w in 0..2 {
+                if self.slots.get(i).is_some_and(|s| s.ready.get(w) == Some(&true)) {
+                    self.drain_pipe(i, w);
+                    left |= self.slots.get(i).is_some_and(|s| s.ready.get(w) == Some(&true));
+                }
+            }
+        }
+        left
+    }
+
+    /// Drains everything and flushes partial lines (at shutdown).
+    fn flush_all(&mut self) {
+        for i in 0..self.slots.len() {
+            for w in 0..2 {
+                if let Some(r) = self.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
+                    *r = true;
+                }
+                self.drain_pipe(i, w);
+                let Shell { log, slots, scratch, .. } = self;
+                if let Some(Slot { name, ring, lines, file, console, .. }) = slots.get_mut(i) {
+                    let stream = if w == 0 { Stream::Stdout } else { Stream::Stderr };
+                    if let Some(lb) = lines.get_mut(w) {
+                        lb.flush(|line, cut| Self::sink(log, scratch, name, ring, file, *console, stream, line, cut));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn status_of(raw: i32) -> Option<ExitStatus> {
+    if libc::WIFEXITED(raw) {
+        Some(ExitStatus::Code(libc::WEXITSTATUS(raw)))
+    } else if libc::WIFSIGNALED(raw) {
+        Some(ExitStatus::Signal(libc::WTERMSIG(raw)))
+    } else {
+        None
+    }
+}
+
+/// Reaps every exited child (services and orphans alike).
+fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
+    loop {
+        let mut raw = 0;
+        // SAFETY: valid out-pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
+        if pid <= 0 {
+            if pid < 0 && nix::errno::Errno::last_raw() == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        let Some(status) = status_of(raw) else { continue };
+        if sup.on_exit(pid, status, clock::now(), shell).is_none() {
+            log!(shell.log, "reaped orphan pid {pid} ({status})");
+        }
+    }
+}
+
+fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
+    for (i, s) in sup.services().iter().enumerate() {
+        let Some(slot) = shell.slots.get(i) else { continue };
+        let (name, lines, evicted, cut) = (slot.name.as_str(), slot.ring.len(), slot.ring.evicted, slot.ring.cut);
+        let pid = s.state.pid().unwrap_or(0);
+        let mut why = log::LineBuf::default();
+        match s.reason {
+            Reason::None => {}
+            Reason::Exited(st) => {
+                let _ = write!(why, ", last {st}");
+            }
+            Reason::SpawnFailed(e) => {
+                let _ = write!(why, ", exec failed: {}", errno_desc(e.errno));
+            }
+            Reason::Dependency { idx, failed } => {
+                let d = shell.slots.get(usize::from(idx)).map_or("?", |s| s.name.as_str());
+                let _ = write!(why, ", waiting for {d}{}", if failed { " (failed)" } else { "" });
+            }
+            Reason::GaveUp { failures } => {
+                let _ = write!(why, ", gave up after {failures} failures");
+            }
+        }
+        let due = s.poll_at();
+        let next = if due == Instant::NEVER { 0 } else { due.since(now) };
+        let why = core::str::from_utf8(why.as_bytes()).unwrap_or("");
+        log!(
+            shell.log,
+            "status {name}: {} pid {pid} restarts {} next {}{why}; log {lines} lines ({evicted} evicted, {cut} cut)",
+            s.state.name(),
+            s.restarts,
+            Dur(next)
+        );
+    }
+    log!(
+        shell.log,
+        "status: heap allocations after startup: {}; orphans reaped: {}",
+        alloc::count(),
+        sup.orphans_reaped
+    );
+}
+
+pub(crate) fn release_paths(cfg: &Config) {
+    // Both paths are short: std converts them on the stack, no allocation.
+    let _ = std::fs::remove_file(&cfg.socket);
+    if let Some(p) = &cfg.pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Runs the daemon until shutdown. Returns the process exit code.
+pub fn run(cfg: Config) -> i32 {
+    match run_inner(&cfg) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = log::write_all(2, b"coffeyd: ");
+            let _ = log::write_all(2, e.as_bytes());
+            let _ = log::write_all(2, b"\n");
+            3
+        }
+    }
+}
+
+fn run_inner(cfg: &Config) -> Result<i32, String> {
+    let setup::Started { mut shell, mut table, mut poll, sfd, listener: _listener } = setup::start(cfg)?;
+    let mut events = Events::with_capacity(EVENTS);
+    let used = shell.used;
+    log!(
+        shell.log,
+        "started: pid {}, {} services ({} slots), socket {}",
+        std::process::id(),
+        used,
+        table.len(),
+        cfg.socket.display()
+    );
+    let mut sup = Supervisor::new(&mut table, used);
+
+    // ---- from here on: no heap allocation.
+    alloc::seal();
+    sup.start_all(clock::now(), &mut shell);
+    let mut pending = false;
+    loop {
+        let now = clock::now();
+        sup.tick(now, &mut shell);
+        if sup.finished() {
+            break;
+        }
+        let due = sup.poll_at();
+        let timeout = if pending {
+            Some(std::time::Duration::ZERO)
+        } else if due == Instant::NEVER {
+            None
+        } else {
+            Some(std::time::Duration::from_millis(due.since(now)))
+        };
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                log!(shell.log, "poll: {e}");
+            }
+            continue;
+        }
+        let mut signalled = false;
+        for ev in events.iter() {
+            match ev.token() {
+                SIGNAL_TOKEN => signalled = true,
+                Token(t) => {
+                    let i = (t - 1) / 2;
+                    let w = (t - 1) % 2;
+                    if let Some(r) = shell.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
+                        *r = true;
+                    }
+                }
+            }
+        }
+        if signalled {
+            let mut reap_now = false;
+            while let Ok(Some(si)) = sfd.read_signal() {
+                match Signal::try_from(si.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => reap_now = true,
+                    Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                        if !sup.shutting_down() {
+                            log!(shell.log, "{}: shutting down (timeout {})", s.as_str(), Dur(cfg.shutdown_timeout));
+                        }
+                        sup.shutdown(clock::now(), cfg.shutdown_timeout, &mut shell);
+                    }
+                    Ok(Signal::SIGUSR1) => dump(&sup, &mut shell, clock::now()),
+                    Ok(s) => log!(shell.log, "ignored {}", s.as_str()),
+                    Err(_) => {}
+                }
+            }
+            if reap_now {
+                reap(&mut sup, &mut shell);
+            }
+        }
+        pending = shell.drain_ready();
+    }
+    shell.flush_all();
+    log!(
+        shell.log,
+        "shutdown complete; heap allocations after startup: {}",
+        alloc::count()
+    );
+    release_paths(cfg);
+    Ok(0)
+}

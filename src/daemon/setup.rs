@@ -1,0 +1,366 @@
+//! Startup: turns the validated config into preallocated tables.
+//!
+//! This is the last code that may allocate. Every table is sized here from
+//! the config: service slots (`limits.services`, with spare slots for
+//! reload), pipes, ring buffers, line buffers, argv/envp arrays. After
+//! [`build`] returns, the loop seals the allocator.
+#![allow(clippy::disallowed_macros, clippy::disallowed_methods)]
+
+use super::log::{log, Log};
+use super::logfile::LogFile;
+use super::spawn::Prepared;
+use super::{release_paths, Shell, Slot, SIGNAL_TOKEN};
+use mio::unix::SourceFd;
+use mio::{Interest, Poll, Token};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::AsRawFd;
+use crate::config::{Condition as CCond, Config, Kind as CKind, Restart as CRestart, ServiceSpec};
+use coffey::limits::{fd_budget, READ_CHUNK};
+use coffey::logring::{LineBuf, LogRing};
+use coffey::service::{Condition, Dep, Kind, Policy, Restart, Service};
+use nix::libc;
+use std::ffi::{CString, OsString};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+
+fn cstr(b: &[u8]) -> CString {
+    // Interior NULs cannot come from YAML strings or paths; if they do, cut.
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    CString::new(b.get(..end).unwrap_or(&[])).unwrap_or_default()
+}
+
+/// A pipe whose read end is non-blocking; both ends close-on-exec.
+fn pipe() -> Result<(RawFd, RawFd), String> {
+    let mut fds = [-1; 2];
+    // SAFETY: valid out array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    let [r, w] = fds;
+    // SAFETY: r is ours. The write end stays blocking: it is the child's
+    // stdout, and O_NONBLOCK lives on the shared open file description.
+    unsafe {
+        let fl = libc::fcntl(r, libc::F_GETFL);
+        libc::fcntl(r, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+    Ok((r, w))
+}
+
+pub fn policy(s: &ServiceSpec) -> Policy {
+    let mult = (s.backoff.multiplier * 1000.0).round();
+    let mult = if mult.is_finite() && mult >= 1000.0 { mult.min(1e6) as u32 } else { 1000 };
+    Policy {
+        kind: match s.kind {
+            CKind::Service => Kind::Service,
+            CKind::Oneshot => Kind::Oneshot,
+        },
+        restart: match s.restart {
+            CRestart::Always => Restart::Always,
+            CRestart::OnFailure => Restart::OnFailure,
+            CRestart::Never => Restart::Never,
+        },
+        backoff_initial: s.backoff.initial,
+        backoff_max: s.backoff.max.max(s.backoff.initial),
+        backoff_mult_milli: mult,
+        reset_after: s.backoff.reset_after,
+        max_restarts: s.max_restarts,
+        stop_signal: s.stop_signal,
+        stop_timeout: s.stop_timeout,
+    }
+}
+
+fn base_env() -> Vec<OsString> {
+    std::env::vars_os()
+        .map(|(k, v)| {
+            let mut e = k;
+            e.push("=");
+            e.push(v);
+            e
+        })
+        .collect()
+}
+
+fn envp(base: &[OsString], extra: &[String]) -> Vec<CString> {
+    let key = |e: &[u8]| -> Vec<u8> { e.split(|&c| c == b'=').next().unwrap_or(&[]).to_vec() };
+    let mut out: Vec<Vec<u8>> = base.iter().map(|e| e.as_bytes().to_vec()).collect();
+    for e in extra {
+        let k = key(e.as_bytes());
+        out.retain(|x| key(x) != k);
+        out.push(e.as_bytes().to_vec());
+    }
+    out.iter().map(|e| cstr(e)).collect()
+}
+
+/// Raises RLIMIT_NOFILE's soft limit to what the tables need, if allowed.
+fn raise_nofile(need: usize, log: &mut Log) {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return;
+    }
+    let need = need as libc::rlim_t;
+    if rl.rlim_cur >= need {
+        return;
+    }
+    let new = libc::rlimit { rlim_cur: need.min(rl.rlim_max), rlim_max: rl.rlim_max };
+    // SAFETY: valid pointer.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) };
+    if new.rlim_cur < need {
+        log!(log, "warning: RLIMIT_NOFILE hard limit {} is below the {} descriptors the config needs", rl.rlim_max, need);
+    }
+}
+
+/// Makes sure fds 0, 1, 2 exist, so a pipe never lands on them.
+fn ensure_stdio() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD on any int is harmless.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            // SAFETY: constant NUL-terminated path.
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        }
+    }
+}
+
+fn open_append(path: &std::path::Path) -> std::io::Result<RawFd> {
+    use std::os::fd::IntoRawFd;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(f.into_raw_fd())
+}
+
+/// Builds the shell and the core table. The core table has
+/// `limits.services` slots; the first `cfg.services.len()` are in use.
+pub fn build(cfg: &Config) -> Result<(Shell, Vec<Service>), String> {
+    ensure_stdio();
+    let log_fd = match &cfg.log.path {
+        Some(p) => match open_append(p) {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("coffeyd: cannot open log {}: {e}; logging to console", p.display());
+                -1
+            }
+        },
+        None => -1,
+    };
+    let console = cfg.log.console || log_fd < 0;
+    let mut log = Log::new(console, log_fd);
+    let slots = (cfg.limits.services as usize).max(cfg.services.len());
+    raise_nofile(fd_budget(slots, cfg.limits.clients as usize) + 16, &mut log);
+
+    let devnull = {
+        // SAFETY: constant NUL-terminated path.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("/dev/null: {}", std::io::Error::last_os_error()));
+        }
+        fd
+    };
+    if let Some(dir) = &cfg.service_logs.dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            log!(log, "warning: cannot create service log dir {}: {e}", dir.display());
+        }
+    }
+
+    let base = base_env();
+    let mut shells = Vec::with_capacity(slots);
+    let mut core = Vec::with_capacity(slots);
+    for i in 0..slots {
+        let spec = cfg.services.get(i);
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let buffer = spec.map_or(cfg.service_logs.buffer, |s| s.log.buffer) as usize;
+        let ring: &'static mut [u8] = Box::leak(vec![0u8; buffer].into_boxed_slice());
+        let prep = spec.map(|s| {
+            let path = cstr(s.binary.as_os_str().as_bytes());
+            let mut argv = vec![path.clone()];
+            argv.extend(s.args.iter().map(|a| cstr(a.as_bytes())));
+            let cwd = s.working_dir.as_ref().map_or_else(|| cstr(b"/"), |d| cstr(d.as_os_str().as_bytes()));
+            let uid = s.user.as_ref().map(|u| u.1);
+            let gid = s.group.as_ref().map(|g| g.1).or(s.user.as_ref().map(|u| u.2));
+            let mut groups = s.supplementary_gids.clone();
+            if let Some(g) = gid {
+                if !groups.contains(&g) {
+                    groups.insert(0, g);
+                }
+            }
+            // SAFETY: geteuid never fails.
+            let root = unsafe { libc::geteuid() } == 0;
+            let set_groups = s.user.is_some() || (s.group.is_some() && root);
+            Prepared::new(path, argv, envp(&base, &s.env), cwd, uid, gid, groups, set_groups, s.umask, out_w, err_w)
+        });
+        let file = spec.and_then(|s| s.log.file.as_ref()).and_then(|p| {
+            let f = LogFile::new(p.as_os_str().as_bytes(), cfg.service_logs.max_size, cfg.service_logs.keep);
+            if f.is_none() {
+                log!(log, "warning: log path too long, file logging off: {}", p.display());
+            }
+            f
+        });
+        shells.push(Slot {
+            name: spec.map(|s| s.name.clone()).unwrap_or_default(),
+            prep,
+            out_r,
+            err_r,
+            out_w,
+            err_w,
+            ring: LogRing::new(ring),
+            lines: Box::new([LineBuf::default(), LineBuf::default()]),
+            file,
+            console: spec.is_some_and(|s| s.log.console),
+            ready: [false; 2],
+        });
+        let mut svc = Service::new(i as u16, spec.map(policy).unwrap_or_default());
+        if let Some(s) = spec {
+            for d in &s.depends_on {
+                let Some(idx) = cfg.services.iter().position(|x| x.name == d.name) else {
+                    return Err(format!("service '{}': unknown dependency '{}'", s.name, d.name));
+                };
+                let condition = match d.condition {
+                    CCond::Started => Condition::Started,
+                    CCond::Healthy => Condition::Healthy,
+                    CCond::Completed => Condition::Completed,
+                };
+                if svc.deps.push(Dep { idx: idx as u16, condition }).is_err() {
+                    return Err(format!("service '{}': more than {} dependencies", s.name, coffey::limits::MAX_DEPS));
+                }
+            }
+        }
+        core.push(svc);
+    }
+    Ok((
+        Shell {
+            log,
+            devnull,
+            slots: shells,
+            used: cfg.services.len(),
+            readbuf: Box::new([0u8; READ_CHUNK]),
+            scratch: Box::default(),
+        },
+        core,
+    ))
+}
+
+/// What the daemon will preallocate for `cfg`: printed by `validate`.
+pub struct Budget {
+    pub slots: usize,
+    pub ring_bytes: usize,
+    pub line_bytes: usize,
+    pub table_bytes: usize,
+    pub exec_bytes: usize,
+    pub fixed_bytes: usize,
+    pub fds: usize,
+}
+
+impl Budget {
+    pub fn total(&self) -> usize {
+        self.ring_bytes + self.line_bytes + self.table_bytes + self.exec_bytes + self.fixed_bytes
+    }
+}
+
+pub fn budget(cfg: &Config) -> Budget {
+    let slots = (cfg.limits.services as usize).max(cfg.services.len());
+    let spare = slots - cfg.services.len();
+    let ring_bytes = cfg.services.iter().map(|s| s.log.buffer as usize).sum::<usize>()
+        + spare * cfg.service_logs.buffer as usize;
+    let line_bytes = slots * core::mem::size_of::<[LineBuf; 2]>();
+    let table_bytes = slots * (core::mem::size_of::<Service>() + core::mem::size_of::<Slot>());
+    let ptr = core::mem::size_of::<usize>();
+    let envn = std::env::vars_os().count();
+    let envb: usize = std::env::vars_os().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let exec_bytes = cfg
+        .services
+        .iter()
+        .map(|s| {
+            let argv: usize = s.args.iter().map(|a| a.len() + 1 + ptr).sum();
+            let env: usize = s.env.iter().map(|e| e.len() + 1 + ptr).sum();
+            s.binary.as_os_str().len() * 2 + argv + env + envb + envn * ptr + 3 * ptr
+        })
+        .sum();
+    let fixed_bytes = READ_CHUNK + core::mem::size_of::<super::log::LineBuf>() * 2;
+    Budget {
+        slots,
+        ring_bytes,
+        line_bytes,
+        table_bytes,
+        exec_bytes,
+        fixed_bytes,
+        fds: fd_budget(slots, cfg.limits.clients as usize),
+    }
+}
+
+/// Creates the pid file and binds the control socket path (so a second
+/// daemon on the same socket refuses to start).
+fn claim_paths(cfg: &Config) -> Result<Option<std::os::unix::net::UnixListener>, String> {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    if UnixStream::connect(&cfg.socket).is_ok() {
+        return Err(format!("another coffeyd is running on {}", cfg.socket.display()));
+    }
+    let _ = std::fs::remove_file(&cfg.socket);
+    if let Some(dir) = cfg.socket.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let listener = UnixListener::bind(&cfg.socket)
+        .map_err(|e| format!("cannot bind {}: {e}", cfg.socket.display()))?;
+    if let Some(p) = &cfg.pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid file {}: {e}", p.display()))?;
+    }
+    Ok(Some(listener))
+}
+
+
+/// Everything the loop needs, built before the allocator is sealed.
+pub struct Started {
+    pub shell: Shell,
+    pub table: Vec<Service>,
+    pub poll: Poll,
+    pub sfd: SignalFd,
+    pub listener: Option<std::os::unix::net::UnixListener>,
+}
+
+/// Signals, subreaper, paths, tables, poll registration.
+pub fn start(cfg: &Config) -> Result<Started, String> {
+    // Signals are read from a signalfd, so they must be blocked; children
+    // unblock them before execve.
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        mask.add(s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(|e| format!("sigprocmask: {e}"))?;
+    // SAFETY: setting SIG_IGN installs no handler. Writes to a closed pipe
+    // must return EPIPE, not kill the daemon.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
+
+    // Orphans of our services get reparented to us, and we reap them.
+    // SAFETY: plain prctl.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        eprintln!("coffeyd: warning: cannot become a child subreaper");
+    }
+
+    let listener = claim_paths(cfg)?;
+    let (shell, table) = build(cfg).inspect_err(|_| release_paths(cfg))?;
+    let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
+    let reg = poll.registry();
+    reg.register(&mut SourceFd(&sfd.as_raw_fd()), SIGNAL_TOKEN, Interest::READABLE)
+        .map_err(|e| format!("register signalfd: {e}"))?;
+    for (i, s) in shell.slots.iter().enumerate() {
+        for (w, fd) in [(0, s.out_r), (1, s.err_r)] {
+            reg.register(&mut SourceFd(&fd), Token(1 + 2 * i + w), Interest::READABLE)
+                .map_err(|e| format!("register pipe: {e}"))?;
+        }
+    }
+    Ok(Started { shell, table, poll, sfd, listener })
+}
