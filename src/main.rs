@@ -125,7 +125,10 @@ fn main() {
                 for d in &diags {
                     eprintln!("{d}");
                 }
-                eprintln!("coffeyd: {}: config has errors; not starting", args.config.display());
+                eprintln!(
+                    "coffeyd: {}: config has errors; not starting",
+                    args.config.display()
+                );
                 exit::CONFIG
             }
         },

@@ -86,6 +86,7 @@ pub enum State {
     /// process is reaped but others remain in its process group.
     Stopping {
         pid: i32,
+        since: Instant,
         kill_at: Instant,
         leader_gone: bool,
     },
@@ -171,29 +172,57 @@ pub enum Reason {
     /// The child failed before execve completed.
     SpawnFailed(SpawnError),
     /// Waiting on dependency `idx`; `failed` if that dependency failed.
-    Dependency { idx: u16, failed: bool },
+    Dependency {
+        idx: u16,
+        failed: bool,
+    },
     /// Gave up after this many consecutive failures.
-    GaveUp { failures: u32 },
+    GaveUp {
+        failures: u32,
+    },
 }
 
 /// What happened, as emitted to the shell.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Wanted up; `dep` is the dependency waited on, if known.
-    Waiting { dep: Option<u16>, failed: bool },
-    Spawned { pid: i32 },
-    SpawnFailed { err: SpawnError },
-    Exited { pid: i32, status: ExitStatus, uptime: Millis },
-    Backoff { delay: Millis, failures: u32 },
-    GaveUp { failures: u32 },
+    Waiting {
+        dep: Option<u16>,
+        failed: bool,
+    },
+    Spawned {
+        pid: i32,
+    },
+    SpawnFailed {
+        err: SpawnError,
+    },
+    Exited {
+        pid: i32,
+        status: ExitStatus,
+        uptime: Millis,
+    },
+    Backoff {
+        delay: Millis,
+        failures: u32,
+    },
+    GaveUp {
+        failures: u32,
+    },
     /// Exited non-zero (or could not exec) and the policy says no restart.
     Failed,
-    Stopping { pid: i32, signal: i32 },
-    Killed { pid: i32 },
+    Stopping {
+        pid: i32,
+        signal: i32,
+    },
+    Killed {
+        pid: i32,
+    },
     Stopped,
     Completed,
     /// An input that this state does not expect; logged and counted.
-    Unexpected { input: &'static str },
+    Unexpected {
+        input: &'static str,
+    },
 }
 
 /// Inputs to the machine.
@@ -255,6 +284,9 @@ pub struct Service {
     ran: bool,
     /// Unexpected (state, input) pairs seen.
     pub unexpected: u32,
+    /// Supervisor bookkeeping during shutdown: this service, or something
+    /// that depends on it (transitively), still has a process.
+    pub held: bool,
 }
 
 impl Service {
@@ -271,6 +303,7 @@ impl Service {
             next_delay: policy.backoff_initial,
             ran: false,
             unexpected: 0,
+            held: false,
         }
     }
 
@@ -299,7 +332,14 @@ impl Service {
                 self.ran = false;
                 self.next_delay = self.policy.backoff_initial;
                 self.reason = Reason::None;
-                self.set_state(State::Waiting, Event::Waiting { dep: None, failed: false }, sys);
+                self.set_state(
+                    State::Waiting,
+                    Event::Waiting {
+                        dep: None,
+                        failed: false,
+                    },
+                    sys,
+                );
             }
             (State::Waiting | State::Backoff { .. } | State::Running { .. }, Input::Start) => {
                 self.want = Want::Up;
@@ -312,11 +352,14 @@ impl Service {
                 self.want = Want::Down;
                 self.set_state(State::Stopped, Event::Stopped, sys);
             }
-            (State::Running { pid, .. }, Input::Stop) => {
+            (State::Running { pid, since }, Input::Stop) => {
                 self.want = Want::Down;
-                self.begin_stop(pid, now, sys);
+                self.begin_stop(pid, since, now, sys);
             }
-            (State::Stopping { .. } | State::Stopped | State::Completed | State::Failed, Input::Stop) => {
+            (
+                State::Stopping { .. } | State::Stopped | State::Completed | State::Failed,
+                Input::Stop,
+            ) => {
                 self.want = Want::Down;
             }
 
@@ -326,7 +369,14 @@ impl Service {
                 let r = Reason::Dependency { idx, failed };
                 if self.reason != r {
                     self.reason = r;
-                    self.set_state(State::Waiting, Event::Waiting { dep: Some(idx), failed }, sys);
+                    self.set_state(
+                        State::Waiting,
+                        Event::Waiting {
+                            dep: Some(idx),
+                            failed,
+                        },
+                        sys,
+                    );
                 }
             }
             (_, Input::DepsReady | Input::DepsBlocked { .. }) => {}
@@ -340,15 +390,47 @@ impl Service {
                 sys.kill_group(pid, SIGKILL);
                 self.on_death(pid, status, uptime, now, sys);
             }
-            (State::Stopping { pid, kill_at, .. }, Input::Exited { status }) => {
+            (
+                State::Stopping {
+                    pid,
+                    since,
+                    kill_at,
+                    ..
+                },
+                Input::Exited { status },
+            ) => {
                 self.reason = Reason::Exited(status);
+                let uptime = now.since(since);
+                let s = self.state;
+                sys.emit(
+                    usize::from(self.idx),
+                    s.name(),
+                    s.name(),
+                    &Event::Exited {
+                        pid,
+                        status,
+                        uptime,
+                    },
+                );
                 if sys.group_alive(pid) {
-                    self.state = State::Stopping { pid, kill_at, leader_gone: true };
+                    self.state = State::Stopping {
+                        pid,
+                        since,
+                        kill_at,
+                        leader_gone: true,
+                    };
                 } else {
                     self.stopped(now, sys);
                 }
             }
-            (State::Stopping { pid, leader_gone: true, .. }, Input::Reaped) => {
+            (
+                State::Stopping {
+                    pid,
+                    leader_gone: true,
+                    ..
+                },
+                Input::Reaped,
+            ) => {
                 if !sys.group_alive(pid) {
                     self.stopped(now, sys);
                 }
@@ -357,10 +439,23 @@ impl Service {
 
             // ---- deadlines
             (State::Backoff { retry_at }, Input::Tick) if now >= retry_at => self.spawn(now, sys),
-            (State::Stopping { pid, kill_at, leader_gone }, Input::Tick) if now >= kill_at => {
+            (
+                State::Stopping {
+                    pid,
+                    since,
+                    kill_at,
+                    leader_gone,
+                },
+                Input::Tick,
+            ) if now >= kill_at => {
                 sys.kill_group(pid, SIGKILL);
                 self.set_state(
-                    State::Stopping { pid, kill_at: Instant::NEVER, leader_gone },
+                    State::Stopping {
+                        pid,
+                        since,
+                        kill_at: Instant::NEVER,
+                        leader_gone,
+                    },
                     Event::Killed { pid },
                     sys,
                 );
@@ -385,10 +480,17 @@ impl Service {
     fn unexpected(&mut self, input: Input, sys: &mut impl Sys) {
         self.unexpected = self.unexpected.saturating_add(1);
         let s = self.state;
-        sys.emit(usize::from(self.idx), s.name(), s.name(), &Event::Unexpected { input: input.name() });
+        sys.emit(
+            usize::from(self.idx),
+            s.name(),
+            s.name(),
+            &Event::Unexpected {
+                input: input.name(),
+            },
+        );
     }
 
-    fn begin_stop(&mut self, pid: i32, now: Instant, sys: &mut impl Sys) {
+    fn begin_stop(&mut self, pid: i32, since: Instant, now: Instant, sys: &mut impl Sys) {
         let sig = self.policy.stop_signal;
         sys.kill_group(pid, sig);
         // A stopped (SIGSTOP) process would never see the signal.
@@ -396,6 +498,7 @@ impl Service {
         self.set_state(
             State::Stopping {
                 pid,
+                since,
                 kill_at: now.add(self.policy.stop_timeout),
                 leader_gone: false,
             },
@@ -425,13 +528,19 @@ impl Service {
                 }
                 self.ran = true;
                 self.reason = Reason::None;
-                self.set_state(State::Running { pid, since: now }, Event::Spawned { pid }, sys);
+                self.set_state(
+                    State::Running { pid, since: now },
+                    Event::Spawned { pid },
+                    sys,
+                );
             }
             Err(err) if err.is_temporary() => {
                 // The daemon is short of something; not the service's fault.
                 self.reason = Reason::SpawnFailed(err);
                 self.set_state(
-                    State::Backoff { retry_at: now.add(TEMP_RETRY_MS) },
+                    State::Backoff {
+                        retry_at: now.add(TEMP_RETRY_MS),
+                    },
                     Event::SpawnFailed { err },
                     sys,
                 );
@@ -440,15 +549,36 @@ impl Service {
                 // Exec failures are not a run, but they are a failure.
                 self.reason = Reason::SpawnFailed(err);
                 let s = self.state;
-                sys.emit(usize::from(self.idx), s.name(), s.name(), &Event::SpawnFailed { err });
+                sys.emit(
+                    usize::from(self.idx),
+                    s.name(),
+                    s.name(),
+                    &Event::SpawnFailed { err },
+                );
                 self.fail_or_retry(now, sys, true);
             }
         }
     }
 
-    fn on_death(&mut self, pid: i32, status: ExitStatus, uptime: Millis, now: Instant, sys: &mut impl Sys) {
+    fn on_death(
+        &mut self,
+        pid: i32,
+        status: ExitStatus,
+        uptime: Millis,
+        now: Instant,
+        sys: &mut impl Sys,
+    ) {
         let s = self.state;
-        sys.emit(usize::from(self.idx), s.name(), s.name(), &Event::Exited { pid, status, uptime });
+        sys.emit(
+            usize::from(self.idx),
+            s.name(),
+            s.name(),
+            &Event::Exited {
+                pid,
+                status,
+                uptime,
+            },
+        );
         if uptime >= self.policy.reset_after {
             self.failures = 0;
             self.next_delay = self.policy.backoff_initial;
@@ -481,22 +611,32 @@ impl Service {
         let allowed = self.policy.restart != Restart::Never && retry && self.want == Want::Up;
         if !allowed || (max > 0 && self.failures > max) {
             self.reason = if allowed {
-                Reason::GaveUp { failures: self.failures }
+                Reason::GaveUp {
+                    failures: self.failures,
+                }
             } else {
                 self.reason
             };
             let failures = self.failures;
-            let ev = if allowed { Event::GaveUp { failures } } else { Event::Failed };
+            let ev = if allowed {
+                Event::GaveUp { failures }
+            } else {
+                Event::Failed
+            };
             self.set_state(State::Failed, ev, sys);
             return;
         }
         let delay = self.next_delay;
         let grown = u128::from(delay) * u128::from(self.policy.backoff_mult_milli) / 1000;
         let grown = u64::try_from(grown).unwrap_or(u64::MAX);
-        self.next_delay = grown.min(self.policy.backoff_max).max(self.policy.backoff_initial);
+        self.next_delay = grown
+            .min(self.policy.backoff_max)
+            .max(self.policy.backoff_initial);
         let failures = self.failures;
         self.set_state(
-            State::Backoff { retry_at: now.add(delay) },
+            State::Backoff {
+                retry_at: now.add(delay),
+            },
             Event::Backoff { delay, failures },
             sys,
         );
@@ -550,7 +690,9 @@ mod tests {
     }
 
     fn code(c: i32) -> Input {
-        Input::Exited { status: ExitStatus::Code(c) }
+        Input::Exited {
+            status: ExitStatus::Code(c),
+        }
     }
 
     #[test]
@@ -561,7 +703,13 @@ mod tests {
         assert_eq!(s.state, State::Waiting);
         assert!(sys.spawns.is_empty());
         s.step(Input::DepsReady, t(0), &mut sys);
-        assert_eq!(s.state, State::Running { pid: 101, since: t(0) });
+        assert_eq!(
+            s.state,
+            State::Running {
+                pid: 101,
+                since: t(0)
+            }
+        );
         assert_eq!(s.restarts, 0);
     }
 
@@ -582,7 +730,9 @@ mod tests {
         for _ in 0..5 {
             now += 200;
             s.step(code(1), t(now), &mut sys);
-            let State::Backoff { retry_at } = s.state else { panic!("{:?}", s.state) };
+            let State::Backoff { retry_at } = s.state else {
+                panic!("{:?}", s.state)
+            };
             let d = retry_at.since(t(now));
             delays.push(d);
             // t = retry_at - 1: nothing; t = retry_at: spawn.
@@ -600,7 +750,10 @@ mod tests {
 
     #[test]
     fn reset_after_resets_delay_and_failures() {
-        let p = Policy { reset_after: 10_000, ..Policy::default() };
+        let p = Policy {
+            reset_after: 10_000,
+            ..Policy::default()
+        };
         let mut s = svc(p);
         let mut sys = FakeSys::default();
         s.step(Input::Start, t(0), &mut sys);
@@ -612,12 +765,20 @@ mod tests {
         s.step(Input::Tick, t(3200), &mut sys);
         s.step(code(1), t(13_200), &mut sys); // ran 10s: reset
         assert_eq!(s.failures, 1);
-        assert_eq!(s.state, State::Backoff { retry_at: t(14_200) });
+        assert_eq!(
+            s.state,
+            State::Backoff {
+                retry_at: t(14_200)
+            }
+        );
     }
 
     #[test]
     fn max_restarts_gives_up() {
-        let p = Policy { max_restarts: 2, ..Policy::default() };
+        let p = Policy {
+            max_restarts: 2,
+            ..Policy::default()
+        };
         let mut s = svc(p);
         let mut sys = FakeSys::default();
         s.step(Input::Start, t(0), &mut sys);
@@ -644,7 +805,10 @@ mod tests {
             (Restart::OnFailure, 1, StateName::Backoff),
             (Restart::Always, 0, StateName::Backoff),
         ] {
-            let mut s = svc(Policy { restart, ..Policy::default() });
+            let mut s = svc(Policy {
+                restart,
+                ..Policy::default()
+            });
             let mut sys = FakeSys::default();
             s.step(Input::Start, t(0), &mut sys);
             s.step(Input::DepsReady, t(0), &mut sys);
@@ -655,7 +819,11 @@ mod tests {
 
     #[test]
     fn oneshot_completes() {
-        let mut s = svc(Policy { kind: Kind::Oneshot, restart: Restart::Never, ..Policy::default() });
+        let mut s = svc(Policy {
+            kind: Kind::Oneshot,
+            restart: Restart::Never,
+            ..Policy::default()
+        });
         let mut sys = FakeSys::default();
         s.step(Input::Start, t(0), &mut sys);
         s.step(Input::DepsReady, t(0), &mut sys);
@@ -667,11 +835,20 @@ mod tests {
     fn exec_failure_is_not_a_run() {
         let mut s = svc(Policy::default());
         let mut sys = FakeSys::default();
-        sys.fail.push(SpawnError { stage: Stage::Exec, errno: 2 });
+        sys.fail.push(SpawnError {
+            stage: Stage::Exec,
+            errno: 2,
+        });
         s.step(Input::Start, t(0), &mut sys);
         s.step(Input::DepsReady, t(0), &mut sys);
         assert_eq!(s.state, State::Backoff { retry_at: t(1000) });
-        assert_eq!(s.reason, Reason::SpawnFailed(SpawnError { stage: Stage::Exec, errno: 2 }));
+        assert_eq!(
+            s.reason,
+            Reason::SpawnFailed(SpawnError {
+                stage: Stage::Exec,
+                errno: 2
+            })
+        );
         assert!(sys.spawns.is_empty());
         s.step(Input::Tick, t(1000), &mut sys);
         assert!(matches!(s.state, State::Running { .. }));
@@ -680,16 +857,27 @@ mod tests {
 
     #[test]
     fn temporary_spawn_failure_retries_without_growing() {
-        let mut s = svc(Policy { max_restarts: 1, ..Policy::default() });
+        let mut s = svc(Policy {
+            max_restarts: 1,
+            ..Policy::default()
+        });
         let mut sys = FakeSys::default();
         for e in [errno::EAGAIN, errno::EMFILE, errno::ENOMEM] {
-            sys.fail.push(SpawnError { stage: Stage::Fork, errno: e });
+            sys.fail.push(SpawnError {
+                stage: Stage::Fork,
+                errno: e,
+            });
         }
         s.step(Input::Start, t(0), &mut sys);
         s.step(Input::DepsReady, t(0), &mut sys);
         let mut now = 0;
         for _ in 0..3 {
-            assert_eq!(s.state, State::Backoff { retry_at: t(now + TEMP_RETRY_MS) });
+            assert_eq!(
+                s.state,
+                State::Backoff {
+                    retry_at: t(now + TEMP_RETRY_MS)
+                }
+            );
             now += TEMP_RETRY_MS;
             s.step(Input::Tick, t(now), &mut sys);
         }
@@ -700,7 +888,10 @@ mod tests {
 
     #[test]
     fn stop_escalates_to_sigkill() {
-        let mut s = svc(Policy { stop_timeout: 500, ..Policy::default() });
+        let mut s = svc(Policy {
+            stop_timeout: 500,
+            ..Policy::default()
+        });
         let mut sys = FakeSys::default();
         s.step(Input::Start, t(0), &mut sys);
         s.step(Input::DepsReady, t(0), &mut sys);
@@ -712,7 +903,13 @@ mod tests {
         s.step(Input::Tick, t(600), &mut sys);
         assert_eq!(sys.kills.last(), Some(&(101, SIGKILL)));
         assert_eq!(s.poll_at(), Instant::NEVER);
-        s.step(Input::Exited { status: ExitStatus::Signal(9) }, t(601), &mut sys);
+        s.step(
+            Input::Exited {
+                status: ExitStatus::Signal(9),
+            },
+            t(601),
+            &mut sys,
+        );
         assert_eq!(s.state, State::Stopped);
     }
 
@@ -725,7 +922,13 @@ mod tests {
         sys.alive_groups.push(101);
         s.step(Input::Stop, t(10), &mut sys);
         s.step(code(0), t(20), &mut sys);
-        assert!(matches!(s.state, State::Stopping { leader_gone: true, .. }));
+        assert!(matches!(
+            s.state,
+            State::Stopping {
+                leader_gone: true,
+                ..
+            }
+        ));
         s.step(Input::Reaped, t(30), &mut sys);
         assert!(matches!(s.state, State::Stopping { .. }));
         sys.alive_groups.clear();
@@ -752,7 +955,10 @@ mod tests {
         s.step(code(0), t(0), &mut sys);
         assert_eq!(s.unexpected, 1);
         assert_eq!(s.state, State::Stopped);
-        assert!(matches!(sys.events.last(), Some((_, _, _, Event::Unexpected { .. }))));
+        assert!(matches!(
+            sys.events.last(),
+            Some((_, _, _, Event::Unexpected { .. }))
+        ));
     }
 
     #[test]

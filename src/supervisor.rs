@@ -86,12 +86,22 @@ impl<'a> Supervisor<'a> {
 
     /// A process was reaped. Returns the index of the service it was the
     /// main process of, if any.
-    pub fn on_exit(&mut self, pid: i32, status: ExitStatus, now: Instant, sys: &mut impl Sys) -> Option<usize> {
+    pub fn on_exit(
+        &mut self,
+        pid: i32,
+        status: ExitStatus,
+        now: Instant,
+        sys: &mut impl Sys,
+    ) -> Option<usize> {
         let mut found = None;
         for (i, s) in self.active().iter_mut().enumerate() {
             let mine = match s.state {
                 State::Running { pid: p, .. } => p == pid,
-                State::Stopping { pid: p, leader_gone, .. } => p == pid && !leader_gone,
+                State::Stopping {
+                    pid: p,
+                    leader_gone,
+                    ..
+                } => p == pid && !leader_gone,
                 _ => false,
             };
             if mine {
@@ -104,7 +114,13 @@ impl<'a> Supervisor<'a> {
             self.orphans_reaped = self.orphans_reaped.saturating_add(1);
         }
         for s in self.active() {
-            if matches!(s.state, State::Stopping { leader_gone: true, .. }) {
+            if matches!(
+                s.state,
+                State::Stopping {
+                    leader_gone: true,
+                    ..
+                }
+            ) {
                 s.step(Input::Reaped, now, sys);
             }
         }
@@ -153,24 +169,64 @@ impl<'a> Supervisor<'a> {
             (_, State::Completed) => DepStatus::Ready,
             (Condition::Started | Condition::Healthy, State::Running { .. }) => DepStatus::Ready,
             // Exited cleanly with no restart: it did start.
-            (Condition::Started | Condition::Healthy, State::Stopped) if d.want == Want::Up => DepStatus::Ready,
+            (Condition::Started | Condition::Healthy, State::Stopped) if d.want == Want::Up => {
+                DepStatus::Ready
+            }
             _ => DepStatus::Pending,
         }
     }
 
-    /// Whether any service that depends on `idx` still has a process.
+    /// Marks `held` on every service that has a process or that a held
+    /// service depends on (transitively: a completed oneshot between two
+    /// services keeps the order). Bounded passes, no recursion.
+    fn mark_held(&mut self) {
+        for s in self.active() {
+            s.held = s.state.has_process();
+        }
+        let n = self.used;
+        for _ in 0..n {
+            let mut changed = false;
+            for j in 0..n {
+                let Some(s) = self.services().get(j) else {
+                    break;
+                };
+                if !s.held {
+                    continue;
+                }
+                let deps = s.deps.clone();
+                for d in deps.iter() {
+                    if let Some(t) = self.active().get_mut(usize::from(d.idx)) {
+                        if !t.held {
+                            t.held = true;
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    /// Whether any held service depends on `idx`.
     fn has_live_dependent(&self, idx: usize) -> bool {
         self.services()
             .iter()
-            .any(|s| s.state.has_process() && s.deps.iter().any(|d| usize::from(d.idx) == idx))
+            .any(|s| s.held && s.deps.iter().any(|d| usize::from(d.idx) == idx))
     }
 
     fn propagate(&mut self, now: Instant, sys: &mut impl Sys) {
         let n = self.used;
         for _pass in 0..=n {
             let mut changed = false;
+            if self.shutdown_at.is_some() {
+                self.mark_held();
+            }
             for i in 0..n {
-                let Some(s) = self.services().get(i) else { break };
+                let Some(s) = self.services().get(i) else {
+                    break;
+                };
                 let before = s.state;
                 let input = if self.shutdown_at.is_some() {
                     match s.state {
@@ -183,10 +239,16 @@ impl<'a> Supervisor<'a> {
                         match self.dep_status(d.idx, d.condition) {
                             DepStatus::Ready => {}
                             DepStatus::Pending => {
-                                verdict = Input::DepsBlocked { idx: d.idx, failed: false };
+                                verdict = Input::DepsBlocked {
+                                    idx: d.idx,
+                                    failed: false,
+                                };
                             }
                             DepStatus::Failed => {
-                                verdict = Input::DepsBlocked { idx: d.idx, failed: true };
+                                verdict = Input::DepsBlocked {
+                                    idx: d.idx,
+                                    failed: true,
+                                };
                                 break;
                             }
                         }
@@ -246,15 +308,23 @@ mod tests {
 
     /// a <- b <- c (c depends on b, b on a), d independent.
     fn chain(cond_b: Condition, kind_a: Kind) -> Vec<Service> {
-        let mut v: Vec<Service> = (0..4)
-            .map(|i| Service::new(i, Policy::default()))
-            .collect();
+        let mut v: Vec<Service> = (0..4).map(|i| Service::new(i, Policy::default())).collect();
         v[0].policy.kind = kind_a;
         if kind_a == Kind::Oneshot {
             v[0].policy.restart = Restart::Never;
         }
-        v[1].deps.push(Dep { idx: 0, condition: cond_b }).unwrap();
-        v[2].deps.push(Dep { idx: 1, condition: Condition::Started }).unwrap();
+        v[1].deps
+            .push(Dep {
+                idx: 0,
+                condition: cond_b,
+            })
+            .unwrap();
+        v[2].deps
+            .push(Dep {
+                idx: 1,
+                condition: Condition::Started,
+            })
+            .unwrap();
         v
     }
 
@@ -295,7 +365,10 @@ mod tests {
         assert_eq!(sup.services()[1].state, State::Waiting);
         assert_eq!(
             sup.services()[1].reason,
-            crate::service::Reason::Dependency { idx: 0, failed: true }
+            crate::service::Reason::Dependency {
+                idx: 0,
+                failed: true
+            }
         );
     }
 
@@ -308,7 +381,12 @@ mod tests {
         let pid = |sys: &Rec, i| sys.spawned.iter().find(|x| x.0 == i).unwrap().1;
         sup.shutdown(t(10), 30_000, &mut sys);
         // c (2) and d (3) first; a and b wait for their dependents.
-        let stopped: Vec<i32> = sys.kills.iter().filter(|k| k.1 == 15).map(|k| k.0).collect();
+        let stopped: Vec<i32> = sys
+            .kills
+            .iter()
+            .filter(|k| k.1 == 15)
+            .map(|k| k.0)
+            .collect();
         assert_eq!(stopped.len(), 2);
         assert!(stopped.contains(&pid(&sys, 2)) && stopped.contains(&pid(&sys, 3)));
         let (p2, p3, p1, p0) = (pid(&sys, 2), pid(&sys, 3), pid(&sys, 1), pid(&sys, 0));
@@ -323,6 +401,37 @@ mod tests {
         assert!(sup.finished());
         // No restart happened during shutdown.
         assert_eq!(sys.spawned.len(), 4);
+    }
+
+    #[test]
+    fn shutdown_order_is_transitive_through_a_completed_oneshot() {
+        // b depends on the oneshot a (completed); a depends on db.
+        let mut v: Vec<Service> = (0..3).map(|i| Service::new(i, Policy::default())).collect();
+        v[1].policy.kind = Kind::Oneshot;
+        v[1].policy.restart = Restart::Never;
+        v[1].deps
+            .push(Dep {
+                idx: 0,
+                condition: Condition::Started,
+            })
+            .unwrap();
+        v[2].deps
+            .push(Dep {
+                idx: 1,
+                condition: Condition::Completed,
+            })
+            .unwrap();
+        let mut sys = Rec::default();
+        let mut sup = Supervisor::new(&mut v, 3);
+        sup.start_all(t(0), &mut sys);
+        sup.on_exit(2, ExitStatus::Code(0), t(1), &mut sys);
+        assert_eq!(sup.services()[1].state, State::Completed);
+        let (db, b) = (1, 3);
+        sup.shutdown(t(2), 30_000, &mut sys);
+        assert!(sys.kills.contains(&(b, 15)));
+        assert!(!sys.kills.contains(&(db, 15)), "db outlives b");
+        sup.on_exit(b, ExitStatus::Signal(15), t(3), &mut sys);
+        assert!(sys.kills.contains(&(db, 15)));
     }
 
     #[test]

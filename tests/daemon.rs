@@ -1,5 +1,10 @@
 //! The real daemon against real `sh` services. Every wait has a deadline.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 
 mod common;
@@ -13,16 +18,31 @@ fn svc(name: &str, script: &str, extra: &str) -> String {
 #[test]
 fn dependency_order_and_reverse_stop_order() {
     let services = [
-        svc("c", "echo c >> $DIR/order; exec sleep 60", "    depends_on: [b]\n"),
-        svc("b", "echo b >> $DIR/order; exec sleep 60", "    depends_on:\n      - name: migrate\n        condition: completed\n"),
-        svc("migrate", "sleep 0.2; echo migrate >> $DIR/order", "    type: oneshot\n    depends_on: [a]\n"),
+        svc(
+            "c",
+            "echo c >> $DIR/order; exec sleep 60",
+            "    depends_on: [b]\n",
+        ),
+        svc(
+            "b",
+            "echo b >> $DIR/order; exec sleep 60",
+            "    depends_on:\n      - name: migrate\n        condition: completed\n",
+        ),
+        svc(
+            "migrate",
+            "sleep 0.2; echo migrate >> $DIR/order",
+            "    type: oneshot\n    depends_on: [a]\n",
+        ),
         svc("a", "echo a >> $DIR/order; exec sleep 60", ""),
         svc("free", "exec sleep 60", ""),
     ]
     .concat();
     let mut d = Daemon::start("deps", "", &services);
     let log = d.wait_log("c: spawned", 10.0);
-    let pos = |p: &str| log.find(p).unwrap_or_else(|| panic!("{p} missing in\n{log}"));
+    let pos = |p: &str| {
+        log.find(p)
+            .unwrap_or_else(|| panic!("{p} missing in\n{log}"))
+    };
     // Independent services start in the first pass, together.
     assert!(pos("a: spawned") < pos("migrate: spawned"));
     assert!(pos("free: spawned") < pos("migrate: spawned"));
@@ -37,7 +57,10 @@ fn dependency_order_and_reverse_stop_order() {
 
     assert_eq!(d.stop(20.0), 0);
     let log = d.log_text();
-    let pos = |p: &str| log.find(p).unwrap_or_else(|| panic!("{p} missing in\n{log}"));
+    let pos = |p: &str| {
+        log.find(p)
+            .unwrap_or_else(|| panic!("{p} missing in\n{log}"))
+    };
     // Reverse order: c stops before b, b before a.
     assert!(pos("c: stopped") < pos("b: stopping"), "{log}");
     assert!(pos("b: stopped") < pos("a: stopping"), "{log}");
@@ -50,7 +73,11 @@ fn dependency_order_and_reverse_stop_order() {
 fn failed_dependency_keeps_dependent_waiting_with_reason() {
     let services = [
         svc("setup", "exit 4", "    type: oneshot\n"),
-        svc("app", "exec sleep 60", "    depends_on:\n      - name: setup\n        condition: completed\n"),
+        svc(
+            "app",
+            "exec sleep 60",
+            "    depends_on:\n      - name: setup\n        condition: completed\n",
+        ),
     ]
     .concat();
     let mut d = Daemon::start("depfail", "", &services);
@@ -77,7 +104,10 @@ fn backoff_schedule_gaps() {
     let want = [200, 400, 800, 800, 800];
     for (g, w) in gaps.iter().zip(want) {
         // The gap is the delay plus the run (an `sh -c 'exit 1'`).
-        assert!(*g >= w && *g < w + 250, "gaps {gaps:?}, want about {want:?}");
+        assert!(
+            *g >= w && *g < w + 250,
+            "gaps {gaps:?}, want about {want:?}"
+        );
     }
     assert!(log.contains("crash: restarting in 200ms (failure 1)"));
     assert!(log.contains("crash: restarting in 800ms (failure 4)"));
@@ -112,7 +142,10 @@ fn reset_after_clears_the_failure_count() {
     let mut d = Daemon::start("reset", "", &services);
     let log = d.wait_count("steady: spawned", 4, 15.0);
     assert!(!log.contains("gave up"), "{log}");
-    assert_eq!(log.matches("restarting in 100ms (failure 1)").count(), log.matches("restarting in").count());
+    assert_eq!(
+        log.matches("restarting in 100ms (failure 1)").count(),
+        log.matches("restarting in").count()
+    );
     assert_eq!(d.stop(10.0), 0);
 }
 
@@ -128,10 +161,20 @@ fn exec_failure_is_reported_with_stage_and_errno() {
         script.display()
     );
     let mut d = Daemon::start("execfail", "", &services);
-    let log = d.wait_count("broken: exec failed at exec: No such file or directory", 2, 10.0);
-    assert!(!log.contains("broken: spawned"), "an exec failure is not a run\n{log}");
+    let log = d.wait_count(
+        "broken: exec failed at exec: No such file or directory",
+        2,
+        10.0,
+    );
+    assert!(
+        !log.contains("broken: spawned"),
+        "an exec failure is not a run\n{log}"
+    );
     let dump = d.dump();
-    assert!(dump.contains("exec failed: No such file or directory"), "{dump}");
+    assert!(
+        dump.contains("exec failed: No such file or directory"),
+        "{dump}"
+    );
     assert!(dump.contains("restarts 0"), "{dump}");
     assert_eq!(d.stop(10.0), 0);
 }
@@ -148,26 +191,33 @@ fn stop_escalates_to_sigkill_for_a_child_that_ignores_sigterm() {
     // Wait until the trap is set (the line reaches the ring before we stop).
     let dump = wait_for(10.0, "armed output", || {
         let t = d.dump();
-        t.lines().rev().find(|l| l.contains("status stubborn"))?.contains("log 1 lines").then_some(())
+        t.lines()
+            .rev()
+            .find(|l| l.contains("status stubborn"))?
+            .contains("log 1 lines")
+            .then_some(())
     });
     let _ = dump;
     assert_eq!(d.stop(10.0), 0);
     let log = d.log_text();
     assert!(log.contains("stubborn: stopping pid"), "{log}");
-    assert!(log.contains("stubborn: stop timeout; sent SIGKILL to process group"), "{log}");
+    assert!(
+        log.contains("stubborn: stop timeout; sent SIGKILL to process group"),
+        "{log}"
+    );
     assert!(log.contains("exited with signal SIGKILL"), "{log}");
 }
 
 #[test]
 fn stop_kills_the_whole_process_group_including_grandchildren() {
-    let services = svc(
-        "parent",
-        "sleep 600 & echo $! > $DIR/gc.pid; wait",
-        "",
-    );
+    let services = svc("parent", "sleep 600 & echo $! > $DIR/gc.pid; wait", "");
     let mut d = Daemon::start("pgroup", "", &services);
     let gc: i32 = wait_for(10.0, "grandchild pid", || {
-        std::fs::read_to_string(d.dir.join("gc.pid")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(d.dir.join("gc.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     });
     assert!(alive(gc));
     assert_eq!(d.stop(10.0), 0);
@@ -185,7 +235,11 @@ fn orphans_are_reaped() {
     );
     let mut d = Daemon::start("orphan", "", &services);
     let orphan: i32 = wait_for(10.0, "orphan pid", || {
-        std::fs::read_to_string(d.dir.join("orphan.pid")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(d.dir.join("orphan.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     });
     d.wait_log(&format!("reaped orphan pid {orphan}"), 10.0);
     assert!(!exists(orphan), "orphan {orphan} left as a zombie");
@@ -205,62 +259,113 @@ fn log_capture_ring_file_and_rotation() {
     let logs = d.dir.join("logs");
     let cur = logs.join("chatty.log");
     wait_for(10.0, "last line in the log file", || {
-        std::fs::read_to_string(&cur).ok()?.contains("stdout done").then_some(())
+        std::fs::read_to_string(&cur)
+            .ok()?
+            .contains("stdout done")
+            .then_some(())
     });
     let text = std::fs::read_to_string(&cur).unwrap();
     assert!(std::fs::metadata(&cur).unwrap().len() <= 4096);
     for k in [1, 2] {
         let p = logs.join(format!("chatty.log.{k}"));
         let m = std::fs::metadata(&p).unwrap_or_else(|_| panic!("{} missing", p.display()));
-        assert!(m.len() <= 4096 && m.len() > 3000, "{} is {} bytes", p.display(), m.len());
+        assert!(
+            m.len() <= 4096 && m.len() > 3000,
+            "{} is {} bytes",
+            p.display(),
+            m.len()
+        );
     }
     assert!(!logs.join("chatty.log.3").exists(), "keep: 2");
-    let all = [logs.join("chatty.log.2"), logs.join("chatty.log.1"), cur.clone()]
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect::<String>();
+    let all = [
+        logs.join("chatty.log.2"),
+        logs.join("chatty.log.1"),
+        cur.clone(),
+    ]
+    .iter()
+    .map(|p| std::fs::read_to_string(p).unwrap())
+    .collect::<String>();
     assert!(all.contains(" stderr oops"), "stderr is tagged");
     assert!(all.contains(" stdout line 199 "), "stdout is tagged");
-    let cut = all.lines().find(|l| l.contains("yyyy")).expect("overlong line");
-    assert!(cut.ends_with(" [cut]"), "the cut is marked: {}", &cut[cut.len() - 20..]);
+    let cut = all
+        .lines()
+        .find(|l| l.contains("yyyy"))
+        .expect("overlong line");
+    assert!(
+        cut.ends_with(" [cut]"),
+        "the cut is marked: {}",
+        &cut[cut.len() - 20..]
+    );
     assert_eq!(cut.matches('y').count(), 1024, "cut at LINE_MAX");
     let _ = text;
     // The 2 KiB ring keeps only the newest lines and counts the evicted.
     let dump = d.dump();
-    let line = dump.lines().rev().find(|l| l.contains("status chatty")).unwrap();
+    let line = dump
+        .lines()
+        .rev()
+        .find(|l| l.contains("status chatty"))
+        .unwrap();
     assert!(line.contains("cut)"), "{line}");
     assert!(!line.contains("(0 evicted"), "{line}");
     assert_eq!(d.stop(10.0), 0);
 }
 
 #[test]
-fn unwritable_log_file_is_reported_and_the_daemon_keeps_going() {
-    let extra = "  service_logs:\n    dir: $DIR/logs\n";
-    let services = svc("writer", "while :; do echo tick; sleep 0.05; done", "");
-    let mut d = Daemon::start("logfail", extra, &services);
-    d.wait_log("writer: spawned", 10.0);
-    let logs = d.dir.join("logs");
-    wait_for(10.0, "log file", || logs.join("writer.log").exists().then_some(()));
-    // Take the directory away and put a file in its place: opens fail.
-    std::fs::remove_dir_all(&logs).unwrap();
-    std::fs::write(&logs, "not a dir").unwrap();
-    // The open file descriptor still works until rotation; force a reopen
-    // path by checking the ring keeps filling either way.
-    let before = d.dump();
-    let n0 = before.lines().rev().find(|l| l.contains("status writer")).unwrap().to_string();
-    wait_for(10.0, "ring keeps growing", || {
+fn unwritable_log_file_is_reported_and_the_ring_keeps_working() {
+    // /dev/full opens fine and fails every write with ENOSPC: a full disk.
+    let services = svc(
+        "writer",
+        "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.02; done",
+        "    log:\n      file: /dev/full\n",
+    );
+    let mut d = Daemon::start("logfail", "", &services);
+    let log = d.wait_log(
+        "writer: log file /dev/full: No space left on device; lines stay in the ring buffer",
+        10.0,
+    );
+    assert!(log.contains("writer: spawned"));
+    let lines = |d: &mut Daemon| -> u64 {
         let t = d.dump();
-        let n1 = t.lines().rev().find(|l| l.contains("status writer")).unwrap().to_string();
-        (n1 != n0).then_some(())
+        let l = t
+            .lines()
+            .rev()
+            .find(|l| l.contains("status writer"))
+            .unwrap()
+            .to_string();
+        l.split("; log ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let n0 = lines(&mut d);
+    wait_for(10.0, "the ring keeps filling", || {
+        (lines(&mut d) >= n0 + 5).then_some(())
     });
+    // Reported once, not once per line.
+    assert_eq!(d.count("log file /dev/full"), 1, "{}", d.log_text());
+    assert!(d
+        .log_text()
+        .contains("status: heap allocations after startup: 0;"));
     assert_eq!(d.stop(10.0), 0);
 }
 
 #[test]
 fn output_flood_keeps_memory_flat() {
     let services = [
-        svc("flood", "exec yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "    log:\n      console: false\n"),
-        svc("longlines", "while :; do head -c 100000 /dev/zero | tr \"\\\\0\" z; echo; done", "    log:\n      console: false\n"),
+        svc(
+            "flood",
+            "exec yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "    log:\n      console: false\n",
+        ),
+        svc(
+            "longlines",
+            "while :; do head -c 100000 /dev/zero | tr \"\\\\0\" z; echo; done",
+            "    log:\n      console: false\n",
+        ),
     ]
     .concat();
     let mut d = Daemon::start("flood", "", &services);
@@ -268,17 +373,37 @@ fn output_flood_keeps_memory_flat() {
     // Let the rings fill and wrap, then sample.
     let ring_wraps = |d: &mut Daemon| {
         let t = d.dump();
-        let l = t.lines().rev().find(|l| l.contains("status flood")).unwrap().to_string();
-        let evicted: u64 = l.split(" lines (").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        let l = t
+            .lines()
+            .rev()
+            .find(|l| l.contains("status flood"))
+            .unwrap()
+            .to_string();
+        let evicted: u64 = l
+            .split(" lines (")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         evicted
     };
-    wait_for(10.0, "ring wrapped", || (ring_wraps(&mut d) > 1000).then_some(()));
+    wait_for(10.0, "ring wrapped", || {
+        (ring_wraps(&mut d) > 1000).then_some(())
+    });
     let rss0 = d.rss_kib();
     let e0 = ring_wraps(&mut d);
-    wait_for(20.0, "a lot more output", || (ring_wraps(&mut d) > e0 + 200_000).then_some(()));
+    wait_for(20.0, "a lot more output", || {
+        (ring_wraps(&mut d) > e0 + 200_000).then_some(())
+    });
     let rss1 = d.rss_kib();
     assert!(rss0 > 0);
-    assert!(rss1 <= rss0 + 64, "RSS grew from {rss0} KiB to {rss1} KiB during the flood");
+    assert!(
+        rss1 <= rss0 + 64,
+        "RSS grew from {rss0} KiB to {rss1} KiB during the flood"
+    );
     let dump = d.dump();
     assert!(dump.contains("heap allocations after startup: 0"), "{dump}");
     assert_eq!(d.stop(10.0), 0);
@@ -286,13 +411,29 @@ fn output_flood_keeps_memory_flat() {
 
 #[test]
 fn zero_heap_allocations_after_startup() {
-    let dir_extra = "  service_logs:\n    dir: $DIR/logs\n    max_size: 2KiB\n    keep: 1\n";
+    let dir_extra = "  service_logs:\n    dir: $DIR/logs\n    max_size: 4KiB\n    keep: 1\n";
     let services = [
-        svc("crashloop", "echo up; echo err >&2; exit 3", "    backoff:\n      initial: 20ms\n      max: 40ms\n"),
+        svc(
+            "crashloop",
+            "echo up; echo err >&2; exit 3",
+            "    backoff:\n      initial: 20ms\n      max: 40ms\n",
+        ),
         svc("oneshot", "echo once", "    type: oneshot\n"),
-        svc("dep", "exec sleep 600", "    depends_on:\n      - name: oneshot\n        condition: completed\n"),
-        svc("stubborn", "trap \"\" TERM; while :; do sleep 0.05; done", "    stop_timeout: 200ms\n"),
-        svc("flood", "i=0; while [ $i -lt 3000 ]; do echo \"flood $i\"; i=$((i+1)); done; exec sleep 600", ""),
+        svc(
+            "dep",
+            "exec sleep 600",
+            "    depends_on:\n      - name: oneshot\n        condition: completed\n",
+        ),
+        svc(
+            "stubborn",
+            "trap \"\" TERM; while :; do sleep 0.05; done",
+            "    stop_timeout: 200ms\n",
+        ),
+        svc(
+            "flood",
+            "i=0; while [ $i -lt 3000 ]; do echo \"flood $i\"; i=$((i+1)); done; exec sleep 600",
+            "",
+        ),
         svc("orphaner", "(sleep 0.1 &); exec sleep 600", ""),
     ]
     .concat();
@@ -301,17 +442,30 @@ fn zero_heap_allocations_after_startup() {
     d.wait_log("reaped orphan pid", 10.0);
     d.wait_log("dep: spawned", 10.0);
     let dump = d.dump();
-    assert!(dump.contains("status: heap allocations after startup: 0;"), "{dump}");
+    assert!(
+        dump.contains("status: heap allocations after startup: 0;"),
+        "{dump}"
+    );
     assert_eq!(d.stop(20.0), 0);
     let log = d.log_text();
-    assert!(log.contains("stubborn: stop timeout; sent SIGKILL"), "{log}");
-    assert!(log.contains("shutdown complete; heap allocations after startup: 0\n"), "{log}");
+    assert!(
+        log.contains("stubborn: stop timeout; sent SIGKILL"),
+        "{log}"
+    );
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0\n"),
+        "{log}"
+    );
 }
 
 #[test]
 fn shutdown_timeout_is_honoured() {
     // stop_timeout is a minute; shutdown_timeout cuts it to 300 ms.
-    let services = svc("slow", "trap \"\" TERM; while :; do sleep 0.05; done", "    stop_timeout: 60s\n");
+    let services = svc(
+        "slow",
+        "trap \"\" TERM; while :; do sleep 0.05; done",
+        "    stop_timeout: 60s\n",
+    );
     let mut d = Daemon::start("shutdown", "  shutdown_timeout: 300ms\n", &services);
     d.wait_log("slow: spawned", 10.0);
     let t0 = std::time::Instant::now();
@@ -319,15 +473,108 @@ fn shutdown_timeout_is_honoured() {
     assert!(t0.elapsed() < std::time::Duration::from_secs(10));
     let log = d.log_text();
     assert!(log.contains("shutdown complete"), "{log}");
-    assert!(!log.contains("slow: stop timeout"), "the service's own 60s timeout never fired: {log}");
+    assert!(
+        !log.contains("slow: stop timeout"),
+        "the service's own 60s timeout never fired: {log}"
+    );
 }
 
 #[test]
 fn second_daemon_on_the_same_socket_refuses_to_start() {
     let services = svc("a", "exec sleep 600", "");
     let mut d = Daemon::start("twice", "", &services);
-    let out = std::process::Command::new(BIN).arg("-c").arg(&d.config).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("-c")
+        .arg(&d.config)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another coffeyd is running"));
     assert_eq!(d.stop(10.0), 0);
+}
+
+fn euid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn child_gets_session_clean_signals_cwd_umask_env() {
+    let extra = "  service_logs:\n    dir: $DIR/logs\n";
+    let services = [
+        svc(
+            "shell",
+            "echo pid=$$ stat=$(cut -d\" \" -f5,6 /proc/$$/stat) > $DIR/env.txt; echo pwd=$(pwd) umask=$(umask) port=$PORT home=$HOME >> $DIR/env.txt; exec sleep 600",
+            "    working_dir: /tmp\n    umask: \"027\"\n    env: [PORT=8080, HOME=/nowhere]\n",
+        ),
+        // No shell in between: what the daemon hands to execve.
+        "  - name: raw\n    binary: /bin/cat\n    args: [/proc/self/status]\n    restart: never\n".to_string(),
+    ]
+    .concat();
+    // The daemon blocks and ignores signals itself; none of that may leak.
+    let mut d = Daemon::start("childenv", extra, &services);
+    let env = wait_for(10.0, "env.txt", || {
+        let t = std::fs::read_to_string(d.dir.join("env.txt")).ok()?;
+        (t.lines().count() == 2).then_some(t)
+    });
+    let pid: &str = env.split("pid=").nth(1).unwrap().split(' ').next().unwrap();
+    assert!(
+        env.contains(&format!("stat={pid} {pid}")),
+        "own process group and session: {env}"
+    );
+    assert!(
+        env.contains("pwd=/tmp umask=0027 port=8080 home=/nowhere"),
+        "{env}"
+    );
+    let status = wait_for(10.0, "raw output", || {
+        let t = std::fs::read_to_string(d.dir.join("logs/raw.log")).ok()?;
+        t.contains("SigCgt").then_some(t)
+    });
+    for key in ["SigBlk:", "SigIgn:"] {
+        let line = status.lines().find(|l| l.contains(key)).unwrap();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    d.wait_log("raw: stopped", 10.0);
+    assert_eq!(d.stop(10.0), 0);
+}
+
+#[test]
+fn credential_failures_are_exec_failures() {
+    // As root: setuid to nobody works, then chdir into /root (0700) fails.
+    // Unprivileged: setgroups for another user fails with EPERM.
+    let (expect, what) = if euid() == 0 {
+        ("exec failed at chdir: Permission denied", "root")
+    } else {
+        (
+            "exec failed at setgroups: Operation not permitted",
+            "unprivileged",
+        )
+    };
+    eprintln!("credential test running {what}");
+    let services = "  - name: cred\n    binary: /bin/true\n    user: nobody\n    working_dir: /root\n    max_restarts: 1\n    backoff:\n      initial: 50ms\n";
+    let mut d = Daemon::start("cred", "", services);
+    let log = d.wait_log("cred: gave up after 2 consecutive failures", 10.0);
+    assert_eq!(log.matches(expect).count(), 2, "{log}");
+    assert!(!log.contains("cred: spawned"));
+    assert_eq!(d.stop(10.0), 0);
+}
+
+#[test]
+fn sigint_also_shuts_down_cleanly() {
+    let services = svc("a", "exec sleep 600", "");
+    let mut d = Daemon::start("sigint", "", &services);
+    d.wait_log("a: spawned", 10.0);
+    d.signal(2);
+    let child = d.child.as_mut().unwrap();
+    let st = wait_for(10.0, "exit", || child.try_wait().unwrap());
+    d.child = None;
+    assert_eq!(st.code(), Some(0));
+    assert!(d.log_text().contains("SIGINT: shutting down"));
+    assert!(!d.socket.exists());
 }

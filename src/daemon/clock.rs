@@ -6,7 +6,10 @@ use core::fmt;
 use nix::libc;
 
 fn read(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer; clock_gettime cannot fail for
     // these clocks on Linux, and on failure `ts` stays zero.
     unsafe { libc::clock_gettime(clock, &mut ts) };
@@ -62,7 +65,13 @@ mod tests {
     #[test]
     fn stamps() {
         assert_eq!(Stamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Stamp(1_795_838_400_123).to_string(), "2026-11-28T04:00:00.123Z");
-        assert_eq!(Stamp(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            Stamp(1_795_838_400_123).to_string(),
+            "2026-11-28T04:00:00.123Z"
+        );
+        assert_eq!(
+            Stamp(951_782_400_000).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 }

@@ -17,7 +17,10 @@ pub struct LineBuf {
 
 impl Default for LineBuf {
     fn default() -> Self {
-        LineBuf { buf: [0; LOG_LINE_MAX], len: 0 }
+        LineBuf {
+            buf: [0; LOG_LINE_MAX],
+            len: 0,
+        }
     }
 }
 
@@ -83,7 +86,11 @@ pub struct Log {
 
 impl Log {
     pub fn new(console: bool, file: RawFd) -> Log {
-        Log { console, file, line: LineBuf::default() }
+        Log {
+            console,
+            file,
+            line: LineBuf::default(),
+        }
     }
 
     /// One timestamped line: `<stamp> coffeyd: <message>`.

@@ -88,7 +88,9 @@ impl LogFile {
 
     fn open(&mut self) -> Result<(), i32> {
         let mut b = [0u8; PATH_MAX];
-        let Some(p) = self.name(0, &mut b) else { return Err(libc::ENAMETOOLONG) };
+        let Some(p) = self.name(0, &mut b) else {
+            return Err(libc::ENAMETOOLONG);
+        };
         // SAFETY: p is NUL-terminated.
         let fd = unsafe {
             libc::open(

@@ -70,7 +70,10 @@ impl Sys for Shell {
     fn spawn(&mut self, idx: usize) -> Result<i32, SpawnError> {
         match self.slots.get(idx).and_then(|s| s.prep.as_ref()) {
             Some(p) => spawn::spawn(p, self.devnull),
-            None => Err(SpawnError { stage: Stage::Exec, errno: libc::ENOENT }),
+            None => Err(SpawnError {
+                stage: Stage::Exec,
+                errno: libc::ENOENT,
+            }),
         }
     }
 
@@ -92,10 +95,17 @@ impl Sys for Shell {
 
     fn emit(&mut self, idx: usize, _from: StateName, to: StateName, event: &Event) {
         let name = self.slots.get(idx).map_or("?", |s| s.name.as_str());
-        let dep = |d: u16| self.slots.get(usize::from(d)).map_or("?", |s| s.name.as_str());
+        let dep = |d: u16| {
+            self.slots
+                .get(usize::from(d))
+                .map_or("?", |s| s.name.as_str())
+        };
         match *event {
             Event::Waiting { dep: None, .. } => {}
-            Event::Waiting { dep: Some(d), failed } => {
+            Event::Waiting {
+                dep: Some(d),
+                failed,
+            } => {
                 let why = if failed { " (it failed)" } else { "" };
                 log!(self.log, "{name}: waiting for {}{why}", dep(d));
             }
@@ -112,27 +122,54 @@ impl Sys for Shell {
                 err.stage.name(),
                 errno_desc(err.errno)
             ),
-            Event::Exited { pid, status, uptime } => {
-                log!(self.log, "{name}: pid {pid} exited with {status} after {}", Dur(uptime))
+            Event::Exited {
+                pid,
+                status,
+                uptime,
+            } => {
+                log!(
+                    self.log,
+                    "{name}: pid {pid} exited with {status} after {}",
+                    Dur(uptime)
+                )
             }
             Event::Backoff { delay, failures } => {
-                log!(self.log, "{name}: restarting in {} (failure {failures})", Dur(delay))
+                log!(
+                    self.log,
+                    "{name}: restarting in {} (failure {failures})",
+                    Dur(delay)
+                )
             }
             Event::GaveUp { failures } => {
-                log!(self.log, "{name}: gave up after {failures} consecutive failures")
+                log!(
+                    self.log,
+                    "{name}: gave up after {failures} consecutive failures"
+                )
             }
             Event::Failed => log!(self.log, "{name}: failed"),
             Event::Stopping { pid, signal } => {
-                log!(self.log, "{name}: stopping pid {pid} with {}", signal_name(signal))
+                log!(
+                    self.log,
+                    "{name}: stopping pid {pid} with {}",
+                    signal_name(signal)
+                )
             }
             Event::Killed { pid } => {
-                log!(self.log, "{name}: stop timeout; sent SIGKILL to process group {pid}")
+                log!(
+                    self.log,
+                    "{name}: stop timeout; sent SIGKILL to process group {pid}"
+                )
             }
-            Event::Stopped if to == StateName::Waiting => log!(self.log, "{name}: stopped; starting again"),
+            Event::Stopped if to == StateName::Waiting => {
+                log!(self.log, "{name}: stopped; starting again")
+            }
             Event::Stopped => log!(self.log, "{name}: stopped"),
             Event::Completed => log!(self.log, "{name}: completed"),
             Event::Unexpected { input } => {
-                log!(self.log, "{name}: ignored unexpected '{input}' in state {to}")
+                log!(
+                    self.log,
+                    "{name}: ignored unexpected '{input}' in state {to}"
+                )
             }
         }
     }
@@ -171,7 +208,9 @@ impl Shell {
                     f.path_str(),
                     errno_desc(e)
                 ),
-                Problem::Recovered => log!(log, "{slot_name}: log file {} writable again", f.path_str()),
+                Problem::Recovered => {
+                    log!(log, "{slot_name}: log file {} writable again", f.path_str())
+                }
             }
         }
         if console {
@@ -185,11 +224,35 @@ impl Shell {
 
     /// Reads one pipe until it would block or the budget is spent.
     fn drain_pipe(&mut self, idx: usize, which: usize) {
-        let Shell { log, slots, readbuf, scratch, .. } = self;
-        let Some(slot) = slots.get_mut(idx) else { return };
-        let Slot { name, out_r, err_r, ring, lines, file, console, ready, .. } = slot;
-        let (fd, stream) = if which == 0 { (*out_r, Stream::Stdout) } else { (*err_r, Stream::Stderr) };
-        let Some(lb) = lines.get_mut(which) else { return };
+        let Shell {
+            log,
+            slots,
+            readbuf,
+            scratch,
+            ..
+        } = self;
+        let Some(slot) = slots.get_mut(idx) else {
+            return;
+        };
+        let Slot {
+            name,
+            out_r,
+            err_r,
+            ring,
+            lines,
+            file,
+            console,
+            ready,
+            ..
+        } = slot;
+        let (fd, stream) = if which == 0 {
+            (*out_r, Stream::Stdout)
+        } else {
+            (*err_r, Stream::Stderr)
+        };
+        let Some(lb) = lines.get_mut(which) else {
+            return;
+        };
         let mut more = true;
         for _ in 0..READS_PER_TURN {
             // SAFETY: readbuf is valid for its length.
@@ -222,9 +285,16 @@ impl Shell {
         let mut left = false;
         for i in 0..self.slots.len() {
             for w in 0..2 {
-                if self.slots.get(i).is_some_and(|s| s.ready.get(w) == Some(&true)) {
+                if self
+                    .slots
+                    .get(i)
+                    .is_some_and(|s| s.ready.get(w) == Some(&true))
+                {
                     self.drain_pipe(i, w);
-                    left |= self.slots.get(i).is_some_and(|s| s.ready.get(w) == Some(&true));
+                    left |= self
+                        .slots
+                        .get(i)
+                        .is_some_and(|s| s.ready.get(w) == Some(&true));
                 }
             }
         }
@@ -239,11 +309,30 @@ impl Shell {
                     *r = true;
                 }
                 self.drain_pipe(i, w);
-                let Shell { log, slots, scratch, .. } = self;
-                if let Some(Slot { name, ring, lines, file, console, .. }) = slots.get_mut(i) {
-                    let stream = if w == 0 { Stream::Stdout } else { Stream::Stderr };
+                let Shell {
+                    log,
+                    slots,
+                    scratch,
+                    ..
+                } = self;
+                if let Some(Slot {
+                    name,
+                    ring,
+                    lines,
+                    file,
+                    console,
+                    ..
+                }) = slots.get_mut(i)
+                {
+                    let stream = if w == 0 {
+                        Stream::Stdout
+                    } else {
+                        Stream::Stderr
+                    };
                     if let Some(lb) = lines.get_mut(w) {
-                        lb.flush(|line, cut| Self::sink(log, scratch, name, ring, file, *console, stream, line, cut));
+                        lb.flush(|line, cut| {
+                            Self::sink(log, scratch, name, ring, file, *console, stream, line, cut)
+                        });
                     }
                 }
             }
@@ -273,7 +362,9 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
             }
             return;
         }
-        let Some(status) = status_of(raw) else { continue };
+        let Some(status) = status_of(raw) else {
+            continue;
+        };
         if sup.on_exit(pid, status, clock::now(), shell).is_none() {
             log!(shell.log, "reaped orphan pid {pid} ({status})");
         }
@@ -282,8 +373,15 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
 
 fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
     for (i, s) in sup.services().iter().enumerate() {
-        let Some(slot) = shell.slots.get(i) else { continue };
-        let (name, lines, evicted, cut) = (slot.name.as_str(), slot.ring.len(), slot.ring.evicted, slot.ring.cut);
+        let Some(slot) = shell.slots.get(i) else {
+            continue;
+        };
+        let (name, lines, evicted, cut) = (
+            slot.name.as_str(),
+            slot.ring.len(),
+            slot.ring.evicted,
+            slot.ring.cut,
+        );
         let pid = s.state.pid().unwrap_or(0);
         let mut why = log::LineBuf::default();
         match s.reason {
@@ -295,15 +393,26 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
                 let _ = write!(why, ", exec failed: {}", errno_desc(e.errno));
             }
             Reason::Dependency { idx, failed } => {
-                let d = shell.slots.get(usize::from(idx)).map_or("?", |s| s.name.as_str());
-                let _ = write!(why, ", waiting for {d}{}", if failed { " (failed)" } else { "" });
+                let d = shell
+                    .slots
+                    .get(usize::from(idx))
+                    .map_or("?", |s| s.name.as_str());
+                let _ = write!(
+                    why,
+                    ", waiting for {d}{}",
+                    if failed { " (failed)" } else { "" }
+                );
             }
             Reason::GaveUp { failures } => {
                 let _ = write!(why, ", gave up after {failures} failures");
             }
         }
         let due = s.poll_at();
-        let next = if due == Instant::NEVER { 0 } else { due.since(now) };
+        let next = if due == Instant::NEVER {
+            0
+        } else {
+            due.since(now)
+        };
         let why = core::str::from_utf8(why.as_bytes()).unwrap_or("");
         log!(
             shell.log,
@@ -343,7 +452,13 @@ pub fn run(cfg: Config) -> i32 {
 }
 
 fn run_inner(cfg: &Config) -> Result<i32, String> {
-    let setup::Started { mut shell, mut table, mut poll, sfd, listener: _listener } = setup::start(cfg)?;
+    let setup::Started {
+        mut shell,
+        mut table,
+        mut poll,
+        sfd,
+        listener: _listener,
+    } = setup::start(cfg)?;
     let mut events = Events::with_capacity(EVENTS);
     let used = shell.used;
     log!(
@@ -400,7 +515,12 @@ fn run_inner(cfg: &Config) -> Result<i32, String> {
                     Ok(Signal::SIGCHLD) => reap_now = true,
                     Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
                         if !sup.shutting_down() {
-                            log!(shell.log, "{}: shutting down (timeout {})", s.as_str(), Dur(cfg.shutdown_timeout));
+                            log!(
+                                shell.log,
+                                "{}: shutting down (timeout {})",
+                                s.as_str(),
+                                Dur(cfg.shutdown_timeout)
+                            );
                         }
                         sup.shutdown(clock::now(), cfg.shutdown_timeout, &mut shell);
                     }

@@ -10,17 +10,17 @@ use super::log::{log, Log};
 use super::logfile::LogFile;
 use super::spawn::Prepared;
 use super::{release_paths, Shell, Slot, SIGNAL_TOKEN};
-use mio::unix::SourceFd;
-use mio::{Interest, Poll, Token};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
-use std::os::fd::AsRawFd;
 use crate::config::{Condition as CCond, Config, Kind as CKind, Restart as CRestart, ServiceSpec};
 use coffey::limits::{fd_budget, READ_CHUNK};
 use coffey::logring::{LineBuf, LogRing};
 use coffey::service::{Condition, Dep, Kind, Policy, Restart, Service};
+use mio::unix::SourceFd;
+use mio::{Interest, Poll, Token};
 use nix::libc;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::ffi::{CString, OsString};
+use std::os::fd::AsRawFd;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 
@@ -49,7 +49,11 @@ fn pipe() -> Result<(RawFd, RawFd), String> {
 
 pub fn policy(s: &ServiceSpec) -> Policy {
     let mult = (s.backoff.multiplier * 1000.0).round();
-    let mult = if mult.is_finite() && mult >= 1000.0 { mult.min(1e6) as u32 } else { 1000 };
+    let mult = if mult.is_finite() && mult >= 1000.0 {
+        mult.min(1e6) as u32
+    } else {
+        1000
+    };
     Policy {
         kind: match s.kind {
             CKind::Service => Kind::Service,
@@ -94,7 +98,10 @@ fn envp(base: &[OsString], extra: &[String]) -> Vec<CString> {
 
 /// Raises RLIMIT_NOFILE's soft limit to what the tables need, if allowed.
 fn raise_nofile(need: usize, log: &mut Log) {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: valid out-pointer.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
         return;
@@ -103,11 +110,19 @@ fn raise_nofile(need: usize, log: &mut Log) {
     if rl.rlim_cur >= need {
         return;
     }
-    let new = libc::rlimit { rlim_cur: need.min(rl.rlim_max), rlim_max: rl.rlim_max };
+    let new = libc::rlimit {
+        rlim_cur: need.min(rl.rlim_max),
+        rlim_max: rl.rlim_max,
+    };
     // SAFETY: valid pointer.
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) };
     if new.rlim_cur < need {
-        log!(log, "warning: RLIMIT_NOFILE hard limit {} is below the {} descriptors the config needs", rl.rlim_max, need);
+        log!(
+            log,
+            "warning: RLIMIT_NOFILE hard limit {} is below the {} descriptors the config needs",
+            rl.rlim_max,
+            need
+        );
     }
 }
 
@@ -127,7 +142,10 @@ fn open_append(path: &std::path::Path) -> std::io::Result<RawFd> {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     Ok(f.into_raw_fd())
 }
 
@@ -139,7 +157,10 @@ pub fn build(cfg: &Config) -> Result<(Shell, Vec<Service>), String> {
         Some(p) => match open_append(p) {
             Ok(fd) => fd,
             Err(e) => {
-                eprintln!("coffeyd: cannot open log {}: {e}; logging to console", p.display());
+                eprintln!(
+                    "coffeyd: cannot open log {}: {e}; logging to console",
+                    p.display()
+                );
                 -1
             }
         },
@@ -160,7 +181,11 @@ pub fn build(cfg: &Config) -> Result<(Shell, Vec<Service>), String> {
     };
     if let Some(dir) = &cfg.service_logs.dir {
         if let Err(e) = std::fs::create_dir_all(dir) {
-            log!(log, "warning: cannot create service log dir {}: {e}", dir.display());
+            log!(
+                log,
+                "warning: cannot create service log dir {}: {e}",
+                dir.display()
+            );
         }
     }
 
@@ -177,9 +202,16 @@ pub fn build(cfg: &Config) -> Result<(Shell, Vec<Service>), String> {
             let path = cstr(s.binary.as_os_str().as_bytes());
             let mut argv = vec![path.clone()];
             argv.extend(s.args.iter().map(|a| cstr(a.as_bytes())));
-            let cwd = s.working_dir.as_ref().map_or_else(|| cstr(b"/"), |d| cstr(d.as_os_str().as_bytes()));
+            let cwd = s
+                .working_dir
+                .as_ref()
+                .map_or_else(|| cstr(b"/"), |d| cstr(d.as_os_str().as_bytes()));
             let uid = s.user.as_ref().map(|u| u.1);
-            let gid = s.group.as_ref().map(|g| g.1).or(s.user.as_ref().map(|u| u.2));
+            let gid = s
+                .group
+                .as_ref()
+                .map(|g| g.1)
+                .or(s.user.as_ref().map(|u| u.2));
             let mut groups = s.supplementary_gids.clone();
             if let Some(g) = gid {
                 if !groups.contains(&g) {
@@ -189,12 +221,32 @@ pub fn build(cfg: &Config) -> Result<(Shell, Vec<Service>), String> {
             // SAFETY: geteuid never fails.
             let root = unsafe { libc::geteuid() } == 0;
             let set_groups = s.user.is_some() || (s.group.is_some() && root);
-            Prepared::new(path, argv, envp(&base, &s.env), cwd, uid, gid, groups, set_groups, s.umask, out_w, err_w)
+            Prepared::new(
+                path,
+                argv,
+                envp(&base, &s.env),
+                cwd,
+                uid,
+                gid,
+                groups,
+                set_groups,
+                s.umask,
+                out_w,
+                err_w,
+            )
         });
         let file = spec.and_then(|s| s.log.file.as_ref()).and_then(|p| {
-            let f = LogFile::new(p.as_os_str().as_bytes(), cfg.service_logs.max_size, cfg.service_logs.keep);
+            let f = LogFile::new(
+                p.as_os_str().as_bytes(),
+                cfg.service_logs.max_size,
+                cfg.service_logs.keep,
+            );
             if f.is_none() {
-                log!(log, "warning: log path too long, file logging off: {}", p.display());
+                log!(
+                    log,
+                    "warning: log path too long, file logging off: {}",
+                    p.display()
+                );
             }
             f
         });
@@ -215,15 +267,29 @@ pub fn build(cfg: &Config) -> Result<(Shell, Vec<Service>), String> {
         if let Some(s) = spec {
             for d in &s.depends_on {
                 let Some(idx) = cfg.services.iter().position(|x| x.name == d.name) else {
-                    return Err(format!("service '{}': unknown dependency '{}'", s.name, d.name));
+                    return Err(format!(
+                        "service '{}': unknown dependency '{}'",
+                        s.name, d.name
+                    ));
                 };
                 let condition = match d.condition {
                     CCond::Started => Condition::Started,
                     CCond::Healthy => Condition::Healthy,
                     CCond::Completed => Condition::Completed,
                 };
-                if svc.deps.push(Dep { idx: idx as u16, condition }).is_err() {
-                    return Err(format!("service '{}': more than {} dependencies", s.name, coffey::limits::MAX_DEPS));
+                if svc
+                    .deps
+                    .push(Dep {
+                        idx: idx as u16,
+                        condition,
+                    })
+                    .is_err()
+                {
+                    return Err(format!(
+                        "service '{}': more than {} dependencies",
+                        s.name,
+                        coffey::limits::MAX_DEPS
+                    ));
                 }
             }
         }
@@ -262,13 +328,19 @@ impl Budget {
 pub fn budget(cfg: &Config) -> Budget {
     let slots = (cfg.limits.services as usize).max(cfg.services.len());
     let spare = slots - cfg.services.len();
-    let ring_bytes = cfg.services.iter().map(|s| s.log.buffer as usize).sum::<usize>()
+    let ring_bytes = cfg
+        .services
+        .iter()
+        .map(|s| s.log.buffer as usize)
+        .sum::<usize>()
         + spare * cfg.service_logs.buffer as usize;
     let line_bytes = slots * core::mem::size_of::<[LineBuf; 2]>();
     let table_bytes = slots * (core::mem::size_of::<Service>() + core::mem::size_of::<Slot>());
     let ptr = core::mem::size_of::<usize>();
     let envn = std::env::vars_os().count();
-    let envb: usize = std::env::vars_os().map(|(k, v)| k.len() + v.len() + 2).sum();
+    let envb: usize = std::env::vars_os()
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum();
     let exec_bytes = cfg
         .services
         .iter()
@@ -295,7 +367,10 @@ pub fn budget(cfg: &Config) -> Budget {
 fn claim_paths(cfg: &Config) -> Result<Option<std::os::unix::net::UnixListener>, String> {
     use std::os::unix::net::{UnixListener, UnixStream};
     if UnixStream::connect(&cfg.socket).is_ok() {
-        return Err(format!("another coffeyd is running on {}", cfg.socket.display()));
+        return Err(format!(
+            "another coffeyd is running on {}",
+            cfg.socket.display()
+        ));
     }
     let _ = std::fs::remove_file(&cfg.socket);
     if let Some(dir) = cfg.socket.parent() {
@@ -309,7 +384,6 @@ fn claim_paths(cfg: &Config) -> Result<Option<std::os::unix::net::UnixListener>,
     }
     Ok(Some(listener))
 }
-
 
 /// Everything the loop needs, built before the allocator is sealed.
 pub struct Started {
@@ -354,13 +428,23 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
     let (shell, table) = build(cfg).inspect_err(|_| release_paths(cfg))?;
     let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
     let reg = poll.registry();
-    reg.register(&mut SourceFd(&sfd.as_raw_fd()), SIGNAL_TOKEN, Interest::READABLE)
-        .map_err(|e| format!("register signalfd: {e}"))?;
+    reg.register(
+        &mut SourceFd(&sfd.as_raw_fd()),
+        SIGNAL_TOKEN,
+        Interest::READABLE,
+    )
+    .map_err(|e| format!("register signalfd: {e}"))?;
     for (i, s) in shell.slots.iter().enumerate() {
         for (w, fd) in [(0, s.out_r), (1, s.err_r)] {
             reg.register(&mut SourceFd(&fd), Token(1 + 2 * i + w), Interest::READABLE)
                 .map_err(|e| format!("register pipe: {e}"))?;
         }
     }
-    Ok(Started { shell, table, poll, sfd, listener })
+    Ok(Started {
+        shell,
+        table,
+        poll,
+        sfd,
+        listener,
+    })
 }

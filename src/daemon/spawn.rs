@@ -82,7 +82,10 @@ pub fn spawn(p: &Prepared, devnull: RawFd) -> Result<i32, SpawnError> {
     let mut fds = [-1 as RawFd; 2];
     // SAFETY: fds is a valid 2-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(SpawnError { stage: Stage::Pipe, errno: errno() });
+        return Err(SpawnError {
+            stage: Stage::Pipe,
+            errno: errno(),
+        });
     }
     let [rd, wr] = fds;
     // SAFETY: single-threaded process; the child only calls
@@ -95,7 +98,10 @@ pub fn spawn(p: &Prepared, devnull: RawFd) -> Result<i32, SpawnError> {
             libc::close(rd);
             libc::close(wr);
         }
-        return Err(SpawnError { stage: Stage::Fork, errno: e });
+        return Err(SpawnError {
+            stage: Stage::Fork,
+            errno: e,
+        });
     }
     if pid == 0 {
         // SAFETY: in the child; never returns.
@@ -136,7 +142,10 @@ pub fn spawn(p: &Prepared, devnull: RawFd) -> Result<i32, SpawnError> {
     let mut st = 0;
     // SAFETY: pid is our child.
     while unsafe { libc::waitpid(pid, &mut st, 0) } < 0 && errno() == libc::EINTR {}
-    Err(SpawnError { stage: Stage::from_u32(stage), errno: err })
+    Err(SpawnError {
+        stage: Stage::from_u32(stage),
+        errno: err,
+    })
 }
 
 /// # Safety
@@ -154,9 +163,20 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     // Default dispositions first (SIG_IGN survives execve; SIGPIPE is
     // ignored by the daemon), then an empty mask (the daemon blocks the
     // signals it reads through signalfd).
+    // The raw syscall, because libc's sigaction refuses the signals it
+    // reserves for itself (32, 33), and a parent may have left those
+    // ignored too. An all-zero kernel sigaction is SIG_DFL, no flags, empty
+    // mask, on every architecture.
+    let dfl = [0usize; 4];
     for sig in 1..65 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            libc::signal(sig, libc::SIG_DFL);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                core::ptr::null_mut::<u8>(),
+                8usize,
+            );
         }
     }
     let mut set: libc::sigset_t = core::mem::zeroed();
