@@ -1,0 +1,1547 @@
+//! Validation: raw structs -> spec types, every problem reported.
+//!
+//! Order of work: parse the main file (syntax, then typed with recovery),
+//! build the global section, list and parse the drop-ins, build each service
+//! on its own (so one broken service never hides another's errors), then the
+//! cross-service checks (duplicates, dependencies, cycles, capacity). All
+//! defaults live here as named constants; docs/CONFIG.md explains each.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{self, AccessFlags, Gid, Group, Uid, User};
+use serde::de::DeserializeOwned;
+use serde_norway::Value;
+
+use super::locate::{clean_message, normalize, parse_recovering, Outline, Seg};
+use super::raw::{
+    RawCheck, RawCheckType, RawCommand, RawCondition, RawFile, RawGlobal, RawKind, RawRestart,
+    RawService,
+};
+use super::spec::{
+    Backoff, Check, CheckKind, Condition, Config, DaemonLog, Dep, Healthcheck, Kind, Limits,
+    Millis, Restart, ServiceLog, ServiceLogs, ServiceSpec,
+};
+use super::units::fmt_ms;
+use super::{Diag, Severity};
+
+/// Most services one daemon supervises (table size ceiling).
+pub const MAX_SERVICES: u32 = 4096;
+/// Most simultaneous control clients.
+pub const MAX_CLIENTS: u32 = 256;
+/// Smallest and largest per-service log ring, bytes.
+pub const MIN_BUFFER: u64 = 256;
+pub const MAX_BUFFER: u64 = 16 << 20;
+
+const SERVICE_HEADROOM: u32 = 8;
+const DEFAULT_CLIENTS: u32 = 8;
+const DEFAULT_BUFFER: u32 = 4096;
+const DEFAULT_MAX_SIZE: u64 = 1 << 20;
+const MIN_MAX_SIZE: u64 = 4096;
+const DEFAULT_KEEP: u32 = 5;
+const MAX_KEEP: u32 = 1000;
+const DEFAULT_SHUTDOWN: Millis = 30_000;
+const DEFAULT_BACKOFF_INITIAL: Millis = 1_000;
+const DEFAULT_BACKOFF_MAX: Millis = 60_000;
+const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
+const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
+const DEFAULT_BACKOFF_RESET: Millis = 10_000;
+const DEFAULT_STOP_TIMEOUT: Millis = 10_000;
+const DEFAULT_CHECK_INTERVAL: Millis = 10_000;
+const DEFAULT_CHECK_TIMEOUT: Millis = 5_000;
+const DEFAULT_CHECK_RETRIES: u32 = 3;
+const MAX_NAME_LEN: usize = 31;
+/// `sun_path` is 108 bytes on Linux, including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+use Seg::{I, K};
+
+/// Collects diagnostics; remembers file order for sorting.
+#[derive(Default)]
+struct Sink {
+    diags: Vec<Diag>,
+    files: Vec<PathBuf>,
+}
+
+impl Sink {
+    fn add(
+        &mut self,
+        severity: Severity,
+        file: &Path,
+        (line, col): (usize, usize),
+        service: Option<&str>,
+        message: String,
+    ) {
+        self.diags.push(Diag {
+            severity,
+            file: file.to_path_buf(),
+            line,
+            col,
+            service: service.map(str::to_owned),
+            message,
+        });
+    }
+
+    fn errors(&self) -> usize {
+        self.diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
+    fn sorted(mut self) -> Vec<Diag> {
+        let files = self.files;
+        let rank = |p: &Path| files.iter().position(|f| f == p).unwrap_or(usize::MAX);
+        self.diags.sort_by_key(|d| (rank(&d.file), d.line, d.col));
+        self.diags
+    }
+}
+
+/// One parsed file.
+struct Src {
+    file: PathBuf,
+    outline: Outline,
+    /// Lines blanked by error recovery.
+    tainted: BTreeSet<usize>,
+}
+
+impl Src {
+    fn pos(&self, path: &[Seg]) -> (usize, usize) {
+        self.outline.locate(path)
+    }
+}
+
+/// Reporting context for one service (or the global section).
+struct Ctx<'a> {
+    sink: &'a mut Sink,
+    src: &'a Src,
+    /// Where the service lives in its file (`services[i]`, or the root).
+    prefix: &'a [Seg],
+    service: Option<String>,
+}
+
+impl Ctx<'_> {
+    fn at(&self, path: &[Seg]) -> (usize, usize) {
+        let mut full = self.prefix.to_vec();
+        full.extend_from_slice(path);
+        self.src.outline.locate(&full)
+    }
+
+    fn err(&mut self, path: &[Seg], msg: String) {
+        let pos = self.at(path);
+        self.sink.add(
+            Severity::Error,
+            &self.src.file,
+            pos,
+            self.service.as_deref(),
+            msg,
+        );
+    }
+
+    fn warn(&mut self, path: &[Seg], msg: String) {
+        let pos = self.at(path);
+        self.sink.add(
+            Severity::Warning,
+            &self.src.file,
+            pos,
+            self.service.as_deref(),
+            msg,
+        );
+    }
+
+    /// Whether the entry at `path` was blanked by error recovery.
+    fn tainted(&self, path: &[Seg]) -> bool {
+        self.src.tainted.contains(&self.at(path).0)
+    }
+}
+
+/// Defaults a service inherits from the global section.
+struct Globals {
+    base_dir: PathBuf,
+    log_dir: Option<PathBuf>,
+    buffer: u32,
+    console: bool,
+}
+
+/// A built service and what the cross checks need to know about it.
+struct Entry {
+    spec: ServiceSpec,
+    src: usize,
+    /// Path of the service inside its file.
+    prefix: Vec<Seg>,
+    /// The spec has a usable name (cross checks skip it otherwise).
+    named: bool,
+    /// Error recovery blanked part of it: skip checks that could cascade.
+    tainted: bool,
+    /// For each `spec.depends_on[k]`, its index in the YAML list.
+    dep_items: Vec<usize>,
+}
+
+/// Output of parsing one file.
+struct Parsed<T> {
+    raw: Option<T>,
+    value: Value,
+    src: Src,
+}
+
+fn base_dir_of(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if dir.is_absolute() {
+        dir
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(&dir))
+            .unwrap_or(dir)
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// The index N of a serde path message "services[N]...", and the message
+/// without that prefix.
+fn split_service_index(msg: &str) -> Option<(usize, String)> {
+    let rest = msg.strip_prefix("services[")?;
+    let (idx, after) = rest.split_once(']')?;
+    let idx: usize = idx.parse().ok()?;
+    let after = after
+        .strip_prefix('.')
+        .or_else(|| after.strip_prefix(": "))
+        .unwrap_or(after);
+    Some((idx, after.to_owned()))
+}
+
+/// Names the service a typed error belongs to: (value, outline, line,
+/// message) -> (service, message to print).
+type ServiceOf = dyn Fn(&Value, &Outline, usize, &str) -> (Option<String>, String);
+
+/// Parse one file: syntax first (exact position), then typed with recovery.
+/// `service_of` names the service an error belongs to, from its message and
+/// line.
+fn parse_file<T: DeserializeOwned + Default>(
+    file: &Path,
+    text: &str,
+    sink: &mut Sink,
+    service_of: &ServiceOf,
+) -> Parsed<T> {
+    sink.files.push(file.to_path_buf());
+    let norm = normalize(text);
+    let outline = Outline::new(&norm);
+    let mut src = Src {
+        file: file.to_path_buf(),
+        outline,
+        tainted: BTreeSet::new(),
+    };
+    let value = match serde_norway::from_str::<Value>(&norm) {
+        Ok(v) => v,
+        Err(e) => {
+            let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let msg = clean_message(&e.to_string(), line, col);
+            sink.add(
+                Severity::Error,
+                file,
+                (line, col),
+                None,
+                format!("invalid YAML: {msg}"),
+            );
+            return Parsed {
+                raw: None,
+                value: Value::Null,
+                src,
+            };
+        }
+    };
+    if value.is_null() {
+        return Parsed {
+            raw: Some(T::default()),
+            value,
+            src,
+        };
+    }
+    let (raw, errors, tainted) = parse_recovering::<T>(&norm);
+    for e in errors {
+        let (service, message) = service_of(&value, &src.outline, e.line, &e.message);
+        sink.add(
+            Severity::Error,
+            file,
+            (e.line, e.col),
+            service.as_deref(),
+            message,
+        );
+    }
+    src.tainted = tainted;
+    Parsed { raw, value, src }
+}
+
+/// Names the main-file service an error is in: from serde's `services[N]`
+/// path, else from the line.
+fn main_service_of(
+    value: &Value,
+    outline: &Outline,
+    line: usize,
+    msg: &str,
+) -> (Option<String>, String) {
+    let name_at = |i: usize| -> Option<String> {
+        value
+            .get("services")?
+            .get(i)?
+            .get("name")?
+            .as_str()
+            .map(str::to_owned)
+    };
+    if let Some((idx, rest)) = split_service_index(msg) {
+        if let Some(name) = name_at(idx) {
+            return (Some(name), rest);
+        }
+        return (None, msg.to_owned());
+    }
+    let (starts, end) = outline.items(&[K("services")]);
+    let idx = starts
+        .iter()
+        .rposition(|s| *s <= line)
+        .filter(|_| line < end);
+    (idx.and_then(name_at), msg.to_owned())
+}
+
+/// Default control socket: root uses /run like other inits; users get their
+/// runtime dir, or a per-uid name in /tmp.
+fn default_socket() -> PathBuf {
+    let euid = unistd::geteuid();
+    if euid.is_root() {
+        return PathBuf::from("/run/coffey.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("coffey.sock"),
+        _ => PathBuf::from(format!("/tmp/coffey-{}.sock", euid.as_raw())),
+    }
+}
+
+/// Load `text` as the main file at `path`; read drop-ins when asked.
+pub(super) fn load_text(
+    path: &Path,
+    text: &str,
+    read_dropins: bool,
+) -> Result<(Config, Vec<Diag>), Vec<Diag>> {
+    let mut sink = Sink::default();
+    let base_dir = base_dir_of(path);
+    let main: Parsed<RawFile> = parse_file(path, text, &mut sink, &main_service_of);
+    // Without a typed main file, cross checks would report noise.
+    let incomplete = main.raw.is_none();
+    let raw_file = main.raw.unwrap_or_default();
+    let mut srcs: Vec<Src> = vec![main.src];
+
+    let mut config = build_globals(path, raw_file.coffey.as_ref(), &base_dir, &srcs, &mut sink);
+    let globals = Globals {
+        base_dir: base_dir.clone(),
+        log_dir: config.service_logs.dir.clone(),
+        buffer: config.service_logs.buffer,
+        console: config.log.console,
+    };
+
+    let mut entries: Vec<Entry> = Vec::new();
+    if let Some(list) = &raw_file.services {
+        let (starts, end) = srcs
+            .first()
+            .map(|s| s.outline.items(&[K("services")]))
+            .unwrap_or_default();
+        for (i, item) in list.iter().enumerate() {
+            let first = starts.get(i).copied().unwrap_or(0);
+            let last = starts.get(i + 1).copied().unwrap_or(end);
+            let Some(main_src) = srcs.first() else { break };
+            let tainted = main_src.tainted.range(first..last).next().is_some();
+            let Some(raw) = item else {
+                if !tainted {
+                    let pos = main_src.pos(&[K("services"), I(i)]);
+                    sink.add(
+                        Severity::Error,
+                        path,
+                        pos,
+                        None,
+                        "empty service entry".to_owned(),
+                    );
+                }
+                continue;
+            };
+            let entry = build_service(
+                raw,
+                main_src,
+                0,
+                vec![K("services"), I(i)],
+                tainted,
+                None,
+                &globals,
+                &mut sink,
+            );
+            entries.push(entry);
+        }
+    }
+
+    if read_dropins {
+        let dir = config.services_dir.clone();
+        match list_dropins(&dir) {
+            Ok(files) => {
+                for file in files {
+                    load_dropin(&file, &globals, &mut srcs, &mut entries, &mut sink);
+                }
+            }
+            Err(e) => {
+                let pos = srcs
+                    .first()
+                    .map_or((0, 0), |s| s.pos(&[K("coffey"), K("services_dir")]));
+                sink.add(
+                    Severity::Error,
+                    path,
+                    pos,
+                    None,
+                    format!("cannot read services_dir {}: {e}", dir.display()),
+                );
+            }
+        }
+    }
+
+    cross_checks(&entries, &srcs, incomplete, &mut sink);
+    config.limits = check_limits(&raw_file, entries.len(), &srcs, incomplete, &mut sink);
+
+    if sink.errors() > 0 {
+        return Err(sink.sorted());
+    }
+    config.services = entries.into_iter().map(|e| e.spec).collect();
+    Ok((config, sink.sorted()))
+}
+
+/// Drop-in files: `*.yaml` / `*.yml` regular files, not hidden, sorted by
+/// name. A missing directory means no drop-ins.
+fn list_dropins(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut files = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            continue;
+        }
+        let path = entry.path();
+        if std::fs::metadata(&path)
+            .map(|m| m.is_file())
+            .unwrap_or(false)
+        {
+            files.push(path);
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}
+
+fn load_dropin(
+    file: &Path,
+    globals: &Globals,
+    srcs: &mut Vec<Src>,
+    entries: &mut Vec<Entry>,
+    sink: &mut Sink,
+) {
+    let text = match std::fs::read(file).map(String::from_utf8) {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            sink.files.push(file.to_path_buf());
+            sink.add(
+                Severity::Error,
+                file,
+                (0, 0),
+                None,
+                format!("file is not valid UTF-8: {e}"),
+            );
+            return;
+        }
+        Err(e) => {
+            sink.files.push(file.to_path_buf());
+            sink.add(
+                Severity::Error,
+                file,
+                (0, 0),
+                None,
+                format!("cannot read drop-in: {e}"),
+            );
+            return;
+        }
+    };
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let stem_for_errors = stem.clone();
+    let service_of = move |value: &Value, _: &Outline, _: usize, msg: &str| {
+        let name = value
+            .get("name")
+            .and_then(Value::as_str)
+            .map_or_else(|| stem_for_errors.clone(), str::to_owned);
+        (Some(name), msg.to_owned())
+    };
+    let parsed: Parsed<RawService> = parse_file(file, text.as_str(), sink, &service_of);
+    let src_idx = srcs.len();
+    let tainted = !parsed.src.tainted.is_empty();
+    if parsed.value.is_null() && parsed.raw.is_some() {
+        sink.add(
+            Severity::Error,
+            file,
+            (1, 1),
+            None,
+            "empty drop-in: it must hold one service mapping".to_owned(),
+        );
+        srcs.push(parsed.src);
+        return;
+    }
+    srcs.push(parsed.src);
+    let (Some(raw), Some(src)) = (parsed.raw, srcs.get(src_idx)) else {
+        return;
+    };
+    let entry = build_service(
+        &raw,
+        src,
+        src_idx,
+        Vec::new(),
+        tainted,
+        Some(stem.as_str()),
+        globals,
+        sink,
+    );
+    entries.push(entry);
+}
+
+fn check_path(cx: &mut Ctx, path: &[Seg], what: &str, value: &str) -> bool {
+    if value.is_empty() {
+        cx.err(path, format!("{what} must not be empty"));
+        false
+    } else if value.contains('\0') {
+        cx.err(path, format!("{what} contains a NUL byte"));
+        false
+    } else {
+        true
+    }
+}
+
+fn check_buffer(cx: &mut Ctx, path: &[Seg], what: &str, bytes: u64) -> u32 {
+    if !(MIN_BUFFER..=MAX_BUFFER).contains(&bytes) {
+        cx.err(
+            path,
+            format!("{what} is {bytes} bytes; it must be between {MIN_BUFFER} B and 16 MiB"),
+        );
+        return DEFAULT_BUFFER;
+    }
+    u32::try_from(bytes).unwrap_or(DEFAULT_BUFFER)
+}
+
+/// The `coffey:` section. Limits are filled in later (they need the
+/// service count).
+fn build_globals(
+    path: &Path,
+    raw: Option<&RawGlobal>,
+    base_dir: &Path,
+    srcs: &[Src],
+    sink: &mut Sink,
+) -> Config {
+    let default = RawGlobal::default();
+    let raw = raw.unwrap_or(&default);
+    let empty = Src {
+        file: path.to_path_buf(),
+        outline: Outline::new(""),
+        tainted: BTreeSet::new(),
+    };
+    let src = srcs.first().unwrap_or(&empty);
+    let mut cx = Ctx {
+        sink,
+        src,
+        prefix: &[],
+        service: None,
+    };
+    let g = |k: &'static str| [K("coffey"), K(k)];
+
+    let socket = match &raw.socket {
+        Some(s) if check_path(&mut cx, &g("socket"), "socket", s) => {
+            let p = resolve(base_dir, s);
+            let len = p.as_os_str().len();
+            if len > MAX_SOCKET_PATH {
+                cx.err(
+                    &g("socket"),
+                    format!(
+                        "socket path is {len} bytes; a unix socket path is at most {MAX_SOCKET_PATH}"
+                    ),
+                );
+            }
+            p
+        }
+        _ => default_socket(),
+    };
+    let pid_file = match &raw.pid_file {
+        Some(s) if check_path(&mut cx, &g("pid_file"), "pid_file", s) => Some(resolve(base_dir, s)),
+        _ => None,
+    };
+    let services_dir = match &raw.services_dir {
+        Some(s) if check_path(&mut cx, &g("services_dir"), "services_dir", s) => {
+            resolve(base_dir, s)
+        }
+        _ => base_dir.join("services.d"),
+    };
+    let log_raw = raw.log.as_ref();
+    let log = DaemonLog {
+        path: match log_raw.and_then(|l| l.path.as_ref()) {
+            Some(s) if check_path(&mut cx, &[K("coffey"), K("log"), K("path")], "log.path", s) => {
+                Some(resolve(base_dir, s))
+            }
+            _ => None,
+        },
+        console: log_raw.and_then(|l| l.console).unwrap_or(true),
+    };
+
+    let sl = raw.service_logs.as_ref();
+    let slp = |k: &'static str| [K("coffey"), K("service_logs"), K(k)];
+    let dir = match sl.and_then(|s| s.dir.as_ref()) {
+        Some(s) if check_path(&mut cx, &slp("dir"), "service_logs.dir", s) => {
+            Some(resolve(base_dir, s))
+        }
+        _ => None,
+    };
+    let max_size = sl
+        .and_then(|s| s.max_size)
+        .map_or(DEFAULT_MAX_SIZE, |s| s.0);
+    if max_size < MIN_MAX_SIZE {
+        cx.err(
+            &slp("max_size"),
+            format!("service_logs.max_size is {max_size} bytes; it must be at least 4KiB"),
+        );
+    }
+    let keep = sl.and_then(|s| s.keep).unwrap_or(DEFAULT_KEEP);
+    if keep > MAX_KEEP {
+        cx.err(
+            &slp("keep"),
+            format!("service_logs.keep is {keep}; it must be at most {MAX_KEEP}"),
+        );
+    }
+    let buffer = match sl.and_then(|s| s.buffer) {
+        Some(b) => check_buffer(&mut cx, &slp("buffer"), "service_logs.buffer", b.0),
+        None => DEFAULT_BUFFER,
+    };
+
+    Config {
+        path: path.to_path_buf(),
+        socket,
+        pid_file,
+        services_dir,
+        log,
+        service_logs: ServiceLogs {
+            dir,
+            max_size,
+            keep,
+            buffer,
+        },
+        limits: Limits {
+            services: 0,
+            clients: DEFAULT_CLIENTS,
+        },
+        shutdown_timeout: raw.shutdown_timeout.map_or(DEFAULT_SHUTDOWN, |d| d.0),
+        services: Vec::new(),
+    }
+}
+
+fn check_limits(
+    raw: &RawFile,
+    count: usize,
+    srcs: &[Src],
+    incomplete: bool,
+    sink: &mut Sink,
+) -> Limits {
+    let limits = raw.coffey.as_ref().and_then(|c| c.limits.as_ref());
+    let count32 = u32::try_from(count).unwrap_or(u32::MAX);
+    let Some(src) = srcs.first() else {
+        return Limits {
+            services: count32,
+            clients: DEFAULT_CLIENTS,
+        };
+    };
+    let lp = |k: &'static str| [K("coffey"), K("limits"), K(k)];
+    let mut add = |path: &[Seg], msg: String| {
+        sink.add(Severity::Error, &src.file, src.pos(path), None, msg);
+    };
+    let services = match limits.and_then(|l| l.services) {
+        Some(n) => {
+            if n > MAX_SERVICES {
+                add(
+                    &lp("services"),
+                    format!("limits.services is {n}; the maximum is {MAX_SERVICES}"),
+                );
+            } else if n < count32 && !incomplete {
+                add(
+                    &lp("services"),
+                    format!(
+                        "capacity below the number of services: limits.services is {n} but {count} services are defined"
+                    ),
+                );
+            }
+            n
+        }
+        None => {
+            if count32 > MAX_SERVICES {
+                add(
+                    &[K("services")],
+                    format!("too many services ({count}); the maximum is {MAX_SERVICES}"),
+                );
+            }
+            count32.saturating_add(SERVICE_HEADROOM).min(MAX_SERVICES)
+        }
+    };
+    let clients = limits.and_then(|l| l.clients).unwrap_or(DEFAULT_CLIENTS);
+    if !(1..=MAX_CLIENTS).contains(&clients) {
+        add(
+            &lp("clients"),
+            format!("limits.clients is {clients}; it must be between 1 and {MAX_CLIENTS}"),
+        );
+    }
+    Limits { services, clients }
+}
+
+/// Service names: 1..=31 of [A-Za-z0-9_.-], not starting with '.' or '-'
+/// (they become file names, and '-' would read as a CLI option).
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("service name is empty".to_owned());
+    }
+    let len = name.chars().count();
+    if len > MAX_NAME_LEN {
+        return Err(format!(
+            "service name '{name}' is too long ({len} characters, at most {MAX_NAME_LEN})"
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(format!(
+            "service name '{name}' has invalid characters (allowed: A-Z a-z 0-9 _ . -)"
+        ));
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err(format!(
+            "service name '{name}' must not start with '.' or '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// `binary` must be an executable regular file (access X_OK, then stat).
+fn check_executable(path: &Path) -> Result<(), String> {
+    unistd::access(path, AccessFlags::X_OK).map_err(|e| e.desc().to_owned())?;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err("not a regular file".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Resolved user: (name, uid, primary gid, has passwd entry).
+fn resolve_user(name: &str) -> Result<(String, u32, u32, bool), String> {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+        let uid: u32 = name.parse().map_err(|_| format!("invalid uid {name}"))?;
+        return match User::from_uid(Uid::from_raw(uid)) {
+            Ok(Some(u)) => Ok((u.name, uid, u.gid.as_raw(), true)),
+            Ok(None) => Ok((name.to_owned(), uid, uid, false)),
+            Err(e) => Err(format!("cannot look up uid {uid}: {}", e.desc())),
+        };
+    }
+    match User::from_name(name) {
+        Ok(Some(u)) => Ok((name.to_owned(), u.uid.as_raw(), u.gid.as_raw(), true)),
+        Ok(None) => Err(format!("unknown user '{name}'")),
+        Err(e) => Err(format!("cannot look up user '{name}': {}", e.desc())),
+    }
+}
+
+fn resolve_group(name: &str) -> Result<(String, u32), String> {
+    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+        let gid: u32 = name.parse().map_err(|_| format!("invalid gid {name}"))?;
+        return match Group::from_gid(Gid::from_raw(gid)) {
+            Ok(Some(g)) => Ok((g.name, gid)),
+            Ok(None) => Ok((name.to_owned(), gid)),
+            Err(e) => Err(format!("cannot look up gid {gid}: {}", e.desc())),
+        };
+    }
+    match Group::from_name(name) {
+        Ok(Some(g)) => Ok((name.to_owned(), g.gid.as_raw())),
+        Ok(None) => Err(format!("unknown group '{name}'")),
+        Err(e) => Err(format!("cannot look up group '{name}': {}", e.desc())),
+    }
+}
+
+/// Build one service. Never fails: problems go to the sink, and the entry is
+/// still returned so other services' dependencies on it resolve.
+#[allow(clippy::too_many_arguments)]
+fn build_service(
+    raw: &RawService,
+    src: &Src,
+    src_idx: usize,
+    prefix: Vec<Seg>,
+    tainted: bool,
+    fallback_name: Option<&str>,
+    g: &Globals,
+    sink: &mut Sink,
+) -> Entry {
+    let name = raw
+        .name
+        .clone()
+        .or_else(|| fallback_name.map(str::to_owned));
+    let mut cx = Ctx {
+        sink,
+        src,
+        prefix: &prefix,
+        service: name.clone(),
+    };
+    let mut named = false;
+    match &name {
+        None => {
+            if !tainted {
+                cx.err(&[], "missing required key 'name'".to_owned());
+            }
+        }
+        Some(n) => match check_name(n) {
+            Ok(()) => named = true,
+            Err(msg) => {
+                if raw.name.is_none() {
+                    cx.err(
+                        &[],
+                        format!("{msg} (the name comes from the file name; set `name:`)"),
+                    );
+                } else {
+                    cx.err(&[K("name")], msg);
+                }
+            }
+        },
+    }
+    let name = name.unwrap_or_default();
+
+    // binary
+    let binary = match &raw.binary {
+        None => {
+            if !tainted {
+                cx.err(&[], "missing required key 'binary'".to_owned());
+            }
+            PathBuf::new()
+        }
+        Some(b) => {
+            let p = PathBuf::from(b);
+            if check_path(&mut cx, &[K("binary")], "binary", b) {
+                if !p.is_absolute() {
+                    cx.err(
+                        &[K("binary")],
+                        format!("binary '{b}' must be an absolute path"),
+                    );
+                } else if let Err(why) = check_executable(&p) {
+                    cx.err(
+                        &[K("binary")],
+                        format!("binary {b} is not executable: {why}"),
+                    );
+                }
+            }
+            p
+        }
+    };
+
+    let args = list_strings(&mut cx, raw.args.as_ref(), "args", |cx, path, a| {
+        if a.contains('\0') {
+            cx.err(path, "argument contains a NUL byte".to_owned());
+        }
+    });
+    let mut env_keys: BTreeMap<String, usize> = BTreeMap::new();
+    let env = list_strings(&mut cx, raw.env.as_ref(), "env", |cx, path, e| {
+        match e.split_once('=') {
+            None => cx.err(path, format!("env entry '{e}' is not KEY=VALUE")),
+            Some(("", _)) => cx.err(path, format!("env entry '{e}' has an empty key")),
+            Some((k, _)) => {
+                if e.contains('\0') {
+                    cx.err(path, "env entry contains a NUL byte".to_owned());
+                }
+                if env_keys.insert(k.to_owned(), 0).is_some() {
+                    cx.warn(
+                        path,
+                        format!("env key '{k}' is set twice; the last one wins"),
+                    );
+                }
+            }
+        }
+    });
+
+    let working_dir = match &raw.working_dir {
+        Some(w) if check_path(&mut cx, &[K("working_dir")], "working_dir", w) => {
+            let p = PathBuf::from(w);
+            if !p.is_absolute() {
+                cx.err(
+                    &[K("working_dir")],
+                    format!("working_dir '{w}' must be an absolute path"),
+                );
+            } else if !p.is_dir() {
+                cx.warn(
+                    &[K("working_dir")],
+                    format!("working_dir {w} is not a directory (yet); starting will fail"),
+                );
+            }
+            Some(p)
+        }
+        _ => None,
+    };
+
+    // user / group
+    let mut user = None;
+    let mut user_known = false;
+    if let Some(u) = &raw.user {
+        match resolve_user(u) {
+            Ok((uname, uid, gid, known)) => {
+                if !known {
+                    cx.warn(
+                        &[K("user")],
+                        format!("uid {uid} has no passwd entry; primary gid defaults to {gid}"),
+                    );
+                }
+                user_known = known;
+                user = Some((uname, uid, gid));
+            }
+            Err(msg) => cx.err(&[K("user")], msg),
+        }
+    }
+    let mut group = None;
+    if let Some(gname) = &raw.group {
+        match resolve_group(gname) {
+            Ok(gr) => group = Some(gr),
+            Err(msg) => cx.err(&[K("group")], msg),
+        }
+    }
+    let mut supplementary_gids = Vec::new();
+    if let (Some((uname, _, primary)), true) = (&user, user_known) {
+        let gid = group.as_ref().map_or(*primary, |(_, gid)| *gid);
+        match CString::new(uname.as_str()) {
+            Ok(c) => match unistd::getgrouplist(&c, Gid::from_raw(gid)) {
+                Ok(gids) => supplementary_gids = gids.into_iter().map(Gid::as_raw).collect(),
+                Err(e) => cx.err(
+                    &[K("user")],
+                    format!("cannot list the groups of user '{uname}': {}", e.desc()),
+                ),
+            },
+            Err(_) => cx.err(&[K("user")], "user name contains a NUL byte".to_owned()),
+        }
+    }
+
+    let kind = match raw.kind {
+        Some(RawKind::Oneshot) => Kind::Oneshot,
+        Some(RawKind::Service) | None => Kind::Service,
+    };
+    let restart = match raw.restart {
+        Some(RawRestart::Always) => Restart::Always,
+        Some(RawRestart::OnFailure) => Restart::OnFailure,
+        Some(RawRestart::Never) => Restart::Never,
+        None if kind == Kind::Oneshot => Restart::Never,
+        None => Restart::Always,
+    };
+    if kind == Kind::Oneshot && restart == Restart::Always {
+        cx.warn(
+            &[K("restart")],
+            "oneshot with restart: always re-runs forever (use a service, or restart: on-failure)"
+                .to_owned(),
+        );
+    }
+
+    // backoff
+    let rb = raw.backoff.as_ref();
+    let bp = |k: &'static str| [K("backoff"), K(k)];
+    let backoff = Backoff {
+        initial: rb
+            .and_then(|b| b.initial)
+            .map_or(DEFAULT_BACKOFF_INITIAL, |d| d.0),
+        max: rb.and_then(|b| b.max).map_or(DEFAULT_BACKOFF_MAX, |d| d.0),
+        multiplier: rb
+            .and_then(|b| b.multiplier)
+            .unwrap_or(DEFAULT_BACKOFF_MULTIPLIER),
+        reset_after: rb
+            .and_then(|b| b.reset_after)
+            .map_or(DEFAULT_BACKOFF_RESET, |d| d.0),
+    };
+    if backoff.initial == 0 {
+        cx.err(
+            &bp("initial"),
+            "backoff.initial must be at least 1ms (0 would restart in a busy loop)".to_owned(),
+        );
+    } else if backoff.initial > backoff.max {
+        let at = if rb.and_then(|b| b.max).is_some() {
+            bp("max")
+        } else {
+            bp("initial")
+        };
+        cx.err(
+            &at,
+            format!(
+                "backoff.initial ({}) is larger than backoff.max ({})",
+                fmt_ms(backoff.initial),
+                fmt_ms(backoff.max)
+            ),
+        );
+    }
+    let m = backoff.multiplier;
+    if !m.is_finite() || m < 1.0 {
+        cx.err(
+            &bp("multiplier"),
+            format!("backoff.multiplier must be a finite number >= 1.0 (got {m})"),
+        );
+    } else if m > MAX_BACKOFF_MULTIPLIER {
+        cx.err(
+            &bp("multiplier"),
+            format!("backoff.multiplier must be at most {MAX_BACKOFF_MULTIPLIER} (got {m})"),
+        );
+    }
+
+    // depends_on
+    let mut depends_on = Vec::new();
+    let mut dep_items = Vec::new();
+    if let Some(list) = &raw.depends_on {
+        let mut seen = BTreeSet::new();
+        for (i, item) in list.iter().enumerate() {
+            let path = [K("depends_on"), I(i)];
+            let Some(dep) = item else {
+                if !cx.tainted(&path) {
+                    cx.err(&path, "empty depends_on entry".to_owned());
+                }
+                continue;
+            };
+            if named && dep.name == name {
+                cx.err(&path, "depends on itself".to_owned());
+                continue;
+            }
+            if !seen.insert(dep.name.clone()) {
+                cx.warn(&path, format!("dependency '{}' is listed twice", dep.name));
+                continue;
+            }
+            let condition = match dep.condition {
+                Some(RawCondition::Healthy) => Condition::Healthy,
+                Some(RawCondition::Completed) => Condition::Completed,
+                Some(RawCondition::Started) | None => Condition::Started,
+            };
+            depends_on.push(Dep {
+                name: dep.name.clone(),
+                condition,
+            });
+            dep_items.push(i);
+        }
+    }
+
+    // log
+    let rl = raw.log.as_ref();
+    let file = match rl.and_then(|l| l.file.as_ref()) {
+        Some(f) if check_path(&mut cx, &[K("log"), K("file")], "log.file", f) => {
+            let base = g.log_dir.as_deref().unwrap_or(&g.base_dir);
+            Some(resolve(base, f))
+        }
+        Some(_) => None,
+        None if named => g.log_dir.as_ref().map(|d| d.join(format!("{name}.log"))),
+        None => None,
+    };
+    let buffer = match rl.and_then(|l| l.buffer) {
+        Some(b) => check_buffer(&mut cx, &[K("log"), K("buffer")], "log.buffer", b.0),
+        None => g.buffer,
+    };
+    let log = ServiceLog {
+        file,
+        console: rl.and_then(|l| l.console).unwrap_or(g.console),
+        buffer,
+    };
+
+    // healthcheck
+    let rh = raw.healthcheck.as_ref();
+    let healthcheck = Healthcheck {
+        readiness: rh
+            .and_then(|h| h.readiness.as_ref())
+            .and_then(|c| build_check(&mut cx, c, "readiness")),
+        liveness: rh
+            .and_then(|h| h.liveness.as_ref())
+            .and_then(|c| build_check(&mut cx, c, "liveness")),
+    };
+    if restart == Restart::Never && healthcheck.liveness.is_some() {
+        cx.warn(
+            &[K("healthcheck"), K("liveness")],
+            "liveness check with restart: never: a failed check stops the service for good"
+                .to_owned(),
+        );
+    }
+
+    let spec = ServiceSpec {
+        name,
+        binary,
+        args,
+        env,
+        working_dir,
+        user,
+        group,
+        supplementary_gids,
+        umask: raw.umask.map(|u| u.0),
+        kind,
+        restart,
+        backoff,
+        max_restarts: raw.max_restarts.unwrap_or(0),
+        stop_signal: raw
+            .stop_signal
+            .map_or(nix::sys::signal::Signal::SIGTERM as i32, |s| s.0),
+        stop_timeout: raw.stop_timeout.map_or(DEFAULT_STOP_TIMEOUT, |d| d.0),
+        depends_on,
+        log,
+        healthcheck,
+    };
+    Entry {
+        spec,
+        src: src_idx,
+        prefix,
+        named,
+        tainted,
+        dep_items,
+    }
+}
+
+/// A list of strings, with null items reported (unless recovery made them).
+fn list_strings(
+    cx: &mut Ctx,
+    list: Option<&Vec<Option<String>>>,
+    key: &'static str,
+    mut check: impl FnMut(&mut Ctx, &[Seg], &str),
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, item) in list.into_iter().flatten().enumerate() {
+        let path = [K(key), I(i)];
+        match item {
+            Some(s) => {
+                check(cx, &path, s);
+                out.push(s.clone());
+            }
+            None => {
+                if !cx.tainted(&path) {
+                    cx.err(
+                        &path,
+                        format!("empty {key} entry (write \"\" for an empty string)"),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        if url.starts_with("https://") {
+            return Err(format!(
+                "url '{url}': only http:// is supported (the daemon has no TLS)"
+            ));
+        }
+        return Err(format!("url '{url}' must start with http://"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(format!("url '{url}' has no host"));
+    }
+    if authority.contains(['@', ' ']) {
+        return Err(format!("url '{url}' has an invalid host"));
+    }
+    if let Some((host, port)) = split_host_port(authority) {
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("url '{url}' has an invalid host or port"));
+        }
+    }
+    Ok(())
+}
+
+/// Split "host:port" / "[v6]:port"; None when there is no port.
+fn split_host_port(s: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = after.strip_prefix(':')?;
+        return Some((host, port));
+    }
+    s.rsplit_once(':')
+}
+
+fn check_address(addr: &str) -> Result<(), String> {
+    match split_host_port(addr) {
+        Some((host, port))
+            if !host.is_empty()
+                && !host.contains(' ')
+                && port.parse::<u16>().is_ok_and(|p| p != 0) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "address '{addr}' must be host:port with a port from 1 to 65535"
+        )),
+    }
+}
+
+fn build_check(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Check> {
+    let base = [K("healthcheck"), K(which)];
+    let at = |k: &'static str| [K("healthcheck"), K(which), K(k)];
+    let Some(kind) = raw.kind else {
+        cx.err(
+            &base,
+            format!("healthcheck.{which}: missing required key 'type' (http, tcp, exec or notify)"),
+        );
+        return None;
+    };
+    let tname = match kind {
+        RawCheckType::Http => "http",
+        RawCheckType::Tcp => "tcp",
+        RawCheckType::Exec => "exec",
+        RawCheckType::Notify => "notify",
+    };
+    let mut ok = true;
+    for (key, present, used_by) in [
+        ("url", raw.url.is_some(), RawCheckType::Http),
+        ("address", raw.address.is_some(), RawCheckType::Tcp),
+        ("command", raw.command.is_some(), RawCheckType::Exec),
+    ] {
+        if present && kind != used_by {
+            cx.err(
+                &at(key),
+                format!("healthcheck.{which}.{key} is not used by type {tname}"),
+            );
+            ok = false;
+        }
+    }
+    let check_kind = match kind {
+        RawCheckType::Http => match &raw.url {
+            None => {
+                cx.err(&base, format!("healthcheck.{which}: type http needs a url"));
+                None
+            }
+            Some(url) => match check_url(url) {
+                Ok(()) => Some(CheckKind::Http { url: url.clone() }),
+                Err(msg) => {
+                    cx.err(&at("url"), msg);
+                    None
+                }
+            },
+        },
+        RawCheckType::Tcp => match &raw.address {
+            None => {
+                cx.err(
+                    &base,
+                    format!("healthcheck.{which}: type tcp needs an address"),
+                );
+                None
+            }
+            Some(addr) => match check_address(addr) {
+                Ok(()) => Some(CheckKind::Tcp {
+                    address: addr.clone(),
+                }),
+                Err(msg) => {
+                    cx.err(&at("address"), msg);
+                    None
+                }
+            },
+        },
+        RawCheckType::Exec => {
+            let command = match &raw.command {
+                None => Vec::new(),
+                Some(RawCommand::List(argv)) => argv.clone(),
+                Some(RawCommand::Shell(s)) if s.trim().is_empty() => Vec::new(),
+                Some(RawCommand::Shell(s)) => {
+                    vec!["/bin/sh".to_owned(), "-c".to_owned(), s.clone()]
+                }
+            };
+            if command.first().map_or(true, |c| c.is_empty()) {
+                let path = if raw.command.is_some() {
+                    at("command")
+                } else {
+                    [K("healthcheck"), K(which), K("type")]
+                };
+                cx.err(
+                    &path,
+                    format!("healthcheck.{which}: type exec needs a non-empty command"),
+                );
+                None
+            } else if command.iter().any(|c| c.contains('\0')) {
+                cx.err(&at("command"), "command contains a NUL byte".to_owned());
+                None
+            } else {
+                Some(CheckKind::Exec { command })
+            }
+        }
+        RawCheckType::Notify => {
+            if which == "liveness" {
+                cx.err(
+                    &at("type"),
+                    "type notify is a readiness protocol; it cannot be a liveness check".to_owned(),
+                );
+                None
+            } else {
+                Some(CheckKind::Notify)
+            }
+        }
+    };
+    let interval = raw.interval.map_or(DEFAULT_CHECK_INTERVAL, |d| d.0);
+    let timeout = raw.timeout.map_or(DEFAULT_CHECK_TIMEOUT, |d| d.0);
+    let retries = raw.retries.unwrap_or(DEFAULT_CHECK_RETRIES);
+    if interval == 0 {
+        cx.err(
+            &at("interval"),
+            format!("healthcheck.{which}.interval must be at least 1ms"),
+        );
+        ok = false;
+    }
+    if timeout == 0 {
+        cx.err(
+            &at("timeout"),
+            format!("healthcheck.{which}.timeout must be at least 1ms"),
+        );
+        ok = false;
+    }
+    if retries == 0 {
+        cx.err(
+            &at("retries"),
+            format!("healthcheck.{which}.retries must be at least 1"),
+        );
+        ok = false;
+    }
+    if interval > 0 && timeout > interval {
+        let path = if raw.timeout.is_some() {
+            at("timeout")
+        } else {
+            at("interval")
+        };
+        cx.warn(
+            &path,
+            format!(
+                "healthcheck.{which}.timeout ({}) is larger than its interval ({}); checks will overlap the next one",
+                fmt_ms(timeout),
+                fmt_ms(interval)
+            ),
+        );
+    }
+    let kind = check_kind?;
+    ok.then_some(Check {
+        kind,
+        interval,
+        timeout,
+        retries,
+        start_period: raw.start_period.map_or(0, |d| d.0),
+    })
+}
+
+/// File and position of entry `e`'s `path` (relative to the service).
+fn entry_pos(srcs: &[Src], e: &Entry, path: &[Seg]) -> (PathBuf, (usize, usize)) {
+    match srcs.get(e.src) {
+        Some(src) => {
+            let mut full = e.prefix.clone();
+            full.extend_from_slice(path);
+            (src.file.clone(), src.outline.locate(&full))
+        }
+        None => (PathBuf::new(), (0, 0)),
+    }
+}
+
+fn report(sink: &mut Sink, severity: Severity, srcs: &[Src], e: &Entry, path: &[Seg], msg: String) {
+    let (file, pos) = entry_pos(srcs, e, path);
+    let service = e.named.then_some(e.spec.name.as_str());
+    sink.add(severity, &file, pos, service, msg);
+}
+
+/// Duplicates, dependencies (missing, condition vs. target) and cycles.
+fn cross_checks(entries: &[Entry], srcs: &[Src], incomplete: bool, sink: &mut Sink) {
+    let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if !e.named {
+            continue;
+        }
+        match by_name
+            .get(e.spec.name.as_str())
+            .and_then(|f| entries.get(*f))
+        {
+            Some(first) => {
+                let (ffile, (fl, fc)) = entry_pos(srcs, first, &[K("name")]);
+                report(
+                    sink,
+                    Severity::Error,
+                    srcs,
+                    e,
+                    &[K("name")],
+                    format!(
+                        "duplicate service name '{}' (first defined at {}:{fl}:{fc})",
+                        e.spec.name,
+                        ffile.display()
+                    ),
+                );
+            }
+            None => {
+                by_name.insert(e.spec.name.as_str(), i);
+            }
+        }
+    }
+
+    // Edges (target entry, index in depends_on) for the cycle search.
+    let mut adj: Vec<Vec<(usize, usize)>> = vec![Vec::new(); entries.len()];
+    for (i, e) in entries.iter().enumerate() {
+        for (k, dep) in e.spec.depends_on.iter().enumerate() {
+            let item = e.dep_items.get(k).copied().unwrap_or(k);
+            let dpath = [K("depends_on"), I(item)];
+            let Some(t) = by_name.get(dep.name.as_str()).copied() else {
+                if !incomplete {
+                    report(
+                        sink,
+                        Severity::Error,
+                        srcs,
+                        e,
+                        &dpath,
+                        format!("depends on '{}', which is not defined", dep.name),
+                    );
+                }
+                continue;
+            };
+            if let Some(edges) = adj.get_mut(i) {
+                edges.push((t, k));
+            }
+            let Some(target) = entries.get(t) else {
+                continue;
+            };
+            if target.tainted {
+                continue;
+            }
+            let cpath = [K("depends_on"), I(item), K("condition")];
+            match dep.condition {
+                Condition::Completed if target.spec.kind != Kind::Oneshot => report(
+                    sink,
+                    Severity::Error,
+                    srcs,
+                    e,
+                    &cpath,
+                    format!(
+                        "condition completed on '{}', which is not type: oneshot (it never completes)",
+                        dep.name
+                    ),
+                ),
+                Condition::Healthy if target.spec.healthcheck.readiness.is_none() => report(
+                    sink,
+                    Severity::Warning,
+                    srcs,
+                    e,
+                    &cpath,
+                    format!(
+                        "condition healthy on '{}', which has no readiness check: behaves like started",
+                        dep.name
+                    ),
+                ),
+                _ => {}
+            }
+        }
+    }
+    find_cycles(entries, srcs, &adj, sink);
+}
+
+/// Iterative DFS (no recursion: fuzzed input may chain thousands of
+/// services). Each cycle is reported once, rotated to start at the service
+/// defined first, at its `depends_on` entry that closes the loop.
+fn find_cycles(entries: &[Entry], srcs: &[Src], adj: &[Vec<(usize, usize)>], sink: &mut Sink) {
+    const WHITE: u8 = 0;
+    const GRAY: u8 = 1;
+    const BLACK: u8 = 2;
+    let mut color = vec![WHITE; entries.len()];
+    let mut reported: BTreeSet<Vec<usize>> = BTreeSet::new();
+    for s in 0..entries.len() {
+        if color.get(s) != Some(&WHITE) {
+            continue;
+        }
+        if let Some(c) = color.get_mut(s) {
+            *c = GRAY;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(s, 0)];
+        while let Some(&(u, ei)) = stack.last() {
+            let next = adj.get(u).and_then(|a| a.get(ei)).map(|(v, _)| *v);
+            let Some(v) = next else {
+                if let Some(c) = color.get_mut(u) {
+                    *c = BLACK;
+                }
+                stack.pop();
+                continue;
+            };
+            if let Some(top) = stack.last_mut() {
+                top.1 += 1;
+            }
+            match color.get(v).copied() {
+                Some(WHITE) => {
+                    if let Some(c) = color.get_mut(v) {
+                        *c = GRAY;
+                    }
+                    stack.push((v, 0));
+                }
+                Some(GRAY) => {
+                    let start = stack.iter().position(|(x, _)| *x == v).unwrap_or(0);
+                    let cycle: Vec<usize> = stack
+                        .get(start..)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|(x, _)| *x)
+                        .collect();
+                    report_cycle(entries, srcs, adj, &cycle, &mut reported, sink);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn report_cycle(
+    entries: &[Entry],
+    srcs: &[Src],
+    adj: &[Vec<(usize, usize)>],
+    cycle: &[usize],
+    reported: &mut BTreeSet<Vec<usize>>,
+    sink: &mut Sink,
+) {
+    let Some(m) = cycle
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, x)| **x)
+        .map(|(i, _)| i)
+    else {
+        return;
+    };
+    let (tail, head) = cycle.split_at(m);
+    let rotated: Vec<usize> = head.iter().chain(tail).copied().collect();
+    if !reported.insert(rotated.clone()) {
+        return;
+    }
+    let name = |i: &usize| entries.get(*i).map_or("?", |e| e.spec.name.as_str());
+    let mut path: Vec<&str> = rotated.iter().map(name).collect();
+    if let Some(first) = rotated.first() {
+        path.push(name(first));
+    }
+    let (Some(&a), Some(&b)) = (rotated.first(), rotated.get(1).or(rotated.first())) else {
+        return;
+    };
+    let Some(e) = entries.get(a) else { return };
+    let k = adj
+        .get(a)
+        .and_then(|edges| edges.iter().find(|(v, _)| *v == b))
+        .map_or(0, |(_, k)| *k);
+    let item = e.dep_items.get(k).copied().unwrap_or(k);
+    report(
+        sink,
+        Severity::Error,
+        srcs,
+        e,
+        &[K("depends_on"), I(item)],
+        format!("dependency cycle: {}", path.join(" -> ")),
+    );
+}

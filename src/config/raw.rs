@@ -1,0 +1,360 @@
+//! The YAML shape: raw serde structs, exactly as written by the user.
+//!
+//! Every field is optional here, so that a missing key is reported by the
+//! validator (with a position) rather than by serde, and so that the error
+//! recovery in `locate.rs` can blank out a broken entry and keep going.
+//! List items are `Option<T>` for the same reason: a blanked item reads as
+//! null and must not produce a second error. Unknown keys are rejected.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::units::{parse_duration, parse_signal, parse_size, parse_umask};
+
+/// A list in the YAML, with null items kept so indices match the source.
+pub(super) type List<T> = Vec<Option<T>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `coffey:` and `services:`"
+)]
+pub(super) struct RawFile {
+    pub coffey: Option<RawGlobal>,
+    pub services: Option<List<RawService>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the `coffey:` mapping")]
+pub(super) struct RawGlobal {
+    pub socket: Option<String>,
+    pub pid_file: Option<String>,
+    pub services_dir: Option<String>,
+    pub log: Option<RawDaemonLog>,
+    pub service_logs: Option<RawServiceLogs>,
+    pub limits: Option<RawLimits>,
+    pub shutdown_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `path` and `console`")]
+pub(super) struct RawDaemonLog {
+    pub path: Option<String>,
+    pub console: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `dir`, `max_size`, `keep` and `buffer`"
+)]
+pub(super) struct RawServiceLogs {
+    pub dir: Option<String>,
+    pub max_size: Option<Size>,
+    pub keep: Option<u32>,
+    pub buffer: Option<Size>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `services` and `clients`"
+)]
+pub(super) struct RawLimits {
+    pub services: Option<u32>,
+    pub clients: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a service mapping (name, binary, ...)"
+)]
+pub(super) struct RawService {
+    pub name: Option<String>,
+    pub binary: Option<String>,
+    pub args: Option<List<String>>,
+    pub env: Option<List<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub umask: Option<Umask>,
+    #[serde(rename = "type")]
+    pub kind: Option<RawKind>,
+    pub restart: Option<RawRestart>,
+    pub backoff: Option<RawBackoff>,
+    pub max_restarts: Option<u32>,
+    pub stop_signal: Option<Sig>,
+    pub stop_timeout: Option<Dur>,
+    pub depends_on: Option<List<RawDep>>,
+    pub log: Option<RawServiceLog>,
+    pub healthcheck: Option<RawHealthcheck>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawKind {
+    Service,
+    Oneshot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum RawRestart {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawCondition {
+    Started,
+    Healthy,
+    Completed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawCheckType {
+    Http,
+    Tcp,
+    Exec,
+    Notify,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `initial`, `max`, `multiplier` and `reset_after`"
+)]
+pub(super) struct RawBackoff {
+    pub initial: Option<Dur>,
+    pub max: Option<Dur>,
+    pub multiplier: Option<f64>,
+    pub reset_after: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `file`, `console` and `buffer`"
+)]
+pub(super) struct RawServiceLog {
+    pub file: Option<String>,
+    pub console: Option<bool>,
+    pub buffer: Option<Size>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `readiness` and/or `liveness`"
+)]
+pub(super) struct RawHealthcheck {
+    pub readiness: Option<RawCheck>,
+    pub liveness: Option<RawCheck>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a check mapping (type, url, address, command, interval, ...)"
+)]
+pub(super) struct RawCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<RawCheckType>,
+    pub url: Option<String>,
+    pub address: Option<String>,
+    pub command: Option<RawCommand>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub retries: Option<u32>,
+    pub start_period: Option<Dur>,
+}
+
+/// `depends_on` item: a plain name or `{name, condition}`.
+#[derive(Debug)]
+pub(super) struct RawDep {
+    pub name: String,
+    pub condition: Option<RawCondition>,
+}
+
+/// Exec check command: an argv list, or one string run by `/bin/sh -c`.
+#[derive(Debug)]
+pub(super) enum RawCommand {
+    List(Vec<String>),
+    Shell(String),
+}
+
+/// Duration in milliseconds (see `parse_duration`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Dur(pub u64);
+/// Size in bytes (see `parse_size`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Size(pub u64);
+/// Signal number (see `parse_signal`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sig(pub i32);
+/// Umask bits (see `parse_umask`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Umask(pub u32);
+
+/// Deserializes any scalar through its source text, so `022`, `0o22` and
+/// `22` reach the parser as written instead of as YAML-resolved integers.
+struct TextVisitor<F> {
+    parse: F,
+    what: &'static str,
+}
+
+impl<'de, T, F: Fn(&str) -> Result<T, String>> Visitor<'de> for TextVisitor<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.what)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).map_err(E::custom)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+}
+
+fn with_context<T>(
+    what: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<T, String> {
+    move |s: &str| parse(s).map_err(|e| format!("invalid {what} `{}`: {e}", s.trim()))
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor {
+            parse: with_context("duration", |s| parse_duration(s).map(Dur)),
+            what: "a duration like 500ms, 5s or 1m30s",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor {
+            parse: with_context("size", |s| parse_size(s).map(Size)),
+            what: "a size like 4096, 64KiB or 1MiB",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Sig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor {
+            parse: |s: &str| parse_signal(s).map(Sig),
+            what: "a signal like SIGTERM, TERM or 15",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Umask {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor {
+            parse: |s: &str| parse_umask(s).map(Umask),
+            what: "an octal umask like \"022\"",
+        })
+    }
+}
+
+struct DepVisitor;
+
+impl<'de> Visitor<'de> for DepVisitor {
+    type Value = RawDep;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a service name or a mapping with `name` and `condition`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDep, E> {
+        Ok(RawDep {
+            name: v.to_owned(),
+            condition: None,
+        })
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDep, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDep, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDep, A::Error> {
+        let mut name: Option<String> = None;
+        let mut condition: Option<RawCondition> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "name" => {
+                    if name.is_some() {
+                        return Err(de::Error::duplicate_field("name"));
+                    }
+                    name = Some(map.next_value()?);
+                }
+                "condition" => {
+                    if condition.is_some() {
+                        return Err(de::Error::duplicate_field("condition"));
+                    }
+                    condition = Some(map.next_value()?);
+                }
+                other => return Err(de::Error::unknown_field(other, &["name", "condition"])),
+            }
+        }
+        let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+        Ok(RawDep { name, condition })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DepVisitor)
+    }
+}
+
+struct CommandVisitor;
+
+impl<'de> Visitor<'de> for CommandVisitor {
+    type Value = RawCommand;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a command string or a list of strings")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawCommand, E> {
+        Ok(RawCommand::Shell(v.to_owned()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
+        let mut argv = Vec::new();
+        while let Some(arg) = seq.next_element::<String>()? {
+            argv.push(arg);
+        }
+        Ok(RawCommand::List(argv))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawCommand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CommandVisitor)
+    }
+}

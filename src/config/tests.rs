@@ -1,0 +1,1099 @@
+//! Unit tests for the loader: defaults, layouts, every validation error and
+//! a few exact positions. Files go to unique directories under temp_dir.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!(
+        "coffey-config-test-{}-{tag}-{n}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn load_text(tag: &str, text: &str) -> Result<(Config, Vec<Diag>), Vec<Diag>> {
+    let dir = tmpdir(tag);
+    load(&write(&dir, "config.yaml", text))
+}
+
+fn ok(tag: &str, text: &str) -> (Config, Vec<Diag>) {
+    match load_text(tag, text) {
+        Ok(v) => v,
+        Err(d) => panic!("expected OK, got:\n{}", render(&d)),
+    }
+}
+
+fn errs(tag: &str, text: &str) -> Vec<Diag> {
+    match load_text(tag, text) {
+        Ok((c, _)) => panic!("expected errors, got OK: {c:?}"),
+        Err(d) => d,
+    }
+}
+
+fn render(d: &[Diag]) -> String {
+    d.iter().map(|d| format!("{d}\n")).collect()
+}
+
+/// Asserts a diagnostic with this position, service and message part.
+#[track_caller]
+fn expect(d: &[Diag], sev: Severity, line: usize, col: usize, service: Option<&str>, msg: &str) {
+    let found = d.iter().any(|x| {
+        x.severity == sev
+            && x.line == line
+            && x.col == col
+            && x.service.as_deref() == service
+            && x.message.contains(msg)
+    });
+    assert!(
+        found,
+        "no {sev:?} at {line}:{col} service {service:?} containing {msg:?} in:\n{}",
+        render(d)
+    );
+}
+
+#[track_caller]
+fn expect_err(d: &[Diag], line: usize, col: usize, service: Option<&str>, msg: &str) {
+    expect(d, Severity::Error, line, col, service, msg);
+}
+
+fn count(d: &[Diag], sev: Severity) -> usize {
+    d.iter().filter(|x| x.severity == sev).count()
+}
+
+const EXAMPLE: &str = "\
+coffey:
+  socket: /run/coffey.sock
+  pid_file: /run/coffey.pid
+  log:
+    path: /data/logs/coffey.log
+    console: true
+services:
+  - name: api
+    binary: /usr/local/bin/api
+    env:
+      - PORT=8080
+    restart: always
+    healthcheck:
+      readiness:
+        type: http
+        url: http://127.0.0.1:8080/healthz
+        interval: 5s
+  - name: frontend
+    binary: /usr/bin/node
+    args: [/opt/frontend/server.js]
+    depends_on:
+      - name: api
+        condition: healthy
+    restart: on-failure
+    backoff:
+      initial: 1s
+      max: 30s
+      multiplier: 2.0
+";
+
+#[test]
+fn example_loads_with_real_binaries() {
+    let text = EXAMPLE
+        .replace("/usr/local/bin/api", "/bin/sh")
+        .replace("/usr/bin/node", "/bin/sh");
+    let (c, warnings) = ok("example", &text);
+    assert!(warnings.is_empty(), "{}", render(&warnings));
+    assert_eq!(c.socket, PathBuf::from("/run/coffey.sock"));
+    assert_eq!(c.pid_file, Some(PathBuf::from("/run/coffey.pid")));
+    assert_eq!(c.log.path, Some(PathBuf::from("/data/logs/coffey.log")));
+    assert_eq!(c.services.len(), 2);
+    let api = &c.services[0];
+    assert_eq!(api.env, vec!["PORT=8080".to_owned()]);
+    assert_eq!(
+        api.healthcheck.readiness,
+        Some(Check {
+            kind: CheckKind::Http {
+                url: "http://127.0.0.1:8080/healthz".to_owned()
+            },
+            interval: 5_000,
+            timeout: 5_000,
+            retries: 3,
+            start_period: 0,
+        })
+    );
+    let fe = &c.services[1];
+    assert_eq!(fe.args, vec!["/opt/frontend/server.js".to_owned()]);
+    assert_eq!(
+        fe.depends_on,
+        vec![Dep {
+            name: "api".to_owned(),
+            condition: Condition::Healthy
+        }]
+    );
+    assert_eq!(fe.restart, Restart::OnFailure);
+    assert_eq!(fe.backoff.max, 30_000);
+    assert_eq!(c.limits.services, 10);
+}
+
+#[test]
+fn example_unchanged_only_reports_missing_binaries() {
+    let d = match load_text("example-raw", EXAMPLE) {
+        Ok((_, w)) => w,
+        Err(d) => d,
+    };
+    let mut expected = 0;
+    for (bin, line, name) in [
+        ("/usr/local/bin/api", 9, "api"),
+        ("/usr/bin/node", 19, "frontend"),
+    ] {
+        if !Path::new(bin).exists() {
+            expected += 1;
+            expect_err(
+                &d,
+                line,
+                13,
+                Some(name),
+                "not executable: No such file or directory",
+            );
+        }
+    }
+    assert_eq!(count(&d, Severity::Error), expected, "{}", render(&d));
+}
+
+#[test]
+fn defaults() {
+    let (c, w) = ok("defaults", "services:\n  - name: a\n    binary: /bin/sh\n");
+    assert!(w.is_empty());
+    assert_eq!(c.pid_file, None);
+    assert_eq!(c.services_dir, c.path.parent().unwrap().join("services.d"));
+    assert_eq!(
+        c.log,
+        DaemonLog {
+            path: None,
+            console: true
+        }
+    );
+    assert_eq!(
+        c.service_logs,
+        ServiceLogs {
+            dir: None,
+            max_size: 1 << 20,
+            keep: 5,
+            buffer: 4096
+        }
+    );
+    assert_eq!(
+        c.limits,
+        Limits {
+            services: 9,
+            clients: 8
+        }
+    );
+    assert_eq!(c.shutdown_timeout, 30_000);
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        assert_eq!(c.socket, PathBuf::from("/run/coffey.sock"));
+    } else {
+        assert!(c.socket.ends_with("coffey.sock") || c.socket.starts_with("/tmp/coffey-"));
+    }
+    let s = &c.services[0];
+    assert_eq!(s.name, "a");
+    assert_eq!(s.binary, PathBuf::from("/bin/sh"));
+    assert!(s.args.is_empty() && s.env.is_empty());
+    assert_eq!(s.working_dir, None);
+    assert_eq!(s.user, None);
+    assert_eq!(s.group, None);
+    assert!(s.supplementary_gids.is_empty());
+    assert_eq!(s.umask, None);
+    assert_eq!(s.kind, Kind::Service);
+    assert_eq!(s.restart, Restart::Always);
+    assert_eq!(
+        s.backoff,
+        Backoff {
+            initial: 1_000,
+            max: 60_000,
+            multiplier: 2.0,
+            reset_after: 10_000
+        }
+    );
+    assert_eq!(s.max_restarts, 0);
+    assert_eq!(s.stop_signal, 15);
+    assert_eq!(s.stop_timeout, 10_000);
+    assert!(s.depends_on.is_empty());
+    assert_eq!(
+        s.log,
+        ServiceLog {
+            file: None,
+            console: true,
+            buffer: 4096
+        }
+    );
+    assert_eq!(s.healthcheck, Healthcheck::default());
+}
+
+#[test]
+fn oneshot_defaults_to_restart_never_and_check_defaults() {
+    let (c, _) = ok(
+        "oneshot",
+        "services:
+  - name: init
+    binary: /bin/sh
+    type: oneshot
+  - name: b
+    binary: /bin/sh
+    depends_on:
+      - name: init
+        condition: completed
+      - init2
+    healthcheck:
+      liveness:
+        type: exec
+        command: test -e /tmp
+  - name: init2
+    binary: /bin/sh
+",
+    );
+    assert_eq!(c.services[0].restart, Restart::Never);
+    let b = &c.services[1];
+    assert_eq!(b.depends_on[0].condition, Condition::Completed);
+    assert_eq!(b.depends_on[1].condition, Condition::Started);
+    let l = b.healthcheck.liveness.as_ref().unwrap();
+    assert_eq!(
+        l.kind,
+        CheckKind::Exec {
+            command: vec!["/bin/sh".into(), "-c".into(), "test -e /tmp".into()]
+        }
+    );
+    assert_eq!(
+        (l.interval, l.timeout, l.retries, l.start_period),
+        (10_000, 5_000, 3, 0)
+    );
+}
+
+#[test]
+fn every_key_parses() {
+    let (c, w) = ok(
+        "allkeys",
+        "coffey:
+  socket: /tmp/x.sock
+  pid_file: run/c.pid
+  services_dir: extra
+  log: {path: /tmp/c.log, console: false}
+  service_logs:
+    dir: logs
+    max_size: 64KiB
+    keep: 2
+    buffer: 1K
+  limits: {services: 20, clients: 3}
+  shutdown_timeout: 1m
+services:
+  - name: s
+    binary: /bin/sh
+    args: ['-c', 'sleep 1', 8080]
+    env: [A=1, B=]
+    working_dir: /
+    umask: 022
+    type: service
+    restart: never
+    backoff: {initial: 500ms, max: 5s, multiplier: 1.5, reset_after: 1m}
+    max_restarts: 4
+    stop_signal: INT
+    stop_timeout: 0
+    log: {file: s.out, console: true, buffer: 64KiB}
+    healthcheck:
+      readiness: {type: tcp, address: '127.0.0.1:80', interval: 1s, timeout: 1s, retries: 1, start_period: 2s}
+  - name: t
+    binary: /bin/sh
+    umask: 27
+    stop_signal: 9
+    healthcheck:
+      readiness: {type: notify}
+      liveness: {type: exec, command: [/bin/true, x]}
+",
+    );
+    assert!(w.is_empty(), "{}", render(&w));
+    let base = c.path.parent().unwrap().to_path_buf();
+    assert_eq!(c.socket, PathBuf::from("/tmp/x.sock"));
+    assert_eq!(c.pid_file, Some(base.join("run/c.pid")));
+    assert_eq!(c.services_dir, base.join("extra"));
+    assert_eq!(
+        c.log,
+        DaemonLog {
+            path: Some("/tmp/c.log".into()),
+            console: false
+        }
+    );
+    assert_eq!(
+        c.service_logs,
+        ServiceLogs {
+            dir: Some(base.join("logs")),
+            max_size: 65_536,
+            keep: 2,
+            buffer: 1024
+        }
+    );
+    assert_eq!(
+        c.limits,
+        Limits {
+            services: 20,
+            clients: 3
+        }
+    );
+    assert_eq!(c.shutdown_timeout, 60_000);
+    let s = &c.services[0];
+    assert_eq!(s.args, vec!["-c", "sleep 1", "8080"]);
+    assert_eq!(s.env, vec!["A=1", "B="]);
+    assert_eq!(s.working_dir, Some(PathBuf::from("/")));
+    assert_eq!(s.umask, Some(0o22));
+    assert_eq!(s.restart, Restart::Never);
+    assert_eq!(
+        s.backoff,
+        Backoff {
+            initial: 500,
+            max: 5_000,
+            multiplier: 1.5,
+            reset_after: 60_000
+        }
+    );
+    assert_eq!(s.max_restarts, 4);
+    assert_eq!(s.stop_signal, 2);
+    assert_eq!(s.stop_timeout, 0);
+    assert_eq!(
+        s.log,
+        ServiceLog {
+            file: Some(base.join("logs/s.out")),
+            console: true,
+            buffer: 65_536
+        }
+    );
+    assert_eq!(
+        s.healthcheck.readiness,
+        Some(Check {
+            kind: CheckKind::Tcp {
+                address: "127.0.0.1:80".into()
+            },
+            interval: 1_000,
+            timeout: 1_000,
+            retries: 1,
+            start_period: 2_000
+        })
+    );
+    let t = &c.services[1];
+    assert_eq!(t.umask, Some(0o27));
+    assert_eq!(t.stop_signal, 9);
+    // Inherited from service_logs / log.console.
+    assert_eq!(
+        t.log,
+        ServiceLog {
+            file: Some(base.join("logs/t.log")),
+            console: false,
+            buffer: 1024
+        }
+    );
+    assert_eq!(
+        t.healthcheck.readiness.as_ref().unwrap().kind,
+        CheckKind::Notify
+    );
+    assert_eq!(
+        t.healthcheck.liveness.as_ref().unwrap().kind,
+        CheckKind::Exec {
+            command: vec!["/bin/true".into(), "x".into()]
+        }
+    );
+}
+
+#[test]
+fn empty_config_is_valid() {
+    for text in [
+        "",
+        "# nothing\n",
+        "coffey:\n",
+        "services: []\n",
+        "services:\n",
+    ] {
+        let (c, w) = ok("empty", text);
+        assert!(c.services.is_empty() && w.is_empty());
+        assert_eq!(c.limits.services, 8);
+    }
+}
+
+#[test]
+fn dropins_only() {
+    let dir = tmpdir("dropins");
+    let main = write(&dir, "config.yaml", "coffey:\n  limits: {clients: 2}\n");
+    write(
+        &dir,
+        "services.d/20-web.yaml",
+        "name: web\nbinary: /bin/sh\ndepends_on: [db]\n",
+    );
+    write(&dir, "services.d/10-db.yml", "name: db\nbinary: /bin/sh\n");
+    write(&dir, "services.d/30-cache.yaml", "binary: /bin/sh\n");
+    write(&dir, "services.d/.hidden.yaml", "nonsense: [\n");
+    write(&dir, "services.d/README.txt", "not yaml: [\n");
+    let (c, w) = load(&main).unwrap();
+    assert!(w.is_empty());
+    let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+    // Sorted by file name; name defaults to the file stem.
+    assert_eq!(names, ["db", "web", "30-cache"]);
+}
+
+#[test]
+fn mixed_layout_and_relative_services_dir() {
+    let dir = tmpdir("mixed");
+    let main = write(
+        &dir,
+        "etc/config.yaml",
+        "coffey:\n  services_dir: conf.d\nservices:\n  - name: a\n    binary: /bin/sh\n    depends_on: [b]\n",
+    );
+    write(&dir, "etc/conf.d/b.yaml", "name: b\nbinary: /bin/sh\n");
+    let (c, _) = load(&main).unwrap();
+    assert_eq!(c.services.len(), 2);
+    assert_eq!(c.services[1].name, "b");
+    assert_eq!(c.limits.services, 10);
+}
+
+#[test]
+fn missing_services_dir_is_fine_but_a_file_is_not() {
+    let (c, _) = ok("nodir", "coffey:\n  services_dir: /nonexistent/coffey.d\n");
+    assert!(c.services.is_empty());
+    let d = errs("filedir", "coffey:\n  services_dir: /etc/passwd\n");
+    expect_err(&d, 2, 17, None, "cannot read services_dir");
+}
+
+#[test]
+fn dropin_errors_have_their_own_positions() {
+    let dir = tmpdir("dropin-err");
+    let main = write(
+        &dir,
+        "config.yaml",
+        "services:\n  - name: a\n    binary: /bin/sh\n",
+    );
+    let bad = write(
+        &dir,
+        "services.d/b.yaml",
+        "name: b\nbinary: /bin/sh\nrestart: maybe\n",
+    );
+    write(&dir, "services.d/c.yaml", "name: a\nbinary: /bin/sh\n");
+    write(&dir, "services.d/d.yaml", "");
+    let broken = write(&dir, "services.d/e.yaml", "name: e\n  binary: x: y\n");
+    let d = load(&main).unwrap_err();
+    let at = |f: &Path, line, col, msg: &str| {
+        assert!(
+            d.iter()
+                .any(|x| x.file == f && x.line == line && x.col == col && x.message.contains(msg)),
+            "{msg} at {}:{line}:{col} not in\n{}",
+            f.display(),
+            render(&d)
+        )
+    };
+    at(&bad, 3, 10, "unknown variant `maybe`");
+    at(
+        &dir.join("services.d/c.yaml"),
+        1,
+        7,
+        "duplicate service name 'a' (first defined at ",
+    );
+    at(&dir.join("services.d/d.yaml"), 1, 1, "empty drop-in");
+    at(&broken, 2, 9, "invalid YAML");
+    // Sorted: main file first, then drop-ins in order.
+    assert!(d.first().unwrap().file == bad);
+}
+
+#[test]
+fn syntax_error_position() {
+    let d = errs("syntax", "services:\n  - name: a\n    binary: [/bin/sh\n");
+    assert_eq!(d.len(), 1, "{}", render(&d));
+    assert!(d[0].message.starts_with("invalid YAML"));
+    assert_eq!(d[0].line, 4);
+    let d = errs("syntax2", "services:\n  - name: a\n   binary: /bin/sh\n");
+    assert_eq!((d[0].line, d[0].col), (3, 4), "{}", render(&d));
+}
+
+#[test]
+fn unknown_keys_bad_types_enums_durations_sizes() {
+    let d = errs(
+        "types",
+        "coffey:
+  shutdown_timeout: forever
+  service_logs:
+    buffer: 12XB
+  limits:
+    clients: -1
+  colour: red
+services:
+  - name: a
+    binary: /bin/sh
+    restart: sometimes
+    type: daemon
+    max_restarts: lots
+    stop_signal: SIGFOO
+    umask: 0999
+    backoff:
+      initial: -1s
+      jitter: 5
+  - name: b
+    binary: /bin/sh
+    args: {a: 1}
+    healthcheck:
+      readiness:
+        type: grpc
+",
+    );
+    expect_err(&d, 2, 21, None, "invalid duration `forever`");
+    expect_err(&d, 4, 13, None, "invalid size `12XB`");
+    expect_err(&d, 6, 14, None, "invalid type: integer `-1`, expected u32");
+    expect_err(&d, 7, 3, None, "unknown field `colour`");
+    expect_err(&d, 11, 14, Some("a"), "unknown variant `sometimes`");
+    expect_err(&d, 12, 11, Some("a"), "unknown variant `daemon`");
+    expect_err(&d, 13, 19, Some("a"), "invalid type: string \"lots\"");
+    expect_err(&d, 14, 18, Some("a"), "unknown signal `SIGFOO`");
+    expect_err(&d, 15, 12, Some("a"), "invalid umask `0999`");
+    expect_err(&d, 17, 16, Some("a"), "invalid duration `-1s`");
+    expect_err(&d, 18, 7, Some("a"), "unknown field `jitter`");
+    expect_err(
+        &d,
+        21,
+        11,
+        Some("b"),
+        "invalid type: map, expected a sequence",
+    );
+    expect_err(&d, 24, 15, Some("b"), "unknown variant `grpc`");
+    assert_eq!(count(&d, Severity::Error), 13, "{}", render(&d));
+}
+
+#[test]
+fn names() {
+    let long = "x".repeat(32);
+    let text = format!(
+        "services:
+  - name: ok_name-1.2
+    binary: /bin/sh
+  - name: {long}
+    binary: /bin/sh
+  - name: -dash
+    binary: /bin/sh
+  - name: 'has space'
+    binary: /bin/sh
+  - name: ''
+    binary: /bin/sh
+  - binary: /bin/sh
+"
+    );
+    let d = errs("names", &text);
+    expect_err(
+        &d,
+        4,
+        11,
+        Some(long.as_str()),
+        "too long (32 characters, at most 31)",
+    );
+    expect_err(&d, 6, 11, Some("-dash"), "must not start with '.' or '-'");
+    expect_err(&d, 8, 11, Some("has space"), "invalid characters");
+    expect_err(&d, 10, 11, Some(""), "service name is empty");
+    expect_err(&d, 12, 5, None, "missing required key 'name'");
+    assert_eq!(count(&d, Severity::Error), 5, "{}", render(&d));
+}
+
+#[test]
+fn duplicates_point_at_the_second() {
+    let d = errs(
+        "dup",
+        "services:\n  - name: a\n    binary: /bin/sh\n  - name: a\n    binary: /bin/sh\n",
+    );
+    assert_eq!(d.len(), 1);
+    let path = d[0].file.display().to_string();
+    expect_err(
+        &d,
+        4,
+        11,
+        Some("a"),
+        &format!("duplicate service name 'a' (first defined at {path}:2:11)"),
+    );
+}
+
+#[test]
+fn dependency_errors() {
+    let d = errs(
+        "deps",
+        "services:
+  - name: a
+    binary: /bin/sh
+    depends_on:
+      - nothere
+      - a
+      - name: b
+        condition: completed
+  - name: b
+    binary: /bin/sh
+",
+    );
+    expect_err(
+        &d,
+        5,
+        9,
+        Some("a"),
+        "depends on 'nothere', which is not defined",
+    );
+    expect_err(&d, 6, 9, Some("a"), "depends on itself");
+    expect_err(
+        &d,
+        8,
+        20,
+        Some("a"),
+        "condition completed on 'b', which is not type: oneshot",
+    );
+    assert_eq!(count(&d, Severity::Error), 3, "{}", render(&d));
+}
+
+#[test]
+fn dependency_cycle_path() {
+    let d = errs(
+        "cycle",
+        "services:
+  - name: c
+    binary: /bin/sh
+    depends_on: [a]
+  - name: a
+    binary: /bin/sh
+    depends_on:
+      - b
+  - name: b
+    binary: /bin/sh
+    depends_on:
+      - c
+  - name: x
+    binary: /bin/sh
+    depends_on:
+      - y
+  - name: y
+    binary: /bin/sh
+    depends_on:
+      - x
+",
+    );
+    expect_err(&d, 4, 17, Some("c"), "dependency cycle: c -> a -> b -> c");
+    expect_err(&d, 16, 9, Some("x"), "dependency cycle: x -> y -> x");
+    assert_eq!(count(&d, Severity::Error), 2, "{}", render(&d));
+}
+
+#[test]
+fn binary_checks() {
+    let d = errs(
+        "binary",
+        "services:
+  - name: rel
+    binary: bin/sh
+  - name: missing
+    binary: /nonexistent/bin
+  - name: noexec
+    binary: /etc/hostname
+  - name: dir
+    binary: /bin
+  - name: none
+",
+    );
+    expect_err(&d, 3, 13, Some("rel"), "must be an absolute path");
+    expect_err(
+        &d,
+        5,
+        13,
+        Some("missing"),
+        "not executable: No such file or directory",
+    );
+    expect_err(&d, 9, 13, Some("dir"), "not executable: not a regular file");
+    expect_err(&d, 10, 5, Some("none"), "missing required key 'binary'");
+    if !nix::unistd::geteuid().is_root() && Path::new("/etc/hostname").exists() {
+        expect_err(
+            &d,
+            7,
+            13,
+            Some("noexec"),
+            "not executable: Permission denied",
+        );
+    }
+}
+
+#[test]
+fn permission_denied_on_non_executable_file() {
+    let dir = tmpdir("noexec");
+    let f = write(&dir, "tool", "#!/bin/sh\n");
+    let text = format!("services:\n  - name: t\n    binary: {}\n", f.display());
+    let d = load(&write(&dir, "config.yaml", &text)).unwrap_err();
+    expect_err(&d, 3, 13, Some("t"), "not executable: Permission denied");
+}
+
+#[test]
+fn users_groups_env() {
+    let d = errs(
+        "users",
+        "services:
+  - name: a
+    binary: /bin/sh
+    user: no-such-user-coffey
+    group: no-such-group-coffey
+    env:
+      - NOEQUALS
+      - =value
+      - OK=1
+      - OK=2
+",
+    );
+    expect_err(&d, 4, 11, Some("a"), "unknown user 'no-such-user-coffey'");
+    expect_err(&d, 5, 12, Some("a"), "unknown group 'no-such-group-coffey'");
+    expect_err(&d, 7, 9, Some("a"), "env entry 'NOEQUALS' is not KEY=VALUE");
+    expect_err(&d, 8, 9, Some("a"), "env entry '=value' has an empty key");
+    expect(
+        &d,
+        Severity::Warning,
+        10,
+        9,
+        Some("a"),
+        "env key 'OK' is set twice",
+    );
+}
+
+#[test]
+fn root_user_resolves() {
+    let (c, _) = ok(
+        "root",
+        "services:\n  - name: a\n    binary: /bin/sh\n    user: root\n    group: '0'\n",
+    );
+    let s = &c.services[0];
+    assert_eq!(s.user, Some(("root".to_owned(), 0, 0)));
+    assert_eq!(s.group, Some(("root".to_owned(), 0)));
+    assert!(s.supplementary_gids.contains(&0));
+}
+
+#[test]
+fn capacity_and_limits() {
+    let d = errs(
+        "cap",
+        "coffey:
+  limits:
+    services: 1
+    clients: 300
+services:
+  - {name: a, binary: /bin/sh}
+  - {name: b, binary: /bin/sh}
+",
+    );
+    expect_err(&d, 3, 15, None, "capacity below the number of services");
+    expect_err(&d, 4, 14, None, "limits.clients is 300");
+    let d = errs("cap2", "coffey:\n  limits:\n    services: 5000\n");
+    expect_err(&d, 3, 15, None, "the maximum is 4096");
+}
+
+#[test]
+fn backoff_and_buffers() {
+    let d = errs(
+        "backoff",
+        "coffey:
+  service_logs:
+    buffer: 100
+    max_size: 1K
+services:
+  - name: a
+    binary: /bin/sh
+    backoff:
+      initial: 0s
+      multiplier: .nan
+  - name: b
+    binary: /bin/sh
+    backoff:
+      initial: 2m
+      max: 1m
+      multiplier: 101
+    log:
+      buffer: 32MiB
+",
+    );
+    expect_err(&d, 3, 13, None, "service_logs.buffer is 100 bytes");
+    expect_err(&d, 4, 15, None, "service_logs.max_size is 1024 bytes");
+    expect_err(&d, 9, 16, Some("a"), "backoff.initial must be at least 1ms");
+    expect_err(
+        &d,
+        10,
+        19,
+        Some("a"),
+        "backoff.multiplier must be a finite number >= 1.0",
+    );
+    expect_err(
+        &d,
+        15,
+        12,
+        Some("b"),
+        "backoff.initial (2m) is larger than backoff.max (1m)",
+    );
+    expect_err(
+        &d,
+        16,
+        19,
+        Some("b"),
+        "backoff.multiplier must be at most 100",
+    );
+    expect_err(&d, 18, 15, Some("b"), "log.buffer is 33554432 bytes");
+}
+
+#[test]
+fn healthcheck_validation() {
+    let d = errs(
+        "health",
+        "services:
+  - name: a
+    binary: /bin/sh
+    healthcheck:
+      readiness:
+        type: http
+        url: https://x/
+      liveness:
+        type: tcp
+        address: host
+  - name: b
+    binary: /bin/sh
+    healthcheck:
+      readiness:
+        type: exec
+        command: []
+      liveness:
+        type: http
+        address: x:1
+  - name: c
+    binary: /bin/sh
+    healthcheck:
+      readiness:
+        interval: 0s
+        retries: 0
+        type: notify
+      liveness:
+        type: notify
+",
+    );
+    expect_err(&d, 7, 14, Some("a"), "only http:// is supported");
+    expect_err(&d, 10, 18, Some("a"), "must be host:port");
+    expect_err(&d, 16, 18, Some("b"), "type exec needs a non-empty command");
+    expect_err(
+        &d,
+        19,
+        18,
+        Some("b"),
+        "healthcheck.liveness.address is not used by type http",
+    );
+    expect_err(&d, 17, 7, Some("b"), "type http needs a url");
+    expect_err(
+        &d,
+        24,
+        19,
+        Some("c"),
+        "healthcheck.readiness.interval must be at least 1ms",
+    );
+    expect_err(
+        &d,
+        25,
+        18,
+        Some("c"),
+        "healthcheck.readiness.retries must be at least 1",
+    );
+    expect_err(&d, 28, 15, Some("c"), "cannot be a liveness check");
+}
+
+#[test]
+fn warnings_only_is_ok() {
+    let (c, w) = ok(
+        "warn",
+        "services:
+  - name: once
+    binary: /bin/sh
+    type: oneshot
+    restart: always
+  - name: web
+    binary: /bin/sh
+    restart: never
+    depends_on:
+      - name: once
+        condition: healthy
+    healthcheck:
+      liveness:
+        type: tcp
+        address: '[::1]:80'
+        interval: 1s
+        timeout: 2s
+",
+    );
+    assert_eq!(c.services.len(), 2);
+    expect(
+        &w,
+        Severity::Warning,
+        5,
+        14,
+        Some("once"),
+        "oneshot with restart: always re-runs forever",
+    );
+    expect(
+        &w,
+        Severity::Warning,
+        11,
+        20,
+        Some("web"),
+        "behaves like started",
+    );
+    expect(
+        &w,
+        Severity::Warning,
+        13,
+        7,
+        Some("web"),
+        "liveness check with restart: never",
+    );
+    expect(
+        &w,
+        Severity::Warning,
+        17,
+        18,
+        Some("web"),
+        "larger than its interval",
+    );
+    assert_eq!(w.len(), 4, "{}", render(&w));
+}
+
+#[test]
+fn errors_in_many_services_are_all_reported() {
+    let d = errs(
+        "many",
+        "services:
+  - name: a
+    binary: /bin/sh
+    restart: bad1
+    stop_timeout: bad2
+    extra: 1
+  - name: b
+    binary: /bin/sh
+    restart: bad3
+  - name: c
+    binary: /bin/sh
+    depends_on: [a, b]
+",
+    );
+    expect_err(&d, 4, 14, Some("a"), "bad1");
+    expect_err(&d, 5, 19, Some("a"), "bad2");
+    expect_err(&d, 6, 5, Some("a"), "unknown field `extra`");
+    expect_err(&d, 9, 14, Some("b"), "bad3");
+    // a and b still exist for c's dependencies.
+    assert_eq!(count(&d, Severity::Error), 4, "{}", render(&d));
+    // Sorted by position.
+    let lines: Vec<usize> = d.iter().map(|x| x.line).collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted);
+}
+
+#[test]
+fn display_format() {
+    let mut d = Diag {
+        severity: Severity::Error,
+        file: "/etc/c.yaml".into(),
+        line: 3,
+        col: 5,
+        service: Some("api".into()),
+        message: "boom".into(),
+    };
+    assert_eq!(d.to_string(), "/etc/c.yaml:3:5: error: service 'api': boom");
+    d.service = None;
+    d.severity = Severity::Warning;
+    assert_eq!(d.to_string(), "/etc/c.yaml:3:5: warning: boom");
+    d.line = 0;
+    assert_eq!(d.to_string(), "/etc/c.yaml: warning: boom");
+}
+
+#[test]
+fn run_validate_output_and_codes() {
+    let dir = tmpdir("run");
+    let good = write(
+        &dir,
+        "good.yaml",
+        "services:\n  - {name: a, binary: /bin/sh, type: oneshot, restart: always}\n",
+    );
+    let mut out = Vec::new();
+    let (code, cfg) = run_validate(&good, &mut out);
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(code, 0);
+    assert!(cfg.is_some());
+    assert!(out.contains("warning: service 'a': oneshot"), "{out}");
+    assert!(
+        out.ends_with("config OK: 1 services (1 warnings)\n"),
+        "{out}"
+    );
+
+    let bad = write(&dir, "bad.yaml", "services:\n  - {name: a, binary: sh}\n");
+    let mut out = Vec::new();
+    let (code, cfg) = run_validate(&bad, &mut out);
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(code, 1);
+    assert!(cfg.is_none());
+    assert!(out.ends_with("1 error(s), 0 warning(s)\n"), "{out}");
+
+    let mut out = Vec::new();
+    let (code, _) = run_validate(&dir.join("missing.yaml"), &mut out);
+    assert_eq!(code, 1);
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .contains("cannot read config"));
+}
+
+#[test]
+fn load_str_does_not_read_dropins() {
+    let r = load_str(
+        Path::new("/nonexistent/config.yaml"),
+        "services:\n  - {name: a, binary: /bin/sh}\n",
+    );
+    let (c, _) = r.unwrap();
+    assert_eq!(c.services_dir, PathBuf::from("/nonexistent/services.d"));
+    assert_eq!(c.services.len(), 1);
+}
+
+#[test]
+fn odd_inputs_never_panic() {
+    let inputs = [
+        "-",
+        "- - -",
+        "[1, 2]",
+        "42",
+        "services: 5",
+        "services: [1, [2], {name: x}]",
+        "services:\n  -\n  - ~\n  - name:\n",
+        "coffey: []\nservices: {}",
+        "coffey:\n  limits: {services: 99999999999}\n",
+        "services:\n  - name: a\n    binary: /bin/sh\n    depends_on: [{name: a, condition: x, y: 1}, [1], 7]\n",
+        "services:\n  - &a {name: a, binary: /bin/sh}\n  - *a\n",
+        "services:\n  - name: a\n    <<: {binary: /bin/sh}\n",
+        "services:\n  - name: a\n    env: [\"\\0=1\"]\n    binary: \"/bin/sh\\0\"\n",
+        "---\na: 1\n---\nb: 2\n",
+        "services:\n\t- name: a\n",
+        "services:\r\n  - name: a\r\n    binary: /bin/sh\r\n    restart: x\r\n",
+        "services:\u{85}  - name: a\u{2028}    restart: x\n",
+        "\u{feff}services: []\n",
+        "services:\n  - name: a\n    binary: |\n      /bin/sh\n    restart: x\n",
+        "services:\n- name: a\n  healthcheck:\n    readiness: {type: exec, command: [1, [2]]}\n",
+        "? [a]\n: b\n",
+        "services:\n  - name: a\n    backoff: {multiplier: .inf, initial: 99999999999999999999d}\n",
+    ];
+    for text in inputs {
+        if let Err(d) = load_str(Path::new("/fuzz/config.yaml"), text) {
+            for x in &d {
+                let _ = x.to_string();
+            }
+            assert!(d.iter().any(|x| x.severity == Severity::Error), "{text:?}");
+        }
+    }
+}
