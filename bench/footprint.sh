@@ -25,7 +25,8 @@ trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 } > "$dir/config.yaml"
 "$bin" -c "$dir/config.yaml" & pid=$!
 for _ in $(seq 1 500); do
-  [ "$(grep -c ': spawned' "$dir/coffey.log" 2>/dev/null || echo 0)" -ge 10 ] && break
+  n=$(grep -c ': spawned' "$dir/coffey.log" 2>/dev/null || true)
+  [ "${n:-0}" -ge 10 ] && break
   sleep 0.01
 done
 running=$(grep -c ': spawned' "$dir/coffey.log" || true)
@@ -33,6 +34,8 @@ rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
 echo "services running: $running"
 echo "daemon RSS with 10 services: ${rss} KiB (peak ${hwm} KiB; budget 200 KiB)"
+echo "RSS by mapping (KiB):"
+awk '/^[0-9a-f]/{name=$6; if (name=="") name="[anon]"} /^Rss/{if ($2>0) print "  " $2, name}' /proc/$pid/smaps | sort -rn | head -6
 kill -TERM $pid
 wait $pid || true
 grep -o 'heap allocations after startup: [0-9]*' "$dir/coffey.log" | tail -1

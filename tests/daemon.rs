@@ -189,7 +189,7 @@ fn stop_escalates_to_sigkill_for_a_child_that_ignores_sigterm() {
     let mut d = Daemon::start("sigkill", "", &services);
     d.wait_log("stubborn: spawned", 10.0);
     // Wait until the trap is set (the line reaches the ring before we stop).
-    let dump = wait_for(10.0, "armed output", || {
+    wait_for(10.0, "armed output", || {
         let t = d.dump();
         t.lines()
             .rev()
@@ -197,7 +197,6 @@ fn stop_escalates_to_sigkill_for_a_child_that_ignores_sigterm() {
             .contains("log 1 lines")
             .then_some(())
     });
-    let _ = dump;
     assert_eq!(d.stop(10.0), 0);
     let log = d.log_text();
     assert!(log.contains("stubborn: stopping pid"), "{log}");
@@ -264,7 +263,6 @@ fn log_capture_ring_file_and_rotation() {
             .contains("stdout done")
             .then_some(())
     });
-    let text = std::fs::read_to_string(&cur).unwrap();
     assert!(std::fs::metadata(&cur).unwrap().len() <= 4096);
     for k in [1, 2] {
         let p = logs.join(format!("chatty.log.{k}"));
@@ -297,7 +295,6 @@ fn log_capture_ring_file_and_rotation() {
         &cut[cut.len() - 20..]
     );
     assert_eq!(cut.matches('y').count(), 1024, "cut at LINE_MAX");
-    let _ = text;
     // The 2 KiB ring keeps only the newest lines and counts the evicted.
     let dump = d.dump();
     let line = dump

@@ -1,6 +1,12 @@
 //! Test harness: runs the real coffeyd binary on a config written to a
 //! fresh temp dir, and waits on its log with deadlines (never fixed sleeps).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 
 use std::path::{Path, PathBuf};
@@ -69,7 +75,14 @@ impl Daemon {
             .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
             .spawn()
             .unwrap();
-        let mut d = Daemon { dir, child: Some(child), log, socket, pid_file, config };
+        let mut d = Daemon {
+            dir,
+            child: Some(child),
+            log,
+            socket,
+            pid_file,
+            config,
+        };
         d.wait_log("started: pid", 10.0);
         d
     }
@@ -168,7 +181,12 @@ pub fn rss_kib(pid: i32) -> u64 {
 /// Whether a process exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
