@@ -575,3 +575,22 @@ fn sigint_also_shuts_down_cleanly() {
     assert!(d.log_text().contains("SIGINT: shutting down"));
     assert!(!d.socket.exists());
 }
+
+#[test]
+fn drop_in_services_run_alongside_the_main_file() {
+    // Main file has one service; services.d beside it has another that
+    // depends on it; a custom services_dir is covered by the loader tests.
+    let services = svc("main", "exec sleep 600", "");
+    let mut d = Daemon::start_with("dropin", "", &services, |dir| {
+        std::fs::create_dir_all(dir.join("services.d")).unwrap();
+        std::fs::write(
+            dir.join("services.d/extra.yaml"),
+            "name: extra\nbinary: /bin/sh\nargs: ['-c', 'exec sleep 600']\ndepends_on: [main]\n",
+        )
+        .unwrap();
+    });
+    let log = d.wait_log("extra: spawned", 10.0);
+    assert!(log.find("main: spawned").unwrap() < log.find("extra: spawned").unwrap());
+    assert!(log.contains("2 services"), "{log}");
+    assert_eq!(d.stop(10.0), 0);
+}

@@ -523,3 +523,30 @@ fn missing_file() {
     r.failed();
     assert!(r.out.contains("cannot read config"), "{}", r.out);
 }
+
+#[test]
+fn valid_config_prints_the_preallocation_budget() {
+    let one = "  - name: a\n    binary: /bin/sh\n    log:\n      buffer: 8KiB\n";
+    let r = validate(
+        "budget",
+        &format!("coffey:\n  limits:\n    services: 10\n    clients: 4\nservices:\n{one}"),
+    );
+    assert_eq!(r.code, 0, "{}", r.out);
+    let line = r
+        .out
+        .lines()
+        .find(|l| l.starts_with("budget:"))
+        .expect("budget line");
+    assert!(line.contains("10 service slots (1 configured)"), "{line}");
+    // One 8 KiB ring plus nine spare slots at the default 4 KiB.
+    assert!(line.contains("log rings 44 KiB"), "{line}");
+    // 12 for the daemon, 5 per slot, 1 per client.
+    assert!(line.ends_with("file descriptors: 66"), "{line}");
+}
+
+#[test]
+fn invalid_config_prints_no_budget() {
+    let r = validate("nobudget", "services:\n  - name: a\n    binary: relative\n");
+    assert_eq!(r.code, 1);
+    assert!(!r.out.contains("budget:"), "{}", r.out);
+}

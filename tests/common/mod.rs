@@ -54,7 +54,18 @@ impl Daemon {
     /// Writes `services` (a YAML list body, already indented for
     /// `services:`) plus `extra` global keys, and starts the daemon.
     pub fn start(tag: &str, extra: &str, services: &str) -> Daemon {
+        Self::start_with(tag, extra, services, |_| {})
+    }
+
+    /// Like `start`, with `prepare(dir)` run before the daemon starts.
+    pub fn start_with(
+        tag: &str,
+        extra: &str,
+        services: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Daemon {
         let dir = tempdir(tag);
+        prepare(&dir);
         let log = dir.join("coffey.log");
         let socket = dir.join("s.sock");
         let pid_file = dir.join("coffey.pid");
