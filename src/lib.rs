@@ -10,6 +10,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod control;
 pub mod limits;
 pub mod logring;
 pub mod service;

@@ -1,0 +1,4 @@
+//! The control plane's core: the wire codec shared by daemon and client,
+//! and the per-connection machine. No syscalls, no allocation.
+
+pub mod proto;

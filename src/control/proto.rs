@@ -1,0 +1,871 @@
+//! Wire codec for the control socket, shared by the daemon and the client.
+//!
+//! One frame: `version: u8 | tag: u8 | len: u16 LE | payload[len]`.
+//! Payload fields are little-endian integers and length-prefixed strings
+//! (`u16 LE len | bytes`). Decoding borrows from the input buffer, checks
+//! every length against what is there, and never panics or allocates;
+//! encoding writes into a caller's buffer and fails with `Full` if it does
+//! not fit. Tags are never reused; see docs/PROTOCOL.md.
+
+/// Protocol version carried in every frame.
+pub const VERSION: u8 = 1;
+/// Frame header size.
+pub const HEADER: usize = 4;
+/// Largest payload a peer may send. Requests are much smaller.
+pub const MAX_PAYLOAD: usize = 4096;
+/// Largest request payload the daemon accepts.
+pub const MAX_REQUEST: usize = 1024;
+/// Most service names in one start/stop/restart request.
+pub const MAX_NAMES: usize = 16;
+
+/// Service states on the wire; the names are shared by every output.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WireState {
+    Stopped = 0,
+    Waiting = 1,
+    Starting = 2,
+    Running = 3,
+    Stopping = 4,
+    Backoff = 5,
+    Failed = 6,
+    Completed = 7,
+}
+
+impl WireState {
+    pub fn from_u8(v: u8) -> Option<WireState> {
+        Some(match v {
+            0 => WireState::Stopped,
+            1 => WireState::Waiting,
+            2 => WireState::Starting,
+            3 => WireState::Running,
+            4 => WireState::Stopping,
+            5 => WireState::Backoff,
+            6 => WireState::Failed,
+            7 => WireState::Completed,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WireState::Stopped => "stopped",
+            WireState::Waiting => "waiting",
+            WireState::Starting => "starting",
+            WireState::Running => "running",
+            WireState::Stopping => "stopping",
+            WireState::Backoff => "backoff",
+            WireState::Failed => "failed",
+            WireState::Completed => "completed",
+        }
+    }
+}
+
+/// Error codes in `Reply::Error`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// Malformed or unknown request.
+    BadRequest = 1,
+    UnknownService = 2,
+    /// The caller may not use this verb.
+    Denied = 3,
+    /// Too many clients.
+    Busy = 4,
+    /// Unsupported protocol version.
+    Version = 5,
+    /// Frame larger than allowed.
+    TooLarge = 6,
+    /// The command was understood but failed (e.g. invalid config on reload).
+    Failed = 7,
+    /// Reload needs more service slots than were preallocated.
+    NoSlots = 8,
+}
+
+impl ErrorCode {
+    pub fn from_u8(v: u8) -> ErrorCode {
+        match v {
+            2 => ErrorCode::UnknownService,
+            3 => ErrorCode::Denied,
+            4 => ErrorCode::Busy,
+            5 => ErrorCode::Version,
+            6 => ErrorCode::TooLarge,
+            7 => ErrorCode::Failed,
+            8 => ErrorCode::NoSlots,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad request",
+            ErrorCode::UnknownService => "unknown service",
+            ErrorCode::Denied => "permission denied",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Version => "protocol version mismatch",
+            ErrorCode::TooLarge => "frame too large",
+            ErrorCode::Failed => "failed",
+            ErrorCode::NoSlots => "no free service slots",
+        }
+    }
+}
+
+/// How a process last ended: kind 0 = none, 1 = exit code, 2 = signal.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct LastExit {
+    pub kind: u8,
+    pub value: i32,
+}
+
+/// Event kinds in `Reply::Event`.
+pub mod event {
+    pub const SPAWNED: u8 = 1;
+    pub const READY: u8 = 2;
+    pub const EXITED: u8 = 3;
+    pub const BACKOFF: u8 = 4;
+    pub const FAILED: u8 = 5;
+    pub const STOPPED: u8 = 6;
+    pub const RELOADED: u8 = 7;
+    pub const WAITING: u8 = 8;
+    pub const STOPPING: u8 = 9;
+    pub const COMPLETED: u8 = 10;
+    pub const EXEC_FAILED: u8 = 11;
+    pub const GAVE_UP: u8 = 12;
+
+    pub fn name(k: u8) -> &'static str {
+        match k {
+            SPAWNED => "spawned",
+            READY => "ready",
+            EXITED => "exited",
+            BACKOFF => "backoff",
+            FAILED => "failed",
+            STOPPED => "stopped",
+            RELOADED => "reloaded",
+            WAITING => "waiting",
+            STOPPING => "stopping",
+            COMPLETED => "completed",
+            EXEC_FAILED => "exec-failed",
+            GAVE_UP => "gave-up",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Plan actions in `Reply::PlanItem`.
+pub mod plan {
+    pub const ADD: u8 = 1;
+    pub const REMOVE: u8 = 2;
+    pub const RESTART: u8 = 3;
+    pub const UPDATE: u8 = 4;
+    pub const UNCHANGED: u8 = 5;
+
+    pub fn name(k: u8) -> &'static str {
+        match k {
+            ADD => "add",
+            REMOVE => "remove",
+            RESTART => "restart",
+            UPDATE => "update",
+            UNCHANGED => "unchanged",
+            _ => "unknown",
+        }
+    }
+}
+
+/// A list of service names, borrowed from the frame.
+pub type Names<'a> = heapless::Vec<&'a str, MAX_NAMES>;
+
+/// Client -> daemon. Tags 0x01..=0x3f.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// `name` empty = all services. `verbose` 0..=3.
+    Status {
+        name: &'a str,
+        verbose: u8,
+    },
+    Start {
+        names: Names<'a>,
+    },
+    Stop {
+        names: Names<'a>,
+    },
+    Restart {
+        names: Names<'a>,
+    },
+    Signal {
+        name: &'a str,
+        signal: i32,
+    },
+    /// Last `lines` lines, then stream new ones if `follow`.
+    Logs {
+        name: &'a str,
+        lines: u16,
+        follow: bool,
+    },
+    Events,
+    Reload {
+        dry_run: bool,
+    },
+    Shutdown,
+    Version,
+}
+
+/// Daemon -> client. Tags 0x40..=0x7f.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply<'a> {
+    Ok {
+        message: &'a str,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
+    /// One service (status). `pid` 0 = none; `reason` is human text.
+    Service {
+        name: &'a str,
+        state: WireState,
+        pid: i32,
+        uptime_ms: u64,
+        restarts: u32,
+        health: &'a str,
+        last_exit: LastExit,
+        reason: &'a str,
+    },
+    /// A `key: value` detail line of `status <svc>`.
+    Detail {
+        key: &'a str,
+        value: &'a str,
+    },
+    /// One output line. `stream` 0 = stdout, 1 = stderr.
+    LogLine {
+        service: &'a str,
+        ts_ms: u64,
+        stream: u8,
+        cut: bool,
+        text: &'a [u8],
+    },
+    Event {
+        ts_ms: u64,
+        service: &'a str,
+        kind: u8,
+        state: WireState,
+        pid: i32,
+        detail: &'a str,
+    },
+    /// Lines this reader missed because it was too slow.
+    Dropped {
+        count: u32,
+    },
+    /// The end of a multi-frame reply.
+    End,
+    Version {
+        version: &'a str,
+        commit: &'a str,
+        target: &'a str,
+        profile: &'a str,
+    },
+    PlanItem {
+        action: u8,
+        name: &'a str,
+        detail: &'a str,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not enough bytes yet: read more.
+    Incomplete,
+    /// The version byte is not [`VERSION`].
+    Version(u8),
+    /// The declared payload is larger than allowed.
+    TooLarge(usize),
+    /// Unknown tag, bad field, or bytes left over.
+    Malformed,
+}
+
+/// The output buffer is too small.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Full;
+
+struct Rd<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Malformed)?;
+        let s = self.b.get(self.pos..end).ok_or(DecodeError::Malformed)?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(*self.take(1)?.first().ok_or(DecodeError::Malformed)?)
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        self.take(N)?.try_into().map_err(|_| DecodeError::Malformed)
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(i32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Malformed),
+        }
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = usize::from(self.u16()?);
+        self.take(n)
+    }
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
+        core::str::from_utf8(self.bytes()?).map_err(|_| DecodeError::Malformed)
+    }
+    fn state(&mut self) -> Result<WireState, DecodeError> {
+        WireState::from_u8(self.u8()?).ok_or(DecodeError::Malformed)
+    }
+    fn names(&mut self) -> Result<Names<'a>, DecodeError> {
+        let n = self.u8()?;
+        let mut v = Names::new();
+        for _ in 0..n {
+            v.push(self.str()?).map_err(|_| DecodeError::Malformed)?;
+        }
+        Ok(v)
+    }
+    fn done(&self) -> Result<(), DecodeError> {
+        if self.pos == self.b.len() {
+            Ok(())
+        } else {
+            Err(DecodeError::Malformed)
+        }
+    }
+}
+
+struct Wr<'a> {
+    b: &'a mut [u8],
+    pos: usize,
+}
+
+impl Wr<'_> {
+    fn put(&mut self, s: &[u8]) -> Result<(), Full> {
+        let end = self.pos.checked_add(s.len()).ok_or(Full)?;
+        self.b
+            .get_mut(self.pos..end)
+            .ok_or(Full)?
+            .copy_from_slice(s);
+        self.pos = end;
+        Ok(())
+    }
+    fn u8(&mut self, v: u8) -> Result<(), Full> {
+        self.put(&[v])
+    }
+    fn u16(&mut self, v: u16) -> Result<(), Full> {
+        self.put(&v.to_le_bytes())
+    }
+    fn u32(&mut self, v: u32) -> Result<(), Full> {
+        self.put(&v.to_le_bytes())
+    }
+    fn i32(&mut self, v: i32) -> Result<(), Full> {
+        self.put(&v.to_le_bytes())
+    }
+    fn u64(&mut self, v: u64) -> Result<(), Full> {
+        self.put(&v.to_le_bytes())
+    }
+    /// A length-prefixed byte string, cut to what a u16 can say.
+    fn bytes(&mut self, s: &[u8]) -> Result<(), Full> {
+        let s = s.get(..s.len().min(usize::from(u16::MAX))).unwrap_or(&[]);
+        self.u16(s.len() as u16)?;
+        self.put(s)
+    }
+    fn str(&mut self, s: &str) -> Result<(), Full> {
+        self.bytes(s.as_bytes())
+    }
+    fn names(&mut self, n: &Names<'_>) -> Result<(), Full> {
+        self.u8(n.len() as u8)?;
+        for s in n {
+            self.str(s)?;
+        }
+        Ok(())
+    }
+}
+
+/// Payload bounds: `(payload_start, payload_end)` of the first frame in
+/// `buf`, checking the header against `max_payload`.
+pub fn frame_bounds(buf: &[u8], max_payload: usize) -> Result<(u8, usize), DecodeError> {
+    let (Some(&ver), Some(&tag), Some(&l0), Some(&l1)) =
+        (buf.first(), buf.get(1), buf.get(2), buf.get(3))
+    else {
+        return Err(DecodeError::Incomplete);
+    };
+    if ver != VERSION {
+        return Err(DecodeError::Version(ver));
+    }
+    let len = usize::from(u16::from_le_bytes([l0, l1]));
+    if len > max_payload {
+        return Err(DecodeError::TooLarge(len));
+    }
+    if buf.len() < HEADER + len {
+        return Err(DecodeError::Incomplete);
+    }
+    Ok((tag, HEADER + len))
+}
+
+/// Decodes the first request in `buf`. Returns it and the bytes consumed.
+pub fn decode_request(buf: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
+    let (tag, end) = frame_bounds(buf, MAX_REQUEST)?;
+    let mut r = Rd {
+        b: buf.get(HEADER..end).ok_or(DecodeError::Malformed)?,
+        pos: 0,
+    };
+    let req = match tag {
+        0x01 => Request::Status {
+            name: r.str()?,
+            verbose: r.u8()?,
+        },
+        0x02 => Request::Start { names: r.names()? },
+        0x03 => Request::Stop { names: r.names()? },
+        0x04 => Request::Restart { names: r.names()? },
+        0x05 => Request::Signal {
+            name: r.str()?,
+            signal: r.i32()?,
+        },
+        0x06 => Request::Logs {
+            name: r.str()?,
+            lines: r.u16()?,
+            follow: r.bool()?,
+        },
+        0x07 => Request::Events,
+        0x08 => Request::Reload { dry_run: r.bool()? },
+        0x09 => Request::Shutdown,
+        0x0a => Request::Version,
+        _ => return Err(DecodeError::Malformed),
+    };
+    r.done()?;
+    Ok((req, end))
+}
+
+/// Decodes the first reply in `buf`. Returns it and the bytes consumed.
+pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
+    let (tag, end) = frame_bounds(buf, MAX_PAYLOAD)?;
+    let mut r = Rd {
+        b: buf.get(HEADER..end).ok_or(DecodeError::Malformed)?,
+        pos: 0,
+    };
+    let rep = match tag {
+        0x40 => Reply::Ok { message: r.str()? },
+        0x41 => Reply::Error {
+            code: ErrorCode::from_u8(r.u8()?),
+            message: r.str()?,
+        },
+        0x42 => Reply::Service {
+            name: r.str()?,
+            state: r.state()?,
+            pid: r.i32()?,
+            uptime_ms: r.u64()?,
+            restarts: r.u32()?,
+            health: r.str()?,
+            last_exit: LastExit {
+                kind: r.u8()?,
+                value: r.i32()?,
+            },
+            reason: r.str()?,
+        },
+        0x43 => Reply::Detail {
+            key: r.str()?,
+            value: r.str()?,
+        },
+        0x44 => Reply::LogLine {
+            service: r.str()?,
+            ts_ms: r.u64()?,
+            stream: r.u8()?,
+            cut: r.bool()?,
+            text: r.bytes()?,
+        },
+        0x45 => Reply::Event {
+            ts_ms: r.u64()?,
+            service: r.str()?,
+            kind: r.u8()?,
+            state: r.state()?,
+            pid: r.i32()?,
+            detail: r.str()?,
+        },
+        0x46 => Reply::Dropped { count: r.u32()? },
+        0x47 => Reply::End,
+        0x48 => Reply::Version {
+            version: r.str()?,
+            commit: r.str()?,
+            target: r.str()?,
+            profile: r.str()?,
+        },
+        0x49 => Reply::PlanItem {
+            action: r.u8()?,
+            name: r.str()?,
+            detail: r.str()?,
+        },
+        _ => return Err(DecodeError::Malformed),
+    };
+    r.done()?;
+    Ok((rep, end))
+}
+
+fn finish(w: &mut Wr<'_>, tag: u8, max: usize) -> Result<usize, Full> {
+    let len = w.pos.checked_sub(HEADER).ok_or(Full)?;
+    if len > max {
+        return Err(Full);
+    }
+    let hdr = w.b.get_mut(..HEADER).ok_or(Full)?;
+    hdr.copy_from_slice(&[VERSION, tag, (len & 0xff) as u8, (len >> 8) as u8]);
+    Ok(w.pos)
+}
+
+/// Encodes `req` into `buf`; returns the frame length.
+pub fn encode_request(req: &Request<'_>, buf: &mut [u8]) -> Result<usize, Full> {
+    let mut w = Wr {
+        b: buf,
+        pos: HEADER,
+    };
+    if w.b.len() < HEADER {
+        return Err(Full);
+    }
+    let tag = match req {
+        Request::Status { name, verbose } => {
+            w.str(name)?;
+            w.u8(*verbose)?;
+            0x01
+        }
+        Request::Start { names } => {
+            w.names(names)?;
+            0x02
+        }
+        Request::Stop { names } => {
+            w.names(names)?;
+            0x03
+        }
+        Request::Restart { names } => {
+            w.names(names)?;
+            0x04
+        }
+        Request::Signal { name, signal } => {
+            w.str(name)?;
+            w.i32(*signal)?;
+            0x05
+        }
+        Request::Logs {
+            name,
+            lines,
+            follow,
+        } => {
+            w.str(name)?;
+            w.u16(*lines)?;
+            w.u8(u8::from(*follow))?;
+            0x06
+        }
+        Request::Events => 0x07,
+        Request::Reload { dry_run } => {
+            w.u8(u8::from(*dry_run))?;
+            0x08
+        }
+        Request::Shutdown => 0x09,
+        Request::Version => 0x0a,
+    };
+    finish(&mut w, tag, MAX_REQUEST)
+}
+
+/// Encodes `rep` into `buf`; returns the frame length.
+pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
+    let mut w = Wr {
+        b: buf,
+        pos: HEADER,
+    };
+    if w.b.len() < HEADER {
+        return Err(Full);
+    }
+    let tag = match rep {
+        Reply::Ok { message } => {
+            w.str(message)?;
+            0x40
+        }
+        Reply::Error { code, message } => {
+            w.u8(*code as u8)?;
+            w.str(message)?;
+            0x41
+        }
+        Reply::Service {
+            name,
+            state,
+            pid,
+            uptime_ms,
+            restarts,
+            health,
+            last_exit,
+            reason,
+        } => {
+            w.str(name)?;
+            w.u8(*state as u8)?;
+            w.i32(*pid)?;
+            w.u64(*uptime_ms)?;
+            w.u32(*restarts)?;
+            w.str(health)?;
+            w.u8(last_exit.kind)?;
+            w.i32(last_exit.value)?;
+            w.str(reason)?;
+            0x42
+        }
+        Reply::Detail { key, value } => {
+            w.str(key)?;
+            w.str(value)?;
+            0x43
+        }
+        Reply::LogLine {
+            service,
+            ts_ms,
+            stream,
+            cut,
+            text,
+        } => {
+            w.str(service)?;
+            w.u64(*ts_ms)?;
+            w.u8(*stream)?;
+            w.u8(u8::from(*cut))?;
+            w.bytes(text)?;
+            0x44
+        }
+        Reply::Event {
+            ts_ms,
+            service,
+            kind,
+            state,
+            pid,
+            detail,
+        } => {
+            w.u64(*ts_ms)?;
+            w.str(service)?;
+            w.u8(*kind)?;
+            w.u8(*state as u8)?;
+            w.i32(*pid)?;
+            w.str(detail)?;
+            0x45
+        }
+        Reply::Dropped { count } => {
+            w.u32(*count)?;
+            0x46
+        }
+        Reply::End => 0x47,
+        Reply::Version {
+            version,
+            commit,
+            target,
+            profile,
+        } => {
+            w.str(version)?;
+            w.str(commit)?;
+            w.str(target)?;
+            w.str(profile)?;
+            0x48
+        }
+        Reply::PlanItem {
+            action,
+            name,
+            detail,
+        } => {
+            w.u8(*action)?;
+            w.str(name)?;
+            w.str(detail)?;
+            0x49
+        }
+    };
+    finish(&mut w, tag, MAX_PAYLOAD)
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&'static str]) -> Names<'static> {
+        let mut n = Names::new();
+        for s in v {
+            n.push(s).unwrap();
+        }
+        n
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = [
+            Request::Status {
+                name: "",
+                verbose: 2,
+            },
+            Request::Status {
+                name: "api",
+                verbose: 0,
+            },
+            Request::Start {
+                names: names(&["a", "b"]),
+            },
+            Request::Stop {
+                names: names(&["a"]),
+            },
+            Request::Restart { names: names(&[]) },
+            Request::Signal {
+                name: "x",
+                signal: 10,
+            },
+            Request::Logs {
+                name: "x",
+                lines: 50,
+                follow: true,
+            },
+            Request::Events,
+            Request::Reload { dry_run: true },
+            Request::Shutdown,
+            Request::Version,
+        ];
+        let mut buf = [0u8; 256];
+        for r in reqs {
+            let n = encode_request(&r, &mut buf).unwrap();
+            let (d, used) = decode_request(&buf[..n]).unwrap();
+            assert_eq!(d, r);
+            assert_eq!(used, n);
+            // Every strict prefix is incomplete, never an error or a panic.
+            for k in 0..n {
+                assert_eq!(
+                    decode_request(&buf[..k]),
+                    Err(DecodeError::Incomplete),
+                    "{r:?} at {k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let reps = [
+            Reply::Ok { message: "done" },
+            Reply::Error {
+                code: ErrorCode::Denied,
+                message: "no",
+            },
+            Reply::Service {
+                name: "api",
+                state: WireState::Backoff,
+                pid: 0,
+                uptime_ms: 5,
+                restarts: 3,
+                health: "-",
+                last_exit: LastExit { kind: 1, value: 3 },
+                reason: "next try in 4s",
+            },
+            Reply::Detail {
+                key: "binary",
+                value: "/bin/sh",
+            },
+            Reply::LogLine {
+                service: "a",
+                ts_ms: 9,
+                stream: 1,
+                cut: true,
+                text: b"\xffbytes",
+            },
+            Reply::Event {
+                ts_ms: 1,
+                service: "a",
+                kind: event::SPAWNED,
+                state: WireState::Running,
+                pid: 7,
+                detail: "",
+            },
+            Reply::Dropped { count: 12 },
+            Reply::End,
+            Reply::Version {
+                version: "0.1.0",
+                commit: "abc",
+                target: "x86_64",
+                profile: "release",
+            },
+            Reply::PlanItem {
+                action: plan::ADD,
+                name: "n",
+                detail: "new",
+            },
+        ];
+        let mut buf = [0u8; 256];
+        for r in reps {
+            let n = encode_reply(&r, &mut buf).unwrap();
+            let (d, used) = decode_reply(&buf[..n]).unwrap();
+            assert_eq!(d, r);
+            assert_eq!(used, n);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        assert_eq!(decode_request(&[2, 1, 0, 0]), Err(DecodeError::Version(2)));
+        assert_eq!(
+            decode_request(&[1, 0x09, 0xff, 0xff]),
+            Err(DecodeError::TooLarge(0xffff))
+        );
+        assert_eq!(
+            decode_request(&[1, 0x3f, 0, 0]),
+            Err(DecodeError::Malformed)
+        );
+        // Trailing bytes inside the frame.
+        assert_eq!(
+            decode_request(&[1, 0x09, 1, 0, 0]),
+            Err(DecodeError::Malformed)
+        );
+        // String longer than the frame.
+        assert_eq!(
+            decode_request(&[1, 0x01, 3, 0, 9, 0, 0]),
+            Err(DecodeError::Malformed)
+        );
+        // Invalid UTF-8 name.
+        assert_eq!(
+            decode_request(&[1, 0x01, 4, 0, 1, 0, 0xff, 0]),
+            Err(DecodeError::Malformed)
+        );
+        // Too many names.
+        let mut f = std::vec![1u8, 0x02, 0, 0, 17];
+        for _ in 0..17 {
+            f.extend_from_slice(&[1, 0, b'a']);
+        }
+        let len = (f.len() - 4) as u16;
+        f[2..4].copy_from_slice(&len.to_le_bytes());
+        assert_eq!(decode_request(&f), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn encoding_into_a_small_buffer_fails_cleanly() {
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            encode_reply(
+                &Reply::Ok {
+                    message: "much too long"
+                },
+                &mut buf
+            ),
+            Err(Full)
+        );
+        assert_eq!(encode_reply(&Reply::End, &mut buf[..3]), Err(Full));
+        assert_eq!(encode_reply(&Reply::End, &mut buf), Ok(4));
+    }
+
+    #[test]
+    fn two_frames_back_to_back() {
+        let mut buf = [0u8; 64];
+        let a = encode_request(&Request::Version, &mut buf).unwrap();
+        let b = encode_request(&Request::Events, &mut buf[a..]).unwrap();
+        let (r1, n1) = decode_request(&buf[..a + b]).unwrap();
+        assert_eq!((r1, n1), (Request::Version, a));
+        let (r2, _) = decode_request(&buf[n1..a + b]).unwrap();
+        assert_eq!(r2, Request::Events);
+    }
+}
