@@ -20,6 +20,11 @@ pub const EVENTS: usize = 64;
 /// Retry delay after a temporary spawn failure (EAGAIN, EMFILE, ENOMEM).
 /// It is not a restart and does not grow the backoff.
 pub const TEMP_RETRY_MS: u64 = 1000;
+/// Output buffer per control connection. A streaming reader that falls
+/// this far behind loses lines (counted, then reported to it).
+pub const CONN_OUT_BUF: usize = 16 * 1024;
+/// A control connection with no request in progress is closed after this.
+pub const IDLE_TIMEOUT_MS: u64 = 30_000;
 /// Longest daemon log line, bytes (longer lines are cut).
 pub const LOG_LINE_MAX: usize = 1280;
 /// Longest path the daemon builds at run time (log rotation names).

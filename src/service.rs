@@ -284,10 +284,24 @@ pub struct Service {
     ran: bool,
     /// Unexpected (state, input) pairs seen.
     pub unexpected: u32,
-    /// Supervisor bookkeeping during shutdown: this service, or something
-    /// that depends on it (transitively), still has a process.
+    /// Supervisor bookkeeping: this service, or something that depends on
+    /// it (transitively), still has a process.
     pub held: bool,
+    /// Supervisor bookkeeping: marked by a transitive start/stop walk.
+    pub mark: bool,
+    /// When the state last changed (monotonic).
+    pub since: Instant,
+    /// The time of the current step.
+    now: Instant,
+    /// How the last process ended.
+    pub last_exit: Option<ExitStatus>,
+    /// The last few events, a small ring.
+    recent: [Option<(Instant, Event)>; RECENT_EVENTS],
+    recent_next: usize,
 }
+
+/// Events kept per service for `status <svc>`.
+pub const RECENT_EVENTS: usize = 8;
 
 impl Service {
     pub fn new(idx: u16, policy: Policy) -> Service {
@@ -304,6 +318,12 @@ impl Service {
             ran: false,
             unexpected: 0,
             held: false,
+            mark: false,
+            since: Instant::ZERO,
+            now: Instant::ZERO,
+            last_exit: None,
+            recent: [None; RECENT_EVENTS],
+            recent_next: 0,
         }
     }
 
@@ -318,12 +338,54 @@ impl Service {
 
     fn set_state(&mut self, to: State, event: Event, sys: &mut impl Sys) {
         let from = self.state.name();
+        if from != to.name() {
+            self.since = self.now;
+        }
         self.state = to;
+        self.note(event);
         sys.emit(usize::from(self.idx), from, to.name(), &event);
+    }
+
+    /// An event without a state change.
+    fn emit_same(&mut self, event: Event, sys: &mut impl Sys) {
+        self.note(event);
+        let s = self.state.name();
+        sys.emit(usize::from(self.idx), s, s, &event);
+    }
+
+    /// Keeps the last few events for `status <svc>`.
+    fn note(&mut self, event: Event) {
+        let n = self.recent.len();
+        if n == 0 {
+            return;
+        }
+        if let Some(slot) = self.recent.get_mut(self.recent_next % n) {
+            *slot = Some((self.now, event));
+        }
+        self.recent_next = self.recent_next.wrapping_add(1);
+    }
+
+    /// Recent events, oldest first.
+    pub fn recent_events(&self) -> impl Iterator<Item = &(Instant, Event)> {
+        let n = self.recent.len();
+        (0..n).filter_map(move |k| {
+            self.recent
+                .get((self.recent_next + k) % n)
+                .and_then(|e| e.as_ref())
+        })
+    }
+
+    /// Operator restart: counters reset, never counts as a failure.
+    pub fn reset_counters(&mut self) {
+        self.restarts = 0;
+        self.failures = 0;
+        self.next_delay = self.policy.backoff_initial;
+        self.ran = false;
     }
 
     /// The transition function.
     pub fn step(&mut self, input: Input, now: Instant, sys: &mut impl Sys) {
+        self.now = now;
         match (self.state, input) {
             // ---- commands: change `want`, then act on the state.
             (State::Stopped | State::Completed | State::Failed, Input::Start) => {
@@ -384,6 +446,7 @@ impl Service {
             // ---- the process ended
             (State::Running { pid, since }, Input::Exited { status }) => {
                 self.reason = Reason::Exited(status);
+                self.last_exit = Some(status);
                 let uptime = now.since(since);
                 // Anything left in the group goes too, so a restart starts
                 // clean (systemd does the same with a unit's cgroup).
@@ -400,17 +463,15 @@ impl Service {
                 Input::Exited { status },
             ) => {
                 self.reason = Reason::Exited(status);
+                self.last_exit = Some(status);
                 let uptime = now.since(since);
-                let s = self.state;
-                sys.emit(
-                    usize::from(self.idx),
-                    s.name(),
-                    s.name(),
-                    &Event::Exited {
+                self.emit_same(
+                    Event::Exited {
                         pid,
                         status,
                         uptime,
                     },
+                    sys,
                 );
                 if sys.group_alive(pid) {
                     self.state = State::Stopping {
@@ -479,14 +540,11 @@ impl Service {
 
     fn unexpected(&mut self, input: Input, sys: &mut impl Sys) {
         self.unexpected = self.unexpected.saturating_add(1);
-        let s = self.state;
-        sys.emit(
-            usize::from(self.idx),
-            s.name(),
-            s.name(),
-            &Event::Unexpected {
+        self.emit_same(
+            Event::Unexpected {
                 input: input.name(),
             },
+            sys,
         );
     }
 
@@ -548,13 +606,7 @@ impl Service {
             Err(err) => {
                 // Exec failures are not a run, but they are a failure.
                 self.reason = Reason::SpawnFailed(err);
-                let s = self.state;
-                sys.emit(
-                    usize::from(self.idx),
-                    s.name(),
-                    s.name(),
-                    &Event::SpawnFailed { err },
-                );
+                self.emit_same(Event::SpawnFailed { err }, sys);
                 self.fail_or_retry(now, sys, true);
             }
         }
@@ -568,16 +620,13 @@ impl Service {
         now: Instant,
         sys: &mut impl Sys,
     ) {
-        let s = self.state;
-        sys.emit(
-            usize::from(self.idx),
-            s.name(),
-            s.name(),
-            &Event::Exited {
+        self.emit_same(
+            Event::Exited {
                 pid,
                 status,
                 uptime,
             },
+            sys,
         );
         if uptime >= self.policy.reset_after {
             self.failures = 0;

@@ -70,11 +70,110 @@ impl<'a> Supervisor<'a> {
         }
         for s in self.active() {
             s.want_down();
-            if !s.state.has_process() {
-                s.step(Input::Stop, now, sys);
+        }
+        self.propagate(now, sys);
+    }
+
+    /// Services in use.
+    pub fn len(&self) -> usize {
+        self.used
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
+    /// Marks `idx` and, transitively, what it depends on (`up`) or what
+    /// depends on it (`!up`). Bounded passes, no recursion.
+    fn mark_closure(&mut self, idx: usize, up: bool) {
+        for s in self.active() {
+            s.mark = false;
+        }
+        if let Some(s) = self.active().get_mut(idx) {
+            s.mark = true;
+        }
+        let n = self.used;
+        for _ in 0..n {
+            let mut changed = false;
+            for j in 0..n {
+                let Some(s) = self.services().get(j) else {
+                    break;
+                };
+                let deps = s.deps.clone();
+                if up {
+                    if !s.mark {
+                        continue;
+                    }
+                    for d in deps.iter() {
+                        if let Some(t) = self.active().get_mut(usize::from(d.idx)) {
+                            changed |= !t.mark;
+                            t.mark = true;
+                        }
+                    }
+                } else if !s.mark {
+                    let hit = deps.iter().any(|d| {
+                        self.services()
+                            .get(usize::from(d.idx))
+                            .is_some_and(|t| t.mark)
+                    });
+                    if hit {
+                        if let Some(s) = self.active().get_mut(j) {
+                            s.mark = true;
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    /// Operator `start`: the service and everything it depends on.
+    /// Returns false for an unknown index or during shutdown.
+    pub fn start(&mut self, idx: usize, now: Instant, sys: &mut impl Sys) -> bool {
+        if idx >= self.used || self.shutdown_at.is_some() {
+            return false;
+        }
+        self.mark_closure(idx, true);
+        for s in self.active() {
+            if s.mark {
+                s.step(Input::Start, now, sys);
             }
         }
         self.propagate(now, sys);
+        true
+    }
+
+    /// Operator `stop`: the service, after everything that depends on it.
+    pub fn stop(&mut self, idx: usize, now: Instant, sys: &mut impl Sys) -> bool {
+        if idx >= self.used {
+            return false;
+        }
+        self.mark_closure(idx, false);
+        for s in self.active() {
+            if s.mark {
+                s.want_down();
+            }
+        }
+        self.propagate(now, sys);
+        true
+    }
+
+    /// Operator `restart`: stop (dependents untouched) and start again;
+    /// counters reset, so it never counts toward `max_restarts`.
+    pub fn restart(&mut self, idx: usize, now: Instant, sys: &mut impl Sys) -> bool {
+        if idx >= self.used || self.shutdown_at.is_some() {
+            return false;
+        }
+        if let Some(s) = self.active().get_mut(idx) {
+            s.reset_counters();
+            if s.state.has_process() {
+                s.step(Input::Stop, now, sys);
+            }
+        }
+        self.start(idx, now, sys)
     }
 
     /// Shutdown is over: nothing runs any more, or the deadline passed and
@@ -220,20 +319,24 @@ impl<'a> Supervisor<'a> {
         let n = self.used;
         for _pass in 0..=n {
             let mut changed = false;
-            if self.shutdown_at.is_some() {
-                self.mark_held();
-            }
+            self.mark_held();
             for i in 0..n {
                 let Some(s) = self.services().get(i) else {
                     break;
                 };
                 let before = s.state;
-                let input = if self.shutdown_at.is_some() {
+                let input = if s.want == Want::Down {
+                    // Stopped in reverse dependency order: only once nothing
+                    // that depends on it (transitively) has a process.
                     match s.state {
                         State::Running { .. } if !self.has_live_dependent(i) => Some(Input::Stop),
+                        State::Waiting | State::Backoff { .. } => Some(Input::Stop),
                         _ => None,
                     }
-                } else if s.state == State::Waiting && s.want == Want::Up {
+                } else if self.shutdown_at.is_none()
+                    && s.state == State::Waiting
+                    && s.want == Want::Up
+                {
                     let mut verdict = Input::DepsReady;
                     for d in s.deps.iter() {
                         match self.dep_status(d.idx, d.condition) {
@@ -450,6 +553,50 @@ mod tests {
         sup.tick(t(1000), &mut sys);
         assert!(sup.finished());
         assert_eq!(sys.kills.iter().filter(|k| k.1 == SIGKILL).count(), 4);
+    }
+
+    #[test]
+    fn operator_stop_takes_dependents_down_first_and_start_brings_deps() {
+        let mut v = chain(Condition::Started, Kind::Service);
+        let mut sys = Rec::default();
+        let mut sup = Supervisor::new(&mut v, 4);
+        sup.start_all(t(0), &mut sys);
+        let pid = |sys: &Rec, i| sys.spawned.iter().rev().find(|x| x.0 == i).unwrap().1;
+        let (p0, p1, p2) = (pid(&sys, 0), pid(&sys, 1), pid(&sys, 2));
+        // stop a: c then b then a; d untouched.
+        sup.stop(0, t(10), &mut sys);
+        assert!(sys.kills.contains(&(p2, 15)));
+        assert!(!sys.kills.contains(&(p1, 15)));
+        sup.on_exit(p2, ExitStatus::Signal(15), t(11), &mut sys);
+        assert!(sys.kills.contains(&(p1, 15)));
+        sup.on_exit(p1, ExitStatus::Signal(15), t(12), &mut sys);
+        sup.on_exit(p0, ExitStatus::Signal(15), t(13), &mut sys);
+        for i in 0..3 {
+            assert_eq!(sup.services()[i].state, State::Stopped, "{i}");
+        }
+        assert!(sup.services()[3].state.has_process());
+        // start c: brings b and a back first.
+        let before = sys.spawned.len();
+        sup.start(2, t(20), &mut sys);
+        let order: Vec<usize> = sys.spawned[before..].iter().map(|x| x.0).collect();
+        assert_eq!(order, [0, 1, 2]);
+    }
+
+    #[test]
+    fn operator_restart_resets_counters_and_keeps_dependents() {
+        let mut v = chain(Condition::Started, Kind::Service);
+        let mut sys = Rec::default();
+        let mut sup = Supervisor::new(&mut v, 4);
+        sup.start_all(t(0), &mut sys);
+        let p0 = sys.spawned.iter().find(|x| x.0 == 0).unwrap().1;
+        sup.restart(0, t(5), &mut sys);
+        assert!(sys.kills.contains(&(p0, 15)));
+        assert_eq!(sup.services()[0].state.name(), StateName::Stopping);
+        sup.on_exit(p0, ExitStatus::Signal(15), t(6), &mut sys);
+        assert!(matches!(sup.services()[0].state, State::Running { .. }));
+        assert_eq!(sup.services()[0].restarts, 0);
+        assert_eq!(sup.services()[0].failures, 0);
+        assert!(sup.services()[1].state.has_process(), "dependent untouched");
     }
 
     #[test]

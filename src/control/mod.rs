@@ -1,4 +1,5 @@
 //! The control plane's core: the wire codec shared by daemon and client,
 //! and the per-connection machine. No syscalls, no allocation.
 
+pub mod conn;
 pub mod proto;

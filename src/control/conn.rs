@@ -1,0 +1,325 @@
+//! The CONNECTION machine: one per control-socket client.
+//!
+//! Phases: `Reading` (waiting for a request), `Writing` (a multi-frame
+//! reply is being produced as the output buffer drains), `Streaming`
+//! (`logs -f`, `events`), `Closing` (flush what is queued, then close).
+//! The shell does the read/write syscalls; this machine owns the buffers'
+//! bookkeeping, framing and back-pressure. Input is bounded by
+//! `HEADER + MAX_REQUEST`; output by the borrowed buffer. A slow streaming
+//! reader never blocks anything: lines that do not fit are counted and a
+//! `Dropped` marker is sent once there is room.
+
+use super::proto::{self, DecodeError, Full, Reply};
+use crate::limits::IDLE_TIMEOUT_MS;
+use crate::time::Instant;
+
+pub const IN_BUF: usize = proto::HEADER + proto::MAX_REQUEST;
+
+/// What a streaming connection receives.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Events,
+    /// Output lines of one service slot.
+    Logs(u16),
+}
+
+/// A multi-frame reply in progress; the shell produces frames from it as
+/// the buffer drains.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Job {
+    /// `status`: next service index.
+    StatusAll { next: u16 },
+    /// `logs`: next ring sequence number, then follow or end.
+    LogsTail {
+        svc: u16,
+        next_seq: u64,
+        follow: bool,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Reading,
+    Writing(Job),
+    Streaming(Stream),
+    Closing,
+}
+
+pub struct Conn<'a> {
+    inb: [u8; IN_BUF],
+    in_len: usize,
+    out: &'a mut [u8],
+    out_start: usize,
+    out_end: usize,
+    pub phase: Phase,
+    /// Streamed frames dropped since the last `Dropped` marker.
+    pub dropped: u32,
+    pub last_active: Instant,
+}
+
+impl<'a> Conn<'a> {
+    pub fn new(out: &'a mut [u8], now: Instant) -> Self {
+        Conn {
+            inb: [0; IN_BUF],
+            in_len: 0,
+            out,
+            out_start: 0,
+            out_end: 0,
+            phase: Phase::Reading,
+            dropped: 0,
+            last_active: now,
+        }
+    }
+
+    /// Back to a fresh state for a new client.
+    pub fn reset(&mut self, now: Instant) {
+        self.in_len = 0;
+        self.out_start = 0;
+        self.out_end = 0;
+        self.phase = Phase::Reading;
+        self.dropped = 0;
+        self.last_active = now;
+    }
+
+    /// Free space for the next read(2).
+    pub fn read_space(&mut self) -> &mut [u8] {
+        self.inb.get_mut(self.in_len..).unwrap_or(&mut [])
+    }
+
+    /// `n` bytes were read into `read_space()`.
+    pub fn did_read(&mut self, n: usize, now: Instant) {
+        self.in_len = (self.in_len + n).min(IN_BUF);
+        self.last_active = now;
+    }
+
+    /// Copies the next complete request frame into `dst` and drops it from
+    /// the input. Ok(None): need more bytes. Only in `Reading`: requests
+    /// are served one at a time.
+    pub fn take_frame(&mut self, dst: &mut [u8; IN_BUF]) -> Result<Option<usize>, DecodeError> {
+        if self.phase != Phase::Reading {
+            return Ok(None);
+        }
+        let have = self.inb.get(..self.in_len).unwrap_or(&[]);
+        match proto::frame_bounds(have, proto::MAX_REQUEST) {
+            Err(DecodeError::Incomplete) => {
+                if self.in_len >= IN_BUF {
+                    // Cannot happen (frame_bounds caps the length), but a
+                    // full buffer must never wedge the connection.
+                    return Err(DecodeError::TooLarge(self.in_len));
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+            Ok((_, end)) => {
+                let frame = have.get(..end).ok_or(DecodeError::Malformed)?;
+                dst.get_mut(..end)
+                    .ok_or(DecodeError::Malformed)?
+                    .copy_from_slice(frame);
+                self.inb.copy_within(end..self.in_len, 0);
+                self.in_len -= end;
+                Ok(Some(end))
+            }
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.out_start > 0 {
+            self.out.copy_within(self.out_start..self.out_end, 0);
+            self.out_end -= self.out_start;
+            self.out_start = 0;
+        }
+    }
+
+    /// Queues one frame. `Full` leaves the buffer unchanged.
+    pub fn queue(&mut self, rep: &Reply<'_>) -> Result<(), Full> {
+        if self.out.len() - self.out_end < 512 {
+            self.compact();
+        }
+        let space = self.out.get_mut(self.out_end..).ok_or(Full)?;
+        match proto::encode_reply(rep, space) {
+            Ok(n) => {
+                self.out_end += n;
+                Ok(())
+            }
+            Err(Full) if self.out_start > 0 => {
+                self.compact();
+                let space = self.out.get_mut(self.out_end..).ok_or(Full)?;
+                let n = proto::encode_reply(rep, space)?;
+                self.out_end += n;
+                Ok(())
+            }
+            Err(Full) => Err(Full),
+        }
+    }
+
+    /// Queues a streamed frame, or counts it as dropped. A pending drop
+    /// count is reported first, so the reader knows where the gap is.
+    pub fn queue_stream(&mut self, rep: &Reply<'_>) {
+        if self.dropped > 0 {
+            if self
+                .queue(&Reply::Dropped {
+                    count: self.dropped,
+                })
+                .is_err()
+            {
+                self.dropped = self.dropped.saturating_add(1);
+                return;
+            }
+            self.dropped = 0;
+        }
+        if self.queue(rep).is_err() {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn output(&self) -> &[u8] {
+        self.out.get(self.out_start..self.out_end).unwrap_or(&[])
+    }
+
+    /// `n` bytes were written.
+    pub fn did_write(&mut self, n: usize) {
+        self.out_start = (self.out_start + n).min(self.out_end);
+        if self.out_start == self.out_end {
+            self.out_start = 0;
+            self.out_end = 0;
+        }
+    }
+
+    /// Room for at least one more frame of `need` bytes.
+    pub fn has_room(&self, need: usize) -> bool {
+        self.out.len() - (self.out_end - self.out_start) >= need
+    }
+
+    /// Idle deadline: only a connection waiting for a request times out.
+    pub fn poll_at(&self) -> Instant {
+        match self.phase {
+            Phase::Reading => self.last_active.add(IDLE_TIMEOUT_MS),
+            _ => Instant::NEVER,
+        }
+    }
+
+    /// Whether a closing connection has flushed everything.
+    pub fn finished(&self) -> bool {
+        self.phase == Phase::Closing && self.output().is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+mod tests {
+    use super::*;
+    use crate::control::proto::{decode_reply, encode_request, Request};
+
+    #[test]
+    fn partial_reads_assemble_a_request() {
+        let mut out = [0u8; 256];
+        let mut c = Conn::new(&mut out, Instant(0));
+        let mut frame = [0u8; 64];
+        let n = encode_request(
+            &Request::Status {
+                name: "api",
+                verbose: 1,
+            },
+            &mut frame,
+        )
+        .unwrap();
+        let mut dst = [0u8; IN_BUF];
+        for (k, b) in frame[..n].iter().enumerate() {
+            assert_eq!(c.take_frame(&mut dst), Ok(None), "byte {k}");
+            c.read_space()[0] = *b;
+            c.did_read(1, Instant(k as u64));
+        }
+        assert_eq!(c.take_frame(&mut dst), Ok(Some(n)));
+        let copy = dst;
+        let (req, _) = proto::decode_request(&copy[..n]).unwrap();
+        assert_eq!(
+            req,
+            Request::Status {
+                name: "api",
+                verbose: 1
+            }
+        );
+        assert_eq!(c.take_frame(&mut dst), Ok(None));
+    }
+
+    #[test]
+    fn oversized_and_garbage_frames_are_errors() {
+        let mut out = [0u8; 64];
+        let mut c = Conn::new(&mut out, Instant(0));
+        let mut dst = [0u8; IN_BUF];
+        c.read_space()[..4].copy_from_slice(&[1, 1, 0xff, 0xff]);
+        c.did_read(4, Instant(0));
+        assert!(matches!(
+            c.take_frame(&mut dst),
+            Err(DecodeError::TooLarge(_))
+        ));
+        c.reset(Instant(0));
+        c.read_space()[..4].copy_from_slice(b"GET ");
+        c.did_read(4, Instant(0));
+        assert!(matches!(
+            c.take_frame(&mut dst),
+            Err(DecodeError::Version(b'G'))
+        ));
+    }
+
+    #[test]
+    fn slow_stream_reader_gets_a_dropped_marker() {
+        let mut out = [0u8; 600];
+        let mut c = Conn::new(&mut out, Instant(0));
+        c.phase = Phase::Streaming(Stream::Events);
+        let line = Reply::LogLine {
+            service: "a",
+            ts_ms: 1,
+            stream: 0,
+            cut: false,
+            text: &[b'x'; 100],
+        };
+        for _ in 0..10 {
+            c.queue_stream(&line);
+        }
+        // 120-byte frames: 5 fit, 5 dropped.
+        assert_eq!(c.dropped, 5);
+        let len = c.output().len();
+        c.did_write(len);
+        c.queue_stream(&line);
+        let mut rest = c.output();
+        let (first, n) = decode_reply(rest).unwrap();
+        assert_eq!(first, Reply::Dropped { count: 5 });
+        rest = &rest[n..];
+        assert!(matches!(
+            decode_reply(rest).unwrap().0,
+            Reply::LogLine { .. }
+        ));
+        assert_eq!(c.dropped, 0);
+    }
+
+    #[test]
+    fn partial_writes_and_compaction() {
+        let mut out = [0u8; 64];
+        let mut c = Conn::new(&mut out, Instant(0));
+        c.queue(&Reply::Ok {
+            message: "0123456789012345678901234567",
+        })
+        .unwrap();
+        c.did_write(10);
+        assert_eq!(c.output().len(), 24);
+        // Needs compaction to fit.
+        c.queue(&Reply::Ok {
+            message: "012345678901234567890123456789",
+        })
+        .unwrap();
+        assert_eq!(c.output().len(), 24 + 36);
+        assert_eq!(c.queue(&Reply::Ok { message: "x" }), Err(Full));
+        assert_eq!(c.queue(&Reply::End), Ok(()));
+    }
+
+    #[test]
+    fn only_reading_connections_time_out() {
+        let mut out = [0u8; 64];
+        let mut c = Conn::new(&mut out, Instant(5));
+        assert_eq!(c.poll_at(), Instant(5 + IDLE_TIMEOUT_MS));
+        c.phase = Phase::Streaming(Stream::Logs(0));
+        assert_eq!(c.poll_at(), Instant::NEVER);
+    }
+}
