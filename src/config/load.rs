@@ -591,6 +591,16 @@ fn build_globals(
         Some(s) if check_path(&mut cx, &g("pid_file"), "pid_file", s) => Some(resolve(base_dir, s)),
         _ => None,
     };
+    let socket_group = match &raw.socket_group {
+        Some(name) => match resolve_group(name) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                cx.err(&g("socket_group"), e);
+                None
+            }
+        },
+        None => None,
+    };
     let services_dir = match &raw.services_dir {
         Some(s) if check_path(&mut cx, &g("services_dir"), "services_dir", s) => {
             resolve(base_dir, s)
@@ -641,6 +651,7 @@ fn build_globals(
         path: path.to_path_buf(),
         socket,
         pid_file,
+        socket_group,
         services_dir,
         log,
         service_logs: ServiceLogs {

@@ -31,6 +31,7 @@ pub(super) struct RawFile {
 pub(super) struct RawGlobal {
     pub socket: Option<String>,
     pub pid_file: Option<String>,
+    pub socket_group: Option<String>,
     pub services_dir: Option<String>,
     pub log: Option<RawDaemonLog>,
     pub service_logs: Option<RawServiceLogs>,

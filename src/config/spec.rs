@@ -15,6 +15,9 @@ pub struct Config {
     pub path: PathBuf,
     pub socket: PathBuf,
     pub pid_file: Option<PathBuf>,
+    /// Group allowed read-only access to the socket: (name, gid). The
+    /// socket is 0660 and owned by this group; otherwise 0600.
+    pub socket_group: Option<(String, u32)>,
     pub services_dir: PathBuf,
     pub log: DaemonLog,
     pub service_logs: ServiceLogs,

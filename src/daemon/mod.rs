@@ -8,6 +8,7 @@
 
 mod alloc;
 mod clock;
+mod control;
 mod log;
 mod logfile;
 pub mod setup;
@@ -25,12 +26,16 @@ use coffey::time::{Dur, Instant};
 use core::fmt::Write as _;
 use log::{log, Log};
 use logfile::{LogFile, Problem};
-use mio::{Events, Token};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Token};
 use nix::libc;
 use nix::sys::signal::Signal;
 use std::os::fd::RawFd;
 
 pub(crate) const SIGNAL_TOKEN: Token = Token(0);
+pub(crate) const LISTEN_TOKEN: Token = Token(1 << 20);
+/// Client `k` is `Token(CLIENT_BASE + k)`; pipes use the tokens below.
+pub(crate) const CLIENT_BASE: usize = (1 << 20) + 1;
 
 /// Shell-side state of one service slot.
 pub struct Slot {
@@ -60,6 +65,7 @@ pub struct Shell {
     pub used: usize,
     pub readbuf: Box<[u8; READ_CHUNK]>,
     pub scratch: Box<log::LineBuf>,
+    pub ctl: control::Control,
 }
 
 fn errno_desc(e: i32) -> &'static str {
@@ -93,7 +99,14 @@ impl Sys for Shell {
         r == 0 || nix::errno::Errno::last_raw() == libc::EPERM
     }
 
-    fn emit(&mut self, idx: usize, _from: StateName, to: StateName, event: &Event) {
+    fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event) {
+        self.log_event(idx, from, to, event);
+        control::broadcast_event(self, idx, to, event, 0);
+    }
+}
+
+impl Shell {
+    fn log_event(&mut self, idx: usize, _from: StateName, to: StateName, event: &Event) {
         let name = self.slots.get(idx).map_or("?", |s| s.name.as_str());
         let dep = |d: u16| {
             self.slots
@@ -181,6 +194,8 @@ impl Shell {
     #[allow(clippy::too_many_arguments)]
     fn sink(
         log: &mut Log,
+        ctl: &mut control::Control,
+        idx: usize,
         scratch: &mut log::LineBuf,
         slot_name: &str,
         ring: &mut LogRing<'static>,
@@ -192,6 +207,15 @@ impl Shell {
     ) {
         let now = clock::wall_ms();
         ring.push(now, stream, cut, line);
+        control::broadcast_line(
+            ctl,
+            slot_name,
+            idx,
+            now,
+            u8::from(stream == Stream::Stderr),
+            cut,
+            line,
+        );
         let text = core::str::from_utf8(line).unwrap_or("<invalid utf-8>");
         let mark = if cut { " [cut]" } else { "" };
         if let Some(f) = file.as_mut() {
@@ -229,6 +253,7 @@ impl Shell {
             slots,
             readbuf,
             scratch,
+            ctl,
             ..
         } = self;
         let Some(slot) = slots.get_mut(idx) else {
@@ -272,7 +297,9 @@ impl Shell {
             }
             let data = readbuf.get(..n).unwrap_or(&[]);
             lb.feed(data, |line, cut| {
-                Self::sink(log, scratch, name, ring, file, *console, stream, line, cut)
+                Self::sink(
+                    log, ctl, idx, scratch, name, ring, file, *console, stream, line, cut,
+                )
             });
         }
         if let Some(r) = ready.get_mut(which) {
@@ -313,6 +340,7 @@ impl Shell {
                     log,
                     slots,
                     scratch,
+                    ctl,
                     ..
                 } = self;
                 if let Some(Slot {
@@ -331,7 +359,9 @@ impl Shell {
                     };
                     if let Some(lb) = lines.get_mut(w) {
                         lb.flush(|line, cut| {
-                            Self::sink(log, scratch, name, ring, file, *console, stream, line, cut)
+                            Self::sink(
+                                log, ctl, i, scratch, name, ring, file, *console, stream, line, cut,
+                            )
                         });
                     }
                 }
@@ -481,7 +511,8 @@ fn run_inner(cfg: &Config) -> Result<i32, String> {
         if sup.finished() {
             break;
         }
-        let due = sup.poll_at();
+        control::expire(&mut shell, now);
+        let due = sup.poll_at().min(shell.ctl.poll_at());
         let timeout = if pending {
             Some(std::time::Duration::ZERO)
         } else if due == Instant::NEVER {
@@ -496,9 +527,16 @@ fn run_inner(cfg: &Config) -> Result<i32, String> {
             continue;
         }
         let mut signalled = false;
+        let mut accept = false;
         for ev in events.iter() {
             match ev.token() {
                 SIGNAL_TOKEN => signalled = true,
+                LISTEN_TOKEN => accept = true,
+                Token(t) if t >= CLIENT_BASE => {
+                    if let Some(c) = shell.ctl.clients.get_mut(t - CLIENT_BASE) {
+                        c.readable |= ev.is_readable() || ev.is_read_closed();
+                    }
+                }
                 Token(t) => {
                     let i = (t - 1) / 2;
                     let w = (t - 1) % 2;
@@ -534,6 +572,21 @@ fn run_inner(cfg: &Config) -> Result<i32, String> {
             }
         }
         pending = shell.drain_ready();
+        if accept {
+            let reg = poll.registry();
+            control::accept_all(&mut shell, clock::now(), |k, fd| {
+                let _ = reg.register(
+                    &mut SourceFd(&fd),
+                    Token(CLIENT_BASE + k),
+                    Interest::READABLE | Interest::WRITABLE,
+                );
+            });
+        }
+        let now = clock::now();
+        for k in 0..shell.ctl.clients.len() {
+            control::service_client(&mut sup, &mut shell, k, now, cfg.shutdown_timeout);
+            pending |= control::has_pending(&shell, k);
+        }
     }
     shell.flush_all();
     log!(

@@ -6,14 +6,18 @@
 //! [`build`] returns, the loop seals the allocator.
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)]
 
+use super::control::{Client, Control};
 use super::log::{log, Log};
 use super::logfile::LogFile;
 use super::spawn::Prepared;
-use super::{release_paths, Shell, Slot, SIGNAL_TOKEN};
+use super::{release_paths, Shell, Slot, LISTEN_TOKEN, SIGNAL_TOKEN};
 use crate::config::{Condition as CCond, Config, Kind as CKind, Restart as CRestart, ServiceSpec};
+use coffey::control::conn::Conn;
+use coffey::limits::CONN_OUT_BUF;
 use coffey::limits::{fd_budget, READ_CHUNK};
 use coffey::logring::{LineBuf, LogRing};
 use coffey::service::{Condition, Dep, Kind, Policy, Restart, Service};
+use coffey::time::Instant;
 use mio::unix::SourceFd;
 use mio::{Interest, Poll, Token};
 use nix::libc;
@@ -151,7 +155,7 @@ fn open_append(path: &std::path::Path) -> std::io::Result<RawFd> {
 
 /// Builds the shell and the core table. The core table has
 /// `limits.services` slots; the first `cfg.services.len()` are in use.
-pub fn build(cfg: &Config) -> Result<(Shell, Vec<Service>), String> {
+pub fn build(cfg: &Config, listen_fd: RawFd) -> Result<(Shell, Vec<Service>), String> {
     ensure_stdio();
     let log_fd = match &cfg.log.path {
         Some(p) => match open_append(p) {
@@ -303,6 +307,24 @@ pub fn build(cfg: &Config) -> Result<(Shell, Vec<Service>), String> {
             used: cfg.services.len(),
             readbuf: Box::new([0u8; READ_CHUNK]),
             scratch: Box::default(),
+            ctl: Control {
+                listen_fd,
+                clients: (0..cfg.limits.clients.max(1))
+                    .map(|_| Client {
+                        fd: -1,
+                        conn: Conn::new(
+                            Box::leak(vec![0u8; CONN_OUT_BUF].into_boxed_slice()),
+                            Instant::ZERO,
+                        ),
+                        uid: 0,
+                        pid: 0,
+                        readonly: true,
+                        readable: false,
+                    })
+                    .collect(),
+                // SAFETY: geteuid never fails.
+                owner_uid: unsafe { libc::geteuid() },
+            },
         },
         core,
     ))
@@ -376,8 +398,30 @@ fn claim_paths(cfg: &Config) -> Result<Option<std::os::unix::net::UnixListener>,
     if let Some(dir) = cfg.socket.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let listener = UnixListener::bind(&cfg.socket)
-        .map_err(|e| format!("cannot bind {}: {e}", cfg.socket.display()))?;
+    // Bind under umask 077 so the socket is never briefly open to all.
+    // SAFETY: umask cannot fail.
+    let old = unsafe { libc::umask(0o077) };
+    let bound = UnixListener::bind(&cfg.socket);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| format!("cannot bind {}: {e}", cfg.socket.display()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("socket: {e}"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match &cfg.socket_group {
+            Some((name, gid)) => {
+                std::os::unix::fs::chown(&cfg.socket, None, Some(*gid)).map_err(|e| {
+                    format!("cannot give {} to group {name}: {e}", cfg.socket.display())
+                })?;
+                0o660
+            }
+            None => 0o600,
+        };
+        std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {}: {e}", cfg.socket.display()))?;
+    }
     if let Some(p) = &cfg.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .map_err(|e| format!("cannot write pid file {}: {e}", p.display()))?;
@@ -425,9 +469,14 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
     }
 
     let listener = claim_paths(cfg)?;
-    let (shell, table) = build(cfg).inspect_err(|_| release_paths(cfg))?;
+    let listen_fd = listener.as_ref().map_or(-1, |l| l.as_raw_fd());
+    let (shell, table) = build(cfg, listen_fd).inspect_err(|_| release_paths(cfg))?;
     let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
     let reg = poll.registry();
+    if listen_fd >= 0 {
+        reg.register(&mut SourceFd(&listen_fd), LISTEN_TOKEN, Interest::READABLE)
+            .map_err(|e| format!("register socket: {e}"))?;
+    }
     reg.register(
         &mut SourceFd(&sfd.as_raw_fd()),
         SIGNAL_TOKEN,

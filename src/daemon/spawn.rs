@@ -73,6 +73,13 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// argv[1..], for status.
+    pub fn args(&self) -> impl Iterator<Item = &std::ffi::CStr> {
+        self._argv.iter().skip(1).map(|c| c.as_c_str())
+    }
+}
+
 fn errno() -> i32 {
     nix::errno::Errno::last_raw()
 }

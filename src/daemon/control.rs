@@ -1,0 +1,1011 @@
+//! The control socket, shell side: accept, credentials, read/write
+//! syscalls, and turning requests into supervisor commands and replies.
+//!
+//! Each client slot holds a [`Conn`] machine over a preallocated output
+//! buffer; the table has `limits.clients` slots and a full table answers
+//! `busy`. Nothing here allocates: replies are encoded straight into the
+//! connection's buffer, texts are formatted into fixed stack buffers.
+
+use super::clock::{self, Stamp};
+use super::log::{log, LineBuf};
+use super::{errno_desc, Shell, Slot};
+use coffey::control::conn::{Conn, Job, Phase, Stream, IN_BUF};
+use coffey::control::proto::{
+    self, event, DecodeError, ErrorCode, LastExit, Reply, Request, WireState,
+};
+use coffey::limits::LINE_MAX;
+use coffey::service::{Event, Kind, Reason, Restart, Service, State, StateName};
+use coffey::supervisor::Supervisor;
+use coffey::sys::{signal_name, ExitStatus};
+use coffey::time::{Dur, Instant};
+use core::fmt::Write as _;
+use nix::libc;
+use std::os::fd::RawFd;
+
+pub struct Client {
+    /// -1 when the slot is free.
+    pub fd: RawFd,
+    pub conn: Conn<'static>,
+    pub uid: u32,
+    pub pid: i32,
+    /// May use only status, logs, events and version.
+    pub readonly: bool,
+    /// Readiness seen and not yet drained.
+    pub readable: bool,
+}
+
+pub struct Control {
+    /// Listening socket, non-blocking; -1 if none.
+    pub listen_fd: RawFd,
+    pub clients: Vec<Client>,
+    /// The daemon's own uid: it and root may do everything.
+    pub owner_uid: u32,
+}
+
+impl Control {
+    pub fn poll_at(&self) -> Instant {
+        let mut at = Instant::NEVER;
+        for c in self.clients.iter().filter(|c| c.fd >= 0) {
+            at = at.min(c.conn.poll_at());
+        }
+        at
+    }
+}
+
+fn wire_state(s: StateName) -> WireState {
+    match s {
+        StateName::Stopped => WireState::Stopped,
+        StateName::Waiting => WireState::Waiting,
+        StateName::Running => WireState::Running,
+        StateName::Stopping => WireState::Stopping,
+        StateName::Backoff => WireState::Backoff,
+        StateName::Completed => WireState::Completed,
+        StateName::Failed => WireState::Failed,
+    }
+}
+
+fn last_exit(e: Option<ExitStatus>) -> LastExit {
+    match e {
+        None => LastExit::default(),
+        Some(ExitStatus::Code(c)) => LastExit { kind: 1, value: c },
+        Some(ExitStatus::Signal(s)) => LastExit { kind: 2, value: s },
+    }
+}
+
+fn close_fd(fd: RawFd) {
+    if fd >= 0 {
+        // SAFETY: we own fd; closing also removes it from epoll.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Writes queued output until it would block. Returns false if the peer
+/// is gone.
+fn flush(c: &mut Client) -> bool {
+    while !c.conn.output().is_empty() {
+        let out = c.conn.output();
+        // SAFETY: valid slice; MSG_NOSIGNAL: a gone peer is EPIPE, not a signal.
+        let n = unsafe { libc::send(c.fd, out.as_ptr().cast(), out.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = nix::errno::Errno::last_raw();
+            if e == libc::EINTR {
+                continue;
+            }
+            return e == libc::EAGAIN;
+        }
+        c.conn.did_write(usize::try_from(n).unwrap_or(0));
+    }
+    true
+}
+
+fn close_client(c: &mut Client) {
+    close_fd(c.fd);
+    c.fd = -1;
+    c.readable = false;
+}
+
+/// Peer credentials of a unix socket: (uid, gid, pid).
+fn peer_cred(fd: RawFd) -> Option<(u32, u32, i32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = core::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: valid out-pointers of the right size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some((cred.uid, cred.gid, cred.pid))
+}
+
+/// Accepts every pending connection. Returns the slots that got a client
+/// (so the caller can register them with the poller).
+pub fn accept_all(shell: &mut Shell, now: Instant, mut register: impl FnMut(usize, RawFd)) {
+    if shell.ctl.listen_fd < 0 {
+        return;
+    }
+    loop {
+        // SAFETY: null address pointers are allowed.
+        let fd = unsafe {
+            libc::accept4(
+                shell.ctl.listen_fd,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let e = nix::errno::Errno::last_raw();
+            if e == libc::EINTR || e == libc::ECONNABORTED {
+                continue;
+            }
+            if e != libc::EAGAIN {
+                log!(shell.log, "control socket: accept: {}", errno_desc(e));
+            }
+            return;
+        }
+        let (uid, _gid, pid) = peer_cred(fd).unwrap_or((u32::MAX, u32::MAX, 0));
+        let owner = shell.ctl.owner_uid;
+        let Some(k) = shell.ctl.clients.iter().position(|c| c.fd < 0) else {
+            let mut buf = [0u8; 64];
+            let msg = Reply::Error {
+                code: ErrorCode::Busy,
+                message: "too many clients",
+            };
+            if let Ok(n) = proto::encode_reply(&msg, &mut buf) {
+                // SAFETY: valid buffer; best effort on a fresh socket.
+                unsafe { libc::send(fd, buf.as_ptr().cast(), n, libc::MSG_NOSIGNAL) };
+            }
+            close_fd(fd);
+            log!(
+                shell.log,
+                "control socket: busy, refused uid {uid} pid {pid}"
+            );
+            continue;
+        };
+        if let Some(c) = shell.ctl.clients.get_mut(k) {
+            c.fd = fd;
+            c.uid = uid;
+            c.pid = pid;
+            c.readonly = !(uid == 0 || uid == owner);
+            c.readable = true;
+            c.conn.reset(now);
+            register(k, fd);
+        }
+    }
+}
+
+fn find(shell: &Shell, name: &str) -> Option<usize> {
+    shell
+        .slots
+        .get(..shell.used)?
+        .iter()
+        .position(|s| s.name == name)
+}
+
+fn readonly_verb(r: &Request<'_>) -> bool {
+    matches!(
+        r,
+        Request::Status { .. } | Request::Logs { .. } | Request::Events | Request::Version
+    )
+}
+
+fn verb(r: &Request<'_>) -> &'static str {
+    match r {
+        Request::Status { .. } => "status",
+        Request::Start { .. } => "start",
+        Request::Stop { .. } => "stop",
+        Request::Restart { .. } => "restart",
+        Request::Signal { .. } => "signal",
+        Request::Logs { .. } => "logs",
+        Request::Events => "events",
+        Request::Reload { .. } => "reload",
+        Request::Shutdown => "shutdown",
+        Request::Version => "version",
+    }
+}
+
+/// Human reason for a state: "next try in 4s", "exec failed: ...".
+fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
+    out.clear();
+    let dep = |i: u16| {
+        shell
+            .slots
+            .get(usize::from(i))
+            .map_or("?", |s| s.name.as_str())
+    };
+    match (s.state, s.reason) {
+        (State::Waiting, Reason::Dependency { idx, failed: false }) => {
+            let _ = write!(out, "waiting for {}", dep(idx));
+        }
+        (State::Waiting, Reason::Dependency { idx, failed: true }) => {
+            let _ = write!(out, "dependency {} failed", dep(idx));
+        }
+        (State::Backoff { retry_at }, r) => {
+            match r {
+                Reason::SpawnFailed(e) if !e.is_temporary() => {
+                    let _ = write!(out, "exec failed: {}; ", errno_desc(e.errno));
+                }
+                Reason::SpawnFailed(e) => {
+                    let _ = write!(out, "cannot spawn: {}; ", errno_desc(e.errno));
+                }
+                Reason::Exited(st) => {
+                    let _ = write!(out, "{st}; ");
+                }
+                _ => {}
+            }
+            let _ = write!(out, "next try in {}", Dur(retry_at.since(now)));
+        }
+        (State::Failed, Reason::GaveUp { failures }) => {
+            let _ = write!(out, "gave up after {failures} failures");
+            if let Some(st) = s.last_exit {
+                let _ = write!(out, " (last: {st})");
+            }
+        }
+        (State::Failed, Reason::SpawnFailed(e)) => {
+            let _ = write!(out, "exec failed: {}", errno_desc(e.errno));
+        }
+        (State::Failed | State::Stopped, Reason::Exited(st)) => {
+            let _ = write!(out, "{st}");
+        }
+        _ => {}
+    }
+}
+
+fn row<'a>(s: &Service, slot: &'a Slot, now: Instant, text: &'a LineBuf) -> Reply<'a> {
+    let running = matches!(s.state, State::Running { .. });
+    Reply::Service {
+        name: &slot.name,
+        state: wire_state(s.state.name()),
+        pid: s.state.pid().unwrap_or(0),
+        uptime_ms: if running { now.since(s.since) } else { 0 },
+        restarts: s.restarts,
+        health: "-",
+        last_exit: last_exit(s.last_exit),
+        reason: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
+    }
+}
+
+/// Wall-clock ms of a monotonic instant.
+fn wall_of(t: Instant, now: Instant) -> u64 {
+    clock::wall_ms().saturating_sub(now.since(t))
+}
+
+fn event_text(e: &Event, shell: &Shell, out: &mut LineBuf) -> Option<u8> {
+    out.clear();
+    let kind = match *e {
+        Event::Waiting {
+            dep: Some(d),
+            failed,
+        } => {
+            let n = shell
+                .slots
+                .get(usize::from(d))
+                .map_or("?", |s| s.name.as_str());
+            let _ = write!(
+                out,
+                "waiting for {n}{}",
+                if failed { " (failed)" } else { "" }
+            );
+            event::WAITING
+        }
+        Event::Waiting { dep: None, .. } => return None,
+        Event::Spawned { .. } => event::SPAWNED,
+        Event::SpawnFailed { err } => {
+            let _ = write!(out, "{}: {}", err.stage.name(), errno_desc(err.errno));
+            event::EXEC_FAILED
+        }
+        Event::Exited { status, uptime, .. } => {
+            let _ = write!(out, "{status} after {}", Dur(uptime));
+            event::EXITED
+        }
+        Event::Backoff { delay, failures } => {
+            let _ = write!(out, "restart in {} (failure {failures})", Dur(delay));
+            event::BACKOFF
+        }
+        Event::GaveUp { failures } => {
+            let _ = write!(out, "gave up after {failures} failures");
+            event::FAILED
+        }
+        Event::Failed => event::FAILED,
+        Event::Stopping { signal, .. } => {
+            let _ = write!(out, "{}", signal_name(signal));
+            event::STOPPING
+        }
+        Event::Killed { .. } => {
+            let _ = write!(out, "stop timeout: SIGKILL");
+            event::STOPPING
+        }
+        Event::Stopped => event::STOPPED,
+        Event::Completed => event::COMPLETED,
+        Event::Unexpected { .. } => return None,
+    };
+    Some(kind)
+}
+
+/// Fans a service event out to `events` subscribers.
+pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, pid: i32) {
+    if !shell
+        .ctl
+        .clients
+        .iter()
+        .any(|c| c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events))
+    {
+        return;
+    }
+    let mut text = LineBuf::default();
+    let Some(kind) = event_text(e, shell, &mut text) else {
+        return;
+    };
+    let pid = match *e {
+        Event::Spawned { pid }
+        | Event::Exited { pid, .. }
+        | Event::Stopping { pid, .. }
+        | Event::Killed { pid } => pid,
+        _ => pid,
+    };
+    let name = shell.slots.get(idx).map_or("?", |s| s.name.as_str());
+    let rep = Reply::Event {
+        ts_ms: clock::wall_ms(),
+        service: name,
+        kind,
+        state: wire_state(to),
+        pid,
+        detail: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
+    };
+    for c in shell.ctl.clients.iter_mut() {
+        if c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events) {
+            c.conn.queue_stream(&rep);
+            if !flush(c) {
+                close_client(c);
+            }
+        }
+    }
+}
+
+/// Sends one output line to `logs -f` followers of slot `idx`.
+pub fn broadcast_line(
+    ctl: &mut Control,
+    name: &str,
+    idx: usize,
+    ts_ms: u64,
+    stream: u8,
+    cut: bool,
+    text: &[u8],
+) {
+    let want = Phase::Streaming(Stream::Logs(idx as u16));
+    for c in ctl.clients.iter_mut() {
+        if c.fd >= 0 && c.conn.phase == want {
+            c.conn.queue_stream(&Reply::LogLine {
+                service: name,
+                ts_ms,
+                stream,
+                cut,
+                text,
+            });
+            if !flush(c) {
+                close_client(c);
+            }
+        }
+    }
+}
+
+/// A reply to client `k` (queued; sent by the next flush).
+fn reply(shell: &mut Shell, k: usize, rep: &Reply<'_>) {
+    if let Some(c) = shell.ctl.clients.get_mut(k) {
+        if c.conn.queue(rep).is_err() {
+            c.conn.phase = Phase::Closing;
+        }
+    }
+}
+
+fn error(shell: &mut Shell, k: usize, code: ErrorCode, message: &str) {
+    reply(shell, k, &Reply::Error { code, message });
+}
+
+fn set_phase(shell: &mut Shell, k: usize, p: Phase) {
+    if let Some(c) = shell.ctl.clients.get_mut(k) {
+        c.conn.phase = p;
+    }
+}
+
+/// Resolves every name or answers `unknown service`.
+fn resolve<const N: usize>(
+    shell: &mut Shell,
+    k: usize,
+    names: &[&str],
+    out: &mut heapless::Vec<usize, N>,
+) -> bool {
+    for n in names {
+        match find(shell, n) {
+            Some(i) => {
+                let _ = out.push(i);
+            }
+            None => {
+                let mut msg = LineBuf::default();
+                let _ = write!(msg, "unknown service '{n}'");
+                error(
+                    shell,
+                    k,
+                    ErrorCode::UnknownService,
+                    core::str::from_utf8(msg.as_bytes()).unwrap_or(""),
+                );
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn handle(
+    sup: &mut Supervisor<'_>,
+    shell: &mut Shell,
+    k: usize,
+    req: Request<'_>,
+    now: Instant,
+    shutdown_timeout: u64,
+) {
+    let (readonly, uid, pid) = match shell.ctl.clients.get(k) {
+        Some(c) => (c.readonly, c.uid, c.pid),
+        None => return,
+    };
+    if readonly && !readonly_verb(&req) {
+        log!(
+            shell.log,
+            "control: denied '{}' to uid {uid} pid {pid} (read-only access)",
+            verb(&req)
+        );
+        let mut msg = LineBuf::default();
+        let _ = write!(
+            msg,
+            "permission denied: uid {uid} may only use status, logs, events and version"
+        );
+        error(
+            shell,
+            k,
+            ErrorCode::Denied,
+            core::str::from_utf8(msg.as_bytes()).unwrap_or(""),
+        );
+        return;
+    }
+    match req {
+        Request::Status { name: "", .. } => {
+            set_phase(shell, k, Phase::Writing(Job::StatusAll { next: 0 }))
+        }
+        Request::Status { name, .. } => match find(shell, name) {
+            Some(i) => status_one(sup, shell, k, i, now),
+            None => {
+                let mut names = heapless::Vec::<usize, 1>::new();
+                resolve(shell, k, &[name], &mut names);
+            }
+        },
+        Request::Start { names } | Request::Stop { names } | Request::Restart { names }
+            if sup.shutting_down() =>
+        {
+            let _ = names;
+            error(shell, k, ErrorCode::Failed, "coffeyd is shutting down");
+        }
+        Request::Start { ref names }
+        | Request::Stop { ref names }
+        | Request::Restart { ref names } => {
+            let mut idx = heapless::Vec::<usize, { proto::MAX_NAMES }>::new();
+            if !resolve(shell, k, names, &mut idx) {
+                return;
+            }
+            let v = verb(&req);
+            for &i in &idx {
+                match req {
+                    Request::Start { .. } => sup.start(i, now, shell),
+                    Request::Stop { .. } => sup.stop(i, now, shell),
+                    _ => sup.restart(i, now, shell),
+                };
+            }
+            log!(shell.log, "control: {v} requested by uid {uid} pid {pid}");
+            let mut msg = LineBuf::default();
+            let _ = write!(msg, "{v}:");
+            for n in names {
+                let _ = write!(msg, " {n}");
+            }
+            reply(
+                shell,
+                k,
+                &Reply::Ok {
+                    message: core::str::from_utf8(msg.as_bytes()).unwrap_or(""),
+                },
+            );
+        }
+        Request::Signal { name, signal } => {
+            let mut idx = heapless::Vec::<usize, 1>::new();
+            if !resolve(shell, k, &[name], &mut idx) {
+                return;
+            }
+            let target = idx
+                .first()
+                .and_then(|&i| sup.services().get(i))
+                .and_then(|s| s.state.pid());
+            match target {
+                _ if !(1..=64).contains(&signal) => {
+                    error(shell, k, ErrorCode::BadRequest, "invalid signal number")
+                }
+                None => error(shell, k, ErrorCode::Failed, "service has no process"),
+                Some(p) => {
+                    // SAFETY: plain syscall.
+                    let r = unsafe { libc::kill(p, signal) };
+                    if r == 0 {
+                        log!(
+                            shell.log,
+                            "control: {} sent to {name} (pid {p}) by uid {uid}",
+                            signal_name(signal)
+                        );
+                        reply(
+                            shell,
+                            k,
+                            &Reply::Ok {
+                                message: "signal sent",
+                            },
+                        );
+                    } else {
+                        error(
+                            shell,
+                            k,
+                            ErrorCode::Failed,
+                            errno_desc(nix::errno::Errno::last_raw()),
+                        );
+                    }
+                }
+            }
+        }
+        Request::Logs {
+            name,
+            lines,
+            follow,
+        } => {
+            let mut idx = heapless::Vec::<usize, 1>::new();
+            if !resolve(shell, k, &[name], &mut idx) {
+                return;
+            }
+            let i = idx.first().copied().unwrap_or(0);
+            let ring = shell
+                .slots
+                .get(i)
+                .map(|s| (s.ring.first_seq(), s.ring.pushed));
+            let (first, pushed) = ring.unwrap_or((0, 0));
+            let from = pushed.saturating_sub(u64::from(lines)).max(first);
+            set_phase(
+                shell,
+                k,
+                Phase::Writing(Job::LogsTail {
+                    svc: i as u16,
+                    next_seq: from,
+                    follow,
+                }),
+            );
+        }
+        Request::Events => {
+            reply(
+                shell,
+                k,
+                &Reply::Ok {
+                    message: "subscribed",
+                },
+            );
+            set_phase(shell, k, Phase::Streaming(Stream::Events));
+        }
+        Request::Reload { .. } => {
+            error(
+                shell,
+                k,
+                ErrorCode::Failed,
+                "reload is not available in this build yet",
+            );
+        }
+        Request::Shutdown => {
+            log!(
+                shell.log,
+                "control: shutdown requested by uid {uid} pid {pid} (timeout {})",
+                Dur(shutdown_timeout)
+            );
+            reply(
+                shell,
+                k,
+                &Reply::Ok {
+                    message: "shutting down",
+                },
+            );
+            sup.shutdown(now, shutdown_timeout, shell);
+        }
+        Request::Version => reply(
+            shell,
+            k,
+            &Reply::Version {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: option_env!("COFFEY_COMMIT").unwrap_or("unknown"),
+                target: option_env!("COFFEY_TARGET").unwrap_or("unknown"),
+                profile: option_env!("COFFEY_PROFILE").unwrap_or("unknown"),
+            },
+        ),
+    }
+}
+
+fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: Instant) {
+    let Some(s) = sup.services().get(i) else {
+        return;
+    };
+    let mut text = LineBuf::default();
+    reason(s, shell, now, &mut text);
+    let Shell { slots, ctl, .. } = shell;
+    let (Some(slot), Some(c)) = (slots.get(i), ctl.clients.get_mut(k)) else {
+        return;
+    };
+    let mut ok = c.conn.queue(&row(s, slot, now, &text)).is_ok();
+    let mut detail = |key: &str, f: &mut dyn FnMut(&mut LineBuf)| {
+        text.clear();
+        f(&mut text);
+        let value = core::str::from_utf8(text.as_bytes()).unwrap_or("");
+        ok &= c.conn.queue(&Reply::Detail { key, value }).is_ok();
+    };
+    let p = s.policy;
+    if let Some(prep) = slot.prep.as_ref() {
+        detail("binary", &mut |t| {
+            let _ = write!(t, "{}", prep.path.to_str().unwrap_or("?"));
+        });
+        detail("args", &mut |t| {
+            for (n, a) in prep.args().enumerate() {
+                let _ = write!(
+                    t,
+                    "{}{}",
+                    if n > 0 { " " } else { "" },
+                    a.to_str().unwrap_or("?")
+                );
+            }
+        });
+    }
+    detail("type", &mut |t| {
+        let _ = t.write_str(if p.kind == Kind::Oneshot {
+            "oneshot"
+        } else {
+            "service"
+        });
+    });
+    detail("restart", &mut |t| {
+        let _ = t.write_str(match p.restart {
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::Never => "never",
+        });
+    });
+    detail("backoff", &mut |t| {
+        let _ = write!(
+            t,
+            "initial {}, max {}, multiplier {}.{:03}, reset after {}, next delay {}",
+            Dur(p.backoff_initial),
+            Dur(p.backoff_max),
+            p.backoff_mult_milli / 1000,
+            p.backoff_mult_milli % 1000,
+            Dur(p.reset_after),
+            Dur(s.next_delay)
+        );
+    });
+    detail("max_restarts", &mut |t| {
+        let _ = write!(
+            t,
+            "{} (consecutive failures now {})",
+            p.max_restarts, s.failures
+        );
+    });
+    detail("stop", &mut |t| {
+        let _ = write!(
+            t,
+            "{}, then SIGKILL after {}",
+            signal_name(p.stop_signal),
+            Dur(p.stop_timeout)
+        );
+    });
+    if !s.deps.is_empty() {
+        detail("depends_on", &mut |t| {
+            for (n, d) in s.deps.iter().enumerate() {
+                let dn = slots
+                    .get(usize::from(d.idx))
+                    .map_or("?", |s| s.name.as_str());
+                let _ = write!(
+                    t,
+                    "{}{dn} ({:?})",
+                    if n > 0 { ", " } else { "" },
+                    d.condition
+                );
+            }
+        });
+    }
+    detail("state", &mut |t| {
+        let _ = write!(
+            t,
+            "{} since {}",
+            s.state.name(),
+            Stamp(wall_of(s.since, now))
+        );
+    });
+    if let Some(pid) = s.state.pid() {
+        detail("pgid", &mut |t| {
+            let _ = write!(t, "{pid}");
+        });
+    }
+    if let Some(st) = s.last_exit {
+        detail("last_exit", &mut |t| {
+            let _ = write!(t, "{st}");
+        });
+    }
+    detail("log", &mut |t| {
+        let r = &slot.ring;
+        let _ = write!(
+            t,
+            "{} lines in a {} byte ring, {} evicted, {} cut",
+            r.len(),
+            r.capacity(),
+            r.evicted,
+            r.cut
+        );
+        if let Some(f) = slot.file.as_ref() {
+            let _ = write!(t, "; file {}", f.path_str());
+        }
+    });
+    for (at, e) in s.recent_events() {
+        let mut et = LineBuf::default();
+        // `event_text` needs the shell; names of dependencies are rare in
+        // recent events, so render them from the slot table directly.
+        let kind = match *e {
+            Event::Waiting { .. } => "waiting",
+            Event::Spawned { .. } => "spawned",
+            Event::SpawnFailed { .. } => "exec-failed",
+            Event::Exited { .. } => "exited",
+            Event::Backoff { .. } => "backoff",
+            Event::GaveUp { .. } | Event::Failed => "failed",
+            Event::Stopping { .. } | Event::Killed { .. } => "stopping",
+            Event::Stopped => "stopped",
+            Event::Completed => "completed",
+            Event::Unexpected { .. } => "unexpected",
+        };
+        let _ = write!(et, "{} {kind}", Stamp(wall_of(*at, now)));
+        match *e {
+            Event::Spawned { pid } => {
+                let _ = write!(et, " pid {pid}");
+            }
+            Event::Exited { status, uptime, .. } => {
+                let _ = write!(et, " {status} after {}", Dur(uptime));
+            }
+            Event::Backoff { delay, .. } => {
+                let _ = write!(et, " {}", Dur(delay));
+            }
+            Event::SpawnFailed { err } => {
+                let _ = write!(et, " {}: {}", err.stage.name(), errno_desc(err.errno));
+            }
+            _ => {}
+        }
+        ok &= c
+            .conn
+            .queue(&Reply::Detail {
+                key: "event",
+                value: core::str::from_utf8(et.as_bytes()).unwrap_or(""),
+            })
+            .is_ok();
+    }
+    ok &= c.conn.queue(&Reply::End).is_ok();
+    if !ok {
+        c.conn.phase = Phase::Closing;
+    }
+}
+
+/// Produces frames for a multi-frame reply while there is room.
+fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
+    let Some(Phase::Writing(job)) = shell.ctl.clients.get(k).map(|c| c.conn.phase) else {
+        return;
+    };
+    match job {
+        Job::StatusAll { mut next } => {
+            let mut text = LineBuf::default();
+            while usize::from(next) < sup.len() {
+                let Some(s) = sup.services().get(usize::from(next)) else {
+                    break;
+                };
+                reason(s, shell, now, &mut text);
+                let Shell { slots, ctl, .. } = &mut *shell;
+                let (Some(slot), Some(c)) = (slots.get(usize::from(next)), ctl.clients.get_mut(k))
+                else {
+                    return;
+                };
+                if c.conn.queue(&row(s, slot, now, &text)).is_err() {
+                    c.conn.phase = Phase::Writing(Job::StatusAll { next });
+                    return;
+                }
+                next += 1;
+            }
+            if let Some(c) = shell.ctl.clients.get_mut(k) {
+                c.conn.phase = if c.conn.queue(&Reply::End).is_ok() {
+                    Phase::Reading
+                } else {
+                    Phase::Writing(Job::StatusAll { next })
+                };
+            }
+        }
+        Job::LogsTail {
+            svc,
+            next_seq,
+            follow,
+        } => {
+            let Shell { slots, ctl, .. } = &mut *shell;
+            let (Some(slot), Some(c)) = (slots.get(usize::from(svc)), ctl.clients.get_mut(k))
+            else {
+                return;
+            };
+            let mut next = next_seq.max(slot.ring.first_seq());
+            let mut full = false;
+            let mut line = [0u8; LINE_MAX];
+            slot.ring.try_for_each_from(next, |seq, l| {
+                let (a, b) = l.data;
+                let n = (a.len() + b.len()).min(LINE_MAX);
+                let an = a.len().min(n);
+                if let (Some(d), Some(s)) = (line.get_mut(..an), a.get(..an)) {
+                    d.copy_from_slice(s);
+                }
+                if let (Some(d), Some(s)) = (line.get_mut(an..n), b.get(..n - an)) {
+                    d.copy_from_slice(s);
+                }
+                let rep = Reply::LogLine {
+                    service: &slot.name,
+                    ts_ms: l.ts_ms,
+                    stream: u8::from(l.stream == coffey::logring::Stream::Stderr),
+                    cut: l.cut,
+                    text: line.get(..n).unwrap_or(&[]),
+                };
+                if c.conn.queue(&rep).is_err() {
+                    full = true;
+                    return false;
+                }
+                next = seq + 1;
+                true
+            });
+            c.conn.phase = if full {
+                Phase::Writing(Job::LogsTail {
+                    svc,
+                    next_seq: next,
+                    follow,
+                })
+            } else if follow {
+                Phase::Streaming(Stream::Logs(svc))
+            } else if c.conn.queue(&Reply::End).is_ok() {
+                Phase::Reading
+            } else {
+                Phase::Writing(Job::LogsTail {
+                    svc,
+                    next_seq: next,
+                    follow,
+                })
+            };
+        }
+    }
+}
+
+/// Reads, handles requests, produces and flushes output for client `k`.
+pub fn service_client(
+    sup: &mut Supervisor<'_>,
+    shell: &mut Shell,
+    k: usize,
+    now: Instant,
+    shutdown_timeout: u64,
+) {
+    let mut eof = false;
+    if let Some(c) = shell.ctl.clients.get_mut(k) {
+        if c.fd < 0 {
+            return;
+        }
+        if c.readable {
+            loop {
+                let space = c.conn.read_space();
+                if space.is_empty() {
+                    break;
+                }
+                // SAFETY: valid buffer.
+                let n = unsafe { libc::recv(c.fd, space.as_mut_ptr().cast(), space.len(), 0) };
+                if n < 0 {
+                    let e = nix::errno::Errno::last_raw();
+                    if e == libc::EINTR {
+                        continue;
+                    }
+                    if e != libc::EAGAIN {
+                        eof = true;
+                    }
+                    c.readable = false;
+                    break;
+                }
+                if n == 0 {
+                    eof = true;
+                    c.readable = false;
+                    break;
+                }
+                c.conn.did_read(usize::try_from(n).unwrap_or(0), now);
+            }
+        }
+    }
+    // Requests, one at a time.
+    loop {
+        let mut frame = [0u8; IN_BUF];
+        let got = match shell.ctl.clients.get_mut(k) {
+            Some(c) => c.conn.take_frame(&mut frame),
+            None => return,
+        };
+        match got {
+            Ok(None) => break,
+            Ok(Some(n)) => match proto::decode_request(frame.get(..n).unwrap_or(&[])) {
+                Ok((req, _)) => handle(sup, shell, k, req, now, shutdown_timeout),
+                Err(_) => {
+                    error(shell, k, ErrorCode::BadRequest, "malformed request");
+                    set_phase(shell, k, Phase::Closing);
+                }
+            },
+            Err(e) => {
+                let (code, msg) = match e {
+                    DecodeError::Version(_) => (
+                        ErrorCode::Version,
+                        "unsupported protocol version (this daemon speaks 1)",
+                    ),
+                    DecodeError::TooLarge(_) => (ErrorCode::TooLarge, "request too large"),
+                    _ => (ErrorCode::BadRequest, "malformed request"),
+                };
+                if let Some(c) = shell.ctl.clients.get(k) {
+                    let (uid, pid) = (c.uid, c.pid);
+                    log!(
+                        shell.log,
+                        "control: {msg} from uid {uid} pid {pid}; closing"
+                    );
+                }
+                error(shell, k, code, msg);
+                set_phase(shell, k, Phase::Closing);
+                break;
+            }
+        }
+        pump(sup, shell, k, now);
+    }
+    pump(sup, shell, k, now);
+    if let Some(c) = shell.ctl.clients.get_mut(k) {
+        if c.fd < 0 {
+            return;
+        }
+        let alive = flush(c);
+        // Output drained: a long reply may continue.
+        if alive && matches!(c.conn.phase, Phase::Writing(_)) && c.conn.output().is_empty() {
+            pump(sup, shell, k, now);
+            if let Some(c) = shell.ctl.clients.get_mut(k) {
+                if !flush(c) {
+                    close_client(c);
+                }
+            }
+            return;
+        }
+        if !alive || c.conn.finished() || (eof && c.conn.output().is_empty()) {
+            close_client(c);
+        }
+    }
+}
+
+/// Closes connections idle past their deadline.
+pub fn expire(shell: &mut Shell, now: Instant) {
+    for c in shell.ctl.clients.iter_mut() {
+        if c.fd >= 0 && c.conn.poll_at() <= now {
+            close_client(c);
+        }
+    }
+}
+
+/// Whether client `k` has work that needs another turn without waiting
+/// for readiness (a long reply whose buffer drained).
+pub fn has_pending(shell: &Shell, k: usize) -> bool {
+    shell.ctl.clients.get(k).is_some_and(|c| {
+        c.fd >= 0 && matches!(c.conn.phase, Phase::Writing(_)) && c.conn.output().is_empty()
+    })
+}
