@@ -25,6 +25,15 @@ pub const TEMP_RETRY_MS: u64 = 1000;
 pub const CONN_OUT_BUF: usize = 16 * 1024;
 /// A control connection with no request in progress is closed after this.
 pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+/// Per-service buffer for the binary path, working dir, argv and the
+/// service's own env entries (the inherited environment is shared).
+pub const EXEC_ARENA: usize = 8 * 1024;
+/// Most arguments per service.
+pub const MAX_ARGS: usize = 128;
+/// Most `env` entries per service.
+pub const MAX_ENV_EXTRA: usize = 64;
+/// Most supplementary groups per service.
+pub const MAX_GROUPS: usize = 64;
 /// Longest daemon log line, bytes (longer lines are cut).
 pub const LOG_LINE_MAX: usize = 1280;
 /// Longest path the daemon builds at run time (log rotation names).

@@ -74,6 +74,16 @@ impl<'a> Supervisor<'a> {
         self.propagate(now, sys);
     }
 
+    /// Reload: the number of slots in use (never beyond the table).
+    pub fn set_used(&mut self, used: usize) {
+        self.used = used.min(self.svcs.len());
+    }
+
+    /// Reload: direct access to a slot's machine (policy, deps).
+    pub fn service_mut(&mut self, idx: usize) -> Option<&mut Service> {
+        self.svcs.get_mut(idx)
+    }
+
     /// Services in use.
     pub fn len(&self) -> usize {
         self.used

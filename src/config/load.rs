@@ -1272,7 +1272,7 @@ fn build_check(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Chec
                     vec!["/bin/sh".to_owned(), "-c".to_owned(), s.clone()]
                 }
             };
-            if command.first().map_or(true, |c| c.is_empty()) {
+            if command.first().is_none_or(|c| c.is_empty()) {
                 let path = if raw.command.is_some() {
                     at("command")
                 } else {

@@ -370,6 +370,26 @@ pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, 
     }
 }
 
+/// Tells `events` subscribers that a reload was applied.
+pub fn broadcast_reloaded(shell: &mut Shell) {
+    let rep = Reply::Event {
+        ts_ms: clock::wall_ms(),
+        service: "",
+        kind: event::RELOADED,
+        state: WireState::Running,
+        pid: 0,
+        detail: "config reloaded",
+    };
+    for c in shell.ctl.clients.iter_mut() {
+        if c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events) {
+            c.conn.queue_stream(&rep);
+            if !flush(c) {
+                close_client(c);
+            }
+        }
+    }
+}
+
 /// Sends one output line to `logs -f` followers of slot `idx`.
 pub fn broadcast_line(
     ctl: &mut Control,
@@ -398,7 +418,7 @@ pub fn broadcast_line(
 }
 
 /// A reply to client `k` (queued; sent by the next flush).
-fn reply(shell: &mut Shell, k: usize, rep: &Reply<'_>) {
+pub fn reply(shell: &mut Shell, k: usize, rep: &Reply<'_>) {
     if let Some(c) = shell.ctl.clients.get_mut(k) {
         if c.conn.queue(rep).is_err() {
             c.conn.phase = Phase::Closing;
@@ -598,13 +618,13 @@ fn handle(
             );
             set_phase(shell, k, Phase::Streaming(Stream::Events));
         }
-        Request::Reload { .. } => {
-            error(
-                shell,
-                k,
-                ErrorCode::Failed,
-                "reload is not available in this build yet",
+        Request::Reload { dry_run } => {
+            log!(
+                shell.log,
+                "control: reload{} requested by uid {uid} pid {pid}",
+                if dry_run { " --dry-run" } else { "" }
             );
+            super::reload::reload(sup, shell, Some(k), dry_run, now);
         }
         Request::Shutdown => {
             log!(
@@ -652,9 +672,10 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
         ok &= c.conn.queue(&Reply::Detail { key, value }).is_ok();
     };
     let p = s.policy;
-    if let Some(prep) = slot.prep.as_ref() {
+    if slot.prep.filled {
+        let prep = &slot.prep;
         detail("binary", &mut |t| {
-            let _ = write!(t, "{}", prep.path.to_str().unwrap_or("?"));
+            let _ = write!(t, "{}", prep.path().to_str().unwrap_or("?"));
         });
         detail("args", &mut |t| {
             for (n, a) in prep.args().enumerate() {
@@ -813,6 +834,14 @@ fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
                 let Some(s) = sup.services().get(usize::from(next)) else {
                     break;
                 };
+                if shell
+                    .slots
+                    .get(usize::from(next))
+                    .is_some_and(|s| s.retired)
+                {
+                    next += 1;
+                    continue;
+                }
                 reason(s, shell, now, &mut text);
                 let Shell { slots, ctl, .. } = &mut *shell;
                 let (Some(slot), Some(c)) = (slots.get(usize::from(next)), ctl.clients.get_mut(k))

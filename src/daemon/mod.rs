@@ -8,9 +8,11 @@
 
 mod alloc;
 mod clock;
+mod compiled;
 mod control;
 mod log;
 mod logfile;
+mod reload;
 pub mod setup;
 mod spawn;
 
@@ -39,9 +41,10 @@ pub(crate) const CLIENT_BASE: usize = (1 << 20) + 1;
 
 /// Shell-side state of one service slot.
 pub struct Slot {
-    pub name: String,
-    /// None for spare slots (filled by reload).
-    pub prep: Option<spawn::Prepared>,
+    /// Empty for spare or retired slots.
+    pub name: heapless::String<32>,
+    /// Exec buffers; `filled` is false for spare slots.
+    pub prep: spawn::Prepared,
     pub out_r: RawFd,
     pub err_r: RawFd,
     /// Write ends, held open by the daemon so the pipes (and any output
@@ -56,6 +59,9 @@ pub struct Slot {
     pub console: bool,
     /// Pipe may have more data (edge-triggered readiness not yet drained).
     pub ready: [bool; 2],
+    /// Removed by a reload: hidden from status, free once its process is
+    /// gone. The name stays for the log lines of its last stop.
+    pub retired: bool,
 }
 
 pub struct Shell {
@@ -66,6 +72,12 @@ pub struct Shell {
     pub readbuf: Box<[u8; READ_CHUNK]>,
     pub scratch: Box<log::LineBuf>,
     pub ctl: control::Control,
+    pub base_env: spawn::BaseEnv,
+    /// Service log file rotation settings.
+    pub file_max: u64,
+    pub file_keep: u32,
+    pub shutdown_timeout: u64,
+    pub reloader: reload::Reloader,
 }
 
 fn errno_desc(e: i32) -> &'static str {
@@ -74,7 +86,7 @@ fn errno_desc(e: i32) -> &'static str {
 
 impl Sys for Shell {
     fn spawn(&mut self, idx: usize) -> Result<i32, SpawnError> {
-        match self.slots.get(idx).and_then(|s| s.prep.as_ref()) {
+        match self.slots.get(idx).map(|s| &s.prep).filter(|p| p.filled) {
             Some(p) => spawn::spawn(p, self.devnull),
             None => Err(SpawnError {
                 stage: Stage::Exec,
@@ -403,7 +415,7 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
 
 fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
     for (i, s) in sup.services().iter().enumerate() {
-        let Some(slot) = shell.slots.get(i) else {
+        let Some(slot) = shell.slots.get(i).filter(|s| !s.retired) else {
             continue;
         };
         let (name, lines, evicted, cut) = (
@@ -466,6 +478,25 @@ pub(crate) fn release_paths(cfg: &Config) {
     if let Some(p) = &cfg.pid_file {
         let _ = std::fs::remove_file(p);
     }
+}
+
+/// `coffeyd __compile -c FILE`: the reload child. Writes the compiled
+/// config (or the validator's messages) to stdout; exit 0 either way.
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+pub fn compile_child(path: &std::path::Path) -> i32 {
+    use std::io::Write;
+    let out = match crate::config::load(path) {
+        Ok((cfg, _warnings)) => compiled::encode(&cfg),
+        Err(diags) => {
+            let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+            compiled::encode_error(&text.join("\n"))
+        }
+    };
+    let mut o = std::io::stdout().lock();
+    if o.write_all(&out).and_then(|_| o.flush()).is_err() {
+        return 1;
+    }
+    0
 }
 
 /// Runs the daemon until shutdown. Returns the process exit code.
@@ -557,12 +588,17 @@ fn run_inner(cfg: &Config) -> Result<i32, String> {
                                 shell.log,
                                 "{}: shutting down (timeout {})",
                                 s.as_str(),
-                                Dur(cfg.shutdown_timeout)
+                                Dur(shell.shutdown_timeout)
                             );
                         }
-                        sup.shutdown(clock::now(), cfg.shutdown_timeout, &mut shell);
+                        let t = shell.shutdown_timeout;
+                        sup.shutdown(clock::now(), t, &mut shell);
                     }
                     Ok(Signal::SIGUSR1) => dump(&sup, &mut shell, clock::now()),
+                    Ok(Signal::SIGHUP) => {
+                        log!(shell.log, "SIGHUP: reloading {}", cfg.path.display());
+                        reload::reload(&mut sup, &mut shell, None, false, clock::now());
+                    }
                     Ok(s) => log!(shell.log, "ignored {}", s.as_str()),
                     Err(_) => {}
                 }
@@ -584,7 +620,8 @@ fn run_inner(cfg: &Config) -> Result<i32, String> {
         }
         let now = clock::now();
         for k in 0..shell.ctl.clients.len() {
-            control::service_client(&mut sup, &mut shell, k, now, cfg.shutdown_timeout);
+            let t = shell.shutdown_timeout;
+            control::service_client(&mut sup, &mut shell, k, now, t);
             pending |= control::has_pending(&shell, k);
         }
     }

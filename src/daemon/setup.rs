@@ -8,31 +8,23 @@
 
 use super::control::{Client, Control};
 use super::log::{log, Log};
-use super::logfile::LogFile;
-use super::spawn::Prepared;
+use super::reload::Reloader;
+use super::spawn::{BaseEnv, Prepared};
 use super::{release_paths, Shell, Slot, LISTEN_TOKEN, SIGNAL_TOKEN};
-use crate::config::{Condition as CCond, Config, Kind as CKind, Restart as CRestart, ServiceSpec};
+use crate::config::Config;
 use coffey::control::conn::Conn;
 use coffey::limits::CONN_OUT_BUF;
 use coffey::limits::{fd_budget, READ_CHUNK};
 use coffey::logring::{LineBuf, LogRing};
-use coffey::service::{Condition, Dep, Kind, Policy, Restart, Service};
+use coffey::service::{Policy, Service};
 use coffey::time::Instant;
 use mio::unix::SourceFd;
 use mio::{Interest, Poll, Token};
 use nix::libc;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use std::ffi::{CString, OsString};
 use std::os::fd::AsRawFd;
 use std::os::fd::RawFd;
-use std::os::unix::ffi::OsStrExt;
-
-fn cstr(b: &[u8]) -> CString {
-    // Interior NULs cannot come from YAML strings or paths; if they do, cut.
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    CString::new(b.get(..end).unwrap_or(&[])).unwrap_or_default()
-}
 
 /// A pipe whose read end is non-blocking; both ends close-on-exec.
 fn pipe() -> Result<(RawFd, RawFd), String> {
@@ -49,55 +41,6 @@ fn pipe() -> Result<(RawFd, RawFd), String> {
         libc::fcntl(r, libc::F_SETFL, fl | libc::O_NONBLOCK);
     }
     Ok((r, w))
-}
-
-pub fn policy(s: &ServiceSpec) -> Policy {
-    let mult = (s.backoff.multiplier * 1000.0).round();
-    let mult = if mult.is_finite() && mult >= 1000.0 {
-        mult.min(1e6) as u32
-    } else {
-        1000
-    };
-    Policy {
-        kind: match s.kind {
-            CKind::Service => Kind::Service,
-            CKind::Oneshot => Kind::Oneshot,
-        },
-        restart: match s.restart {
-            CRestart::Always => Restart::Always,
-            CRestart::OnFailure => Restart::OnFailure,
-            CRestart::Never => Restart::Never,
-        },
-        backoff_initial: s.backoff.initial,
-        backoff_max: s.backoff.max.max(s.backoff.initial),
-        backoff_mult_milli: mult,
-        reset_after: s.backoff.reset_after,
-        max_restarts: s.max_restarts,
-        stop_signal: s.stop_signal,
-        stop_timeout: s.stop_timeout,
-    }
-}
-
-fn base_env() -> Vec<OsString> {
-    std::env::vars_os()
-        .map(|(k, v)| {
-            let mut e = k;
-            e.push("=");
-            e.push(v);
-            e
-        })
-        .collect()
-}
-
-fn envp(base: &[OsString], extra: &[String]) -> Vec<CString> {
-    let key = |e: &[u8]| -> Vec<u8> { e.split(|&c| c == b'=').next().unwrap_or(&[]).to_vec() };
-    let mut out: Vec<Vec<u8>> = base.iter().map(|e| e.as_bytes().to_vec()).collect();
-    for e in extra {
-        let k = key(e.as_bytes());
-        out.retain(|x| key(x) != k);
-        out.push(e.as_bytes().to_vec());
-    }
-    out.iter().map(|e| cstr(e)).collect()
 }
 
 /// Raises RLIMIT_NOFILE's soft limit to what the tables need, if allowed.
@@ -193,141 +136,68 @@ pub fn build(cfg: &Config, listen_fd: RawFd) -> Result<(Shell, Vec<Service>), St
         }
     }
 
-    let base = base_env();
+    let base = BaseEnv::capture();
     let mut shells = Vec::with_capacity(slots);
     let mut core = Vec::with_capacity(slots);
     for i in 0..slots {
-        let spec = cfg.services.get(i);
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
-        let buffer = spec.map_or(cfg.service_logs.buffer, |s| s.log.buffer) as usize;
+        let buffer = cfg
+            .services
+            .get(i)
+            .map_or(cfg.service_logs.buffer, |s| s.log.buffer) as usize;
         let ring: &'static mut [u8] = Box::leak(vec![0u8; buffer].into_boxed_slice());
-        let prep = spec.map(|s| {
-            let path = cstr(s.binary.as_os_str().as_bytes());
-            let mut argv = vec![path.clone()];
-            argv.extend(s.args.iter().map(|a| cstr(a.as_bytes())));
-            let cwd = s
-                .working_dir
-                .as_ref()
-                .map_or_else(|| cstr(b"/"), |d| cstr(d.as_os_str().as_bytes()));
-            let uid = s.user.as_ref().map(|u| u.1);
-            let gid = s
-                .group
-                .as_ref()
-                .map(|g| g.1)
-                .or(s.user.as_ref().map(|u| u.2));
-            let mut groups = s.supplementary_gids.clone();
-            if let Some(g) = gid {
-                if !groups.contains(&g) {
-                    groups.insert(0, g);
-                }
-            }
-            // SAFETY: geteuid never fails.
-            let root = unsafe { libc::geteuid() } == 0;
-            let set_groups = s.user.is_some() || (s.group.is_some() && root);
-            Prepared::new(
-                path,
-                argv,
-                envp(&base, &s.env),
-                cwd,
-                uid,
-                gid,
-                groups,
-                set_groups,
-                s.umask,
-                out_w,
-                err_w,
-            )
-        });
-        let file = spec.and_then(|s| s.log.file.as_ref()).and_then(|p| {
-            let f = LogFile::new(
-                p.as_os_str().as_bytes(),
-                cfg.service_logs.max_size,
-                cfg.service_logs.keep,
-            );
-            if f.is_none() {
-                log!(
-                    log,
-                    "warning: log path too long, file logging off: {}",
-                    p.display()
-                );
-            }
-            f
-        });
         shells.push(Slot {
-            name: spec.map(|s| s.name.clone()).unwrap_or_default(),
-            prep,
+            name: heapless::String::new(),
+            prep: Prepared::new(&base, out_w, err_w),
             out_r,
             err_r,
             out_w,
             err_w,
             ring: LogRing::new(ring),
             lines: Box::new([LineBuf::default(), LineBuf::default()]),
-            file,
-            console: spec.is_some_and(|s| s.log.console),
+            file: None,
+            console: false,
             ready: [false; 2],
+            retired: false,
         });
-        let mut svc = Service::new(i as u16, spec.map(policy).unwrap_or_default());
-        if let Some(s) = spec {
-            for d in &s.depends_on {
-                let Some(idx) = cfg.services.iter().position(|x| x.name == d.name) else {
-                    return Err(format!(
-                        "service '{}': unknown dependency '{}'",
-                        s.name, d.name
-                    ));
-                };
-                let condition = match d.condition {
-                    CCond::Started => Condition::Started,
-                    CCond::Healthy => Condition::Healthy,
-                    CCond::Completed => Condition::Completed,
-                };
-                if svc
-                    .deps
-                    .push(Dep {
-                        idx: idx as u16,
-                        condition,
-                    })
-                    .is_err()
-                {
-                    return Err(format!(
-                        "service '{}': more than {} dependencies",
-                        s.name,
-                        coffey::limits::MAX_DEPS
-                    ));
-                }
-            }
-        }
-        core.push(svc);
+        core.push(Service::new(i as u16, Policy::default()));
     }
-    Ok((
-        Shell {
-            log,
-            devnull,
-            slots: shells,
-            used: cfg.services.len(),
-            readbuf: Box::new([0u8; READ_CHUNK]),
-            scratch: Box::default(),
-            ctl: Control {
-                listen_fd,
-                clients: (0..cfg.limits.clients.max(1))
-                    .map(|_| Client {
-                        fd: -1,
-                        conn: Conn::new(
-                            Box::leak(vec![0u8; CONN_OUT_BUF].into_boxed_slice()),
-                            Instant::ZERO,
-                        ),
-                        uid: 0,
-                        pid: 0,
-                        readonly: true,
-                        readable: false,
-                    })
-                    .collect(),
-                // SAFETY: geteuid never fails.
-                owner_uid: unsafe { libc::geteuid() },
-            },
+    let compiled = super::compiled::encode(cfg);
+    let reloader = Reloader::new(cfg, &compiled, slots)?;
+    let mut shell = Shell {
+        log,
+        devnull,
+        slots: shells,
+        used: 0,
+        readbuf: Box::new([0u8; READ_CHUNK]),
+        scratch: Box::default(),
+        base_env: base,
+        file_max: cfg.service_logs.max_size,
+        file_keep: cfg.service_logs.keep,
+        shutdown_timeout: cfg.shutdown_timeout,
+        reloader,
+        ctl: Control {
+            listen_fd,
+            clients: (0..cfg.limits.clients.max(1))
+                .map(|_| Client {
+                    fd: -1,
+                    conn: Conn::new(
+                        Box::leak(vec![0u8; CONN_OUT_BUF].into_boxed_slice()),
+                        Instant::ZERO,
+                    ),
+                    uid: 0,
+                    pid: 0,
+                    readonly: true,
+                    readable: false,
+                })
+                .collect(),
+            // SAFETY: geteuid never fails.
+            owner_uid: unsafe { libc::geteuid() },
         },
-        core,
-    ))
+    };
+    super::reload::install_initial(&mut shell, &mut core).map_err(|e| e.to_string())?;
+    Ok((shell, core))
 }
 
 /// What the daemon will preallocate for `cfg`: printed by `validate`.

@@ -10,73 +10,216 @@
 //!
 //! `std::process::Command` is not used: it allocates.
 
+use super::compiled::CService;
+use coffey::limits::{EXEC_ARENA, MAX_ARGS, MAX_ENV_EXTRA, MAX_GROUPS};
 use coffey::sys::{SpawnError, Stage};
 use nix::libc;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 
-/// Everything the child needs, built at startup.
+/// The daemon's own environment, captured once at startup: services get
+/// it plus their `env` entries (which override same-named keys).
+pub struct BaseEnv {
+    strs: Vec<CString>,
+}
+
+impl BaseEnv {
+    /// Startup only.
+    #[allow(clippy::disallowed_methods)]
+    pub fn capture() -> BaseEnv {
+        use std::os::unix::ffi::OsStrExt;
+        let strs = std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut e = k.as_bytes().to_vec();
+                e.push(b'=');
+                e.extend_from_slice(v.as_bytes());
+                CString::new(e).ok()
+            })
+            .collect();
+        BaseEnv { strs }
+    }
+    pub fn len(&self) -> usize {
+        self.strs.len()
+    }
+}
+
+fn key(e: &[u8]) -> &[u8] {
+    e.split(|&c| c == b'=').next().unwrap_or(e)
+}
+
+/// Why a service does not fit its slot's fixed exec buffers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FillError {
+    Arena,
+    Args,
+    Env,
+    Groups,
+}
+
+impl FillError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FillError::Arena => {
+                "argv, env and paths exceed the per-service exec buffer (EXEC_ARENA)"
+            }
+            FillError::Args => "too many arguments (MAX_ARGS)",
+            FillError::Env => "too many env entries (MAX_ENV_EXTRA)",
+            FillError::Groups => "too many supplementary groups (MAX_GROUPS)",
+        }
+    }
+}
+
+/// Everything the child needs, in fixed buffers allocated once per slot at
+/// startup and refilled (never reallocated) by reload.
 pub struct Prepared {
-    pub path: CString,
-    /// Keeps the strings alive for `argv_ptrs`.
-    _argv: Vec<CString>,
-    argv_ptrs: Vec<*const libc::c_char>,
-    _envp: Vec<CString>,
-    envp_ptrs: Vec<*const libc::c_char>,
-    pub cwd: CString,
+    arena: Box<[u8]>,
+    argv: Box<[*const libc::c_char]>,
+    envp: Box<[*const libc::c_char]>,
+    path_off: usize,
+    cwd_off: usize,
     pub uid: Option<libc::uid_t>,
     pub gid: Option<libc::gid_t>,
-    /// Supplementary groups; set only when `set_groups`.
-    pub groups: Vec<libc::gid_t>,
+    groups: [libc::gid_t; MAX_GROUPS],
+    ngroups: usize,
     pub set_groups: bool,
     pub umask: Option<libc::mode_t>,
     /// Write ends of the service's stdout and stderr pipes.
     pub out_w: RawFd,
     pub err_w: RawFd,
+    /// Holds a service (spare slots are empty until reload fills them).
+    pub filled: bool,
 }
 
 impl Prepared {
-    /// Startup only: builds the pointer arrays.
-    #[allow(clippy::too_many_arguments, clippy::disallowed_methods)]
-    pub fn new(
-        path: CString,
-        argv: Vec<CString>,
-        envp: Vec<CString>,
-        cwd: CString,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        groups: Vec<u32>,
-        set_groups: bool,
-        umask: Option<u32>,
-        out_w: RawFd,
-        err_w: RawFd,
-    ) -> Prepared {
-        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
-        argv_ptrs.push(core::ptr::null());
-        let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
-        envp_ptrs.push(core::ptr::null());
+    /// Startup only: allocates the fixed buffers.
+    #[allow(clippy::disallowed_macros)]
+    pub fn new(base: &BaseEnv, out_w: RawFd, err_w: RawFd) -> Prepared {
         Prepared {
-            path,
-            _argv: argv,
-            argv_ptrs,
-            _envp: envp,
-            envp_ptrs,
-            cwd,
-            uid,
-            gid,
-            groups,
-            set_groups,
-            umask,
+            arena: vec![0u8; EXEC_ARENA].into_boxed_slice(),
+            argv: vec![core::ptr::null(); MAX_ARGS + 2].into_boxed_slice(),
+            envp: vec![core::ptr::null(); base.len() + MAX_ENV_EXTRA + 1].into_boxed_slice(),
+            path_off: 0,
+            cwd_off: 0,
+            uid: None,
+            gid: None,
+            groups: [0; MAX_GROUPS],
+            ngroups: 0,
+            set_groups: false,
+            umask: None,
             out_w,
             err_w,
+            filled: false,
         }
     }
-}
 
-impl Prepared {
+    /// Whether `c` fits the fixed buffers (checked before reload changes
+    /// anything).
+    pub fn fits(c: &CService<'_>) -> Result<(), FillError> {
+        let strs = c.binary.len() + 1 + c.cwd.len() + 1;
+        let args: usize = c.args.clone().map(|a| a.len() + 1).sum();
+        let env: usize = c.env.clone().map(|e| e.len() + 1).sum();
+        if strs + args + env > EXEC_ARENA {
+            return Err(FillError::Arena);
+        }
+        if c.args.count_left() > MAX_ARGS {
+            return Err(FillError::Args);
+        }
+        if c.env.count_left() > MAX_ENV_EXTRA {
+            return Err(FillError::Env);
+        }
+        if c.groups.len() / 4 > MAX_GROUPS {
+            return Err(FillError::Groups);
+        }
+        Ok(())
+    }
+
+    /// Rewrites the buffers for service `c`. No allocation.
+    pub fn fill(&mut self, c: &CService<'_>, base: &BaseEnv) -> Result<(), FillError> {
+        Self::fits(c)?;
+        let mut at = 0usize;
+        let mut put = |arena: &mut [u8], b: &[u8]| -> Result<usize, FillError> {
+            let start = at;
+            let end = start + b.len();
+            arena
+                .get_mut(start..end)
+                .ok_or(FillError::Arena)?
+                .copy_from_slice(b);
+            *arena.get_mut(end).ok_or(FillError::Arena)? = 0;
+            at = end + 1;
+            Ok(start)
+        };
+        self.path_off = put(&mut self.arena, c.binary)?;
+        self.cwd_off = put(&mut self.arena, c.cwd)?;
+        let mut arg_offs = [0usize; MAX_ARGS];
+        let mut nargs = 0;
+        for a in c.args.clone() {
+            *arg_offs.get_mut(nargs).ok_or(FillError::Args)? = put(&mut self.arena, a)?;
+            nargs += 1;
+        }
+        let mut env_offs = [0usize; MAX_ENV_EXTRA];
+        let mut nenv = 0;
+        for e in c.env.clone() {
+            *env_offs.get_mut(nenv).ok_or(FillError::Env)? = put(&mut self.arena, e)?;
+            nenv += 1;
+        }
+        let base_ptr = self.arena.as_ptr();
+        let ptr = |off: usize| -> *const libc::c_char { base_ptr.wrapping_add(off).cast() };
+        // argv: binary, args..., NULL
+        let mut k = 0;
+        for off in core::iter::once(self.path_off).chain(arg_offs.iter().take(nargs).copied()) {
+            *self.argv.get_mut(k).ok_or(FillError::Args)? = ptr(off);
+            k += 1;
+        }
+        *self.argv.get_mut(k).ok_or(FillError::Args)? = core::ptr::null();
+        // envp: base minus overridden keys, then the service's entries.
+        let mut k = 0;
+        for b in &base.strs {
+            let bk = key(b.as_bytes());
+            if c.env.clone().any(|e| key(e) == bk) {
+                continue;
+            }
+            *self.envp.get_mut(k).ok_or(FillError::Env)? = b.as_ptr();
+            k += 1;
+        }
+        for off in env_offs.iter().take(nenv) {
+            *self.envp.get_mut(k).ok_or(FillError::Env)? = ptr(*off);
+            k += 1;
+        }
+        *self.envp.get_mut(k).ok_or(FillError::Env)? = core::ptr::null();
+        self.ngroups = 0;
+        for g in c.gids() {
+            *self.groups.get_mut(self.ngroups).ok_or(FillError::Groups)? = g;
+            self.ngroups += 1;
+        }
+        self.uid = c.uid;
+        self.gid = c.gid;
+        self.set_groups = c.set_groups;
+        self.umask = c.umask;
+        self.filled = true;
+        Ok(())
+    }
+
+    fn cstr_at(&self, off: usize) -> &CStr {
+        self.arena
+            .get(off..)
+            .and_then(|b| CStr::from_bytes_until_nul(b).ok())
+            .unwrap_or(c"")
+    }
+
+    pub fn path(&self) -> &CStr {
+        self.cstr_at(self.path_off)
+    }
+
     /// argv[1..], for status.
-    pub fn args(&self) -> impl Iterator<Item = &std::ffi::CStr> {
-        self._argv.iter().skip(1).map(|c| c.as_c_str())
+    pub fn args(&self) -> impl Iterator<Item = &CStr> {
+        self.argv
+            .iter()
+            .skip(1)
+            .take_while(|p| !p.is_null())
+            .map(|p| {
+                let off = (*p as usize).wrapping_sub(self.arena.as_ptr() as usize);
+                self.cstr_at(off)
+            })
     }
 }
 
@@ -195,7 +338,7 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     if libc::dup2(devnull, 0) < 0 || libc::dup2(p.out_w, 1) < 0 || libc::dup2(p.err_w, 2) < 0 {
         fail(Stage::Stdio);
     }
-    if p.set_groups && libc::setgroups(p.groups.len(), p.groups.as_ptr()) < 0 {
+    if p.set_groups && libc::setgroups(p.ngroups, p.groups.as_ptr()) < 0 {
         fail(Stage::Setgroups);
     }
     if let Some(gid) = p.gid {
@@ -208,12 +351,12 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
             fail(Stage::Setuid);
         }
     }
-    if libc::chdir(p.cwd.as_ptr()) < 0 {
+    if libc::chdir(p.cstr_at(p.cwd_off).as_ptr()) < 0 {
         fail(Stage::Chdir);
     }
     if let Some(m) = p.umask {
         libc::umask(m);
     }
-    libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+    libc::execve(p.path().as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
     fail(Stage::Exec)
 }

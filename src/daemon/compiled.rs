@@ -1,0 +1,452 @@
+//! The compiled config: a compact binary form of the validated services.
+//!
+//! The YAML parser allocates, so the daemon never runs it after startup:
+//! `coffeyd __compile -c FILE` (a short-lived child) loads and validates
+//! the config and writes this encoding to its stdout; the daemon reads it
+//! into a preallocated buffer and decodes it here, borrowing, without
+//! allocating. Startup uses the same path in-process, so both are one code
+//! path.
+//!
+//! Layout: `"CFY1" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
+//! `u64 shutdown_timeout | u16 count | service*`. Strings are `u32 LE len |
+//! bytes`; lists are `u16 LE count | items`.
+
+use crate::config::{Condition as CCond, Config, Kind as CKind, Restart as CRestart, ServiceSpec};
+use coffey::service::{Condition, Kind, Policy, Restart};
+
+const MAGIC: &[u8; 4] = b"CFY1";
+
+/// Encodes a config (allocates: child or startup only).
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+pub fn encode(cfg: &Config) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut o = Vec::new();
+    o.extend_from_slice(MAGIC);
+    o.push(1);
+    o.extend_from_slice(&cfg.shutdown_timeout.to_le_bytes());
+    o.extend_from_slice(&(cfg.services.len() as u16).to_le_bytes());
+    let s = |o: &mut Vec<u8>, b: &[u8]| {
+        o.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        o.extend_from_slice(b);
+    };
+    for sv in &cfg.services {
+        s(&mut o, sv.name.as_bytes());
+        s(&mut o, sv.binary.as_os_str().as_bytes());
+        o.extend_from_slice(&(sv.args.len() as u16).to_le_bytes());
+        for a in &sv.args {
+            s(&mut o, a.as_bytes());
+        }
+        o.extend_from_slice(&(sv.env.len() as u16).to_le_bytes());
+        for e in &sv.env {
+            s(&mut o, e.as_bytes());
+        }
+        s(
+            &mut o,
+            sv.working_dir
+                .as_ref()
+                .map_or(&b"/"[..], |d| d.as_os_str().as_bytes()),
+        );
+        let (uid, gid, groups, set_groups) = creds(sv);
+        o.extend_from_slice(&uid.map_or(-1i64, i64::from).to_le_bytes());
+        o.extend_from_slice(&gid.map_or(-1i64, i64::from).to_le_bytes());
+        o.extend_from_slice(&(groups.len() as u16).to_le_bytes());
+        for g in &groups {
+            o.extend_from_slice(&g.to_le_bytes());
+        }
+        o.push(u8::from(set_groups));
+        o.extend_from_slice(&sv.umask.map_or(-1i64, i64::from).to_le_bytes());
+        let p = policy(sv);
+        o.push(match p.kind {
+            Kind::Service => 0,
+            Kind::Oneshot => 1,
+        });
+        o.push(match p.restart {
+            Restart::Always => 0,
+            Restart::OnFailure => 1,
+            Restart::Never => 2,
+        });
+        for v in [
+            p.backoff_initial,
+            p.backoff_max,
+            p.reset_after,
+            p.stop_timeout,
+        ] {
+            o.extend_from_slice(&v.to_le_bytes());
+        }
+        o.extend_from_slice(&p.backoff_mult_milli.to_le_bytes());
+        o.extend_from_slice(&p.max_restarts.to_le_bytes());
+        o.extend_from_slice(&p.stop_signal.to_le_bytes());
+        o.extend_from_slice(&(sv.depends_on.len() as u16).to_le_bytes());
+        for d in &sv.depends_on {
+            s(&mut o, d.name.as_bytes());
+            o.push(match d.condition {
+                CCond::Started => 0,
+                CCond::Healthy => 1,
+                CCond::Completed => 2,
+            });
+        }
+        o.push(u8::from(sv.log.console));
+        s(
+            &mut o,
+            sv.log
+                .file
+                .as_ref()
+                .map_or(&b""[..], |f| f.as_os_str().as_bytes()),
+        );
+        o.extend_from_slice(&sv.log.buffer.to_le_bytes());
+    }
+    o
+}
+
+/// Encodes a failure: the validator's messages.
+#[allow(clippy::disallowed_methods)]
+pub fn encode_error(text: &str) -> Vec<u8> {
+    let mut o = Vec::new();
+    o.extend_from_slice(MAGIC);
+    o.push(0);
+    o.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    o.extend_from_slice(text.as_bytes());
+    o
+}
+
+/// (uid, gid, supplementary groups with gid first, whether to setgroups).
+#[allow(clippy::disallowed_methods)]
+fn creds(s: &ServiceSpec) -> (Option<u32>, Option<u32>, Vec<u32>, bool) {
+    let uid = s.user.as_ref().map(|u| u.1);
+    let gid = s
+        .group
+        .as_ref()
+        .map(|g| g.1)
+        .or(s.user.as_ref().map(|u| u.2));
+    let mut groups = s.supplementary_gids.clone();
+    if let Some(g) = gid {
+        if !groups.contains(&g) {
+            groups.insert(0, g);
+        }
+    }
+    // SAFETY: geteuid never fails.
+    let root = unsafe { nix::libc::geteuid() } == 0;
+    let set_groups = s.user.is_some() || (s.group.is_some() && root);
+    (uid, gid, groups, set_groups)
+}
+
+pub fn policy(s: &ServiceSpec) -> Policy {
+    let mult = (s.backoff.multiplier * 1000.0).round();
+    let mult = if mult.is_finite() && mult >= 1000.0 {
+        mult.min(1e6) as u32
+    } else {
+        1000
+    };
+    Policy {
+        kind: match s.kind {
+            CKind::Service => Kind::Service,
+            CKind::Oneshot => Kind::Oneshot,
+        },
+        restart: match s.restart {
+            CRestart::Always => Restart::Always,
+            CRestart::OnFailure => Restart::OnFailure,
+            CRestart::Never => Restart::Never,
+        },
+        backoff_initial: s.backoff.initial,
+        backoff_max: s.backoff.max.max(s.backoff.initial),
+        backoff_mult_milli: mult,
+        reset_after: s.backoff.reset_after,
+        max_restarts: s.max_restarts,
+        stop_signal: s.stop_signal,
+        stop_timeout: s.stop_timeout,
+    }
+}
+
+/// A malformed compiled config (a bug or a truncated pipe).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Corrupt;
+
+#[derive(Clone)]
+pub struct Rd<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Corrupt> {
+        let end = self.pos.checked_add(n).ok_or(Corrupt)?;
+        let s = self.b.get(self.pos..end).ok_or(Corrupt)?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], Corrupt> {
+        self.take(N)?.try_into().map_err(|_| Corrupt)
+    }
+    fn u8(&mut self) -> Result<u8, Corrupt> {
+        Ok(u8::from_le_bytes(self.arr()?))
+    }
+    fn u16(&mut self) -> Result<u16, Corrupt> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    fn u32(&mut self) -> Result<u32, Corrupt> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn i32(&mut self) -> Result<i32, Corrupt> {
+        Ok(i32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> Result<u64, Corrupt> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    fn i64(&mut self) -> Result<i64, Corrupt> {
+        Ok(i64::from_le_bytes(self.arr()?))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], Corrupt> {
+        let n = usize::try_from(self.u32()?).map_err(|_| Corrupt)?;
+        self.take(n)
+    }
+    /// A list of strings: returns a reader positioned at its items.
+    fn strs(&mut self) -> Result<Strs<'a>, Corrupt> {
+        let n = self.u16()?;
+        let start = self.clone();
+        for _ in 0..n {
+            self.bytes()?;
+        }
+        Ok(Strs { rd: start, left: n })
+    }
+}
+
+/// Iterator over an encoded string list.
+#[derive(Clone)]
+pub struct Strs<'a> {
+    rd: Rd<'a>,
+    left: u16,
+}
+
+impl<'a> Iterator for Strs<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        self.rd.bytes().ok()
+    }
+}
+
+impl Strs<'_> {
+    pub fn count_left(&self) -> usize {
+        usize::from(self.left)
+    }
+    /// Same items, byte for byte.
+    pub fn same(&self, other: &Strs<'_>) -> bool {
+        self.left == other.left && self.clone().zip(other.clone()).all(|(a, b)| a == b)
+    }
+}
+
+/// One decoded service, borrowing the buffer.
+#[derive(Clone)]
+pub struct CService<'a> {
+    pub name: &'a str,
+    pub binary: &'a [u8],
+    pub args: Strs<'a>,
+    pub env: Strs<'a>,
+    pub cwd: &'a [u8],
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Raw u32 LE gids.
+    pub groups: &'a [u8],
+    pub set_groups: bool,
+    pub umask: Option<u32>,
+    pub policy: Policy,
+    /// (name, condition) pairs: raw reader over `count` entries.
+    deps: Rd<'a>,
+    pub ndeps: u16,
+    pub console: bool,
+    pub file: &'a [u8],
+    /// Ring size: fixed per slot at startup; a change applies to a new
+    /// slot only.
+    #[allow(dead_code)]
+    pub buffer: u32,
+}
+
+impl<'a> CService<'a> {
+    pub fn deps(&self) -> impl Iterator<Item = (&'a [u8], Condition)> + '_ {
+        let mut rd = self.deps.clone();
+        (0..self.ndeps).filter_map(move |_| {
+            let n = rd.bytes().ok()?;
+            let c = match rd.u8().ok()? {
+                0 => Condition::Started,
+                1 => Condition::Healthy,
+                _ => Condition::Completed,
+            };
+            Some((n, c))
+        })
+    }
+    pub fn gids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.groups.chunks_exact(4).map(|c| {
+            u32::from_le_bytes([
+                c.first().copied().unwrap_or(0),
+                c.get(1).copied().unwrap_or(0),
+                c.get(2).copied().unwrap_or(0),
+                c.get(3).copied().unwrap_or(0),
+            ])
+        })
+    }
+}
+
+fn opt32(v: i64) -> Option<u32> {
+    u32::try_from(v).ok()
+}
+
+fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
+    let name = core::str::from_utf8(r.bytes()?).map_err(|_| Corrupt)?;
+    let binary = r.bytes()?;
+    let args = r.strs()?;
+    let env = r.strs()?;
+    let cwd = r.bytes()?;
+    let uid = opt32(r.i64()?);
+    let gid = opt32(r.i64()?);
+    let ng = usize::from(r.u16()?);
+    let groups = r.take(ng.checked_mul(4).ok_or(Corrupt)?)?;
+    let set_groups = r.u8()? != 0;
+    let umask = opt32(r.i64()?);
+    let kind = if r.u8()? == 1 {
+        Kind::Oneshot
+    } else {
+        Kind::Service
+    };
+    let restart = match r.u8()? {
+        0 => Restart::Always,
+        1 => Restart::OnFailure,
+        _ => Restart::Never,
+    };
+    let backoff_initial = r.u64()?;
+    let backoff_max = r.u64()?;
+    let reset_after = r.u64()?;
+    let stop_timeout = r.u64()?;
+    let backoff_mult_milli = r.u32()?;
+    let max_restarts = r.u32()?;
+    let stop_signal = r.i32()?;
+    let ndeps = r.u16()?;
+    let deps = r.clone();
+    for _ in 0..ndeps {
+        r.bytes()?;
+        r.u8()?;
+    }
+    let console = r.u8()? != 0;
+    let file = r.bytes()?;
+    let buffer = r.u32()?;
+    Ok(CService {
+        name,
+        binary,
+        args,
+        env,
+        cwd,
+        uid,
+        gid,
+        groups,
+        set_groups,
+        umask,
+        policy: Policy {
+            kind,
+            restart,
+            backoff_initial,
+            backoff_max,
+            backoff_mult_milli,
+            reset_after,
+            max_restarts,
+            stop_signal,
+            stop_timeout,
+        },
+        deps,
+        ndeps,
+        console,
+        file,
+        buffer,
+    })
+}
+
+/// The decoded form: either the validator's messages or the services.
+pub enum Compiled<'a> {
+    Invalid(&'a str),
+    Valid {
+        shutdown_timeout: u64,
+        count: u16,
+        services: Rd<'a>,
+    },
+}
+
+pub fn decode(buf: &[u8]) -> Result<Compiled<'_>, Corrupt> {
+    let mut r = Rd { b: buf, pos: 0 };
+    if r.take(4)? != MAGIC {
+        return Err(Corrupt);
+    }
+    if r.u8()? == 0 {
+        let t = r.bytes()?;
+        return Ok(Compiled::Invalid(
+            core::str::from_utf8(t).unwrap_or("invalid config"),
+        ));
+    }
+    let shutdown_timeout = r.u64()?;
+    let count = r.u16()?;
+    // Validate the whole buffer once, so iteration cannot fail later.
+    let start = r.clone();
+    for _ in 0..count {
+        service(&mut r)?;
+    }
+    if r.pos != buf.len() {
+        return Err(Corrupt);
+    }
+    Ok(Compiled::Valid {
+        shutdown_timeout,
+        count,
+        services: start,
+    })
+}
+
+/// Iterates the services of a decoded `Valid` config.
+pub fn services<'a>(rd: &Rd<'a>, count: u16) -> impl Iterator<Item = CService<'a>> {
+    let mut r = rd.clone();
+    (0..count).map_while(move |_| service(&mut r).ok())
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_truncation() {
+        let dir = std::env::temp_dir().join(format!("cfy-compiled-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.yaml");
+        std::fs::write(
+            &p,
+            "services:\n  - name: a\n    binary: /bin/sh\n    args: [-c, 'echo hi']\n    env: [X=1]\n  - name: b\n    binary: /bin/true\n    depends_on: [{name: a, condition: started}]\n    type: oneshot\n",
+        )
+        .unwrap();
+        let (cfg, _) = crate::config::load(&p).unwrap();
+        let bytes = encode(&cfg);
+        let Ok(Compiled::Valid {
+            count,
+            services: rd,
+            ..
+        }) = decode(&bytes)
+        else {
+            panic!()
+        };
+        let v: Vec<CService> = services(&rd, count).collect();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].name, "a");
+        assert_eq!(
+            v[0].args.clone().collect::<Vec<_>>(),
+            [b"-c".as_slice(), b"echo hi"]
+        );
+        assert_eq!(v[0].env.clone().next(), Some(b"X=1".as_slice()));
+        assert_eq!(v[1].policy.kind, Kind::Oneshot);
+        assert_eq!(
+            v[1].deps().next(),
+            Some((b"a".as_slice(), Condition::Started))
+        );
+        for k in 0..bytes.len() {
+            assert!(decode(&bytes[..k]).is_err(), "truncated at {k}");
+        }
+        let e = encode_error("bad: x");
+        assert!(matches!(decode(&e), Ok(Compiled::Invalid("bad: x"))));
+    }
+}
