@@ -597,3 +597,21 @@ fn drop_in_services_run_alongside_the_main_file() {
     assert!(log.contains("2 services"), "{log}");
     assert_eq!(d.stop(10.0), 0);
 }
+
+#[test]
+fn stale_socket_from_a_crashed_daemon_is_replaced() {
+    let services = svc("a", "exec sleep 600", "");
+    let mut d = Daemon::start_with("stale", "", &services, |dir| {
+        // A socket file nobody listens on, as a crashed daemon leaves it.
+        let l = std::os::unix::net::UnixListener::bind(dir.join("s.sock")).unwrap();
+        drop(l);
+        assert!(dir.join("s.sock").exists());
+    });
+    d.wait_log("a: spawned", 10.0);
+    // The new socket answers.
+    assert!(std::os::unix::net::UnixStream::connect(&d.socket).is_ok());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode without socket_group");
+    assert_eq!(d.stop(10.0), 0);
+}
