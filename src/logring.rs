@@ -51,6 +51,9 @@ pub struct LogRing<'a> {
     pub evicted: u64,
     /// Lines that were cut, since startup.
     pub cut: u64,
+    /// Lines stored since startup; the newest line's sequence number is
+    /// `pushed - 1`, the oldest kept is `pushed - len()`.
+    pub pushed: u64,
 }
 
 impl<'a> LogRing<'a> {
@@ -62,6 +65,7 @@ impl<'a> LogRing<'a> {
             lines: 0,
             evicted: 0,
             cut: 0,
+            pushed: 0,
         }
     }
 
@@ -149,14 +153,31 @@ impl<'a> LogRing<'a> {
         self.put(at + HDR, data);
         self.used += need;
         self.lines += 1;
+        self.pushed = self.pushed.saturating_add(1);
         true
+    }
+
+    /// Sequence number of the oldest line kept.
+    pub fn first_seq(&self) -> u64 {
+        self.pushed.saturating_sub(self.lines as u64)
     }
 
     /// Calls `f` for each stored line, oldest first.
     pub fn for_each(&self, mut f: impl FnMut(Line<'_>)) {
+        self.try_for_each_from(0, |_, l| {
+            f(l);
+            true
+        });
+    }
+
+    /// Calls `f(seq, line)` for lines with sequence >= `from`, oldest
+    /// first, until it returns false.
+    pub fn try_for_each_from(&self, from: u64, mut f: impl FnMut(u64, Line<'_>) -> bool) {
         let cap = self.buf.len();
         let mut off = 0;
-        for _ in 0..self.lines {
+        let first = self.first_seq();
+        for k in 0..self.lines {
+            let seq = first + k as u64;
             let n = self.rec_len_at(off);
             let flags = self.byte(off + 2);
             let mut ts = [0u8; 8];
@@ -168,17 +189,26 @@ impl<'a> LogRing<'a> {
             let first = dlen.min(cap - start);
             let a = self.buf.get(start..start + first).unwrap_or(&[]);
             let b = self.buf.get(..dlen - first).unwrap_or(&[]);
-            f(Line {
-                ts_ms: u64::from_le_bytes(ts),
-                stream: if flags & FLAG_STDERR != 0 {
-                    Stream::Stderr
-                } else {
-                    Stream::Stdout
-                },
-                cut: flags & FLAG_CUT != 0,
-                data: (a, b),
-            });
             off += n;
+            if seq < from {
+                continue;
+            }
+            let go = f(
+                seq,
+                Line {
+                    ts_ms: u64::from_le_bytes(ts),
+                    stream: if flags & FLAG_STDERR != 0 {
+                        Stream::Stderr
+                    } else {
+                        Stream::Stdout
+                    },
+                    cut: flags & FLAG_CUT != 0,
+                    data: (a, b),
+                },
+            );
+            if !go {
+                return;
+            }
         }
     }
 }
@@ -309,6 +339,23 @@ mod tests {
         assert_eq!(l[0].0.len(), 40 - HDR);
         assert!(l[0].2);
         assert_eq!(r.cut, 1);
+    }
+
+    #[test]
+    fn sequence_numbers_survive_eviction() {
+        let mut mem = [0u8; 64];
+        let mut r = LogRing::new(&mut mem);
+        for i in 0..10u8 {
+            r.push(0, Stream::Stdout, false, &[b'0' + i; 10]);
+        }
+        assert_eq!(r.pushed, 10);
+        assert_eq!(r.first_seq(), 7);
+        let mut seen = Vec::new();
+        r.try_for_each_from(8, |seq, l| {
+            seen.push((seq, l.data.0.first().copied().or(l.data.1.first().copied())));
+            seq < 8
+        });
+        assert_eq!(seen, [(8, Some(b'8')), (9, Some(b'9'))][..1]);
     }
 
     #[test]
