@@ -3,71 +3,28 @@
 //! - no subcommand: the supervisor daemon (`daemon/`)
 //! - `validate`: lint a config offline (`config/`)
 //! - any other subcommand, or `ctl <cmd>`: a client of the control socket
+//!   (`cli/`); invoked as `coffeyctl` (e.g. through a symlink) it is only
+//!   ever a client
 //!
-//! This file only picks the role; argument parsing uses lexopt.
+//! This file only picks the role; argument parsing lives in `cli::args`
+//! (lexopt). Nothing here may run after the daemon's startup ends.
 
+mod cli;
 mod config;
 mod daemon;
 
 use std::io::Write;
-use std::path::PathBuf;
+
+use cli::args::{self, Invocation};
 
 #[global_allocator]
 static ALLOC: daemon::Counting = daemon::Counting;
 
-const DEFAULT_CONFIG: &str = "/etc/coffey/config.yaml";
-
-const USAGE: &str = "\
-usage: coffeyd [-c FILE]              run the supervisor
-       coffeyd validate [-c FILE]     check a config offline
-       coffeyd version                print the version
-
-options:
-  -c, --config FILE   main config file (default /etc/coffey/config.yaml)
-  -h, --help          this help
-";
-
-/// Exit codes (documented in docs/CLI.md).
+/// Daemon and validator exit codes (documented in docs/CLI.md); the
+/// client's, usage included, are in `cli::exit`.
 mod exit {
     pub const OK: i32 = 0;
     pub const CONFIG: i32 = 1;
-    pub const USAGE: i32 = 2;
-}
-
-enum Cmd {
-    Daemon,
-    Validate,
-    Version,
-    Help,
-}
-
-struct Args {
-    cmd: Cmd,
-    config: PathBuf,
-}
-
-fn parse() -> Result<Args, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut cmd = Cmd::Daemon;
-    let mut config = PathBuf::from(DEFAULT_CONFIG);
-    let mut p = lexopt::Parser::from_env();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Short('c') | Long("config") => config = p.value()?.into(),
-            Short('h') | Long("help") => cmd = Cmd::Help,
-            Short('V') | Long("version") => cmd = Cmd::Version,
-            Value(v) if matches!(cmd, Cmd::Daemon) => {
-                cmd = match v.to_str() {
-                    Some("validate") => Cmd::Validate,
-                    Some("version") => Cmd::Version,
-                    Some("help") => Cmd::Help,
-                    _ => return Err(Value(v).unexpected()),
-                }
-            }
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    Ok(Args { cmd, config })
 }
 
 fn validate(path: &std::path::Path) -> i32 {
@@ -97,24 +54,46 @@ fn validate(path: &std::path::Path) -> i32 {
 }
 
 fn main() {
-    let args = match parse() {
-        Ok(a) => a,
+    // Hidden: the reload child (`coffeyd __compile -c FILE`), see
+    // daemon/reload.rs. Not a user command.
+    {
+        let a: Vec<std::ffi::OsString> = std::env::args_os().skip(1).take(3).collect();
+        if a.first().is_some_and(|x| x == "__compile") && a.get(1).is_some_and(|x| x == "-c") {
+            if let Some(path) = a.get(2) {
+                std::process::exit(daemon::compile_child(std::path::Path::new(path)));
+            }
+        }
+    }
+    let mut argv = std::env::args_os();
+    let client_only = args::is_ctl_name(argv.next().as_deref());
+    let prog = args::prog(client_only);
+    let inv = match args::parse(argv, client_only) {
+        Ok(i) => i,
         Err(e) => {
-            eprintln!("coffeyd: {e}\n{USAGE}");
-            std::process::exit(exit::USAGE);
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{prog}: {e}");
+            if client_only && e.0 == "a command is required" {
+                let _ = write!(err, "{}", args::usage(true));
+            } else {
+                let _ = writeln!(err, "try '{prog} --help'");
+            }
+            std::process::exit(cli::exit::USAGE);
         }
     };
-    let code = match args.cmd {
-        Cmd::Help => {
-            print!("{USAGE}");
+    let code = match inv {
+        Invocation::Help => {
+            let _ = write!(std::io::stdout(), "{}", args::usage(client_only));
             exit::OK
         }
-        Cmd::Version => {
-            println!("coffeyd {}", env!("CARGO_PKG_VERSION"));
-            exit::OK
+        Invocation::Client { global, cmd } => cli::run(&global, &cmd),
+        Invocation::Validate { config, json } => {
+            if json {
+                cli::validate::run_json(&config)
+            } else {
+                validate(&config)
+            }
         }
-        Cmd::Validate => validate(&args.config),
-        Cmd::Daemon => match config::load(&args.config) {
+        Invocation::Daemon { config } => match config::load(&config) {
             Ok((cfg, warnings)) => {
                 for w in &warnings {
                     eprintln!("{w}");
@@ -127,7 +106,7 @@ fn main() {
                 }
                 eprintln!(
                     "coffeyd: {}: config has errors; not starting",
-                    args.config.display()
+                    config.display()
                 );
                 exit::CONFIG
             }

@@ -1,0 +1,624 @@
+//! Command-line parsing for every role (lexopt): which role this process
+//! plays, the global flags, and the client subcommand with its operands.
+//!
+//! Pure: takes argv[0] and the arguments, returns an [`Invocation`] or a
+//! [`UsageError`] (exit code 2). It never touches the socket or the config.
+//! Options may appear anywhere, before or after the subcommand; options that
+//! belong to one subcommand are rejected with any other.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+
+use crate::config;
+
+/// The main config file when `-c` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/coffey/config.yaml";
+/// `--timeout` when not given, for start/stop/restart/shutdown.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// `logs -n` when not given.
+pub const DEFAULT_LINES: u16 = 50;
+
+/// A bad command line. Printed to stderr; exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Flags shared by every client command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Global {
+    /// `-j/--json`: JSON on stdout.
+    pub json: bool,
+    /// `-v` count, 0..=3 (more are clamped).
+    pub verbose: u8,
+    /// `-s/--socket PATH`.
+    pub socket: Option<PathBuf>,
+    /// `-c/--config FILE` (used to find the socket).
+    pub config: Option<PathBuf>,
+}
+
+/// The three verbs that change a service and can wait for the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Start => "start",
+            Verb::Stop => "stop",
+            Verb::Restart => "restart",
+        }
+    }
+}
+
+/// `--no-wait` / `--timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub wait: bool,
+    pub timeout_ms: u64,
+}
+
+/// One client subcommand with its operands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Status {
+        name: Option<String>,
+    },
+    Control {
+        verb: Verb,
+        names: Vec<String>,
+        wait: Wait,
+    },
+    Signal {
+        name: String,
+        signal: i32,
+    },
+    Logs {
+        name: String,
+        lines: u16,
+        follow: bool,
+    },
+    Events,
+    Reload {
+        dry_run: bool,
+    },
+    Shutdown {
+        wait: Wait,
+    },
+    Version,
+}
+
+/// What this process will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// Run the supervisor with this config.
+    Daemon { config: PathBuf },
+    /// `validate`: check a config offline.
+    Validate { config: PathBuf, json: bool },
+    /// `-h/--help` or `help`.
+    Help,
+    /// A client of the control socket.
+    Client { global: Global, cmd: Command },
+}
+
+/// True when argv[0]'s basename is `coffeyctl`: client-only mode.
+pub fn is_ctl_name(argv0: Option<&OsStr>) -> bool {
+    argv0
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|n| n == "coffeyctl")
+}
+
+/// The program name for messages and usage.
+pub fn prog(client_only: bool) -> &'static str {
+    if client_only {
+        "coffeyctl"
+    } else {
+        "coffeyd"
+    }
+}
+
+/// Full help text.
+pub fn usage(client_only: bool) -> String {
+    let p = prog(client_only);
+    let mut s = String::new();
+    if client_only {
+        s.push_str(&format!("usage: {p} [OPTIONS] COMMAND [ARGS]\n"));
+    } else {
+        s.push_str(&format!(
+            "usage: {p} [-c FILE]                 run the supervisor\n       \
+             {p} [ctl] COMMAND [ARGS]      talk to a running supervisor\n"
+        ));
+    }
+    s.push_str(&format!(
+        "
+commands:
+  status [SERVICE]                 all services, or one in detail
+  start SERVICE...                 start and wait until running (or completed)
+  stop SERVICE...                  stop and wait until stopped
+  restart SERVICE...               restart and wait until running again
+  signal SERVICE SIG               send a signal (TERM, SIGTERM or 15)
+  logs SERVICE                     last lines, then follow
+  events                           stream service events
+  reload [--dry-run]               re-read the config and apply (or show) the plan
+  validate [-c FILE]               check a config offline
+  shutdown                         stop every service and the supervisor
+  version                          client and daemon versions
+  help                             this help
+
+options:
+  -j, --json            JSON output on stdout
+  -v                    more detail (repeat for more)
+  -s, --socket PATH     control socket (default: from the config, else
+                        /run/coffey.sock as root, $XDG_RUNTIME_DIR/coffey.sock
+                        or /tmp/coffey-UID.sock)
+  -c, --config FILE     config file (default {DEFAULT_CONFIG})
+      --no-wait         start/stop/restart/shutdown: return at once
+      --timeout DUR     how long to wait (default 30s; e.g. 500ms, 5s, 1m)
+  -n, --lines N         logs: lines of history (default {DEFAULT_LINES})
+  -f, --follow          logs: keep streaming (the default)
+      --no-follow       logs: print the history and exit
+      --dry-run         reload: show the plan only
+  -h, --help            this help
+
+exit codes: 0 ok, 1 failed, 2 usage, 3 unknown service, 4 daemon not
+running, 5 timeout, 6 permission denied. See docs/CLI.md.
+"
+    ));
+    s
+}
+
+/// Raw option values before they are matched with a subcommand.
+#[derive(Default)]
+struct Opts {
+    global: Global,
+    help: bool,
+    version_flag: bool,
+    no_wait: bool,
+    timeout: Option<u64>,
+    lines: Option<u16>,
+    follow: Option<bool>,
+    dry_run: bool,
+    /// Subcommand-specific options seen, for "does not apply" errors.
+    specific: Vec<&'static str>,
+}
+
+fn utf8(v: OsString, what: &str) -> Result<String, UsageError> {
+    v.into_string().map_err(|v| {
+        UsageError(format!(
+            "{what} is not valid UTF-8: {}",
+            v.to_string_lossy()
+        ))
+    })
+}
+
+fn from_lexopt(e: lexopt::Error) -> UsageError {
+    UsageError(e.to_string())
+}
+
+/// Parses the arguments after argv[0].
+pub fn parse<I>(args: I, client_only: bool) -> Result<Invocation, UsageError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+    let mut o = Opts::default();
+    let mut words: Vec<String> = Vec::new();
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(from_lexopt)? {
+        match arg {
+            Short('j') | Long("json") => o.global.json = true,
+            Short('v') | Long("verbose") => o.global.verbose = o.global.verbose.saturating_add(1),
+            Short('s') | Long("socket") => {
+                o.global.socket = Some(p.value().map_err(from_lexopt)?.into())
+            }
+            Short('c') | Long("config") => {
+                o.global.config = Some(p.value().map_err(from_lexopt)?.into())
+            }
+            Short('h') | Long("help") => o.help = true,
+            Short('V') | Long("version") => o.version_flag = true,
+            Long("no-wait") => {
+                o.no_wait = true;
+                o.specific.push("--no-wait");
+            }
+            Long("timeout") => {
+                let v = utf8(p.value().map_err(from_lexopt)?, "--timeout")?;
+                let ms = config::parse_duration(&v)
+                    .map_err(|e| UsageError(format!("invalid --timeout '{v}': {e}")))?;
+                o.timeout = Some(ms);
+                o.specific.push("--timeout");
+            }
+            Short('n') | Long("lines") => {
+                let v = utf8(p.value().map_err(from_lexopt)?, "-n")?;
+                let n: u16 = v.trim().parse().map_err(|_| {
+                    UsageError(format!("invalid -n '{v}': expected a number 0..=65535"))
+                })?;
+                o.lines = Some(n);
+                o.specific.push("-n");
+            }
+            Short('f') | Long("follow") => {
+                o.follow = Some(true);
+                o.specific.push("--follow");
+            }
+            Long("no-follow") => {
+                o.follow = Some(false);
+                o.specific.push("--no-follow");
+            }
+            Long("dry-run") => {
+                o.dry_run = true;
+                o.specific.push("--dry-run");
+            }
+            Value(v) => words.push(utf8(v, "argument")?),
+            _ => return Err(from_lexopt(arg.unexpected())),
+        }
+    }
+    build(o, words, client_only)
+}
+
+fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, UsageError> {
+    let mut words = words.into_iter();
+    let mut first = words.next();
+    if first.as_deref() == Some("ctl") {
+        first = words.next();
+        if first.is_none() && !o.help {
+            return Err(UsageError("'ctl' needs a command (e.g. ctl status)".into()));
+        }
+    }
+    if o.help || first.as_deref() == Some("help") {
+        return Ok(Invocation::Help);
+    }
+    let first = match (first, o.version_flag) {
+        (Some(w), _) => w,
+        (None, true) => "version".to_owned(),
+        (None, false) if client_only => {
+            return Err(UsageError("a command is required".into()));
+        }
+        (None, false) => {
+            let g = &o.global;
+            if g.json || g.verbose > 0 || g.socket.is_some() || !o.specific.is_empty() {
+                return Err(UsageError(
+                    "client options need a command (e.g. status); the daemon takes only -c".into(),
+                ));
+            }
+            let config = o
+                .global
+                .config
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            return Ok(Invocation::Daemon { config });
+        }
+    };
+    let rest: Vec<String> = words.collect();
+    let allowed: &[&str] = match first.as_str() {
+        "start" | "stop" | "restart" | "shutdown" => &["--no-wait", "--timeout"],
+        "logs" => &["-n", "--follow", "--no-follow"],
+        "reload" => &["--dry-run"],
+        _ => &[],
+    };
+    if let Some(bad) = o.specific.iter().find(|s| !allowed.contains(s)) {
+        return Err(UsageError(format!("{bad} does not apply to '{first}'")));
+    }
+    let wait = Wait {
+        wait: !o.no_wait,
+        timeout_ms: o.timeout.unwrap_or(DEFAULT_TIMEOUT_MS),
+    };
+    let no_operands = |rest: &[String]| match rest.first() {
+        None => Ok(()),
+        Some(x) => Err(UsageError(format!(
+            "'{first}' takes no arguments (got '{x}')"
+        ))),
+    };
+    let cmd = match first.as_str() {
+        "validate" => {
+            no_operands(&rest)?;
+            let config = o
+                .global
+                .config
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            return Ok(Invocation::Validate {
+                config,
+                json: o.global.json,
+            });
+        }
+        "status" => match rest.as_slice() {
+            [] => Command::Status { name: None },
+            [n] => Command::Status {
+                name: Some(n.clone()),
+            },
+            _ => return Err(UsageError("'status' takes at most one service".into())),
+        },
+        "start" | "stop" | "restart" => {
+            let verb = match first.as_str() {
+                "start" => Verb::Start,
+                "stop" => Verb::Stop,
+                _ => Verb::Restart,
+            };
+            if rest.is_empty() {
+                return Err(UsageError(format!("'{first}' needs at least one service")));
+            }
+            Command::Control {
+                verb,
+                names: rest,
+                wait,
+            }
+        }
+        "signal" => match rest.as_slice() {
+            [n, s] => Command::Signal {
+                name: n.clone(),
+                signal: config::parse_signal(s)
+                    .map_err(|e| UsageError(format!("invalid signal: {e}")))?,
+            },
+            _ => return Err(UsageError("usage: signal SERVICE SIGNAL".into())),
+        },
+        "logs" => match rest.as_slice() {
+            [n] => Command::Logs {
+                name: n.clone(),
+                lines: o.lines.unwrap_or(DEFAULT_LINES),
+                follow: o.follow.unwrap_or(true),
+            },
+            _ => {
+                return Err(UsageError(
+                    "usage: logs SERVICE [-n N] [--no-follow]".into(),
+                ))
+            }
+        },
+        "events" => {
+            no_operands(&rest)?;
+            Command::Events
+        }
+        "reload" => {
+            no_operands(&rest)?;
+            Command::Reload { dry_run: o.dry_run }
+        }
+        "shutdown" => {
+            no_operands(&rest)?;
+            Command::Shutdown { wait }
+        }
+        "version" => {
+            no_operands(&rest)?;
+            Command::Version
+        }
+        other => return Err(UsageError(format!("unknown command '{other}'"))),
+    };
+    let mut global = o.global;
+    global.verbose = global.verbose.min(3);
+    Ok(Invocation::Client { global, cmd })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Invocation, UsageError> {
+        parse(args.iter().copied(), false)
+    }
+
+    fn client(args: &[&str]) -> (Global, Command) {
+        match p(args).unwrap() {
+            Invocation::Client { global, cmd } => (global, cmd),
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_command_is_the_daemon() {
+        assert_eq!(
+            p(&[]).unwrap(),
+            Invocation::Daemon {
+                config: DEFAULT_CONFIG.into()
+            }
+        );
+        assert_eq!(
+            p(&["-c", "/x.yaml"]).unwrap(),
+            Invocation::Daemon {
+                config: "/x.yaml".into()
+            }
+        );
+        // Client flags without a command are a usage error, not a daemon.
+        assert!(p(&["-j"]).is_err());
+        assert!(p(&["-s", "/x.sock"]).is_err());
+        assert!(p(&["--timeout", "5s"]).is_err());
+    }
+
+    #[test]
+    fn ctl_prefix_is_the_same_command() {
+        assert_eq!(client(&["status"]), client(&["ctl", "status"]));
+        assert_eq!(
+            client(&["ctl", "start", "a", "b"]).1,
+            Command::Control {
+                verb: Verb::Start,
+                names: vec!["a".into(), "b".into()],
+                wait: Wait {
+                    wait: true,
+                    timeout_ms: DEFAULT_TIMEOUT_MS
+                }
+            }
+        );
+        assert!(p(&["ctl"]).is_err());
+    }
+
+    #[test]
+    fn coffeyctl_is_client_only() {
+        assert!(is_ctl_name(Some(OsStr::new("/usr/bin/coffeyctl"))));
+        assert!(is_ctl_name(Some(OsStr::new("coffeyctl"))));
+        assert!(!is_ctl_name(Some(OsStr::new("/sbin/coffeyd"))));
+        assert!(!is_ctl_name(None));
+        assert!(parse(Vec::<&str>::new(), true).is_err());
+        assert!(parse(["-c", "/x"], true).is_err());
+        assert_eq!(parse(["-h"], true).unwrap(), Invocation::Help);
+        assert!(matches!(
+            parse(["status"], true).unwrap(),
+            Invocation::Client {
+                cmd: Command::Status { name: None },
+                ..
+            }
+        ));
+        assert!(usage(true).starts_with("usage: coffeyctl"));
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let (g, c) = client(&["status", "-j", "api", "-vv", "--socket", "/s"]);
+        assert!(g.json);
+        assert_eq!(g.verbose, 2);
+        assert_eq!(g.socket.as_deref(), Some(Path::new("/s")));
+        assert_eq!(
+            c,
+            Command::Status {
+                name: Some("api".into())
+            }
+        );
+        let (g2, c2) = client(&["-j", "-v", "-v", "-s", "/s", "ctl", "status", "api"]);
+        assert_eq!((g, c), (g2, c2));
+        let (g, _) = client(&["-vvvvv", "-c", "/c.yaml", "events"]);
+        assert_eq!(g.verbose, 3);
+        assert_eq!(g.config.as_deref(), Some(Path::new("/c.yaml")));
+    }
+
+    #[test]
+    fn timeout_and_no_wait() {
+        let (_, c) = client(&["stop", "--timeout", "500ms", "a"]);
+        assert_eq!(
+            c,
+            Command::Control {
+                verb: Verb::Stop,
+                names: vec!["a".into()],
+                wait: Wait {
+                    wait: true,
+                    timeout_ms: 500
+                }
+            }
+        );
+        let (_, c) = client(&["restart", "a", "--timeout=1m", "--no-wait"]);
+        assert_eq!(
+            c,
+            Command::Control {
+                verb: Verb::Restart,
+                names: vec!["a".into()],
+                wait: Wait {
+                    wait: false,
+                    timeout_ms: 60_000
+                }
+            }
+        );
+        let (_, c) = client(&["shutdown", "--timeout", "5s"]);
+        assert_eq!(
+            c,
+            Command::Shutdown {
+                wait: Wait {
+                    wait: true,
+                    timeout_ms: 5000
+                }
+            }
+        );
+        assert!(p(&["start", "a", "--timeout", "soon"]).is_err());
+        assert!(p(&["start", "a", "--timeout"]).is_err());
+        assert!(p(&["status", "--timeout", "5s"]).is_err());
+    }
+
+    #[test]
+    fn logs_signal_reload() {
+        assert_eq!(
+            client(&["logs", "api"]).1,
+            Command::Logs {
+                name: "api".into(),
+                lines: 50,
+                follow: true
+            }
+        );
+        assert_eq!(
+            client(&["logs", "-n5", "--no-follow", "api"]).1,
+            Command::Logs {
+                name: "api".into(),
+                lines: 5,
+                follow: false
+            }
+        );
+        assert_eq!(
+            client(&["logs", "-f", "api", "-n", "0"]).1,
+            Command::Logs {
+                name: "api".into(),
+                lines: 0,
+                follow: true
+            }
+        );
+        assert!(p(&["logs", "-n", "70000", "api"]).is_err());
+        assert!(p(&["logs"]).is_err());
+        assert_eq!(
+            client(&["signal", "api", "HUP"]).1,
+            Command::Signal {
+                name: "api".into(),
+                signal: 1
+            }
+        );
+        assert_eq!(
+            client(&["signal", "api", "SIGTERM"]).1,
+            Command::Signal {
+                name: "api".into(),
+                signal: 15
+            }
+        );
+        assert_eq!(
+            client(&["signal", "api", "9"]).1,
+            Command::Signal {
+                name: "api".into(),
+                signal: 9
+            }
+        );
+        assert!(p(&["signal", "api", "NOPE"]).is_err());
+        assert!(p(&["signal", "api"]).is_err());
+        assert_eq!(
+            client(&["reload", "--dry-run"]).1,
+            Command::Reload { dry_run: true }
+        );
+        assert_eq!(client(&["reload"]).1, Command::Reload { dry_run: false });
+    }
+
+    #[test]
+    fn bad_usage() {
+        for bad in [
+            &["frobnicate"][..],
+            &["status", "a", "b"],
+            &["start"],
+            &["events", "x"],
+            &["status", "--bogus"],
+            &["-x"],
+            &["status", "--dry-run"],
+            &["events", "-n", "3"],
+            &["version", "extra"],
+            &["status", "-s"],
+        ] {
+            assert!(p(bad).is_err(), "{bad:?} should be a usage error");
+        }
+    }
+
+    #[test]
+    fn help_version_validate() {
+        assert_eq!(p(&["-h"]).unwrap(), Invocation::Help);
+        assert_eq!(p(&["help"]).unwrap(), Invocation::Help);
+        assert_eq!(p(&["status", "--help"]).unwrap(), Invocation::Help);
+        assert_eq!(client(&["version"]).1, Command::Version);
+        assert_eq!(client(&["-V"]).1, Command::Version);
+        assert_eq!(
+            p(&["validate", "-c", "/a.yaml"]).unwrap(),
+            Invocation::Validate {
+                config: "/a.yaml".into(),
+                json: false
+            }
+        );
+        assert_eq!(
+            p(&["-j", "validate"]).unwrap(),
+            Invocation::Validate {
+                config: DEFAULT_CONFIG.into(),
+                json: true
+            }
+        );
+    }
+}
