@@ -81,6 +81,14 @@ impl<'a> Conn<'a> {
         self.last_active = now;
     }
 
+    /// Streaming and closing connections take no more requests: their
+    /// input is read and dropped, so a peer's close is still noticed.
+    pub fn discard_input(&mut self) {
+        if matches!(self.phase, Phase::Streaming(_) | Phase::Closing) {
+            self.in_len = 0;
+        }
+    }
+
     /// Free space for the next read(2).
     pub fn read_space(&mut self) -> &mut [u8] {
         self.inb.get_mut(self.in_len..).unwrap_or(&mut [])
@@ -155,19 +163,26 @@ impl<'a> Conn<'a> {
     /// Queues a streamed frame, or counts it as dropped. A pending drop
     /// count is reported first, so the reader knows where the gap is.
     pub fn queue_stream(&mut self, rep: &Reply<'_>) {
-        if self.dropped > 0 {
-            if self
-                .queue(&Reply::Dropped {
-                    count: self.dropped,
-                })
-                .is_err()
-            {
-                self.dropped = self.dropped.saturating_add(1);
-                return;
+        if self.dropped == 0 {
+            if self.queue(rep).is_err() {
+                self.dropped = 1;
             }
-            self.dropped = 0;
+            return;
         }
-        if self.queue(rep).is_err() {
+        // The marker goes out only together with the frame after it, so a
+        // reader sees one marker per gap.
+        self.compact();
+        let mark = self.out_end;
+        let both = self
+            .queue(&Reply::Dropped {
+                count: self.dropped,
+            })
+            .is_ok()
+            && self.queue(rep).is_ok();
+        if both {
+            self.dropped = 0;
+        } else {
+            self.out_end = mark;
             self.dropped = self.dropped.saturating_add(1);
         }
     }
