@@ -11,6 +11,7 @@
 extern crate std;
 
 pub mod control;
+pub mod health;
 pub mod limits;
 pub mod logring;
 pub mod service;

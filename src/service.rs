@@ -53,6 +53,11 @@ pub struct Policy {
     pub max_restarts: u32,
     pub stop_signal: i32,
     pub stop_timeout: Millis,
+    /// Has a readiness check: spawned services are `starting` until it
+    /// passes.
+    pub needs_ready: bool,
+    /// Fail a service still `starting` after this long.
+    pub start_timeout: Option<Millis>,
 }
 
 impl Default for Policy {
@@ -67,6 +72,8 @@ impl Default for Policy {
             max_restarts: 0,
             stop_signal: 15,
             stop_timeout: 10_000,
+            needs_ready: false,
+            start_timeout: None,
         }
     }
 }
@@ -78,6 +85,12 @@ pub enum State {
     Stopped,
     /// Wanted up; waiting for dependencies.
     Waiting,
+    /// Spawned; waiting for its readiness check (or `start_timeout`).
+    Starting {
+        pid: i32,
+        since: Instant,
+        ready_by: Instant,
+    },
     Running {
         pid: i32,
         since: Instant,
@@ -105,6 +118,7 @@ pub enum State {
 pub enum StateName {
     Stopped,
     Waiting,
+    Starting,
     Running,
     Stopping,
     Backoff,
@@ -117,6 +131,7 @@ impl StateName {
         match self {
             StateName::Stopped => "stopped",
             StateName::Waiting => "waiting",
+            StateName::Starting => "starting",
             StateName::Running => "running",
             StateName::Stopping => "stopping",
             StateName::Backoff => "backoff",
@@ -137,6 +152,7 @@ impl State {
         match self {
             State::Stopped => StateName::Stopped,
             State::Waiting => StateName::Waiting,
+            State::Starting { .. } => StateName::Starting,
             State::Running { .. } => StateName::Running,
             State::Stopping { .. } => StateName::Stopping,
             State::Backoff { .. } => StateName::Backoff,
@@ -147,7 +163,9 @@ impl State {
     /// The process, if there is one.
     pub fn pid(&self) -> Option<i32> {
         match *self {
-            State::Running { pid, .. } | State::Stopping { pid, .. } => Some(pid),
+            State::Starting { pid, .. }
+            | State::Running { pid, .. }
+            | State::Stopping { pid, .. } => Some(pid),
             _ => None,
         }
     }
@@ -180,6 +198,10 @@ pub enum Reason {
     GaveUp {
         failures: u32,
     },
+    /// Restarted because its liveness check (or watchdog) failed.
+    Unhealthy,
+    /// Readiness did not come within `start_timeout`.
+    StartTimeout,
 }
 
 /// What happened, as emitted to the shell.
@@ -192,6 +214,15 @@ pub enum Event {
     },
     Spawned {
         pid: i32,
+    },
+    /// Readiness passed: starting -> running.
+    Ready {
+        pid: i32,
+    },
+    /// Liveness failed (or start_timeout passed): stopping to restart.
+    Unhealthy {
+        pid: i32,
+        start_timeout: bool,
     },
     SpawnFailed {
         err: SpawnError,
@@ -238,6 +269,10 @@ pub enum Input {
     DepsBlocked { idx: u16, failed: bool },
     /// The main process was reaped.
     Exited { status: ExitStatus },
+    /// The readiness check passed.
+    Ready,
+    /// The liveness check (or watchdog) failed past its retries.
+    Unhealthy,
     /// Some process was reaped: re-check a stopping group.
     Reaped,
     /// Time passed; deadlines may be due.
@@ -260,6 +295,8 @@ impl Input {
             Input::DepsReady => "deps-ready",
             Input::DepsBlocked { .. } => "deps-blocked",
             Input::Exited { .. } => "exited",
+            Input::Ready => "ready",
+            Input::Unhealthy => "unhealthy",
             Input::Reaped => "reaped",
             Input::Tick => "tick",
         }
@@ -295,6 +332,10 @@ pub struct Service {
     now: Instant,
     /// How the last process ended.
     pub last_exit: Option<ExitStatus>,
+    /// Stopping because unhealthy: the exit counts as a failure.
+    pub fail_on_exit: bool,
+    /// Readiness (0) and liveness (1) checks, if configured.
+    pub checks: [Option<crate::health::Check>; 2],
     /// The last few events, a small ring.
     recent: [Option<(Instant, Event)>; RECENT_EVENTS],
     recent_next: usize,
@@ -322,6 +363,8 @@ impl Service {
             since: Instant::ZERO,
             now: Instant::ZERO,
             last_exit: None,
+            fail_on_exit: false,
+            checks: [None, None],
             recent: [None; RECENT_EVENTS],
             recent_next: 0,
         }
@@ -331,6 +374,7 @@ impl Service {
     pub fn poll_at(&self) -> Instant {
         match self.state {
             State::Backoff { retry_at } => retry_at,
+            State::Starting { ready_by, .. } => ready_by,
             State::Stopping { kill_at, .. } => kill_at,
             _ => Instant::NEVER,
         }
@@ -403,7 +447,13 @@ impl Service {
                     sys,
                 );
             }
-            (State::Waiting | State::Backoff { .. } | State::Running { .. }, Input::Start) => {
+            (
+                State::Waiting
+                | State::Backoff { .. }
+                | State::Starting { .. }
+                | State::Running { .. },
+                Input::Start,
+            ) => {
                 self.want = Want::Up;
             }
             (State::Stopping { .. }, Input::Start) => {
@@ -414,7 +464,7 @@ impl Service {
                 self.want = Want::Down;
                 self.set_state(State::Stopped, Event::Stopped, sys);
             }
-            (State::Running { pid, since }, Input::Stop) => {
+            (State::Starting { pid, since, .. } | State::Running { pid, since }, Input::Stop) => {
                 self.want = Want::Down;
                 self.begin_stop(pid, since, now, sys);
             }
@@ -444,7 +494,10 @@ impl Service {
             (_, Input::DepsReady | Input::DepsBlocked { .. }) => {}
 
             // ---- the process ended
-            (State::Running { pid, since }, Input::Exited { status }) => {
+            (
+                State::Starting { pid, since, .. } | State::Running { pid, since },
+                Input::Exited { status },
+            ) => {
                 self.reason = Reason::Exited(status);
                 self.last_exit = Some(status);
                 let uptime = now.since(since);
@@ -462,7 +515,9 @@ impl Service {
                 },
                 Input::Exited { status },
             ) => {
-                self.reason = Reason::Exited(status);
+                if !self.fail_on_exit {
+                    self.reason = Reason::Exited(status);
+                }
                 self.last_exit = Some(status);
                 let uptime = now.since(since);
                 self.emit_same(
@@ -498,7 +553,32 @@ impl Service {
             }
             (_, Input::Reaped) => {}
 
+            // ---- health
+            (State::Starting { pid, since, .. }, Input::Ready) => {
+                self.set_state(State::Running { pid, since }, Event::Ready { pid }, sys);
+            }
+            (_, Input::Ready) => {}
+            (
+                State::Starting { pid, since, .. } | State::Running { pid, since },
+                Input::Unhealthy,
+            ) => {
+                self.reason = Reason::Unhealthy;
+                self.unhealthy(pid, since, false, now, sys);
+            }
+            (_, Input::Unhealthy) => {}
+
             // ---- deadlines
+            (
+                State::Starting {
+                    pid,
+                    since,
+                    ready_by,
+                },
+                Input::Tick,
+            ) if now >= ready_by => {
+                self.reason = Reason::StartTimeout;
+                self.unhealthy(pid, since, true, now, sys);
+            }
             (State::Backoff { retry_at }, Input::Tick) if now >= retry_at => self.spawn(now, sys),
             (
                 State::Stopping {
@@ -548,6 +628,23 @@ impl Service {
         );
     }
 
+    /// Stops the process so that its exit counts as a failure and goes
+    /// through backoff (want stays up).
+    fn unhealthy(
+        &mut self,
+        pid: i32,
+        since: Instant,
+        start_timeout: bool,
+        now: Instant,
+        sys: &mut impl Sys,
+    ) {
+        self.emit_same(Event::Unhealthy { pid, start_timeout }, sys);
+        self.fail_on_exit = true;
+        let want = self.want;
+        self.begin_stop(pid, since, now, sys);
+        self.want = want;
+    }
+
     fn begin_stop(&mut self, pid: i32, since: Instant, now: Instant, sys: &mut impl Sys) {
         let sig = self.policy.stop_signal;
         sys.kill_group(pid, sig);
@@ -566,6 +663,15 @@ impl Service {
     }
 
     fn stopped(&mut self, now: Instant, sys: &mut impl Sys) {
+        if core::mem::take(&mut self.fail_on_exit) && self.want == Want::Up {
+            // Killed for being unhealthy: a failure, with backoff.
+            let reason = self.reason;
+            self.fail_or_retry(now, sys, true);
+            if self.state != State::Failed {
+                self.reason = reason;
+            }
+            return;
+        }
         if self.want == Want::Up {
             // `start` arrived while stopping: go again.
             self.failures = 0;
@@ -586,11 +692,19 @@ impl Service {
                 }
                 self.ran = true;
                 self.reason = Reason::None;
-                self.set_state(
-                    State::Running { pid, since: now },
-                    Event::Spawned { pid },
-                    sys,
-                );
+                let to = if self.policy.needs_ready {
+                    State::Starting {
+                        pid,
+                        since: now,
+                        ready_by: self
+                            .policy
+                            .start_timeout
+                            .map_or(Instant::NEVER, |t| now.add(t)),
+                    }
+                } else {
+                    State::Running { pid, since: now }
+                };
+                self.set_state(to, Event::Spawned { pid }, sys);
             }
             Err(err) if err.is_temporary() => {
                 // The daemon is short of something; not the service's fault.

@@ -7,7 +7,15 @@
 //! start together) and, during shutdown, stops every service that no running
 //! service depends on (reverse dependency order).
 
+use crate::health::{CheckInput, CheckState, Mode, ProbeError, Role, Verdict};
 use crate::service::{Condition, Input, Service, State, Want};
+
+fn role_idx(r: Role) -> usize {
+    match r {
+        Role::Readiness => 0,
+        Role::Liveness => 1,
+    }
+}
 use crate::sys::{ExitStatus, Sys, SIGKILL};
 use crate::time::{Instant, Millis};
 
@@ -244,6 +252,18 @@ impl<'a> Supervisor<'a> {
                 s.step(Input::Tick, now, sys);
             }
         }
+        for i in 0..self.used {
+            for r in 0..2 {
+                let due = self
+                    .services()
+                    .get(i)
+                    .and_then(|s| s.checks.get(r).copied().flatten())
+                    .is_some_and(|c| c.poll_at() <= now);
+                if due {
+                    self.check_step(i, r, CheckInput::Tick, now, sys);
+                }
+            }
+        }
         if let Some(at) = self.shutdown_at {
             if now >= at && !self.killed_all {
                 for s in self.active() {
@@ -262,6 +282,9 @@ impl<'a> Supervisor<'a> {
         let mut at = Instant::NEVER;
         for s in self.services() {
             at = at.min(s.poll_at());
+            for c in s.checks.iter().flatten() {
+                at = at.min(c.poll_at());
+            }
         }
         if let (Some(d), false) = (self.shutdown_at, self.killed_all) {
             at = at.min(d);
@@ -276,6 +299,8 @@ impl<'a> Supervisor<'a> {
         match (cond, d.state) {
             (_, State::Failed) => DepStatus::Failed,
             (_, State::Completed) => DepStatus::Ready,
+            (Condition::Started, State::Starting { .. }) => DepStatus::Ready,
+            // Running means readiness passed (or there is no check).
             (Condition::Started | Condition::Healthy, State::Running { .. }) => DepStatus::Ready,
             // Exited cleanly with no restart: it did start.
             (Condition::Started | Condition::Healthy, State::Stopped) if d.want == Want::Up => {
@@ -325,7 +350,116 @@ impl<'a> Supervisor<'a> {
             .any(|s| s.held && s.deps.iter().any(|d| usize::from(d.idx) == idx))
     }
 
+    /// A probe finished.
+    pub fn probe_result(
+        &mut self,
+        idx: usize,
+        role: Role,
+        r: Result<(), ProbeError>,
+        now: Instant,
+        sys: &mut impl Sys,
+    ) {
+        self.check_step(idx, role_idx(role), CheckInput::Result(r), now, sys);
+        self.propagate(now, sys);
+    }
+
+    /// notify readiness: the fd got a newline, or READY=1 / WATCHDOG=1
+    /// arrived from the service's process group.
+    pub fn notified(&mut self, idx: usize, ping: bool, now: Instant, sys: &mut impl Sys) {
+        let input = if ping {
+            CheckInput::Ping
+        } else {
+            CheckInput::Notified
+        };
+        self.check_step(idx, 0, input, now, sys);
+        self.propagate(now, sys);
+    }
+
+    /// Steps check `r` (0 readiness, 1 liveness) of service `i` and acts
+    /// on what it asks for.
+    fn check_step(
+        &mut self,
+        i: usize,
+        r: usize,
+        input: CheckInput,
+        now: Instant,
+        sys: &mut impl Sys,
+    ) {
+        let Some(c) = self
+            .svcs
+            .get_mut(i)
+            .and_then(|s| s.checks.get_mut(r))
+            .and_then(|c| c.as_mut())
+        else {
+            return;
+        };
+        let mut actions = c.step(input, now);
+        let role = c.role;
+        if actions.cancel_probe {
+            sys.cancel_probe(i, role);
+        }
+        if actions.start_probe {
+            if let Err(e) = sys.start_probe(i, role) {
+                // Could not even start: that is the probe's result.
+                if let Some(c) = self
+                    .svcs
+                    .get_mut(i)
+                    .and_then(|s| s.checks.get_mut(r))
+                    .and_then(|c| c.as_mut())
+                {
+                    let more = c.step(CheckInput::Result(Err(e)), now);
+                    actions.verdict = more.verdict.or(actions.verdict);
+                }
+            }
+        }
+        let Some(v) = actions.verdict else { return };
+        let Some(s) = self.svcs.get_mut(i) else {
+            return;
+        };
+        if let Some(c) = s.checks.get(r).copied().flatten() {
+            sys.health(i, &c);
+            let passive = matches!(c.policy.mode, Mode::Passive { .. });
+            match (role, v) {
+                (Role::Readiness, Verdict::Healthy) => s.step(Input::Ready, now, sys),
+                // The watchdog of a notify service: restart it.
+                (Role::Readiness, Verdict::Unhealthy) if passive => {
+                    s.step(Input::Unhealthy, now, sys)
+                }
+                (Role::Liveness, Verdict::Unhealthy) => s.step(Input::Unhealthy, now, sys),
+                _ => {}
+            }
+        }
+    }
+
+    /// Probes run only while the service has a live process: start the
+    /// checks of services that came up, stop those of services that went
+    /// down (which cancels any probe in flight).
+    fn sync_checks(&mut self, now: Instant, sys: &mut impl Sys) {
+        for i in 0..self.used {
+            for r in 0..2 {
+                let Some(s) = self.services().get(i) else {
+                    break;
+                };
+                let up = matches!(s.state, State::Starting { .. } | State::Running { .. });
+                let Some(c) = s.checks.get(r).copied().flatten() else {
+                    continue;
+                };
+                let on = c.state != CheckState::Off;
+                if up && !on {
+                    self.check_step(i, r, CheckInput::ServiceUp, now, sys);
+                } else if !up && on {
+                    self.check_step(i, r, CheckInput::ServiceDown, now, sys);
+                }
+            }
+        }
+    }
+
     fn propagate(&mut self, now: Instant, sys: &mut impl Sys) {
+        self.propagate_states(now, sys);
+        self.sync_checks(now, sys);
+    }
+
+    fn propagate_states(&mut self, now: Instant, sys: &mut impl Sys) {
         let n = self.used;
         for _pass in 0..=n {
             let mut changed = false;
@@ -339,7 +473,11 @@ impl<'a> Supervisor<'a> {
                     // Stopped in reverse dependency order: only once nothing
                     // that depends on it (transitively) has a process.
                     match s.state {
-                        State::Running { .. } if !self.has_live_dependent(i) => Some(Input::Stop),
+                        State::Running { .. } | State::Starting { .. }
+                            if !self.has_live_dependent(i) =>
+                        {
+                            Some(Input::Stop)
+                        }
                         State::Waiting | State::Backoff { .. } => Some(Input::Stop),
                         _ => None,
                     }
@@ -607,6 +745,113 @@ mod tests {
         assert_eq!(sup.services()[0].restarts, 0);
         assert_eq!(sup.services()[0].failures, 0);
         assert!(sup.services()[1].state.has_process(), "dependent untouched");
+    }
+
+    fn probe_check(role: crate::health::Role) -> crate::health::Check {
+        crate::health::Check::new(
+            role,
+            crate::health::CheckPolicy {
+                mode: crate::health::Mode::Probe,
+                interval: 1000,
+                timeout: 500,
+                start_period: 0,
+                retries: 2,
+                success_threshold: 1,
+            },
+        )
+    }
+
+    #[test]
+    fn readiness_gates_healthy_dependents_and_liveness_restarts() {
+        use crate::health::{ProbeError, Role};
+        // b depends on a with condition healthy; a has both checks.
+        let mut v: Vec<Service> = (0..2).map(|i| Service::new(i, Policy::default())).collect();
+        v[0].policy.needs_ready = true;
+        v[0].checks = [
+            Some(probe_check(Role::Readiness)),
+            Some(probe_check(Role::Liveness)),
+        ];
+        v[1].deps
+            .push(Dep {
+                idx: 0,
+                condition: Condition::Healthy,
+            })
+            .unwrap();
+        let mut sys = Rec::default();
+        let mut sup = Supervisor::new(&mut v, 2);
+        sup.start_all(t(0), &mut sys);
+        assert_eq!(sup.services()[0].state.name(), StateName::Starting);
+        assert_eq!(sup.services()[1].state, State::Waiting);
+        // First probes are due at once.
+        assert_eq!(sup.poll_at(), t(0));
+        sup.tick(t(0), &mut sys);
+        sup.probe_result(
+            0,
+            Role::Readiness,
+            Err(ProbeError::HttpStatus(503)),
+            t(10),
+            &mut sys,
+        );
+        assert_eq!(sup.services()[1].state, State::Waiting);
+        sup.probe_result(0, Role::Liveness, Ok(()), t(10), &mut sys);
+        sup.tick(t(1010), &mut sys);
+        sup.probe_result(0, Role::Readiness, Ok(()), t(1020), &mut sys);
+        assert_eq!(sup.services()[0].state.name(), StateName::Running);
+        assert!(
+            sup.services()[1].state.has_process(),
+            "healthy dependency releases b"
+        );
+        // Liveness fails twice: a is stopped, then backs off (a failure).
+        let pid_a = sys.spawned[0].1;
+        sup.probe_result(
+            0,
+            Role::Liveness,
+            Err(ProbeError::Timeout),
+            t(1100),
+            &mut sys,
+        );
+        sup.tick(t(2100), &mut sys);
+        sup.probe_result(
+            0,
+            Role::Liveness,
+            Err(ProbeError::Timeout),
+            t(2110),
+            &mut sys,
+        );
+        assert!(sys.kills.contains(&(pid_a, 15)));
+        assert_eq!(sup.services()[0].state.name(), StateName::Stopping);
+        sup.on_exit(pid_a, ExitStatus::Signal(15), t(2120), &mut sys);
+        assert_eq!(sup.services()[0].state.name(), StateName::Backoff);
+        assert_eq!(sup.services()[0].failures, 1);
+        assert_eq!(sup.services()[0].reason, crate::service::Reason::Unhealthy);
+        // Checks are off while there is no process.
+        assert!(sup.services()[0]
+            .checks
+            .iter()
+            .flatten()
+            .all(|c| c.state == crate::health::CheckState::Off));
+        assert!(
+            sup.services()[1].state.has_process(),
+            "dependents are left alone"
+        );
+    }
+
+    #[test]
+    fn start_timeout_fails_a_service_that_never_gets_ready() {
+        use crate::health::Role;
+        let mut v: Vec<Service> = (0..1).map(|i| Service::new(i, Policy::default())).collect();
+        v[0].policy.needs_ready = true;
+        v[0].policy.start_timeout = Some(3000);
+        v[0].checks = [Some(probe_check(Role::Readiness)), None];
+        let mut sys = Rec::default();
+        let mut sup = Supervisor::new(&mut v, 1);
+        sup.start_all(t(0), &mut sys);
+        sup.tick(t(3000), &mut sys);
+        assert_eq!(sup.services()[0].state.name(), StateName::Stopping);
+        assert_eq!(
+            sup.services()[0].reason,
+            crate::service::Reason::StartTimeout
+        );
     }
 
     #[test]

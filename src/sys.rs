@@ -4,6 +4,7 @@
 //! implement it with a recorder that can inject failures. Calls must not
 //! block for long and must never panic.
 
+use crate::health::{Check, ProbeError, Role};
 use crate::service::{Event, StateName};
 use core::fmt;
 
@@ -151,4 +152,13 @@ pub trait Sys {
     /// A state change or notable event of service `idx`, for logs and
     /// (later) the event stream.
     fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event);
+    /// Starts one probe (http/tcp/exec) of service `idx`. An immediate
+    /// failure is returned and counted as the probe's result.
+    fn start_probe(&mut self, _idx: usize, _role: Role) -> Result<(), ProbeError> {
+        Ok(())
+    }
+    /// Drops the in-flight probe: closes its socket, kills its process.
+    fn cancel_probe(&mut self, _idx: usize, _role: Role) {}
+    /// A check's verdict changed, for logs and the event stream.
+    fn health(&mut self, _idx: usize, _check: &Check) {}
 }

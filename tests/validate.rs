@@ -448,7 +448,13 @@ fn healthy_without_readiness_is_a_warning() {
 ",
     );
     assert_eq!(r.code, 0, "{}", r.out);
-    r.has("warning", 8, 20, Some("web"), "behaves like started");
+    r.has(
+        "warning",
+        8,
+        20,
+        Some("web"),
+        "condition healthy on 'db': dependency has no readiness check; `healthy` means started",
+    );
 }
 
 #[test]
@@ -470,6 +476,138 @@ fn bad_healthcheck() {
     r.failed();
     r.error(7, 14, Some("a"), "must start with http://");
     r.error(10, 18, Some("a"), "must be host:port");
+}
+
+#[test]
+fn healthcheck_url_host_must_be_an_ip_address() {
+    let r = validate(
+        "url-host",
+        "services:
+  - name: api
+    binary: /bin/sh
+    healthcheck:
+      readiness:
+        type: http
+        url: http://example.com:8080/healthz
+",
+    );
+    r.failed().error(
+        7,
+        14,
+        Some("api"),
+        "url host 'example.com' must be an IP address or localhost (there is no DNS at boot)",
+    );
+    assert_eq!(r.errors(), 1, "{}", r.out);
+}
+
+#[test]
+fn notify_fd_below_3() {
+    let r = validate(
+        "notify-fd",
+        "services:
+  - name: db
+    binary: /bin/sh
+    healthcheck:
+      readiness:
+        type: notify
+        fd: 1
+",
+    );
+    r.failed().error(
+        7,
+        13,
+        Some("db"),
+        "fd must be 3 or more (0-2 are stdin/out/err)",
+    );
+    assert_eq!(r.errors(), 1, "{}", r.out);
+}
+
+#[test]
+fn watchdog_on_a_non_notify_check() {
+    let r = validate(
+        "watchdog",
+        "services:
+  - name: cache
+    binary: /bin/sh
+    healthcheck:
+      readiness:
+        type: tcp
+        address: 127.0.0.1:6379
+        watchdog: 30s
+",
+    );
+    r.failed().error(
+        8,
+        19,
+        Some("cache"),
+        "healthcheck.readiness.watchdog is not used by type tcp",
+    );
+    assert_eq!(r.errors(), 1, "{}", r.out);
+}
+
+#[test]
+fn exec_check_with_a_relative_command() {
+    let r = validate(
+        "exec-rel",
+        "services:
+  - name: cache
+    binary: /bin/sh
+    healthcheck:
+      liveness:
+        type: exec
+        command: [redis-cli, ping]
+",
+    );
+    r.failed().error(
+        7,
+        18,
+        Some("cache"),
+        "exec check command must be an absolute path",
+    );
+    assert_eq!(r.errors(), 1, "{}", r.out);
+}
+
+#[test]
+fn new_healthcheck_keys_are_valid() {
+    let r = validate(
+        "health-ok",
+        "services:
+  - name: db
+    binary: /bin/sh
+    start_timeout: 1m
+    healthcheck:
+      readiness:
+        type: notify
+        watchdog: 30s
+      liveness:
+        type: tcp
+        address: localhost:5432
+  - name: api
+    binary: /bin/sh
+    depends_on:
+      - name: db
+        condition: healthy
+    healthcheck:
+      readiness:
+        type: http
+        url: http://[::1]:8080/healthz
+        success_threshold: 2
+        expect_status: 204
+      liveness:
+        type: exec
+        command: [/bin/sh, -c, 'true']
+  - name: s6style
+    binary: /bin/sh
+    healthcheck:
+      readiness: {type: notify, fd: 3}
+",
+    );
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(
+        r.out.contains("config OK: 3 services (0 warnings)"),
+        "{}",
+        r.out
+    );
 }
 
 #[test]

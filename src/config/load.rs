@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{self, AccessFlags, Gid, Group, Uid, User};
@@ -51,6 +52,14 @@ const DEFAULT_STOP_TIMEOUT: Millis = 10_000;
 const DEFAULT_CHECK_INTERVAL: Millis = 10_000;
 const DEFAULT_CHECK_TIMEOUT: Millis = 5_000;
 const DEFAULT_CHECK_RETRIES: u32 = 3;
+const DEFAULT_CHECK_SUCCESS_THRESHOLD: u32 = 1;
+const DEFAULT_HTTP_PORT: u16 = 80;
+const MIN_HTTP_STATUS: u16 = 100;
+const MAX_HTTP_STATUS: u16 = 599;
+/// A notification fd: above stdin/stdout/stderr, and small enough to stay
+/// clear of whatever the service opens itself (s6 and dinit take any fd).
+const MIN_NOTIFY_FD: u32 = 3;
+const MAX_NOTIFY_FD: u32 = 255;
 const MAX_NAME_LEN: usize = 31;
 /// `sun_path` is 108 bytes on Linux, including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -1091,6 +1100,19 @@ fn build_service(
                 .to_owned(),
         );
     }
+    let start_timeout = raw.start_timeout.map(|d| d.0);
+    if start_timeout == Some(0) {
+        cx.err(
+            &[K("start_timeout")],
+            "start_timeout must be at least 1ms (leave it out to wait forever)".to_owned(),
+        );
+    } else if start_timeout.is_some() && rh.and_then(|h| h.readiness.as_ref()).is_none() {
+        cx.warn(
+            &[K("start_timeout")],
+            "start_timeout has no effect without a readiness check (the service is ready once started)"
+                .to_owned(),
+        );
+    }
 
     let spec = ServiceSpec {
         name,
@@ -1113,6 +1135,7 @@ fn build_service(
         depends_on,
         log,
         healthcheck,
+        start_timeout,
     };
     Entry {
         spec,
@@ -1152,7 +1175,64 @@ fn list_strings(
     out
 }
 
-fn check_url(url: &str) -> Result<(), String> {
+/// The end of every host error: health checks run before any resolver is
+/// up (and a supervisor must not block on one), so hosts are IP literals.
+const NO_DNS: &str = "must be an IP address or localhost (there is no DNS at boot)";
+
+/// A port: 1 to 65535, digits only (`str::parse` would accept `+80`).
+fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// An authority (`HOST`, `HOST:PORT`, `[V6]`, `[V6]:PORT`) split into the
+/// host (without brackets), whether it was bracketed, and the port text.
+fn split_authority(s: &str) -> Result<(&str, bool, Option<&str>), &'static str> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err("has an unclosed '[' in its host");
+        };
+        return match after {
+            "" => Ok((host, true, None)),
+            _ => match after.strip_prefix(':') {
+                Some(port) => Ok((host, true, Some(port))),
+                None => Err("has text after the ']' of its host"),
+            },
+        };
+    }
+    match s.split_once(':') {
+        Some((_, port)) if port.contains(':') => {
+            Err("has an IPv6 address without brackets (write it like [::1]:80)")
+        }
+        Some((host, port)) => Ok((host, false, Some(port))),
+        None => Ok((s, false, None)),
+    }
+}
+
+/// A host that needs no resolver: an IPv4 literal, a bracketed IPv6
+/// literal, or `localhost` (127.0.0.1).
+fn parse_host(host: &str, bracketed: bool) -> Option<IpAddr> {
+    if bracketed {
+        return host.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+fn host_error(what: &str, host: &str, bracketed: bool) -> String {
+    if bracketed {
+        format!("{what} host '[{host}]' {NO_DNS}")
+    } else {
+        format!("{what} host '{host}' {NO_DNS}")
+    }
+}
+
+/// An http check's url, resolved: (address, Host header, request target).
+fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
     let Some(rest) = url.strip_prefix("http://") else {
         if url.starts_with("https://") {
             return Err(format!(
@@ -1161,44 +1241,162 @@ fn check_url(url: &str) -> Result<(), String> {
         }
         return Err(format!("url '{url}' must start with http://"));
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at_checked(end).unwrap_or((rest, ""));
     if authority.is_empty() {
         return Err(format!("url '{url}' has no host"));
     }
-    if authority.contains(['@', ' ']) {
+    if authority.contains('@') {
+        return Err(format!(
+            "url '{url}': user:password@ is not supported in a check url"
+        ));
+    }
+    if authority
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(format!("url '{url}' has an invalid host"));
     }
-    if let Some((host, port)) = split_host_port(authority) {
-        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("url '{url}' has an invalid host or port"));
-        }
+    let (host, bracketed, port) =
+        split_authority(authority).map_err(|why| format!("url '{url}' {why}"))?;
+    if host.is_empty() {
+        return Err(format!("url '{url}' has no host"));
     }
-    Ok(())
+    let port = match port {
+        None => DEFAULT_HTTP_PORT,
+        Some(p) => parse_port(p).ok_or_else(|| {
+            format!("url '{url}' has an invalid port '{p}' (it must be from 1 to 65535)")
+        })?,
+    };
+    let ip = parse_host(host, bracketed).ok_or_else(|| host_error("url", host, bracketed))?;
+    // The fragment never goes on the wire; a bare query gets the root path.
+    let target = tail.split('#').next().unwrap_or_default();
+    let path = match target {
+        "" => "/".to_owned(),
+        t if t.starts_with('?') => format!("/{t}"),
+        t => t.to_owned(),
+    };
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "url '{url}' has a space or control character in its path (percent-encode it)"
+        ));
+    }
+    Ok((SocketAddr::new(ip, port), authority.to_owned(), path))
 }
 
-/// Split "host:port" / "[v6]:port"; None when there is no port.
-fn split_host_port(s: &str) -> Option<(&str, &str)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        let port = after.strip_prefix(':')?;
-        return Some((host, port));
+/// A tcp check's `HOST:PORT`, resolved.
+fn parse_address(addr: &str) -> Result<SocketAddr, String> {
+    let shape = || format!("address '{addr}' must be host:port with a port from 1 to 65535");
+    let (host, bracketed, port) =
+        split_authority(addr).map_err(|why| format!("address '{addr}' {why}"))?;
+    let Some(port) = port.and_then(parse_port) else {
+        return Err(shape());
+    };
+    if host.is_empty() {
+        return Err(shape());
     }
-    s.rsplit_once(':')
+    let ip = parse_host(host, bracketed).ok_or_else(|| host_error("address", host, bracketed))?;
+    Ok(SocketAddr::new(ip, port))
 }
 
-fn check_address(addr: &str) -> Result<(), String> {
-    match split_host_port(addr) {
-        Some((host, port))
-            if !host.is_empty()
-                && !host.contains(' ')
-                && port.parse::<u16>().is_ok_and(|p| p != 0) =>
-        {
-            Ok(())
+/// The argv of an exec check; None (reported) when unusable.
+fn exec_command(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Vec<String>> {
+    let at = |k: &'static str| [K("healthcheck"), K(which), K(k)];
+    let command = match &raw.command {
+        None => Vec::new(),
+        Some(RawCommand::List(argv)) => argv.clone(),
+        Some(RawCommand::Shell(s)) if s.trim().is_empty() => Vec::new(),
+        Some(RawCommand::Shell(s)) => {
+            vec!["/bin/sh".to_owned(), "-c".to_owned(), s.clone()]
         }
-        _ => Err(format!(
-            "address '{addr}' must be host:port with a port from 1 to 65535"
-        )),
+    };
+    let prog_path = match &raw.command {
+        Some(RawCommand::List(_)) => vec![K("healthcheck"), K(which), K("command"), I(0)],
+        _ => at("command").to_vec(),
+    };
+    let Some(prog) = command.first().filter(|c| !c.is_empty()) else {
+        let path = if raw.command.is_some() {
+            at("command")
+        } else {
+            at("type")
+        };
+        cx.err(
+            &path,
+            format!("healthcheck.{which}: type exec needs a non-empty command"),
+        );
+        return None;
+    };
+    if command.iter().any(|c| c.contains('\0')) {
+        cx.err(&at("command"), "command contains a NUL byte".to_owned());
+        return None;
     }
+    let p = Path::new(prog);
+    if !p.is_absolute() {
+        cx.err(
+            &prog_path,
+            format!(
+                "healthcheck.{which}: exec check command must be an absolute path (got '{prog}'; there is no PATH search)"
+            ),
+        );
+        return None;
+    }
+    if let Err(why) = check_executable(p) {
+        cx.err(
+            &prog_path,
+            format!("healthcheck.{which}: exec check command {prog} is not executable: {why}"),
+        );
+        return None;
+    }
+    Some(command)
+}
+
+/// The notify check's fd and watchdog; None (reported) when unusable.
+fn notify_kind(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<CheckKind> {
+    let at = |k: &'static str| [K("healthcheck"), K(which), K(k)];
+    if which == "liveness" {
+        cx.err(
+            &at("type"),
+            "type notify is a readiness protocol; it cannot be a liveness check".to_owned(),
+        );
+        return None;
+    }
+    let mut ok = true;
+    if let Some(fd) = raw.fd {
+        if fd < MIN_NOTIFY_FD {
+            cx.err(
+                &at("fd"),
+                format!("healthcheck.{which}.fd must be 3 or more (0-2 are stdin/out/err)"),
+            );
+            ok = false;
+        } else if fd > MAX_NOTIFY_FD {
+            cx.err(
+                &at("fd"),
+                format!("healthcheck.{which}.fd is {fd}; it must be at most {MAX_NOTIFY_FD}"),
+            );
+            ok = false;
+        }
+    }
+    if let Some(w) = raw.watchdog {
+        if raw.fd.is_some() {
+            cx.err(
+                &at("watchdog"),
+                format!(
+                    "healthcheck.{which}.watchdog needs sd_notify (type notify without fd); a notification fd only carries the readiness line"
+                ),
+            );
+            ok = false;
+        } else if w.0 == 0 {
+            cx.err(
+                &at("watchdog"),
+                format!("healthcheck.{which}.watchdog must be at least 1ms (leave it out for no watchdog)"),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(CheckKind::Notify {
+        fd: raw.fd,
+        watchdog: raw.watchdog.map(|d| d.0),
+    })
 }
 
 fn build_check(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Check> {
@@ -1218,27 +1416,69 @@ fn build_check(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Chec
         RawCheckType::Notify => "notify",
     };
     let mut ok = true;
-    for (key, present, used_by) in [
-        ("url", raw.url.is_some(), RawCheckType::Http),
-        ("address", raw.address.is_some(), RawCheckType::Tcp),
-        ("command", raw.command.is_some(), RawCheckType::Exec),
+    for (key, present, used_by, hint) in [
+        ("url", raw.url.is_some(), RawCheckType::Http, ""),
+        ("address", raw.address.is_some(), RawCheckType::Tcp, ""),
+        ("command", raw.command.is_some(), RawCheckType::Exec, ""),
+        (
+            "expect_status",
+            raw.expect_status.is_some(),
+            RawCheckType::Http,
+            " (it is for type http)",
+        ),
+        (
+            "fd",
+            raw.fd.is_some(),
+            RawCheckType::Notify,
+            " (it is for type notify)",
+        ),
+        (
+            "watchdog",
+            raw.watchdog.is_some(),
+            RawCheckType::Notify,
+            " (it is for a readiness check of type notify without fd)",
+        ),
     ] {
         if present && kind != used_by {
             cx.err(
                 &at(key),
-                format!("healthcheck.{which}.{key} is not used by type {tname}"),
+                format!("healthcheck.{which}.{key} is not used by type {tname}{hint}"),
             );
             ok = false;
         }
     }
+    let expect_status = match raw.expect_status {
+        None => None,
+        Some(s) => match u16::try_from(s) {
+            Ok(s) if (MIN_HTTP_STATUS..=MAX_HTTP_STATUS).contains(&s) => Some(s),
+            _ => {
+                if kind == RawCheckType::Http {
+                    cx.err(
+                        &at("expect_status"),
+                        format!(
+                            "healthcheck.{which}.expect_status is {s}; an HTTP status is from {MIN_HTTP_STATUS} to {MAX_HTTP_STATUS}"
+                        ),
+                    );
+                }
+                ok = false;
+                None
+            }
+        },
+    };
     let check_kind = match kind {
         RawCheckType::Http => match &raw.url {
             None => {
                 cx.err(&base, format!("healthcheck.{which}: type http needs a url"));
                 None
             }
-            Some(url) => match check_url(url) {
-                Ok(()) => Some(CheckKind::Http { url: url.clone() }),
+            Some(url) => match parse_url(url) {
+                Ok((addr, host, path)) => Some(CheckKind::Http {
+                    url: url.clone(),
+                    addr,
+                    host,
+                    path,
+                    expect_status,
+                }),
                 Err(msg) => {
                     cx.err(&at("url"), msg);
                     None
@@ -1253,9 +1493,10 @@ fn build_check(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Chec
                 );
                 None
             }
-            Some(addr) => match check_address(addr) {
-                Ok(()) => Some(CheckKind::Tcp {
-                    address: addr.clone(),
+            Some(address) => match parse_address(address) {
+                Ok(addr) => Some(CheckKind::Tcp {
+                    address: address.clone(),
+                    addr,
                 }),
                 Err(msg) => {
                     cx.err(&at("address"), msg);
@@ -1264,47 +1505,16 @@ fn build_check(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Chec
             },
         },
         RawCheckType::Exec => {
-            let command = match &raw.command {
-                None => Vec::new(),
-                Some(RawCommand::List(argv)) => argv.clone(),
-                Some(RawCommand::Shell(s)) if s.trim().is_empty() => Vec::new(),
-                Some(RawCommand::Shell(s)) => {
-                    vec!["/bin/sh".to_owned(), "-c".to_owned(), s.clone()]
-                }
-            };
-            if command.first().is_none_or(|c| c.is_empty()) {
-                let path = if raw.command.is_some() {
-                    at("command")
-                } else {
-                    [K("healthcheck"), K(which), K("type")]
-                };
-                cx.err(
-                    &path,
-                    format!("healthcheck.{which}: type exec needs a non-empty command"),
-                );
-                None
-            } else if command.iter().any(|c| c.contains('\0')) {
-                cx.err(&at("command"), "command contains a NUL byte".to_owned());
-                None
-            } else {
-                Some(CheckKind::Exec { command })
-            }
+            exec_command(cx, raw, which).map(|command| CheckKind::Exec { command })
         }
-        RawCheckType::Notify => {
-            if which == "liveness" {
-                cx.err(
-                    &at("type"),
-                    "type notify is a readiness protocol; it cannot be a liveness check".to_owned(),
-                );
-                None
-            } else {
-                Some(CheckKind::Notify)
-            }
-        }
+        RawCheckType::Notify => notify_kind(cx, raw, which),
     };
     let interval = raw.interval.map_or(DEFAULT_CHECK_INTERVAL, |d| d.0);
     let timeout = raw.timeout.map_or(DEFAULT_CHECK_TIMEOUT, |d| d.0);
     let retries = raw.retries.unwrap_or(DEFAULT_CHECK_RETRIES);
+    let success_threshold = raw
+        .success_threshold
+        .unwrap_or(DEFAULT_CHECK_SUCCESS_THRESHOLD);
     if interval == 0 {
         cx.err(
             &at("interval"),
@@ -1323,6 +1533,13 @@ fn build_check(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Chec
         cx.err(
             &at("retries"),
             format!("healthcheck.{which}.retries must be at least 1"),
+        );
+        ok = false;
+    }
+    if success_threshold == 0 {
+        cx.err(
+            &at("success_threshold"),
+            format!("healthcheck.{which}.success_threshold must be at least 1"),
         );
         ok = false;
     }
@@ -1348,6 +1565,7 @@ fn build_check(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Chec
         timeout,
         retries,
         start_period: raw.start_period.map_or(0, |d| d.0),
+        success_threshold,
     })
 }
 
@@ -1449,7 +1667,7 @@ fn cross_checks(entries: &[Entry], srcs: &[Src], incomplete: bool, sink: &mut Si
                     e,
                     &cpath,
                     format!(
-                        "condition healthy on '{}', which has no readiness check: behaves like started",
+                        "condition healthy on '{}': dependency has no readiness check; `healthy` means started",
                         dep.name
                     ),
                 ),

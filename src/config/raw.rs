@@ -92,6 +92,7 @@ pub(super) struct RawService {
     pub depends_on: Option<List<RawDep>>,
     pub log: Option<RawServiceLog>,
     pub healthcheck: Option<RawHealthcheck>,
+    pub start_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -174,6 +175,11 @@ pub(super) struct RawCheck {
     pub timeout: Option<Dur>,
     pub retries: Option<u32>,
     pub start_period: Option<Dur>,
+    pub success_threshold: Option<u32>,
+    /// Read wider than u16 so an out-of-range status gets our message.
+    pub expect_status: Option<u32>,
+    pub fd: Option<u32>,
+    pub watchdog: Option<Dur>,
 }
 
 /// `depends_on` item: a plain name or `{name, condition}`.

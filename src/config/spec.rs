@@ -4,6 +4,7 @@
 //! compiler child). The daemon turns it into preallocated slots; nothing in
 //! this file is touched by the event loop.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Milliseconds. Durations in the config are parsed into this.
@@ -97,10 +98,39 @@ pub struct ServiceLog {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckKind {
-    Http { url: String },
-    Tcp { address: String },
+    /// `GET path HTTP/1.1` to `addr`. Resolved at load time: the host is an
+    /// IP literal or `localhost` (there is no DNS at boot).
+    Http {
+        /// As written in the config.
+        url: String,
+        /// Where to connect (default port 80).
+        addr: SocketAddr,
+        /// For the `Host:` header: the URL's authority as written,
+        /// including the port if one was given (`127.0.0.1:8080`, `[::1]`).
+        host: String,
+        /// Request target: path and query, `/` when the URL has none.
+        path: String,
+        /// Exact status required; None = any 2xx or 3xx.
+        expect_status: Option<u16>,
+    },
+    /// A connect() to `addr` that succeeds.
+    Tcp {
+        /// As written in the config.
+        address: String,
+        addr: SocketAddr,
+    },
+    /// argv; argv[0] is absolute and was executable at load time. A string
+    /// in the config becomes `/bin/sh -c STRING`.
     Exec { command: Vec<String> },
-    Notify,
+    /// Readiness by notification (readiness checks only).
+    Notify {
+        /// s6 `notification-fd` / dinit `ready-notification = pipefd:N`: the
+        /// service writes a line to this fd (3..=255). None = sd_notify
+        /// `READY=1` on the datagram socket in `NOTIFY_SOCKET`.
+        fd: Option<u32>,
+        /// sd_notify only: `WATCHDOG=1` must arrive at least this often.
+        watchdog: Option<Millis>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -108,8 +138,12 @@ pub struct Check {
     pub kind: CheckKind,
     pub interval: Millis,
     pub timeout: Millis,
+    /// Consecutive failures before unhealthy (>= 1).
     pub retries: u32,
+    /// After start, failures in this window do not count.
     pub start_period: Millis,
+    /// Consecutive successes before healthy (>= 1).
+    pub success_threshold: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -146,4 +180,7 @@ pub struct ServiceSpec {
     pub depends_on: Vec<Dep>,
     pub log: ServiceLog,
     pub healthcheck: Healthcheck,
+    /// Fail the start when readiness has not come this long after spawn;
+    /// None = wait forever.
+    pub start_timeout: Option<Millis>,
 }

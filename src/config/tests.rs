@@ -125,12 +125,17 @@ fn example_loads_with_real_binaries() {
         api.healthcheck.readiness,
         Some(Check {
             kind: CheckKind::Http {
-                url: "http://127.0.0.1:8080/healthz".to_owned()
+                url: "http://127.0.0.1:8080/healthz".to_owned(),
+                addr: "127.0.0.1:8080".parse().unwrap(),
+                host: "127.0.0.1:8080".to_owned(),
+                path: "/healthz".to_owned(),
+                expect_status: None,
             },
             interval: 5_000,
             timeout: 5_000,
             retries: 3,
             start_period: 0,
+            success_threshold: 1,
         })
     );
     let fe = &c.services[1];
@@ -241,6 +246,7 @@ fn defaults() {
         }
     );
     assert_eq!(s.healthcheck, Healthcheck::default());
+    assert_eq!(s.start_timeout, None);
 }
 
 #[test]
@@ -277,9 +283,16 @@ fn oneshot_defaults_to_restart_never_and_check_defaults() {
         }
     );
     assert_eq!(
-        (l.interval, l.timeout, l.retries, l.start_period),
-        (10_000, 5_000, 3, 0)
+        (
+            l.interval,
+            l.timeout,
+            l.retries,
+            l.start_period,
+            l.success_threshold
+        ),
+        (10_000, 5_000, 3, 0, 1)
     );
+    assert_eq!(b.start_timeout, None);
 }
 
 #[test]
@@ -382,12 +395,14 @@ services:
         s.healthcheck.readiness,
         Some(Check {
             kind: CheckKind::Tcp {
-                address: "127.0.0.1:80".into()
+                address: "127.0.0.1:80".into(),
+                addr: "127.0.0.1:80".parse().unwrap(),
             },
             interval: 1_000,
             timeout: 1_000,
             retries: 1,
-            start_period: 2_000
+            start_period: 2_000,
+            success_threshold: 1,
         })
     );
     let t = &c.services[1];
@@ -404,7 +419,10 @@ services:
     );
     assert_eq!(
         t.healthcheck.readiness.as_ref().unwrap().kind,
-        CheckKind::Notify
+        CheckKind::Notify {
+            fd: None,
+            watchdog: None
+        }
     );
     assert_eq!(
         t.healthcheck.liveness.as_ref().unwrap().kind,
@@ -946,7 +964,7 @@ fn warnings_only_is_ok() {
         11,
         20,
         Some("web"),
-        "behaves like started",
+        "condition healthy on 'once': dependency has no readiness check; `healthy` means started",
     );
     expect(
         &w,
@@ -1096,4 +1114,444 @@ fn odd_inputs_never_panic() {
             assert!(d.iter().any(|x| x.severity == Severity::Error), "{text:?}");
         }
     }
+}
+
+#[test]
+fn healthcheck_new_keys_and_resolution() {
+    let (c, w) = ok(
+        "health-new",
+        "services:
+  - name: web
+    binary: /bin/sh
+    start_timeout: 1m
+    healthcheck:
+      readiness:
+        type: http
+        url: http://localhost:8080/healthz?full=1#frag
+        success_threshold: 2
+        expect_status: 204
+      liveness:
+        type: tcp
+        address: localhost:6379
+  - name: v6
+    binary: /bin/sh
+    healthcheck:
+      readiness: {type: http, url: 'http://[::1]'}
+      liveness: {type: tcp, address: '[::1]:22'}
+  - name: q
+    binary: /bin/sh
+    healthcheck:
+      readiness: {type: http, url: 'http://10.0.0.1?x=1'}
+  - name: s6
+    binary: /bin/sh
+    healthcheck:
+      readiness: {type: notify, fd: 3}
+  - name: sd
+    binary: /bin/sh
+    start_timeout: 90s
+    healthcheck:
+      readiness: {type: notify, watchdog: 30s}
+      liveness: {type: exec, command: [/bin/sh, -c, 'true'], success_threshold: 1}
+",
+    );
+    assert!(w.is_empty(), "{}", render(&w));
+    let web = &c.services[0];
+    assert_eq!(web.start_timeout, Some(60_000));
+    let r = web.healthcheck.readiness.as_ref().unwrap();
+    assert_eq!(
+        r.kind,
+        CheckKind::Http {
+            url: "http://localhost:8080/healthz?full=1#frag".into(),
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            host: "localhost:8080".into(),
+            path: "/healthz?full=1".into(),
+            expect_status: Some(204),
+        }
+    );
+    assert_eq!(r.success_threshold, 2);
+    assert_eq!(
+        web.healthcheck.liveness.as_ref().unwrap().kind,
+        CheckKind::Tcp {
+            address: "localhost:6379".into(),
+            addr: "127.0.0.1:6379".parse().unwrap(),
+        }
+    );
+    let v6 = &c.services[1];
+    assert_eq!(
+        v6.healthcheck.readiness.as_ref().unwrap().kind,
+        CheckKind::Http {
+            url: "http://[::1]".into(),
+            addr: "[::1]:80".parse().unwrap(),
+            host: "[::1]".into(),
+            path: "/".into(),
+            expect_status: None,
+        }
+    );
+    assert_eq!(
+        v6.healthcheck.liveness.as_ref().unwrap().kind,
+        CheckKind::Tcp {
+            address: "[::1]:22".into(),
+            addr: "[::1]:22".parse().unwrap(),
+        }
+    );
+    assert_eq!(v6.start_timeout, None);
+    match &c.services[2].healthcheck.readiness.as_ref().unwrap().kind {
+        CheckKind::Http {
+            addr, host, path, ..
+        } => {
+            assert_eq!(*addr, "10.0.0.1:80".parse().unwrap());
+            assert_eq!((host.as_str(), path.as_str()), ("10.0.0.1", "/?x=1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.services[3].healthcheck.readiness.as_ref().unwrap().kind,
+        CheckKind::Notify {
+            fd: Some(3),
+            watchdog: None
+        }
+    );
+    let sd = &c.services[4];
+    assert_eq!(sd.start_timeout, Some(90_000));
+    let r = sd.healthcheck.readiness.as_ref().unwrap();
+    assert_eq!(
+        r.kind,
+        CheckKind::Notify {
+            fd: None,
+            watchdog: Some(30_000)
+        }
+    );
+    assert_eq!(r.success_threshold, 1);
+    assert_eq!(
+        sd.healthcheck.liveness.as_ref().unwrap().kind,
+        CheckKind::Exec {
+            command: vec!["/bin/sh".into(), "-c".into(), "true".into()]
+        }
+    );
+}
+
+#[test]
+fn healthcheck_new_key_errors() {
+    let d = errs(
+        "health-new-err",
+        "services:
+  - name: a
+    binary: /bin/sh
+    start_timeout: 0s
+    healthcheck:
+      readiness:
+        type: http
+        url: http://example.com/healthz
+        expect_status: 700
+        success_threshold: 0
+        watchdog: 5s
+      liveness:
+        type: tcp
+        address: db.local:5432
+        expect_status: 200
+  - name: b
+    binary: /bin/sh
+    healthcheck:
+      readiness:
+        type: notify
+        fd: 2
+      liveness:
+        type: exec
+        command: [redis-cli, ping]
+        fd: 4
+  - name: c
+    binary: /bin/sh
+    healthcheck:
+      readiness:
+        type: notify
+        fd: 256
+        watchdog: 10s
+      liveness:
+        type: exec
+        command:
+          - bin/check
+  - name: d
+    binary: /bin/sh
+    healthcheck:
+      readiness:
+        type: notify
+        watchdog: 0s
+      liveness:
+        type: http
+        url: 'http://127.0.0.1:0/'
+  - name: e
+    binary: /bin/sh
+    healthcheck:
+      readiness:
+        type: tcp
+        address: '::1:80'
+      liveness:
+        type: exec
+        command: [/nonexistent/check]
+",
+    );
+    expect_err(&d, 4, 20, Some("a"), "start_timeout must be at least 1ms");
+    expect_err(
+        &d,
+        8,
+        14,
+        Some("a"),
+        "url host 'example.com' must be an IP address or localhost (there is no DNS at boot)",
+    );
+    expect_err(
+        &d,
+        9,
+        24,
+        Some("a"),
+        "healthcheck.readiness.expect_status is 700; an HTTP status is from 100 to 599",
+    );
+    expect_err(
+        &d,
+        10,
+        28,
+        Some("a"),
+        "healthcheck.readiness.success_threshold must be at least 1",
+    );
+    expect_err(
+        &d,
+        11,
+        19,
+        Some("a"),
+        "healthcheck.readiness.watchdog is not used by type http",
+    );
+    expect_err(
+        &d,
+        14,
+        18,
+        Some("a"),
+        "address host 'db.local' must be an IP address or localhost (there is no DNS at boot)",
+    );
+    expect_err(
+        &d,
+        15,
+        24,
+        Some("a"),
+        "healthcheck.liveness.expect_status is not used by type tcp",
+    );
+    expect_err(
+        &d,
+        21,
+        13,
+        Some("b"),
+        "healthcheck.readiness.fd must be 3 or more (0-2 are stdin/out/err)",
+    );
+    expect_err(
+        &d,
+        24,
+        18,
+        Some("b"),
+        "exec check command must be an absolute path (got 'redis-cli'",
+    );
+    expect_err(
+        &d,
+        25,
+        13,
+        Some("b"),
+        "healthcheck.liveness.fd is not used by type exec",
+    );
+    expect_err(
+        &d,
+        31,
+        13,
+        Some("c"),
+        "healthcheck.readiness.fd is 256; it must be at most 255",
+    );
+    expect_err(
+        &d,
+        32,
+        19,
+        Some("c"),
+        "watchdog needs sd_notify (type notify without fd)",
+    );
+    expect_err(
+        &d,
+        36,
+        13,
+        Some("c"),
+        "exec check command must be an absolute path (got 'bin/check'",
+    );
+    expect_err(
+        &d,
+        42,
+        19,
+        Some("d"),
+        "healthcheck.readiness.watchdog must be at least 1ms",
+    );
+    expect_err(&d, 45, 14, Some("d"), "has an invalid port '0'");
+    expect_err(
+        &d,
+        51,
+        18,
+        Some("e"),
+        "has an IPv6 address without brackets (write it like [::1]:80)",
+    );
+    expect_err(
+        &d,
+        54,
+        18,
+        Some("e"),
+        "exec check command /nonexistent/check is not executable: No such file or directory",
+    );
+    assert_eq!(count(&d, Severity::Error), 17, "{}", render(&d));
+}
+
+/// One http readiness check with this url: Ok((host, path)) or the error.
+fn url_result(url: &str) -> Result<(String, String, String), String> {
+    let text = format!(
+        "services:\n  - name: a\n    binary: /bin/sh\n    healthcheck:\n      readiness:\n        type: http\n        url: '{url}'\n"
+    );
+    match load_str(Path::new("/nonexistent/config.yaml"), &text) {
+        Ok((c, _)) => match &c.services[0].healthcheck.readiness.as_ref().unwrap().kind {
+            CheckKind::Http {
+                addr, host, path, ..
+            } => Ok((addr.to_string(), host.clone(), path.clone())),
+            other => panic!("{other:?}"),
+        },
+        Err(d) => {
+            assert_eq!(d.len(), 1, "{}", render(&d));
+            assert_eq!((d[0].line, d[0].col), (7, 14), "{}", render(&d));
+            Err(d[0].message.clone())
+        }
+    }
+}
+
+#[test]
+fn http_url_forms() {
+    let good = |url: &str, addr: &str, host: &str, path: &str| {
+        assert_eq!(
+            url_result(url),
+            Ok((addr.to_owned(), host.to_owned(), path.to_owned())),
+            "{url}"
+        );
+    };
+    good("http://127.0.0.1", "127.0.0.1:80", "127.0.0.1", "/");
+    good("http://127.0.0.1/", "127.0.0.1:80", "127.0.0.1", "/");
+    good(
+        "http://LocalHost:81/a/b",
+        "127.0.0.1:81",
+        "LocalHost:81",
+        "/a/b",
+    );
+    good(
+        "http://[::1]:8080/x?y#z",
+        "[::1]:8080",
+        "[::1]:8080",
+        "/x?y",
+    );
+    good("http://[fe80::1]#top", "[fe80::1]:80", "[fe80::1]", "/");
+    good(
+        "http://0.0.0.0:65535/",
+        "0.0.0.0:65535",
+        "0.0.0.0:65535",
+        "/",
+    );
+    let bad = |url: &str, msg: &str| match url_result(url) {
+        Err(m) => assert!(m.contains(msg), "{url}: {m:?} lacks {msg:?}"),
+        Ok(v) => panic!("{url}: expected an error, got {v:?}"),
+    };
+    let no_dns = "must be an IP address or localhost (there is no DNS at boot)";
+    bad(
+        "http://example.com/",
+        &format!("url host 'example.com' {no_dns}"),
+    );
+    bad("http://127.1/", &format!("url host '127.1' {no_dns}"));
+    bad(
+        "http://[127.0.0.1]/",
+        &format!("url host '[127.0.0.1]' {no_dns}"),
+    );
+    bad(
+        "http://[fe80::1%eth0]/",
+        &format!("url host '[fe80::1%eth0]' {no_dns}"),
+    );
+    bad("http://::1/", "IPv6 address without brackets");
+    bad("http://[::1/", "unclosed '['");
+    bad("http://[::1]x/", "text after the ']'");
+    bad("http:///x", "has no host");
+    bad("http://:80/", "has no host");
+    bad("http://u:p@127.0.0.1/", "user:password@ is not supported");
+    bad("http://127.0.0.1:/", "invalid port ''");
+    bad("http://127.0.0.1:+80/", "invalid port '+80'");
+    bad("http://127.0.0.1:65536/", "invalid port '65536'");
+    bad(
+        "http://127.0.0.1/a b",
+        "space or control character in its path",
+    );
+    bad("https://127.0.0.1/", "only http:// is supported");
+    bad("127.0.0.1:80", "must start with http://");
+}
+
+#[test]
+fn tcp_address_forms() {
+    let d = errs(
+        "tcp-forms",
+        "services:
+  - name: a
+    binary: /bin/sh
+    healthcheck:
+      readiness: {type: tcp, address: 'localhost'}
+      liveness: {type: tcp, address: ':80'}
+  - name: b
+    binary: /bin/sh
+    healthcheck:
+      readiness: {type: tcp, address: '10.0.0.1:99999'}
+      liveness: {type: tcp, address: 'redis:6379'}
+",
+    );
+    let shape = "must be host:port with a port from 1 to 65535";
+    expect_err(
+        &d,
+        5,
+        18,
+        Some("a"),
+        &format!("address 'localhost' {shape}"),
+    );
+    expect_err(&d, 6, 17, Some("a"), &format!("address ':80' {shape}"));
+    expect_err(
+        &d,
+        10,
+        18,
+        Some("b"),
+        &format!("address '10.0.0.1:99999' {shape}"),
+    );
+    expect_err(
+        &d,
+        11,
+        17,
+        Some("b"),
+        "address host 'redis' must be an IP address or localhost",
+    );
+    assert_eq!(count(&d, Severity::Error), 4, "{}", render(&d));
+}
+
+#[test]
+fn start_timeout_without_readiness_warns() {
+    let (c, w) = ok(
+        "start-timeout",
+        "services:
+  - name: a
+    binary: /bin/sh
+    start_timeout: 30s
+  - name: b
+    binary: /bin/sh
+    start_timeout: 30s
+    healthcheck:
+      readiness: {type: notify}
+",
+    );
+    assert_eq!(c.services[0].start_timeout, Some(30_000));
+    assert_eq!(c.services[1].start_timeout, Some(30_000));
+    expect(
+        &w,
+        Severity::Warning,
+        4,
+        20,
+        Some("a"),
+        "start_timeout has no effect without a readiness check",
+    );
+    assert_eq!(w.len(), 1, "{}", render(&w));
 }

@@ -129,6 +129,9 @@ pub mod event {
     pub const COMPLETED: u8 = 10;
     pub const EXEC_FAILED: u8 = 11;
     pub const GAVE_UP: u8 = 12;
+    pub const UNHEALTHY: u8 = 13;
+    /// A check's verdict changed (detail: role, verdict, last error).
+    pub const HEALTH: u8 = 14;
 
     pub fn name(k: u8) -> &'static str {
         match k {
@@ -144,6 +147,8 @@ pub mod event {
             COMPLETED => "completed",
             EXEC_FAILED => "exec-failed",
             GAVE_UP => "gave-up",
+            UNHEALTHY => "unhealthy",
+            HEALTH => "health",
             _ => "unknown",
         }
     }

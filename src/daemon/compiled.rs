@@ -12,6 +12,7 @@
 //! bytes`; lists are `u16 LE count | items`.
 
 use crate::config::{Condition as CCond, Config, Kind as CKind, Restart as CRestart, ServiceSpec};
+use coffey::health::{CheckPolicy, Mode};
 use coffey::service::{Condition, Kind, Policy, Restart};
 
 const MAGIC: &[u8; 4] = b"CFY1";
@@ -94,8 +95,67 @@ pub fn encode(cfg: &Config) -> Vec<u8> {
                 .map_or(&b""[..], |f| f.as_os_str().as_bytes()),
         );
         o.extend_from_slice(&sv.log.buffer.to_le_bytes());
+        o.extend_from_slice(&sv.start_timeout.unwrap_or(u64::MAX).to_le_bytes());
+        let start = o.len();
+        o.extend_from_slice(&0u32.to_le_bytes());
+        for c in [&sv.healthcheck.readiness, &sv.healthcheck.liveness] {
+            encode_check(&mut o, c.as_ref());
+        }
+        let len = (o.len() - start - 4) as u32;
+        if let Some(b) = o.get_mut(start..start + 4) {
+            b.copy_from_slice(&len.to_le_bytes());
+        }
     }
     o
+}
+
+#[allow(clippy::disallowed_methods)]
+fn encode_check(o: &mut Vec<u8>, c: Option<&crate::config::Check>) {
+    use crate::config::CheckKind;
+    let s = |o: &mut Vec<u8>, b: &[u8]| {
+        o.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        o.extend_from_slice(b);
+    };
+    let Some(c) = c else {
+        o.push(0);
+        return;
+    };
+    o.push(match c.kind {
+        CheckKind::Http { .. } => 1,
+        CheckKind::Tcp { .. } => 2,
+        CheckKind::Exec { .. } => 3,
+        CheckKind::Notify { .. } => 4,
+    });
+    for v in [c.interval, c.timeout, c.start_period] {
+        o.extend_from_slice(&v.to_le_bytes());
+    }
+    o.extend_from_slice(&c.retries.to_le_bytes());
+    o.extend_from_slice(&c.success_threshold.to_le_bytes());
+    match &c.kind {
+        CheckKind::Http {
+            addr,
+            host,
+            path,
+            expect_status,
+            ..
+        } => {
+            s(o, addr.to_string().as_bytes());
+            s(o, host.as_bytes());
+            s(o, path.as_bytes());
+            o.extend_from_slice(&expect_status.unwrap_or(0).to_le_bytes());
+        }
+        CheckKind::Tcp { addr, .. } => s(o, addr.to_string().as_bytes()),
+        CheckKind::Exec { command } => {
+            o.extend_from_slice(&(command.len() as u16).to_le_bytes());
+            for a in command {
+                s(o, a.as_bytes());
+            }
+        }
+        CheckKind::Notify { fd, watchdog } => {
+            o.extend_from_slice(&fd.map_or(-1i32, |f| f as i32).to_le_bytes());
+            o.extend_from_slice(&watchdog.unwrap_or(0).to_le_bytes());
+        }
+    }
 }
 
 /// Encodes a failure: the validator's messages.
@@ -154,6 +214,8 @@ pub fn policy(s: &ServiceSpec) -> Policy {
         max_restarts: s.max_restarts,
         stop_signal: s.stop_signal,
         stop_timeout: s.stop_timeout,
+        needs_ready: s.healthcheck.readiness.is_some(),
+        start_timeout: s.start_timeout,
     }
 }
 
@@ -262,6 +324,91 @@ pub struct CService<'a> {
     /// slot only.
     #[allow(dead_code)]
     pub buffer: u32,
+    pub start_timeout: Option<u64>,
+    /// The encoded checks, compared byte for byte by reload.
+    pub checks_raw: &'a [u8],
+    /// Readiness, liveness.
+    pub checks: [Option<CCheck<'a>>; 2],
+}
+
+/// One decoded check.
+#[derive(Clone)]
+pub struct CCheck<'a> {
+    pub policy: CheckPolicy,
+    pub probe: CProbe<'a>,
+}
+
+#[derive(Clone)]
+pub enum CProbe<'a> {
+    Http {
+        addr: &'a str,
+        host: &'a str,
+        path: &'a str,
+        expect: Option<u16>,
+    },
+    Tcp {
+        addr: &'a str,
+    },
+    Exec {
+        command: Strs<'a>,
+    },
+    Notify {
+        fd: Option<i32>,
+    },
+}
+
+fn check<'a>(r: &mut Rd<'a>) -> Result<Option<CCheck<'a>>, Corrupt> {
+    let kind = r.u8()?;
+    if kind == 0 {
+        return Ok(None);
+    }
+    let interval = r.u64()?;
+    let timeout = r.u64()?;
+    let start_period = r.u64()?;
+    let retries = r.u32()?;
+    let success_threshold = r.u32()?;
+    let st = |b: &'a [u8]| core::str::from_utf8(b).map_err(|_| Corrupt);
+    let mut mode = Mode::Probe;
+    let probe = match kind {
+        1 => {
+            let addr = st(r.bytes()?)?;
+            let host = st(r.bytes()?)?;
+            let path = st(r.bytes()?)?;
+            let e = r.u16()?;
+            CProbe::Http {
+                addr,
+                host,
+                path,
+                expect: (e != 0).then_some(e),
+            }
+        }
+        2 => CProbe::Tcp {
+            addr: st(r.bytes()?)?,
+        },
+        3 => CProbe::Exec { command: r.strs()? },
+        4 => {
+            let fd = r.i32()?;
+            let w = r.u64()?;
+            mode = Mode::Passive {
+                watchdog: (w != 0).then_some(w),
+            };
+            CProbe::Notify {
+                fd: (fd >= 0).then_some(fd),
+            }
+        }
+        _ => return Err(Corrupt),
+    };
+    Ok(Some(CCheck {
+        policy: CheckPolicy {
+            mode,
+            interval,
+            timeout,
+            start_period,
+            retries,
+            success_threshold,
+        },
+        probe,
+    }))
 }
 
 impl<'a> CService<'a> {
@@ -331,6 +478,17 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
     let console = r.u8()? != 0;
     let file = r.bytes()?;
     let buffer = r.u32()?;
+    let st = r.u64()?;
+    let start_timeout = (st != u64::MAX).then_some(st);
+    let checks_raw = r.bytes()?;
+    let mut cr = Rd {
+        b: checks_raw,
+        pos: 0,
+    };
+    let checks = [check(&mut cr)?, check(&mut cr)?];
+    if cr.pos != checks_raw.len() {
+        return Err(Corrupt);
+    }
     Ok(CService {
         name,
         binary,
@@ -352,12 +510,17 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
             max_restarts,
             stop_signal,
             stop_timeout,
+            needs_ready: checks[0].is_some(),
+            start_timeout,
         },
         deps,
         ndeps,
         console,
         file,
         buffer,
+        start_timeout,
+        checks_raw,
+        checks,
     })
 }
 

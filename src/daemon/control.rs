@@ -56,6 +56,7 @@ fn wire_state(s: StateName) -> WireState {
     match s {
         StateName::Stopped => WireState::Stopped,
         StateName::Waiting => WireState::Waiting,
+        StateName::Starting => WireState::Starting,
         StateName::Running => WireState::Running,
         StateName::Stopping => WireState::Stopping,
         StateName::Backoff => WireState::Backoff,
@@ -298,6 +299,15 @@ fn event_text(e: &Event, shell: &Shell, out: &mut LineBuf) -> Option<u8> {
         }
         Event::Waiting { dep: None, .. } => return None,
         Event::Spawned { .. } => event::SPAWNED,
+        Event::Ready { .. } => event::READY,
+        Event::Unhealthy { start_timeout, .. } => {
+            let _ = out.write_str(if start_timeout {
+                "start_timeout passed before readiness"
+            } else {
+                "liveness failed"
+            });
+            event::UNHEALTHY
+        }
         Event::SpawnFailed { err } => {
             let _ = write!(out, "{}: {}", err.stage.name(), errno_desc(err.errno));
             event::EXEC_FAILED
@@ -346,6 +356,8 @@ pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, 
     };
     let pid = match *e {
         Event::Spawned { pid }
+        | Event::Ready { pid }
+        | Event::Unhealthy { pid, .. }
         | Event::Exited { pid, .. }
         | Event::Stopping { pid, .. }
         | Event::Killed { pid } => pid,
@@ -744,13 +756,8 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
             }
         });
     }
-    detail("state", &mut |t| {
-        let _ = write!(
-            t,
-            "{} since {}",
-            s.state.name(),
-            Stamp(wall_of(s.since, now))
-        );
+    detail("since", &mut |t| {
+        let _ = write!(t, "{}", Stamp(wall_of(s.since, now)));
     });
     if let Some(pid) = s.state.pid() {
         detail("pgid", &mut |t| {
@@ -783,6 +790,8 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
         let kind = match *e {
             Event::Waiting { .. } => "waiting",
             Event::Spawned { .. } => "spawned",
+            Event::Ready { .. } => "ready",
+            Event::Unhealthy { .. } => "unhealthy",
             Event::SpawnFailed { .. } => "exec-failed",
             Event::Exited { .. } => "exited",
             Event::Backoff { .. } => "backoff",
@@ -935,6 +944,7 @@ pub fn service_client(
         }
         if c.readable {
             loop {
+                c.conn.discard_input();
                 let space = c.conn.read_space();
                 if space.is_empty() {
                     break;
@@ -973,6 +983,13 @@ pub fn service_client(
             Ok(Some(n)) => match proto::decode_request(frame.get(..n).unwrap_or(&[])) {
                 Ok((req, _)) => handle(sup, shell, k, req, now, shutdown_timeout),
                 Err(_) => {
+                    if let Some(c) = shell.ctl.clients.get(k) {
+                        let (uid, pid) = (c.uid, c.pid);
+                        log!(
+                            shell.log,
+                            "control: malformed request from uid {uid} pid {pid}; closing"
+                        );
+                    }
                     error(shell, k, ErrorCode::BadRequest, "malformed request");
                     set_phase(shell, k, Phase::Closing);
                 }

@@ -127,6 +127,22 @@ impl Shell {
         };
         match *event {
             Event::Waiting { dep: None, .. } => {}
+            Event::Ready { pid } => log!(self.log, "{name}: ready (pid {pid})"),
+            Event::Unhealthy {
+                pid,
+                start_timeout: false,
+            } => {
+                log!(self.log, "{name}: liveness failed; restarting pid {pid}")
+            }
+            Event::Unhealthy {
+                pid,
+                start_timeout: true,
+            } => {
+                log!(
+                    self.log,
+                    "{name}: not ready within start_timeout; stopping pid {pid}"
+                )
+            }
             Event::Waiting {
                 dep: Some(d),
                 failed,
@@ -447,6 +463,12 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
             }
             Reason::GaveUp { failures } => {
                 let _ = write!(why, ", gave up after {failures} failures");
+            }
+            Reason::Unhealthy => {
+                let _ = write!(why, ", restarted: liveness failed");
+            }
+            Reason::StartTimeout => {
+                let _ = write!(why, ", not ready within start_timeout");
             }
         }
         let due = s.poll_at();

@@ -218,6 +218,9 @@ fn same_rest(a: &CService<'_>, b: &CService<'_>) -> Option<&'static str> {
     if a.console != b.console || a.file != b.file {
         return Some("log settings changed");
     }
+    if a.checks_raw != b.checks_raw {
+        return Some("healthcheck changed");
+    }
     None
 }
 

@@ -1,0 +1,393 @@
+//! The HEALTH-CHECK machine: one per configured check (readiness or
+//! liveness) of a service.
+//!
+//! States: `Off` (the service has no process: no probe may exist),
+//! `Waiting { next_at }` (next probe due), `Probing { deadline }` (one probe
+//! in flight; the shell owns its socket or pid), and `Passive { expires }`
+//! for notify checks, which never probe but wait for the service to say
+//! it is ready (and, with a watchdog, to keep saying it). The machine
+//! never reads the clock and never touches a socket: it tells the caller
+//! to start or cancel a probe, and is told the result.
+
+use crate::time::{Instant, Millis};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Readiness,
+    Liveness,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// http, tcp, exec: probe every `interval`.
+    Probe,
+    /// notify: wait for the service; `watchdog` (if any) after ready.
+    Passive { watchdog: Option<Millis> },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CheckPolicy {
+    pub mode: Mode,
+    pub interval: Millis,
+    pub timeout: Millis,
+    pub start_period: Millis,
+    pub retries: u32,
+    pub success_threshold: u32,
+}
+
+/// Why a probe failed, for status and events. Small and `Copy`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ProbeError {
+    /// connect(2) or another socket call failed with this errno.
+    Connect(i32),
+    Timeout,
+    /// HTTP status outside 2xx/3xx (or not `expect_status`).
+    HttpStatus(u16),
+    /// Not a parsable HTTP response (or the status line did not fit).
+    HttpGarbage,
+    /// The peer closed before a status line arrived.
+    Closed,
+    /// exec check exited with this code / was killed by this signal.
+    Exit(i32),
+    Signal(i32),
+    /// exec check could not be started (errno).
+    Spawn(i32),
+    /// notify: the watchdog expired.
+    Watchdog,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CheckState {
+    Off,
+    Waiting { next_at: Instant },
+    Probing { deadline: Instant },
+    Passive { expires: Instant },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Unknown => "unknown",
+            Verdict::Healthy => "healthy",
+            Verdict::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// What the caller must do after a step.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Actions {
+    pub start_probe: bool,
+    pub cancel_probe: bool,
+    /// The verdict changed to this.
+    pub verdict: Option<Verdict>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CheckInput {
+    /// The service has a process now (spawned).
+    ServiceUp,
+    /// The service's process is gone (or stopping): drop any probe.
+    ServiceDown,
+    Tick,
+    /// The in-flight probe finished.
+    Result(Result<(), ProbeError>),
+    /// notify: READY=1 or a newline on the readiness fd.
+    Notified,
+    /// notify: WATCHDOG=1.
+    Ping,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub role: Role,
+    pub policy: CheckPolicy,
+    pub state: CheckState,
+    pub verdict: Verdict,
+    pub successes: u32,
+    pub failures: u32,
+    pub last_error: Option<ProbeError>,
+    /// When the service came up (start_period counts from here).
+    up_at: Instant,
+    pub probes: u64,
+    /// Unexpected (state, input) pairs seen.
+    pub unexpected: u32,
+}
+
+impl Check {
+    pub fn new(role: Role, policy: CheckPolicy) -> Check {
+        Check {
+            role,
+            policy,
+            state: CheckState::Off,
+            verdict: Verdict::Unknown,
+            successes: 0,
+            failures: 0,
+            last_error: None,
+            up_at: Instant::ZERO,
+            probes: 0,
+            unexpected: 0,
+        }
+    }
+
+    pub fn poll_at(&self) -> Instant {
+        match self.state {
+            CheckState::Off => Instant::NEVER,
+            CheckState::Waiting { next_at } => next_at,
+            CheckState::Probing { deadline } => deadline,
+            CheckState::Passive { expires } => expires,
+        }
+    }
+
+    fn set_verdict(&mut self, v: Verdict, out: &mut Actions) {
+        if self.verdict != v {
+            self.verdict = v;
+            out.verdict = Some(v);
+        }
+    }
+
+    fn record(&mut self, r: Result<(), ProbeError>, now: Instant, out: &mut Actions) {
+        match r {
+            Ok(()) => {
+                self.successes = self.successes.saturating_add(1);
+                self.failures = 0;
+                self.last_error = None;
+                if self.successes >= self.policy.success_threshold.max(1) {
+                    self.set_verdict(Verdict::Healthy, out);
+                }
+            }
+            Err(e) => {
+                self.last_error = Some(e);
+                self.successes = 0;
+                // Failures in the start period do not count.
+                if now < self.up_at.add(self.policy.start_period) {
+                    return;
+                }
+                self.failures = self.failures.saturating_add(1);
+                if self.failures >= self.policy.retries.max(1) {
+                    self.set_verdict(Verdict::Unhealthy, out);
+                }
+            }
+        }
+    }
+
+    /// The transition function.
+    pub fn step(&mut self, input: CheckInput, now: Instant) -> Actions {
+        let mut out = Actions::default();
+        match (self.state, input) {
+            (CheckState::Off, CheckInput::ServiceUp) => {
+                self.up_at = now;
+                self.successes = 0;
+                self.failures = 0;
+                self.verdict = Verdict::Unknown;
+                self.last_error = None;
+                self.state = match self.policy.mode {
+                    // First probe at once: readiness should not wait an
+                    // interval to notice a fast service.
+                    Mode::Probe => CheckState::Waiting { next_at: now },
+                    Mode::Passive { .. } => CheckState::Passive {
+                        expires: Instant::NEVER,
+                    },
+                };
+            }
+            (CheckState::Off, _) => {}
+            (_, CheckInput::ServiceUp) => {}
+            (CheckState::Probing { .. }, CheckInput::ServiceDown) => {
+                out.cancel_probe = true;
+                self.state = CheckState::Off;
+            }
+            (_, CheckInput::ServiceDown) => self.state = CheckState::Off,
+
+            (CheckState::Waiting { next_at }, CheckInput::Tick) if now >= next_at => {
+                self.probes = self.probes.saturating_add(1);
+                out.start_probe = true;
+                self.state = CheckState::Probing {
+                    deadline: now.add(self.policy.timeout),
+                };
+            }
+            (CheckState::Probing { deadline }, CheckInput::Tick) if now >= deadline => {
+                out.cancel_probe = true;
+                self.record(Err(ProbeError::Timeout), now, &mut out);
+                self.state = CheckState::Waiting {
+                    next_at: now.add(self.policy.interval),
+                };
+            }
+            (CheckState::Passive { expires }, CheckInput::Tick) if now >= expires => {
+                self.last_error = Some(ProbeError::Watchdog);
+                self.failures = self.failures.saturating_add(1);
+                self.set_verdict(Verdict::Unhealthy, &mut out);
+                self.state = CheckState::Passive {
+                    expires: Instant::NEVER,
+                };
+            }
+            (_, CheckInput::Tick) => {}
+
+            (CheckState::Probing { .. }, CheckInput::Result(r)) => {
+                self.record(r, now, &mut out);
+                self.state = CheckState::Waiting {
+                    next_at: now.add(self.policy.interval),
+                };
+            }
+            (CheckState::Passive { .. }, CheckInput::Notified) => {
+                self.record(Ok(()), now, &mut out);
+                self.successes = self.successes.max(self.policy.success_threshold);
+                self.set_verdict(Verdict::Healthy, &mut out);
+                if let Mode::Passive { watchdog: Some(w) } = self.policy.mode {
+                    self.state = CheckState::Passive {
+                        expires: now.add(w),
+                    };
+                }
+            }
+            (CheckState::Passive { expires }, CheckInput::Ping) => {
+                if let Mode::Passive { watchdog: Some(w) } = self.policy.mode {
+                    if expires != Instant::NEVER || self.verdict == Verdict::Healthy {
+                        self.state = CheckState::Passive {
+                            expires: now.add(w),
+                        };
+                    }
+                }
+            }
+            (CheckState::Waiting { .. } | CheckState::Passive { .. }, CheckInput::Result(_))
+            | (
+                CheckState::Waiting { .. } | CheckState::Probing { .. },
+                CheckInput::Notified | CheckInput::Ping,
+            ) => {
+                // A late result after a timeout, or a notify for a probing
+                // check: harmless, counted.
+                self.unexpected = self.unexpected.saturating_add(1);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+mod tests {
+    use super::*;
+
+    fn probe(retries: u32, start_period: Millis) -> Check {
+        Check::new(
+            Role::Readiness,
+            CheckPolicy {
+                mode: Mode::Probe,
+                interval: 1000,
+                timeout: 300,
+                start_period,
+                retries,
+                success_threshold: 1,
+            },
+        )
+    }
+    fn t(ms: u64) -> Instant {
+        Instant(ms)
+    }
+
+    #[test]
+    fn probes_on_schedule_and_times_out() {
+        let mut c = probe(2, 0);
+        assert_eq!(
+            c.step(CheckInput::Tick, t(0)),
+            Actions::default(),
+            "off: nothing"
+        );
+        c.step(CheckInput::ServiceUp, t(0));
+        let a = c.step(CheckInput::Tick, t(0));
+        assert!(a.start_probe);
+        assert_eq!(c.poll_at(), t(300));
+        assert!(!c.step(CheckInput::Tick, t(299)).cancel_probe);
+        let a = c.step(CheckInput::Tick, t(300));
+        assert!(a.cancel_probe);
+        assert_eq!(c.last_error, Some(ProbeError::Timeout));
+        assert_eq!(c.verdict, Verdict::Unknown, "one failure of two");
+        assert_eq!(c.poll_at(), t(1300));
+        c.step(CheckInput::Tick, t(1300));
+        let a = c.step(
+            CheckInput::Result(Err(ProbeError::HttpStatus(503))),
+            t(1310),
+        );
+        assert_eq!(a.verdict, Some(Verdict::Unhealthy));
+        c.step(CheckInput::Tick, t(2310));
+        let a = c.step(CheckInput::Result(Ok(())), t(2320));
+        assert_eq!(a.verdict, Some(Verdict::Healthy));
+        assert_eq!(c.failures, 0);
+    }
+
+    #[test]
+    fn start_period_failures_do_not_count() {
+        let mut c = probe(1, 5000);
+        c.step(CheckInput::ServiceUp, t(0));
+        c.step(CheckInput::Tick, t(0));
+        let a = c.step(CheckInput::Result(Err(ProbeError::Connect(111))), t(10));
+        assert_eq!(a.verdict, None);
+        assert_eq!(c.failures, 0);
+        c.step(CheckInput::Tick, t(5010));
+        let a = c.step(CheckInput::Result(Err(ProbeError::Connect(111))), t(5020));
+        assert_eq!(a.verdict, Some(Verdict::Unhealthy));
+    }
+
+    #[test]
+    fn service_down_cancels_the_probe() {
+        let mut c = probe(1, 0);
+        c.step(CheckInput::ServiceUp, t(0));
+        c.step(CheckInput::Tick, t(0));
+        let a = c.step(CheckInput::ServiceDown, t(5));
+        assert!(a.cancel_probe);
+        assert_eq!(c.state, CheckState::Off);
+        assert_eq!(c.poll_at(), Instant::NEVER);
+        // A late result is ignored.
+        assert_eq!(c.step(CheckInput::Result(Ok(())), t(6)), Actions::default());
+    }
+
+    #[test]
+    fn success_threshold() {
+        let mut c = probe(1, 0);
+        c.policy.success_threshold = 2;
+        c.step(CheckInput::ServiceUp, t(0));
+        c.step(CheckInput::Tick, t(0));
+        assert_eq!(c.step(CheckInput::Result(Ok(())), t(1)).verdict, None);
+        c.step(CheckInput::Tick, t(1001));
+        assert_eq!(
+            c.step(CheckInput::Result(Ok(())), t(1002)).verdict,
+            Some(Verdict::Healthy)
+        );
+    }
+
+    #[test]
+    fn notify_and_watchdog() {
+        let mut c = Check::new(
+            Role::Readiness,
+            CheckPolicy {
+                mode: Mode::Passive {
+                    watchdog: Some(500),
+                },
+                interval: 1000,
+                timeout: 300,
+                start_period: 0,
+                retries: 1,
+                success_threshold: 1,
+            },
+        );
+        c.step(CheckInput::ServiceUp, t(0));
+        assert_eq!(
+            c.poll_at(),
+            Instant::NEVER,
+            "no probes, no timer before ready"
+        );
+        let a = c.step(CheckInput::Notified, t(100));
+        assert_eq!(a.verdict, Some(Verdict::Healthy));
+        assert_eq!(c.poll_at(), t(600));
+        c.step(CheckInput::Ping, t(400));
+        assert_eq!(c.poll_at(), t(900));
+        let a = c.step(CheckInput::Tick, t(900));
+        assert_eq!(a.verdict, Some(Verdict::Unhealthy));
+        assert_eq!(c.last_error, Some(ProbeError::Watchdog));
+    }
+}
