@@ -15,18 +15,32 @@ const HDR: usize = 11;
 pub const FLAG_STDERR: u8 = 1;
 /// The line was longer than the limit and was cut.
 pub const FLAG_CUT: u8 = 2;
+/// The line came from an exec health check of the service.
+pub const FLAG_CHECK: u8 = 4;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Stream {
     Stdout,
     Stderr,
+    /// Output of an exec health check.
+    Check,
 }
 
 impl Stream {
+    /// The number on the wire (docs/PROTOCOL.md).
+    pub fn wire(self) -> u8 {
+        match self {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+            Stream::Check => 2,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
+            Stream::Check => "check",
         }
     }
 }
@@ -137,8 +151,10 @@ impl<'a> LogRing<'a> {
             self.evict_one();
         }
         let mut flags = 0;
-        if stream == Stream::Stderr {
-            flags |= FLAG_STDERR;
+        match stream {
+            Stream::Stdout => {}
+            Stream::Stderr => flags |= FLAG_STDERR,
+            Stream::Check => flags |= FLAG_CHECK,
         }
         if cut {
             flags |= FLAG_CUT;
@@ -197,7 +213,9 @@ impl<'a> LogRing<'a> {
                 seq,
                 Line {
                     ts_ms: u64::from_le_bytes(ts),
-                    stream: if flags & FLAG_STDERR != 0 {
+                    stream: if flags & FLAG_CHECK != 0 {
+                        Stream::Check
+                    } else if flags & FLAG_STDERR != 0 {
                         Stream::Stderr
                     } else {
                         Stream::Stdout

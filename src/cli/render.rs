@@ -403,10 +403,11 @@ pub fn event_json(e: &Ev<'_>) -> Value {
 }
 
 pub fn stream_name(stream: u8) -> &'static str {
-    if stream == 1 {
-        "stderr"
-    } else {
-        "stdout"
+    match stream {
+        0 => "stdout",
+        1 => "stderr",
+        // Output of an exec health check, kept in the service's ring.
+        _ => "check",
     }
 }
 

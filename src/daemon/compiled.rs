@@ -324,6 +324,8 @@ pub struct CService<'a> {
     /// slot only.
     #[allow(dead_code)]
     pub buffer: u32,
+    /// Also in `policy`; kept for reload's comparison and tests.
+    #[allow(dead_code)]
     pub start_timeout: Option<u64>,
     /// The encoded checks, compared byte for byte by reload.
     pub checks_raw: &'a [u8],

@@ -240,6 +240,17 @@ fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
                 Reason::Exited(st) => {
                     let _ = write!(out, "{st}; ");
                 }
+                Reason::Unhealthy => {
+                    let _ = out.write_str("liveness failed");
+                    if let Some(e) = s.checks.iter().flatten().find_map(|c| c.last_error) {
+                        let _ = out.write_str(": ");
+                        super::probe::error_text(e, out);
+                    }
+                    let _ = out.write_str("; ");
+                }
+                Reason::StartTimeout => {
+                    let _ = out.write_str("not ready within start_timeout; ");
+                }
                 _ => {}
             }
             let _ = write!(out, "next try in {}", Dur(retry_at.since(now)));
@@ -260,17 +271,99 @@ fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
     }
 }
 
-fn row<'a>(s: &Service, slot: &'a Slot, now: Instant, text: &'a LineBuf) -> Reply<'a> {
-    let running = matches!(s.state, State::Running { .. });
+fn row<'a>(
+    s: &Service,
+    slot: &'a Slot,
+    now: Instant,
+    text: &'a LineBuf,
+    health: &'a LineBuf,
+) -> Reply<'a> {
+    // Uptime counts from the spawn, not from the last state change.
+    let spawned = match s.state {
+        State::Running { since, .. } | State::Starting { since, .. } => Some(since),
+        _ => None,
+    };
     Reply::Service {
         name: &slot.name,
         state: wire_state(s.state.name()),
         pid: s.state.pid().unwrap_or(0),
-        uptime_ms: if running { now.since(s.since) } else { 0 },
+        uptime_ms: spawned.map_or(0, |t| now.since(t)),
         restarts: s.restarts,
-        health: "-",
+        health: core::str::from_utf8(health.as_bytes()).unwrap_or("-"),
         last_exit: last_exit(s.last_exit),
         reason: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
+    }
+}
+
+/// The HEALTH column: "-" without checks, else each check's verdict, and
+/// the last error of a failing one ("unhealthy: HTTP 503").
+fn health_text(s: &Service, out: &mut LineBuf) {
+    out.clear();
+    let mut first = true;
+    for c in s.checks.iter().flatten() {
+        if !first {
+            let _ = out.write_str(", ");
+        }
+        first = false;
+        let role = match c.role {
+            coffey::health::Role::Readiness => "ready",
+            coffey::health::Role::Liveness => "live",
+        };
+        let v = if c.state == coffey::health::CheckState::Off {
+            "off"
+        } else {
+            c.verdict.as_str()
+        };
+        let _ = write!(out, "{role}:{v}");
+        if c.verdict != coffey::health::Verdict::Healthy {
+            if let Some(e) = c.last_error {
+                let _ = out.write_str(" (");
+                super::probe::error_text(e, out);
+                let _ = out.write_str(")");
+            }
+        }
+    }
+    if first {
+        let _ = out.write_str("-");
+    }
+}
+
+/// Fans a check's verdict change out to `events` subscribers.
+pub fn broadcast_health(shell: &mut Shell, idx: usize, c: &coffey::health::Check) {
+    if !shell
+        .ctl
+        .clients
+        .iter()
+        .any(|c| c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events))
+    {
+        return;
+    }
+    let mut text = LineBuf::default();
+    let role = match c.role {
+        coffey::health::Role::Readiness => "readiness",
+        coffey::health::Role::Liveness => "liveness",
+    };
+    let _ = write!(text, "{role} {}", c.verdict.as_str());
+    if let Some(e) = c.last_error {
+        let _ = text.write_str(": ");
+        super::probe::error_text(e, &mut text);
+    }
+    let name = shell.slots.get(idx).map_or("?", |s| s.name.as_str());
+    let rep = Reply::Event {
+        ts_ms: clock::wall_ms(),
+        service: name,
+        kind: event::HEALTH,
+        state: WireState::Running,
+        pid: 0,
+        detail: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
+    };
+    for cl in shell.ctl.clients.iter_mut() {
+        if cl.fd >= 0 && cl.conn.phase == Phase::Streaming(Stream::Events) {
+            cl.conn.queue_stream(&rep);
+            if !flush(cl) {
+                close_client(cl);
+            }
+        }
     }
 }
 
@@ -676,7 +769,9 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
     let (Some(slot), Some(c)) = (slots.get(i), ctl.clients.get_mut(k)) else {
         return;
     };
-    let mut ok = c.conn.queue(&row(s, slot, now, &text)).is_ok();
+    let mut health = LineBuf::default();
+    health_text(s, &mut health);
+    let mut ok = c.conn.queue(&row(s, slot, now, &text, &health)).is_ok();
     let mut detail = |key: &str, f: &mut dyn FnMut(&mut LineBuf)| {
         text.clear();
         f(&mut text);
@@ -783,6 +878,43 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
             let _ = write!(t, "; file {}", f.path_str());
         }
     });
+    for c in s.checks.iter().flatten() {
+        let key = match c.role {
+            coffey::health::Role::Readiness => "readiness",
+            coffey::health::Role::Liveness => "liveness",
+        };
+        let r = super::probe::role_idx(c.role);
+        detail(key, &mut |t| {
+            let kind = match slot.specs.get(r) {
+                Some(super::probe::Spec::Http { addr, .. }) => {
+                    let _ = write!(t, "http {addr}");
+                    ""
+                }
+                Some(super::probe::Spec::Tcp { addr }) => {
+                    let _ = write!(t, "tcp {addr}");
+                    ""
+                }
+                Some(super::probe::Spec::Exec) => "exec",
+                Some(super::probe::Spec::Notify { fd: Some(_) }) => "notify fd",
+                Some(super::probe::Spec::Notify { fd: None }) => "sd_notify",
+                _ => "-",
+            };
+            let _ = write!(
+                t,
+                "{kind} {}, {} probes, {} consecutive failures, {} consecutive successes, every {} (timeout {})",
+                c.verdict.as_str(),
+                c.probes,
+                c.failures,
+                c.successes,
+                Dur(c.policy.interval),
+                Dur(c.policy.timeout)
+            );
+            if let Some(e) = c.last_error {
+                let _ = t.write_str("; last error: ");
+                super::probe::error_text(e, t);
+            }
+        });
+    }
     for (at, e) in s.recent_events() {
         let mut et = LineBuf::default();
         // `event_text` needs the shell; names of dependencies are rare in
@@ -839,6 +971,7 @@ fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
     match job {
         Job::StatusAll { mut next } => {
             let mut text = LineBuf::default();
+            let mut health = LineBuf::default();
             while usize::from(next) < sup.len() {
                 let Some(s) = sup.services().get(usize::from(next)) else {
                     break;
@@ -857,7 +990,8 @@ fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
                 else {
                     return;
                 };
-                if c.conn.queue(&row(s, slot, now, &text)).is_err() {
+                health_text(s, &mut health);
+                if c.conn.queue(&row(s, slot, now, &text, &health)).is_err() {
                     c.conn.phase = Phase::Writing(Job::StatusAll { next });
                     return;
                 }
@@ -897,7 +1031,7 @@ fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
                 let rep = Reply::LogLine {
                     service: &slot.name,
                     ts_ms: l.ts_ms,
-                    stream: u8::from(l.stream == coffey::logring::Stream::Stderr),
+                    stream: l.stream.wire(),
                     cut: l.cut,
                     text: line.get(..n).unwrap_or(&[]),
                 };

@@ -12,6 +12,7 @@ mod compiled;
 mod control;
 mod log;
 mod logfile;
+mod probe;
 mod reload;
 pub mod setup;
 mod spawn;
@@ -62,6 +63,12 @@ pub struct Slot {
     /// Removed by a reload: hidden from status, free once its process is
     /// gone. The name stays for the log lines of its last stop.
     pub retired: bool,
+    /// Health checks: what to probe, the probe in flight, exec-check argv.
+    pub specs: [probe::Spec; 2],
+    pub probes: Box<[probe::Probe; 2]>,
+    pub check_prep: [spawn::Prepared; 2],
+    /// Read end of the s6/dinit readiness pipe of the running process.
+    pub notify_r: RawFd,
 }
 
 pub struct Shell {
@@ -78,6 +85,11 @@ pub struct Shell {
     pub file_keep: u32,
     pub shutdown_timeout: u64,
     pub reloader: reload::Reloader,
+    /// For registering probe and notify fds made after startup.
+    pub registry: mio::Registry,
+    /// sd_notify datagram socket (abstract), and `NOTIFY_SOCKET=@...`.
+    pub notify_sock: RawFd,
+    pub notify_env: std::ffi::CString,
 }
 
 fn errno_desc(e: i32) -> &'static str {
@@ -86,13 +98,71 @@ fn errno_desc(e: i32) -> &'static str {
 
 impl Sys for Shell {
     fn spawn(&mut self, idx: usize) -> Result<i32, SpawnError> {
-        match self.slots.get(idx).map(|s| &s.prep).filter(|p| p.filled) {
-            Some(p) => spawn::spawn(p, self.devnull),
-            None => Err(SpawnError {
+        let devnull = self.devnull;
+        let Some(slot) = self.slots.get_mut(idx).filter(|s| s.prep.filled) else {
+            return Err(SpawnError {
                 stage: Stage::Exec,
                 errno: libc::ENOENT,
-            }),
+            });
+        };
+        // s6/dinit readiness: a fresh pipe per run, write end at fd N.
+        let mut notify_w = -1;
+        slot.prep.notify_fd = None;
+        if let Some(probe::Spec::Notify { fd: Some(n) }) = slot.specs.first() {
+            let mut fds = [-1; 2];
+            // SAFETY: valid out array.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+                return Err(SpawnError {
+                    stage: Stage::Pipe,
+                    errno: nix::errno::Errno::last_raw(),
+                });
+            }
+            let [r, w] = fds;
+            if slot.notify_r >= 0 {
+                // SAFETY: ours.
+                unsafe { libc::close(slot.notify_r) };
+            }
+            slot.notify_r = r;
+            notify_w = w;
+            slot.prep.notify_fd = Some((w, *n));
         }
+        let res = spawn::spawn(&slot.prep, devnull);
+        if notify_w >= 0 {
+            // SAFETY: ours; the child has its copy.
+            unsafe { libc::close(notify_w) };
+            let r = slot.notify_r;
+            let _ = self.registry.register(
+                &mut SourceFd(&r),
+                Token(probe::NOTIFY_BASE + idx),
+                Interest::READABLE,
+            );
+        }
+        res
+    }
+
+    fn start_probe(
+        &mut self,
+        idx: usize,
+        role: coffey::health::Role,
+    ) -> Result<(), coffey::health::ProbeError> {
+        if let Some(fd) = probe::start(self, idx, role)? {
+            let t = probe::PROBE_BASE + 2 * idx + probe::role_idx(role);
+            let _ = self.registry.register(
+                &mut SourceFd(&fd),
+                Token(t),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+        }
+        Ok(())
+    }
+
+    fn cancel_probe(&mut self, idx: usize, role: coffey::health::Role) {
+        probe::cancel(self, idx, role);
+    }
+
+    fn health(&mut self, idx: usize, check: &coffey::health::Check) {
+        probe::log_verdict(self, idx, check);
+        control::broadcast_health(self, idx, check);
     }
 
     fn kill_group(&mut self, pgid: i32, sig: i32) {
@@ -235,15 +305,7 @@ impl Shell {
     ) {
         let now = clock::wall_ms();
         ring.push(now, stream, cut, line);
-        control::broadcast_line(
-            ctl,
-            slot_name,
-            idx,
-            now,
-            u8::from(stream == Stream::Stderr),
-            cut,
-            line,
-        );
+        control::broadcast_line(ctl, slot_name, idx, now, stream.wire(), cut, line);
         let text = core::str::from_utf8(line).unwrap_or("<invalid utf-8>");
         let mark = if cut { " [cut]" } else { "" };
         if let Some(f) = file.as_mut() {
@@ -423,6 +485,12 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
         let Some(status) = status_of(raw) else {
             continue;
         };
+        if let Some((idx, role, res)) = probe::on_exit(shell, pid, status) {
+            if let Some(res) = res {
+                sup.probe_result(idx, role, res, clock::now(), shell);
+            }
+            continue;
+        }
         if sup.on_exit(pid, status, clock::now(), shell).is_none() {
             log!(shell.log, "reaped orphan pid {pid} ({status})");
         }
@@ -581,10 +649,24 @@ fn run_inner(cfg: &Config) -> Result<i32, String> {
         }
         let mut signalled = false;
         let mut accept = false;
+        let mut notify_sock = false;
         for ev in events.iter() {
             match ev.token() {
                 SIGNAL_TOKEN => signalled = true,
                 LISTEN_TOKEN => accept = true,
+                Token(t) if t == probe::NOTIFY_SOCK => notify_sock = true,
+                Token(t) if t >= probe::NOTIFY_BASE => {
+                    let i = t - probe::NOTIFY_BASE;
+                    if probe::on_notify_fd(&mut shell, i) {
+                        sup.notified(i, false, clock::now(), &mut shell);
+                    }
+                }
+                Token(t) if t >= probe::PROBE_BASE => {
+                    let (i, r) = ((t - probe::PROBE_BASE) / 2, (t - probe::PROBE_BASE) % 2);
+                    if let Some((role, res)) = probe::on_ready(&mut shell, i, r) {
+                        sup.probe_result(i, role, res, clock::now(), &mut shell);
+                    }
+                }
                 Token(t) if t >= CLIENT_BASE => {
                     if let Some(c) = shell.ctl.clients.get_mut(t - CLIENT_BASE) {
                         c.readable |= ev.is_readable() || ev.is_read_closed();
@@ -627,6 +709,34 @@ fn run_inner(cfg: &Config) -> Result<i32, String> {
             }
             if reap_now {
                 reap(&mut sup, &mut shell);
+            }
+        }
+        while notify_sock {
+            let mut got: heapless::Vec<(i32, bool, bool), 16> = heapless::Vec::new();
+            let n = probe::on_notify_sock(&mut shell, |_, pgid, ready, ping| {
+                let _ = got.push((pgid, ready, ping));
+            });
+            notify_sock = n == 16;
+            for (pgid, ready, ping) in got {
+                // The sender must be in a service's process group.
+                let idx = sup
+                    .services()
+                    .iter()
+                    .position(|s| s.state.pid() == Some(pgid));
+                match idx {
+                    Some(i) => {
+                        if ready {
+                            sup.notified(i, false, clock::now(), &mut shell);
+                        }
+                        if ping {
+                            sup.notified(i, true, clock::now(), &mut shell);
+                        }
+                    }
+                    None => log!(
+                        shell.log,
+                        "sd_notify: ignored a message from process group {pgid} (no such service)"
+                    ),
+                }
             }
         }
         pending = shell.drain_ready();

@@ -16,6 +16,7 @@ use super::logfile::LogFile;
 use super::Shell;
 use crate::config::Config;
 use coffey::control::proto::{plan, ErrorCode, Reply, MAX_PAYLOAD};
+use coffey::health::{Check, Role};
 use coffey::limits::MAX_DEPS;
 use coffey::service::{Dep, Service, Want};
 use coffey::supervisor::Supervisor;
@@ -237,15 +238,32 @@ fn configure(
     i: usize,
     c: &CService<'_>,
 ) -> Result<(), &'static str> {
+    super::probe::configure(shell, i, c)?;
+    let sd_notify = matches!(
+        c.checks.first(),
+        Some(Some(super::compiled::CCheck {
+            probe: super::compiled::CProbe::Notify { fd: None },
+            ..
+        }))
+    );
     let Shell {
         slots,
         base_env,
         file_max,
         file_keep,
+        notify_env,
         ..
     } = shell;
     let slot = slots.get_mut(i).ok_or("no such slot")?;
-    slot.prep.fill(c, base_env).map_err(|e| e.as_str())?;
+    slot.prep
+        .fill(c, base_env, sd_notify.then_some(notify_env.as_c_str()))
+        .map_err(|e| e.as_str())?;
+    let role = [Role::Readiness, Role::Liveness];
+    for (k, cc) in c.checks.iter().enumerate() {
+        if let (Some(dst), Some(r)) = (svc.checks.get_mut(k), role.get(k)) {
+            *dst = cc.as_ref().map(|cc| Check::new(*r, cc.policy));
+        }
+    }
     slot.name.clear();
     slot.name
         .push_str(c.name)

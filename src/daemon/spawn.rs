@@ -88,6 +88,9 @@ pub struct Prepared {
     pub err_w: RawFd,
     /// Holds a service (spare slots are empty until reload fills them).
     pub filled: bool,
+    /// s6/dinit readiness: (write end of the notify pipe, fd number in the
+    /// child). Set by the shell just before each spawn.
+    pub notify_fd: Option<(RawFd, i32)>,
 }
 
 impl Prepared {
@@ -97,7 +100,7 @@ impl Prepared {
         Prepared {
             arena: vec![0u8; EXEC_ARENA].into_boxed_slice(),
             argv: vec![core::ptr::null(); MAX_ARGS + 2].into_boxed_slice(),
-            envp: vec![core::ptr::null(); base.len() + MAX_ENV_EXTRA + 1].into_boxed_slice(),
+            envp: vec![core::ptr::null(); base.len() + MAX_ENV_EXTRA + 2].into_boxed_slice(),
             path_off: 0,
             cwd_off: 0,
             uid: None,
@@ -109,19 +112,29 @@ impl Prepared {
             out_w,
             err_w,
             filled: false,
+            notify_fd: None,
         }
     }
 
     /// Whether `c` fits the fixed buffers (checked before reload changes
     /// anything).
     pub fn fits(c: &CService<'_>) -> Result<(), FillError> {
-        let strs = c.binary.len() + 1 + c.cwd.len() + 1;
-        let args: usize = c.args.clone().map(|a| a.len() + 1).sum();
+        Self::fits_cmd(core::iter::once(c.binary).chain(c.args.clone()), c)
+    }
+
+    /// Same, for an arbitrary command run with `c`'s env and credentials
+    /// (exec checks).
+    pub fn fits_cmd<'b>(
+        cmd: impl Iterator<Item = &'b [u8]> + Clone,
+        c: &CService<'_>,
+    ) -> Result<(), FillError> {
+        let strs = c.cwd.len() + 1;
+        let args: usize = cmd.clone().map(|a| a.len() + 1).sum();
         let env: usize = c.env.clone().map(|e| e.len() + 1).sum();
         if strs + args + env > EXEC_ARENA {
             return Err(FillError::Arena);
         }
-        if c.args.count_left() > MAX_ARGS {
+        if cmd.count() > MAX_ARGS + 1 {
             return Err(FillError::Args);
         }
         if c.env.count_left() > MAX_ENV_EXTRA {
@@ -134,8 +147,32 @@ impl Prepared {
     }
 
     /// Rewrites the buffers for service `c`. No allocation.
-    pub fn fill(&mut self, c: &CService<'_>, base: &BaseEnv) -> Result<(), FillError> {
-        Self::fits(c)?;
+    pub fn fill(
+        &mut self,
+        c: &CService<'_>,
+        base: &BaseEnv,
+        notify_env: Option<&CStr>,
+    ) -> Result<(), FillError> {
+        self.fill_cmd(
+            core::iter::once(c.binary).chain(c.args.clone()),
+            c,
+            base,
+            notify_env,
+        )
+    }
+
+    /// Rewrites the buffers for `cmd` (argv, argv[0] the absolute path)
+    /// run with `c`'s env, credentials and working dir.
+    pub fn fill_cmd<'b>(
+        &mut self,
+        cmd: impl Iterator<Item = &'b [u8]> + Clone,
+        c: &CService<'_>,
+        base: &BaseEnv,
+        notify_env: Option<&CStr>,
+    ) -> Result<(), FillError> {
+        Self::fits_cmd(cmd.clone(), c)?;
+        let mut cmd = cmd;
+        let binary = cmd.next().unwrap_or(b"/nonexistent");
         let mut at = 0usize;
         let mut put = |arena: &mut [u8], b: &[u8]| -> Result<usize, FillError> {
             let start = at;
@@ -148,11 +185,11 @@ impl Prepared {
             at = end + 1;
             Ok(start)
         };
-        self.path_off = put(&mut self.arena, c.binary)?;
+        self.path_off = put(&mut self.arena, binary)?;
         self.cwd_off = put(&mut self.arena, c.cwd)?;
         let mut arg_offs = [0usize; MAX_ARGS];
         let mut nargs = 0;
-        for a in c.args.clone() {
+        for a in cmd {
             *arg_offs.get_mut(nargs).ok_or(FillError::Args)? = put(&mut self.arena, a)?;
             nargs += 1;
         }
@@ -183,6 +220,10 @@ impl Prepared {
         }
         for off in env_offs.iter().take(nenv) {
             *self.envp.get_mut(k).ok_or(FillError::Env)? = ptr(*off);
+            k += 1;
+        }
+        if let Some(n) = notify_env {
+            *self.envp.get_mut(k).ok_or(FillError::Env)? = n.as_ptr();
             k += 1;
         }
         *self.envp.get_mut(k).ok_or(FillError::Env)? = core::ptr::null();
@@ -337,6 +378,11 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     }
     if libc::dup2(devnull, 0) < 0 || libc::dup2(p.out_w, 1) < 0 || libc::dup2(p.err_w, 2) < 0 {
         fail(Stage::Stdio);
+    }
+    if let Some((w, n)) = p.notify_fd {
+        if libc::dup2(w, n) < 0 {
+            fail(Stage::Stdio);
+        }
     }
     if p.set_groups && libc::setgroups(p.ngroups, p.groups.as_ptr()) < 0 {
         fail(Stage::Setgroups);

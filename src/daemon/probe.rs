@@ -1,0 +1,644 @@
+//! Health probes, shell side: non-blocking sockets and processes driven
+//! by the one event loop.
+//!
+//! A probe is started by the check machine (`Sys::start_probe`), finishes
+//! with one result (`Supervisor::probe_result`), and is cancelled when the
+//! check times out or the service goes down (`Sys::cancel_probe`), which
+//! closes its socket or kills its process group: a probe never outlives
+//! its service. HTTP responses are read into a fixed 512-byte buffer and
+//! parsed with httparse; only the status line matters, so a response of
+//! any size costs at most one buffer. Nothing here allocates.
+
+use super::log::{log, LineBuf};
+use super::spawn::{self, Prepared};
+use super::{Shell, Slot};
+use coffey::health::{ProbeError, Role};
+use coffey::logring::{LineBuf as Lines, Stream};
+use core::fmt::Write as _;
+use nix::libc;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+/// Token space: probe fd of slot `i`, role `r` is `PROBE_BASE + 2i + r`;
+/// the notify pipe of slot `i` is `NOTIFY_BASE + i`.
+pub const PROBE_BASE: usize = 2 << 20;
+pub const NOTIFY_BASE: usize = 3 << 20;
+pub const NOTIFY_SOCK: usize = 4 << 20;
+
+const RESP_MAX: usize = 512;
+
+/// What a check does, decoded once per (re)configuration. (Kept inline,
+/// not boxed: it is preallocated per slot and never moves.)
+#[allow(clippy::large_enum_variant)]
+pub enum Spec {
+    None,
+    Http {
+        addr: SocketAddr,
+        req: heapless::Vec<u8, 768>,
+        expect: Option<u16>,
+    },
+    Tcp {
+        addr: SocketAddr,
+    },
+    /// Argv lives in the slot's `check_prep`.
+    Exec,
+    /// `fd`: s6/dinit readiness fd; None: sd_notify.
+    Notify {
+        fd: Option<i32>,
+    },
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub enum Phase {
+    Idle,
+    Connecting,
+    Receiving,
+    /// Exec check running; `fd` is its output pipe.
+    Running,
+}
+
+pub struct Probe {
+    pub phase: Phase,
+    pub fd: RawFd,
+    pub pid: i32,
+    buf: [u8; RESP_MAX],
+    len: usize,
+    /// Output line assembly for exec checks.
+    pub lines: Lines,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            phase: Phase::Idle,
+            fd: -1,
+            pid: 0,
+            buf: [0; RESP_MAX],
+            len: 0,
+            lines: Lines::default(),
+        }
+    }
+}
+
+pub fn role_idx(r: Role) -> usize {
+    match r {
+        Role::Readiness => 0,
+        Role::Liveness => 1,
+    }
+}
+
+fn role_of(i: usize) -> Role {
+    if i == 0 {
+        Role::Readiness
+    } else {
+        Role::Liveness
+    }
+}
+
+fn errno() -> i32 {
+    nix::errno::Errno::last_raw()
+}
+
+fn close(fd: RawFd) {
+    if fd >= 0 {
+        // SAFETY: our fd; closing removes it from epoll.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Builds the HTTP request once, at configuration time.
+pub fn http_request(host: &str, path: &str) -> heapless::Vec<u8, 768> {
+    let mut v = heapless::Vec::new();
+    let _ = write!(
+        VecWriter(&mut v),
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: coffeyd\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    v
+}
+
+struct VecWriter<'a, const N: usize>(&'a mut heapless::Vec<u8, N>);
+
+impl<const N: usize> core::fmt::Write for VecWriter<'_, N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0
+            .extend_from_slice(s.as_bytes())
+            .map_err(|_| core::fmt::Error)
+    }
+}
+
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { core::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+            core::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { core::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+            core::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+/// Starts a non-blocking connect. Ok(fd): in progress or done (the poller
+/// reports writable either way).
+fn connect(addr: &SocketAddr) -> Result<RawFd, ProbeError> {
+    let fam = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain syscall.
+    let fd = unsafe {
+        libc::socket(
+            fam,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(ProbeError::Connect(errno()));
+    }
+    let (ss, len) = sockaddr(addr);
+    // SAFETY: ss holds a valid address of `len` bytes.
+    let r = unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
+    if r < 0 && errno() != libc::EINPROGRESS {
+        let e = errno();
+        close(fd);
+        return Err(ProbeError::Connect(e));
+    }
+    Ok(fd)
+}
+
+/// `Sys::start_probe`: returns the fd to register, if any.
+pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>, ProbeError> {
+    let r = role_idx(role);
+    cancel(shell, idx, role);
+    let devnull = shell.devnull;
+    let Some(slot) = shell.slots.get_mut(idx) else {
+        return Err(ProbeError::Spawn(libc::ENOENT));
+    };
+    let Slot {
+        specs,
+        probes,
+        check_prep,
+        ..
+    } = slot;
+    let (Some(spec), Some(p), Some(prep)) =
+        (specs.get(r), probes.get_mut(r), check_prep.get_mut(r))
+    else {
+        return Err(ProbeError::Spawn(libc::ENOENT));
+    };
+    p.len = 0;
+    match spec {
+        Spec::Http { addr, .. } | Spec::Tcp { addr } => {
+            p.fd = connect(addr)?;
+            p.phase = Phase::Connecting;
+            Ok(Some(p.fd))
+        }
+        Spec::Exec => {
+            let mut fds = [-1; 2];
+            // SAFETY: valid out array.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+                return Err(ProbeError::Spawn(errno()));
+            }
+            let [rd, wr] = fds;
+            // The child's end must block: clear O_NONBLOCK on it.
+            // SAFETY: our fd.
+            unsafe {
+                let fl = libc::fcntl(wr, libc::F_GETFL);
+                libc::fcntl(wr, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            }
+            prep.out_w = wr;
+            prep.err_w = wr;
+            let res = spawn::spawn(prep, devnull);
+            close(wr);
+            match res {
+                Ok(pid) => {
+                    p.pid = pid;
+                    p.fd = rd;
+                    p.phase = Phase::Running;
+                    Ok(Some(rd))
+                }
+                Err(e) => {
+                    close(rd);
+                    Err(ProbeError::Spawn(e.errno))
+                }
+            }
+        }
+        // Passive checks never probe.
+        Spec::Notify { .. } | Spec::None => Ok(None),
+    }
+}
+
+/// `Sys::cancel_probe`: close the socket, kill the check's group.
+pub fn cancel(shell: &mut Shell, idx: usize, role: Role) {
+    let Some(p) = shell
+        .slots
+        .get_mut(idx)
+        .and_then(|s| s.probes.get_mut(role_idx(role)))
+    else {
+        return;
+    };
+    if p.pid > 0 {
+        // SAFETY: plain syscall on the check's own group.
+        unsafe { libc::kill(-p.pid, libc::SIGKILL) };
+        // The pid stays until reaped, so the reap is not taken for an orphan.
+    }
+    close(p.fd);
+    p.fd = -1;
+    p.phase = Phase::Idle;
+}
+
+/// A result, if the response decides the probe.
+fn parse_http(buf: &[u8], expect: Option<u16>) -> Option<Result<(), ProbeError>> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut resp = httparse::Response::new(&mut headers);
+    let parsed = resp.parse(buf);
+    let verdict = |code: u16| {
+        let ok = match expect {
+            Some(e) => code == e,
+            None => (200..400).contains(&code),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ProbeError::HttpStatus(code))
+        }
+    };
+    match (parsed, resp.code) {
+        (_, Some(code)) => Some(verdict(code)),
+        (Ok(_), None) if buf.len() >= RESP_MAX => Some(Err(ProbeError::HttpGarbage)),
+        (Ok(_), None) => None,
+        (Err(_), None) => Some(Err(ProbeError::HttpGarbage)),
+    }
+}
+
+/// Readiness on a probe fd. Returns the result when the probe is over.
+pub fn on_ready(shell: &mut Shell, idx: usize, r: usize) -> Option<(Role, Result<(), ProbeError>)> {
+    let role = role_of(r);
+    let Shell {
+        slots,
+        log,
+        scratch,
+        ..
+    } = shell;
+    let slot = slots.get_mut(idx)?;
+    let Slot {
+        specs,
+        probes,
+        ring,
+        name,
+        ..
+    } = slot;
+    let (spec, p) = (specs.get(r)?, probes.get_mut(r)?);
+    let done = match (p.phase, spec) {
+        (Phase::Connecting, Spec::Tcp { .. } | Spec::Http { .. }) => {
+            let mut err: libc::c_int = 0;
+            let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: valid out-pointers.
+            let r = unsafe {
+                libc::getsockopt(
+                    p.fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&mut err as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            if r < 0 {
+                Some(Err(ProbeError::Connect(errno())))
+            } else if err == libc::EINPROGRESS || err == libc::EALREADY {
+                None
+            } else if err != 0 {
+                Some(Err(ProbeError::Connect(err)))
+            } else if let Spec::Http { req, .. } = spec {
+                // The request is small: one send, or the probe fails.
+                // SAFETY: valid buffer.
+                let n =
+                    unsafe { libc::send(p.fd, req.as_ptr().cast(), req.len(), libc::MSG_NOSIGNAL) };
+                if n < 0 && errno() == libc::EAGAIN {
+                    None
+                } else if n < 0 || usize::try_from(n).ok() != Some(req.len()) {
+                    Some(Err(ProbeError::Connect(if n < 0 {
+                        errno()
+                    } else {
+                        libc::EIO
+                    })))
+                } else {
+                    p.phase = Phase::Receiving;
+                    read_http(p, spec)
+                }
+            } else {
+                Some(Ok(()))
+            }
+        }
+        (Phase::Receiving, Spec::Http { .. }) => read_http(p, spec),
+        (Phase::Running, Spec::Exec) => {
+            // Drain the check's output into the ring, tagged "check".
+            let mut chunk = [0u8; 512];
+            loop {
+                // SAFETY: valid buffer.
+                let n = unsafe { libc::read(p.fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+                if n <= 0 {
+                    if n == 0 || errno() != libc::EINTR {
+                        break;
+                    }
+                    continue;
+                }
+                let data = chunk.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
+                let now = super::clock::wall_ms();
+                p.lines.feed(data, |line, cut| {
+                    ring.push(now, Stream::Check, cut, line);
+                });
+            }
+            None // the result comes from the exit status
+        }
+        _ => None,
+    };
+    if done.is_some() {
+        close(p.fd);
+        p.fd = -1;
+        p.phase = Phase::Idle;
+    }
+    let _ = (log, scratch, name);
+    done.map(|d| (role, d))
+}
+
+fn read_http(p: &mut Probe, spec: &Spec) -> Option<Result<(), ProbeError>> {
+    let Spec::Http { expect, .. } = spec else {
+        return None;
+    };
+    loop {
+        let space = p.buf.get_mut(p.len..).unwrap_or(&mut []);
+        if space.is_empty() {
+            return parse_http(p.buf.get(..p.len).unwrap_or(&[]), *expect);
+        }
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::recv(p.fd, space.as_mut_ptr().cast(), space.len(), 0) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            if e == libc::EAGAIN {
+                return parse_http(p.buf.get(..p.len).unwrap_or(&[]), *expect);
+            }
+            return Some(Err(ProbeError::Connect(e)));
+        }
+        if n == 0 {
+            return Some(
+                parse_http(p.buf.get(..p.len).unwrap_or(&[]), *expect)
+                    .unwrap_or(Err(ProbeError::Closed)),
+            );
+        }
+        p.len += usize::try_from(n).unwrap_or(0);
+        if let Some(r) = parse_http(p.buf.get(..p.len).unwrap_or(&[]), *expect) {
+            return Some(r);
+        }
+    }
+}
+
+/// (slot, role, result; None when the probe had been cancelled).
+pub type Reaped = (usize, Role, Option<Result<(), ProbeError>>);
+
+/// A reaped pid that was an exec check: its result.
+pub fn on_exit(shell: &mut Shell, pid: i32, status: coffey::sys::ExitStatus) -> Option<Reaped> {
+    for (i, s) in shell.slots.iter_mut().enumerate() {
+        for (r, p) in s.probes.iter_mut().enumerate() {
+            if p.pid == pid && pid > 0 {
+                p.pid = 0;
+                // A cancelled probe (fd closed) has no result to give.
+                let live = p.phase == Phase::Running;
+                if live {
+                    // Take what output is left.
+                    let mut chunk = [0u8; 512];
+                    loop {
+                        // SAFETY: valid buffer.
+                        let n = unsafe { libc::read(p.fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+                        if n <= 0 {
+                            break;
+                        }
+                        let data = chunk.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
+                        let now = super::clock::wall_ms();
+                        let ring = &mut s.ring;
+                        p.lines.feed(data, |line, cut| {
+                            ring.push(now, Stream::Check, cut, line);
+                        });
+                    }
+                    let ring = &mut s.ring;
+                    let now = super::clock::wall_ms();
+                    p.lines.flush(|line, cut| {
+                        ring.push(now, Stream::Check, cut, line);
+                    });
+                    close(p.fd);
+                    p.fd = -1;
+                    p.phase = Phase::Idle;
+                }
+                let res = match status {
+                    coffey::sys::ExitStatus::Code(0) => Ok(()),
+                    coffey::sys::ExitStatus::Code(c) => Err(ProbeError::Exit(c)),
+                    coffey::sys::ExitStatus::Signal(sg) => Err(ProbeError::Signal(sg)),
+                };
+                return Some((i, role_of(r), live.then_some(res)));
+            }
+        }
+    }
+    None
+}
+
+/// Text for a probe error: "connect: Connection refused", "HTTP 503".
+pub fn error_text(e: ProbeError, out: &mut LineBuf) {
+    let _ = match e {
+        ProbeError::Connect(n) => write!(out, "connect: {}", nix::errno::Errno::from_raw(n).desc()),
+        ProbeError::Timeout => write!(out, "timed out"),
+        ProbeError::HttpStatus(c) => write!(out, "HTTP {c}"),
+        ProbeError::HttpGarbage => write!(out, "not an HTTP response"),
+        ProbeError::Closed => write!(out, "connection closed before a response"),
+        ProbeError::Exit(c) => write!(out, "check exited with code {c}"),
+        ProbeError::Signal(s) => write!(out, "check killed by {}", coffey::sys::signal_name(s)),
+        ProbeError::Spawn(n) => write!(
+            out,
+            "check could not run: {}",
+            nix::errno::Errno::from_raw(n).desc()
+        ),
+        ProbeError::Watchdog => write!(out, "watchdog expired (no WATCHDOG=1)"),
+    };
+}
+
+/// The notify pipe of slot `idx` has data: a newline means ready.
+pub fn on_notify_fd(shell: &mut Shell, idx: usize) -> bool {
+    let Some(slot) = shell.slots.get_mut(idx) else {
+        return false;
+    };
+    let mut ready = false;
+    let mut chunk = [0u8; 64];
+    loop {
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::read(slot.notify_r, chunk.as_mut_ptr().cast(), chunk.len()) };
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            if n == 0 {
+                // The service closed it: done with this pipe.
+                close(slot.notify_r);
+                slot.notify_r = -1;
+            }
+            break;
+        }
+        ready |= chunk
+            .get(..usize::try_from(n).unwrap_or(0))
+            .is_some_and(|d| d.contains(&b'\n'));
+    }
+    ready
+}
+
+/// sd_notify datagrams: (slot, READY=1, WATCHDOG=1) for each message from
+/// a process in a service's group.
+/// At most 16 messages per call; returns how many were read (call again
+/// while it returns 16).
+pub fn on_notify_sock(
+    shell: &mut Shell,
+    mut each: impl FnMut(&mut Shell, i32, bool, bool),
+) -> usize {
+    let mut count = 0;
+    while count < 16 {
+        let mut buf = [0u8; 1024];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // Room for one SCM_CREDENTIALS message.
+        let mut cbuf = [0u64; 8];
+        // SAFETY: zeroed msghdr is valid; we fill the pointers.
+        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = core::mem::size_of_val(&cbuf) as _;
+        // SAFETY: msg points at valid buffers.
+        let n = unsafe {
+            libc::recvmsg(
+                shell.notify_sock,
+                &mut msg,
+                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+            )
+        };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return count;
+        }
+        count += 1;
+        let mut pid = 0;
+        // SAFETY: walking the control messages the kernel wrote.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                    let cred: libc::ucred = core::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    pid = cred.pid;
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        let data = buf.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
+        let ready = data.split(|&b| b == b'\n').any(|l| l == b"READY=1");
+        let ping = data.split(|&b| b == b'\n').any(|l| l == b"WATCHDOG=1");
+        if pid > 0 {
+            // SAFETY: plain syscall.
+            let pgid = unsafe { libc::getpgid(pid) };
+            each(shell, pgid, ready, ping);
+        }
+    }
+    count
+}
+
+/// Fills the probe spec and exec buffers of slot `i` from the compiled
+/// check. Cancels whatever probe was running.
+pub fn configure(
+    shell: &mut Shell,
+    i: usize,
+    c: &super::compiled::CService<'_>,
+) -> Result<(), &'static str> {
+    for r in 0..2 {
+        cancel(shell, i, role_of(r));
+    }
+    let Shell {
+        slots, base_env, ..
+    } = shell;
+    let slot = slots.get_mut(i).ok_or("no such slot")?;
+    for (r, check) in c.checks.iter().enumerate() {
+        use super::compiled::CProbe;
+        let spec = match check.as_ref().map(|k| &k.probe) {
+            None => Spec::None,
+            Some(CProbe::Http {
+                addr,
+                host,
+                path,
+                expect,
+            }) => Spec::Http {
+                addr: addr.parse().map_err(|_| "bad check address")?,
+                req: http_request(host, path),
+                expect: *expect,
+            },
+            Some(CProbe::Tcp { addr }) => Spec::Tcp {
+                addr: addr.parse().map_err(|_| "bad check address")?,
+            },
+            Some(CProbe::Exec { command }) => {
+                let prep: &mut Prepared = slot.check_prep.get_mut(r).ok_or("slot")?;
+                prep.fill_cmd(command.clone(), c, base_env, None)
+                    .map_err(|e| e.as_str())?;
+                Spec::Exec
+            }
+            Some(CProbe::Notify { fd }) => Spec::Notify { fd: *fd },
+        };
+        if let Some(s) = slot.specs.get_mut(r) {
+            *s = spec;
+        }
+    }
+    Ok(())
+}
+
+/// Logs a verdict change.
+pub fn log_verdict(shell: &mut Shell, idx: usize, c: &coffey::health::Check) {
+    let name = shell.slots.get(idx).map_or("?", |s| s.name.as_str());
+    let mut why = LineBuf::default();
+    if let Some(e) = c.last_error {
+        error_text(e, &mut why);
+    }
+    let role = match c.role {
+        Role::Readiness => "readiness",
+        Role::Liveness => "liveness",
+    };
+    let why = core::str::from_utf8(why.as_bytes()).unwrap_or("");
+    log!(
+        shell.log,
+        "{name}: {role} check {}{}{why}",
+        c.verdict.as_str(),
+        if why.is_empty() { "" } else { ": " }
+    );
+}
