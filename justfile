@@ -27,10 +27,11 @@ clean:
     cargo clean
     cd fuzz && cargo clean
 
-# Fuzz the config loader (needs nightly; installs cargo-fuzz if missing).
+# Fuzz every target for SECS seconds each: config loader, protocol codec
+# and connection machine, service/supervisor machines (needs nightly).
 fuzz SECS="60":
     command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz
-    cd fuzz && cargo +nightly fuzz run config -- -max_total_time={{SECS}}
+    cd fuzz && for t in config proto service; do cargo +nightly fuzz run $t -- -max_total_time={{SECS}}; done
 
 # Footprint: static binary size and daemon RSS with 10 services.
 bench:

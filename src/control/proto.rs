@@ -82,8 +82,9 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn from_u8(v: u8) -> ErrorCode {
-        match v {
+    pub fn from_u8(v: u8) -> Option<ErrorCode> {
+        Some(match v {
+            1 => ErrorCode::BadRequest,
             2 => ErrorCode::UnknownService,
             3 => ErrorCode::Denied,
             4 => ErrorCode::Busy,
@@ -91,8 +92,8 @@ impl ErrorCode {
             6 => ErrorCode::TooLarge,
             7 => ErrorCode::Failed,
             8 => ErrorCode::NoSlots,
-            _ => ErrorCode::BadRequest,
-        }
+            _ => return None,
+        })
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -466,7 +467,7 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
     let rep = match tag {
         0x40 => Reply::Ok { message: r.str()? },
         0x41 => Reply::Error {
-            code: ErrorCode::from_u8(r.u8()?),
+            code: ErrorCode::from_u8(r.u8()?).ok_or(DecodeError::Malformed)?,
             message: r.str()?,
         },
         0x42 => Reply::Service {
