@@ -31,7 +31,7 @@ clean:
 # and connection machine, service/supervisor machines (needs nightly).
 fuzz SECS="60":
     command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz
-    cd fuzz && for t in config proto service; do cargo +nightly fuzz run $t -- -max_total_time={{SECS}}; done
+    cd fuzz && for t in config proto service http; do cargo +nightly fuzz run $t -- -max_total_time={{SECS}}; done
 
 # Footprint: static binary size and daemon RSS with 10 services.
 bench:

@@ -268,6 +268,33 @@ impl Check {
     }
 }
 
+/// Judges an HTTP response from its first bytes: `Some` once the status
+/// line decides it (2xx/3xx, or exactly `expect`), `Some(Err(garbage))`
+/// for bytes that are not HTTP or a status line longer than `max`, `None`
+/// when more bytes are needed. No allocation (httparse).
+pub fn http_verdict(buf: &[u8], expect: Option<u16>, max: usize) -> Option<Result<(), ProbeError>> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut resp = httparse::Response::new(&mut headers);
+    let parsed = resp.parse(buf);
+    let verdict = |code: u16| {
+        let ok = match expect {
+            Some(e) => code == e,
+            None => (200..400).contains(&code),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ProbeError::HttpStatus(code))
+        }
+    };
+    match (parsed, resp.code) {
+        (_, Some(code)) => Some(verdict(code)),
+        (Ok(_), None) if buf.len() >= max => Some(Err(ProbeError::HttpGarbage)),
+        (Ok(_), None) => None,
+        (Err(_), None) => Some(Err(ProbeError::HttpGarbage)),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 mod tests {
@@ -344,6 +371,39 @@ mod tests {
         assert_eq!(c.poll_at(), Instant::NEVER);
         // A late result is ignored.
         assert_eq!(c.step(CheckInput::Result(Ok(())), t(6)), Actions::default());
+    }
+
+    #[test]
+    fn http_verdicts() {
+        let v = |b: &[u8], e| http_verdict(b, e, 512);
+        assert_eq!(v(b"HTTP/1.1 200 OK\r\n", None), Some(Ok(())));
+        assert_eq!(
+            v(b"HTTP/1.0 302 Found\r\nLocation: /\r\n\r\n", None),
+            Some(Ok(()))
+        );
+        assert_eq!(
+            v(b"HTTP/1.1 503 Unavailable\r\n", None),
+            Some(Err(ProbeError::HttpStatus(503)))
+        );
+        assert_eq!(
+            v(b"HTTP/1.1 200 OK\r\n", Some(204)),
+            Some(Err(ProbeError::HttpStatus(200)))
+        );
+        assert_eq!(v(b"HTTP/1.1 20", None), None, "partial: need more");
+        assert_eq!(v(b"", None), None);
+        assert_eq!(
+            v(b"\x00\xffgarbage\r\n", None),
+            Some(Err(ProbeError::HttpGarbage))
+        );
+        assert_eq!(
+            v(b"SSH-2.0-OpenSSH\r\n", None),
+            Some(Err(ProbeError::HttpGarbage))
+        );
+        let long = [b'H'; 600];
+        assert_eq!(
+            http_verdict(&long[..512], None, 512),
+            Some(Err(ProbeError::HttpGarbage))
+        );
     }
 
     #[test]

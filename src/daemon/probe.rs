@@ -271,28 +271,8 @@ pub fn cancel(shell: &mut Shell, idx: usize, role: Role) {
     p.phase = Phase::Idle;
 }
 
-/// A result, if the response decides the probe.
 fn parse_http(buf: &[u8], expect: Option<u16>) -> Option<Result<(), ProbeError>> {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut resp = httparse::Response::new(&mut headers);
-    let parsed = resp.parse(buf);
-    let verdict = |code: u16| {
-        let ok = match expect {
-            Some(e) => code == e,
-            None => (200..400).contains(&code),
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(ProbeError::HttpStatus(code))
-        }
-    };
-    match (parsed, resp.code) {
-        (_, Some(code)) => Some(verdict(code)),
-        (Ok(_), None) if buf.len() >= RESP_MAX => Some(Err(ProbeError::HttpGarbage)),
-        (Ok(_), None) => None,
-        (Err(_), None) => Some(Err(ProbeError::HttpGarbage)),
-    }
+    coffey::health::http_verdict(buf, expect, RESP_MAX)
 }
 
 /// Readiness on a probe fd. Returns the result when the probe is over.
