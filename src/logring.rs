@@ -173,6 +173,16 @@ impl<'a> LogRing<'a> {
         true
     }
 
+    /// Empties the ring for a new service in this slot. `pushed` keeps
+    /// counting, so sequence numbers never go back.
+    pub fn clear(&mut self) {
+        self.head = 0;
+        self.used = 0;
+        self.lines = 0;
+        self.evicted = 0;
+        self.cut = 0;
+    }
+
     /// Sequence number of the oldest line kept.
     pub fn first_seq(&self) -> u64 {
         self.pushed.saturating_sub(self.lines as u64)

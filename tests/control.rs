@@ -874,7 +874,7 @@ fn raw_garbage_and_bad_frames_get_an_error_and_close() {
             &[1, 0x01, 0x01, 0x04],
             Some(ErrorCode::TooLarge),
         ),
-        ("unknown tag", &[1, 0x3f, 0, 0], Some(ErrorCode::BadRequest)),
+        ("unknown tag", &[1, 0x3e, 0, 0], Some(ErrorCode::BadRequest)),
         ("reply tag", &[1, 0x40, 0, 0], Some(ErrorCode::BadRequest)),
         // A status whose name length runs past the frame.
         (

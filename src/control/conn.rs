@@ -29,6 +29,8 @@ pub enum Stream {
 pub enum Job {
     /// `status`: next service index.
     StatusAll { next: u16 },
+    /// `reload`: next plan item of reload number `gen`, then the verdict.
+    Plan { next: u32, gen: u32 },
     /// `logs`: next ring sequence number, then follow or end.
     LogsTail {
         svc: u16,

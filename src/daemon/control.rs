@@ -184,11 +184,15 @@ pub fn accept_all(shell: &mut Shell, now: Instant, mut register: impl FnMut(usiz
 }
 
 fn find(shell: &Shell, name: &str) -> Option<usize> {
+    if name.is_empty() {
+        return None;
+    }
+    // Retired slots keep their name for their last log lines only.
     shell
         .slots
         .get(..shell.used)?
         .iter()
-        .position(|s| s.name == name)
+        .position(|s| !s.retired && s.name.as_str() == name)
 }
 
 fn readonly_verb(r: &Request<'_>) -> bool {
@@ -208,6 +212,11 @@ fn verb(r: &Request<'_>) -> &'static str {
         Request::Logs { .. } => "logs",
         Request::Events => "events",
         Request::Reload { .. } => "reload",
+        Request::Power { action: 0 } => "poweroff",
+        Request::Power { action: 1 } => "reboot",
+        Request::Power { .. } => "halt",
+        Request::Reexec => "reexec",
+        Request::DebugPanic => "debug-panic",
         Request::Shutdown => "shutdown",
         Request::Version => "version",
     }
@@ -746,6 +755,58 @@ fn handle(
             );
             sup.shutdown(now, shutdown_timeout, shell);
         }
+        Request::Power { action } => {
+            let a = match action {
+                0 => super::pid1::Action::Poweroff,
+                1 => super::pid1::Action::Reboot,
+                _ => super::pid1::Action::Halt,
+            };
+            if shell.mode != super::pid1::Mode::System {
+                error(
+                    shell,
+                    k,
+                    ErrorCode::Failed,
+                    "coffeyd is not the init of this machine; use shutdown",
+                );
+                return;
+            }
+            log!(
+                shell.log,
+                "control: {} requested by uid {uid} pid {pid}",
+                a.name()
+            );
+            shell.action = Some(a);
+            reply(shell, k, &Reply::Ok { message: a.name() });
+            let t = shell.shutdown_timeout;
+            sup.shutdown(now, t, shell);
+        }
+        Request::Reexec => {
+            log!(
+                shell.log,
+                "control: reexec requested by uid {uid} pid {pid}"
+            );
+            reply(
+                shell,
+                k,
+                &Reply::Ok {
+                    message: "re-executing",
+                },
+            );
+            shell.reexec = true;
+        }
+        Request::DebugPanic => {
+            if cfg!(debug_assertions) {
+                log!(
+                    shell.log,
+                    "control: debug panic requested by uid {uid} pid {pid}"
+                );
+                #[allow(clippy::panic)]
+                {
+                    panic!("debug panic requested over the control socket");
+                }
+            }
+            error(shell, k, ErrorCode::BadRequest, "not a debug build");
+        }
         Request::Version => reply(
             shell,
             k,
@@ -963,6 +1024,25 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
     }
 }
 
+/// Ends every `logs -f` of slot `idx` (its service is gone or replaced).
+pub fn end_followers(shell: &mut Shell, idx: usize) {
+    let want = Phase::Streaming(Stream::Logs(idx as u16));
+    for c in shell.ctl.clients.iter_mut() {
+        if c.fd >= 0 && c.conn.phase == want {
+            let _ = c.conn.queue(&Reply::End);
+            c.conn.phase = Phase::Closing;
+            if !flush(c) || c.conn.finished() {
+                close_client(c);
+            }
+        }
+    }
+}
+
+/// Starts streaming the plan of reload `gen` to client `k`.
+pub fn start_plan(shell: &mut Shell, k: usize, gen: u32) {
+    set_phase(shell, k, Phase::Writing(Job::Plan { next: 0, gen }));
+}
+
 /// Produces frames for a multi-frame reply while there is room.
 fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
     let Some(Phase::Writing(job)) = shell.ctl.clients.get(k).map(|c| c.conn.phase) else {
@@ -1004,6 +1084,41 @@ fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
                     Phase::Writing(Job::StatusAll { next })
                 };
             }
+        }
+        Job::Plan { mut next, gen } => {
+            let Shell { reloader, ctl, .. } = &mut *shell;
+            let Some(c) = ctl.clients.get_mut(k) else {
+                return;
+            };
+            if reloader.gen != gen {
+                let _ = c.conn.queue(&Reply::Error {
+                    code: ErrorCode::Failed,
+                    message: "superseded by a newer reload",
+                });
+                c.conn.phase = Phase::Reading;
+                return;
+            }
+            let (old, new) = reloader.plan_buffers();
+            for (action, name, detail) in super::reload::plan_items(old, new).skip(next as usize) {
+                if c.conn
+                    .queue(&Reply::PlanItem {
+                        action,
+                        name,
+                        detail,
+                    })
+                    .is_err()
+                {
+                    c.conn.phase = Phase::Writing(Job::Plan { next, gen });
+                    return;
+                }
+                next += 1;
+            }
+            let message = core::str::from_utf8(reloader.message.as_bytes()).unwrap_or("");
+            c.conn.phase = if c.conn.queue(&Reply::Ok { message }).is_ok() {
+                Phase::Reading
+            } else {
+                Phase::Writing(Job::Plan { next, gen })
+            };
         }
         Job::LogsTail {
             svc,

@@ -45,6 +45,70 @@ pub struct Reloader {
     /// Per new service: its slot. Per slot: kept by the new config.
     assign: Box<[u16]>,
     kept: Box<[bool]>,
+    /// The last reload, for clients reading its plan as their buffer
+    /// drains: its number, whether it applied (then the old config is in
+    /// `next`), and its verdict line.
+    pub gen: u32,
+    pub applied: bool,
+    pub message: LineBuf,
+}
+
+impl Reloader {
+    /// (old, new) compiled configs of the last reload.
+    pub fn plan_buffers(&self) -> (&[u8], &[u8]) {
+        let cur = self.cur.get(..self.cur_len).unwrap_or(&[]);
+        let next = self.next.get(..self.next_len).unwrap_or(&[]);
+        if self.applied {
+            (next, cur)
+        } else {
+            (cur, next)
+        }
+    }
+}
+
+/// The plan from `old` to `new`: (action, name, detail) for every new
+/// service, then every removed one. Recomputed on demand, so a client can
+/// read a plan of any length through a fixed buffer.
+pub fn plan_items<'a>(
+    old: &'a [u8],
+    new: &'a [u8],
+) -> impl Iterator<Item = (u8, &'a str, &'static str)> + 'a {
+    let dec = |b| match compiled::decode(b) {
+        Ok(Compiled::Valid {
+            count, services, ..
+        }) => Some((count, services)),
+        _ => None,
+    };
+    let (o, n) = (dec(old), dec(new));
+    let (oc, ord) = o.clone().map_or((0, None), |(c, r)| (c, Some(r)));
+    let (nc, nrd) = n.clone().map_or((0, None), |(c, r)| (c, Some(r)));
+    let ord2 = ord.clone();
+    let nrd2 = nrd.clone();
+    let added_or_changed = nrd.into_iter().flat_map(move |rd| {
+        let ord = ord.clone();
+        compiled::services(&rd, nc).map(move |c| {
+            let old = ord.as_ref().and_then(|r| find_cur(r, oc, c.name));
+            let (code, detail) = match old {
+                None => (plan::ADD, "new service"),
+                Some(o) => match (same_exec(&o, &c), same_rest(&o, &c)) {
+                    (Some(why), _) => (plan::RESTART, why),
+                    (None, Some(why)) => (plan::UPDATE, why),
+                    (None, None) => (plan::UNCHANGED, ""),
+                },
+            };
+            (code, c.name, detail)
+        })
+    });
+    let removed = ord2.into_iter().flat_map(move |rd| {
+        let nrd = nrd2.clone();
+        compiled::services(&rd, oc).filter_map(move |c| {
+            let gone = nrd
+                .as_ref()
+                .is_none_or(|r| find_cur(r, nc, c.name).is_none());
+            gone.then_some((plan::REMOVE, c.name, "no longer in the config"))
+        })
+    });
+    added_or_changed.chain(removed)
 }
 
 impl Reloader {
@@ -72,6 +136,9 @@ impl Reloader {
             cur_len: compiled.len(),
             next: vec![0u8; cap].into_boxed_slice(),
             next_len: 0,
+            gen: 0,
+            applied: false,
+            message: LineBuf::default(),
             assign: vec![0u16; slots.max(1)].into_boxed_slice(),
             kept: vec![false; slots.max(1)].into_boxed_slice(),
         })
@@ -237,8 +304,18 @@ fn configure(
     svc: &mut Service,
     i: usize,
     c: &CService<'_>,
+    fresh: bool,
 ) -> Result<(), &'static str> {
     super::probe::configure(shell, i, c)?;
+    if fresh {
+        // A new service in this slot starts with an empty log and no
+        // followers of the previous one.
+        control::end_followers(shell, i);
+        if let Some(slot) = shell.slots.get_mut(i) {
+            slot.ring.clear();
+            *slot.lines = Default::default();
+        }
+    }
     let sd_notify = matches!(
         c.checks.first(),
         Some(Some(super::compiled::CCheck {
@@ -330,7 +407,7 @@ fn install_from(shell: &mut Shell, table: &mut [Service], buf: &[u8]) -> Result<
     }
     for (i, c) in compiled::services(&services, count).enumerate() {
         let svc = table.get_mut(i).ok_or("slot")?;
-        configure(shell, svc, i, &c).map_err(|e| format!("service '{}': {e}", c.name))?;
+        configure(shell, svc, i, &c, true).map_err(|e| format!("service '{}': {e}", c.name))?;
     }
     shell.used = usize::from(count);
     for (i, c) in compiled::services(&services, count).enumerate() {
@@ -348,17 +425,7 @@ fn plan_item(shell: &mut Shell, client: Option<usize>, action: u8, name: &str, d
         plan::name(action),
         if detail.is_empty() { "" } else { ": " }
     );
-    if let Some(k) = client {
-        control::reply(
-            shell,
-            k,
-            &Reply::PlanItem {
-                action,
-                name,
-                detail,
-            },
-        );
-    }
+    let _ = client;
 }
 
 fn fail(shell: &mut Shell, client: Option<usize>, code: ErrorCode, msg: &str) {
@@ -412,6 +479,8 @@ pub fn reload(
     if applied {
         core::mem::swap(&mut cur, &mut next);
         shell.reloader.cur_len = nl;
+        // `next` now holds the previous config: the plan is read from it.
+        shell.reloader.next_len = cl;
     }
     shell.reloader.cur = cur;
     shell.reloader.next = next;
@@ -619,15 +688,7 @@ fn reload_from(
     if dry_run {
         let mut m = LineBuf::default();
         summary(&mut m, "dry run, nothing changed");
-        if let Some(k) = client {
-            control::reply(
-                shell,
-                k,
-                &Reply::Ok {
-                    message: core::str::from_utf8(m.as_bytes()).unwrap_or(""),
-                },
-            );
-        }
+        send_plan(shell, client, false, m);
         return false;
     }
 
@@ -661,7 +722,7 @@ fn reload_from(
         let Some(svc) = sup.service_mut(i) else {
             continue;
         };
-        if let Err(e) = configure(shell, svc, i, &c) {
+        if let Err(e) = configure(shell, svc, i, &c, old.is_none()) {
             log!(shell.log, "reload: {}: {e}", c.name);
         }
     }
@@ -677,6 +738,7 @@ fn reload_from(
             svc.deps.clear();
         }
         sup.stop(i, now, shell);
+        control::end_followers(shell, i);
         if let Some(s) = shell.slots.get_mut(i) {
             s.retired = true;
             s.prep.filled = false;
@@ -719,8 +781,19 @@ fn reload_from(
     let text = core::str::from_utf8(m.as_bytes()).unwrap_or("");
     log!(shell.log, "reload {text}");
     control::broadcast_reloaded(shell);
-    if let Some(k) = client {
-        control::reply(shell, k, &Reply::Ok { message: text });
-    }
+    send_plan(shell, client, true, m);
     true
+}
+
+/// Hands the plan to the client as a multi-frame reply: the connection
+/// pulls plan items as its buffer drains, then the verdict.
+fn send_plan(shell: &mut Shell, client: Option<usize>, applied: bool, message: LineBuf) {
+    let r = &mut shell.reloader;
+    r.gen = r.gen.wrapping_add(1);
+    r.applied = applied;
+    r.message = message;
+    let gen = r.gen;
+    if let Some(k) = client {
+        control::start_plan(shell, k, gen);
+    }
 }

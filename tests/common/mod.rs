@@ -238,3 +238,22 @@ pub fn parse_stamp(s: &str) -> u64 {
     let ms: u64 = t[9..12].parse().unwrap();
     ((h * 60 + m) * 60 + sec) * 1000 + ms
 }
+
+impl Daemon {
+    /// The config text `start` would write for `extra` and `services`,
+    /// with this daemon's socket, pid file and log (for reload tests).
+    pub fn config_text(&self, extra: &str, services: &str) -> String {
+        let text = format!(
+            "coffey:\n  socket: {}\n  pid_file: {}\n  log:\n    path: {}\n    console: false\n{extra}services:\n{services}",
+            self.socket.display(),
+            self.pid_file.display(),
+            self.log.display()
+        );
+        text.replace("$DIR", &self.dir.display().to_string())
+    }
+
+    /// Rewrites `d.config` in place (the daemon reads it on reload only).
+    pub fn rewrite(&self, extra: &str, services: &str) {
+        std::fs::write(&self.config, self.config_text(extra, services)).unwrap();
+    }
+}
