@@ -24,7 +24,6 @@ static ALLOC: daemon::Counting = daemon::Counting;
 /// client's, usage included, are in `cli::exit`.
 mod exit {
     pub const OK: i32 = 0;
-    pub const CONFIG: i32 = 1;
 }
 
 fn validate(path: &std::path::Path) -> i32 {
@@ -64,10 +63,41 @@ fn main() {
             }
         }
     }
+    // SAFETY: getpid never fails.
+    if unsafe { nix::libc::getpid() } == 1 {
+        // PID 1: the kernel passes unknown boot parameters as argv; never
+        // exit over them. Only -c/--config, --container and single/S count.
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        let mut config = std::path::PathBuf::from(args::DEFAULT_CONFIG);
+        let (mut container, mut single) = (false, false);
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.to_str() {
+                Some("-c" | "--config") => {
+                    if let Some(p) = it.next() {
+                        config = p.into();
+                    }
+                }
+                Some("--container") => container = true,
+                Some("single" | "S") => single = true,
+                _ => {}
+            }
+        }
+        std::process::exit(daemon::boot(config, container, single));
+    }
     let mut argv = std::env::args_os();
+    let power = args::power_name(std::env::args_os().next().as_deref());
     let client_only = args::is_ctl_name(argv.next().as_deref());
     let prog = args::prog(client_only);
-    let inv = match args::parse(argv, client_only) {
+    // argv[0] poweroff/reboot/halt: that verb (busybox-style symlinks).
+    let parsed = match power {
+        Some(verb) => args::parse(
+            std::iter::once(std::ffi::OsString::from(verb)).chain(argv),
+            true,
+        ),
+        None => args::parse(argv, client_only),
+    };
+    let inv = match parsed {
         Ok(i) => i,
         Err(e) => {
             let mut err = std::io::stderr().lock();
@@ -93,24 +123,7 @@ fn main() {
                 validate(&config)
             }
         }
-        Invocation::Daemon { config } => match config::load(&config) {
-            Ok((cfg, warnings)) => {
-                for w in &warnings {
-                    eprintln!("{w}");
-                }
-                daemon::run(cfg)
-            }
-            Err(diags) => {
-                for d in &diags {
-                    eprintln!("{d}");
-                }
-                eprintln!(
-                    "coffeyd: {}: config has errors; not starting",
-                    config.display()
-                );
-                exit::CONFIG
-            }
-        },
+        Invocation::Daemon { config, container } => daemon::boot(config, container, false),
     };
     std::process::exit(code);
 }

@@ -298,6 +298,13 @@ fn handle(req: &Request<'_>, s: &mut UnixStream, subs: &Subs) {
                 message: "sent SIGHUP to api",
             },
         ),
+        Request::Power { .. } | Request::Reexec | Request::DebugPanic => send(
+            s,
+            &Reply::Error {
+                code: ErrorCode::Failed,
+                message: "not supported by the fake",
+            },
+        ),
         Request::Events => {
             send(s, &Reply::Ok { message: "" });
             subs.lock().unwrap().push(s.try_clone().unwrap());

@@ -688,3 +688,47 @@ fn invalid_config_prints_no_budget() {
     assert_eq!(r.code, 1);
     assert!(!r.out.contains("budget:"), "{}", r.out);
 }
+
+#[test]
+fn bad_hostname() {
+    let r = validate(
+        "hostname",
+        "coffey:\n  hostname: my_box\nservices:\n  - name: a\n    binary: /bin/sh\n",
+    );
+    r.failed()
+        .error(2, 13, None, "hostname 'my_box' has invalid characters");
+    assert_eq!(r.errors(), 1, "{}", r.out);
+}
+
+#[test]
+fn relative_mount_target() {
+    let r = validate(
+        "mount-target",
+        "coffey:
+  mounts:
+    - type: tmpfs
+      target: run/lock
+      options: nosuid,nodev,mode=0755
+    - target: /data
+",
+    );
+    r.failed().error(
+        4,
+        15,
+        None,
+        "mount target 'run/lock' must be an absolute path",
+    );
+    r.error(6, 7, None, "mounts[1]: missing required key 'type'");
+    assert_eq!(r.errors(), 2, "{}", r.out);
+}
+
+#[test]
+fn undefined_main_service() {
+    let r = validate(
+        "main",
+        "coffey:\n  main: ap\n  emergency: /no/such/shell\nservices:\n  - name: app\n    binary: /bin/sh\n",
+    );
+    r.failed()
+        .error(2, 9, None, "main service 'ap' is not defined");
+    assert_eq!(r.errors(), 1, "{}", r.out);
+}

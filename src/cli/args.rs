@@ -93,20 +93,35 @@ pub enum Command {
     Shutdown {
         wait: Wait,
     },
+    /// PID 1: stop everything, then poweroff (0), reboot (1) or halt (2).
+    Power {
+        action: u8,
+    },
+    /// Re-exec the daemon binary, keeping the services running.
+    Reexec,
+    /// Hidden, debug builds only: make the daemon panic (emergency path).
+    DebugPanic,
     Version,
 }
 
 /// What this process will do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invocation {
-    /// Run the supervisor with this config.
-    Daemon { config: PathBuf },
+    /// Run the supervisor with this config. `container`: `--container`.
+    Daemon { config: PathBuf, container: bool },
     /// `validate`: check a config offline.
     Validate { config: PathBuf, json: bool },
     /// `-h/--help` or `help`.
     Help,
     /// A client of the control socket.
     Client { global: Global, cmd: Command },
+}
+
+/// argv[0] `poweroff`, `reboot` or `halt` (busybox-style symlinks): that
+/// verb, as a client.
+pub fn power_name(argv0: Option<&OsStr>) -> Option<&'static str> {
+    let n = argv0.and_then(|a| Path::new(a).file_name())?;
+    ["poweroff", "reboot", "halt"].into_iter().find(|v| n == *v)
 }
 
 /// True when argv[0]'s basename is `coffeyctl`: client-only mode.
@@ -186,6 +201,8 @@ struct Opts {
     lines: Option<u16>,
     follow: Option<bool>,
     dry_run: bool,
+    /// `--container`: run as a container's init even if checks say system.
+    container: bool,
     /// Subcommand-specific options seen, for "does not apply" errors.
     specific: Vec<&'static str>,
 }
@@ -256,6 +273,7 @@ where
                 o.dry_run = true;
                 o.specific.push("--dry-run");
             }
+            Long("container") => o.container = true,
             Value(v) => words.push(utf8(v, "argument")?),
             _ => return Err(from_lexopt(arg.unexpected())),
         }
@@ -292,7 +310,10 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
                 .global
                 .config
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-            return Ok(Invocation::Daemon { config });
+            return Ok(Invocation::Daemon {
+                config,
+                container: o.container,
+            });
         }
     };
     let rest: Vec<String> = words.collect();
@@ -385,6 +406,21 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
             no_operands(&rest)?;
             Command::Version
         }
+        "poweroff" | "reboot" | "halt" => {
+            no_operands(&rest)?;
+            Command::Power {
+                action: match first.as_str() {
+                    "poweroff" => 0,
+                    "reboot" => 1,
+                    _ => 2,
+                },
+            }
+        }
+        "reexec" => {
+            no_operands(&rest)?;
+            Command::Reexec
+        }
+        "__panic" => Command::DebugPanic,
         other => return Err(UsageError(format!("unknown command '{other}'"))),
     };
     let mut global = o.global;
@@ -412,13 +448,15 @@ mod tests {
         assert_eq!(
             p(&[]).unwrap(),
             Invocation::Daemon {
-                config: DEFAULT_CONFIG.into()
+                config: DEFAULT_CONFIG.into(),
+                container: false
             }
         );
         assert_eq!(
             p(&["-c", "/x.yaml"]).unwrap(),
             Invocation::Daemon {
-                config: "/x.yaml".into()
+                config: "/x.yaml".into(),
+                container: false
             }
         );
         // Client flags without a command are a usage error, not a daemon.

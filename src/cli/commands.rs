@@ -56,7 +56,21 @@ pub fn run(g: &Global, cmd: &Command, style: Style) -> Result<(), Failure> {
         Command::Reload { dry_run } => reload(g, &path, *dry_run),
         Command::Shutdown { wait } => shutdown(g, &path, *wait),
         Command::Version => version(g, &path),
+        Command::Power { action } => {
+            one_shot(g, &path, &Request::Power { action: *action }, "power")
+        }
+        Command::Reexec => one_shot(g, &path, &Request::Reexec, "reexec"),
+        Command::DebugPanic => one_shot(g, &path, &Request::DebugPanic, "debug panic"),
     }
+}
+
+/// Sends one request that answers Ok or Error, and prints the answer.
+fn one_shot(g: &Global, path: &Path, req: &Request<'_>, what: &str) -> Result<(), Failure> {
+    let mut c = connect(path, REPLY_TIMEOUT)?;
+    c.send(req)?;
+    let message = c.expect_ok().map_err(|f| late(f, what))?;
+    print_ok(g, &message);
+    Ok(())
 }
 
 fn connect(path: &Path, timeout: Duration) -> Result<Conn, Failure> {

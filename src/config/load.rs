@@ -17,12 +17,12 @@ use serde_norway::Value;
 
 use super::locate::{clean_message, normalize, parse_recovering, Outline, Seg};
 use super::raw::{
-    RawCheck, RawCheckType, RawCommand, RawCondition, RawFile, RawGlobal, RawKind, RawRestart,
-    RawService,
+    List, RawCheck, RawCheckType, RawCommand, RawCondition, RawFile, RawGlobal, RawKind, RawMount,
+    RawRestart, RawService,
 };
 use super::spec::{
     Backoff, Check, CheckKind, Condition, Config, DaemonLog, Dep, Healthcheck, Kind, Limits,
-    Millis, Restart, ServiceLog, ServiceLogs, ServiceSpec,
+    Millis, Mount, Restart, ServiceLog, ServiceLogs, ServiceSpec,
 };
 use super::units::fmt_ms;
 use super::{Diag, Severity};
@@ -63,6 +63,10 @@ const MAX_NOTIFY_FD: u32 = 255;
 const MAX_NAME_LEN: usize = 31;
 /// `sun_path` is 108 bytes on Linux, including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
+/// Linux `HOST_NAME_MAX`.
+const MAX_HOSTNAME_LEN: usize = 64;
+/// The emergency shell: what busybox init and sysvinit's sulogin run.
+const DEFAULT_EMERGENCY: &str = "/bin/sh";
 
 use Seg::{I, K};
 
@@ -419,6 +423,7 @@ pub(super) fn load_text(
     }
 
     cross_checks(&entries, &srcs, incomplete, &mut sink);
+    check_main(&config, &entries, &srcs, incomplete, &mut sink);
     config.limits = check_limits(&raw_file, entries.len(), &srcs, incomplete, &mut sink);
 
     if sink.errors() > 0 {
@@ -656,6 +661,36 @@ fn build_globals(
         None => DEFAULT_BUFFER,
     };
 
+    let hostname = raw.hostname.as_ref().and_then(|h| match check_hostname(h) {
+        Ok(()) => Some(h.clone()),
+        Err(msg) => {
+            cx.err(&g("hostname"), msg);
+            None
+        }
+    });
+    let emergency = match &raw.emergency {
+        Some(e) if check_path(&mut cx, &g("emergency"), "emergency", e) => {
+            if Path::new(e).is_absolute() {
+                PathBuf::from(e)
+            } else {
+                cx.err(
+                    &g("emergency"),
+                    format!("emergency shell '{e}' must be an absolute path"),
+                );
+                PathBuf::from(DEFAULT_EMERGENCY)
+            }
+        }
+        _ => PathBuf::from(DEFAULT_EMERGENCY),
+    };
+    let mounts = build_mounts(&mut cx, raw.mounts.as_ref());
+    let main = match &raw.main {
+        Some(m) if m.is_empty() => {
+            cx.err(&g("main"), "main must not be empty".to_owned());
+            None
+        }
+        m => m.clone(),
+    };
+
     Config {
         path: path.to_path_buf(),
         socket,
@@ -675,7 +710,191 @@ fn build_globals(
         },
         shutdown_timeout: raw.shutdown_timeout.map_or(DEFAULT_SHUTDOWN, |d| d.0),
         services: Vec::new(),
+        hostname,
+        emergency,
+        early_mounts: raw.early_mounts.unwrap_or(true),
+        mounts,
+        main,
     }
+}
+
+/// A hostname: 1..=64 of `[A-Za-z0-9.-]`, not starting with '-' or '.'
+/// (sethostname takes up to `HOST_NAME_MAX` bytes; the character set is
+/// RFC 1123's, which is what `hostname(1)` and DHCP clients accept).
+fn check_hostname(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("hostname must not be empty".to_owned());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+    {
+        return Err(format!(
+            "hostname '{name}' has invalid characters (allowed: A-Z a-z 0-9 . -)"
+        ));
+    }
+    if name.len() > MAX_HOSTNAME_LEN {
+        return Err(format!(
+            "hostname '{name}' is too long ({} characters, at most {MAX_HOSTNAME_LEN})",
+            name.len()
+        ));
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err(format!("hostname '{name}' must not start with '.' or '-'"));
+    }
+    Ok(())
+}
+
+/// fstab-style `options` -> (`MS_*` flags, data string). Known flag words
+/// set (or, for their opposites, clear) a flag, later words winning; every
+/// other word is passed to the filesystem, comma-joined in order.
+pub(super) fn parse_mount_options(options: &str) -> (u64, String) {
+    use nix::libc;
+    let mut flags: u64 = 0;
+    let mut data: Vec<&str> = Vec::new();
+    for word in options.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let (set, clear): (libc::c_ulong, libc::c_ulong) = match word {
+            "ro" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "async" => (0, libc::MS_SYNCHRONOUS),
+            "noatime" => (libc::MS_NOATIME, 0),
+            "atime" => (0, libc::MS_NOATIME),
+            "relatime" => (libc::MS_RELATIME, 0),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "remount" => (libc::MS_REMOUNT, 0),
+            "bind" => (libc::MS_BIND, 0),
+            "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
+            // fstab's placeholder (rw,suid,dev,exec,async): nothing to set.
+            "defaults" => (0, 0),
+            other => {
+                data.push(other);
+                (0, 0)
+            }
+        };
+        // c_ulong is u32 on 32-bit targets: a lossless widening there.
+        #[allow(clippy::unnecessary_cast)]
+        let (set, clear) = (set as u64, clear as u64);
+        flags = (flags & !clear) | set;
+    }
+    (flags, data.join(","))
+}
+
+/// `coffey.mounts`: each item checked on its own; broken ones are left out.
+fn build_mounts(cx: &mut Ctx, list: Option<&List<RawMount>>) -> Vec<Mount> {
+    let mut mounts = Vec::new();
+    let Some(list) = list else {
+        return mounts;
+    };
+    for (i, item) in list.iter().enumerate() {
+        let at = |k: &'static str| [K("coffey"), K("mounts"), I(i), K(k)];
+        let item_path = [K("coffey"), K("mounts"), I(i)];
+        let Some(raw) = item else {
+            if !cx.tainted(&item_path) {
+                cx.err(&item_path, "empty mount entry".to_owned());
+            }
+            continue;
+        };
+        let mut ok = true;
+        let target = match &raw.target {
+            None => {
+                if !cx.tainted(&at("target")) {
+                    cx.err(
+                        &item_path,
+                        format!("mounts[{i}]: missing required key 'target'"),
+                    );
+                }
+                ok = false;
+                PathBuf::new()
+            }
+            Some(t) => {
+                if !check_path(cx, &at("target"), "mount target", t) {
+                    ok = false;
+                } else if !Path::new(t).is_absolute() {
+                    cx.err(
+                        &at("target"),
+                        format!("mount target '{t}' must be an absolute path"),
+                    );
+                    ok = false;
+                }
+                PathBuf::from(t)
+            }
+        };
+        let fstype = match &raw.fstype {
+            None => {
+                if !cx.tainted(&at("type")) {
+                    cx.err(
+                        &item_path,
+                        format!(
+                            "mounts[{i}]: missing required key 'type' (the filesystem type: proc, tmpfs, ext4, ...)"
+                        ),
+                    );
+                }
+                ok = false;
+                String::new()
+            }
+            Some(t) => {
+                if !check_path(cx, &at("type"), "mount type", t) {
+                    ok = false;
+                }
+                t.clone()
+            }
+        };
+        let source = match &raw.source {
+            Some(s) => {
+                if !check_path(cx, &at("source"), "mount source", s) {
+                    ok = false;
+                }
+                s.clone()
+            }
+            None => fstype.clone(),
+        };
+        let options = raw.options.as_deref().unwrap_or_default();
+        if options.contains('\0') {
+            cx.err(
+                &at("options"),
+                "mount options contain a NUL byte".to_owned(),
+            );
+            ok = false;
+        }
+        let (flags, data) = parse_mount_options(options);
+        if ok {
+            mounts.push(Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            });
+        }
+    }
+    mounts
+}
+
+/// `coffey.main` must name a service (checked once every file is read).
+fn check_main(config: &Config, entries: &[Entry], srcs: &[Src], incomplete: bool, sink: &mut Sink) {
+    let Some(main) = &config.main else { return };
+    if incomplete || entries.iter().any(|e| e.spec.name == *main) {
+        return;
+    }
+    // A service whose name was lost to error recovery may be the one.
+    if entries.iter().any(|e| e.tainted && e.spec.name.is_empty()) {
+        return;
+    }
+    let Some(src) = srcs.first() else { return };
+    sink.add(
+        Severity::Error,
+        &src.file,
+        src.pos(&[K("coffey"), K("main")]),
+        None,
+        format!("main service '{main}' is not defined"),
+    );
 }
 
 fn check_limits(

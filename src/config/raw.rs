@@ -37,6 +37,25 @@ pub(super) struct RawGlobal {
     pub service_logs: Option<RawServiceLogs>,
     pub limits: Option<RawLimits>,
     pub shutdown_timeout: Option<Dur>,
+    pub hostname: Option<String>,
+    pub emergency: Option<String>,
+    pub early_mounts: Option<bool>,
+    pub mounts: Option<List<RawMount>>,
+    pub main: Option<String>,
+}
+
+/// A `coffey.mounts` item (fstab-like).
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mount mapping with `source`, `target`, `type` and `options`"
+)]
+pub(super) struct RawMount {
+    pub source: Option<String>,
+    pub target: Option<String>,
+    #[serde(rename = "type")]
+    pub fstype: Option<String>,
+    pub options: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -26,6 +26,35 @@ pub struct Config {
     pub shutdown_timeout: Millis,
     /// In load order: main file first, then drop-ins sorted by file name.
     pub services: Vec<ServiceSpec>,
+    /// System mode only: sethostname() at boot. Validated: 1..=64 of
+    /// `[A-Za-z0-9.-]`, not starting with '-' or '.'.
+    pub hostname: Option<String>,
+    /// System mode: the shell run on `single`/`S` on the kernel command
+    /// line (and when booting fails). Absolute; not checked to exist.
+    pub emergency: PathBuf,
+    /// System mode: mount /proc, /sys, /dev (devtmpfs) and /run (tmpfs)
+    /// when they are not mounted yet.
+    pub early_mounts: bool,
+    /// System mode: extra mounts, in order, after the early ones.
+    pub mounts: Vec<Mount>,
+    /// Container mode: exit when this service exits, with its exit code
+    /// (128 + signal when killed), after stopping the rest. Names a
+    /// defined service.
+    pub main: Option<String>,
+}
+
+/// One `coffey.mounts` entry, ready for mount(2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Device or pseudo-source (defaults to the fstype, like `proc`).
+    pub source: String,
+    /// Absolute mount point.
+    pub target: PathBuf,
+    pub fstype: String,
+    /// `MS_*` flags parsed from the known option words.
+    pub flags: u64,
+    /// The other option words, comma-joined (`mode=0755,size=10%`).
+    pub data: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

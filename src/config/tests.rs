@@ -1555,3 +1555,231 @@ fn start_timeout_without_readiness_warns() {
     );
     assert_eq!(w.len(), 1, "{}", render(&w));
 }
+
+#[test]
+fn pid1_keys_defaults() {
+    let (c, w) = ok(
+        "pid1-defaults",
+        "services:\n  - name: a\n    binary: /bin/sh\n",
+    );
+    assert!(w.is_empty(), "{}", render(&w));
+    assert_eq!(c.hostname, None);
+    assert_eq!(c.emergency, PathBuf::from("/bin/sh"));
+    assert!(c.early_mounts);
+    assert!(c.mounts.is_empty());
+    assert_eq!(c.main, None);
+    let (c, _) = ok("pid1-empty", "");
+    assert_eq!(c.emergency, PathBuf::from("/bin/sh"));
+    assert!(c.early_mounts);
+}
+
+#[test]
+fn pid1_keys_parse() {
+    use nix::libc;
+    let (c, w) = ok(
+        "pid1-keys",
+        "coffey:
+  hostname: box-1.example.org
+  emergency: /does/not/exist/sh
+  early_mounts: false
+  main: app
+  mounts:
+    - type: tmpfs
+      target: /tmp
+      options: nosuid,nodev,mode=1777,size=10%
+    - source: /dev/mmcblk0p3
+      target: /data
+      type: ext4
+      options: rw,noatime,nodiratime,sync,errors=remount-ro
+    - {source: /data/www, target: /srv/www, type: none, options: 'rbind, ro'}
+    - type: proc
+      target: /proc
+      options: ro,rw,noexec,exec,defaults,relatime
+services:
+  - name: app
+    binary: /bin/sh
+",
+    );
+    assert!(w.is_empty(), "{}", render(&w));
+    assert_eq!(c.hostname.as_deref(), Some("box-1.example.org"));
+    assert_eq!(c.emergency, PathBuf::from("/does/not/exist/sh"));
+    assert!(!c.early_mounts);
+    assert_eq!(c.main.as_deref(), Some("app"));
+    #[allow(clippy::unnecessary_cast)] // c_ulong is u32 on 32-bit targets
+    let f = |x: libc::c_ulong| x as u64;
+    assert_eq!(
+        c.mounts,
+        vec![
+            Mount {
+                source: "tmpfs".into(),
+                target: "/tmp".into(),
+                fstype: "tmpfs".into(),
+                flags: f(libc::MS_NOSUID | libc::MS_NODEV),
+                data: "mode=1777,size=10%".into(),
+            },
+            Mount {
+                source: "/dev/mmcblk0p3".into(),
+                target: "/data".into(),
+                fstype: "ext4".into(),
+                flags: f(libc::MS_NOATIME | libc::MS_NODIRATIME | libc::MS_SYNCHRONOUS),
+                data: "errors=remount-ro".into(),
+            },
+            Mount {
+                source: "/data/www".into(),
+                target: "/srv/www".into(),
+                fstype: "none".into(),
+                flags: f(libc::MS_BIND | libc::MS_REC | libc::MS_RDONLY),
+                data: String::new(),
+            },
+            Mount {
+                source: "proc".into(),
+                target: "/proc".into(),
+                fstype: "proc".into(),
+                flags: f(libc::MS_RELATIME),
+                data: String::new(),
+            },
+        ]
+    );
+}
+
+#[test]
+fn mount_options_words() {
+    use nix::libc;
+    #[allow(clippy::unnecessary_cast)] // c_ulong is u32 on 32-bit targets
+    let f = |x: libc::c_ulong| x as u64;
+    let cases: &[(&str, u64, &str)] = &[
+        ("", 0, ""),
+        (",,", 0, ""),
+        ("ro", f(libc::MS_RDONLY), ""),
+        ("ro,rw", 0, ""),
+        ("rw,ro", f(libc::MS_RDONLY), ""),
+        ("nosuid,suid", 0, ""),
+        ("nodev,dev,noexec", f(libc::MS_NOEXEC), ""),
+        ("sync,async", 0, ""),
+        ("noatime,atime", 0, ""),
+        ("remount,ro", f(libc::MS_REMOUNT | libc::MS_RDONLY), ""),
+        ("bind", f(libc::MS_BIND), ""),
+        ("rbind", f(libc::MS_BIND | libc::MS_REC), ""),
+        ("defaults", 0, ""),
+        (
+            "mode=0755,nosuid,size=10%",
+            f(libc::MS_NOSUID),
+            "mode=0755,size=10%",
+        ),
+        (" uid=0 , gid=5 ,", 0, "uid=0,gid=5"),
+        ("RO", 0, "RO"),
+    ];
+    for (opts, flags, data) in cases {
+        assert_eq!(
+            load::parse_mount_options(opts),
+            (*flags, (*data).to_owned()),
+            "{opts:?}"
+        );
+    }
+}
+
+#[test]
+fn pid1_key_errors() {
+    let d = errs(
+        "pid1-errors",
+        "coffey:
+  hostname: -box
+  emergency: bin/sh
+  main: web
+  mounts:
+    - type: tmpfs
+      target: tmp
+    - target: /mnt
+    - source: x
+      target: /x
+      type: ''
+    -
+    - type: proc
+      target: /proc
+      flags: ro
+services:
+  - name: app
+    binary: /bin/sh
+",
+    );
+    expect_err(
+        &d,
+        2,
+        13,
+        None,
+        "hostname '-box' must not start with '.' or '-'",
+    );
+    expect_err(
+        &d,
+        3,
+        14,
+        None,
+        "emergency shell 'bin/sh' must be an absolute path",
+    );
+    expect_err(&d, 4, 9, None, "main service 'web' is not defined");
+    expect_err(
+        &d,
+        7,
+        15,
+        None,
+        "mount target 'tmp' must be an absolute path",
+    );
+    expect_err(&d, 8, 7, None, "mounts[1]: missing required key 'type'");
+    expect_err(&d, 11, 13, None, "mount type must not be empty");
+    expect_err(&d, 12, 5, None, "empty mount entry");
+    expect_err(&d, 15, 7, None, "unknown field `flags`");
+    assert_eq!(count(&d, Severity::Error), 8, "{}", render(&d));
+}
+
+#[test]
+fn hostname_errors() {
+    let long = "h".repeat(65);
+    let max = "h".repeat(64);
+    let (c, _) = ok("hostname-max", &format!("coffey:\n  hostname: {max}\n"));
+    assert_eq!(c.hostname, Some(max));
+    for (name, msg) in [
+        (long.as_str(), "is too long (65 characters, at most 64)"),
+        ("''", "hostname must not be empty"),
+        ("a_b", "has invalid characters"),
+        ("'a b'", "has invalid characters"),
+        ("héllo", "has invalid characters"),
+        (".local", "must not start with '.' or '-'"),
+    ] {
+        let d = errs("hostname", &format!("coffey:\n  hostname: {name}\n"));
+        expect_err(&d, 2, 13, None, msg);
+        assert_eq!(count(&d, Severity::Error), 1, "{}", render(&d));
+    }
+}
+
+#[test]
+fn main_errors_and_dropins() {
+    // `main` may name a drop-in service.
+    let dir = tmpdir("main-dropin");
+    write(&dir, "services.d/web.yaml", "binary: /bin/sh\n");
+    let (c, _) = load(&write(&dir, "config.yaml", "coffey:\n  main: web\n")).unwrap();
+    assert_eq!(c.main.as_deref(), Some("web"));
+    // An empty or undefined main.
+    let d = errs("main-empty", "coffey:\n  main: ''\n");
+    expect_err(&d, 2, 9, None, "main must not be empty");
+    assert_eq!(count(&d, Severity::Error), 1, "{}", render(&d));
+    let d = errs("main-missing", "coffey:\n  main: db\n");
+    expect_err(&d, 2, 9, None, "main service 'db' is not defined");
+    // A bad type is reported once, not again as undefined.
+    let d = errs("main-type", "coffey:\n  main: [a]\n  early_mounts: maybe\n");
+    expect_err(&d, 2, 9, None, "invalid type: sequence");
+    expect_err(
+        &d,
+        3,
+        17,
+        None,
+        "invalid type: string \"maybe\", expected a boolean",
+    );
+    assert_eq!(count(&d, Severity::Error), 2, "{}", render(&d));
+    // Mount errors in a tainted entry do not cascade.
+    let d = errs(
+        "mount-tainted",
+        "coffey:\n  mounts:\n    - type: tmpfs\n      target: [1]\n",
+    );
+    expect_err(&d, 4, 15, None, "invalid type: sequence");
+    assert_eq!(count(&d, Severity::Error), 1, "{}", render(&d));
+}

@@ -211,6 +211,14 @@ pub enum Request<'a> {
     },
     Shutdown,
     Version,
+    /// PID 1: stop everything, then 0 poweroff, 1 reboot, 2 halt.
+    Power {
+        action: u8,
+    },
+    /// Re-exec the daemon binary, keeping services.
+    Reexec,
+    /// Debug builds only: panic (to test the emergency path).
+    DebugPanic,
 }
 
 /// Daemon -> client. Tags 0x40..=0x7f.
@@ -451,6 +459,9 @@ pub fn decode_request(buf: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
         0x08 => Request::Reload { dry_run: r.bool()? },
         0x09 => Request::Shutdown,
         0x0a => Request::Version,
+        0x0b => Request::Power { action: r.u8()? },
+        0x0c => Request::Reexec,
+        0x3f => Request::DebugPanic,
         _ => return Err(DecodeError::Malformed),
     };
     r.done()?;
@@ -580,6 +591,12 @@ pub fn encode_request(req: &Request<'_>, buf: &mut [u8]) -> Result<usize, Full> 
         }
         Request::Shutdown => 0x09,
         Request::Version => 0x0a,
+        Request::Power { action } => {
+            w.u8(*action)?;
+            0x0b
+        }
+        Request::Reexec => 0x0c,
+        Request::DebugPanic => 0x3f,
     };
     finish(&mut w, tag, MAX_REQUEST)
 }
@@ -820,7 +837,7 @@ mod tests {
             Err(DecodeError::TooLarge(0xffff))
         );
         assert_eq!(
-            decode_request(&[1, 0x3f, 0, 0]),
+            decode_request(&[1, 0x3e, 0, 0]),
             Err(DecodeError::Malformed)
         );
         // Trailing bytes inside the frame.

@@ -12,6 +12,7 @@ mod compiled;
 mod control;
 mod log;
 mod logfile;
+pub mod pid1;
 mod probe;
 mod reload;
 pub mod setup;
@@ -90,6 +91,14 @@ pub struct Shell {
     /// sd_notify datagram socket (abstract), and `NOTIFY_SOCKET=@...`.
     pub notify_sock: RawFd,
     pub notify_env: std::ffi::CString,
+    pub mode: pid1::Mode,
+    /// System mode: what to do once everything stopped.
+    pub action: Option<pid1::Action>,
+    /// `coffeyd reexec` asked for: re-exec at the end of this turn.
+    pub reexec: bool,
+    /// Container mode: the exit code of the `main` service.
+    pub exit_code: i32,
+    pub main_idx: Option<usize>,
 }
 
 fn errno_desc(e: i32) -> &'static str {
@@ -491,7 +500,22 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
             }
             continue;
         }
-        if sup.on_exit(pid, status, clock::now(), shell).is_none() {
+        let idx = sup.on_exit(pid, status, clock::now(), shell);
+        if idx.is_some() && idx == shell.main_idx && !sup.shutting_down() {
+            // tini's contract: the main service's exit ends the container.
+            shell.exit_code = match status {
+                ExitStatus::Code(c) => c,
+                ExitStatus::Signal(s) => 128 + s,
+            };
+            log!(
+                shell.log,
+                "main service exited ({status}); stopping everything, exit code {}",
+                shell.exit_code
+            );
+            let t = shell.shutdown_timeout;
+            sup.shutdown(clock::now(), t, shell);
+        }
+        if idx.is_none() {
             log!(shell.log, "reaped orphan pid {pid} ({status})");
         }
     }
@@ -590,8 +614,8 @@ pub fn compile_child(path: &std::path::Path) -> i32 {
 }
 
 /// Runs the daemon until shutdown. Returns the process exit code.
-pub fn run(cfg: Config) -> i32 {
-    match run_inner(&cfg) {
+pub fn run(cfg: Config, mode: pid1::Mode) -> i32 {
+    match run_inner(&cfg, mode) {
         Ok(code) => code,
         Err(e) => {
             let _ = log::write_all(2, b"coffeyd: ");
@@ -602,7 +626,7 @@ pub fn run(cfg: Config) -> i32 {
     }
 }
 
-fn run_inner(cfg: &Config) -> Result<i32, String> {
+fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
     let setup::Started {
         mut shell,
         mut table,
@@ -610,6 +634,11 @@ fn run_inner(cfg: &Config) -> Result<i32, String> {
         sfd,
         listener: _listener,
     } = setup::start(cfg)?;
+    shell.mode = mode;
+    shell.main_idx = cfg
+        .main
+        .as_ref()
+        .and_then(|m| shell.slots.iter().position(|s| s.name.as_str() == m));
     let mut events = Events::with_capacity(EVENTS);
     let used = shell.used;
     log!(
@@ -686,6 +715,32 @@ fn run_inner(cfg: &Config) -> Result<i32, String> {
             while let Ok(Some(si)) = sfd.read_signal() {
                 match Signal::try_from(si.ssi_signo as i32) {
                     Ok(Signal::SIGCHLD) => reap_now = true,
+                    // A machine's init: the classic sysvinit/busybox map.
+                    Ok(
+                        s @ (Signal::SIGTERM
+                        | Signal::SIGINT
+                        | Signal::SIGUSR1
+                        | Signal::SIGUSR2
+                        | Signal::SIGPWR),
+                    ) if shell.mode == pid1::Mode::System => {
+                        let a = match s {
+                            Signal::SIGUSR1 => pid1::Action::Halt,
+                            Signal::SIGUSR2 | Signal::SIGPWR => pid1::Action::Poweroff,
+                            _ => pid1::Action::Reboot,
+                        };
+                        if !sup.shutting_down() {
+                            log!(
+                                shell.log,
+                                "{}: {} (timeout {})",
+                                s.as_str(),
+                                a.name(),
+                                Dur(shell.shutdown_timeout)
+                            );
+                            shell.action = Some(a);
+                        }
+                        let t = shell.shutdown_timeout;
+                        sup.shutdown(clock::now(), t, &mut shell);
+                    }
                     Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
                         if !sup.shutting_down() {
                             log!(
@@ -764,5 +819,91 @@ fn run_inner(cfg: &Config) -> Result<i32, String> {
         alloc::count()
     );
     release_paths(cfg);
-    Ok(0)
+    match shell.mode {
+        pid1::Mode::System => {
+            let a = shell.action.unwrap_or(pid1::Action::Poweroff);
+            pid1::final_shutdown(a, shell.shutdown_timeout.clamp(1000, 10_000))
+        }
+        pid1::Mode::Container => Ok(shell.exit_code),
+        pid1::Mode::Supervisor => Ok(0),
+    }
+}
+
+/// Where the daemon role starts: picks the mode (supervisor, system init,
+/// container init), does the PID 1 setup, loads the config and runs. As
+/// PID 1 it never returns on its own account: a bad config leads to the
+/// emergency program, or to waiting for SIGHUP.
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)] // startup
+pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bool) -> i32 {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let mode = pid1::detect(container);
+    let mut single = single_arg;
+    if mode == pid1::Mode::System {
+        pid1::mount_proc();
+        let (cmd_cfg, cmd_single) = pid1::cmdline();
+        if let Some(p) = cmd_cfg {
+            config_path = p;
+        }
+        single |= cmd_single;
+    }
+    let default_emergency: &'static std::ffi::CStr = c"/bin/sh";
+    if mode != pid1::Mode::Supervisor {
+        pid1::install_panic_hook(default_emergency);
+    }
+    let mut early_done = false;
+    loop {
+        match crate::config::load(&config_path) {
+            Ok((cfg, warnings)) => {
+                let emergency: &'static std::ffi::CStr = Box::leak(
+                    CString::new(cfg.emergency.as_os_str().as_bytes())
+                        .unwrap_or_else(|_| default_emergency.into())
+                        .into_boxed_c_str(),
+                );
+                if mode == pid1::Mode::System {
+                    if cfg.early_mounts && !early_done {
+                        pid1::mount_early();
+                    }
+                    for m in &cfg.mounts {
+                        pid1::mount_extra(m);
+                    }
+                    pid1::attach_console();
+                    if let Some(h) = &cfg.hostname {
+                        pid1::set_hostname(h);
+                    }
+                    if single {
+                        pid1::emergency(emergency);
+                    }
+                }
+                if mode != pid1::Mode::Supervisor {
+                    pid1::install_panic_hook(emergency);
+                }
+                for w in &warnings {
+                    eprintln!("{w}");
+                }
+                return run(cfg, mode);
+            }
+            Err(diags) => {
+                if mode == pid1::Mode::System && !early_done {
+                    pid1::mount_early();
+                    early_done = true;
+                    pid1::attach_console();
+                }
+                for d in &diags {
+                    eprintln!("{d}");
+                }
+                eprintln!(
+                    "coffeyd: {}: config has errors; not starting",
+                    config_path.display()
+                );
+                if mode == pid1::Mode::Supervisor {
+                    return 1;
+                }
+                if pid1::executable(default_emergency) {
+                    pid1::emergency(default_emergency);
+                }
+                pid1::wait_for_hup();
+            }
+        }
+    }
 }

@@ -237,6 +237,11 @@ pub fn build(
         registry,
         notify_sock,
         notify_env,
+        mode: super::pid1::Mode::Supervisor,
+        action: None,
+        reexec: false,
+        exit_code: 0,
+        main_idx: None,
         ctl: Control {
             listen_fd,
             clients: (0..cfg.limits.clients.max(1))
@@ -381,6 +386,7 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
         Signal::SIGQUIT,
         Signal::SIGUSR1,
         Signal::SIGUSR2,
+        Signal::SIGPWR,
     ] {
         mask.add(s);
     }

@@ -1,0 +1,398 @@
+//! PID 1 duties: early mounts, the console, the kernel command line, the
+//! final kill-and-reboot sequence, and the emergency path.
+//!
+//! Lore that shaped this file:
+//! - PID 1 must never exit: the kernel panics ("Attempted to kill init").
+//!   Every failure here is logged and survived; the last resort is to
+//!   exec the emergency shell, then to re-exec coffeyd itself.
+//! - `kill(-1, SIGKILL)` is sent from a forked child: it can block on
+//!   processes in D state (uninterruptible I/O), and PID 1 must not.
+//! - Kernel parameters with a dot (`coffey.config=`) are not passed to
+//!   init as argv or env; they are read from /proc/cmdline.
+
+use nix::libc;
+use std::ffi::CStr;
+
+/// How coffeyd runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// An ordinary process: a supervisor and subreaper.
+    Supervisor,
+    /// PID 1 of a machine: mounts, console, reboot(2).
+    System,
+    /// PID 1 of a container: no mounts, no reboot; exits like tini.
+    Container,
+}
+
+/// What to do at the end of a system-mode shutdown.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Poweroff,
+    Reboot,
+    Halt,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Poweroff => "poweroff",
+            Action::Reboot => "reboot",
+            Action::Halt => "halt",
+        }
+    }
+}
+
+fn errno() -> i32 {
+    nix::errno::Errno::last_raw()
+}
+
+/// Writes to the console (fd 2), ignoring errors.
+pub fn say(msg: &[u8]) {
+    let _ = super::log::write_all(2, msg);
+}
+
+/// Picks the mode. In system mode this also turns Ctrl-Alt-Del into
+/// SIGINT for us (RB_DISABLE_CAD), which is how system mode is detected:
+/// a container's PID 1 is not allowed to.
+pub fn detect(force_container: bool) -> Mode {
+    // SAFETY: plain syscalls.
+    if unsafe { libc::getpid() } != 1 {
+        return if force_container {
+            Mode::Container
+        } else {
+            Mode::Supervisor
+        };
+    }
+    if force_container {
+        return Mode::Container;
+    }
+    // SAFETY: reboot with the CAD-off command only changes a kernel flag.
+    if unsafe { libc::reboot(libc::RB_DISABLE_CAD) } == 0 {
+        Mode::System
+    } else {
+        Mode::Container
+    }
+}
+
+fn stat_dev(path: &CStr) -> Option<u64> {
+    // SAFETY: zeroed stat is a valid out buffer.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: NUL-terminated path, valid out pointer.
+    (unsafe { libc::stat(path.as_ptr(), &mut st) } == 0).then_some(st.st_dev)
+}
+
+/// A mount point is on another device than its parent.
+fn is_mounted(target: &CStr, parent: &CStr) -> bool {
+    match (stat_dev(target), stat_dev(parent)) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
+    }
+}
+
+/// Mounts `fstype` at `target` unless something is mounted there already.
+/// Returns whether it mounted.
+fn mount_if_needed(source: &CStr, target: &CStr, fstype: &CStr, flags: u64, data: &CStr) -> bool {
+    if is_mounted(target, c"/") {
+        return false;
+    }
+    // SAFETY: NUL-terminated path; EEXIST is fine.
+    unsafe { libc::mkdir(target.as_ptr(), 0o755) };
+    // SAFETY: all pointers are NUL-terminated strings.
+    let r = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        let e = nix::errno::Errno::from_raw(errno());
+        say(b"coffeyd: mount ");
+        say(target.to_bytes());
+        say(b": ");
+        say(e.desc().as_bytes());
+        say(b"\n");
+        return false;
+    }
+    true
+}
+
+/// /proc first: it is needed to read the kernel command line.
+pub fn mount_proc() -> bool {
+    mount_if_needed(
+        c"proc",
+        c"/proc",
+        c"proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        c"",
+    )
+}
+
+/// /sys, /dev (devtmpfs) and /run (tmpfs). Returns which were mounted.
+pub fn mount_early() -> [bool; 3] {
+    let nse = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    [
+        mount_if_needed(c"sysfs", c"/sys", c"sysfs", nse, c""),
+        mount_if_needed(
+            c"devtmpfs",
+            c"/dev",
+            c"devtmpfs",
+            libc::MS_NOSUID,
+            c"mode=0755",
+        ),
+        mount_if_needed(
+            c"tmpfs",
+            c"/run",
+            c"tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            c"mode=0755",
+        ),
+    ]
+}
+
+/// Extra mounts from `coffey.mounts`.
+pub fn mount_extra(m: &crate::config::Mount) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let cs = |b: &[u8]| std::ffi::CString::new(b).unwrap_or_default();
+    let (src, tgt, ty, data) = (
+        cs(m.source.as_bytes()),
+        cs(m.target.as_os_str().as_bytes()),
+        cs(m.fstype.as_bytes()),
+        cs(m.data.as_bytes()),
+    );
+    mount_if_needed(&src, &tgt, &ty, m.flags, &data)
+}
+
+/// stdin, stdout and stderr on /dev/console; a new session; umask 022.
+pub fn attach_console() {
+    // SAFETY: plain syscalls on our own fds.
+    unsafe {
+        let fd = libc::open(
+            c"/dev/console".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            for t in 0..3 {
+                libc::dup2(fd, t);
+            }
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+        libc::setsid();
+        libc::umask(0o022);
+    }
+}
+
+pub fn set_hostname(name: &str) {
+    // SAFETY: valid buffer and length.
+    if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
+        say(b"coffeyd: cannot set the hostname\n");
+    }
+}
+
+/// The kernel command line: (`coffey.config=` value, single-user mode).
+#[allow(clippy::disallowed_methods)] // startup only
+pub fn cmdline() -> (Option<std::path::PathBuf>, bool) {
+    let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let mut config = None;
+    let mut single = false;
+    for w in text.split_whitespace() {
+        if let Some(p) = w.strip_prefix("coffey.config=") {
+            config = Some(std::path::PathBuf::from(p));
+        }
+        if w == "single" || w == "S" {
+            single = true;
+        }
+    }
+    (config, single)
+}
+
+/// Waits up to `ms` for a SIGCHLD (signals are blocked; we read them
+/// synchronously). Returns early on any SIGCHLD.
+fn wait_chld(ms: u64) {
+    let mut set: libc::sigset_t = unsafe { core::mem::zeroed() };
+    // SAFETY: valid sigset pointer.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+    }
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: valid pointers.
+    unsafe { libc::sigtimedwait(&set, core::ptr::null_mut(), &ts) };
+}
+
+/// Reaps everything that has exited. Returns false once no child is left.
+fn reap_all() -> bool {
+    loop {
+        let mut st = 0;
+        // SAFETY: valid out pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if pid > 0 {
+            continue;
+        }
+        if pid < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        return !(pid < 0 && errno() == libc::ECHILD);
+    }
+}
+
+/// Reaps until no child is left or `ms` passed; never a fixed sleep.
+fn drain(ms: u64) {
+    let deadline = super::clock::now().add(ms);
+    while reap_all() {
+        let now = super::clock::now();
+        if now >= deadline {
+            return;
+        }
+        wait_chld(deadline.since(now).min(100));
+    }
+}
+
+/// The end of a system-mode shutdown, after every service stopped:
+/// SIGTERM to everything left, grace, SIGKILL from a child, sync,
+/// remount read-only, reboot(2). Never returns.
+pub fn final_shutdown(action: Action, grace_ms: u64) -> ! {
+    say(b"coffeyd: sending SIGTERM to all processes\n");
+    // SAFETY: plain syscalls; -1 means every process but us.
+    unsafe {
+        libc::kill(-1, libc::SIGTERM);
+        libc::kill(-1, libc::SIGCONT);
+    }
+    drain(grace_ms);
+    say(b"coffeyd: sending SIGKILL to all processes\n");
+    // SAFETY: fork in a single-threaded process; the child only kills and
+    // exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: in the child.
+        unsafe {
+            libc::kill(-1, libc::SIGKILL);
+            libc::_exit(0);
+        }
+    }
+    drain(2000);
+    say(b"coffeyd: syncing and remounting read-only\n");
+    // SAFETY: plain syscalls; failures (an initramfs root) are fine.
+    unsafe {
+        libc::sync();
+        for t in [c"/run", c"/sys"] {
+            libc::umount2(t.as_ptr(), libc::MNT_DETACH);
+        }
+        libc::mount(
+            core::ptr::null(),
+            c"/".as_ptr(),
+            core::ptr::null(),
+            (libc::MS_REMOUNT | libc::MS_RDONLY) as libc::c_ulong,
+            core::ptr::null(),
+        );
+        libc::sync();
+    }
+    let cmd = match action {
+        Action::Poweroff => libc::RB_POWER_OFF,
+        Action::Reboot => libc::RB_AUTOBOOT,
+        Action::Halt => libc::RB_HALT_SYSTEM,
+    };
+    say(b"coffeyd: ");
+    say(action.name().as_bytes());
+    say(b"\n");
+    // SAFETY: the point of the exercise.
+    unsafe { libc::reboot(cmd) };
+    // reboot(2) failed: PID 1 still must not exit.
+    say(b"coffeyd: reboot(2) failed; staying up\n");
+    loop {
+        drain(60_000);
+        wait_chld(60_000);
+    }
+}
+
+/// Exec the emergency program on the console; if that fails, re-exec
+/// coffeyd; if even that fails, reap forever. Never returns.
+pub fn emergency(path: &CStr) -> ! {
+    say(b"coffeyd: starting the emergency program ");
+    say(path.to_bytes());
+    say(b"\n");
+    // SAFETY: execve with static, NUL-terminated arrays; unblock signals
+    // first so the shell behaves.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
+        let argv = [path.as_ptr(), core::ptr::null()];
+        let envp = [
+            c"PATH=/usr/sbin:/usr/bin:/sbin:/bin".as_ptr(),
+            c"TERM=linux".as_ptr(),
+            core::ptr::null(),
+        ];
+        libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        say(b"coffeyd: emergency program failed; re-executing coffeyd\n");
+        let self_argv = [c"coffeyd".as_ptr(), core::ptr::null()];
+        libc::execve(
+            c"/proc/self/exe".as_ptr(),
+            self_argv.as_ptr(),
+            envp.as_ptr(),
+        );
+    }
+    say(b"coffeyd: cannot exec anything; reaping orphans forever\n");
+    loop {
+        drain(60_000);
+        wait_chld(60_000);
+    }
+}
+
+/// Whether `path` is an executable file.
+pub fn executable(path: &CStr) -> bool {
+    // SAFETY: NUL-terminated path.
+    unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// No usable config and no emergency program: stay up, reap orphans,
+/// and return when SIGHUP asks to try the config again.
+pub fn wait_for_hup() {
+    // SAFETY: plain signal calls with valid sets.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [
+            libc::SIGCHLD,
+            libc::SIGHUP,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGPWR,
+        ] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
+        say(b"coffeyd: waiting for SIGHUP to reload the config\n");
+        loop {
+            let mut info: libc::siginfo_t = core::mem::zeroed();
+            let sig = libc::sigwaitinfo(&set, &mut info);
+            reap_all();
+            if sig == libc::SIGHUP {
+                return;
+            }
+        }
+    }
+}
+
+/// Panic hook for PID 1: the message to the console, then the emergency
+/// path (release builds abort right after a panic, so nothing else runs).
+#[allow(clippy::disallowed_methods)] // startup only
+pub fn install_panic_hook(emergency_path: &'static CStr) {
+    std::panic::set_hook(Box::new(move |info| {
+        say(b"coffeyd: PANIC: ");
+        if let Some(s) = info.payload().downcast_ref::<&str>() {
+            say(s.as_bytes());
+        }
+        say(b"\n");
+        emergency(emergency_path);
+    }));
+}
