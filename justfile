@@ -15,6 +15,12 @@ build:
 test:
     cargo test
 
+# tests/vm/run.sh installs qemu and cpio if missing, caches a Debian kernel
+# and busybox in target/vm-cache/, and checks target/vm/serial.log.
+# Boot a real kernel in qemu with coffeyd as PID 1 (about 10 s, no KVM).
+test-vm:
+    COFFEY_VM_TEST=1 cargo test --test vm -- --nocapture
+
 lint:
     cargo fmt --check
     cargo clippy --all-targets -- -D warnings
@@ -33,6 +39,7 @@ fuzz SECS="60":
     command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz
     cd fuzz && for t in config proto service http; do cargo +nightly fuzz run $t -- -max_total_time={{SECS}}; done
 
-# Footprint: static binary size and daemon RSS with 10 services.
-bench:
+# Footprint (binary size, RSS with 10 services), then health-check load (50 services probed every 1 s for SECS s).
+bench SECS="60":
     bash bench/footprint.sh
+    SECS={{SECS}} bash bench/health.sh

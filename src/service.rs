@@ -334,6 +334,8 @@ pub struct Service {
     pub last_exit: Option<ExitStatus>,
     /// Stopping because unhealthy: the exit counts as a failure.
     pub fail_on_exit: bool,
+    /// Taken over from a previous binary by `reexec`.
+    pub adopted: bool,
     /// Readiness (0) and liveness (1) checks, if configured.
     pub checks: [Option<crate::health::Check>; 2],
     /// The last few events, a small ring.
@@ -365,6 +367,7 @@ impl Service {
             last_exit: None,
             fail_on_exit: false,
             checks: [None, None],
+            adopted: false,
             recent: [None; RECENT_EVENTS],
             recent_next: 0,
         }
@@ -417,6 +420,20 @@ impl Service {
                 .get((self.recent_next + k) % n)
                 .and_then(|e| e.as_ref())
         })
+    }
+
+    /// After `coffeyd reexec`: take over a process started by the previous
+    /// binary, with its counters. `start_all` leaves adopted services be.
+    pub fn adopt(&mut self, pid: i32, since: Instant, restarts: u32, failures: u32, want_up: bool) {
+        self.restarts = restarts;
+        self.failures = failures;
+        self.ran = true;
+        if pid > 0 {
+            self.state = State::Running { pid, since };
+            self.since = since;
+        }
+        self.want = if want_up { Want::Up } else { Want::Down };
+        self.adopted = true;
     }
 
     /// Operator restart: counters reset, never counts as a failure.

@@ -62,7 +62,9 @@ impl<'a> Supervisor<'a> {
     /// Wants every service up; they start as their dependencies allow.
     pub fn start_all(&mut self, now: Instant, sys: &mut impl Sys) {
         for s in self.active() {
-            s.step(Input::Start, now, sys);
+            if !s.adopted {
+                s.step(Input::Start, now, sys);
+            }
         }
         self.propagate(now, sys);
     }

@@ -115,6 +115,13 @@ impl Drop for Server {
     }
 }
 
+/// The daemon's probe clock starts at connect(); the server's stamp is
+/// taken when accept() returns in a thread of this (busy) test process,
+/// up to a scheduling delay later: 16 ms measured with 3 busy loops on the
+/// 2 cores, more with parallel builds. So an early close is only caught
+/// when it is more than this much early.
+const ACCEPT_LAG_MS: u64 = 100;
+
 /// A port that was free a moment ago (for a server started later).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -523,10 +530,8 @@ fn http_probe_times_out_at_the_configured_timeout() {
     let spans = spans.lock().unwrap().clone();
     println!("accept -> close by the daemon, timeout {TIMEOUT_MS}ms: {spans:?} ms");
     for &ms in &spans {
-        // The daemon's clock starts at connect(), a moment before the
-        // server's accept() returns: allow 20 ms below the timeout.
         assert!(
-            ms + 20 >= TIMEOUT_MS && ms <= TIMEOUT_MS + 400,
+            ms + ACCEPT_LAG_MS >= TIMEOUT_MS && ms <= TIMEOUT_MS + 400,
             "probe closed after {ms} ms, timeout {TIMEOUT_MS} ms: {spans:?}"
         );
     }
@@ -799,7 +804,7 @@ fn start_timeout_stops_a_service_that_never_gets_ready() {
     let gap = stamps(&log, "never: not ready within start_timeout")[0]
         - stamps(&log, "never: spawned pid")[0];
     println!("start_timeout 1s: stopped {gap} ms after spawn");
-    assert!((950..=3000).contains(&gap), "{gap} ms\n{log}");
+    assert!((900..=3000).contains(&gap), "{gap} ms\n{log}");
     let log = d.wait_log("never: restarting in 5s (failure 1)", SOON);
     assert!(!log.contains("never: ready (pid"), "{log}");
     let st = wait_state(&d, "never", "backoff", SOON);
@@ -922,7 +927,7 @@ fn bad_http_responses_are_handled_within_bounds() {
     println!("slow drip, timeout {TIMEOUT_MS}ms: (accept -> close ms, bytes sent) {spans:?}");
     for &(ms, sent) in &spans {
         assert!(
-            ms + 20 >= TIMEOUT_MS && ms <= TIMEOUT_MS + 400,
+            ms + ACCEPT_LAG_MS >= TIMEOUT_MS && ms <= TIMEOUT_MS + 400,
             "drip closed after {ms} ms: {spans:?}"
         );
         assert!(sent < 12, "the status line was not complete: {spans:?}");

@@ -792,7 +792,7 @@ fn handle(
                     message: "re-executing",
                 },
             );
-            shell.reexec = true;
+            shell.reexec_requested = true;
         }
         Request::DebugPanic => {
             if cfg!(debug_assertions) {

@@ -14,6 +14,7 @@ mod log;
 mod logfile;
 pub mod pid1;
 mod probe;
+mod reexec;
 mod reload;
 pub mod setup;
 mod spawn;
@@ -95,7 +96,8 @@ pub struct Shell {
     /// System mode: what to do once everything stopped.
     pub action: Option<pid1::Action>,
     /// `coffeyd reexec` asked for: re-exec at the end of this turn.
-    pub reexec: bool,
+    pub reexec_requested: bool,
+    pub reexec: reexec::Reexec,
     /// Container mode: the exit code of the `main` service.
     pub exit_code: i32,
     pub main_idx: Option<usize>,
@@ -633,6 +635,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         mut poll,
         sfd,
         listener: _listener,
+        adopted,
     } = setup::start(cfg)?;
     shell.mode = mode;
     shell.main_idx = cfg
@@ -650,6 +653,45 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         cfg.socket.display()
     );
     let mut sup = Supervisor::new(&mut table, used);
+    // After `reexec`: take over the previous binary's processes.
+    for a in &adopted {
+        let found = shell
+            .slots
+            .get(..used)
+            .and_then(|s| s.iter().position(|s| s.name.as_str() == a.name));
+        match found {
+            Some(i) => {
+                if let Some(svc) = sup.service_mut(i) {
+                    svc.adopt(
+                        a.pid,
+                        Instant::from_millis(a.since),
+                        a.restarts,
+                        a.failures,
+                        a.want_up,
+                    );
+                }
+                log!(
+                    shell.log,
+                    "{}: adopted pid {} (restarts {})",
+                    a.name,
+                    a.pid,
+                    a.restarts
+                );
+            }
+            None if a.pid > 0 => {
+                log!(
+                    shell.log,
+                    "{}: not in the new config; stopping pid {}",
+                    a.name,
+                    a.pid
+                );
+                // SAFETY: plain syscall on the old service's group.
+                unsafe { libc::kill(-a.pid, libc::SIGTERM) };
+            }
+            None => {}
+        }
+    }
+    drop(adopted);
 
     // ---- from here on: no heap allocation.
     alloc::seal();
@@ -810,6 +852,10 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             let t = shell.shutdown_timeout;
             control::service_client(&mut sup, &mut shell, k, now, t);
             pending |= control::has_pending(&shell, k);
+        }
+        if core::mem::take(&mut shell.reexec_requested) && !sup.shutting_down() {
+            shell.flush_all();
+            reexec::exec(&sup, &mut shell);
         }
     }
     shell.flush_all();

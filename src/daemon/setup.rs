@@ -150,7 +150,7 @@ pub fn build(
     cfg: &Config,
     listen_fd: RawFd,
     registry: mio::Registry,
-) -> Result<(Shell, Vec<Service>), String> {
+) -> Result<(Shell, Vec<Service>, Vec<super::reexec::Adopted>), String> {
     ensure_stdio();
     let log_fd = match &cfg.log.path {
         Some(p) => match open_append(p) {
@@ -188,12 +188,28 @@ pub fn build(
         }
     }
 
+    let adopted = super::reexec::take_handoff();
     let base = BaseEnv::capture();
+    let base_len = base.len();
     let mut shells = Vec::with_capacity(slots);
     let mut core = Vec::with_capacity(slots);
     for i in 0..slots {
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
+        // After reexec, a service keeps its pipes (output is not lost).
+        let handed = cfg
+            .services
+            .get(i)
+            .and_then(|s| adopted.iter().find(|a| a.name == s.name))
+            .map(|a| a.fds);
+        let ((out_r, out_w), (err_r, err_w)) = match handed {
+            Some([a, b, c, d]) => {
+                for fd in [a, b, c, d] {
+                    // SAFETY: inherited fds, ours now.
+                    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+                }
+                ((a, c), (b, d))
+            }
+            None => (pipe()?, pipe()?),
+        };
         let buffer = cfg
             .services
             .get(i)
@@ -239,7 +255,19 @@ pub fn build(
         notify_env,
         mode: super::pid1::Mode::Supervisor,
         action: None,
-        reexec: false,
+        reexec_requested: false,
+        reexec: super::reexec::Reexec::new(
+            std::fs::read_link("/proc/self/exe")
+                .ok()
+                .and_then(|p| {
+                    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
+                        .ok()
+                })
+                .unwrap_or_else(|| c"/proc/self/exe".into()),
+            &std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone()),
+            false,
+            base_len,
+        ),
         exit_code: 0,
         main_idx: None,
         ctl: Control {
@@ -262,7 +290,7 @@ pub fn build(
         },
     };
     super::reload::install_initial(&mut shell, &mut core).map_err(|e| e.to_string())?;
-    Ok((shell, core))
+    Ok((shell, core, adopted))
 }
 
 /// What the daemon will preallocate for `cfg`: printed by `validate`.
@@ -371,6 +399,8 @@ pub struct Started {
     pub poll: Poll,
     pub sfd: SignalFd,
     pub listener: Option<std::os::unix::net::UnixListener>,
+    /// Services handed over by a previous binary (`reexec`).
+    pub adopted: Vec<super::reexec::Adopted>,
 }
 
 /// Signals, subreaper, paths, tables, poll registration.
@@ -411,7 +441,8 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
         .registry()
         .try_clone()
         .map_err(|e| format!("epoll: {e}"))?;
-    let (shell, table) = build(cfg, listen_fd, registry).inspect_err(|_| release_paths(cfg))?;
+    let (shell, table, adopted) =
+        build(cfg, listen_fd, registry).inspect_err(|_| release_paths(cfg))?;
     let reg = poll.registry();
     reg.register(
         &mut SourceFd(&shell.notify_sock),
@@ -441,5 +472,6 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
         poll,
         sfd,
         listener,
+        adopted,
     })
 }

@@ -41,6 +41,11 @@ impl BaseEnv {
     pub fn len(&self) -> usize {
         self.strs.len()
     }
+
+    /// The entries, as C string pointers.
+    pub fn ptrs(&self) -> impl Iterator<Item = *const libc::c_char> + '_ {
+        self.strs.iter().map(|c| c.as_ptr())
+    }
 }
 
 fn key(e: &[u8]) -> &[u8] {

@@ -1,0 +1,249 @@
+//! `coffeyd reexec`: replace the running binary without stopping services.
+//!
+//! The daemon writes a small handoff record into a buffer preallocated at
+//! startup, clears close-on-exec on every service's output pipes, and
+//! execs itself with `COFFEY_REEXEC=...` in the environment. Children stay
+//! children across execve (same pid), so the new process adopts them: the
+//! same pids, pipes, restart and failure counters. CLOCK_MONOTONIC is
+//! system-wide, so `since` stays valid.
+//!
+//! Record: `v1;NAME,PID,SINCE_MS,RESTARTS,FAILURES,WANT,OUT_R,ERR_R,OUT_W,ERR_W;...`
+//! where PID is 0 for a service with no process and WANT is `u` or `d`.
+
+use super::log::log;
+use super::Shell;
+use coffey::service::{State, Want};
+use coffey::supervisor::Supervisor;
+use core::fmt::Write as _;
+use nix::libc;
+use std::ffi::{CStr, CString};
+
+pub const ENV: &str = "COFFEY_REEXEC";
+const BUF: usize = 64 * 1024;
+
+pub struct Reexec {
+    exe: CString,
+    argv_strs: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    /// `COFFEY_REEXEC=...\0`, written at reexec time.
+    buf: Box<[u8]>,
+    envp: Box<[*const libc::c_char]>,
+}
+
+struct Cursor<'a> {
+    b: &'a mut [u8],
+    n: usize,
+}
+
+impl core::fmt::Write for Cursor<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.n + s.len();
+        self.b
+            .get_mut(self.n..end)
+            .ok_or(core::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.n = end;
+        Ok(())
+    }
+}
+
+impl Reexec {
+    /// Startup: argv for the new process, and the buffers.
+    #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+    pub fn new(exe: CString, config: &std::path::Path, container: bool, base_len: usize) -> Reexec {
+        use std::os::unix::ffi::OsStrExt;
+        let mut argv_strs = vec![
+            c"coffeyd".to_owned(),
+            c"-c".to_owned(),
+            CString::new(config.as_os_str().as_bytes()).unwrap_or_default(),
+        ];
+        if container {
+            argv_strs.push(c"--container".to_owned());
+        }
+        let mut argv: Vec<*const libc::c_char> = argv_strs.iter().map(|c| c.as_ptr()).collect();
+        argv.push(core::ptr::null());
+        Reexec {
+            exe,
+            argv_strs,
+            argv,
+            buf: vec![0u8; BUF].into_boxed_slice(),
+            envp: vec![core::ptr::null(); base_len + 2].into_boxed_slice(),
+        }
+    }
+}
+
+/// Execs the new binary. Returns only if that failed (logged).
+pub fn exec(sup: &Supervisor<'_>, shell: &mut Shell) {
+    let Shell {
+        reexec,
+        slots,
+        base_env,
+        log,
+        ..
+    } = shell;
+    let mut w = Cursor {
+        b: &mut reexec.buf,
+        n: 0,
+    };
+    let mut ok = write!(w, "{ENV}=v1;").is_ok();
+    for (i, s) in sup.services().iter().enumerate() {
+        let Some(slot) = slots.get(i) else { continue };
+        if slot.retired {
+            continue;
+        }
+        let (pid, since) = match s.state {
+            State::Starting { pid, since, .. }
+            | State::Running { pid, since }
+            | State::Stopping { pid, since, .. } => (pid, since.millis()),
+            _ => (0, 0),
+        };
+        let want = if s.want == Want::Up { 'u' } else { 'd' };
+        ok &= write!(
+            w,
+            "{},{pid},{since},{},{},{want},{},{},{},{};",
+            slot.name, s.restarts, s.failures, slot.out_r, slot.err_r, slot.out_w, slot.err_w
+        )
+        .is_ok();
+        for fd in [slot.out_r, slot.err_r, slot.out_w, slot.err_w] {
+            // SAFETY: our fds; the new image must inherit them.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        }
+    }
+    ok &= w.write_str("\0").is_ok();
+    if !ok {
+        log!(
+            log,
+            "reexec: the handoff record does not fit {BUF} bytes; not re-executing"
+        );
+        return;
+    }
+    let mut k = 0;
+    for p in base_env.ptrs().filter(|p| !starts_with_env(*p)) {
+        if let Some(slot) = reexec.envp.get_mut(k) {
+            *slot = p;
+            k += 1;
+        }
+    }
+    if let Some(slot) = reexec.envp.get_mut(k) {
+        *slot = reexec.buf.as_ptr().cast();
+        k += 1;
+    }
+    if let Some(slot) = reexec.envp.get_mut(k) {
+        *slot = core::ptr::null();
+    }
+    log!(log, "re-executing {}", reexec.exe.to_str().unwrap_or("?"));
+    let _ = &reexec.argv_strs;
+    // SAFETY: argv/envp are NULL-terminated arrays of valid C strings.
+    unsafe {
+        libc::execve(
+            reexec.exe.as_ptr(),
+            reexec.argv.as_ptr(),
+            reexec.envp.as_ptr(),
+        )
+    };
+    let e = nix::errno::Errno::last_raw();
+    log!(
+        log,
+        "reexec failed: {}; carrying on",
+        nix::errno::Errno::from_raw(e).desc()
+    );
+    for slot in slots.iter() {
+        for fd in [slot.out_r, slot.err_r, slot.out_w, slot.err_w] {
+            // SAFETY: our fds.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}
+
+fn starts_with_env(p: *const libc::c_char) -> bool {
+    // SAFETY: p is a valid C string from the base environment.
+    let s = unsafe { CStr::from_ptr(p) }.to_bytes();
+    s.starts_with(ENV.as_bytes()) && s.get(ENV.len()) == Some(&b'=')
+}
+
+/// One adopted service from the handoff record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    pub name: String,
+    pub pid: i32,
+    pub since: u64,
+    pub restarts: u32,
+    pub failures: u32,
+    pub want_up: bool,
+    pub fds: [i32; 4],
+}
+
+/// Startup of the new process: the record, if this is a re-exec.
+#[allow(clippy::disallowed_methods)]
+pub fn take_handoff() -> Vec<Adopted> {
+    let Ok(v) = std::env::var(ENV) else {
+        return Vec::new();
+    };
+    // The record must not reach services spawned from now on.
+    // SAFETY: single-threaded, at startup.
+    unsafe { std::env::remove_var(ENV) };
+    parse(&v)
+}
+
+#[allow(clippy::disallowed_methods)]
+pub fn parse(v: &str) -> Vec<Adopted> {
+    let mut out = Vec::new();
+    let mut parts = v.split(';');
+    if parts.next() != Some("v1") {
+        return out;
+    }
+    for rec in parts.filter(|r| !r.is_empty()) {
+        let f: Vec<&str> = rec.split(',').collect();
+        let [name, pid, since, restarts, failures, want, a, b, c, d] = f.as_slice() else {
+            continue;
+        };
+        let num = |s: &str| s.parse::<i64>().ok();
+        let (Some(pid), Some(since), Some(r), Some(fl), Some(a), Some(b), Some(c), Some(d)) = (
+            num(pid),
+            num(since),
+            num(restarts),
+            num(failures),
+            num(a),
+            num(b),
+            num(c),
+            num(d),
+        ) else {
+            continue;
+        };
+        out.push(Adopted {
+            name: (*name).to_owned(),
+            pid: pid as i32,
+            since: since as u64,
+            restarts: r as u32,
+            failures: fl as u32,
+            want_up: *want == "u",
+            fds: [a as i32, b as i32, c as i32, d as i32],
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_record_and_skips_junk() {
+        let v = parse("v1;api,42,1000,3,1,u,5,6,7,8;bad;db,0,0,0,0,d,9,10,11,12;");
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].name, "api");
+        assert_eq!(
+            (
+                v[0].pid,
+                v[0].since,
+                v[0].restarts,
+                v[0].failures,
+                v[0].want_up
+            ),
+            (42, 1000, 3, 1, true)
+        );
+        assert_eq!(v[0].fds, [5, 6, 7, 8]);
+        assert!(!v[1].want_up);
+        assert!(parse("v2;x").is_empty());
+    }
+}
