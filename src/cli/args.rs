@@ -165,6 +165,9 @@ commands:
   reload [--dry-run]               re-read the config and apply (or show) the plan
   validate [-c FILE]               check a config offline
   shutdown                         stop every service and the supervisor
+  poweroff | reboot | halt         as a machine's init: stop everything, then that
+                                   (also as argv[0], e.g. a /sbin/poweroff symlink)
+  reexec                           re-exec the daemon binary, keeping services
   version                          client and daemon versions
   help                             this help
 
@@ -181,6 +184,7 @@ options:
   -f, --follow          logs: keep streaming (the default)
       --no-follow       logs: print the history and exit
       --dry-run         reload: show the plan only
+      --container       daemon: run as a container's init (no mounts/reboot)
   -h, --help            this help
 
 exit codes: 0 ok, 1 failed, 2 usage, 3 unknown service, 4 daemon not
