@@ -419,7 +419,7 @@ impl<'a> Supervisor<'a> {
             return;
         };
         if let Some(c) = s.checks.get(r).copied().flatten() {
-            sys.health(i, &c);
+            sys.health(i, &c, s.state.name(), s.state.pid().unwrap_or(0));
             let passive = matches!(c.policy.mode, Mode::Passive { .. });
             match (role, v) {
                 (Role::Readiness, Verdict::Healthy) => s.step(Input::Ready, now, sys),

@@ -160,5 +160,5 @@ pub trait Sys {
     /// Drops the in-flight probe: closes its socket, kills its process.
     fn cancel_probe(&mut self, _idx: usize, _role: Role) {}
     /// A check's verdict changed, for logs and the event stream.
-    fn health(&mut self, _idx: usize, _check: &Check) {}
+    fn health(&mut self, _idx: usize, _check: &Check, _state: StateName, _pid: i32) {}
 }

@@ -670,7 +670,7 @@ fn notify_fd_and_sd_notify_gate_readiness() {
 /// loaded machine does by chance (unheld, this failed 4 times in 15 with
 /// 4 busy loops on the 2 cores).
 #[test]
-#[ignore = "daemon bug: READY=1 from a sender that has exited is dropped (on_notify_sock maps SCM_CREDENTIALS pid -> getpgid, which fails with ESRCH once the sender is reaped)"]
+
 fn sd_notify_from_a_short_lived_helper() {
     let services = svc(
         "helper",
@@ -1010,7 +1010,7 @@ fn probes_stop_when_the_service_stops() {
 /// The status reason of a service restarted by its liveness check names
 /// the liveness check's error, not the readiness check's.
 #[test]
-#[ignore = "daemon bug: the backoff reason after a liveness failure shows the first check with a last_error (readiness: 'connect: Connection refused'), not the liveness error ('check exited with code 3'); src/daemon/control.rs reason text"]
+
 fn liveness_restart_reason_names_the_liveness_error() {
     let port = free_port();
     let services = sleeper(
@@ -1032,7 +1032,7 @@ fn liveness_restart_reason_names_the_liveness_error() {
 
 /// A `health` event carries the service's real state and pid.
 #[test]
-#[ignore = "daemon bug: broadcast_health sends state Running and pid 0 (JSON null) whatever the service's state; a readiness event of a starting service says \"state\":\"running\""]
+
 fn health_event_carries_the_service_state() {
     let port = free_port();
     let services = sleeper(

@@ -250,8 +250,16 @@ fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
                     let _ = write!(out, "{st}; ");
                 }
                 Reason::Unhealthy => {
+                    // The check that failed: liveness, else the notify watchdog.
+                    let failed = s
+                        .checks
+                        .get(1)
+                        .copied()
+                        .flatten()
+                        .filter(|c| c.last_error.is_some())
+                        .or(s.checks.first().copied().flatten());
                     let _ = out.write_str("liveness failed");
-                    if let Some(e) = s.checks.iter().flatten().find_map(|c| c.last_error) {
+                    if let Some(e) = failed.and_then(|c| c.last_error) {
                         let _ = out.write_str(": ");
                         super::probe::error_text(e, out);
                     }
@@ -338,7 +346,13 @@ fn health_text(s: &Service, out: &mut LineBuf) {
 }
 
 /// Fans a check's verdict change out to `events` subscribers.
-pub fn broadcast_health(shell: &mut Shell, idx: usize, c: &coffey::health::Check) {
+pub fn broadcast_health(
+    shell: &mut Shell,
+    idx: usize,
+    c: &coffey::health::Check,
+    st: StateName,
+    pid: i32,
+) {
     if !shell
         .ctl
         .clients
@@ -362,8 +376,8 @@ pub fn broadcast_health(shell: &mut Shell, idx: usize, c: &coffey::health::Check
         ts_ms: clock::wall_ms(),
         service: name,
         kind: event::HEALTH,
-        state: WireState::Running,
-        pid: 0,
+        state: wire_state(st),
+        pid,
         detail: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
     };
     for cl in shell.ctl.clients.iter_mut() {

@@ -71,6 +71,10 @@ pub struct Slot {
     pub check_prep: [spawn::Prepared; 2],
     /// Read end of the s6/dinit readiness pipe of the running process.
     pub notify_r: RawFd,
+    /// sd_notify: this slot's socket (-1 until a service needs it) and
+    /// the `NOTIFY_SOCKET=...` entry its services get.
+    pub notify_sock: RawFd,
+    pub notify_env: [u8; 80],
 }
 
 pub struct Shell {
@@ -89,9 +93,6 @@ pub struct Shell {
     pub reloader: reload::Reloader,
     /// For registering probe and notify fds made after startup.
     pub registry: mio::Registry,
-    /// sd_notify datagram socket (abstract), and `NOTIFY_SOCKET=@...`.
-    pub notify_sock: RawFd,
-    pub notify_env: std::ffi::CString,
     pub mode: pid1::Mode,
     /// System mode: what to do once everything stopped.
     pub action: Option<pid1::Action>,
@@ -171,9 +172,9 @@ impl Sys for Shell {
         probe::cancel(self, idx, role);
     }
 
-    fn health(&mut self, idx: usize, check: &coffey::health::Check) {
+    fn health(&mut self, idx: usize, check: &coffey::health::Check, state: StateName, pid: i32) {
         probe::log_verdict(self, idx, check);
-        control::broadcast_health(self, idx, check);
+        control::broadcast_health(self, idx, check, state, pid);
     }
 
     fn kill_group(&mut self, pgid: i32, sig: i32) {
@@ -720,12 +721,12 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         }
         let mut signalled = false;
         let mut accept = false;
-        let mut notify_sock = false;
+        let mut notify_sock: Option<usize> = None;
         for ev in events.iter() {
             match ev.token() {
                 SIGNAL_TOKEN => signalled = true,
                 LISTEN_TOKEN => accept = true,
-                Token(t) if t == probe::NOTIFY_SOCK => notify_sock = true,
+                Token(t) if t >= probe::NOTIFY_SOCK => notify_sock = Some(t - probe::NOTIFY_SOCK),
                 Token(t) if t >= probe::NOTIFY_BASE => {
                     let i = t - probe::NOTIFY_BASE;
                     if probe::on_notify_fd(&mut shell, i) {
@@ -808,31 +809,43 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
                 reap(&mut sup, &mut shell);
             }
         }
-        while notify_sock {
-            let mut got: heapless::Vec<(i32, bool, bool), 16> = heapless::Vec::new();
-            let n = probe::on_notify_sock(&mut shell, |_, pgid, ready, ping| {
-                let _ = got.push((pgid, ready, ping));
-            });
-            notify_sock = n == 16;
-            for (pgid, ready, ping) in got {
-                // The sender must be in a service's process group.
-                let idx = sup
-                    .services()
-                    .iter()
-                    .position(|s| s.state.pid() == Some(pgid));
-                match idx {
-                    Some(i) => {
-                        if ready {
-                            sup.notified(i, false, clock::now(), &mut shell);
-                        }
-                        if ping {
-                            sup.notified(i, true, clock::now(), &mut shell);
-                        }
+        // (One sd_notify socket per turn is plenty: messages wait in it.)
+        if let Some(i) = notify_sock {
+            loop {
+                let mut got: heapless::Vec<(bool, bool, i32, u32), 16> = heapless::Vec::new();
+                let n = probe::on_notify_sock(&mut shell, i, |ready, ping, pid, uid| {
+                    let _ = got.push((ready, ping, pid, uid));
+                });
+                for (ready, ping, pid, uid) in got {
+                    // The sender must be in the service's process group; a
+                    // helper that already exited is taken if its uid is the
+                    // service's.
+                    let main = sup.services().get(i).and_then(|s| s.state.pid());
+                    // SAFETY: plain syscall.
+                    let pgid = unsafe { libc::getpgid(pid) };
+                    let want_uid = shell
+                        .slots
+                        .get(i)
+                        .and_then(|s| s.prep.uid)
+                        .unwrap_or(shell.ctl.owner_uid);
+                    let ok =
+                        main.is_some() && (Some(pgid) == main || (pgid < 0 && uid == want_uid));
+                    if !ok {
+                        log!(
+                            shell.log,
+                            "sd_notify: ignored a message from pid {pid} (not in the service)"
+                        );
+                        continue;
                     }
-                    None => log!(
-                        shell.log,
-                        "sd_notify: ignored a message from process group {pgid} (no such service)"
-                    ),
+                    if ready {
+                        sup.notified(i, false, clock::now(), &mut shell);
+                    }
+                    if ping {
+                        sup.notified(i, true, clock::now(), &mut shell);
+                    }
+                }
+                if n < 16 {
+                    break;
                 }
             }
         }

@@ -23,6 +23,7 @@ use std::os::fd::RawFd;
 /// the notify pipe of slot `i` is `NOTIFY_BASE + i`.
 pub const PROBE_BASE: usize = 2 << 20;
 pub const NOTIFY_BASE: usize = 3 << 20;
+/// sd_notify socket of slot `i`: `NOTIFY_SOCK + i`.
 pub const NOTIFY_SOCK: usize = 4 << 20;
 
 const RESP_MAX: usize = 512;
@@ -495,14 +496,116 @@ pub fn on_notify_fd(shell: &mut Shell, idx: usize) -> bool {
     ready
 }
 
-/// sd_notify datagrams: (slot, READY=1, WATCHDOG=1) for each message from
-/// a process in a service's group.
-/// At most 16 messages per call; returns how many were read (call again
-/// while it returns 16).
+/// `NOTIFY_SOCKET=@coffeyd-notify-<daemon pid>-<slot>`, NUL-terminated:
+/// one abstract datagram socket per sd_notify service, so a message is
+/// attributed by the socket it arrives on, even when its sender (a
+/// `systemd-notify` helper) has already exited.
+pub fn notify_env(slot: usize) -> [u8; 80] {
+    let mut b = [0u8; 80];
+    let mut w = Cursor { b: &mut b, n: 0 };
+    // SAFETY: getpid never fails.
+    let pid = unsafe { libc::getpid() };
+    let _ = write!(w, "NOTIFY_SOCKET=@coffeyd-notify-{pid}-{slot}");
+    b
+}
+
+struct Cursor<'a> {
+    b: &'a mut [u8],
+    n: usize,
+}
+
+impl core::fmt::Write for Cursor<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        // Keep one byte for the NUL.
+        let end = self.n + s.len();
+        if end >= self.b.len() {
+            return Err(core::fmt::Error);
+        }
+        self.b
+            .get_mut(self.n..end)
+            .ok_or(core::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.n = end;
+        Ok(())
+    }
+}
+
+/// Opens (once) the sd_notify socket of slot `i` and registers it.
+pub fn open_notify(shell: &mut Shell, i: usize) {
+    let Some(slot) = shell.slots.get_mut(i) else {
+        return;
+    };
+    if slot.notify_sock >= 0 {
+        return;
+    }
+    let env = &slot.notify_env;
+    let name = env
+        .iter()
+        .position(|&b| b == b'@')
+        .and_then(|at| env.get(at + 1..))
+        .map(|n| n.split(|&b| b == 0).next().unwrap_or(&[]))
+        .unwrap_or(&[]);
+    // SAFETY: plain socket syscalls on our own fd and a zeroed address.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return;
+        }
+        let mut addr: libc::sockaddr_un = core::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().skip(1).zip(name.iter()) {
+            *d = *s as libc::c_char;
+        }
+        let len = core::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+        let one: libc::c_int = 1;
+        if libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        ) < 0
+            || libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PASSCRED,
+                (&one as *const libc::c_int).cast(),
+                core::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) < 0
+        {
+            libc::close(fd);
+            return;
+        }
+        slot.notify_sock = fd;
+    }
+    let fd = slot.notify_sock;
+    let _ = shell.registry.register(
+        &mut mio::unix::SourceFd(&fd),
+        mio::Token(NOTIFY_SOCK + i),
+        mio::Interest::READABLE,
+    );
+}
+
+pub fn close_notify(shell: &mut Shell, i: usize) {
+    if let Some(slot) = shell.slots.get_mut(i) {
+        close(slot.notify_sock);
+        slot.notify_sock = -1;
+    }
+}
+
+/// sd_notify datagrams on slot `i`'s socket: calls `each(ready, ping,
+/// sender_pid, sender_uid)` per message. At most 16 per call; returns how
+/// many were read (call again while it returns 16).
 pub fn on_notify_sock(
     shell: &mut Shell,
-    mut each: impl FnMut(&mut Shell, i32, bool, bool),
+    i: usize,
+    mut each: impl FnMut(bool, bool, i32, u32),
 ) -> usize {
+    let Some(fd) = shell.slots.get(i).map(|s| s.notify_sock) else {
+        return 0;
+    };
     let mut count = 0;
     while count < 16 {
         let mut buf = [0u8; 1024];
@@ -519,13 +622,7 @@ pub fn on_notify_sock(
         msg.msg_control = cbuf.as_mut_ptr().cast();
         msg.msg_controllen = core::mem::size_of_val(&cbuf) as _;
         // SAFETY: msg points at valid buffers.
-        let n = unsafe {
-            libc::recvmsg(
-                shell.notify_sock,
-                &mut msg,
-                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-            )
-        };
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
         if n < 0 {
             if errno() == libc::EINTR {
                 continue;
@@ -533,7 +630,7 @@ pub fn on_notify_sock(
             return count;
         }
         count += 1;
-        let mut pid = 0;
+        let (mut pid, mut uid) = (0, u32::MAX);
         // SAFETY: walking the control messages the kernel wrote.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
@@ -541,6 +638,7 @@ pub fn on_notify_sock(
                 if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
                     let cred: libc::ucred = core::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
                     pid = cred.pid;
+                    uid = cred.uid;
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);
             }
@@ -548,11 +646,7 @@ pub fn on_notify_sock(
         let data = buf.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
         let ready = data.split(|&b| b == b'\n').any(|l| l == b"READY=1");
         let ping = data.split(|&b| b == b'\n').any(|l| l == b"WATCHDOG=1");
-        if pid > 0 {
-            // SAFETY: plain syscall.
-            let pgid = unsafe { libc::getpgid(pid) };
-            each(shell, pgid, ready, ping);
-        }
+        each(ready, ping, pid, uid);
     }
     count
 }

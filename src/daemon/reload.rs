@@ -323,17 +323,22 @@ fn configure(
             ..
         }))
     );
+    if sd_notify {
+        super::probe::open_notify(shell, i);
+    } else {
+        super::probe::close_notify(shell, i);
+    }
     let Shell {
         slots,
         base_env,
         file_max,
         file_keep,
-        notify_env,
         ..
     } = shell;
     let slot = slots.get_mut(i).ok_or("no such slot")?;
+    let env = std::ffi::CStr::from_bytes_until_nul(&slot.notify_env).ok();
     slot.prep
-        .fill(c, base_env, sd_notify.then_some(notify_env.as_c_str()))
+        .fill(c, base_env, if sd_notify { env } else { None })
         .map_err(|e| e.as_str())?;
     let role = [Role::Readiness, Role::Liveness];
     for (k, cc) in c.checks.iter().enumerate() {

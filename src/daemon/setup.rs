@@ -98,54 +98,6 @@ fn open_append(path: &std::path::Path) -> std::io::Result<RawFd> {
 
 /// Builds the shell and the core table. The core table has
 /// `limits.services` slots; the first `cfg.services.len()` are in use.
-/// The sd_notify socket: an abstract unix datagram socket (no file to
-/// clean up) that passes sender credentials.
-fn notify_socket() -> Result<(RawFd, std::ffi::CString), String> {
-    let name = format!("coffeyd-notify-{}", std::process::id());
-    // SAFETY: plain syscalls on our own fd and a zeroed sockaddr_un.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        );
-        if fd < 0 {
-            return Err(format!(
-                "notify socket: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let mut addr: libc::sockaddr_un = core::mem::zeroed();
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (d, s) in addr.sun_path.iter_mut().skip(1).zip(name.bytes()) {
-            *d = s as libc::c_char;
-        }
-        let len = core::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
-        if libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_un).cast(),
-            len as libc::socklen_t,
-        ) < 0
-        {
-            return Err(format!(
-                "notify socket: bind: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PASSCRED,
-            (&one as *const libc::c_int).cast(),
-            core::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let env =
-            std::ffi::CString::new(format!("NOTIFY_SOCKET=@{name}")).map_err(|e| e.to_string())?;
-        Ok((fd, env))
-    }
-}
-
 pub fn build(
     cfg: &Config,
     listen_fd: RawFd,
@@ -232,10 +184,11 @@ pub fn build(
             probes: Box::default(),
             check_prep: [Prepared::new(&base, -1, -1), Prepared::new(&base, -1, -1)],
             notify_r: -1,
+            notify_sock: -1,
+            notify_env: super::probe::notify_env(i),
         });
         core.push(Service::new(i as u16, Policy::default()));
     }
-    let (notify_sock, notify_env) = notify_socket()?;
     let compiled = super::compiled::encode(cfg);
     let reloader = Reloader::new(cfg, &compiled, slots)?;
     let mut shell = Shell {
@@ -251,8 +204,6 @@ pub fn build(
         shutdown_timeout: cfg.shutdown_timeout,
         reloader,
         registry,
-        notify_sock,
-        notify_env,
         mode: super::pid1::Mode::Supervisor,
         action: None,
         reexec_requested: false,
@@ -444,12 +395,7 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
     let (shell, table, adopted) =
         build(cfg, listen_fd, registry).inspect_err(|_| release_paths(cfg))?;
     let reg = poll.registry();
-    reg.register(
-        &mut SourceFd(&shell.notify_sock),
-        Token(super::probe::NOTIFY_SOCK),
-        Interest::READABLE,
-    )
-    .map_err(|e| format!("register notify socket: {e}"))?;
+
     if listen_fd >= 0 {
         reg.register(&mut SourceFd(&listen_fd), LISTEN_TOKEN, Interest::READABLE)
             .map_err(|e| format!("register socket: {e}"))?;
