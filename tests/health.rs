@@ -602,7 +602,7 @@ a = os.environ['NOTIFY_SOCKET']
 if a.startswith('@'):
     a = '\0' + a[1:]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.sendto(b'READY=1', a)
+s.sendto(b'STATUS=warming up\nREADY=1', a)
 for _ in range(pings):
     time.sleep(every)
     s.sendto(b'WATCHDOG=1', a)
@@ -661,6 +661,12 @@ fn notify_fd_and_sd_notify_gate_readiness() {
         at.saturating_sub(go)
     );
     wait_state(&d, "sdsvc", "running", SOON);
+    // STATUS= text from the same datagram reaches the daemon log.
+    assert!(
+        d.log_text().contains("sdsvc: status: warming up"),
+        "{}",
+        d.log_text()
+    );
     finish(d);
 }
 

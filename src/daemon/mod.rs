@@ -812,35 +812,44 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         // (One sd_notify socket per turn is plenty: messages wait in it.)
         if let Some(i) = notify_sock {
             loop {
-                let mut got: heapless::Vec<(bool, bool, i32, u32), 16> = heapless::Vec::new();
-                let n = probe::on_notify_sock(&mut shell, i, |ready, ping, pid, uid| {
-                    let _ = got.push((ready, ping, pid, uid));
+                let mut got: heapless::Vec<probe::Notice, 16> = heapless::Vec::new();
+                let n = probe::on_notify_sock(&mut shell, i, |m| {
+                    let _ = got.push(m);
                 });
-                for (ready, ping, pid, uid) in got {
+                for m in got {
                     // The sender must be in the service's process group; a
                     // helper that already exited is taken if its uid is the
                     // service's.
                     let main = sup.services().get(i).and_then(|s| s.state.pid());
                     // SAFETY: plain syscall.
-                    let pgid = unsafe { libc::getpgid(pid) };
+                    let pgid = unsafe { libc::getpgid(m.pid) };
                     let want_uid = shell
                         .slots
                         .get(i)
                         .and_then(|s| s.prep.uid)
                         .unwrap_or(shell.ctl.owner_uid);
                     let ok =
-                        main.is_some() && (Some(pgid) == main || (pgid < 0 && uid == want_uid));
+                        main.is_some() && (Some(pgid) == main || (pgid < 0 && m.uid == want_uid));
+                    let name = shell.slots.get(i).map_or("?", |s| s.name.as_str());
                     if !ok {
                         log!(
                             shell.log,
-                            "sd_notify: ignored a message from pid {pid} (not in the service)"
+                            "{name}: sd_notify: ignored a message from pid {} (not in the service)",
+                            m.pid
                         );
                         continue;
                     }
-                    if ready {
+                    if !m.status.is_empty() {
+                        let t = core::str::from_utf8(&m.status).unwrap_or("?");
+                        log!(shell.log, "{name}: status: {t}");
+                    }
+                    if m.stopping {
+                        log!(shell.log, "{name}: says it is stopping (STOPPING=1)");
+                    }
+                    if m.ready {
                         sup.notified(i, false, clock::now(), &mut shell);
                     }
-                    if ping {
+                    if m.ping {
                         sup.notified(i, true, clock::now(), &mut shell);
                     }
                 }

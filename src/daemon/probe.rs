@@ -595,14 +595,21 @@ pub fn close_notify(shell: &mut Shell, i: usize) {
     }
 }
 
-/// sd_notify datagrams on slot `i`'s socket: calls `each(ready, ping,
-/// sender_pid, sender_uid)` per message. At most 16 per call; returns how
+/// One sd_notify message, as far as coffeyd uses it.
+#[derive(Default)]
+pub struct Notice {
+    pub ready: bool,
+    pub ping: bool,
+    pub stopping: bool,
+    /// `STATUS=...` text (cut at 120 bytes); empty if none.
+    pub status: heapless::Vec<u8, 120>,
+    pub pid: i32,
+    pub uid: u32,
+}
+
+/// sd_notify datagrams on slot `i`'s socket: calls `each` per message. At most 16 per call; returns how
 /// many were read (call again while it returns 16).
-pub fn on_notify_sock(
-    shell: &mut Shell,
-    i: usize,
-    mut each: impl FnMut(bool, bool, i32, u32),
-) -> usize {
+pub fn on_notify_sock(shell: &mut Shell, i: usize, mut each: impl FnMut(Notice)) -> usize {
     let Some(fd) = shell.slots.get(i).map(|s| s.notify_sock) else {
         return 0;
     };
@@ -644,9 +651,25 @@ pub fn on_notify_sock(
             }
         }
         let data = buf.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
-        let ready = data.split(|&b| b == b'\n').any(|l| l == b"READY=1");
-        let ping = data.split(|&b| b == b'\n').any(|l| l == b"WATCHDOG=1");
-        each(ready, ping, pid, uid);
+        let mut n = Notice {
+            pid,
+            uid,
+            ..Notice::default()
+        };
+        for l in data.split(|&b| b == b'\n') {
+            match l {
+                b"READY=1" => n.ready = true,
+                b"WATCHDOG=1" => n.ping = true,
+                b"STOPPING=1" => n.stopping = true,
+                _ => {
+                    if let Some(t) = l.strip_prefix(b"STATUS=") {
+                        let t = t.get(..t.len().min(120)).unwrap_or(&[]);
+                        let _ = n.status.extend_from_slice(t);
+                    }
+                }
+            }
+        }
+        each(n);
     }
     count
 }
