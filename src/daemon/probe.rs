@@ -496,17 +496,9 @@ pub fn on_notify_fd(shell: &mut Shell, idx: usize) -> bool {
     ready
 }
 
-/// `NOTIFY_SOCKET=@coffeyd-notify-<daemon pid>-<slot>`, NUL-terminated:
-/// one abstract datagram socket per sd_notify service, so a message is
-/// attributed by the socket it arrives on, even when its sender (a
-/// `systemd-notify` helper) has already exited.
-pub fn notify_env(slot: usize) -> [u8; 80] {
-    let mut b = [0u8; 80];
-    let mut w = Cursor { b: &mut b, n: 0 };
-    // SAFETY: getpid never fails.
-    let pid = unsafe { libc::getpid() };
-    let _ = write!(w, "NOTIFY_SOCKET=@coffeyd-notify-{pid}-{slot}");
-    b
+/// The `NOTIFY_SOCKET=` entry of a slot before its socket exists: none.
+pub fn notify_env(_slot: usize) -> [u8; 80] {
+    [0u8; 80]
 }
 
 struct Cursor<'a> {
@@ -530,7 +522,10 @@ impl core::fmt::Write for Cursor<'_> {
     }
 }
 
-/// Opens (once) the sd_notify socket of slot `i` and registers it.
+/// Opens (once) the sd_notify socket of slot `i` and registers it. The
+/// kernel picks a unique abstract name (autobind), so two coffeyd in one
+/// network namespace (containers with host networking, each PID 1) never
+/// collide; the name goes into the slot's `NOTIFY_SOCKET=` entry.
 pub fn open_notify(shell: &mut Shell, i: usize) {
     let Some(slot) = shell.slots.get_mut(i) else {
         return;
@@ -538,15 +533,8 @@ pub fn open_notify(shell: &mut Shell, i: usize) {
     if slot.notify_sock >= 0 {
         return;
     }
-    let env = &slot.notify_env;
-    let name = env
-        .iter()
-        .position(|&b| b == b'@')
-        .and_then(|at| env.get(at + 1..))
-        .map(|n| n.split(|&b| b == 0).next().unwrap_or(&[]))
-        .unwrap_or(&[]);
-    // SAFETY: plain socket syscalls on our own fd and a zeroed address.
-    unsafe {
+    // SAFETY: plain socket syscalls on our own fd and zeroed addresses.
+    let fd = unsafe {
         let fd = libc::socket(
             libc::AF_UNIX,
             libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
@@ -555,32 +543,38 @@ pub fn open_notify(shell: &mut Shell, i: usize) {
         if fd < 0 {
             return;
         }
+        let one: libc::c_int = 1;
         let mut addr: libc::sockaddr_un = core::mem::zeroed();
         addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (d, s) in addr.sun_path.iter_mut().skip(1).zip(name.iter()) {
-            *d = *s as libc::c_char;
-        }
-        let len = core::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
-        let one: libc::c_int = 1;
-        if libc::bind(
+        // Only the family: autobind to a fresh abstract name.
+        let fam = core::mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
+        let mut len = core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        if libc::setsockopt(
             fd,
-            (&addr as *const libc::sockaddr_un).cast(),
-            len as libc::socklen_t,
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&one as *const libc::c_int).cast(),
+            core::mem::size_of::<libc::c_int>() as libc::socklen_t,
         ) < 0
-            || libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_PASSCRED,
-                (&one as *const libc::c_int).cast(),
-                core::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ) < 0
+            || libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), fam) < 0
+            || libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len) < 0
         {
             libc::close(fd);
             return;
         }
-        slot.notify_sock = fd;
-    }
-    let fd = slot.notify_sock;
+        // sun_path[0] is NUL (abstract); the name follows.
+        let n = (len as usize).saturating_sub(fam as usize + 1);
+        let mut env = [0u8; 80];
+        let mut w = Cursor { b: &mut env, n: 0 };
+        let _ = w.write_str("NOTIFY_SOCKET=@");
+        for c in addr.sun_path.iter().skip(1).take(n) {
+            let b = [*c as u8];
+            let _ = w.write_str(core::str::from_utf8(&b).unwrap_or("?"));
+        }
+        slot.notify_env = env;
+        fd
+    };
+    slot.notify_sock = fd;
     let _ = shell.registry.register(
         &mut mio::unix::SourceFd(&fd),
         mio::Token(NOTIFY_SOCK + i),

@@ -336,7 +336,12 @@ fn configure(
         ..
     } = shell;
     let slot = slots.get_mut(i).ok_or("no such slot")?;
-    let env = std::ffi::CStr::from_bytes_until_nul(&slot.notify_env).ok();
+    let env = std::ffi::CStr::from_bytes_until_nul(&slot.notify_env)
+        .ok()
+        .filter(|e| !e.is_empty());
+    if sd_notify && env.is_none() {
+        return Err("cannot create the sd_notify socket");
+    }
     slot.prep
         .fill(c, base_env, if sd_notify { env } else { None })
         .map_err(|e| e.as_str())?;

@@ -213,8 +213,18 @@ extern "C" {
 }
 
 impl Drop for Daemon {
+    /// A test that failed half-way: ask the daemon to stop its services
+    /// (so no `sleep 600` outlives the test), then make sure it is gone.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            unsafe { libc_kill(c.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -1,0 +1,797 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::disallowed_methods,
+    clippy::disallowed_macros
+)]
+//! coffeyd as a real PID 1: `unshare --pid --fork --mount-proc coffeyd ...`
+//! makes it the init of a fresh PID namespace. `reboot(RB_DISABLE_CAD)`
+//! fails there, so it runs in container mode. Signals go to the coffeyd
+//! process (the unshare process's only child), seen from outside by its
+//! host pid. Without the privilege to make a PID namespace, every test
+//! prints `skipped: ...` and passes. Every wait has a deadline.
+
+mod common;
+use common::*;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// A PID namespace (coffeyd is PID 1) with its own /proc, and `--kill-child`:
+/// if unshare dies, the namespace goes with it.
+const UNSHARE: [&str; 4] = ["--pid", "--fork", "--mount-proc", "--kill-child"];
+
+/// Whether this host lets us make a PID namespace (root, no seccomp in
+/// the way). Checked once with a trivial command.
+fn ns_available() -> Result<(), String> {
+    static R: OnceLock<Result<(), String>> = OnceLock::new();
+    R.get_or_init(|| {
+        let out = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--net", "/bin/true"])
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Err(e) => Err(format!("cannot run unshare: {e}")),
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!(
+                "unshare --pid --fork --mount-proc failed ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+        }
+    })
+    .clone()
+}
+
+macro_rules! need_ns {
+    () => {
+        if let Err(why) = ns_available() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+fn svc(name: &str, script: &str, extra: &str) -> String {
+    let script = script.replace('\'', "''");
+    format!("  - name: {name}\n    binary: /bin/sh\n    args: ['-c', '{script}']\n{extra}")
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+fn signal(pid: i32, sig: i32) {
+    assert!(pid > 1, "refusing to signal pid {pid}");
+    // SAFETY: plain syscall.
+    unsafe { kill(pid, sig) };
+}
+
+/// Host pids of the children of `pid` (all its threads).
+fn children(pid: i32) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    out
+}
+
+/// `pid` and all its descendants (host pids).
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        all.extend(children(p));
+        i += 1;
+    }
+    all
+}
+
+/// The pid of a host process inside its innermost PID namespace.
+fn ns_pid_of(host: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{host}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// The one-letter state of a process (`R`, `S`, `Z`, ...).
+fn proc_state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit(')').next()?.trim_start().chars().next()
+}
+
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[derive(Debug)]
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// coffeyd run as PID 1 of a new PID namespace.
+struct Ns {
+    dir: PathBuf,
+    log: PathBuf,
+    socket: PathBuf,
+    /// The `unshare` process (our child).
+    child: Option<Child>,
+    /// Host pid of coffeyd, PID 1 inside.
+    init: i32,
+}
+
+impl Ns {
+    /// The config text for `extra` global keys and `services`, in `dir`.
+    fn config_text(dir: &Path, extra: &str, services: &str) -> String {
+        let text = format!(
+            "coffey:\n  socket: {}\n  log:\n    path: {}\n    console: false\n{extra}services:\n{services}",
+            dir.join("s.sock").display(),
+            dir.join("coffey.log").display(),
+        );
+        text.replace("$DIR", &dir.display().to_string())
+    }
+
+    /// Writes the config and starts coffeyd as PID 1 with `args` after
+    /// `-c CONFIG`. Waits for the daemon's "started" line.
+    fn start(tag: &str, extra: &str, services: &str, args: &[&str]) -> Ns {
+        Self::start_with(tag, extra, services, args, |_| {})
+    }
+
+    fn start_with(
+        tag: &str,
+        extra: &str,
+        services: &str,
+        args: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Ns {
+        let dir = tempdir(tag);
+        prepare(&dir);
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, Self::config_text(&dir, extra, services)).unwrap();
+        let mut ns = Self::spawn(dir, config, args, Stdio::null(), true);
+        ns.wait_log("started: pid 1,", 10.0);
+        ns
+    }
+
+    /// Starts `unshare ... coffeyd -c CONFIG args...`; stderr goes to
+    /// `dir/stderr`. Does not wait for anything but the init's pid.
+    ///
+    /// `own_net`: a network namespace of its own as well. Abstract unix
+    /// socket names are per network namespace, and coffeyd's sd_notify
+    /// sockets are named after its pid, which is 1 in every container: two
+    /// at once in one network namespace collide (see
+    /// `sd_notify_in_two_containers_sharing_a_network_namespace`).
+    fn spawn(dir: PathBuf, config: PathBuf, args: &[&str], stdin: Stdio, own_net: bool) -> Ns {
+        let net: &[&str] = if own_net { &["--net"] } else { &[] };
+        let child = Command::new("unshare")
+            .args(UNSHARE)
+            .args(net)
+            .args([BIN, "-c"])
+            .arg(&config)
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let upid = child.id() as i32;
+        let mut ns = Ns {
+            log: dir.join("coffey.log"),
+            socket: dir.join("s.sock"),
+            dir,
+            child: Some(child),
+            init: 0,
+        };
+        // The forked child of unshare is PID 1 inside (before and after
+        // its exec of coffeyd: the pid does not change).
+        let mut ended = None;
+        let child = ns.child.as_mut().unwrap();
+        let found = wait_for(10.0, "the child of unshare", || {
+            if let Some(p) = children(upid).into_iter().next() {
+                return Some(Some(p));
+            }
+            ended = child.try_wait().unwrap();
+            ended.map(|_| None)
+        });
+        ns.init = found.unwrap_or_else(|| {
+            panic!(
+                "unshare ended ({ended:?}) with no child\n--- stderr:\n{}",
+                ns.stderr_text()
+            )
+        });
+        assert_eq!(ns_pid_of(ns.init), Some(1), "not PID 1 inside");
+        ns
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Waits until the log contains `pat` `n` times; returns the log.
+    /// Fails early (with log and stderr) if the namespace ended.
+    fn wait_count(&mut self, pat: &str, n: usize, secs: f64) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+        let mut gone = false;
+        loop {
+            let t = self.log_text();
+            if t.matches(pat).count() >= n {
+                return t;
+            }
+            if gone || std::time::Instant::now() > deadline {
+                panic!(
+                    "no {n} x {pat:?} in the log within {secs}s (namespace ended: {gone})\n--- log:\n{t}\n--- stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+            gone = !self.running(); // if so: one last read
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    fn wait_log(&mut self, pat: &str, secs: f64) -> String {
+        self.wait_count(pat, 1, secs)
+    }
+
+    /// Waits for the unshare process to exit; its exit code is coffeyd's.
+    fn wait_exit(&mut self, secs: f64) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let st = wait_for(secs, "the namespace to exit", || child.try_wait().unwrap());
+        self.child = None;
+        st.code()
+    }
+
+    /// Runs the client against the socket: `args` then `-s SOCK`, with a
+    /// deadline (killed after `secs`: `code` None).
+    fn ctl_for(&self, args: &[&str], secs: f64) -> Out {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let dir = &self.dir;
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let (o, e) = (
+            dir.join(format!("ctl{n}.out")),
+            dir.join(format!("ctl{n}.err")),
+        );
+        let mut c = Command::new(BIN)
+            .args(args)
+            .arg("-s")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&o).unwrap())
+            .stderr(std::fs::File::create(&e).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+        let code = loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                break st.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        Out {
+            code,
+            stdout: std::fs::read_to_string(&o).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&e).unwrap_or_default(),
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Out {
+        self.ctl_for(args, 30.0)
+    }
+
+    /// `status` as JSON: one object per service.
+    fn status(&self) -> Vec<serde_json::Value> {
+        let o = self.ctl(&["-j", "status"]);
+        assert_eq!(o.code, Some(0), "{o:?}");
+        let v: serde_json::Value = serde_json::from_str(o.stdout.trim())
+            .unwrap_or_else(|e| panic!("bad JSON {:?}: {e}", o.stdout));
+        v.as_array().unwrap().clone()
+    }
+
+    /// (state, namespace pid, restarts) of one service.
+    fn svc(&self, name: &str) -> (String, i64, u64) {
+        let all = self.status();
+        let s = all
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no service {name} in {all:?}"));
+        (
+            s["state"].as_str().unwrap().to_owned(),
+            s["pid"].as_i64().unwrap_or(0),
+            s["restarts"].as_u64().unwrap(),
+        )
+    }
+
+    /// Waits until `name` is running with a pid other than `not`.
+    fn wait_running(&self, name: &str, not: i64, secs: f64) -> (i64, u64) {
+        wait_for(secs, &format!("{name} running, pid != {not}"), || {
+            let (state, pid, restarts) = self.svc(name);
+            (state == "running" && pid > 0 && pid != not).then_some((pid, restarts))
+        })
+    }
+
+    /// The host pid of the process with pid `ns` inside the namespace.
+    fn host_pid(&self, ns: i64) -> i32 {
+        descendants(self.init)
+            .into_iter()
+            .find(|&h| ns_pid_of(h).map(i64::from) == Some(ns))
+            .unwrap_or_else(|| panic!("no process with namespace pid {ns}"))
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Ok(None) = c.try_wait() {
+                // SIGKILL to a namespace's init kills everything inside.
+                signal(self.init, 9);
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn pos(log: &str, p: &str) -> usize {
+    log.find(p)
+        .unwrap_or_else(|| panic!("{p:?} missing in\n{log}"))
+}
+
+#[test]
+fn container_mode_sigterm_stops_in_order_and_exits_0() {
+    need_ns!();
+    let services = [
+        svc("c", "exec sleep 600", "    depends_on: [b]\n"),
+        svc("b", "exec sleep 600", "    depends_on: [a]\n"),
+        svc("a", "exec sleep 600", ""),
+    ]
+    .concat();
+    let mut ns = Ns::start("p1term", "", &services, &[]);
+    ns.wait_log("c: spawned", 10.0);
+    for n in ["a", "b", "c"] {
+        assert_eq!(ns.svc(n).0, "running", "{n}");
+    }
+    // PID 1 ignores signals it has no handler for: this only works
+    // because coffeyd takes SIGTERM (through its signalfd).
+    signal(ns.init, 15);
+    assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.stderr_text());
+    let log = ns.log_text();
+    assert!(log.contains("SIGTERM: shutting down"), "{log}");
+    assert!(pos(&log, "c: stopped") < pos(&log, "b: stopping"), "{log}");
+    assert!(pos(&log, "b: stopped") < pos(&log, "a: stopping"), "{log}");
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0"),
+        "{log}"
+    );
+    // Container mode: no system-mode final kill, sync or reboot.
+    assert!(!log.contains("sending SIGKILL to all"), "{log}");
+    let err = ns.stderr_text();
+    assert!(!err.contains("reboot") && !err.contains("sending"), "{err}");
+    assert!(!ns.socket.exists(), "socket removed");
+}
+
+#[test]
+fn main_service_exit_code_becomes_the_exit_code() {
+    need_ns!();
+    let services = [
+        svc("app", "sleep 0.3; exit 7", ""),
+        svc("side", "exec sleep 600", ""),
+    ]
+    .concat();
+    let mut ns = Ns::start("p1main", "  main: app\n", &services, &[]);
+    assert_eq!(ns.wait_exit(20.0), Some(7), "{}", ns.log_text());
+    let log = ns.log_text();
+    assert!(
+        log.contains("main service exited (exit code 7); stopping everything, exit code 7"),
+        "{log}"
+    );
+    assert!(pos(&log, "app: pid") < pos(&log, "side: stopping"), "{log}");
+    assert!(log.contains("side: stopped"), "{log}");
+    assert_eq!(log.matches("app: spawned").count(), 1, "no restart\n{log}");
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0"),
+        "{log}"
+    );
+}
+
+#[test]
+fn main_service_killed_by_sigkill_exits_137() {
+    need_ns!();
+    let services = [
+        svc("app", "exec sleep 600", ""),
+        svc("side", "exec sleep 600", ""),
+    ]
+    .concat();
+    let mut ns = Ns::start("p1kill", "  main: app\n", &services, &[]);
+    let (pid, _) = ns.wait_running("app", 0, 10.0);
+    ns.wait_running("side", 0, 10.0);
+    let host = ns.host_pid(pid);
+    assert_eq!(cmdline(host).first().map(String::as_str), Some("sleep"));
+    signal(host, 9);
+    assert_eq!(ns.wait_exit(20.0), Some(137), "{}", ns.log_text());
+    let log = ns.log_text();
+    assert!(
+        log.contains("main service exited (signal SIGKILL); stopping everything, exit code 137"),
+        "{log}"
+    );
+    assert!(log.contains("side: stopped"), "{log}");
+}
+
+#[test]
+fn orphans_of_double_forking_services_are_reaped() {
+    need_ns!();
+    // 2 + 3 + 2 orphans: each `( x & )` subshell exits at once and leaves
+    // `x` to PID 1; in `c`, the orphaned `sh` leaves a second orphan.
+    let services = [
+        svc("a", "(sleep 0.2 &) ; (sleep 0.3 &); exec sleep 600", ""),
+        svc(
+            "b",
+            "(sleep 0.1 &); (sleep 0.4 &); (sleep 0.25 &); exec sleep 600",
+            "",
+        ),
+        svc(
+            "c",
+            "(sh -c \"sleep 0.3 & exec sleep 0.1\" &); exec sleep 600",
+            "",
+        ),
+    ]
+    .concat();
+    let mut ns = Ns::start("p1orph", "", &services, &[]);
+    ns.wait_count("reaped orphan pid", 7, 15.0);
+    // Once every orphan is reaped, PID 1's only children are the three
+    // services (their host pids).
+    let want: BTreeSet<i32> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let (pid, _) = ns.wait_running(n, 0, 10.0);
+            ns.host_pid(pid)
+        })
+        .collect();
+    let init = ns.init;
+    wait_for(10.0, "PID 1's children to be the services only", || {
+        (children(init) == want).then_some(())
+    });
+    // No zombie anywhere in the namespace.
+    let all = descendants(init);
+    assert_eq!(all.len(), 4, "{all:?}");
+    for p in &all {
+        assert_ne!(proc_state(*p), Some('Z'), "zombie {p} in {all:?}");
+        assert_eq!(proc_state(*p).map(|_| ()), Some(()), "{p} vanished");
+    }
+    let log = ns.log_text();
+    assert_eq!(log.matches("reaped orphan pid").count(), 7, "{log}");
+    for s in ["a", "b", "c"] {
+        assert_eq!(log.matches(&format!("{s}: spawned")).count(), 1, "{log}");
+    }
+    signal(init, 15);
+    assert_eq!(ns.wait_exit(20.0), Some(0));
+    let log = ns.log_text();
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0"),
+        "{log}"
+    );
+}
+
+#[test]
+fn garbage_argv_is_ignored_as_pid1() {
+    need_ns!();
+    let services = svc("api", "exec sleep 600", "");
+    let mut ns = Ns::start(
+        "p1argv",
+        "",
+        &services,
+        &[
+            "garbage",
+            "--weird=1",
+            "quiet",
+            "splash",
+            "--help",
+            "-x",
+            "init=/sbin/coffeyd",
+        ],
+    );
+    let o = ns.ctl(&["status"]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(o.stderr.is_empty(), "{o:?}");
+    assert!(o.stdout.contains("api"), "{o:?}");
+    assert!(o.stdout.contains("running"), "{o:?}");
+    assert!(ns.running());
+    let o = ns.ctl(&["shutdown"]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.stderr_text());
+    let log = ns.log_text();
+    assert!(log.contains("api: stopped"), "{log}");
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0"),
+        "{log}"
+    );
+}
+
+#[test]
+fn reexec_as_pid1_keeps_children_pids_and_counters() {
+    need_ns!();
+    let backoff = "    backoff:\n      initial: 50ms\n";
+    let services = [
+        svc("steady", "exec sleep 600", backoff),
+        svc("flaky", "exec sleep 600", backoff),
+    ]
+    .concat();
+    let mut ns = Ns::start("p1reexec", "", &services, &[]);
+    let (steady, _) = ns.wait_running("steady", 0, 10.0);
+    let (mut flaky, _) = ns.wait_running("flaky", 0, 10.0);
+    // Crash flaky twice.
+    for n in 1..=2 {
+        signal(ns.host_pid(flaky), 9);
+        let (p, r) = ns.wait_running("flaky", flaky, 10.0);
+        assert_eq!(r, n);
+        flaky = p;
+    }
+    let steady_host = ns.host_pid(steady);
+    let flaky_host = ns.host_pid(flaky);
+    let init = ns.init;
+    let exe = std::fs::read_link(format!("/proc/{init}/exe")).unwrap();
+
+    let o = ns.ctl(&["reexec"]);
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let log = ns.wait_count("adopted pid", 2, 10.0);
+    assert!(log.contains(&format!("steady: adopted pid {steady} (restarts 0)")));
+    assert!(log.contains(&format!("flaky: adopted pid {flaky} (restarts 2)")));
+    assert_eq!(log.matches("started: pid 1,").count(), 2, "{log}");
+    // The same init process (same host pid, still unshare's child).
+    assert!(ns.running());
+    let upid = ns.child.as_ref().unwrap().id() as i32;
+    assert_eq!(children(upid), BTreeSet::from([init]));
+    assert_eq!(ns_pid_of(init), Some(1));
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{init}/exe")).unwrap(),
+        exe
+    );
+    // The same service processes, pids and counters.
+    assert_eq!(ns.svc("steady"), ("running".into(), steady, 0));
+    assert_eq!(ns.svc("flaky"), ("running".into(), flaky, 2));
+    assert!(alive(steady_host) && alive(flaky_host));
+    assert_eq!(children(init), BTreeSet::from([steady_host, flaky_host]));
+    // Still supervising: a killed service comes back.
+    signal(steady_host, 9);
+    let (p, r) = ns.wait_running("steady", steady, 10.0);
+    assert_eq!(r, 1);
+    assert!(p != steady);
+    let log = ns.log_text();
+    assert!(
+        log.contains(&format!("steady: pid {steady} exited with signal SIGKILL")),
+        "{log}"
+    );
+    signal(init, 15);
+    assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.stderr_text());
+    let log = ns.log_text();
+    assert!(log.contains("flaky: stopped"), "{log}");
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0"),
+        "{log}"
+    );
+}
+
+#[test]
+fn panic_as_pid1_execs_the_emergency_program() {
+    need_ns!();
+    let services = svc("api", "exec sleep 600", "");
+    let mut ns = Ns::start_with(
+        "p1emerg",
+        "  emergency: $DIR/emergency.sh\n",
+        &services,
+        &[],
+        |dir| {
+            let script = dir.join("emergency.sh");
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\necho $$ > {}/emergency-ran\nexec sleep 600\n",
+                    dir.display()
+                ),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        },
+    );
+    ns.wait_running("api", 0, 10.0);
+    let init = ns.init;
+    // The daemon panics mid-request: the client gets no proper answer.
+    let o = ns.ctl_for(&["__panic"], 10.0);
+    assert_ne!(o.code, Some(0), "{o:?}");
+    let marker = ns.dir.join("emergency-ran");
+    let who = wait_for(10.0, "the emergency-ran marker", || {
+        let t = std::fs::read_to_string(&marker).ok()?;
+        t.ends_with('\n').then_some(t)
+    });
+    assert_eq!(who.trim(), "1", "the script ran as PID 1");
+    // The same host process now runs the script's `exec sleep 600`.
+    wait_for(10.0, "PID 1 to be running sleep", || {
+        (cmdline(init) == ["sleep", "600"]).then_some(())
+    });
+    assert_eq!(ns_pid_of(init), Some(1));
+    assert!(ns.running(), "init died: {}", ns.stderr_text());
+    let err = ns.stderr_text();
+    assert!(
+        err.contains("coffeyd: PANIC: debug panic requested"),
+        "{err}"
+    );
+    let script = ns.dir.join("emergency.sh");
+    assert!(
+        err.contains(&format!(
+            "coffeyd: starting the emergency program {}",
+            script.display()
+        )),
+        "{err}"
+    );
+    assert!(ns
+        .log_text()
+        .contains("control: debug panic requested by uid"));
+    signal(init, 9);
+    ns.wait_exit(10.0);
+}
+
+/// Runs coffeyd as PID 1 on a config it cannot use, with `input` on
+/// stdin (for the emergency shell). Returns (exit code, stderr, dir).
+fn broken_config(
+    tag: &str,
+    config_text: Option<&str>,
+    input: &str,
+) -> (Option<i32>, String, PathBuf) {
+    let dir = tempdir(tag);
+    let config = dir.join("config.yaml");
+    if let Some(t) = config_text {
+        std::fs::write(&config, t).unwrap();
+    }
+    let mut ns = Ns::spawn(dir.clone(), config, &[], Stdio::piped(), true);
+    let mut stdin = ns.child.as_mut().unwrap().stdin.take().unwrap();
+    let _ = stdin.write_all(input.replace("$DIR", &dir.display().to_string()).as_bytes());
+    drop(stdin);
+    let code = ns.wait_exit(20.0);
+    (code, ns.stderr_text(), dir)
+}
+
+#[test]
+fn missing_config_as_pid1_execs_bin_sh() {
+    need_ns!();
+    if !Path::new("/bin/sh").exists() {
+        eprintln!("skipped: no /bin/sh");
+        return;
+    }
+    // The shell reads its commands from stdin: it is PID 1 now, and its
+    // exit code is the namespace's.
+    let (code, err, dir) = broken_config("p1nocfg", None, "echo $$ > $DIR/sh-pid; exit 5\n");
+    assert!(err.contains("error: cannot read config"), "{err}");
+    assert!(err.contains("config has errors; not starting"), "{err}");
+    assert!(
+        err.contains("coffeyd: starting the emergency program /bin/sh"),
+        "{err}"
+    );
+    assert_eq!(code, Some(5), "{err}");
+    let pid = std::fs::read_to_string(dir.join("sh-pid")).unwrap();
+    assert_eq!(pid.trim(), "1", "the shell ran as PID 1");
+}
+
+#[test]
+fn syntax_error_as_pid1_falls_back_to_bin_sh() {
+    need_ns!();
+    if !Path::new("/bin/sh").exists() {
+        eprintln!("skipped: no /bin/sh");
+        return;
+    }
+    // `emergency` cannot be read from a config that does not parse.
+    let text = "coffey:\n  emergency: /nonexistent/emergency\n  socket: [unclosed\nservices: []\n";
+    let (code, err, dir) = broken_config("p1syntax", Some(text), "echo $$ > $DIR/sh-pid\n");
+    let loc = format!(
+        "{}:4:9: error: invalid YAML",
+        dir.join("config.yaml").display()
+    );
+    assert!(err.contains(&loc), "{err}");
+    assert!(
+        err.contains("coffeyd: starting the emergency program /bin/sh"),
+        "{err}"
+    );
+    assert!(!err.contains("/nonexistent/emergency"), "{err}");
+    assert_eq!(code, Some(0), "{err}");
+    let pid = std::fs::read_to_string(dir.join("sh-pid")).unwrap();
+    assert_eq!(pid.trim(), "1");
+}
+
+#[test]
+fn sd_notify_readiness_as_pid1() {
+    need_ns!();
+    let notify = Path::new("/usr/bin/systemd-notify");
+    if !notify.exists() {
+        eprintln!("skipped: no {}", notify.display());
+        return;
+    }
+    let ready = "    healthcheck:\n      readiness:\n        type: notify\n";
+    let services = [
+        svc("quiet", "exec sleep 600", ready),
+        svc(
+            "loud",
+            &format!("{} --ready; exec sleep 600", notify.display()),
+            ready,
+        ),
+    ]
+    .concat();
+    let mut ns = Ns::start("p1notify", "", &services, &[]);
+    let log = ns.wait_log("loud: ready", 10.0);
+    assert!(!log.contains("quiet: ready"), "{log}");
+    assert_eq!(ns.svc("quiet").0, "starting");
+    assert_eq!(ns.svc("loud").0, "running");
+    signal(ns.init, 15);
+    assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.stderr_text());
+}
+
+#[test]
+fn sd_notify_in_two_containers_sharing_a_network_namespace() {
+    need_ns!();
+    let notify = Path::new("/usr/bin/systemd-notify");
+    if !notify.exists() {
+        eprintln!("skipped: no {}", notify.display());
+        return;
+    }
+    let ready = "    healthcheck:\n      readiness:\n        type: notify\n";
+    // First: a service that never says it is ready.
+    let quiet = svc("app", "exec sleep 600", ready);
+    // Second, in the same network namespace: one that says so at once.
+    let loud = svc(
+        "app",
+        &format!("{} --ready; exec sleep 600", notify.display()),
+        ready,
+    );
+    let mut both = Vec::new();
+    for (tag, services) in [("p1net1", &quiet), ("p1net2", &loud)] {
+        let dir = tempdir(tag);
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, Ns::config_text(&dir, "", services)).unwrap();
+        let mut ns = Ns::spawn(dir, config, &[], Stdio::null(), false);
+        ns.wait_log("app: spawned", 10.0);
+        both.push(ns);
+    }
+    let log = both[1].wait_log("app: ready", 10.0);
+    assert!(log.contains("app: ready"), "{log}");
+    assert_eq!(both[0].svc("app").0, "starting", "{}", both[0].log_text());
+    assert!(!both[0].log_text().contains("app: ready"));
+    for ns in &mut both {
+        signal(ns.init, 15);
+        assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.stderr_text());
+    }
+}
