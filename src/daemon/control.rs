@@ -353,12 +353,7 @@ pub fn broadcast_health(
     st: StateName,
     pid: i32,
 ) {
-    if !shell
-        .ctl
-        .clients
-        .iter()
-        .any(|c| c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events))
-    {
+    if !has_subscribers(shell) {
         return;
     }
     let mut text = LineBuf::default();
@@ -380,14 +375,7 @@ pub fn broadcast_health(
         pid,
         detail: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
     };
-    for cl in shell.ctl.clients.iter_mut() {
-        if cl.fd >= 0 && cl.conn.phase == Phase::Streaming(Stream::Events) {
-            cl.conn.queue_stream(&rep);
-            if !flush(cl) {
-                close_client(cl);
-            }
-        }
-    }
+    fan_out(&mut shell.ctl.clients, &rep);
 }
 
 /// Wall-clock ms of a monotonic instant.
@@ -456,14 +444,31 @@ fn event_text(e: &Event, shell: &Shell, out: &mut LineBuf) -> Option<u8> {
     Some(kind)
 }
 
-/// Fans a service event out to `events` subscribers.
-pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, pid: i32) {
-    if !shell
+/// Whether anyone listens to `events` (saves formatting when nobody does).
+fn has_subscribers(shell: &Shell) -> bool {
+    shell
         .ctl
         .clients
         .iter()
         .any(|c| c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events))
-    {
+}
+
+/// Queues one event frame to every `events` subscriber and flushes it;
+/// a subscriber whose socket is gone is closed.
+fn fan_out(clients: &mut [Client], rep: &Reply<'_>) {
+    for c in clients.iter_mut() {
+        if c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events) {
+            c.conn.queue_stream(rep);
+            if !flush(c) {
+                close_client(c);
+            }
+        }
+    }
+}
+
+/// Fans a service event out to `events` subscribers.
+pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, pid: i32) {
+    if !has_subscribers(shell) {
         return;
     }
     let mut text = LineBuf::default();
@@ -488,14 +493,7 @@ pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, 
         pid,
         detail: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
     };
-    for c in shell.ctl.clients.iter_mut() {
-        if c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events) {
-            c.conn.queue_stream(&rep);
-            if !flush(c) {
-                close_client(c);
-            }
-        }
-    }
+    fan_out(&mut shell.ctl.clients, &rep);
 }
 
 /// Tells `events` subscribers that a reload was applied.
@@ -508,14 +506,7 @@ pub fn broadcast_reloaded(shell: &mut Shell) {
         pid: 0,
         detail: "config reloaded",
     };
-    for c in shell.ctl.clients.iter_mut() {
-        if c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events) {
-            c.conn.queue_stream(&rep);
-            if !flush(c) {
-                close_client(c);
-            }
-        }
-    }
+    fan_out(&mut shell.ctl.clients, &rep);
 }
 
 /// Sends one output line to `logs -f` followers of slot `idx`.

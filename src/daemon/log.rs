@@ -55,6 +55,38 @@ impl Write for LineBuf {
     }
 }
 
+/// A `fmt::Write` into a byte slice that keeps the text NUL-terminated
+/// (for C strings built without allocating). Fails rather than truncates.
+pub struct CWriter<'a> {
+    b: &'a mut [u8],
+    n: usize,
+}
+
+impl<'a> CWriter<'a> {
+    pub fn new(b: &'a mut [u8]) -> Self {
+        if let Some(first) = b.first_mut() {
+            *first = 0;
+        }
+        CWriter { b, n: 0 }
+    }
+}
+
+impl Write for CWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.n + s.len();
+        if end >= self.b.len() {
+            return Err(fmt::Error);
+        }
+        self.b
+            .get_mut(self.n..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        *self.b.get_mut(end).ok_or(fmt::Error)? = 0;
+        self.n = end;
+        Ok(())
+    }
+}
+
 /// Writes all of `buf` to `fd`, retrying EINTR and short writes. Returns
 /// the errno of a failure.
 pub fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<(), i32> {

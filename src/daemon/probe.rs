@@ -501,27 +501,6 @@ pub fn notify_env(_slot: usize) -> [u8; 80] {
     [0u8; 80]
 }
 
-struct Cursor<'a> {
-    b: &'a mut [u8],
-    n: usize,
-}
-
-impl core::fmt::Write for Cursor<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        // Keep one byte for the NUL.
-        let end = self.n + s.len();
-        if end >= self.b.len() {
-            return Err(core::fmt::Error);
-        }
-        self.b
-            .get_mut(self.n..end)
-            .ok_or(core::fmt::Error)?
-            .copy_from_slice(s.as_bytes());
-        self.n = end;
-        Ok(())
-    }
-}
-
 /// Opens (once) the sd_notify socket of slot `i` and registers it. The
 /// kernel picks a unique abstract name (autobind), so two coffeyd in one
 /// network namespace (containers with host networking, each PID 1) never
@@ -565,7 +544,7 @@ pub fn open_notify(shell: &mut Shell, i: usize) {
         // sun_path[0] is NUL (abstract); the name follows.
         let n = (len as usize).saturating_sub(fam as usize + 1);
         let mut env = [0u8; 80];
-        let mut w = Cursor { b: &mut env, n: 0 };
+        let mut w = super::log::CWriter::new(&mut env);
         let _ = w.write_str("NOTIFY_SOCKET=@");
         for c in addr.sun_path.iter().skip(1).take(n) {
             let b = [*c as u8];

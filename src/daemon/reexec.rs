@@ -30,23 +30,6 @@ pub struct Reexec {
     envp: Box<[*const libc::c_char]>,
 }
 
-struct Cursor<'a> {
-    b: &'a mut [u8],
-    n: usize,
-}
-
-impl core::fmt::Write for Cursor<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let end = self.n + s.len();
-        self.b
-            .get_mut(self.n..end)
-            .ok_or(core::fmt::Error)?
-            .copy_from_slice(s.as_bytes());
-        self.n = end;
-        Ok(())
-    }
-}
-
 impl Reexec {
     /// Startup: argv for the new process, and the buffers.
     #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
@@ -81,10 +64,7 @@ pub fn exec(sup: &Supervisor<'_>, shell: &mut Shell) {
         log,
         ..
     } = shell;
-    let mut w = Cursor {
-        b: &mut reexec.buf,
-        n: 0,
-    };
+    let mut w = super::log::CWriter::new(&mut reexec.buf);
     let mut ok = write!(w, "{ENV}=v1;").is_ok();
     for (i, s) in sup.services().iter().enumerate() {
         let Some(slot) = slots.get(i) else { continue };
@@ -109,7 +89,6 @@ pub fn exec(sup: &Supervisor<'_>, shell: &mut Shell) {
             unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
         }
     }
-    ok &= w.write_str("\0").is_ok();
     if !ok {
         log!(
             log,
