@@ -918,6 +918,10 @@ fn kill9(pid: i32) {
         .status();
 }
 
+/// `b` below ignores SIGTERM: a short shutdown_timeout makes the final
+/// stop SIGKILL it instead of leaving it behind.
+const SHORT_SHUTDOWN: &str = "  shutdown_timeout: 2s\n";
+
 /// Removes `b` (which ignores SIGTERM, so it stays `stopping` for 60 s
 /// and its slot is not free), then adds it back: the new `b` gets a fresh
 /// slot. Returns the daemon and the old and new pids.
@@ -927,15 +931,15 @@ fn readd_while_stopping(tag: &str) -> (Daemon, i32, i32) {
         "trap \"\" TERM; echo up; while :; do sleep 0.05; done",
         "    stop_timeout: 60s\n",
     );
-    let mut d = Daemon::start(tag, "", &[sleeper("a"), stubborn.clone()].concat());
+    let mut d = Daemon::start(tag, SHORT_SHUTDOWN, &[sleeper("a"), stubborn.clone()].concat());
     let old = wait_running(&d, "b");
-    d.rewrite("", &sleeper("a"));
+    d.rewrite(SHORT_SHUTDOWN, &sleeper("a"));
     reload(&d);
     d.wait_log("b: stopping", SOON);
     assert!(alive(old));
     assert_eq!(names(&d), ["a"]);
 
-    d.rewrite("", &[sleeper("a"), stubborn].concat());
+    d.rewrite(SHORT_SHUTDOWN, &[sleeper("a"), stubborn].concat());
     let o = reload(&d);
     assert_eq!(plan_of(&o), sorted(&["add b", "unchanged a"]), "{o:?}");
     let new = wait_new_pid(&d, "b", old);
@@ -955,7 +959,7 @@ fn readded_while_the_old_process_is_still_stopping() {
     assert_eq!(names(&d), ["a", "b"]);
     // And the daemon still reloads normally afterwards.
     // (b ignores SIGTERM: finish it off by hand.)
-    d.rewrite("", &sleeper("a"));
+    d.rewrite(SHORT_SHUTDOWN, &sleeper("a"));
     reload(&d);
     assert_eq!(names(&d), ["a"]);
     assert!(alive(new));
