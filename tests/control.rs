@@ -1595,3 +1595,40 @@ fn raw_streaming_client_that_sends_more_and_closes_frees_its_slot() {
     assert_no_alloc(&mut d);
     assert_eq!(d.stop(20.0), 0);
 }
+
+/// `poweroff`/`reboot`/`halt` as commands and as argv[0] (busybox-style
+/// symlinks) reach the daemon; a daemon that is not a machine's init
+/// refuses them (exit 1) and keeps running. (The real power-off is proven
+/// by the qemu boot test.)
+#[test]
+fn power_verbs_and_argv0_names_are_refused_outside_system_mode() {
+    let services = svc("a", "exec sleep 600", "");
+    let mut d = Daemon::start("power", "", &services);
+    d.wait_log("a: spawned", 10.0);
+    let sock = d.socket.to_str().unwrap().to_owned();
+    for verb in ["poweroff", "reboot", "halt"] {
+        let o = ctl(&d, &[verb]);
+        assert_eq!(o.code, 1, "{verb}: {o:?}");
+        assert!(
+            o.stderr.contains("not the init of this machine"),
+            "{verb}: {o:?}"
+        );
+        // The same through a symlink named after the verb.
+        let link = d.dir.join(verb);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(BIN, &link).unwrap();
+        let out = Command::new(&link).args(["-s", &sock]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{verb} symlink: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not the init of this machine"));
+    }
+    // Still serving, nothing stopped.
+    let o = ctl(&d, &["status", "a"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(!d.log_text().contains("a: stopping"));
+    let dump = d.dump();
+    assert!(
+        dump.contains("heap allocations after startup: 0;"),
+        "{dump}"
+    );
+    assert_eq!(d.stop(10.0), 0);
+}
