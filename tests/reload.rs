@@ -931,7 +931,11 @@ fn readd_while_stopping(tag: &str) -> (Daemon, i32, i32) {
         "trap \"\" TERM; echo up; while :; do sleep 0.05; done",
         "    stop_timeout: 60s\n",
     );
-    let mut d = Daemon::start(tag, SHORT_SHUTDOWN, &[sleeper("a"), stubborn.clone()].concat());
+    let mut d = Daemon::start(
+        tag,
+        SHORT_SHUTDOWN,
+        &[sleeper("a"), stubborn.clone()].concat(),
+    );
     let old = wait_running(&d, "b");
     d.rewrite(SHORT_SHUTDOWN, &sleeper("a"));
     reload(&d);
