@@ -17,6 +17,7 @@ mod probe;
 mod reexec;
 mod reload;
 pub mod setup;
+mod slab;
 mod spawn;
 
 pub use alloc::Counting;

@@ -26,7 +26,7 @@ pub struct Reexec {
     argv_strs: Vec<CString>,
     argv: Vec<*const libc::c_char>,
     /// `COFFEY_REEXEC=...\0`, written at reexec time.
-    buf: Box<[u8]>,
+    buf: &'static mut [u8],
     envp: Box<[*const libc::c_char]>,
 }
 
@@ -49,7 +49,7 @@ impl Reexec {
             exe,
             argv_strs,
             argv,
-            buf: vec![0u8; BUF].into_boxed_slice(),
+            buf: super::slab::zeroed(BUF).unwrap_or(&mut []),
             envp: vec![core::ptr::null(); base_len + 2].into_boxed_slice(),
         }
     }
@@ -64,7 +64,7 @@ pub fn exec(sup: &Supervisor<'_>, shell: &mut Shell) {
         log,
         ..
     } = shell;
-    let mut w = super::log::CWriter::new(&mut reexec.buf);
+    let mut w = super::log::CWriter::new(reexec.buf);
     let mut ok = write!(w, "{ENV}=v1;").is_ok();
     for (i, s) in sup.services().iter().enumerate() {
         let Some(slot) = slots.get(i) else { continue };

@@ -38,9 +38,9 @@ pub struct Reloader {
     arg1: CString,
     arg2: CString,
     config: CString,
-    cur: Box<[u8]>,
+    cur: &'static mut [u8],
     cur_len: usize,
-    next: Box<[u8]>,
+    next: &'static mut [u8],
     next_len: usize,
     /// Per new service: its slot. Per slot: kept by the new config.
     assign: Box<[u16]>,
@@ -117,7 +117,7 @@ impl Reloader {
     pub fn new(cfg: &Config, compiled: &[u8], slots: usize) -> Result<Reloader, String> {
         use std::os::unix::ffi::OsStrExt;
         let cap = (compiled.len() * 4).max(slots * 4096 + 64 * 1024);
-        let mut cur = vec![0u8; cap].into_boxed_slice();
+        let cur = super::slab::zeroed(cap)?;
         cur.get_mut(..compiled.len())
             .ok_or("compiled config too large")?
             .copy_from_slice(compiled);
@@ -134,7 +134,7 @@ impl Reloader {
             config: CString::new(config.as_os_str().as_bytes()).map_err(|e| e.to_string())?,
             cur,
             cur_len: compiled.len(),
-            next: vec![0u8; cap].into_boxed_slice(),
+            next: super::slab::zeroed(cap)?,
             next_len: 0,
             gen: 0,
             applied: false,

@@ -166,7 +166,7 @@ pub fn build(
             .services
             .get(i)
             .map_or(cfg.service_logs.buffer, |s| s.log.buffer) as usize;
-        let ring: &'static mut [u8] = Box::leak(vec![0u8; buffer].into_boxed_slice());
+        let ring: &'static mut [u8] = super::slab::zeroed(buffer)?;
         shells.push(Slot {
             name: heapless::String::new(),
             prep: Prepared::new(&base, out_w, err_w),
@@ -227,7 +227,7 @@ pub fn build(
                 .map(|_| Client {
                     fd: -1,
                     conn: Conn::new(
-                        Box::leak(vec![0u8; CONN_OUT_BUF].into_boxed_slice()),
+                        super::slab::zeroed(CONN_OUT_BUF).unwrap_or(&mut []),
                         Instant::ZERO,
                     ),
                     uid: 0,

@@ -77,7 +77,7 @@ impl FillError {
 /// Everything the child needs, in fixed buffers allocated once per slot at
 /// startup and refilled (never reallocated) by reload.
 pub struct Prepared {
-    arena: Box<[u8]>,
+    arena: &'static mut [u8],
     argv: Box<[*const libc::c_char]>,
     envp: Box<[*const libc::c_char]>,
     path_off: usize,
@@ -103,7 +103,7 @@ impl Prepared {
     #[allow(clippy::disallowed_macros)]
     pub fn new(base: &BaseEnv, out_w: RawFd, err_w: RawFd) -> Prepared {
         Prepared {
-            arena: vec![0u8; EXEC_ARENA].into_boxed_slice(),
+            arena: super::slab::zeroed(EXEC_ARENA).unwrap_or(&mut []),
             argv: vec![core::ptr::null(); MAX_ARGS + 2].into_boxed_slice(),
             envp: vec![core::ptr::null(); base.len() + MAX_ENV_EXTRA + 2].into_boxed_slice(),
             path_off: 0,
@@ -190,18 +190,18 @@ impl Prepared {
             at = end + 1;
             Ok(start)
         };
-        self.path_off = put(&mut self.arena, binary)?;
-        self.cwd_off = put(&mut self.arena, c.cwd)?;
+        self.path_off = put(self.arena, binary)?;
+        self.cwd_off = put(self.arena, c.cwd)?;
         let mut arg_offs = [0usize; MAX_ARGS];
         let mut nargs = 0;
         for a in cmd {
-            *arg_offs.get_mut(nargs).ok_or(FillError::Args)? = put(&mut self.arena, a)?;
+            *arg_offs.get_mut(nargs).ok_or(FillError::Args)? = put(self.arena, a)?;
             nargs += 1;
         }
         let mut env_offs = [0usize; MAX_ENV_EXTRA];
         let mut nenv = 0;
         for e in c.env.clone() {
-            *env_offs.get_mut(nenv).ok_or(FillError::Env)? = put(&mut self.arena, e)?;
+            *env_offs.get_mut(nenv).ok_or(FillError::Env)? = put(self.arena, e)?;
             nenv += 1;
         }
         let base_ptr = self.arena.as_ptr();
