@@ -697,6 +697,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
 
     // ---- from here on: no heap allocation.
     alloc::seal();
+    slab::trim_code();
     sup.start_all(clock::now(), &mut shell);
     let mut pending = false;
     loop {
