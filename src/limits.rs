@@ -43,8 +43,9 @@ pub const PATH_MAX: usize = 512;
 /// status pipe.
 pub const FDS_BASE: usize = 12;
 /// Per service: stdout and stderr pipes (both ends kept open so output
-/// survives restarts) and one log file.
-pub const FDS_PER_SERVICE: usize = 5;
+/// survives restarts), one log file, the sd_notify socket, the readiness
+/// pipe, and one socket or pipe per health probe in flight.
+pub const FDS_PER_SERVICE: usize = 9;
 /// Per client connection.
 pub const FDS_PER_CLIENT: usize = 1;
 

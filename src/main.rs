@@ -36,7 +36,9 @@ fn validate(path: &std::path::Path) -> i32 {
         let _ = writeln!(
             out,
             "budget: {} service slots ({} configured), {} KiB preallocated: \
-             log rings {} KiB, line buffers {} KiB, tables {} KiB, argv/envp {} KiB, fixed {} KiB; \
+             log rings {} KiB, line buffers {} KiB, tables {} KiB, argv/envp {} KiB, \
+             connections {} KiB, reload {} KiB, fixed {} KiB \
+             (rings, exec, connection and reload buffers cost memory only as used); \
              file descriptors: {}",
             b.slots,
             cfg.services.len(),
@@ -45,6 +47,8 @@ fn validate(path: &std::path::Path) -> i32 {
             kib(b.line_bytes),
             kib(b.table_bytes),
             kib(b.exec_bytes),
+            kib(b.conn_bytes),
+            kib(b.reload_bytes),
             kib(b.fixed_bytes),
             b.fds
         );

@@ -43,6 +43,8 @@ pub fn run_json(path: &Path) -> i32 {
                     "line_bytes": b.line_bytes,
                     "table_bytes": b.table_bytes,
                     "exec_bytes": b.exec_bytes,
+                    "conn_bytes": b.conn_bytes,
+                    "reload_bytes": b.reload_bytes,
                     "fixed_bytes": b.fixed_bytes,
                     "fds": b.fds,
                 },

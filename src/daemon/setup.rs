@@ -251,19 +251,32 @@ pub struct Budget {
     pub line_bytes: usize,
     pub table_bytes: usize,
     pub exec_bytes: usize,
+    pub conn_bytes: usize,
+    pub reload_bytes: usize,
     pub fixed_bytes: usize,
     pub fds: usize,
 }
 
 impl Budget {
     pub fn total(&self) -> usize {
-        self.ring_bytes + self.line_bytes + self.table_bytes + self.exec_bytes + self.fixed_bytes
+        self.ring_bytes
+            + self.line_bytes
+            + self.table_bytes
+            + self.exec_bytes
+            + self.conn_bytes
+            + self.reload_bytes
+            + self.fixed_bytes
     }
 }
 
+/// What the daemon will preallocate for `cfg`: printed by `validate`.
+/// Rings, exec arenas, connection and reload buffers are fresh mappings
+/// (see `slab`): they are reserved here but cost memory only as used.
 pub fn budget(cfg: &Config) -> Budget {
+    use coffey::limits::{EXEC_ARENA, MAX_ARGS, MAX_ENV_EXTRA};
     let slots = (cfg.limits.services as usize).max(cfg.services.len());
     let spare = slots - cfg.services.len();
+    let clients = cfg.limits.clients.max(1) as usize;
     let ring_bytes = cfg
         .services
         .iter()
@@ -271,21 +284,18 @@ pub fn budget(cfg: &Config) -> Budget {
         .sum::<usize>()
         + spare * cfg.service_logs.buffer as usize;
     let line_bytes = slots * core::mem::size_of::<[LineBuf; 2]>();
-    let table_bytes = slots * (core::mem::size_of::<Service>() + core::mem::size_of::<Slot>());
+    let table_bytes = slots
+        * (core::mem::size_of::<Service>()
+            + core::mem::size_of::<Slot>()
+            + core::mem::size_of::<[super::probe::Probe; 2]>());
     let ptr = core::mem::size_of::<usize>();
     let envn = std::env::vars_os().count();
-    let envb: usize = std::env::vars_os()
-        .map(|(k, v)| k.len() + v.len() + 2)
-        .sum();
-    let exec_bytes = cfg
-        .services
-        .iter()
-        .map(|s| {
-            let argv: usize = s.args.iter().map(|a| a.len() + 1 + ptr).sum();
-            let env: usize = s.env.iter().map(|e| e.len() + 1 + ptr).sum();
-            s.binary.as_os_str().len() * 2 + argv + env + envb + envn * ptr + 3 * ptr
-        })
-        .sum();
+    // Per slot: the service's and two health checks' exec arenas, with
+    // their argv and envp pointer arrays.
+    let exec_bytes = slots * 3 * (EXEC_ARENA + (MAX_ARGS + 2 + envn + MAX_ENV_EXTRA + 2) * ptr);
+    let conn_bytes = clients * coffey::limits::CONN_OUT_BUF;
+    let compiled = super::compiled::encode(cfg).len();
+    let reload_bytes = 2 * (compiled * 4).max(slots * 4096 + 64 * 1024) + 64 * 1024;
     let fixed_bytes = READ_CHUNK + core::mem::size_of::<super::log::LineBuf>() * 2;
     Budget {
         slots,
@@ -293,8 +303,10 @@ pub fn budget(cfg: &Config) -> Budget {
         line_bytes,
         table_bytes,
         exec_bytes,
+        conn_bytes,
+        reload_bytes,
         fixed_bytes,
-        fds: fd_budget(slots, cfg.limits.clients as usize),
+        fds: fd_budget(slots, clients),
     }
 }
 
