@@ -1632,3 +1632,39 @@ fn power_verbs_and_argv0_names_are_refused_outside_system_mode() {
     );
     assert_eq!(d.stop(10.0), 0);
 }
+
+/// A connection that never sends a request is closed after the idle
+/// timeout (30 s, `IDLE_TIMEOUT_MS`), freeing its slot for others.
+#[test]
+fn idle_connection_is_closed_after_the_idle_timeout() {
+    use std::io::Read;
+    let services = svc("a", "exec sleep 600", "");
+    let mut d = Daemon::start("idle", "  limits:\n    clients: 1\n", &services);
+    d.wait_log("a: spawned", 10.0);
+    let mut idle = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    // Blocks until the daemon closes it (EOF) or 60 s pass.
+    let n = idle.read(&mut buf).unwrap_or(usize::MAX);
+    let waited = t0.elapsed();
+    assert_eq!(
+        n, 0,
+        "expected EOF from the daemon, got {n} after {waited:?}"
+    );
+    assert!(
+        waited >= std::time::Duration::from_secs(25),
+        "closed too early: {waited:?}"
+    );
+    println!("idle connection closed after {waited:?}");
+    // The only client slot is free again.
+    let o = ctl(&d, &["status", "a"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let dump = d.dump();
+    assert!(
+        dump.contains("heap allocations after startup: 0;"),
+        "{dump}"
+    );
+    assert_eq!(d.stop(10.0), 0);
+}
