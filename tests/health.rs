@@ -667,6 +667,16 @@ fn notify_fd_and_sd_notify_gate_readiness() {
         "{}",
         d.log_text()
     );
+    // ... and shows in `status SERVICE`.
+    let o = std::process::Command::new(BIN)
+        .args(["status", "sdsvc", "-s", d.socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("notify_status:") && text.contains("warming up"),
+        "{text}"
+    );
     finish(d);
 }
 

@@ -930,6 +930,11 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
             let _ = write!(t, "{st}");
         });
     }
+    if !slot.notify_status.is_empty() {
+        detail("notify_status", &mut |t| {
+            let _ = t.write_str(core::str::from_utf8(&slot.notify_status).unwrap_or("?"));
+        });
+    }
     detail("log", &mut |t| {
         let r = &slot.ring;
         let _ = write!(

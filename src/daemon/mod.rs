@@ -76,6 +76,8 @@ pub struct Slot {
     /// the `NOTIFY_SOCKET=...` entry its services get.
     pub notify_sock: RawFd,
     pub notify_env: [u8; 80],
+    /// The last sd_notify `STATUS=` text, for `status SERVICE`.
+    pub notify_status: heapless::Vec<u8, 120>,
 }
 
 pub struct Shell {
@@ -847,6 +849,11 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
                     }
                     if m.stopping {
                         log!(shell.log, "{name}: says it is stopping (STOPPING=1)");
+                    }
+                    if !m.status.is_empty() {
+                        if let Some(slot) = shell.slots.get_mut(i) {
+                            slot.notify_status = m.status;
+                        }
                     }
                     if m.ready {
                         sup.notified(i, false, clock::now(), &mut shell);

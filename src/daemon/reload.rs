@@ -312,6 +312,7 @@ fn configure(
         // followers of the previous one.
         control::end_followers(shell, i);
         if let Some(slot) = shell.slots.get_mut(i) {
+            slot.notify_status.clear();
             slot.ring.clear();
             *slot.lines = Default::default();
         }

@@ -186,6 +186,7 @@ pub fn build(
             notify_r: -1,
             notify_sock: -1,
             notify_env: super::probe::notify_env(i),
+            notify_status: heapless::Vec::new(),
         });
         core.push(Service::new(i as u16, Policy::default()));
     }
