@@ -17,6 +17,23 @@ pub enum Role {
     Liveness,
 }
 
+impl Role {
+    /// Position in a service's `checks` array.
+    pub fn index(self) -> usize {
+        match self {
+            Role::Readiness => 0,
+            Role::Liveness => 1,
+        }
+    }
+    pub fn from_index(i: usize) -> Role {
+        if i == 0 {
+            Role::Readiness
+        } else {
+            Role::Liveness
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// http, tcp, exec: probe every `interval`.

@@ -657,9 +657,8 @@ impl Service {
     ) {
         self.emit_same(Event::Unhealthy { pid, start_timeout }, sys);
         self.fail_on_exit = true;
-        let want = self.want;
+        // `want` stays as it is (begin_stop does not touch it).
         self.begin_stop(pid, since, now, sys);
-        self.want = want;
     }
 
     fn begin_stop(&mut self, pid: i32, since: Instant, now: Instant, sys: &mut impl Sys) {

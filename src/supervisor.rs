@@ -10,12 +10,6 @@
 use crate::health::{CheckInput, CheckState, Mode, ProbeError, Role, Verdict};
 use crate::service::{Condition, Input, Service, State, Want};
 
-fn role_idx(r: Role) -> usize {
-    match r {
-        Role::Readiness => 0,
-        Role::Liveness => 1,
-    }
-}
 use crate::sys::{ExitStatus, Sys, SIGKILL};
 use crate::time::{Instant, Millis};
 
@@ -249,6 +243,10 @@ impl<'a> Supervisor<'a> {
 
     /// Fires due deadlines.
     pub fn tick(&mut self, now: Instant, sys: &mut impl Sys) {
+        // The loop calls this every turn; most turns nothing is due.
+        if self.poll_at() > now {
+            return;
+        }
         for s in self.active() {
             if s.poll_at() <= now {
                 s.step(Input::Tick, now, sys);
@@ -352,6 +350,12 @@ impl<'a> Supervisor<'a> {
             .any(|s| s.held && s.deps.iter().any(|d| usize::from(d.idx) == idx))
     }
 
+    /// After changing services from outside the machines (reload): start
+    /// what can start, stop what must stop, sync the checks.
+    pub fn settle(&mut self, now: Instant, sys: &mut impl Sys) {
+        self.propagate(now, sys);
+    }
+
     /// A probe finished.
     pub fn probe_result(
         &mut self,
@@ -361,7 +365,7 @@ impl<'a> Supervisor<'a> {
         now: Instant,
         sys: &mut impl Sys,
     ) {
-        self.check_step(idx, role_idx(role), CheckInput::Result(r), now, sys);
+        self.check_step(idx, role.index(), CheckInput::Result(r), now, sys);
         self.propagate(now, sys);
     }
 
@@ -465,7 +469,14 @@ impl<'a> Supervisor<'a> {
         let n = self.used;
         for _pass in 0..=n {
             let mut changed = false;
-            self.mark_held();
+            // `held` is only consulted for services being stopped.
+            let stopping = self.services().iter().any(|s| {
+                s.want == Want::Down
+                    && matches!(s.state, State::Running { .. } | State::Starting { .. })
+            });
+            if stopping {
+                self.mark_held();
+            }
             for i in 0..n {
                 let Some(s) = self.services().get(i) else {
                     break;

@@ -73,13 +73,6 @@ fn last_exit(e: Option<ExitStatus>) -> LastExit {
     }
 }
 
-fn close_fd(fd: RawFd) {
-    if fd >= 0 {
-        // SAFETY: we own fd; closing also removes it from epoll.
-        unsafe { libc::close(fd) };
-    }
-}
-
 /// Writes queued output until it would block. Returns false if the peer
 /// is gone.
 fn flush(c: &mut Client) -> bool {
@@ -100,7 +93,7 @@ fn flush(c: &mut Client) -> bool {
 }
 
 fn close_client(c: &mut Client) {
-    close_fd(c.fd);
+    super::close_fd(c.fd);
     c.fd = -1;
     c.readable = false;
 }
@@ -164,7 +157,7 @@ pub fn accept_all(shell: &mut Shell, now: Instant, mut register: impl FnMut(usiz
                 // SAFETY: valid buffer; best effort on a fresh socket.
                 unsafe { libc::send(fd, buf.as_ptr().cast(), n, libc::MSG_NOSIGNAL) };
             }
-            close_fd(fd);
+            super::close_fd(fd);
             log!(
                 shell.log,
                 "control socket: busy, refused uid {uid} pid {pid}"
@@ -954,7 +947,7 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
             coffey::health::Role::Readiness => "readiness",
             coffey::health::Role::Liveness => "liveness",
         };
-        let r = super::probe::role_idx(c.role);
+        let r = c.role.index();
         detail(key, &mut |t| {
             let kind = match slot.specs.get(r) {
                 Some(super::probe::Spec::Http { addr, .. }) => {

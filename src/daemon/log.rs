@@ -157,6 +157,15 @@ impl Log {
     }
 }
 
+/// One line to stderr, ignoring errors: `eprintln!` panics when stderr is
+/// gone, which PID 1 must never do. (Long lines are cut.)
+pub fn stderr_line(args: fmt::Arguments<'_>) {
+    let mut l = LineBuf::default();
+    let _ = l.write_fmt(args);
+    l.newline();
+    let _ = write_all(2, l.as_bytes());
+}
+
 /// `log!(log, "fmt", args..)`: one daemon log line, no allocation.
 macro_rules! log {
     ($log:expr, $($arg:tt)*) => {

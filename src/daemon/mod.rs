@@ -107,6 +107,20 @@ pub struct Shell {
     pub main_idx: Option<usize>,
 }
 
+/// errno of the last failed libc call.
+pub(crate) fn errno() -> i32 {
+    nix::errno::Errno::last_raw()
+}
+
+/// Closes a descriptor we own (-1: nothing). Closing also removes it from
+/// the poller.
+pub(crate) fn close_fd(fd: RawFd) {
+    if fd >= 0 {
+        // SAFETY: the caller owns fd and forgets it.
+        unsafe { libc::close(fd) };
+    }
+}
+
 fn errno_desc(e: i32) -> &'static str {
     nix::errno::Errno::from_raw(e).desc()
 }
@@ -161,7 +175,7 @@ impl Sys for Shell {
         role: coffey::health::Role,
     ) -> Result<(), coffey::health::ProbeError> {
         if let Some(fd) = probe::start(self, idx, role)? {
-            let t = probe::PROBE_BASE + 2 * idx + probe::role_idx(role);
+            let t = probe::PROBE_BASE + 2 * idx + role.index();
             let _ = self.registry.register(
                 &mut SourceFd(&fd),
                 Token(t),
@@ -956,7 +970,7 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
                     pid1::install_panic_hook(emergency);
                 }
                 for w in &warnings {
-                    eprintln!("{w}");
+                    log::stderr_line(format_args!("{w}"));
                 }
                 return run(cfg, mode);
             }
@@ -967,12 +981,12 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
                     pid1::attach_console();
                 }
                 for d in &diags {
-                    eprintln!("{d}");
+                    log::stderr_line(format_args!("{d}"));
                 }
-                eprintln!(
+                log::stderr_line(format_args!(
                     "coffeyd: {}: config has errors; not starting",
                     config_path.display()
-                );
+                ));
                 if mode == pid1::Mode::Supervisor {
                     return 1;
                 }

@@ -42,10 +42,6 @@ impl Action {
     }
 }
 
-fn errno() -> i32 {
-    nix::errno::Errno::last_raw()
-}
-
 /// Writes to the console (fd 2), ignoring errors.
 pub fn say(msg: &[u8]) {
     let _ = super::log::write_all(2, msg);
@@ -108,7 +104,7 @@ fn mount_if_needed(source: &CStr, target: &CStr, fstype: &CStr, flags: u64, data
         )
     };
     if r != 0 {
-        let e = nix::errno::Errno::from_raw(errno());
+        let e = nix::errno::Errno::from_raw(super::errno());
         say(b"coffeyd: mount ");
         say(target.to_bytes());
         say(b": ");
@@ -236,10 +232,10 @@ fn reap_all() -> bool {
         if pid > 0 {
             continue;
         }
-        if pid < 0 && errno() == libc::EINTR {
+        if pid < 0 && super::errno() == libc::EINTR {
             continue;
         }
-        return !(pid < 0 && errno() == libc::ECHILD);
+        return !(pid < 0 && super::errno() == libc::ECHILD);
     }
 }
 

@@ -81,32 +81,6 @@ impl Default for Probe {
     }
 }
 
-pub fn role_idx(r: Role) -> usize {
-    match r {
-        Role::Readiness => 0,
-        Role::Liveness => 1,
-    }
-}
-
-fn role_of(i: usize) -> Role {
-    if i == 0 {
-        Role::Readiness
-    } else {
-        Role::Liveness
-    }
-}
-
-fn errno() -> i32 {
-    nix::errno::Errno::last_raw()
-}
-
-fn close(fd: RawFd) {
-    if fd >= 0 {
-        // SAFETY: our fd; closing removes it from epoll.
-        unsafe { libc::close(fd) };
-    }
-}
-
 /// Builds the HTTP request once, at configuration time.
 pub fn http_request(host: &str, path: &str) -> heapless::Vec<u8, 768> {
     let mut v = heapless::Vec::new();
@@ -179,14 +153,14 @@ fn connect(addr: &SocketAddr) -> Result<RawFd, ProbeError> {
         )
     };
     if fd < 0 {
-        return Err(ProbeError::Connect(errno()));
+        return Err(ProbeError::Connect(super::errno()));
     }
     let (ss, len) = sockaddr(addr);
     // SAFETY: ss holds a valid address of `len` bytes.
     let r = unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
-    if r < 0 && errno() != libc::EINPROGRESS {
-        let e = errno();
-        close(fd);
+    if r < 0 && super::errno() != libc::EINPROGRESS {
+        let e = super::errno();
+        super::close_fd(fd);
         return Err(ProbeError::Connect(e));
     }
     Ok(fd)
@@ -194,7 +168,7 @@ fn connect(addr: &SocketAddr) -> Result<RawFd, ProbeError> {
 
 /// `Sys::start_probe`: returns the fd to register, if any.
 pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>, ProbeError> {
-    let r = role_idx(role);
+    let r = role.index();
     cancel(shell, idx, role);
     let devnull = shell.devnull;
     let Some(slot) = shell.slots.get_mut(idx) else {
@@ -222,7 +196,7 @@ pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>,
             let mut fds = [-1; 2];
             // SAFETY: valid out array.
             if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
-                return Err(ProbeError::Spawn(errno()));
+                return Err(ProbeError::Spawn(super::errno()));
             }
             let [rd, wr] = fds;
             // The child's end must block: clear O_NONBLOCK on it.
@@ -234,7 +208,7 @@ pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>,
             prep.out_w = wr;
             prep.err_w = wr;
             let res = spawn::spawn(prep, devnull);
-            close(wr);
+            super::close_fd(wr);
             match res {
                 Ok(pid) => {
                     p.pid = pid;
@@ -243,7 +217,7 @@ pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>,
                     Ok(Some(rd))
                 }
                 Err(e) => {
-                    close(rd);
+                    super::close_fd(rd);
                     Err(ProbeError::Spawn(e.errno))
                 }
             }
@@ -258,7 +232,7 @@ pub fn cancel(shell: &mut Shell, idx: usize, role: Role) {
     let Some(p) = shell
         .slots
         .get_mut(idx)
-        .and_then(|s| s.probes.get_mut(role_idx(role)))
+        .and_then(|s| s.probes.get_mut(role.index()))
     else {
         return;
     };
@@ -267,7 +241,7 @@ pub fn cancel(shell: &mut Shell, idx: usize, role: Role) {
         unsafe { libc::kill(-p.pid, libc::SIGKILL) };
         // The pid stays until reaped, so the reap is not taken for an orphan.
     }
-    close(p.fd);
+    super::close_fd(p.fd);
     p.fd = -1;
     p.phase = Phase::Idle;
 }
@@ -278,7 +252,7 @@ fn parse_http(buf: &[u8], expect: Option<u16>) -> Option<Result<(), ProbeError>>
 
 /// Readiness on a probe fd. Returns the result when the probe is over.
 pub fn on_ready(shell: &mut Shell, idx: usize, r: usize) -> Option<(Role, Result<(), ProbeError>)> {
-    let role = role_of(r);
+    let role = Role::from_index(r);
     let Shell {
         slots,
         log,
@@ -309,7 +283,7 @@ pub fn on_ready(shell: &mut Shell, idx: usize, r: usize) -> Option<(Role, Result
                 )
             };
             if r < 0 {
-                Some(Err(ProbeError::Connect(errno())))
+                Some(Err(ProbeError::Connect(super::errno())))
             } else if err == libc::EINPROGRESS || err == libc::EALREADY {
                 None
             } else if err != 0 {
@@ -319,11 +293,11 @@ pub fn on_ready(shell: &mut Shell, idx: usize, r: usize) -> Option<(Role, Result
                 // SAFETY: valid buffer.
                 let n =
                     unsafe { libc::send(p.fd, req.as_ptr().cast(), req.len(), libc::MSG_NOSIGNAL) };
-                if n < 0 && errno() == libc::EAGAIN {
+                if n < 0 && super::errno() == libc::EAGAIN {
                     None
                 } else if n < 0 || usize::try_from(n).ok() != Some(req.len()) {
                     Some(Err(ProbeError::Connect(if n < 0 {
-                        errno()
+                        super::errno()
                     } else {
                         libc::EIO
                     })))
@@ -343,7 +317,7 @@ pub fn on_ready(shell: &mut Shell, idx: usize, r: usize) -> Option<(Role, Result
                 // SAFETY: valid buffer.
                 let n = unsafe { libc::read(p.fd, chunk.as_mut_ptr().cast(), chunk.len()) };
                 if n <= 0 {
-                    if n == 0 || errno() != libc::EINTR {
+                    if n == 0 || super::errno() != libc::EINTR {
                         break;
                     }
                     continue;
@@ -359,7 +333,7 @@ pub fn on_ready(shell: &mut Shell, idx: usize, r: usize) -> Option<(Role, Result
         _ => None,
     };
     if done.is_some() {
-        close(p.fd);
+        super::close_fd(p.fd);
         p.fd = -1;
         p.phase = Phase::Idle;
     }
@@ -379,7 +353,7 @@ fn read_http(p: &mut Probe, spec: &Spec) -> Option<Result<(), ProbeError>> {
         // SAFETY: valid buffer.
         let n = unsafe { libc::recv(p.fd, space.as_mut_ptr().cast(), space.len(), 0) };
         if n < 0 {
-            let e = errno();
+            let e = super::errno();
             if e == libc::EINTR {
                 continue;
             }
@@ -433,7 +407,7 @@ pub fn on_exit(shell: &mut Shell, pid: i32, status: coffey::sys::ExitStatus) -> 
                     p.lines.flush(|line, cut| {
                         ring.push(now, Stream::Check, cut, line);
                     });
-                    close(p.fd);
+                    super::close_fd(p.fd);
                     p.fd = -1;
                     p.phase = Phase::Idle;
                 }
@@ -442,7 +416,7 @@ pub fn on_exit(shell: &mut Shell, pid: i32, status: coffey::sys::ExitStatus) -> 
                     coffey::sys::ExitStatus::Code(c) => Err(ProbeError::Exit(c)),
                     coffey::sys::ExitStatus::Signal(sg) => Err(ProbeError::Signal(sg)),
                 };
-                return Some((i, role_of(r), live.then_some(res)));
+                return Some((i, Role::from_index(r), live.then_some(res)));
             }
         }
     }
@@ -478,13 +452,13 @@ pub fn on_notify_fd(shell: &mut Shell, idx: usize) -> bool {
     loop {
         // SAFETY: valid buffer.
         let n = unsafe { libc::read(slot.notify_r, chunk.as_mut_ptr().cast(), chunk.len()) };
-        if n < 0 && errno() == libc::EINTR {
+        if n < 0 && super::errno() == libc::EINTR {
             continue;
         }
         if n <= 0 {
             if n == 0 {
                 // The service closed it: done with this pipe.
-                close(slot.notify_r);
+                super::close_fd(slot.notify_r);
                 slot.notify_r = -1;
             }
             break;
@@ -563,7 +537,7 @@ pub fn open_notify(shell: &mut Shell, i: usize) {
 
 pub fn close_notify(shell: &mut Shell, i: usize) {
     if let Some(slot) = shell.slots.get_mut(i) {
-        close(slot.notify_sock);
+        super::close_fd(slot.notify_sock);
         slot.notify_sock = -1;
     }
 }
@@ -604,7 +578,7 @@ pub fn on_notify_sock(shell: &mut Shell, i: usize, mut each: impl FnMut(Notice))
         // SAFETY: msg points at valid buffers.
         let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
         if n < 0 {
-            if errno() == libc::EINTR {
+            if super::errno() == libc::EINTR {
                 continue;
             }
             return count;
@@ -655,7 +629,7 @@ pub fn configure(
     c: &super::compiled::CService<'_>,
 ) -> Result<(), &'static str> {
     for r in 0..2 {
-        cancel(shell, i, role_of(r));
+        cancel(shell, i, Role::from_index(r));
     }
     let Shell {
         slots, base_env, ..

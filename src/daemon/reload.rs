@@ -79,9 +79,8 @@ pub fn plan_items<'a>(
         }) => Some((count, services)),
         _ => None,
     };
-    let (o, n) = (dec(old), dec(new));
-    let (oc, ord) = o.clone().map_or((0, None), |(c, r)| (c, Some(r)));
-    let (nc, nrd) = n.clone().map_or((0, None), |(c, r)| (c, Some(r)));
+    let (oc, ord) = dec(old).map_or((0, None), |(c, r)| (c, Some(r)));
+    let (nc, nrd) = dec(new).map_or((0, None), |(c, r)| (c, Some(r)));
     let ord2 = ord.clone();
     let nrd2 = nrd.clone();
     let added_or_changed = nrd.into_iter().flat_map(move |rd| {
@@ -243,15 +242,6 @@ impl Reloader {
         }
         Ok(())
     }
-}
-
-/// What reload does to one service.
-#[derive(Copy, Clone, PartialEq, Eq)]
-enum Action {
-    Add,
-    Restart,
-    Update,
-    Unchanged,
 }
 
 fn same_exec(a: &CService<'_>, b: &CService<'_>) -> Option<&'static str> {
@@ -429,14 +419,14 @@ fn install_from(shell: &mut Shell, table: &mut [Service], buf: &[u8]) -> Result<
 }
 
 /// Sends a plan line to the client and the daemon log.
-fn plan_item(shell: &mut Shell, client: Option<usize>, action: u8, name: &str, detail: &str) {
+/// Logs one plan line (clients read the plan through `plan_items`).
+fn plan_item(shell: &mut Shell, action: u8, name: &str, detail: &str) {
     log!(
         shell.log,
         "reload: {} {name}{}{detail}",
         plan::name(action),
         if detail.is_empty() { "" } else { ": " }
     );
-    let _ = client;
 }
 
 fn fail(shell: &mut Shell, client: Option<usize>, code: ErrorCode, msg: &str) {
@@ -648,42 +638,13 @@ fn reload_from(
         }
     }
 
-    // ---- report the plan.
+    // ---- report the plan (the same classification clients read).
     let mut counts = [0usize; 6];
-    for (j, c) in compiled::services(&nrd, ncount).enumerate() {
-        let (action, detail) = match find_cur(&crd, ccount, c.name) {
-            None => (Action::Add, "new service"),
-            Some(old) => match (same_exec(&old, &c), same_rest(&old, &c)) {
-                (Some(why), _) => (Action::Restart, why),
-                (None, Some(why)) => (Action::Update, why),
-                (None, None) => (Action::Unchanged, ""),
-            },
-        };
-        let code = match action {
-            Action::Add => plan::ADD,
-            Action::Restart => plan::RESTART,
-            Action::Update => plan::UPDATE,
-            Action::Unchanged => plan::UNCHANGED,
-        };
+    for (code, name, detail) in plan_items(cur, next) {
         if let Some(n) = counts.get_mut(usize::from(code)) {
             *n += 1;
         }
-        let _ = j;
-        plan_item(shell, client, code, c.name, detail);
-    }
-    for c in compiled::services(&crd, ccount) {
-        if find_cur(&nrd, ncount, c.name).is_none() {
-            if let Some(n) = counts.get_mut(usize::from(plan::REMOVE)) {
-                *n += 1;
-            }
-            plan_item(
-                shell,
-                client,
-                plan::REMOVE,
-                c.name,
-                "no longer in the config",
-            );
-        }
+        plan_item(shell, code, name, detail);
     }
     let summary = |m: &mut LineBuf, verb: &str| {
         let _ = write!(
@@ -786,6 +747,8 @@ fn reload_from(
             Some(_) => {}
         }
     }
+    // Updated checks of running services start here, not at the next event.
+    sup.settle(now, shell);
     shell.shutdown_timeout = ntimeout;
     let mut m = LineBuf::default();
     summary(&mut m, "applied");

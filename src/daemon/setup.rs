@@ -108,10 +108,10 @@ pub fn build(
         Some(p) => match open_append(p) {
             Ok(fd) => fd,
             Err(e) => {
-                eprintln!(
+                super::log::stderr_line(format_args!(
                     "coffeyd: cannot open log {}: {e}; logging to console",
                     p.display()
-                );
+                ));
                 -1
             }
         },
@@ -395,7 +395,9 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
     // Orphans of our services get reparented to us, and we reap them.
     // SAFETY: plain prctl.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        eprintln!("coffeyd: warning: cannot become a child subreaper");
+        super::log::stderr_line(format_args!(
+            "coffeyd: warning: cannot become a child subreaper"
+        ));
     }
 
     let listener = claim_paths(cfg)?;

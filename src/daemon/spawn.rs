@@ -269,10 +269,6 @@ impl Prepared {
     }
 }
 
-fn errno() -> i32 {
-    nix::errno::Errno::last_raw()
-}
-
 /// Starts the prepared program. Returns its pid (= its process group).
 pub fn spawn(p: &Prepared, devnull: RawFd) -> Result<i32, SpawnError> {
     let mut fds = [-1 as RawFd; 2];
@@ -280,7 +276,7 @@ pub fn spawn(p: &Prepared, devnull: RawFd) -> Result<i32, SpawnError> {
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(SpawnError {
             stage: Stage::Pipe,
-            errno: errno(),
+            errno: super::errno(),
         });
     }
     let [rd, wr] = fds;
@@ -288,7 +284,7 @@ pub fn spawn(p: &Prepared, devnull: RawFd) -> Result<i32, SpawnError> {
     // async-signal-safe functions before execve or _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        let e = errno();
+        let e = super::errno();
         // SAFETY: we own both fds.
         unsafe {
             libc::close(rd);
@@ -312,7 +308,7 @@ pub fn spawn(p: &Prepared, devnull: RawFd) -> Result<i32, SpawnError> {
         // SAFETY: buf is valid for its length.
         let n = unsafe { libc::read(rd, buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
-            if errno() == libc::EINTR {
+            if super::errno() == libc::EINTR {
                 continue;
             }
             break;
@@ -337,7 +333,7 @@ pub fn spawn(p: &Prepared, devnull: RawFd) -> Result<i32, SpawnError> {
     // never mistakes it for a run.
     let mut st = 0;
     // SAFETY: pid is our child.
-    while unsafe { libc::waitpid(pid, &mut st, 0) } < 0 && errno() == libc::EINTR {}
+    while unsafe { libc::waitpid(pid, &mut st, 0) } < 0 && super::errno() == libc::EINTR {}
     Err(SpawnError {
         stage: Stage::from_u32(stage),
         errno: err,
@@ -348,7 +344,7 @@ pub fn spawn(p: &Prepared, devnull: RawFd) -> Result<i32, SpawnError> {
 /// Call only in a freshly forked child of a single-threaded parent.
 unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     let fail = |stage: Stage| -> ! {
-        let e = errno();
+        let e = super::errno();
         let mut msg = [0u8; 8];
         let (a, b) = msg.split_at_mut(4);
         a.copy_from_slice(&stage.to_u32().to_ne_bytes());
