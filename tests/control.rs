@@ -24,11 +24,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-fn svc(name: &str, script: &str, extra: &str) -> String {
-    let script = script.replace('\'', "''");
-    format!("  - name: {name}\n    binary: /bin/sh\n    args: ['-c', '{script}']\n{extra}")
-}
-
 /// Generous bound on any single read from the daemon (a hang fails, it
 /// does not block the suite).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -272,77 +267,9 @@ fn assert_no_alloc(d: &mut Daemon) {
 
 // ---------------------------------------------------------------- CLI
 
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the CLI with a deadline; kills it if it hangs.
-fn cli_with(args: &[&str], secs: f64, prep: impl FnOnce(&mut Command)) -> Out {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("NO_COLOR", "1");
-    prep(&mut cmd);
-    let mut child = cmd.spawn().unwrap();
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let to = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let te = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "coffeyd {args:?} did not finish within {secs}s; stdout {:?} stderr {:?}",
-                to.join().unwrap(),
-                te.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Out {
-        code: st.code().unwrap_or(-1),
-        stdout: to.join().unwrap(),
-        stderr: te.join().unwrap(),
-    }
-}
-
-fn cli(args: &[&str]) -> Out {
-    cli_with(args, 60.0, |_| {})
-}
-
-/// Runs the CLI against `d`'s socket: `args` then `-s SOCK`.
-fn ctl(d: &Daemon, args: &[&str]) -> Out {
-    let sock = d.socket.to_str().unwrap();
-    let mut a: Vec<&str> = args.to_vec();
-    a.extend(["-s", sock]);
-    cli(&a)
-}
-
 fn ok(o: &Out) -> &Out {
     assert_eq!(o.code, 0, "{o:?}");
     o
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("bad JSON {s:?}: {e}"))
 }
 
 /// A child process whose stdout lines arrive on a channel.
@@ -410,12 +337,6 @@ impl Drop for Follower {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn euid() -> u32 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let l = s.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    l.split_whitespace().nth(2).unwrap().parse().unwrap()
 }
 
 fn group_gid(name: &str) -> Option<u32> {
@@ -1497,10 +1418,16 @@ fn cli_read_only_group_member_is_denied_mutating_verbs() {
     assert_eq!(m.permissions().mode() & 0o777, 0o660);
     assert_eq!(m.gid(), gid);
     let sock = d.socket.to_str().unwrap().to_string();
+    // The build tree may sit under a directory uid 65534 cannot enter (a
+    // 0700 checkout): run a copy from the test's own 0755 directory.
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let client = d.dir.join("coffeyd-client");
+    std::fs::copy(BIN, &client).unwrap();
+    std::fs::set_permissions(&client, std::fs::Permissions::from_mode(0o755)).unwrap();
     let as_nobody = |args: &[&str]| {
         let mut a = args.to_vec();
         a.extend(["-s", sock.as_str()]);
-        cli_with(&a, 60.0, |c| {
+        cli_bin_with(&client, &a, 60.0, |c| {
             use std::os::unix::process::CommandExt;
             c.uid(65534).gid(gid).current_dir("/");
         })

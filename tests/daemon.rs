@@ -10,11 +10,6 @@
 mod common;
 use common::*;
 
-fn svc(name: &str, script: &str, extra: &str) -> String {
-    let script = script.replace('\'', "''");
-    format!("  - name: {name}\n    binary: /bin/sh\n    args: ['-c', '{script}']\n{extra}")
-}
-
 #[test]
 fn dependency_order_and_reverse_stop_order() {
     let services = [
@@ -491,17 +486,6 @@ fn second_daemon_on_the_same_socket_refuses_to_start() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another coffeyd is running"));
     assert_eq!(d.stop(10.0), 0);
-}
-
-fn euid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]

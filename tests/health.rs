@@ -30,11 +30,6 @@ const SOON: f64 = 30.0;
 
 const PYTHON: &str = "/usr/bin/python3";
 
-fn svc(name: &str, script: &str, extra: &str) -> String {
-    let script = script.replace('\'', "''");
-    format!("  - name: {name}\n    binary: /bin/sh\n    args: ['-c', '{script}']\n{extra}")
-}
-
 fn sleeper(name: &str, extra: &str) -> String {
     svc(name, "exec sleep 600", extra)
 }
@@ -181,56 +176,6 @@ fn wait_closed(s: &mut TcpStream, secs: u64) -> bool {
 }
 
 // ---------------------------------------------------------------- CLI
-
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the CLI against `d`'s socket with a deadline; kills it if it hangs.
-fn ctl(d: &Daemon, args: &[&str]) -> Out {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .arg("-s")
-        .arg(&d.socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("NO_COLOR", "1")
-        .spawn()
-        .unwrap();
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let to = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let te = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("coffeyd {args:?} did not finish within 60s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Out {
-        code: st.code().unwrap_or(-1),
-        stdout: to.join().unwrap(),
-        stderr: te.join().unwrap(),
-    }
-}
 
 fn ok(o: Out) -> Out {
     assert_eq!(o.code, 0, "stdout {:?}, stderr {:?}", o.stdout, o.stderr);

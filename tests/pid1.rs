@@ -58,11 +58,6 @@ macro_rules! need_ns {
     };
 }
 
-fn svc(name: &str, script: &str, extra: &str) -> String {
-    let script = script.replace('\'', "''");
-    format!("  - name: {name}\n    binary: /bin/sh\n    args: ['-c', '{script}']\n{extra}")
-}
-
 extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }

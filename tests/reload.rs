@@ -19,16 +19,11 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Deadline for anything the daemon should do "soon" (loaded 2-core box).
 const SOON: f64 = 30.0;
-
-fn svc(name: &str, script: &str, extra: &str) -> String {
-    let script = script.replace('\'', "''");
-    format!("  - name: {name}\n    binary: /bin/sh\n    args: ['-c', '{script}']\n{extra}")
-}
 
 fn sleeper(name: &str) -> String {
     svc(name, "exec sleep 600", "")
@@ -36,72 +31,14 @@ fn sleeper(name: &str) -> String {
 
 // ---------------------------------------------------------------- CLI
 
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the CLI with a deadline; kills it if it hangs.
-fn cli(args: &[&str], secs: f64) -> Out {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("NO_COLOR", "1")
-        .spawn()
-        .unwrap();
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let to = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let te = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "coffeyd {args:?} did not finish within {secs}s; stdout {:?} stderr {:?}",
-                to.join().unwrap(),
-                te.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Out {
-        code: st.code().unwrap_or(-1),
-        stdout: to.join().unwrap(),
-        stderr: te.join().unwrap(),
-    }
-}
-
-/// Runs the CLI against `d`'s socket: `args` then `-s SOCK`.
+/// `ctl` with reload's long deadline (a reload may compile a big config).
 fn ctl(d: &Daemon, args: &[&str]) -> Out {
-    let mut a: Vec<&str> = args.to_vec();
-    a.extend(["-s", d.socket.to_str().unwrap()]);
-    cli(&a, 150.0)
+    ctl_within(d, args, 150.0)
 }
 
 fn ok(o: Out) -> Out {
     assert_eq!(o.code, 0, "{o:?}");
     o
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("bad JSON {s:?}: {e}"))
 }
 
 /// `coffeyd reload` that must succeed; returns its output.
@@ -530,7 +467,7 @@ fn changed_stopped_service_stays_stopped_and_deps_update_in_place() {
 
 /// What `coffeyd validate -c CONFIG` prints as diagnostics.
 fn validate_errors(config: &Path) -> Vec<String> {
-    let o = cli(&["validate", "-c", config.to_str().unwrap()], 60.0);
+    let o = cli(&["validate", "-c", config.to_str().unwrap()]);
     assert_eq!(o.code, 1, "validate accepted it: {o:?}");
     let v: Vec<String> = o
         .stdout

@@ -9,6 +9,7 @@
 )]
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -266,4 +267,99 @@ impl Daemon {
     pub fn rewrite(&self, extra: &str, services: &str) {
         std::fs::write(&self.config, self.config_text(extra, services)).unwrap();
     }
+}
+
+/// A `sh -c SCRIPT` service entry for the `services:` list.
+pub fn svc(name: &str, script: &str, extra: &str) -> String {
+    let script = script.replace('\'', "''");
+    format!("  - name: {name}\n    binary: /bin/sh\n    args: ['-c', '{script}']\n{extra}")
+}
+
+/// The effective uid of the test process.
+pub fn euid() -> u32 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let l = s.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    l.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+/// What a CLI run printed.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the CLI with a deadline; kills it if it hangs.
+pub fn cli_with(args: &[&str], secs: f64, prep: impl FnOnce(&mut Command)) -> Out {
+    cli_bin_with(Path::new(BIN), args, secs, prep)
+}
+
+/// Like `cli_with`, running the binary at `bin` (e.g. a copy another user
+/// can reach).
+pub fn cli_bin_with(bin: &Path, args: &[&str], secs: f64, prep: impl FnOnce(&mut Command)) -> Out {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("NO_COLOR", "1");
+    prep(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let to = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let te = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "coffeyd {args:?} did not finish within {secs}s; stdout {:?} stderr {:?}",
+                to.join().unwrap(),
+                te.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Out {
+        code: st.code().unwrap_or(-1),
+        stdout: to.join().unwrap(),
+        stderr: te.join().unwrap(),
+    }
+}
+
+/// The CLI with a 60 s deadline.
+pub fn cli(args: &[&str]) -> Out {
+    cli_with(args, 60.0, |_| {})
+}
+
+/// The CLI against `d`'s socket: `args` then `-s SOCK`, within `secs`.
+pub fn ctl_within(d: &Daemon, args: &[&str], secs: f64) -> Out {
+    let sock = d.socket.to_str().unwrap();
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend(["-s", sock]);
+    cli_with(&a, secs, |_| {})
+}
+
+/// The CLI against `d`'s socket, 60 s deadline.
+pub fn ctl(d: &Daemon, args: &[&str]) -> Out {
+    ctl_within(d, args, 60.0)
+}
+
+/// Parses one JSON document.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("bad JSON {s:?}: {e}"))
 }
