@@ -167,6 +167,15 @@ impl Ctx<'_> {
     fn tainted(&self, path: &[Seg]) -> bool {
         self.src.tainted.contains(&self.at(path).0)
     }
+
+    /// Whether the key at `path` is in the source and was blanked by error
+    /// recovery (so its absence is not a second problem). A key that was
+    /// never written is missing even when a sibling was blanked.
+    fn blanked(&self, path: &[Seg]) -> bool {
+        let mut full = self.prefix.to_vec();
+        full.extend_from_slice(path);
+        self.src.outline.has(&full) && self.tainted(path)
+    }
 }
 
 /// Defaults a service inherits from the global section.
@@ -284,6 +293,7 @@ fn parse_file<T: DeserializeOwned + Default>(
     let (raw, errors, tainted) = parse_recovering::<T>(&norm);
     for e in errors {
         let (service, message) = service_of(&value, &src.outline, e.line, &e.message);
+        let message = explain(&value, message);
         sink.add(
             Severity::Error,
             file,
@@ -294,6 +304,17 @@ fn parse_file<T: DeserializeOwned + Default>(
     }
     src.tainted = tainted;
     Parsed { raw, value, src }
+}
+
+/// A clearer message for shapes users bring from other tools.
+fn explain(value: &Value, message: String) -> String {
+    if message.starts_with("services: invalid type: map")
+        && value.get("services").is_some_and(Value::is_mapping)
+    {
+        return "services must be a list (- name: ...); a compose-style map of services is not supported"
+            .to_owned();
+    }
+    message
 }
 
 /// Names the main-file service an error is in: from serde's `services[N]`
@@ -1050,7 +1071,7 @@ fn build_service(
     let mut named = false;
     match &name {
         None => {
-            if !tainted {
+            if !cx.blanked(&[K("name")]) {
                 cx.err(&[], "missing required key 'name'".to_owned());
             }
         }
@@ -1073,7 +1094,7 @@ fn build_service(
     // binary
     let binary = match &raw.binary {
         None => {
-            if !tainted {
+            if !cx.blanked(&[K("binary")]) {
                 cx.err(&[], "missing required key 'binary'".to_owned());
             }
             PathBuf::new()

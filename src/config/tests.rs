@@ -1783,3 +1783,89 @@ fn main_errors_and_dropins() {
     expect_err(&d, 4, 15, None, "invalid type: sequence");
     assert_eq!(count(&d, Severity::Error), 1, "{}", render(&d));
 }
+
+// ---- issue 8 point 12: each problem once, and none hidden.
+
+#[test]
+fn typo_inside_a_depends_on_item_is_reported_once_at_the_key() {
+    let d = errs(
+        "dep-typo",
+        "services:\n  - name: a\n    binary: /bin/sh\n  - name: b\n    binary: /bin/sh\n    depends_on:\n      - name: a\n        conditon: started\n",
+    );
+    assert_eq!(count(&d, Severity::Error), 1, "{}", render(&d));
+    expect_err(&d, 8, 9, Some("b"), "unknown field `conditon`");
+}
+
+#[test]
+fn compose_style_services_map_is_one_clear_error() {
+    let d = errs(
+        "compose",
+        "services:\n  web:\n    image: nginx\n    ports: [\"80:80\"]\n  db:\n    image: postgres\n",
+    );
+    assert_eq!(d.len(), 1, "{}", render(&d));
+    expect_err(
+        &d,
+        1,
+        1,
+        None,
+        "services must be a list (- name: ...); a compose-style map of services is not supported",
+    );
+}
+
+#[test]
+fn a_map_where_a_list_belongs_is_one_error() {
+    let d = errs(
+        "env-map",
+        "services:\n  - name: a\n    binary: /bin/sh\n    env:\n      A: 1\n      B: 2\n",
+    );
+    assert_eq!(d.len(), 1, "{}", render(&d));
+    expect_err(
+        &d,
+        4,
+        5,
+        Some("a"),
+        "env: invalid type: map, expected a sequence",
+    );
+}
+
+#[test]
+fn unknown_key_does_not_hide_a_missing_binary() {
+    let d = errs(
+        "typo-binary",
+        "services:\n  - name: a\n    bnary: /bin/sh\n    restart: always\n",
+    );
+    expect_err(&d, 3, 5, Some("a"), "unknown field `bnary`");
+    expect_err(&d, 2, 5, Some("a"), "missing required key 'binary'");
+    assert_eq!(d.len(), 2, "{}", render(&d));
+}
+
+#[test]
+fn unknown_key_in_a_dropin_does_not_hide_a_missing_binary() {
+    let dir = tmpdir("typo-dropin");
+    let main = write(&dir, "config.yaml", "services: []\n");
+    write(&dir, "services.d/b.yaml", "name: b\nbinary_path: /bin/sh\n");
+    let d = load(&main).unwrap_err();
+    expect_err(&d, 2, 1, Some("b"), "unknown field `binary_path`");
+    expect_err(&d, 1, 1, Some("b"), "missing required key 'binary'");
+    assert_eq!(d.len(), 2, "{}", render(&d));
+}
+
+#[test]
+fn a_broken_binary_value_is_not_also_missing() {
+    let d = errs(
+        "bad-binary",
+        "services:\n  - name: a\n    binary: [/bin/sh]\n",
+    );
+    assert_eq!(d.len(), 1, "{}", render(&d));
+    expect_err(&d, 3, 13, Some("a"), "binary: invalid type: sequence");
+}
+
+#[test]
+fn a_document_that_is_a_list_is_one_error() {
+    let d = errs(
+        "doc-list",
+        "- name: a\n  binary: /bin/sh\n- name: b\n  binary: /bin/sh\n",
+    );
+    assert_eq!(d.len(), 1, "{}", render(&d));
+    expect_err(&d, 1, 1, None, "invalid type: sequence, expected a mapping");
+}
