@@ -732,3 +732,26 @@ fn undefined_main_service() {
         .error(2, 9, None, "main service 'ap' is not defined");
     assert_eq!(r.errors(), 1, "{}", r.out);
 }
+
+/// issue 8 point 9: `backoff.initial: 0s` restarts at once; validate says
+/// what that means for a crashing service, and the config is valid.
+#[test]
+fn zero_backoff_is_allowed_with_a_warning() {
+    let r = validate(
+        "backoff0",
+        "services:\n  - name: a\n    binary: /bin/sh\n    backoff:\n      initial: 0s\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.out);
+    r.has(
+        "warning",
+        5,
+        16,
+        Some("a"),
+        "backoff.initial is 0: a service that keeps crashing is restarted at once, in a loop without delay",
+    );
+    assert!(
+        r.out.contains("config OK: 1 services (1 warnings)"),
+        "{}",
+        r.out
+    );
+}

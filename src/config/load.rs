@@ -1236,11 +1236,14 @@ fn build_service(
             .map_or(DEFAULT_BACKOFF_RESET, |d| d.0),
     };
     if backoff.initial == 0 {
-        cx.err(
+        // Allowed (some want a restart at once), but say what it costs.
+        cx.warn(
             &bp("initial"),
-            "backoff.initial must be at least 1ms (0 would restart in a busy loop)".to_owned(),
+            "backoff.initial is 0: a service that keeps crashing is restarted at once, in a loop without delay"
+                .to_owned(),
         );
-    } else if backoff.initial > backoff.max {
+    }
+    if backoff.initial > backoff.max {
         let at = if rb.and_then(|b| b.max).is_some() {
             bp("max")
         } else {

@@ -839,7 +839,14 @@ services:
     );
     expect_err(&d, 3, 13, None, "service_logs.buffer is 100 bytes");
     expect_err(&d, 4, 15, None, "service_logs.max_size is 1024 bytes");
-    expect_err(&d, 9, 16, Some("a"), "backoff.initial must be at least 1ms");
+    expect(
+        &d,
+        Severity::Warning,
+        9,
+        16,
+        Some("a"),
+        "backoff.initial is 0: a service that keeps crashing is restarted at once",
+    );
     expect_err(
         &d,
         10,
