@@ -4,6 +4,10 @@
 //! at startup from `coffey.limits` and `log.buffer`; what is here is the
 //! compile-time part. When something is full the code returns `Err` and
 //! reports it; it never panics and never grows.
+//!
+//! The config loader includes this file too (by path, so that the fuzzed
+//! config crate stays self-contained): the limits a config can hit are
+//! checked there, once, for validate, startup and reload alike.
 
 /// Longest service name, bytes (validated by the config loader).
 pub const NAME_MAX: usize = 31;
@@ -34,10 +38,16 @@ pub const MAX_ARGS: usize = 128;
 pub const MAX_ENV_EXTRA: usize = 64;
 /// Most supplementary groups per service.
 pub const MAX_GROUPS: usize = 64;
+/// Login environment entries `user:` adds (HOME, USER, LOGNAME, SHELL),
+/// beyond the service's own `env`.
+pub const LOGIN_ENV: usize = 4;
 /// Longest daemon log line, bytes (longer lines are cut).
 pub const LOG_LINE_MAX: usize = 1280;
 /// Longest path the daemon builds at run time (log rotation names).
 pub const PATH_MAX: usize = 512;
+/// Longest service log file path: room is left for the rotation suffix
+/// (`.N`, up to 12 bytes; daemon/logfile.rs checks the same).
+pub const LOG_PATH_MAX: usize = PATH_MAX - 12;
 /// File descriptors the daemon holds for itself: poll, signalfd, /dev/null,
 /// daemon log, control socket, stdin/out/err, plus slack for spawn's
 /// status pipe.

@@ -26,10 +26,10 @@ mod exit {
     pub const OK: i32 = 0;
 }
 
-fn validate(path: &std::path::Path) -> i32 {
+fn validate(path: &std::path::Path, target: &config::Target) -> i32 {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let (code, cfg) = config::run_validate(path, &mut out);
+    let (code, cfg) = config::run_validate(path, target, &mut out);
     if let Some(cfg) = cfg {
         let b = daemon::setup::budget(&cfg);
         let kib = |n: usize| n.div_ceil(1024);
@@ -120,11 +120,12 @@ fn main() {
             exit::OK
         }
         Invocation::Client { global, cmd } => cli::run(&global, &cmd),
-        Invocation::Validate { config, json } => {
+        Invocation::Validate { config, json, root } => {
+            let target = root.map_or(config::Target::Host, config::Target::Root);
             if json {
-                cli::validate::run_json(&config)
+                cli::validate::run_json(&config, &target)
             } else {
-                validate(&config)
+                validate(&config, &target)
             }
         }
         Invocation::Daemon { config, container } => daemon::boot(config, container, false),

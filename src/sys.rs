@@ -24,6 +24,9 @@ pub enum Stage {
     Setuid,
     Chdir,
     Exec,
+    /// `user` or `group` did not resolve when the config was loaded (the
+    /// reason is the slot's; nothing was forked).
+    User,
 }
 
 impl Stage {
@@ -38,6 +41,7 @@ impl Stage {
             Stage::Setuid => "setuid",
             Stage::Chdir => "chdir",
             Stage::Exec => "exec",
+            Stage::User => "user",
         }
     }
     pub fn from_u32(v: u32) -> Stage {
@@ -50,6 +54,7 @@ impl Stage {
             5 => Stage::Setgid,
             6 => Stage::Setuid,
             7 => Stage::Chdir,
+            9 => Stage::User,
             _ => Stage::Exec,
         }
     }

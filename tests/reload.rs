@@ -515,12 +515,14 @@ fn invalid_config_is_rejected_and_nothing_changes() {
             ),
         ),
         (
-            "binary missing",
+            // (A missing binary is no config error: it fails only that
+            // service; see tests/target.rs. A relative one is.)
+            "relative binary",
             d.config_text(
                 "",
                 &[
                     good.clone(),
-                    "  - name: c\n    binary: /nonexistent/coffey-test\n".into(),
+                    "  - name: c\n    binary: coffey-test\n".into(),
                 ]
                 .concat(),
             ),

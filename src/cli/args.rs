@@ -109,8 +109,12 @@ pub enum Command {
 pub enum Invocation {
     /// Run the supervisor with this config. `container`: `--container`.
     Daemon { config: PathBuf, container: bool },
-    /// `validate`: check a config offline.
-    Validate { config: PathBuf, json: bool },
+    /// `validate`: check a config offline; `root`: against an image tree.
+    Validate {
+        config: PathBuf,
+        json: bool,
+        root: Option<PathBuf>,
+    },
     /// `-h/--help` or `help`.
     Help,
     /// A client of the control socket.
@@ -163,7 +167,8 @@ commands:
   logs SERVICE                     last lines, then follow
   events                           stream service events
   reload [--dry-run]               re-read the config and apply (or show) the plan
-  validate [-c FILE]               check a config offline
+  validate [-c FILE] [--root DIR]  check a config offline (--root: against
+                                   the image tree DIR: binaries, users, groups)
   shutdown                         stop every service and the supervisor
   poweroff | reboot | halt         as a machine's init: stop everything, then that
                                    (also as argv[0], e.g. a /sbin/poweroff symlink)
@@ -207,6 +212,8 @@ struct Opts {
     dry_run: bool,
     /// `--container`: run as a container's init even if checks say system.
     container: bool,
+    /// `validate --root DIR`.
+    root: Option<PathBuf>,
     /// Subcommand-specific options seen, for "does not apply" errors.
     specific: Vec<&'static str>,
 }
@@ -278,6 +285,10 @@ where
                 o.specific.push("--dry-run");
             }
             Long("container") => o.container = true,
+            Long("root") => {
+                o.root = Some(p.value().map_err(from_lexopt)?.into());
+                o.specific.push("--root");
+            }
             Value(v) => words.push(utf8(v, "argument")?),
             _ => return Err(from_lexopt(arg.unexpected())),
         }
@@ -325,6 +336,7 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
         "start" | "stop" | "restart" | "shutdown" => &["--no-wait", "--timeout"],
         "logs" => &["-n", "--follow", "--no-follow"],
         "reload" => &["--dry-run"],
+        "validate" => &["--root"],
         _ => &[],
     };
     if let Some(bad) = o.specific.iter().find(|s| !allowed.contains(s)) {
@@ -350,6 +362,7 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
             return Ok(Invocation::Validate {
                 config,
                 json: o.global.json,
+                root: o.root,
             });
         }
         "status" => match rest.as_slice() {
@@ -652,14 +665,25 @@ mod tests {
             p(&["validate", "-c", "/a.yaml"]).unwrap(),
             Invocation::Validate {
                 config: "/a.yaml".into(),
-                json: false
+                json: false,
+                root: None,
             }
         );
+        assert_eq!(
+            p(&["validate", "--root", "/img", "-c", "/a.yaml"]).unwrap(),
+            Invocation::Validate {
+                config: "/a.yaml".into(),
+                json: false,
+                root: Some("/img".into()),
+            }
+        );
+        assert!(p(&["status", "--root", "/img"]).is_err());
         assert_eq!(
             p(&["-j", "validate"]).unwrap(),
             Invocation::Validate {
                 config: DEFAULT_CONFIG.into(),
-                json: true
+                json: true,
+                root: None,
             }
         );
     }

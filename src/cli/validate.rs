@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::config::{self, Diag, Severity};
+use crate::config::{self, Diag, Severity, Target};
 use crate::daemon;
 
 fn diag_json(d: &Diag) -> Value {
@@ -27,8 +27,8 @@ fn diag_json(d: &Diag) -> Value {
 }
 
 /// Prints the JSON report; returns the exit code (0 valid, 1 errors).
-pub fn run_json(path: &Path) -> i32 {
-    let (code, doc) = match config::load(path) {
+pub fn run_json(path: &Path, target: &Target) -> i32 {
+    let (code, doc) = match config::load_for(path, target) {
         Ok((cfg, warnings)) => {
             let b = daemon::setup::budget(&cfg);
             let doc = json!({

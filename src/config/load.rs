@@ -7,14 +7,16 @@
 //! defaults live here as named constants; docs/CONFIG.md explains each.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use nix::unistd::{self, AccessFlags, Gid, Group, Uid, User};
+use nix::unistd;
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
+use super::limits::{
+    EXEC_ARENA, LOG_PATH_MAX, MAX_ARGS, MAX_DEPS, MAX_ENV_EXTRA, MAX_GROUPS, NAME_MAX,
+};
 use super::locate::{clean_message, normalize, parse_recovering, Outline, Seg};
 use super::raw::{
     List, RawCheck, RawCheckType, RawCommand, RawCondition, RawFile, RawGlobal, RawKind, RawMount,
@@ -24,6 +26,7 @@ use super::spec::{
     Backoff, Check, CheckKind, Condition, Config, DaemonLog, Dep, Healthcheck, Kind, Limits,
     Millis, Mount, Restart, ServiceLog, ServiceLogs, ServiceSpec,
 };
+use super::target::{Target, UserEnt};
 use super::units::fmt_ms;
 use super::{Diag, Severity};
 
@@ -60,7 +63,7 @@ const MAX_HTTP_STATUS: u16 = 599;
 /// clear of whatever the service opens itself (s6 and dinit take any fd).
 const MIN_NOTIFY_FD: u32 = 3;
 const MAX_NOTIFY_FD: u32 = 255;
-const MAX_NAME_LEN: usize = 31;
+const MAX_NAME_LEN: usize = NAME_MAX;
 /// `sun_path` is 108 bytes on Linux, including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 /// Linux `HOST_NAME_MAX`.
@@ -132,6 +135,7 @@ struct Ctx<'a> {
     /// Where the service lives in its file (`services[i]`, or the root).
     prefix: &'a [Seg],
     service: Option<String>,
+    target: &'a Target,
 }
 
 impl Ctx<'_> {
@@ -163,14 +167,35 @@ impl Ctx<'_> {
         );
     }
 
+    /// A fact about the target system (see `target.rs`): an error for an
+    /// image (`validate --root`), a warning on this host.
+    fn finding(&mut self, path: &[Seg], msg: &str) {
+        let text = format!("{msg} ({})", self.target.place());
+        if self.target.strict() {
+            self.err(path, text);
+        } else {
+            self.warn(path, text);
+        }
+    }
+
     /// Whether the entry at `path` was blanked by error recovery.
     fn tainted(&self, path: &[Seg]) -> bool {
         self.src.tainted.contains(&self.at(path).0)
     }
+
+    /// Whether the key at `path` is in the source and was blanked by error
+    /// recovery (so its absence is not a second problem). A key that was
+    /// never written is missing even when a sibling was blanked.
+    fn blanked(&self, path: &[Seg]) -> bool {
+        let mut full = self.prefix.to_vec();
+        full.extend_from_slice(path);
+        self.src.outline.has(&full) && self.tainted(path)
+    }
 }
 
 /// Defaults a service inherits from the global section.
-struct Globals {
+struct Globals<'t> {
+    target: &'t Target,
     base_dir: PathBuf,
     log_dir: Option<PathBuf>,
     buffer: u32,
@@ -284,6 +309,7 @@ fn parse_file<T: DeserializeOwned + Default>(
     let (raw, errors, tainted) = parse_recovering::<T>(&norm);
     for e in errors {
         let (service, message) = service_of(&value, &src.outline, e.line, &e.message);
+        let message = explain(&value, message);
         sink.add(
             Severity::Error,
             file,
@@ -294,6 +320,17 @@ fn parse_file<T: DeserializeOwned + Default>(
     }
     src.tainted = tainted;
     Parsed { raw, value, src }
+}
+
+/// A clearer message for shapes users bring from other tools.
+fn explain(value: &Value, message: String) -> String {
+    if message.starts_with("services: invalid type: map")
+        && value.get("services").is_some_and(Value::is_mapping)
+    {
+        return "services must be a list (- name: ...); a compose-style map of services is not supported"
+            .to_owned();
+    }
+    message
 }
 
 /// Names the main-file service an error is in: from serde's `services[N]`
@@ -344,6 +381,7 @@ pub(super) fn load_text(
     path: &Path,
     text: &str,
     read_dropins: bool,
+    target: &Target,
 ) -> Result<(Config, Vec<Diag>), Vec<Diag>> {
     let mut sink = Sink::default();
     let base_dir = base_dir_of(path);
@@ -353,8 +391,16 @@ pub(super) fn load_text(
     let raw_file = main.raw.unwrap_or_default();
     let mut srcs: Vec<Src> = vec![main.src];
 
-    let mut config = build_globals(path, raw_file.coffey.as_ref(), &base_dir, &srcs, &mut sink);
+    let mut config = build_globals(
+        path,
+        raw_file.coffey.as_ref(),
+        &base_dir,
+        &srcs,
+        target,
+        &mut sink,
+    );
     let globals = Globals {
+        target,
         base_dir: base_dir.clone(),
         log_dir: config.service_logs.dir.clone(),
         buffer: config.service_logs.buffer,
@@ -567,6 +613,7 @@ fn build_globals(
     raw: Option<&RawGlobal>,
     base_dir: &Path,
     srcs: &[Src],
+    target: &Target,
     sink: &mut Sink,
 ) -> Config {
     let default = RawGlobal::default();
@@ -582,6 +629,7 @@ fn build_globals(
         src,
         prefix: &[],
         service: None,
+        target,
     };
     let g = |k: &'static str| [K("coffey"), K(k)];
 
@@ -606,7 +654,7 @@ fn build_globals(
         _ => None,
     };
     let socket_group = match &raw.socket_group {
-        Some(name) => match resolve_group(name) {
+        Some(name) => match target.group(name) {
             Ok(g) => Some(g),
             Err(e) => {
                 cx.err(&g("socket_group"), e);
@@ -981,46 +1029,198 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `binary` must be an executable regular file (access X_OK, then stat).
-fn check_executable(path: &Path) -> Result<(), String> {
-    unistd::access(path, AccessFlags::X_OK).map_err(|e| e.desc().to_owned())?;
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => Ok(()),
-        Ok(_) => Err("not a regular file".to_owned()),
-        Err(e) => Err(e.to_string()),
+fn dir_exists(target: &Target, p: &Path) -> bool {
+    match target {
+        Target::Host => p.is_dir(),
+        Target::Root(root) => super::target::in_root(root, p).is_ok_and(|r| r.is_dir()),
     }
 }
 
-/// Resolved user: (name, uid, primary gid, has passwd entry).
-fn resolve_user(name: &str) -> Result<(String, u32, u32, bool), String> {
-    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
-        let uid: u32 = name.parse().map_err(|_| format!("invalid uid {name}"))?;
-        return match User::from_uid(Uid::from_raw(uid)) {
-            Ok(Some(u)) => Ok((u.name, uid, u.gid.as_raw(), true)),
-            Ok(None) => Ok((name.to_owned(), uid, uid, false)),
-            Err(e) => Err(format!("cannot look up uid {uid}: {}", e.desc())),
-        };
+/// What `user:` and `group:` resolve to.
+#[derive(Default)]
+struct Creds {
+    user: Option<(String, u32, u32)>,
+    group: Option<(String, u32)>,
+    groups: Vec<u32>,
+    login_env: Vec<String>,
+    /// Why the service cannot start as configured ("user not found: x").
+    error: Option<String>,
+}
+
+/// `user:` gives a login environment, as login(1), su - and systemd's
+/// `User=` do: HOME, USER, LOGNAME and SHELL from the passwd entry, unless
+/// `env` sets them.
+fn login_env(u: &UserEnt, env_keys: &BTreeMap<String, usize>) -> Vec<String> {
+    let home = if u.home.is_empty() { "/" } else { &u.home };
+    let shell = if u.shell.is_empty() {
+        "/bin/sh"
+    } else {
+        &u.shell
+    };
+    [
+        ("HOME", home),
+        ("USER", &u.name),
+        ("LOGNAME", &u.name),
+        ("SHELL", shell),
+    ]
+    .into_iter()
+    .filter(|(k, _)| !env_keys.contains_key(*k))
+    .map(|(k, v)| format!("{k}={v}"))
+    .collect()
+}
+
+/// Resolves `user:` and `group:` on the target. A missing user or group is
+/// a finding (see `target.rs`): the service is kept, marked so that its
+/// start fails with the reason, and retried; a reload resolves it again.
+fn build_creds(cx: &mut Ctx, raw: &RawService, env_keys: &BTreeMap<String, usize>) -> Creds {
+    let mut c = Creds::default();
+    let mut ent = None;
+    if let Some(u) = &raw.user {
+        match cx.target.user(u) {
+            Ok(e) => {
+                if !e.known {
+                    cx.warn(
+                        &[K("user")],
+                        format!(
+                            "uid {} has no passwd entry; primary gid defaults to {}",
+                            e.uid, e.gid
+                        ),
+                    );
+                }
+                c.user = Some((e.name.clone(), e.uid, e.gid));
+                ent = Some(e);
+            }
+            Err(msg) => {
+                cx.finding(&[K("user")], &msg);
+                c.error = Some(msg);
+            }
+        }
     }
-    match User::from_name(name) {
-        Ok(Some(u)) => Ok((name.to_owned(), u.uid.as_raw(), u.gid.as_raw(), true)),
-        Ok(None) => Err(format!("unknown user '{name}'")),
-        Err(e) => Err(format!("cannot look up user '{name}': {}", e.desc())),
+    if let Some(gname) = &raw.group {
+        match cx.target.group(gname) {
+            Ok(gr) => c.group = Some(gr),
+            Err(msg) => {
+                cx.finding(&[K("group")], &msg);
+                c.error.get_or_insert(msg);
+            }
+        }
+    }
+    let Some(e) = ent.filter(|e| e.known) else {
+        return c;
+    };
+    c.login_env = login_env(&e, env_keys);
+    let gid = c.group.as_ref().map_or(e.gid, |(_, gid)| *gid);
+    match cx.target.groups_of(&e.name, gid) {
+        Ok(gids) if gids.len() > MAX_GROUPS => {
+            let msg = format!(
+                "user '{}' is in {} groups, the most is {MAX_GROUPS}",
+                e.name,
+                gids.len()
+            );
+            cx.finding(&[K("user")], &msg);
+            c.error.get_or_insert(msg);
+        }
+        Ok(gids) => c.groups = gids,
+        Err(msg) => {
+            cx.finding(&[K("user")], &msg);
+            c.error.get_or_insert(msg);
+        }
+    }
+    c
+}
+
+/// The per-service exec buffer holds the binary path, the working dir,
+/// the args and the env entries (login env included), each with a NUL.
+/// Reported at the entry that crosses the limit.
+fn check_exec_size(
+    cx: &mut Ctx,
+    binary: &Path,
+    working_dir: Option<&Path>,
+    args: &[String],
+    env: &[String],
+    login: &[String],
+) {
+    if args.len() > MAX_ARGS {
+        cx.err(
+            &[K("args")],
+            format!("args: {} entries, the most is {MAX_ARGS}", args.len()),
+        );
+    }
+    if env.len() > MAX_ENV_EXTRA {
+        cx.err(
+            &[K("env")],
+            format!("env: {} entries, the most is {MAX_ENV_EXTRA}", env.len()),
+        );
+    }
+    let cwd = working_dir.map_or(1, |w| w.as_os_str().len());
+    let mut total = binary.as_os_str().len() + 1 + cwd + 1;
+    let mut at: Option<Vec<Seg>> = (total > EXEC_ARENA).then(|| vec![K("binary")]);
+    let items = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (vec![K("args"), I(i)], a))
+        .chain(
+            env.iter()
+                .enumerate()
+                .map(|(i, e)| (vec![K("env"), I(i)], e)),
+        )
+        .chain(login.iter().map(|e| (vec![K("user")], e)));
+    for (path, item) in items {
+        total += item.len() + 1;
+        if total > EXEC_ARENA && at.is_none() {
+            at = Some(path);
+        }
+    }
+    if let Some(path) = at {
+        let with_login = if login.is_empty() {
+            ""
+        } else {
+            " (with the HOME, USER, LOGNAME and SHELL of `user`)"
+        };
+        cx.err(
+            &path,
+            format!(
+                "binary, working_dir, args and env{with_login} take {total} bytes, the most is {EXEC_ARENA} (8 KiB)"
+            ),
+        );
     }
 }
 
-fn resolve_group(name: &str) -> Result<(String, u32), String> {
-    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
-        let gid: u32 = name.parse().map_err(|_| format!("invalid gid {name}"))?;
-        return match Group::from_gid(Gid::from_raw(gid)) {
-            Ok(Some(g)) => Ok((g.name, gid)),
-            Ok(None) => Ok((name.to_owned(), gid)),
-            Err(e) => Err(format!("cannot look up gid {gid}: {}", e.desc())),
-        };
+/// An exec check runs with the service's env and working dir in its own
+/// exec buffer of the same size; its argv includes the program.
+fn check_command_size(
+    cx: &mut Ctx,
+    which: &'static str,
+    command: &[String],
+    working_dir: Option<&Path>,
+    (env, login): (&[String], &[String]),
+) {
+    let at = [K("healthcheck"), K(which), K("command")];
+    if command.len() > MAX_ARGS + 1 {
+        cx.err(
+            &at,
+            format!(
+                "healthcheck.{which}.command: {} entries, the most is {}",
+                command.len(),
+                MAX_ARGS + 1
+            ),
+        );
     }
-    match Group::from_name(name) {
-        Ok(Some(g)) => Ok((name.to_owned(), g.gid.as_raw())),
-        Ok(None) => Err(format!("unknown group '{name}'")),
-        Err(e) => Err(format!("cannot look up group '{name}': {}", e.desc())),
+    let cwd = working_dir.map_or(1, |w| w.as_os_str().len()) + 1;
+    let total: usize = cwd
+        + command
+            .iter()
+            .chain(env)
+            .chain(login)
+            .map(|x| x.len() + 1)
+            .sum::<usize>();
+    if total > EXEC_ARENA {
+        cx.err(
+            &at,
+            format!(
+                "healthcheck.{which}.command, working_dir and env take {total} bytes, the most is {EXEC_ARENA} (8 KiB)"
+            ),
+        );
     }
 }
 
@@ -1046,11 +1246,12 @@ fn build_service(
         src,
         prefix: &prefix,
         service: name.clone(),
+        target: g.target,
     };
     let mut named = false;
     match &name {
         None => {
-            if !tainted {
+            if !cx.blanked(&[K("name")]) {
                 cx.err(&[], "missing required key 'name'".to_owned());
             }
         }
@@ -1073,7 +1274,7 @@ fn build_service(
     // binary
     let binary = match &raw.binary {
         None => {
-            if !tainted {
+            if !cx.blanked(&[K("binary")]) {
                 cx.err(&[], "missing required key 'binary'".to_owned());
             }
             PathBuf::new()
@@ -1086,10 +1287,10 @@ fn build_service(
                         &[K("binary")],
                         format!("binary '{b}' must be an absolute path"),
                     );
-                } else if let Err(why) = check_executable(&p) {
-                    cx.err(
+                } else if let Err(why) = g.target.executable(&p) {
+                    cx.finding(
                         &[K("binary")],
-                        format!("binary {b} is not executable: {why}"),
+                        &format!("binary {b} is not executable: {why}"),
                     );
                 }
             }
@@ -1129,7 +1330,7 @@ fn build_service(
                     &[K("working_dir")],
                     format!("working_dir '{w}' must be an absolute path"),
                 );
-            } else if !p.is_dir() {
+            } else if !dir_exists(g.target, &p) {
                 cx.warn(
                     &[K("working_dir")],
                     format!("working_dir {w} is not a directory (yet); starting will fail"),
@@ -1140,45 +1341,15 @@ fn build_service(
         _ => None,
     };
 
-    // user / group
-    let mut user = None;
-    let mut user_known = false;
-    if let Some(u) = &raw.user {
-        match resolve_user(u) {
-            Ok((uname, uid, gid, known)) => {
-                if !known {
-                    cx.warn(
-                        &[K("user")],
-                        format!("uid {uid} has no passwd entry; primary gid defaults to {gid}"),
-                    );
-                }
-                user_known = known;
-                user = Some((uname, uid, gid));
-            }
-            Err(msg) => cx.err(&[K("user")], msg),
-        }
-    }
-    let mut group = None;
-    if let Some(gname) = &raw.group {
-        match resolve_group(gname) {
-            Ok(gr) => group = Some(gr),
-            Err(msg) => cx.err(&[K("group")], msg),
-        }
-    }
-    let mut supplementary_gids = Vec::new();
-    if let (Some((uname, _, primary)), true) = (&user, user_known) {
-        let gid = group.as_ref().map_or(*primary, |(_, gid)| *gid);
-        match CString::new(uname.as_str()) {
-            Ok(c) => match unistd::getgrouplist(&c, Gid::from_raw(gid)) {
-                Ok(gids) => supplementary_gids = gids.into_iter().map(Gid::as_raw).collect(),
-                Err(e) => cx.err(
-                    &[K("user")],
-                    format!("cannot list the groups of user '{uname}': {}", e.desc()),
-                ),
-            },
-            Err(_) => cx.err(&[K("user")], "user name contains a NUL byte".to_owned()),
-        }
-    }
+    let creds = build_creds(&mut cx, raw, &env_keys);
+    check_exec_size(
+        &mut cx,
+        &binary,
+        working_dir.as_deref(),
+        &args,
+        &env,
+        &creds.login_env,
+    );
 
     let kind = match raw.kind {
         Some(RawKind::Oneshot) => Kind::Oneshot,
@@ -1215,11 +1386,14 @@ fn build_service(
             .map_or(DEFAULT_BACKOFF_RESET, |d| d.0),
     };
     if backoff.initial == 0 {
-        cx.err(
+        // Allowed (some want a restart at once), but say what it costs.
+        cx.warn(
             &bp("initial"),
-            "backoff.initial must be at least 1ms (0 would restart in a busy loop)".to_owned(),
+            "backoff.initial is 0: a service that keeps crashing is restarted at once, in a loop without delay"
+                .to_owned(),
         );
-    } else if backoff.initial > backoff.max {
+    }
+    if backoff.initial > backoff.max {
         let at = if rb.and_then(|b| b.max).is_some() {
             bp("max")
         } else {
@@ -1280,6 +1454,15 @@ fn build_service(
             dep_items.push(i);
         }
     }
+    if depends_on.len() > MAX_DEPS {
+        cx.err(
+            &[K("depends_on")],
+            format!(
+                "depends_on: {} entries, the most is {MAX_DEPS}",
+                depends_on.len()
+            ),
+        );
+    }
 
     // log
     let rl = raw.log.as_ref();
@@ -1292,6 +1475,23 @@ fn build_service(
         None if named => g.log_dir.as_ref().map(|d| d.join(format!("{name}.log"))),
         None => None,
     };
+    if let Some(f) = &file {
+        let len = f.as_os_str().len();
+        if len > LOG_PATH_MAX {
+            let (path, from): (&[Seg], &str) = if rl.and_then(|l| l.file.as_ref()).is_some() {
+                (&[K("log"), K("file")], "")
+            } else {
+                (&[], " (from coffey.service_logs.dir)")
+            };
+            cx.err(
+                path,
+                format!(
+                    "log file path {}{from} is {len} bytes, the most is {LOG_PATH_MAX}",
+                    f.display()
+                ),
+            );
+        }
+    }
     let buffer = match rl.and_then(|l| l.buffer) {
         Some(b) => check_buffer(&mut cx, &[K("log"), K("buffer")], "log.buffer", b.0),
         None => g.buffer,
@@ -1312,6 +1512,19 @@ fn build_service(
             .and_then(|h| h.liveness.as_ref())
             .and_then(|c| build_check(&mut cx, c, "liveness")),
     };
+    for (which, c) in [
+        ("readiness", &healthcheck.readiness),
+        ("liveness", &healthcheck.liveness),
+    ] {
+        if let Some(Check {
+            kind: CheckKind::Exec { command },
+            ..
+        }) = c
+        {
+            let own = (env.as_slice(), creds.login_env.as_slice());
+            check_command_size(&mut cx, which, command, working_dir.as_deref(), own);
+        }
+    }
     if restart == Restart::Never && healthcheck.liveness.is_some() {
         cx.warn(
             &[K("healthcheck"), K("liveness")],
@@ -1339,9 +1552,11 @@ fn build_service(
         args,
         env,
         working_dir,
-        user,
-        group,
-        supplementary_gids,
+        user: creds.user,
+        group: creds.group,
+        supplementary_gids: creds.groups,
+        login_env: creds.login_env,
+        cred_error: creds.error,
         umask: raw.umask.map(|u| u.0),
         kind,
         restart,
@@ -1559,12 +1774,11 @@ fn exec_command(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Vec
         );
         return None;
     }
-    if let Err(why) = check_executable(p) {
-        cx.err(
+    if let Err(why) = cx.target.executable(p) {
+        cx.finding(
             &prog_path,
-            format!("healthcheck.{which}: exec check command {prog} is not executable: {why}"),
+            &format!("healthcheck.{which}: exec check command {prog} is not executable: {why}"),
         );
-        return None;
     }
     Some(command)
 }

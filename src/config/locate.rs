@@ -254,7 +254,6 @@ impl Outline {
     }
 
     /// Whether `path` exists in the outline (as a key or item).
-    #[cfg(test)]
     pub(super) fn has(&self, path: &[Seg]) -> bool {
         self.walk(path).1
     }
@@ -282,32 +281,82 @@ pub(super) fn clean_message(msg: &str, line: usize, col: usize) -> String {
     msg.replace(&format!(" at line {line} column {col}"), "")
 }
 
-/// Overwrite the innermost entry holding `line:col` with spaces. Returns the
-/// blanked line numbers (1-based); empty when nothing could be blanked.
-fn blank_at(lines: &mut [Vec<char>], line: usize, col: usize) -> Vec<usize> {
-    let row_idx = line.saturating_sub(1).min(lines.len().saturating_sub(1));
-    let mut target: Option<Tok> = None;
-    if let Some(row) = lines.get(row_idx) {
+/// The closest entry above `row_idx` (0-based) that starts left of `col`,
+/// or at `col` when `same_col` (a sequence may sit at its key's indent).
+fn entry_above(lines: &[Vec<char>], row_idx: usize, col: usize, same_col: bool) -> Option<Tok> {
+    for r in (0..row_idx).rev() {
+        let prev = lines.get(r)?;
         let mut toks = Vec::new();
-        tokenize_line(row_idx + 1, row, &mut toks);
-        target = toks.into_iter().rfind(|t| t.col <= col);
-        if target.is_none() {
-            // A continuation line: find the closest less-indented entry above.
-            let ind = indent_of(row) + 1;
-            for r in (0..row_idx).rev() {
-                let Some(prev) = lines.get(r) else { break };
-                let mut toks = Vec::new();
-                tokenize_line(r + 1, prev, &mut toks);
-                if let Some(t) = toks.into_iter().rfind(|t| t.col < ind) {
-                    target = Some(t);
-                    break;
-                }
-            }
+        tokenize_line(r + 1, prev, &mut toks);
+        let found = toks
+            .into_iter()
+            .rfind(|t| t.col < col || (same_col && t.col == col && t.key.is_some()));
+        if found.is_some() {
+            return found;
         }
     }
-    let Some(t) = target else {
-        return Vec::new();
+    None
+}
+
+/// The entry to blank for an error at `line:col`: the innermost entry
+/// holding it, or, for a wrong-shape `container` error reported at the
+/// first entry of a block map or sequence, the entry holding that whole
+/// container (blanking only its first entry would report the rest again).
+/// `Err(())`: a container error with no parent (the document itself).
+fn target_at(
+    lines: &[Vec<char>],
+    line: usize,
+    col: usize,
+    container: bool,
+) -> Result<Option<(Tok, bool)>, ()> {
+    let row_idx = line.saturating_sub(1).min(lines.len().saturating_sub(1));
+    let Some(row) = lines.get(row_idx) else {
+        return Ok(None);
     };
+    let mut toks = Vec::new();
+    tokenize_line(row_idx + 1, row, &mut toks);
+    if container {
+        if let Some(first) = toks.iter().find(|t| t.line == line && t.col == col) {
+            let before = toks.iter().rfind(|t| t.col < col).cloned();
+            return match before.or_else(|| entry_above(lines, row_idx, col, first.key.is_none())) {
+                Some(parent) => Ok(Some((parent, true))),
+                None => Err(()),
+            };
+        }
+    }
+    match toks.into_iter().rfind(|t| t.col <= col) {
+        Some(t) => Ok(Some((t, false))),
+        // A continuation line: the closest less-indented entry above.
+        None => Ok(entry_above(lines, row_idx, indent_of(row) + 1, false).map(|t| (t, false))),
+    }
+}
+
+/// Overwrite the innermost entry holding `line:col` with spaces (see
+/// [`target_at`]). Returns the blanked line numbers (1-based; empty when
+/// nothing could be blanked) and, when a container error moved to the
+/// entry holding the container, that entry's position.
+fn blank_at(
+    lines: &mut [Vec<char>],
+    line: usize,
+    col: usize,
+    container: bool,
+) -> (Vec<usize>, Option<(usize, usize)>) {
+    let (t, moved) = match target_at(lines, line, col, container) {
+        Ok(Some(t)) => t,
+        Ok(None) => return (Vec::new(), None),
+        Err(()) => {
+            // The whole document has the wrong shape: one error is enough.
+            let mut blanked = Vec::new();
+            for (r, row) in lines.iter_mut().enumerate() {
+                if !is_blank(row) {
+                    blanked.push(r + 1);
+                }
+                row.iter_mut().for_each(|c| *c = ' ');
+            }
+            return (blanked, None);
+        }
+    };
+    let at = moved.then_some((t.line, t.col));
     let mut blanked = Vec::new();
     let base = t.col.saturating_sub(1);
     let start = if t.key.is_some() { base } else { base + 1 };
@@ -343,7 +392,13 @@ fn blank_at(lines: &mut [Vec<char>], line: usize, col: usize) -> Vec<usize> {
             break;
         }
     }
-    blanked
+    (blanked, at)
+}
+
+/// Whether a serde message says a whole map or sequence has the wrong
+/// shape (serde reports it at the container's first entry).
+fn is_container_error(msg: &str) -> bool {
+    msg.contains("invalid type: map") || msg.contains("invalid type: sequence")
 }
 
 /// A typed error found while parsing: position and message.
@@ -379,15 +434,24 @@ pub(super) fn parse_recovering<T: DeserializeOwned>(
             break;
         }
         let (line, col) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
-        errors.push(TypedError {
-            line,
-            col,
-            message: clean_message(&err.to_string(), line, col),
-        });
-        if line == 0 || !seen.insert((line, col)) {
+        let message = clean_message(&err.to_string(), line, col);
+        if line == 0 {
+            errors.push(TypedError { line, col, message });
             break;
         }
-        let blanked = blank_at(&mut lines, line, col);
+        if !seen.insert((line, col)) {
+            // Blanking did not get past it: it is reported already.
+            break;
+        }
+        let container = is_container_error(&message);
+        let (blanked, target) = blank_at(&mut lines, line, col, container);
+        // A container error is reported where the container's key is.
+        let (eline, ecol) = target.unwrap_or((line, col));
+        errors.push(TypedError {
+            line: eline,
+            col: ecol,
+            message,
+        });
         if blanked.is_empty() {
             break;
         }
@@ -483,7 +547,7 @@ services:
             .split('\n')
             .map(|l| l.chars().collect())
             .collect();
-        assert_eq!(blank_at(&mut lines, 3, 3), vec![3, 4]);
+        assert_eq!(blank_at(&mut lines, 3, 3, false).0, vec![3, 4]);
         let text: Vec<String> = lines.iter().map(|l| l.iter().collect()).collect();
         assert_eq!(text, vec!["a:", "  b: 1", "    ", "       ", "  d: 2", ""]);
     }
@@ -507,7 +571,8 @@ services:
             let mut lines: Vec<Vec<char>> = text.split('\n').map(|l| l.chars().collect()).collect();
             for l in 0..4 {
                 for c in 0..4 {
-                    let _ = blank_at(&mut lines, l, c);
+                    let _ = blank_at(&mut lines, l, c, false);
+                    let _ = blank_at(&mut lines, l, c, true);
                 }
             }
         }

@@ -12,13 +12,24 @@
 //!
 //! Layout: `units.rs` (durations, sizes, signals), `raw.rs` (serde shapes),
 //! `locate.rs` (positions and error recovery), `load.rs` (validation into
-//! the spec).
+//! the spec), `target.rs` (binaries, users and groups of the system the
+//! config runs on).
+//!
+//! [`load`] is the one decision whether a config can run, the daemon's
+//! capacities (`limits.rs`) included: `validate`, daemon startup and the
+//! reload compiler all call it, so they cannot disagree.
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)]
 
+// The daemon's fixed capacities, shared by path (this directory must stay
+// self-contained for the fuzz crate).
+#[allow(dead_code)]
+#[path = "../limits.rs"]
+mod limits;
 mod load;
 mod locate;
 mod raw;
 pub mod spec;
+mod target;
 mod units;
 
 use std::fmt;
@@ -26,6 +37,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use spec::*;
+pub use target::Target;
 // Public API for the CLI and other users; not every binary uses all of it.
 #[allow(unused_imports)]
 pub use units::{parse_duration, parse_signal, parse_size, parse_umask};
@@ -71,14 +83,20 @@ impl fmt::Display for Diag {
     }
 }
 
-/// Load the main file and its drop-ins, and validate everything.
+/// Load the main file and its drop-ins, and validate everything, with
+/// binaries, users and groups looked up on this system.
 ///
 /// `Ok` holds the config and its warnings; `Err` holds every diagnostic
 /// (errors and warnings), sorted by file and position.
 pub fn load(path: &Path) -> Result<(Config, Vec<Diag>), Vec<Diag>> {
+    load_for(path, &Target::Host)
+}
+
+/// Like [`load`], with binaries, users and groups looked up on `target`.
+pub fn load_for(path: &Path, target: &Target) -> Result<(Config, Vec<Diag>), Vec<Diag>> {
     match std::fs::read(path) {
         Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => load::load_text(path, &text, true),
+            Ok(text) => load::load_text(path, &text, true, target),
             Err(e) => Err(vec![Diag {
                 severity: Severity::Error,
                 file: path.to_path_buf(),
@@ -103,7 +121,7 @@ pub fn load(path: &Path) -> Result<(Config, Vec<Diag>), Vec<Diag>> {
 /// not read; the executable and user/group checks still run. Used by fuzzing.
 #[allow(dead_code)]
 pub fn load_str(path: &Path, text: &str) -> Result<(Config, Vec<Diag>), Vec<Diag>> {
-    load::load_text(path, text, false)
+    load::load_text(path, text, false, &Target::Host)
 }
 
 /// The `validate` command: print every diagnostic and a summary to `out`.
@@ -111,8 +129,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<(Config, Vec<Diag>), Vec<Diag
 /// Returns exit code 0 (valid, possibly with warnings) with the config, or 1
 /// (errors). Write errors on `out` are ignored (a closed stdout must not
 /// turn a valid config into a failure).
-pub fn run_validate(path: &Path, out: &mut dyn Write) -> (i32, Option<Config>) {
-    match load(path) {
+pub fn run_validate(path: &Path, target: &Target, out: &mut dyn Write) -> (i32, Option<Config>) {
+    match load_for(path, target) {
         Ok((config, warnings)) => {
             for w in &warnings {
                 let _ = writeln!(out, "{w}");

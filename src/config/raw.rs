@@ -329,25 +329,58 @@ impl<'de> Visitor<'de> for DepVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDep, A::Error> {
         let mut name: Option<String> = None;
         let mut condition: Option<RawCondition> = None;
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "name" => {
+        // Keys are read as `DepField` so an unknown one is reported at the
+        // key itself (recovery then blanks just that line, not the item).
+        while let Some(key) = map.next_key::<DepField>()? {
+            match key {
+                DepField::Name => {
                     if name.is_some() {
                         return Err(de::Error::duplicate_field("name"));
                     }
                     name = Some(map.next_value()?);
                 }
-                "condition" => {
+                DepField::Condition => {
                     if condition.is_some() {
                         return Err(de::Error::duplicate_field("condition"));
                     }
                     condition = Some(map.next_value()?);
                 }
-                other => return Err(de::Error::unknown_field(other, &["name", "condition"])),
             }
         }
         let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
         Ok(RawDep { name, condition })
+    }
+}
+
+/// The keys of a `depends_on` mapping.
+enum DepField {
+    Name,
+    Condition,
+}
+
+const DEP_FIELDS: &[&str] = &["name", "condition"];
+
+struct DepFieldVisitor;
+
+impl Visitor<'_> for DepFieldVisitor {
+    type Value = DepField;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("`name` or `condition`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<DepField, E> {
+        match v {
+            "name" => Ok(DepField::Name),
+            "condition" => Ok(DepField::Condition),
+            other => Err(de::Error::unknown_field(other, DEP_FIELDS)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DepField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_identifier(DepFieldVisitor)
     }
 }
 

@@ -184,7 +184,8 @@ pub struct Healthcheck {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     pub name: String,
-    /// Absolute path, checked executable at validation time.
+    /// Absolute path. Whether it is executable is a fact about the target
+    /// system: a warning at load time, an exec failure at start.
     pub binary: PathBuf,
     /// argv[1..]; argv[0] is the binary path.
     pub args: Vec<String>,
@@ -195,8 +196,16 @@ pub struct ServiceSpec {
     pub user: Option<(String, u32, u32)>,
     /// Resolved group: (name, gid). Overrides the user's primary group.
     pub group: Option<(String, u32)>,
-    /// Supplementary groups of `user`, resolved at load time.
+    /// Supplementary groups of `user`, resolved at load time (initgroups:
+    /// the primary or `group` gid first, then the groups listing `user`).
     pub supplementary_gids: Vec<u32>,
+    /// `HOME=`, `USER=`, `LOGNAME=`, `SHELL=` from `user`'s passwd entry,
+    /// those that `env` does not set. Added after `env`.
+    pub login_env: Vec<String>,
+    /// Set when `user` or `group` cannot be resolved on this system
+    /// ("user not found: x"): the service's every start fails with this
+    /// reason and is retried with its backoff; a reload resolves it again.
+    pub cred_error: Option<String>,
     pub umask: Option<u32>,
     pub kind: Kind,
     pub restart: Restart,

@@ -165,16 +165,18 @@ fn example_unchanged_only_reports_missing_binaries() {
     ] {
         if !Path::new(bin).exists() {
             expected += 1;
-            expect_err(
+            expect(
                 &d,
+                Severity::Warning,
                 line,
                 13,
                 Some(name),
-                "not executable: No such file or directory",
+                "not executable: No such file or directory (on this host",
             );
         }
     }
-    assert_eq!(count(&d, Severity::Error), expected, "{}", render(&d));
+    assert_eq!(count(&d, Severity::Error), 0, "{}", render(&d));
+    assert_eq!(count(&d, Severity::Warning), expected, "{}", render(&d));
 }
 
 #[test]
@@ -722,25 +724,16 @@ fn binary_checks() {
   - name: none
 ",
     );
+    // Structural: errors. Facts about this host: warnings.
     expect_err(&d, 3, 13, Some("rel"), "must be an absolute path");
-    expect_err(
-        &d,
-        5,
-        13,
-        Some("missing"),
-        "not executable: No such file or directory",
-    );
-    expect_err(&d, 9, 13, Some("dir"), "not executable: not a regular file");
+    let warn = |line, name, msg| expect(&d, Severity::Warning, line, 13, Some(name), msg);
+    warn(5, "missing", "not executable: No such file or directory");
+    warn(9, "dir", "not executable: not a regular file");
     expect_err(&d, 10, 5, Some("none"), "missing required key 'binary'");
     if !nix::unistd::geteuid().is_root() && Path::new("/etc/hostname").exists() {
-        expect_err(
-            &d,
-            7,
-            13,
-            Some("noexec"),
-            "not executable: Permission denied",
-        );
+        warn(7, "noexec", "not executable: Permission denied");
     }
+    assert_eq!(count(&d, Severity::Error), 2, "{}", render(&d));
 }
 
 #[test]
@@ -748,8 +741,15 @@ fn permission_denied_on_non_executable_file() {
     let dir = tmpdir("noexec");
     let f = write(&dir, "tool", "#!/bin/sh\n");
     let text = format!("services:\n  - name: t\n    binary: {}\n", f.display());
-    let d = load(&write(&dir, "config.yaml", &text)).unwrap_err();
-    expect_err(&d, 3, 13, Some("t"), "not executable: Permission denied");
+    let (_, d) = load(&write(&dir, "config.yaml", &text)).unwrap();
+    expect(
+        &d,
+        Severity::Warning,
+        3,
+        13,
+        Some("t"),
+        "not executable: Permission denied",
+    );
 }
 
 #[test]
@@ -768,8 +768,9 @@ fn users_groups_env() {
       - OK=2
 ",
     );
-    expect_err(&d, 4, 11, Some("a"), "unknown user 'no-such-user-coffey'");
-    expect_err(&d, 5, 12, Some("a"), "unknown group 'no-such-group-coffey'");
+    let warn = |line, col, msg| expect(&d, Severity::Warning, line, col, Some("a"), msg);
+    warn(4, 11, "user not found: no-such-user-coffey (on this host");
+    warn(5, 12, "group not found: no-such-group-coffey (on this host");
     expect_err(&d, 7, 9, Some("a"), "env entry 'NOEQUALS' is not KEY=VALUE");
     expect_err(&d, 8, 9, Some("a"), "env entry '=value' has an empty key");
     expect(
@@ -839,7 +840,14 @@ services:
     );
     expect_err(&d, 3, 13, None, "service_logs.buffer is 100 bytes");
     expect_err(&d, 4, 15, None, "service_logs.max_size is 1024 bytes");
-    expect_err(&d, 9, 16, Some("a"), "backoff.initial must be at least 1ms");
+    expect(
+        &d,
+        Severity::Warning,
+        9,
+        16,
+        Some("a"),
+        "backoff.initial is 0: a service that keeps crashing is restarted at once",
+    );
     expect_err(
         &d,
         10,
@@ -1043,7 +1051,7 @@ fn run_validate_output_and_codes() {
         "services:\n  - {name: a, binary: /bin/sh, type: oneshot, restart: always}\n",
     );
     let mut out = Vec::new();
-    let (code, cfg) = run_validate(&good, &mut out);
+    let (code, cfg) = run_validate(&good, &Target::Host, &mut out);
     let out = String::from_utf8(out).unwrap();
     assert_eq!(code, 0);
     assert!(cfg.is_some());
@@ -1055,14 +1063,14 @@ fn run_validate_output_and_codes() {
 
     let bad = write(&dir, "bad.yaml", "services:\n  - {name: a, binary: sh}\n");
     let mut out = Vec::new();
-    let (code, cfg) = run_validate(&bad, &mut out);
+    let (code, cfg) = run_validate(&bad, &Target::Host, &mut out);
     let out = String::from_utf8(out).unwrap();
     assert_eq!(code, 1);
     assert!(cfg.is_none());
     assert!(out.ends_with("1 error(s), 0 warning(s)\n"), "{out}");
 
     let mut out = Vec::new();
-    let (code, _) = run_validate(&dir.join("missing.yaml"), &mut out);
+    let (code, _) = run_validate(&dir.join("missing.yaml"), &Target::Host, &mut out);
     assert_eq!(code, 1);
     assert!(String::from_utf8(out)
         .unwrap()
@@ -1390,14 +1398,15 @@ fn healthcheck_new_key_errors() {
         Some("e"),
         "has an IPv6 address without brackets (write it like [::1]:80)",
     );
-    expect_err(
+    expect(
         &d,
+        Severity::Warning,
         54,
         18,
         Some("e"),
         "exec check command /nonexistent/check is not executable: No such file or directory",
     );
-    assert_eq!(count(&d, Severity::Error), 17, "{}", render(&d));
+    assert_eq!(count(&d, Severity::Error), 16, "{}", render(&d));
 }
 
 /// One http readiness check with this url: Ok((host, path)) or the error.
@@ -1782,4 +1791,268 @@ fn main_errors_and_dropins() {
     );
     expect_err(&d, 4, 15, None, "invalid type: sequence");
     assert_eq!(count(&d, Severity::Error), 1, "{}", render(&d));
+}
+
+// ---- issue 8 point 12: each problem once, and none hidden.
+
+#[test]
+fn typo_inside_a_depends_on_item_is_reported_once_at_the_key() {
+    let d = errs(
+        "dep-typo",
+        "services:\n  - name: a\n    binary: /bin/sh\n  - name: b\n    binary: /bin/sh\n    depends_on:\n      - name: a\n        conditon: started\n",
+    );
+    assert_eq!(count(&d, Severity::Error), 1, "{}", render(&d));
+    expect_err(&d, 8, 9, Some("b"), "unknown field `conditon`");
+}
+
+#[test]
+fn compose_style_services_map_is_one_clear_error() {
+    let d = errs(
+        "compose",
+        "services:\n  web:\n    image: nginx\n    ports: [\"80:80\"]\n  db:\n    image: postgres\n",
+    );
+    assert_eq!(d.len(), 1, "{}", render(&d));
+    expect_err(
+        &d,
+        1,
+        1,
+        None,
+        "services must be a list (- name: ...); a compose-style map of services is not supported",
+    );
+}
+
+#[test]
+fn a_map_where_a_list_belongs_is_one_error() {
+    let d = errs(
+        "env-map",
+        "services:\n  - name: a\n    binary: /bin/sh\n    env:\n      A: 1\n      B: 2\n",
+    );
+    assert_eq!(d.len(), 1, "{}", render(&d));
+    expect_err(
+        &d,
+        4,
+        5,
+        Some("a"),
+        "env: invalid type: map, expected a sequence",
+    );
+}
+
+#[test]
+fn unknown_key_does_not_hide_a_missing_binary() {
+    let d = errs(
+        "typo-binary",
+        "services:\n  - name: a\n    bnary: /bin/sh\n    restart: always\n",
+    );
+    expect_err(&d, 3, 5, Some("a"), "unknown field `bnary`");
+    expect_err(&d, 2, 5, Some("a"), "missing required key 'binary'");
+    assert_eq!(d.len(), 2, "{}", render(&d));
+}
+
+#[test]
+fn unknown_key_in_a_dropin_does_not_hide_a_missing_binary() {
+    let dir = tmpdir("typo-dropin");
+    let main = write(&dir, "config.yaml", "services: []\n");
+    write(&dir, "services.d/b.yaml", "name: b\nbinary_path: /bin/sh\n");
+    let d = load(&main).unwrap_err();
+    expect_err(&d, 2, 1, Some("b"), "unknown field `binary_path`");
+    expect_err(&d, 1, 1, Some("b"), "missing required key 'binary'");
+    assert_eq!(d.len(), 2, "{}", render(&d));
+}
+
+#[test]
+fn a_broken_binary_value_is_not_also_missing() {
+    let d = errs(
+        "bad-binary",
+        "services:\n  - name: a\n    binary: [/bin/sh]\n",
+    );
+    assert_eq!(d.len(), 1, "{}", render(&d));
+    expect_err(&d, 3, 13, Some("a"), "binary: invalid type: sequence");
+}
+
+#[test]
+fn a_document_that_is_a_list_is_one_error() {
+    let d = errs(
+        "doc-list",
+        "- name: a\n  binary: /bin/sh\n- name: b\n  binary: /bin/sh\n",
+    );
+    assert_eq!(d.len(), 1, "{}", render(&d));
+    expect_err(&d, 1, 1, None, "invalid type: sequence, expected a mapping");
+}
+
+// ---- issue 8 points 2 and 7: facts about the target system.
+
+/// An image tree: /etc/passwd, /etc/group, a usr-merged /bin and an
+/// absolute symlink, as in a Debian or Alpine rootfs.
+fn image(tag: &str, extra_groups: &str) -> PathBuf {
+    let root = tmpdir(tag);
+    write(
+        &root,
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/ash\nbare:x:1001:1001::::\n",
+    );
+    write(
+        &root,
+        "etc/group",
+        &format!("root:x:0:\napp:x:1000:\nwheel:x:10:root,app\naudio:x:29:app\nother:x:30:root\n{extra_groups}"),
+    );
+    write(&root, "usr/bin/app", "#!/bin/sh\n");
+    write(&root, "usr/bin/data", "not a program\n");
+    write(&root, "opt/real/tool", "#!/bin/sh\n");
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["usr/bin/app", "opt/real/tool"] {
+        std::fs::set_permissions(root.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+    // Absolute: must resolve inside the image, not on this host.
+    std::os::unix::fs::symlink("/opt/real/tool", root.join("usr/bin/tool")).unwrap();
+    root
+}
+
+fn load_root(root: &Path, text: &str) -> Result<(Config, Vec<Diag>), Vec<Diag>> {
+    let dir = tmpdir("root-cfg");
+    load_for(
+        &write(&dir, "config.yaml", text),
+        &Target::Root(root.to_path_buf()),
+    )
+}
+
+#[test]
+fn validate_root_checks_binaries_users_and_groups_in_the_image_as_errors() {
+    let root = image("img-errors", "");
+    let d = load_root(
+        &root,
+        "services:
+  - name: ok
+    binary: /bin/app
+    user: app
+    group: wheel
+  - name: link
+    binary: /bin/tool
+  - name: nobin
+    binary: /bin/sh
+  - name: noexec
+    binary: /usr/bin/data
+  - name: nouser
+    binary: /bin/app
+    user: nobody
+    group: nogroup
+",
+    )
+    .unwrap_err();
+    let err = |line, col, name, msg| expect_err(&d, line, col, Some(name), msg);
+    // /bin/sh exists on this host but not in the image.
+    err(
+        9,
+        13,
+        "nobin",
+        "binary /bin/sh is not executable: No such file or directory (in ",
+    );
+    err(
+        11,
+        13,
+        "noexec",
+        "binary /usr/bin/data is not executable: Permission denied (in ",
+    );
+    err(14, 11, "nouser", "user not found: nobody (in ");
+    err(15, 12, "nouser", "group not found: nogroup (in ");
+    assert_eq!(d.len(), 4, "{}", render(&d));
+}
+
+#[test]
+fn user_gets_a_login_environment_and_groups_from_the_image() {
+    let root = image("img-login", "");
+    let (c, w) = load_root(
+        &root,
+        "services:
+  - name: a
+    binary: /bin/app
+    user: app
+  - name: b
+    binary: /bin/app
+    user: app
+    group: wheel
+    env: [HOME=/srv, PATH=/bin]
+  - name: c
+    binary: /bin/app
+    user: bare
+  - name: d
+    binary: /bin/app
+",
+    )
+    .unwrap();
+    assert!(w.is_empty(), "{}", render(&w));
+    let s = |i: usize| &c.services[i];
+    assert_eq!(
+        s(0).login_env,
+        [
+            "HOME=/home/app",
+            "USER=app",
+            "LOGNAME=app",
+            "SHELL=/bin/ash"
+        ]
+    );
+    // initgroups: the primary gid first, then every group listing the user.
+    assert_eq!(s(0).supplementary_gids, [1000, 10, 29]);
+    assert_eq!(s(0).user, Some(("app".to_owned(), 1000, 1000)));
+    // `env` wins; `group` replaces the primary gid in the list.
+    assert_eq!(
+        s(1).login_env,
+        ["USER=app", "LOGNAME=app", "SHELL=/bin/ash"]
+    );
+    assert_eq!(s(1).supplementary_gids, [10, 29]);
+    // Empty passwd fields: what login(1) uses.
+    assert_eq!(
+        s(2).login_env,
+        ["HOME=/", "USER=bare", "LOGNAME=bare", "SHELL=/bin/sh"]
+    );
+    assert!(s(3).login_env.is_empty());
+    assert!(c.services.iter().all(|s| s.cred_error.is_none()));
+}
+
+#[test]
+fn a_missing_user_on_this_host_is_kept_and_marked() {
+    let (c, w) = ok(
+        "cred-mark",
+        "services:\n  - name: a\n    binary: /bin/sh\n    user: no-such-user-coffey\n  - name: b\n    binary: /bin/sh\n    group: no-such-group-coffey\n",
+    );
+    assert_eq!(count(&w, Severity::Warning), 2, "{}", render(&w));
+    assert_eq!(
+        c.services[0].cred_error.as_deref(),
+        Some("user not found: no-such-user-coffey")
+    );
+    assert_eq!(
+        c.services[1].cred_error.as_deref(),
+        Some("group not found: no-such-group-coffey")
+    );
+}
+
+#[test]
+fn more_groups_than_the_limit_fails_that_service() {
+    let many: String = (0..64)
+        .map(|i| format!("g{i}:x:{}:app\n", 2000 + i))
+        .collect();
+    let root = image("img-groups", &many);
+    let d = load_root(
+        &root,
+        "services:\n  - name: a\n    binary: /bin/app\n    user: app\n",
+    )
+    .unwrap_err();
+    // 1000 (primary), wheel, audio and 64 more.
+    expect_err(
+        &d,
+        4,
+        11,
+        Some("a"),
+        "user 'app' is in 67 groups, the most is 64 (in ",
+    );
+    let fits: String = (0..61)
+        .map(|i| format!("g{i}:x:{}:app\n", 2000 + i))
+        .collect();
+    let root = image("img-groups-fit", &fits);
+    let (c, _) = load_root(
+        &root,
+        "services:\n  - name: a\n    binary: /bin/app\n    user: app\n",
+    )
+    .unwrap();
+    assert_eq!(c.services[0].supplementary_gids.len(), 64);
 }

@@ -7,7 +7,7 @@
 //! allocating. Startup uses the same path in-process, so both are one code
 //! path.
 //!
-//! Layout: `"CFY1" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
+//! Layout: `"CFY2" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
 //! `u64 shutdown_timeout | u16 count | service*`. Strings are `u32 LE len |
 //! bytes`; lists are `u16 LE count | items`.
 
@@ -15,7 +15,9 @@ use crate::config::{Condition as CCond, Config, Kind as CKind, Restart as CResta
 use coffey::health::{CheckPolicy, Mode};
 use coffey::service::{Condition, Kind, Policy, Restart};
 
-const MAGIC: &[u8; 4] = b"CFY1";
+/// Bumped with every layout change: the reload compiler is whatever
+/// binary is on disk now, and must not be misread by an older daemon.
+const MAGIC: &[u8; 4] = b"CFY2";
 
 /// Encodes a config (allocates: child or startup only).
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
@@ -37,8 +39,10 @@ pub fn encode(cfg: &Config) -> Vec<u8> {
         for a in &sv.args {
             s(&mut o, a.as_bytes());
         }
-        o.extend_from_slice(&(sv.env.len() as u16).to_le_bytes());
-        for e in &sv.env {
+        // The login env of `user` follows the service's own entries.
+        let env = || sv.env.iter().chain(&sv.login_env);
+        o.extend_from_slice(&(env().count() as u16).to_le_bytes());
+        for e in env() {
             s(&mut o, e.as_bytes());
         }
         s(
@@ -55,6 +59,7 @@ pub fn encode(cfg: &Config) -> Vec<u8> {
             o.extend_from_slice(&g.to_le_bytes());
         }
         o.push(u8::from(set_groups));
+        s(&mut o, sv.cred_error.as_deref().unwrap_or("").as_bytes());
         o.extend_from_slice(&sv.umask.map_or(-1i64, i64::from).to_le_bytes());
         let p = policy(sv);
         o.push(match p.kind {
@@ -313,6 +318,9 @@ pub struct CService<'a> {
     /// Raw u32 LE gids.
     pub groups: &'a [u8],
     pub set_groups: bool,
+    /// Why `user`/`group` did not resolve ("user not found: x"); empty
+    /// when they did. Every spawn of the service then fails with it.
+    pub cred_error: &'a [u8],
     pub umask: Option<u32>,
     pub policy: Policy,
     /// (name, condition) pairs: raw reader over `count` entries.
@@ -453,6 +461,7 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
     let ng = usize::from(r.u16()?);
     let groups = r.take(ng.checked_mul(4).ok_or(Corrupt)?)?;
     let set_groups = r.u8()? != 0;
+    let cred_error = r.bytes()?;
     let umask = opt32(r.i64()?);
     let kind = if r.u8()? == 1 {
         Kind::Oneshot
@@ -501,6 +510,7 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
         gid,
         groups,
         set_groups,
+        cred_error,
         umask,
         policy: Policy {
             kind,
@@ -613,5 +623,51 @@ mod tests {
         }
         let e = encode_error("bad: x");
         assert!(matches!(decode(&e), Ok(Compiled::Invalid("bad: x"))));
+    }
+
+    /// `user:`'s login env follows the service's own entries, and an
+    /// unresolved user reaches the slot, whose spawn then fails (without a
+    /// fork) with the reason.
+    #[test]
+    fn login_env_and_unresolved_user_reach_the_slot() {
+        let dir = std::env::temp_dir().join(format!("cfy-compiled-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.yaml");
+        std::fs::write(
+            &p,
+            "services:\n  - name: a\n    binary: /bin/sh\n    env: [X=1]\n    user: root\n  - name: b\n    binary: /bin/sh\n    user: no-such-user-coffey\n",
+        )
+        .unwrap();
+        let (cfg, _) = crate::config::load(&p).unwrap();
+        let bytes = encode(&cfg);
+        let Ok(Compiled::Valid {
+            count,
+            services: rd,
+            ..
+        }) = decode(&bytes)
+        else {
+            panic!()
+        };
+        let v: Vec<CService> = services(&rd, count).collect();
+        let env: Vec<&[u8]> = v[0].env.clone().collect();
+        assert_eq!(env[0], b"X=1");
+        assert_eq!(env[1], b"HOME=/root");
+        assert_eq!(env[2], b"USER=root");
+        assert_eq!(env[3], b"LOGNAME=root");
+        assert!(env[4].starts_with(b"SHELL=/"), "{:?}", env[4]);
+        assert_eq!(v[0].cred_error, b"");
+        assert_eq!(v[1].cred_error, b"user not found: no-such-user-coffey");
+
+        let base = super::super::spawn::BaseEnv::capture();
+        let mut prep = super::super::spawn::Prepared::new(&base, -1, -1);
+        prep.fill(&v[1], &base, None).unwrap();
+        assert_eq!(prep.cred_error(), "user not found: no-such-user-coffey");
+        let err = super::super::spawn::spawn(&prep, -1).unwrap_err();
+        assert_eq!(err.stage, coffey::sys::Stage::User);
+        let mut text = String::new();
+        super::super::spawn::write_failure(&mut text, err, Some(&prep));
+        assert_eq!(text, "user not found: no-such-user-coffey");
+        prep.fill(&v[0], &base, None).unwrap();
+        assert_eq!(prep.cred_error(), "");
     }
 }

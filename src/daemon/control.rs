@@ -218,6 +218,7 @@ fn verb(r: &Request<'_>) -> &'static str {
 /// Human reason for a state: "next try in 4s", "exec failed: ...".
 fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
     out.clear();
+    let prep = |i: u16| shell.slots.get(usize::from(i)).map(|s| &s.prep);
     let dep = |i: u16| {
         shell
             .slots
@@ -234,7 +235,8 @@ fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
         (State::Backoff { retry_at }, r) => {
             match r {
                 Reason::SpawnFailed(e) if !e.is_temporary() => {
-                    let _ = write!(out, "exec failed: {}; ", errno_desc(e.errno));
+                    super::spawn::write_failure(out, e, prep(s.idx));
+                    let _ = out.write_str("; ");
                 }
                 Reason::SpawnFailed(e) => {
                     let _ = write!(out, "cannot spawn: {}; ", errno_desc(e.errno));
@@ -272,7 +274,7 @@ fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
             }
         }
         (State::Failed, Reason::SpawnFailed(e)) => {
-            let _ = write!(out, "exec failed: {}", errno_desc(e.errno));
+            super::spawn::write_failure(out, e, prep(s.idx));
         }
         (State::Failed | State::Stopped, Reason::Exited(st)) => {
             let _ = write!(out, "{st}");
@@ -376,7 +378,7 @@ fn wall_of(t: Instant, now: Instant) -> u64 {
     clock::wall_ms().saturating_sub(now.since(t))
 }
 
-fn event_text(e: &Event, shell: &Shell, out: &mut LineBuf) -> Option<u8> {
+fn event_text(e: &Event, idx: usize, shell: &Shell, out: &mut LineBuf) -> Option<u8> {
     out.clear();
     let kind = match *e {
         Event::Waiting {
@@ -404,6 +406,11 @@ fn event_text(e: &Event, shell: &Shell, out: &mut LineBuf) -> Option<u8> {
                 "liveness failed"
             });
             event::UNHEALTHY
+        }
+        Event::SpawnFailed { err } if err.stage == coffey::sys::Stage::User => {
+            let p = shell.slots.get(idx).map(|s| &s.prep);
+            super::spawn::write_failure(out, err, p);
+            event::EXEC_FAILED
         }
         Event::SpawnFailed { err } => {
             let _ = write!(out, "{}: {}", err.stage.name(), errno_desc(err.errno));
@@ -465,7 +472,7 @@ pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, 
         return;
     }
     let mut text = LineBuf::default();
-    let Some(kind) = event_text(e, shell, &mut text) else {
+    let Some(kind) = event_text(e, idx, shell, &mut text) else {
         return;
     };
     let pid = match *e {
@@ -1007,6 +1014,10 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
             }
             Event::Backoff { delay, .. } => {
                 let _ = write!(et, " {}", Dur(delay));
+            }
+            Event::SpawnFailed { err } if err.stage == coffey::sys::Stage::User => {
+                let _ = et.write_str(" ");
+                super::spawn::write_failure(&mut et, err, Some(&slot.prep));
             }
             Event::SpawnFailed { err } => {
                 let _ = write!(et, " {}: {}", err.stage.name(), errno_desc(err.errno));

@@ -256,6 +256,12 @@ impl Shell {
                 err.stage.name(),
                 errno_desc(err.errno)
             ),
+            Event::SpawnFailed { err } if err.stage == Stage::User => {
+                let mut why = log::LineBuf::default();
+                spawn::write_failure(&mut why, err, self.slots.get(idx).map(|s| &s.prep));
+                let why = core::str::from_utf8(why.as_bytes()).unwrap_or("");
+                log!(self.log, "{name}: cannot start: {why}");
+            }
             Event::SpawnFailed { err } => log!(
                 self.log,
                 "{name}: exec failed at {}: {}",
@@ -560,7 +566,8 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
                 let _ = write!(why, ", last {st}");
             }
             Reason::SpawnFailed(e) => {
-                let _ = write!(why, ", exec failed: {}", errno_desc(e.errno));
+                let _ = why.write_str(", ");
+                spawn::write_failure(&mut why, e, Some(&slot.prep));
             }
             Reason::Dependency { idx, failed } => {
                 let d = shell

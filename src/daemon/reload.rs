@@ -251,7 +251,12 @@ fn same_exec(a: &CService<'_>, b: &CService<'_>) -> Option<&'static str> {
     if !a.env.same(&b.env) {
         return Some("env changed");
     }
-    if a.uid != b.uid || a.gid != b.gid || a.groups != b.groups || a.set_groups != b.set_groups {
+    if a.uid != b.uid
+        || a.gid != b.gid
+        || a.groups != b.groups
+        || a.set_groups != b.set_groups
+        || a.cred_error != b.cred_error
+    {
         return Some("user or group changed");
     }
     if a.cwd != b.cwd {

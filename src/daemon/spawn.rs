@@ -11,7 +11,7 @@
 //! `std::process::Command` is not used: it allocates.
 
 use super::compiled::CService;
-use coffey::limits::{EXEC_ARENA, MAX_ARGS, MAX_ENV_EXTRA, MAX_GROUPS};
+use coffey::limits::{EXEC_ARENA, LOGIN_ENV, MAX_ARGS, MAX_ENV_EXTRA, MAX_GROUPS};
 use coffey::sys::{SpawnError, Stage};
 use nix::libc;
 use std::ffi::{CStr, CString};
@@ -52,7 +52,9 @@ fn key(e: &[u8]) -> &[u8] {
     e.split(|&c| c == b'=').next().unwrap_or(e)
 }
 
-/// Why a service does not fit its slot's fixed exec buffers.
+/// Why a service does not fit its slot's fixed exec buffers. The config
+/// loader refuses such configs first (with the position and the numbers);
+/// these are the daemon's own guard, in the same words.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum FillError {
     Arena,
@@ -65,14 +67,17 @@ impl FillError {
     pub fn as_str(self) -> &'static str {
         match self {
             FillError::Arena => {
-                "argv, env and paths exceed the per-service exec buffer (EXEC_ARENA)"
+                "binary, working_dir, args and env take more than 8192 bytes (8 KiB)"
             }
-            FillError::Args => "too many arguments (MAX_ARGS)",
-            FillError::Env => "too many env entries (MAX_ENV_EXTRA)",
-            FillError::Groups => "too many supplementary groups (MAX_GROUPS)",
+            FillError::Args => "args: more than 128 entries",
+            FillError::Env => "env: more than 64 entries",
+            FillError::Groups => "the user is in more than 64 groups",
         }
     }
 }
+
+/// Longest `user`/`group` failure text kept for status.
+const CRED_ERROR_MAX: usize = 96;
 
 /// Everything the child needs, in fixed buffers allocated once per slot at
 /// startup and refilled (never reallocated) by reload.
@@ -87,6 +92,9 @@ pub struct Prepared {
     groups: [libc::gid_t; MAX_GROUPS],
     ngroups: usize,
     pub set_groups: bool,
+    /// Set when `user` or `group` did not resolve when the config was
+    /// loaded: [`spawn`] then fails at once, like an exec failure.
+    cred_error: heapless::String<CRED_ERROR_MAX>,
     pub umask: Option<libc::mode_t>,
     /// Write ends of the service's stdout and stderr pipes.
     pub out_w: RawFd,
@@ -105,7 +113,8 @@ impl Prepared {
         Prepared {
             arena: super::slab::zeroed(EXEC_ARENA).unwrap_or(&mut []),
             argv: vec![core::ptr::null(); MAX_ARGS + 2].into_boxed_slice(),
-            envp: vec![core::ptr::null(); base.len() + MAX_ENV_EXTRA + 2].into_boxed_slice(),
+            envp: vec![core::ptr::null(); base.len() + MAX_ENV_EXTRA + LOGIN_ENV + 2]
+                .into_boxed_slice(),
             path_off: 0,
             cwd_off: 0,
             uid: None,
@@ -113,6 +122,7 @@ impl Prepared {
             groups: [0; MAX_GROUPS],
             ngroups: 0,
             set_groups: false,
+            cred_error: heapless::String::new(),
             umask: None,
             out_w,
             err_w,
@@ -142,7 +152,7 @@ impl Prepared {
         if cmd.count() > MAX_ARGS + 1 {
             return Err(FillError::Args);
         }
-        if c.env.count_left() > MAX_ENV_EXTRA {
+        if c.env.count_left() > MAX_ENV_EXTRA + LOGIN_ENV {
             return Err(FillError::Env);
         }
         if c.groups.len() / 4 > MAX_GROUPS {
@@ -198,7 +208,7 @@ impl Prepared {
             *arg_offs.get_mut(nargs).ok_or(FillError::Args)? = put(self.arena, a)?;
             nargs += 1;
         }
-        let mut env_offs = [0usize; MAX_ENV_EXTRA];
+        let mut env_offs = [0usize; MAX_ENV_EXTRA + LOGIN_ENV];
         let mut nenv = 0;
         for e in c.env.clone() {
             *env_offs.get_mut(nenv).ok_or(FillError::Env)? = put(self.arena, e)?;
@@ -240,9 +250,21 @@ impl Prepared {
         self.uid = c.uid;
         self.gid = c.gid;
         self.set_groups = c.set_groups;
+        self.cred_error.clear();
+        let why = core::str::from_utf8(c.cred_error).unwrap_or("user or group not found");
+        for ch in why.chars() {
+            if self.cred_error.push(ch).is_err() {
+                break;
+            }
+        }
         self.umask = c.umask;
         self.filled = true;
         Ok(())
+    }
+
+    /// Why this service cannot start as its user ("" when it can).
+    pub fn cred_error(&self) -> &str {
+        &self.cred_error
     }
 
     fn cstr_at(&self, off: usize) -> &CStr {
@@ -269,8 +291,28 @@ impl Prepared {
     }
 }
 
+/// A failed start in user words: the `user`/`group` reason when that is
+/// what failed, else "exec failed: <errno text>". Shared by status, events
+/// and the daemon log so they say the same thing.
+pub fn write_failure(out: &mut impl core::fmt::Write, err: SpawnError, p: Option<&Prepared>) {
+    let desc = nix::errno::Errno::from_raw(err.errno).desc();
+    let _ = match (err.stage, p) {
+        (Stage::User, Some(p)) if !p.cred_error().is_empty() => out.write_str(p.cred_error()),
+        (Stage::User, _) => out.write_str("user or group not found"),
+        _ => write!(out, "exec failed: {desc}"),
+    };
+}
+
 /// Starts the prepared program. Returns its pid (= its process group).
 pub fn spawn(p: &Prepared, devnull: RawFd) -> Result<i32, SpawnError> {
+    if !p.cred_error.is_empty() {
+        // Like a missing binary: this service fails and retries, the rest
+        // run. The text is in `cred_error()`.
+        return Err(SpawnError {
+            stage: Stage::User,
+            errno: libc::ENOENT,
+        });
+    }
     let mut fds = [-1 as RawFd; 2];
     // SAFETY: fds is a valid 2-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
