@@ -24,6 +24,14 @@ pub const EVENTS: usize = 64;
 /// Retry delay after a temporary spawn failure (EAGAIN, EMFILE, ENOMEM).
 /// It is not a restart and does not grow the backoff.
 pub const TEMP_RETRY_MS: u64 = 1000;
+/// Shutdown: this long before `shutdown_timeout` ends (or a quarter of it,
+/// if shorter), services not yet signalled get their stop signal anyway,
+/// dependents first, so each sees a signal before the final SIGKILL.
+pub const SHUTDOWN_LAST_CALL_MS: u64 = 1000;
+/// After the final SIGKILL, how long to wait for the reaps (so the last
+/// exit status of every service is known) before exiting anyway: a process
+/// in uninterruptible sleep can outlive any signal.
+pub const SHUTDOWN_REAP_GRACE_MS: u64 = 2000;
 /// Output buffer per control connection. A streaming reader that falls
 /// this far behind loses lines (counted, then reported to it).
 pub const CONN_OUT_BUF: usize = 16 * 1024;

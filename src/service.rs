@@ -173,6 +173,21 @@ impl State {
     pub fn has_process(&self) -> bool {
         self.pid().is_some()
     }
+    /// The main process while it is not yet reaped: the pid a reaped
+    /// child is routed by. (After the leader is reaped, a `stopping`
+    /// state keeps its pid only as the group id.)
+    pub fn leader(&self) -> Option<i32> {
+        match *self {
+            State::Starting { pid, .. }
+            | State::Running { pid, .. }
+            | State::Stopping {
+                pid,
+                leader_gone: false,
+                ..
+            } => Some(pid),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -202,6 +217,28 @@ pub enum Reason {
     Unhealthy,
     /// Readiness did not come within `start_timeout`.
     StartTimeout,
+    /// The main process ended like this while `left` processes of its
+    /// group lived on: a program that forks into the background.
+    LeftInGroup {
+        status: ExitStatus,
+        left: u32,
+    },
+}
+
+/// The words for [`Reason::LeftInGroup`], shared by status, the daemon
+/// log and events.
+pub struct LeftInGroupText(pub u32);
+
+impl fmt::Display for LeftInGroupText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        let s = if n == 1 { "" } else { "es" };
+        write!(
+            f,
+            "main process exited, {n} process{s} left in its group: \
+             does it fork into the background? run it in the foreground"
+        )
+    }
 }
 
 /// What happened, as emitted to the shell.
@@ -245,8 +282,19 @@ pub enum Event {
         pid: i32,
         signal: i32,
     },
+    /// SIGKILL to the group: its `stop_timeout` passed, or (`shutdown`)
+    /// the shutdown deadline did.
     Killed {
         pid: i32,
+        shutdown: bool,
+    },
+    /// The main process exited and `left` processes remain in its group;
+    /// they are stopped before any restart. `first`: the first time for
+    /// this service (the daemon logs only that one).
+    LeftInGroup {
+        pid: i32,
+        left: u32,
+        first: bool,
     },
     Stopped,
     Completed,
@@ -277,6 +325,8 @@ pub enum Input {
     Reaped,
     /// Time passed; deadlines may be due.
     Tick,
+    /// Shutdown deadline: SIGKILL the group now.
+    Kill,
 }
 
 impl Service {
@@ -299,6 +349,7 @@ impl Input {
             Input::Unhealthy => "unhealthy",
             Input::Reaped => "reaped",
             Input::Tick => "tick",
+            Input::Kill => "kill",
         }
     }
 }
@@ -336,6 +387,15 @@ pub struct Service {
     pub fail_on_exit: bool,
     /// Taken over from a previous binary by `reexec`.
     pub adopted: bool,
+    /// The main process exited on its own but its group lives on: how it
+    /// ended and how long it ran. The verdict (restart, fail, complete)
+    /// waits until the group is gone, so two copies never run.
+    draining: Option<(ExitStatus, Millis)>,
+    /// Whether `LeftInGroup` was already reported as `first`.
+    warned_group: bool,
+    /// Supervisor bookkeeping: taken down by `stop` of a dependency (not
+    /// by name), so `start` of that dependency brings it back.
+    pub down_by_dep: bool,
     /// Readiness (0) and liveness (1) checks, if configured.
     pub checks: [Option<crate::health::Check>; 2],
     /// The last few events, a small ring.
@@ -368,6 +428,9 @@ impl Service {
             fail_on_exit: false,
             checks: [None, None],
             adopted: false,
+            draining: None,
+            warned_group: false,
+            down_by_dep: false,
             recent: [None; RECENT_EVENTS],
             recent_next: 0,
         }
@@ -518,10 +581,22 @@ impl Service {
                 self.reason = Reason::Exited(status);
                 self.last_exit = Some(status);
                 let uptime = now.since(since);
-                // Anything left in the group goes too, so a restart starts
-                // clean (systemd does the same with a unit's cgroup).
-                sys.kill_group(pid, SIGKILL);
-                self.on_death(pid, status, uptime, now, sys);
+                self.emit_same(
+                    Event::Exited {
+                        pid,
+                        status,
+                        uptime,
+                    },
+                    sys,
+                );
+                let left = sys.group_members(pid);
+                if left == 0 {
+                    // Zombies of the group may linger a moment; nothing runs.
+                    sys.kill_group(pid, SIGKILL);
+                    self.decide(status, uptime, now, sys);
+                } else {
+                    self.drain(pid, since, status, uptime, left, now, sys);
+                }
             }
             (
                 State::Stopping {
@@ -614,7 +689,10 @@ impl Service {
                         kill_at: Instant::NEVER,
                         leader_gone,
                     },
-                    Event::Killed { pid },
+                    Event::Killed {
+                        pid,
+                        shutdown: false,
+                    },
                     sys,
                 );
                 if leader_gone && !sys.group_alive(pid) {
@@ -622,6 +700,28 @@ impl Service {
                 }
             }
             (_, Input::Tick) => {}
+
+            // ---- the shutdown deadline
+            (State::Starting { pid, since, .. } | State::Running { pid, since }, Input::Kill) => {
+                self.kill(pid, since, false, now, sys);
+            }
+            (
+                State::Stopping {
+                    pid,
+                    since,
+                    leader_gone,
+                    ..
+                },
+                Input::Kill,
+            ) => self.kill(pid, since, leader_gone, now, sys),
+            (
+                State::Stopped
+                | State::Waiting
+                | State::Backoff { .. }
+                | State::Completed
+                | State::Failed,
+                Input::Kill,
+            ) => {}
 
             // ---- pairs that should not happen: count, log, carry on.
             (
@@ -678,7 +778,76 @@ impl Service {
         );
     }
 
+    /// The main process exited but `left` processes of its group run on
+    /// (a program that daemonized itself, or a helper it left behind).
+    /// They get the stop signal, then SIGKILL after `stop_timeout`; the
+    /// run is judged once the group is empty.
+    #[allow(clippy::too_many_arguments)]
+    fn drain(
+        &mut self,
+        pid: i32,
+        since: Instant,
+        status: ExitStatus,
+        uptime: Millis,
+        left: u32,
+        now: Instant,
+        sys: &mut impl Sys,
+    ) {
+        self.reason = Reason::LeftInGroup { status, left };
+        let first = !core::mem::replace(&mut self.warned_group, true);
+        self.emit_same(Event::LeftInGroup { pid, left, first }, sys);
+        self.draining = Some((status, uptime));
+        let sig = self.policy.stop_signal;
+        sys.kill_group(pid, sig);
+        sys.kill_group(pid, SIGCONT);
+        self.set_state(
+            State::Stopping {
+                pid,
+                since,
+                kill_at: now.add(self.policy.stop_timeout),
+                leader_gone: true,
+            },
+            Event::Stopping { pid, signal: sig },
+            sys,
+        );
+    }
+
+    /// The shutdown deadline: SIGKILL now, whatever the state.
+    fn kill(
+        &mut self,
+        pid: i32,
+        since: Instant,
+        leader_gone: bool,
+        now: Instant,
+        sys: &mut impl Sys,
+    ) {
+        sys.kill_group(pid, SIGKILL);
+        self.set_state(
+            State::Stopping {
+                pid,
+                since,
+                kill_at: Instant::NEVER,
+                leader_gone,
+            },
+            Event::Killed {
+                pid,
+                shutdown: true,
+            },
+            sys,
+        );
+        if leader_gone && !sys.group_alive(pid) {
+            self.stopped(now, sys);
+        }
+    }
+
     fn stopped(&mut self, now: Instant, sys: &mut impl Sys) {
+        if let Some((status, uptime)) = self.draining.take() {
+            // The leftovers of a run that ended on its own are gone: now
+            // judge that run.
+            self.fail_on_exit = false;
+            self.decide(status, uptime, now, sys);
+            return;
+        }
         if core::mem::take(&mut self.fail_on_exit) && self.want == Want::Up {
             // Killed for being unhealthy: a failure, with backoff.
             let reason = self.reason;
@@ -742,22 +911,9 @@ impl Service {
         }
     }
 
-    fn on_death(
-        &mut self,
-        pid: i32,
-        status: ExitStatus,
-        uptime: Millis,
-        now: Instant,
-        sys: &mut impl Sys,
-    ) {
-        self.emit_same(
-            Event::Exited {
-                pid,
-                status,
-                uptime,
-            },
-            sys,
-        );
+    /// A run ended on its own (and nothing of it is left): restart it,
+    /// fail it, or call it done.
+    fn decide(&mut self, status: ExitStatus, uptime: Millis, now: Instant, sys: &mut impl Sys) {
         if uptime >= self.policy.reset_after {
             self.failures = 0;
             self.next_delay = self.policy.backoff_initial;
@@ -837,6 +993,8 @@ mod tests {
         pub spawns: Vec<usize>,
         pub kills: Vec<(i32, i32)>,
         pub alive_groups: Vec<i32>,
+        /// Live members of a group, when more than one is wanted.
+        pub members: Vec<(i32, u32)>,
         pub events: Vec<(usize, StateName, StateName, Event)>,
     }
 
@@ -855,9 +1013,19 @@ mod tests {
         fn group_alive(&mut self, pgid: i32) -> bool {
             self.alive_groups.contains(&pgid)
         }
+        fn group_members(&mut self, pgid: i32) -> u32 {
+            match self.members.iter().find(|m| m.0 == pgid) {
+                Some(m) => m.1,
+                None => u32::from(self.group_alive(pgid)),
+            }
+        }
         fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event) {
             self.events.push((idx, from, to, *event));
         }
+    }
+
+    fn spawns_of(sys: &FakeSys) -> usize {
+        sys.spawns.len()
     }
 
     fn svc(policy: Policy) -> Service {
@@ -1138,6 +1306,222 @@ mod tests {
             sys.events.last(),
             Some((_, _, _, Event::Unexpected { .. }))
         ));
+    }
+
+    #[test]
+    fn leftovers_are_stopped_before_a_respawn_and_reported() {
+        // `sh -c 'sleep 100 & exit 0'`: the main process exits, a member
+        // of its group lives on.
+        let mut s = svc(Policy {
+            stop_timeout: 500,
+            backoff_initial: 100,
+            ..Policy::default()
+        });
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        sys.alive_groups.push(101);
+        sys.members.push((101, 2));
+        s.step(code(0), t(50), &mut sys);
+        assert_eq!(
+            s.state,
+            State::Stopping {
+                pid: 101,
+                since: t(0),
+                kill_at: t(550),
+                leader_gone: true
+            }
+        );
+        assert_eq!(
+            s.reason,
+            Reason::LeftInGroup {
+                status: ExitStatus::Code(0),
+                left: 2
+            }
+        );
+        assert_eq!(sys.kills, [(101, 15), (101, SIGCONT)], "stop signal first");
+        assert!(sys.events.iter().any(|e| e.3
+            == Event::LeftInGroup {
+                pid: 101,
+                left: 2,
+                first: true
+            }));
+        // No second copy while the old group lives, not even past the
+        // backoff delay.
+        s.step(Input::Tick, t(549), &mut sys);
+        s.step(Input::Reaped, t(549), &mut sys);
+        assert_eq!(spawns_of(&sys), 1);
+        s.step(Input::Tick, t(550), &mut sys);
+        assert_eq!(sys.kills.last(), Some(&(101, SIGKILL)));
+        assert_eq!(spawns_of(&sys), 1);
+        sys.alive_groups.clear();
+        s.step(Input::Reaped, t(560), &mut sys);
+        // Now the run is judged: restart always, after the backoff.
+        assert_eq!(s.state, State::Backoff { retry_at: t(660) });
+        assert_eq!(s.failures, 1);
+        assert!(matches!(s.reason, Reason::LeftInGroup { left: 2, .. }));
+        s.step(Input::Tick, t(660), &mut sys);
+        assert_eq!(spawns_of(&sys), 2);
+        // The second time it is reported again, but not as the first.
+        sys.alive_groups.push(102);
+        s.step(code(0), t(700), &mut sys);
+        assert!(sys.events.iter().any(|e| e.3
+            == Event::LeftInGroup {
+                pid: 102,
+                left: 1,
+                first: false
+            }));
+        // A group that empties on the stop signal restarts without SIGKILL.
+        let kills = sys.kills.len();
+        sys.alive_groups.clear();
+        s.step(Input::Reaped, t(710), &mut sys);
+        assert_eq!(sys.kills.len(), kills);
+        assert!(matches!(s.state, State::Backoff { .. }));
+    }
+
+    #[test]
+    fn leftovers_of_a_oneshot_and_of_a_stopped_service() {
+        // A oneshot that leaves a helper behind completes once it is gone.
+        let mut s = svc(Policy {
+            kind: Kind::Oneshot,
+            restart: Restart::Never,
+            ..Policy::default()
+        });
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        sys.alive_groups.push(101);
+        s.step(code(0), t(5), &mut sys);
+        assert!(matches!(s.state, State::Stopping { .. }));
+        sys.alive_groups.clear();
+        s.step(Input::Reaped, t(6), &mut sys);
+        assert_eq!(s.state, State::Completed);
+        // `stop` while the leftovers drain: stopped, not restarted.
+        let mut s = svc(Policy::default());
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        sys.alive_groups.push(101);
+        s.step(code(1), t(5), &mut sys);
+        s.step(Input::Stop, t(6), &mut sys);
+        sys.alive_groups.clear();
+        s.step(Input::Reaped, t(7), &mut sys);
+        assert_eq!(s.state, State::Stopped);
+        assert_eq!(spawns_of(&sys), 1);
+    }
+
+    #[test]
+    fn exit_while_starting_restarts_with_backoff() {
+        let mut s = svc(Policy {
+            needs_ready: true,
+            ..Policy::default()
+        });
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        assert!(matches!(s.state, State::Starting { .. }));
+        s.step(code(1), t(30), &mut sys);
+        assert_eq!(s.state, State::Backoff { retry_at: t(1030) });
+        assert_eq!(s.state.leader(), None);
+        s.step(Input::Tick, t(1030), &mut sys);
+        assert!(matches!(s.state, State::Starting { pid: 102, .. }));
+    }
+
+    #[test]
+    fn zero_backoff_retries_at_once_and_stays_zero() {
+        let mut s = svc(Policy {
+            backoff_initial: 0,
+            backoff_max: 0,
+            ..Policy::default()
+        });
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        for k in 1..=4u64 {
+            s.step(code(1), t(10 * k), &mut sys);
+            assert_eq!(
+                s.state,
+                State::Backoff {
+                    retry_at: t(10 * k)
+                }
+            );
+            assert_eq!(s.poll_at(), t(10 * k), "due at once");
+            assert!(matches!(
+                sys.events.last(),
+                Some((_, _, _, Event::Backoff { delay: 0, .. }))
+            ));
+            s.step(Input::Tick, t(10 * k), &mut sys);
+            assert!(matches!(s.state, State::Running { .. }));
+        }
+        assert_eq!(s.next_delay, 0);
+        // An exec failure with zero backoff backs off to `now` too, never
+        // recursing into spawn.
+        for _ in 0..3 {
+            sys.fail.push(SpawnError {
+                stage: Stage::Exec,
+                errno: 2,
+            });
+        }
+        s.step(code(1), t(100), &mut sys);
+        s.step(Input::Tick, t(100), &mut sys);
+        assert_eq!(s.state, State::Backoff { retry_at: t(100) });
+        // Gives up at max_restarts even without a delay.
+        let mut s = svc(Policy {
+            backoff_initial: 0,
+            max_restarts: 2,
+            ..Policy::default()
+        });
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        for _ in 0..3 {
+            s.step(code(1), t(1), &mut sys);
+            s.step(Input::Tick, t(1), &mut sys);
+        }
+        assert_eq!(s.state, State::Failed);
+        assert_eq!(spawns_of(&sys), 3, "the first run and 2 restarts");
+    }
+
+    #[test]
+    fn kill_at_the_shutdown_deadline_in_each_state() {
+        for leader_gone in [false, true] {
+            let mut s = svc(Policy::default());
+            let mut sys = FakeSys::default();
+            s.step(Input::Start, t(0), &mut sys);
+            s.step(Input::DepsReady, t(0), &mut sys);
+            s.want_down(); // shutdown
+            s.step(Input::Kill, t(5), &mut sys);
+            assert_eq!(sys.kills, [(101, SIGKILL)]);
+            assert_eq!(
+                s.state,
+                State::Stopping {
+                    pid: 101,
+                    since: t(0),
+                    kill_at: Instant::NEVER,
+                    leader_gone: false
+                }
+            );
+            if leader_gone {
+                sys.alive_groups.push(101);
+            }
+            s.step(
+                Input::Exited {
+                    status: ExitStatus::Signal(9),
+                },
+                t(6),
+                &mut sys,
+            );
+            assert_eq!(s.last_exit, Some(ExitStatus::Signal(9)));
+            if leader_gone {
+                s.step(Input::Kill, t(7), &mut sys);
+                assert_eq!(sys.kills.last(), Some(&(101, SIGKILL)));
+                sys.alive_groups.clear();
+                s.step(Input::Reaped, t(8), &mut sys);
+            }
+            assert_eq!(s.state, State::Stopped);
+            s.step(Input::Kill, t(9), &mut sys);
+            assert_eq!(s.state, State::Stopped);
+        }
     }
 
     #[test]

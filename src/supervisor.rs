@@ -1,6 +1,11 @@
 //! The SUPERVISOR: owns the service table (borrowed from the shell) and
 //! routes events to the machines.
 //!
+//! A reaped pid finds its slot through the pid index (also borrowed, sized
+//! at startup), kept in step by [`Supervisor::step_one`], the one place that
+//! steps a machine. The machine alone decides what an exit means in its
+//! state; the supervisor never matches states to decide who owns a pid.
+//!
 //! Dependency and shutdown propagation is a bounded fixpoint: repeated
 //! passes over the table, at most `n + 1` of them, never recursion. A pass
 //! starts every service whose dependencies are met (so independent services
@@ -8,9 +13,11 @@
 //! service depends on (reverse dependency order).
 
 use crate::health::{CheckInput, CheckState, Mode, ProbeError, Role, Verdict};
+use crate::limits::{SHUTDOWN_LAST_CALL_MS, SHUTDOWN_REAP_GRACE_MS};
+use crate::pidindex::{PidIndex, PidSlot};
 use crate::service::{Condition, Input, Service, State, Want};
 
-use crate::sys::{ExitStatus, Sys, SIGKILL};
+use crate::sys::{ExitStatus, Sys};
 use crate::time::{Instant, Millis};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -22,27 +29,109 @@ enum DepStatus {
 
 pub struct Supervisor<'a> {
     svcs: &'a mut [Service],
+    /// Main pid -> slot, for every machine whose leader is not yet reaped.
+    pids: PidIndex<'a>,
     /// Number of slots in use (the rest are headroom for reload).
     used: usize,
     /// Set once shutdown began: its deadline.
     shutdown_at: Option<Instant>,
+    /// When services not yet signalled get their stop signal anyway.
+    last_call_at: Option<Instant>,
+    last_call_done: bool,
     /// SIGKILL went to every group at the deadline.
     killed_all: bool,
+    /// After the final SIGKILL: how long to wait for the reaps (so every
+    /// service's last exit status is known) before giving up on them.
+    reap_by: Instant,
+    reap_gave_up: bool,
     /// Processes reaped that belonged to no service's main pid.
     pub orphans_reaped: u64,
+    /// Pids the index could not hold (storage smaller than
+    /// [`PidIndex::capacity_for`]); such exits are counted as orphans.
+    pub index_full: u32,
 }
 
 impl<'a> Supervisor<'a> {
     /// `svcs[..used]` are configured services; the rest are spare slots.
-    pub fn new(svcs: &'a mut [Service], used: usize) -> Self {
+    /// `pids` is the index's storage: lend
+    /// `PidIndex::capacity_for(svcs.len())` buckets.
+    pub fn new(svcs: &'a mut [Service], pids: &'a mut [PidSlot], used: usize) -> Self {
         let used = used.min(svcs.len());
-        Supervisor {
+        let mut sup = Supervisor {
             svcs,
+            pids: PidIndex::new(pids),
             used,
             shutdown_at: None,
+            last_call_at: None,
+            last_call_done: false,
             killed_all: false,
+            reap_by: Instant::NEVER,
+            reap_gave_up: false,
             orphans_reaped: 0,
+            index_full: 0,
+        };
+        for i in 0..sup.svcs.len() {
+            sup.index(i, None);
         }
+        sup
+    }
+
+    /// Brings the index in line with slot `i` after its leader changed
+    /// from `before`.
+    fn index(&mut self, i: usize, before: Option<i32>) {
+        let after = self.svcs.get(i).and_then(|s| s.state.leader());
+        if before == after {
+            return;
+        }
+        if let Some(p) = before {
+            self.pids.remove(p);
+        }
+        if let Some(p) = after {
+            let slot = u16::try_from(i).unwrap_or(u16::MAX);
+            if self.pids.insert(p, slot).is_err() {
+                self.index_full = self.index_full.saturating_add(1);
+            }
+        }
+    }
+
+    /// Steps machine `i`: the only way a machine is stepped, so the pid
+    /// index follows every spawn and every reap.
+    fn step_one(&mut self, i: usize, input: Input, now: Instant, sys: &mut impl Sys) {
+        let Some(s) = self.svcs.get_mut(i) else {
+            return;
+        };
+        let before = s.state.leader();
+        s.step(input, now, sys);
+        self.index(i, before);
+    }
+
+    /// After `reexec`: slot `i` takes over a process the previous binary
+    /// started (see [`Service::adopt`]).
+    pub fn adopt(
+        &mut self,
+        i: usize,
+        pid: i32,
+        since: Instant,
+        restarts: u32,
+        failures: u32,
+        want_up: bool,
+    ) {
+        let Some(s) = self.svcs.get_mut(i) else {
+            return;
+        };
+        let before = s.state.leader();
+        s.adopt(pid, since, restarts, failures, want_up);
+        self.index(i, before);
+    }
+
+    /// The slot whose main process is `pid`, from the index.
+    pub fn owner_of(&self, pid: i32) -> Option<usize> {
+        self.pids.get(pid)
+    }
+
+    /// Entries in the pid index (one per unreaped main process).
+    pub fn indexed(&self) -> usize {
+        self.pids.len()
     }
 
     pub fn services(&self) -> &[Service] {
@@ -55,9 +144,9 @@ impl<'a> Supervisor<'a> {
 
     /// Wants every service up; they start as their dependencies allow.
     pub fn start_all(&mut self, now: Instant, sys: &mut impl Sys) {
-        for s in self.active() {
-            if !s.adopted {
-                s.step(Input::Start, now, sys);
+        for i in 0..self.used {
+            if self.svcs.get(i).is_some_and(|s| !s.adopted) {
+                self.step_one(i, Input::Start, now, sys);
             }
         }
         self.propagate(now, sys);
@@ -70,7 +159,12 @@ impl<'a> Supervisor<'a> {
     /// Begins an ordered shutdown that must end by `now + timeout`.
     pub fn shutdown(&mut self, now: Instant, timeout: Millis, sys: &mut impl Sys) {
         if self.shutdown_at.is_none() {
-            self.shutdown_at = Some(now.add(timeout));
+            let at = now.add(timeout);
+            self.shutdown_at = Some(at);
+            // The last call leaves the stop signal some time to work
+            // before the SIGKILL, within the same total timeout.
+            let call = SHUTDOWN_LAST_CALL_MS.min(timeout / 4);
+            self.last_call_at = Some(Instant::from_millis(at.millis().saturating_sub(call)));
         }
         for s in self.active() {
             s.want_down();
@@ -83,7 +177,9 @@ impl<'a> Supervisor<'a> {
         self.used = used.min(self.svcs.len());
     }
 
-    /// Reload: direct access to a slot's machine (policy, deps).
+    /// Reload: direct access to a slot's machine (policy, deps). Its state
+    /// must not be changed this way: the pid index would not follow (use
+    /// [`Supervisor::adopt`]).
     pub fn service_mut(&mut self, idx: usize) -> Option<&mut Service> {
         self.svcs.get_mut(idx)
     }
@@ -144,32 +240,98 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Operator `start`: the service and everything it depends on.
-    /// Returns false for an unknown index or during shutdown.
+    /// Operator `start`: the service and what it depends on, then the
+    /// dependents that a `stop` of it took down (not those stopped by
+    /// name). Returns false for an unknown index or during shutdown.
     pub fn start(&mut self, idx: usize, now: Instant, sys: &mut impl Sys) -> bool {
         if idx >= self.used || self.shutdown_at.is_some() {
             return false;
         }
-        self.mark_closure(idx, true);
-        for s in self.active() {
-            if s.mark {
-                s.step(Input::Start, now, sys);
-            }
-        }
+        self.start_with_deps(idx, now, sys);
+        self.revive_dependents(idx, now, sys);
         self.propagate(now, sys);
         true
     }
 
+    /// Whether dependency `s` needs no new run to serve its dependents: a
+    /// completed oneshot, or a service that exited cleanly under a policy
+    /// that does not restart it (both satisfy every condition).
+    fn satisfied(s: &Service) -> bool {
+        s.state == State::Completed || (s.state == State::Stopped && s.want == Want::Up)
+    }
+
+    /// Starts `idx` and, transitively, what it depends on, except the
+    /// dependencies already satisfied (`restart api` does not re-run the
+    /// completed migration api depends on).
+    fn start_with_deps(&mut self, idx: usize, now: Instant, sys: &mut impl Sys) {
+        self.mark_closure(idx, true);
+        for i in 0..self.used {
+            let Some(s) = self.svcs.get_mut(i) else {
+                break;
+            };
+            if !s.mark || (i != idx && Self::satisfied(s)) {
+                continue;
+            }
+            s.down_by_dep = false;
+            self.step_one(i, Input::Start, now, sys);
+        }
+    }
+
+    /// After `start idx`: the dependents that a `stop` took down with it
+    /// come back, each once all its dependencies are wanted up again (one
+    /// stopped by name stays down, and so does what needs it).
+    fn revive_dependents(&mut self, idx: usize, now: Instant, sys: &mut impl Sys) {
+        self.mark_closure(idx, false);
+        for (i, s) in self.active().iter_mut().enumerate() {
+            s.mark = s.mark && s.down_by_dep && i != idx;
+        }
+        for _ in 0..self.used {
+            let mut changed = false;
+            for j in 0..self.used {
+                let Some(s) = self.services().get(j) else {
+                    break;
+                };
+                let ready = s.mark
+                    && s.deps.iter().all(|d| {
+                        self.services()
+                            .get(usize::from(d.idx))
+                            .is_some_and(|t| t.want == Want::Up || t.state == State::Completed)
+                    });
+                if !ready {
+                    continue;
+                }
+                if let Some(s) = self.svcs.get_mut(j) {
+                    s.mark = false;
+                    s.down_by_dep = false;
+                }
+                self.step_one(j, Input::Start, now, sys);
+                changed = true;
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
     /// Operator `stop`: the service, after everything that depends on it.
+    /// Dependents it takes down remember it, for a later `start`.
     pub fn stop(&mut self, idx: usize, now: Instant, sys: &mut impl Sys) -> bool {
         if idx >= self.used {
             return false;
         }
         self.mark_closure(idx, false);
-        for s in self.active() {
-            if s.mark {
-                s.want_down();
+        for (i, s) in self.active().iter_mut().enumerate() {
+            if !s.mark {
+                continue;
             }
+            if i == idx {
+                s.down_by_dep = false;
+            } else if s.want == Want::Up
+                && !matches!(s.state, State::Completed | State::Stopped | State::Failed)
+            {
+                s.down_by_dep = true;
+            }
+            s.want_down();
         }
         self.propagate(now, sys);
         true
@@ -181,20 +343,25 @@ impl<'a> Supervisor<'a> {
         if idx >= self.used || self.shutdown_at.is_some() {
             return false;
         }
-        if let Some(s) = self.active().get_mut(idx) {
-            s.reset_counters();
-            if s.state.has_process() {
-                s.step(Input::Stop, now, sys);
+        let running = match self.active().get_mut(idx) {
+            Some(s) => {
+                s.reset_counters();
+                s.state.has_process()
             }
+            None => false,
+        };
+        if running {
+            self.step_one(idx, Input::Stop, now, sys);
         }
         self.start(idx, now, sys)
     }
 
-    /// Shutdown is over: nothing runs any more, or the deadline passed and
-    /// everything left got SIGKILL.
+    /// Shutdown is over: nothing runs any more (every last exit status is
+    /// known), or the final SIGKILL went out and the reap grace passed
+    /// (a process stuck in D state must not hold the shutdown forever).
     pub fn finished(&self) -> bool {
         self.shutdown_at.is_some()
-            && (self.killed_all || self.services().iter().all(|s| !s.state.has_process()))
+            && (self.reap_gave_up || self.services().iter().all(|s| !s.state.has_process()))
     }
 
     /// A process was reaped. Returns the index of the service it was the
@@ -206,35 +373,24 @@ impl<'a> Supervisor<'a> {
         now: Instant,
         sys: &mut impl Sys,
     ) -> Option<usize> {
-        let mut found = None;
-        for (i, s) in self.active().iter_mut().enumerate() {
-            let mine = match s.state {
-                State::Running { pid: p, .. } => p == pid,
-                State::Stopping {
-                    pid: p,
-                    leader_gone,
-                    ..
-                } => p == pid && !leader_gone,
-                _ => false,
-            };
-            if mine {
-                s.step(Input::Exited { status }, now, sys);
-                found = Some(i);
-                break;
-            }
+        let found = self.pids.get(pid);
+        match found {
+            Some(i) => self.step_one(i, Input::Exited { status }, now, sys),
+            None => self.orphans_reaped = self.orphans_reaped.saturating_add(1),
         }
-        if found.is_none() {
-            self.orphans_reaped = self.orphans_reaped.saturating_add(1);
-        }
-        for s in self.active() {
-            if matches!(
-                s.state,
-                State::Stopping {
-                    leader_gone: true,
-                    ..
-                }
-            ) {
-                s.step(Input::Reaped, now, sys);
+        // A reaped group member may have emptied a group being drained.
+        for i in 0..self.used {
+            let draining = self.svcs.get(i).is_some_and(|s| {
+                matches!(
+                    s.state,
+                    State::Stopping {
+                        leader_gone: true,
+                        ..
+                    }
+                )
+            });
+            if draining {
+                self.step_one(i, Input::Reaped, now, sys);
             }
         }
         self.propagate(now, sys);
@@ -247,9 +403,9 @@ impl<'a> Supervisor<'a> {
         if self.poll_at() > now {
             return;
         }
-        for s in self.active() {
-            if s.poll_at() <= now {
-                s.step(Input::Tick, now, sys);
+        for i in 0..self.used {
+            if self.svcs.get(i).is_some_and(|s| s.poll_at() <= now) {
+                self.step_one(i, Input::Tick, now, sys);
             }
         }
         for i in 0..self.used {
@@ -264,17 +420,67 @@ impl<'a> Supervisor<'a> {
                 }
             }
         }
-        if let Some(at) = self.shutdown_at {
-            if now >= at && !self.killed_all {
-                for s in self.active() {
-                    if let Some(pid) = s.state.pid() {
-                        sys.kill_group(pid, SIGKILL);
-                    }
+        self.shutdown_deadlines(now, sys);
+        self.propagate(now, sys);
+    }
+
+    /// The last call, then the final SIGKILL, then the end of the reap
+    /// grace.
+    fn shutdown_deadlines(&mut self, now: Instant, sys: &mut impl Sys) {
+        let (Some(at), Some(call)) = (self.shutdown_at, self.last_call_at) else {
+            return;
+        };
+        if now >= call && !self.last_call_done {
+            self.last_call_done = true;
+            // Services still waiting for their dependents to stop have had
+            // no signal at all: they get it now, dependents first.
+            for s in self.active() {
+                s.mark = matches!(s.state, State::Starting { .. } | State::Running { .. });
+            }
+            self.in_reverse_order(Input::Stop, now, sys);
+        }
+        if now >= at && !self.killed_all {
+            self.killed_all = true;
+            self.reap_by = now.add(SHUTDOWN_REAP_GRACE_MS);
+            if self.services().iter().any(|s| s.state.has_process()) {
+                sys.shutdown_deadline(self.services());
+            }
+            for s in self.active() {
+                s.mark = s.state.has_process();
+            }
+            self.in_reverse_order(Input::Kill, now, sys);
+        }
+        if self.killed_all && now >= self.reap_by {
+            // Gave up waiting for the reaps; `finished` from now on.
+            self.reap_gave_up = true;
+        }
+    }
+
+    /// Steps `input` into every marked service, each only after every
+    /// marked service that depends on it: reverse dependency order.
+    /// Clears the marks. Bounded passes, no recursion.
+    fn in_reverse_order(&mut self, input: Input, now: Instant, sys: &mut impl Sys) {
+        for _ in 0..=self.used {
+            let mut changed = false;
+            for i in 0..self.used {
+                let ready = self.services().get(i).is_some_and(|s| s.mark)
+                    && !self
+                        .services()
+                        .iter()
+                        .any(|d| d.mark && d.deps.iter().any(|x| usize::from(x.idx) == i));
+                if !ready {
+                    continue;
                 }
-                self.killed_all = true;
+                if let Some(s) = self.svcs.get_mut(i) {
+                    s.mark = false;
+                }
+                self.step_one(i, input, now, sys);
+                changed = true;
+            }
+            if !changed {
+                break;
             }
         }
-        self.propagate(now, sys);
     }
 
     /// The earliest deadline of any machine.
@@ -286,8 +492,14 @@ impl<'a> Supervisor<'a> {
                 at = at.min(c.poll_at());
             }
         }
+        if let (Some(call), false) = (self.last_call_at, self.last_call_done) {
+            at = at.min(call);
+        }
         if let (Some(d), false) = (self.shutdown_at, self.killed_all) {
             at = at.min(d);
+        }
+        if self.killed_all && !self.reap_gave_up {
+            at = at.min(self.reap_by);
         }
         at
     }
@@ -419,20 +631,21 @@ impl<'a> Supervisor<'a> {
             }
         }
         let Some(v) = actions.verdict else { return };
-        let Some(s) = self.svcs.get_mut(i) else {
+        let Some(s) = self.svcs.get(i) else {
             return;
         };
         if let Some(c) = s.checks.get(r).copied().flatten() {
             sys.health(i, &c, s.state.name(), s.state.pid().unwrap_or(0));
             let passive = matches!(c.policy.mode, Mode::Passive { .. });
-            match (role, v) {
-                (Role::Readiness, Verdict::Healthy) => s.step(Input::Ready, now, sys),
+            let input = match (role, v) {
+                (Role::Readiness, Verdict::Healthy) => Some(Input::Ready),
                 // The watchdog of a notify service: restart it.
-                (Role::Readiness, Verdict::Unhealthy) if passive => {
-                    s.step(Input::Unhealthy, now, sys)
-                }
-                (Role::Liveness, Verdict::Unhealthy) => s.step(Input::Unhealthy, now, sys),
-                _ => {}
+                (Role::Readiness, Verdict::Unhealthy) if passive => Some(Input::Unhealthy),
+                (Role::Liveness, Verdict::Unhealthy) => Some(Input::Unhealthy),
+                _ => None,
+            };
+            if let Some(input) = input {
+                self.step_one(i, input, now, sys);
             }
         }
     }
@@ -521,9 +734,9 @@ impl<'a> Supervisor<'a> {
                 } else {
                     None
                 };
-                if let (Some(input), Some(s)) = (input, self.active().get_mut(i)) {
-                    s.step(input, now, sys);
-                    changed |= s.state != before;
+                if let Some(input) = input {
+                    self.step_one(i, input, now, sys);
+                    changed |= self.services().get(i).is_some_and(|s| s.state != before);
                 }
             }
             if !changed {
@@ -538,7 +751,8 @@ impl<'a> Supervisor<'a> {
 mod tests {
     use super::*;
     use crate::service::{Dep, Event, Kind, Policy, Restart, StateName};
-    use crate::sys::SpawnError;
+    use crate::sys::{SpawnError, SIGKILL};
+    use std::vec;
     use std::vec::Vec;
 
     #[derive(Default)]
@@ -548,6 +762,8 @@ mod tests {
         kills: Vec<(i32, i32)>,
         alive: Vec<i32>,
         events: Vec<(usize, StateName, StateName, Event)>,
+        /// What each `shutdown_deadline` call listed: (slot, pid).
+        deadline: Vec<Vec<(usize, i32)>>,
     }
     impl Sys for Rec {
         fn spawn(&mut self, idx: usize) -> Result<i32, SpawnError> {
@@ -564,6 +780,30 @@ mod tests {
         fn emit(&mut self, idx: usize, from: StateName, to: StateName, e: &Event) {
             self.events.push((idx, from, to, *e));
         }
+        fn shutdown_deadline(&mut self, services: &[Service]) {
+            let v = services
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.state.pid().map(|p| (i, p)))
+                .collect();
+            self.deadline.push(v);
+        }
+    }
+
+    /// The index holds exactly the unreaped main pids, each to its slot.
+    fn assert_index_agrees(sup: &Supervisor<'_>) {
+        let mut leaders = 0;
+        for (i, s) in sup.services().iter().enumerate() {
+            if let Some(p) = s.state.leader() {
+                leaders += 1;
+                assert_eq!(sup.owner_of(p), Some(i), "slot {i} pid {p}");
+            }
+        }
+        assert_eq!(sup.indexed(), leaders);
+    }
+
+    fn pid_of(sys: &Rec, i: usize) -> i32 {
+        sys.spawned.iter().rev().find(|x| x.0 == i).unwrap().1
     }
 
     fn t(ms: u64) -> Instant {
@@ -596,7 +836,8 @@ mod tests {
     fn starts_in_dependency_order_independents_together() {
         let mut v = chain(Condition::Started, Kind::Service);
         let mut sys = Rec::default();
-        let mut sup = Supervisor::new(&mut v, 4);
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
         sup.start_all(t(0), &mut sys);
         let order: Vec<usize> = sys.spawned.iter().map(|x| x.0).collect();
         assert_eq!(order.len(), 4);
@@ -608,7 +849,8 @@ mod tests {
     fn completed_condition_waits_for_oneshot() {
         let mut v = chain(Condition::Completed, Kind::Oneshot);
         let mut sys = Rec::default();
-        let mut sup = Supervisor::new(&mut v, 4);
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
         sup.start_all(t(0), &mut sys);
         assert_eq!(sup.services()[1].state, State::Waiting);
         let pid_a = sys.spawned.iter().find(|x| x.0 == 0).unwrap().1;
@@ -622,7 +864,8 @@ mod tests {
     fn failed_dependency_blocks_with_reason() {
         let mut v = chain(Condition::Completed, Kind::Oneshot);
         let mut sys = Rec::default();
-        let mut sup = Supervisor::new(&mut v, 4);
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
         sup.start_all(t(0), &mut sys);
         sup.on_exit(1, ExitStatus::Code(1), t(5), &mut sys);
         assert_eq!(sup.services()[0].state, State::Failed);
@@ -640,7 +883,8 @@ mod tests {
     fn shutdown_in_reverse_order_and_finishes_when_all_dead() {
         let mut v = chain(Condition::Started, Kind::Service);
         let mut sys = Rec::default();
-        let mut sup = Supervisor::new(&mut v, 4);
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
         sup.start_all(t(0), &mut sys);
         let pid = |sys: &Rec, i| sys.spawned.iter().find(|x| x.0 == i).unwrap().1;
         sup.shutdown(t(10), 30_000, &mut sys);
@@ -686,7 +930,8 @@ mod tests {
             })
             .unwrap();
         let mut sys = Rec::default();
-        let mut sup = Supervisor::new(&mut v, 3);
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 3);
         sup.start_all(t(0), &mut sys);
         sup.on_exit(2, ExitStatus::Code(0), t(1), &mut sys);
         assert_eq!(sup.services()[1].state, State::Completed);
@@ -705,22 +950,297 @@ mod tests {
             s.policy.stop_timeout = 60_000;
         }
         let mut sys = Rec::default();
-        let mut sup = Supervisor::new(&mut v, 4);
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
         sup.start_all(t(0), &mut sys);
         sup.shutdown(t(0), 1000, &mut sys);
-        assert_eq!(sup.poll_at(), t(1000));
+        // The last call comes a quarter of the timeout before the end.
+        assert_eq!(sup.poll_at(), t(750));
         sup.tick(t(999), &mut sys);
+        assert_eq!(sup.poll_at(), t(1000));
         assert!(!sup.finished());
         sup.tick(t(1000), &mut sys);
-        assert!(sup.finished());
         assert_eq!(sys.kills.iter().filter(|k| k.1 == SIGKILL).count(), 4);
+        // Not finished before the reaps: the exit statuses are wanted.
+        assert!(!sup.finished());
+        for i in 0..4 {
+            let p = pid_of(&sys, i);
+            sup.on_exit(p, ExitStatus::Signal(9), t(1001), &mut sys);
+        }
+        assert!(sup.finished());
+        for s in sup.services() {
+            assert_eq!(s.last_exit, Some(ExitStatus::Signal(9)));
+            assert_eq!(s.state, State::Stopped);
+        }
+    }
+
+    #[test]
+    fn shutdown_deadline_signals_the_unsignalled_in_reverse_order_then_kills() {
+        // a <- b <- c, d: c traps TERM and holds b and a back; at the last
+        // call b and a still get their TERM (b first), then SIGKILL.
+        let mut v = chain(Condition::Started, Kind::Service);
+        for s in v.iter_mut() {
+            s.policy.stop_timeout = 60_000;
+        }
+        let mut sys = Rec::default();
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
+        sup.start_all(t(0), &mut sys);
+        let (p0, p1, p2, p3) = (
+            pid_of(&sys, 0),
+            pid_of(&sys, 1),
+            pid_of(&sys, 2),
+            pid_of(&sys, 3),
+        );
+        sup.shutdown(t(0), 10_000, &mut sys);
+        sup.on_exit(p3, ExitStatus::Signal(15), t(5), &mut sys);
+        assert!(sys.kills.contains(&(p2, 15)));
+        assert!(!sys.kills.contains(&(p1, 15)));
+        assert_eq!(sup.poll_at(), t(9000), "last call 1 s before the end");
+        sup.tick(t(8999), &mut sys);
+        assert!(!sys.kills.contains(&(p1, 15)));
+        sup.tick(t(9000), &mut sys);
+        let term = |p| sys.kills.iter().position(|&k| k == (p, 15)).unwrap();
+        assert!(term(p1) < term(p0), "{:?}", sys.kills);
+        assert!(sys.deadline.is_empty());
+        assert!(!sys.kills.iter().any(|k| k.1 == SIGKILL));
+        sup.tick(t(10_000), &mut sys);
+        // Reported once, with every service that still has a process.
+        assert_eq!(sys.deadline, [vec![(0, p0), (1, p1), (2, p2)]]);
+        let kill = |p| sys.kills.iter().position(|&k| k == (p, SIGKILL)).unwrap();
+        assert!(kill(p2) < kill(p1) && kill(p1) < kill(p0));
+        assert!(sys.events.iter().any(|e| e.3
+            == Event::Killed {
+                pid: p0,
+                shutdown: true
+            }));
+        sup.on_exit(p2, ExitStatus::Signal(9), t(10_001), &mut sys);
+        sup.on_exit(p0, ExitStatus::Signal(9), t(10_001), &mut sys);
+        assert!(!sup.finished(), "b not reaped yet");
+        sup.tick(t(10_002), &mut sys);
+        assert_eq!(sys.deadline.len(), 1, "reported once");
+        // b is stuck (D state): after the reap grace shutdown ends anyway.
+        assert_eq!(sup.poll_at(), t(10_000 + SHUTDOWN_REAP_GRACE_MS));
+        sup.tick(t(10_000 + SHUTDOWN_REAP_GRACE_MS), &mut sys);
+        assert!(sup.finished());
+        assert_eq!(sup.services()[0].last_exit, Some(ExitStatus::Signal(9)));
+        assert_eq!(sup.services()[3].last_exit, Some(ExitStatus::Signal(15)));
+    }
+
+    #[test]
+    fn exit_is_routed_in_every_state_with_a_pid() {
+        use crate::health::Role;
+        // 0: starting (readiness never passes), 1: running, 2: stopping
+        // with its leader alive, 3: stopping with the leader reaped and
+        // one group member left.
+        let mut v: Vec<Service> = (0..4).map(|i| Service::new(i, Policy::default())).collect();
+        v[0].policy.needs_ready = true;
+        v[0].checks = [Some(probe_check(Role::Readiness)), None];
+        let mut sys = Rec::default();
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
+        sup.start_all(t(0), &mut sys);
+        let (p0, p1, p2, p3) = (
+            pid_of(&sys, 0),
+            pid_of(&sys, 1),
+            pid_of(&sys, 2),
+            pid_of(&sys, 3),
+        );
+        sup.stop(2, t(1), &mut sys);
+        sys.alive.push(p3);
+        sup.stop(3, t(1), &mut sys);
+        assert_eq!(
+            sup.on_exit(p3, ExitStatus::Signal(15), t(2), &mut sys),
+            Some(3)
+        );
+        assert!(matches!(
+            sup.services()[3].state,
+            State::Stopping {
+                leader_gone: true,
+                ..
+            }
+        ));
+        assert_eq!(sup.services()[0].state.name(), StateName::Starting);
+        assert_index_agrees(&sup);
+
+        // starting: the exit is a failure, with backoff (it used to wedge).
+        assert_eq!(
+            sup.on_exit(p0, ExitStatus::Code(1), t(10), &mut sys),
+            Some(0)
+        );
+        assert_eq!(sup.services()[0].state.name(), StateName::Backoff);
+        assert_eq!(sup.services()[0].failures, 1);
+        // running
+        assert_eq!(
+            sup.on_exit(p1, ExitStatus::Code(1), t(10), &mut sys),
+            Some(1)
+        );
+        assert_eq!(sup.services()[1].state.name(), StateName::Backoff);
+        // stopping, leader alive
+        assert_eq!(
+            sup.on_exit(p2, ExitStatus::Signal(15), t(10), &mut sys),
+            Some(2)
+        );
+        assert_eq!(sup.services()[2].state, State::Stopped);
+        // stopping, leader gone: its pid is not routed again; the last
+        // member's reap ends the stop.
+        assert_eq!(sup.on_exit(p3, ExitStatus::Code(0), t(11), &mut sys), None);
+        sys.alive.clear();
+        assert_eq!(sup.on_exit(999, ExitStatus::Code(0), t(12), &mut sys), None);
+        assert_eq!(sup.services()[3].state, State::Stopped);
+        assert_index_agrees(&sup);
+        assert_eq!(sup.indexed(), 0);
+        // The backoff respawns, and the new pids are routed.
+        sup.tick(t(1010), &mut sys);
+        assert_index_agrees(&sup);
+        assert_eq!(sup.indexed(), 2);
+        let q0 = pid_of(&sys, 0);
+        assert_ne!(q0, p0);
+        assert_eq!(sup.owner_of(q0), Some(0));
+        assert_eq!(sup.owner_of(p0), None);
+    }
+
+    #[test]
+    fn shutdown_with_a_crashed_starting_service_ends_at_once() {
+        // The `starting` wedge: a dead process that was never routed kept
+        // the shutdown waiting for its whole timeout.
+        use crate::health::Role;
+        let mut v: Vec<Service> = (0..1).map(|i| Service::new(i, Policy::default())).collect();
+        v[0].policy.needs_ready = true;
+        v[0].checks = [Some(probe_check(Role::Readiness)), None];
+        let mut sys = Rec::default();
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 1);
+        sup.start_all(t(0), &mut sys);
+        sup.on_exit(1, ExitStatus::Code(1), t(10), &mut sys);
+        sup.shutdown(t(20), 30_000, &mut sys);
+        assert!(sup.finished());
+    }
+
+    #[test]
+    fn zero_backoff_respawns_in_the_same_instant() {
+        let mut v: Vec<Service> = (0..1)
+            .map(|i| {
+                Service::new(
+                    i,
+                    Policy {
+                        backoff_initial: 0,
+                        ..Policy::default()
+                    },
+                )
+            })
+            .collect();
+        let mut sys = Rec::default();
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 1);
+        sup.start_all(t(0), &mut sys);
+        for k in 1..=5 {
+            let p = pid_of(&sys, 0);
+            sup.on_exit(p, ExitStatus::Code(1), t(100), &mut sys);
+            // Due now: the loop polls with a zero timeout and ticks.
+            assert_eq!(sup.poll_at(), t(100));
+            sup.tick(t(100), &mut sys);
+            assert_eq!(sys.spawned.len(), 1 + k);
+            assert_eq!(sup.services()[0].state.name(), StateName::Running);
+        }
+        assert_index_agrees(&sup);
+    }
+
+    #[test]
+    fn restart_does_not_rerun_a_completed_oneshot_dependency() {
+        // a: oneshot, completed; b needs it completed; c needs b.
+        let mut v = chain(Condition::Completed, Kind::Oneshot);
+        let mut sys = Rec::default();
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
+        sup.start_all(t(0), &mut sys);
+        sup.on_exit(pid_of(&sys, 0), ExitStatus::Code(0), t(5), &mut sys);
+        assert_eq!(sup.services()[0].state, State::Completed);
+        let pb = pid_of(&sys, 1);
+        sup.restart(1, t(10), &mut sys);
+        sup.on_exit(pb, ExitStatus::Signal(15), t(11), &mut sys);
+        assert_ne!(pid_of(&sys, 1), pb, "b runs again");
+        assert_eq!(sys.spawned.iter().filter(|x| x.0 == 0).count(), 1);
+        assert_eq!(sup.services()[0].state, State::Completed);
+        // `start c` does not re-run it either; `start a` by name does.
+        sup.start(2, t(12), &mut sys);
+        assert_eq!(sys.spawned.iter().filter(|x| x.0 == 0).count(), 1);
+        sup.start(0, t(13), &mut sys);
+        assert_eq!(sys.spawned.iter().filter(|x| x.0 == 0).count(), 2);
+    }
+
+    #[test]
+    fn start_brings_back_dependents_a_stop_took_down_but_not_those_stopped_by_name() {
+        // a <- b <- c, plus e depending on a; c is stopped by name first.
+        let mut v = chain(Condition::Started, Kind::Service);
+        v[3].deps
+            .push(Dep {
+                idx: 0,
+                condition: Condition::Started,
+            })
+            .unwrap();
+        let mut sys = Rec::default();
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
+        sup.start_all(t(0), &mut sys);
+        sup.stop(2, t(1), &mut sys);
+        sup.on_exit(pid_of(&sys, 2), ExitStatus::Signal(15), t(2), &mut sys);
+        sup.stop(0, t(3), &mut sys);
+        for i in [1, 3, 0] {
+            let p = pid_of(&sys, i);
+            sup.on_exit(p, ExitStatus::Signal(15), t(4), &mut sys);
+        }
+        for s in sup.services() {
+            assert_eq!(s.state, State::Stopped);
+        }
+        let before = sys.spawned.len();
+        sup.start(0, t(10), &mut sys);
+        let started: Vec<usize> = sys.spawned[before..].iter().map(|x| x.0).collect();
+        assert_eq!(started.len(), 3, "{started:?}");
+        assert_eq!(started[0], 0, "the dependency first: {started:?}");
+        assert!(started.contains(&1) && started.contains(&3));
+        assert_eq!(sup.services()[2].state, State::Stopped, "stopped by name");
+        // Once brought back, a later stop/start of a again does the same.
+        assert!(sup.services().iter().all(|s| !s.down_by_dep));
+    }
+
+    #[test]
+    fn a_dependent_waits_for_every_dependency_stopped_with_it() {
+        // b needs a and d. stop a and stop d take b down; start a alone
+        // must not bring d (stopped by name) up, so b stays down until
+        // start d.
+        let mut v = chain(Condition::Started, Kind::Service);
+        v[1].deps
+            .push(Dep {
+                idx: 3,
+                condition: Condition::Started,
+            })
+            .unwrap();
+        let mut sys = Rec::default();
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
+        sup.start_all(t(0), &mut sys);
+        sup.stop(0, t(1), &mut sys);
+        for i in [2, 1, 0] {
+            sup.on_exit(pid_of(&sys, i), ExitStatus::Signal(15), t(2), &mut sys);
+        }
+        sup.stop(3, t(3), &mut sys);
+        sup.on_exit(pid_of(&sys, 3), ExitStatus::Signal(15), t(4), &mut sys);
+        let before = sys.spawned.len();
+        sup.start(0, t(5), &mut sys);
+        let started: Vec<usize> = sys.spawned[before..].iter().map(|x| x.0).collect();
+        assert_eq!(started, [0]);
+        sup.start(3, t(6), &mut sys);
+        let started: Vec<usize> = sys.spawned[before..].iter().map(|x| x.0).collect();
+        assert_eq!(started, [0, 3, 1, 2]);
     }
 
     #[test]
     fn operator_stop_takes_dependents_down_first_and_start_brings_deps() {
         let mut v = chain(Condition::Started, Kind::Service);
         let mut sys = Rec::default();
-        let mut sup = Supervisor::new(&mut v, 4);
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
         sup.start_all(t(0), &mut sys);
         let pid = |sys: &Rec, i| sys.spawned.iter().rev().find(|x| x.0 == i).unwrap().1;
         let (p0, p1, p2) = (pid(&sys, 0), pid(&sys, 1), pid(&sys, 2));
@@ -747,7 +1267,8 @@ mod tests {
     fn operator_restart_resets_counters_and_keeps_dependents() {
         let mut v = chain(Condition::Started, Kind::Service);
         let mut sys = Rec::default();
-        let mut sup = Supervisor::new(&mut v, 4);
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
         sup.start_all(t(0), &mut sys);
         let p0 = sys.spawned.iter().find(|x| x.0 == 0).unwrap().1;
         sup.restart(0, t(5), &mut sys);
@@ -791,7 +1312,8 @@ mod tests {
             })
             .unwrap();
         let mut sys = Rec::default();
-        let mut sup = Supervisor::new(&mut v, 2);
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 2);
         sup.start_all(t(0), &mut sys);
         assert_eq!(sup.services()[0].state.name(), StateName::Starting);
         assert_eq!(sup.services()[1].state, State::Waiting);
@@ -857,7 +1379,8 @@ mod tests {
         v[0].policy.start_timeout = Some(3000);
         v[0].checks = [Some(probe_check(Role::Readiness)), None];
         let mut sys = Rec::default();
-        let mut sup = Supervisor::new(&mut v, 1);
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 1);
         sup.start_all(t(0), &mut sys);
         sup.tick(t(3000), &mut sys);
         assert_eq!(sup.services()[0].state.name(), StateName::Stopping);
@@ -871,7 +1394,8 @@ mod tests {
     fn orphans_are_counted() {
         let mut v = chain(Condition::Started, Kind::Service);
         let mut sys = Rec::default();
-        let mut sup = Supervisor::new(&mut v, 4);
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
         sup.start_all(t(0), &mut sys);
         assert_eq!(sup.on_exit(999, ExitStatus::Code(0), t(1), &mut sys), None);
         assert_eq!(sup.orphans_reaped, 1);

@@ -5,7 +5,7 @@
 //! block for long and must never panic.
 
 use crate::health::{Check, ProbeError, Role};
-use crate::service::{Event, StateName};
+use crate::service::{Event, Service, StateName};
 use core::fmt;
 
 /// Where in the spawn sequence a child failed. Reported by the child over a
@@ -154,6 +154,12 @@ pub trait Sys {
     fn kill_group(&mut self, pgid: i32, sig: i32);
     /// Whether any process is left in group `pgid`.
     fn group_alive(&mut self, pgid: i32) -> bool;
+    /// How many live (not zombie) processes are in group `pgid`, for
+    /// "N processes left in its group". Asked only when a main process
+    /// exits on its own. The default knows only alive or not.
+    fn group_members(&mut self, pgid: i32) -> u32 {
+        u32::from(self.group_alive(pgid))
+    }
     /// A state change or notable event of service `idx`, for logs and
     /// (later) the event stream.
     fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event);
@@ -166,4 +172,8 @@ pub trait Sys {
     fn cancel_probe(&mut self, _idx: usize, _role: Role) {}
     /// A check's verdict changed, for logs and the event stream.
     fn health(&mut self, _idx: usize, _check: &Check, _state: StateName, _pid: i32) {}
+    /// The shutdown deadline passed: every service in `services` that
+    /// still has a process is about to get SIGKILL (for the log line
+    /// "shutdown timeout: killing web (pid N), db (pid M)").
+    fn shutdown_deadline(&mut self, _services: &[Service]) {}
 }

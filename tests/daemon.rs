@@ -123,7 +123,11 @@ fn max_restarts_then_failed() {
     let log = d.wait_log("doomed: gave up after 3 consecutive failures", 10.0);
     assert_eq!(log.matches("doomed: spawned").count(), 3);
     let dump = d.dump();
-    assert!(dump.contains("status doomed: failed"), "{dump}");
+    // docs/CONFIG.md: `max_restarts: 2` = the first run and 2 restarts.
+    assert!(
+        dump.contains("status doomed: failed pid 0 restarts 2 "),
+        "{dump}"
+    );
     assert!(dump.contains("gave up after 3 failures"), "{dump}");
     assert_eq!(d.stop(10.0), 0);
 }

@@ -1,19 +1,29 @@
 //! Fuzz the service machine and the supervisor: any sequence of inputs,
-//! exits, spawn failures and time jumps must never panic, and the basic
-//! invariants must hold (a pid only in states with a process; deadlines
-//! never in the past after a tick).
+//! exits, spawn failures, leftover group members and time jumps must never
+//! panic, and these invariants must hold after every step:
+//! - after `on_exit(p)`, no slot still has `p` as its unreaped main pid
+//!   (an exit is routed in every state that has a process);
+//! - the pid index agrees with the table: each unreaped main pid maps to
+//!   its slot, and it holds nothing else;
+//! - a pid only in states with a process; no two slots share a main pid.
 #![no_main]
 
 use coffey::health::{Check, CheckPolicy, Mode, ProbeError, Role};
+use coffey::pidindex::{PidIndex, PidSlot};
 use coffey::service::{Condition, Dep, Event, Kind, Policy, Restart, Service, StateName};
 use coffey::supervisor::Supervisor;
 use coffey::sys::{ExitStatus, SpawnError, Stage, Sys};
 use coffey::time::Instant;
 use libfuzzer_sys::fuzz_target;
 
+/// Spawns with scripted failures; some groups keep a member after their
+/// leader exits (a daemonizing program), and some of those members ignore
+/// the stop signal until SIGKILL.
 struct Fake {
     next: i32,
     fail: u8,
+    /// Groups with a live member besides the leader.
+    groups: Vec<i32>,
 }
 
 impl Sys for Fake {
@@ -24,13 +34,21 @@ impl Sys for Fake {
             1 => Err(SpawnError { stage: Stage::Fork, errno: 11 }),
             _ => {
                 self.next += 1;
-                Ok(100 + self.next)
+                let pid = 100 + self.next;
+                if self.fail % 3 == 0 {
+                    self.groups.push(pid);
+                }
+                Ok(pid)
             }
         }
     }
-    fn kill_group(&mut self, _pgid: i32, _sig: i32) {}
+    fn kill_group(&mut self, pgid: i32, sig: i32) {
+        if sig == 9 || (sig == 15 && pgid % 2 == 0) {
+            self.groups.retain(|&g| g != pgid);
+        }
+    }
     fn group_alive(&mut self, pgid: i32) -> bool {
-        pgid % 3 == 0
+        self.groups.contains(&pgid)
     }
     fn emit(&mut self, _idx: usize, _from: StateName, _to: StateName, _event: &Event) {}
     fn start_probe(&mut self, idx: usize, _role: Role) -> Result<(), ProbeError> {
@@ -40,6 +58,25 @@ impl Sys for Fake {
             Err(ProbeError::Connect(111))
         }
     }
+}
+
+fn check(sup: &Supervisor<'_>) {
+    let mut leaders = 0;
+    for (i, s) in sup.services().iter().enumerate() {
+        let has = matches!(
+            s.state.name(),
+            StateName::Starting | StateName::Running | StateName::Stopping
+        );
+        assert_eq!(s.state.pid().is_some(), has);
+        if let Some(p) = s.state.leader() {
+            leaders += 1;
+            assert_eq!(sup.owner_of(p), Some(i), "index lost pid {p} of slot {i}");
+            for (j, t) in sup.services().iter().enumerate() {
+                assert!(j == i || t.state.leader() != Some(p), "pid {p} in {i} and {j}");
+            }
+        }
+    }
+    assert_eq!(sup.indexed(), leaders, "index holds stale pids");
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -58,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
                     _ => Restart::Never,
                 },
                 max_restarts: u32::from(b >> 4),
-                backoff_initial: 10,
+                backoff_initial: if b & 4 == 0 { 10 } else { 0 },
                 backoff_max: 1000,
                 stop_timeout: 50,
                 ..Policy::default()
@@ -80,20 +117,36 @@ fuzz_target!(|data: &[u8]| {
             s
         })
         .collect();
-    let mut sys = Fake { next: 0, fail: data[0] };
-    let mut sup = Supervisor::new(&mut v, n as usize);
+    let mut sys = Fake { next: 0, fail: data[0], groups: Vec::new() };
+    let mut px = vec![PidSlot::EMPTY; PidIndex::capacity_for(n as usize)];
+    let mut sup = Supervisor::new(&mut v, &mut px, n as usize);
     let mut now = 0u64;
     sup.start_all(Instant(now), &mut sys);
+    check(&sup);
     for w in data[4..].chunks(2) {
         let (op, arg) = (w[0], *w.get(1).unwrap_or(&0));
         let idx = usize::from(arg) % n as usize;
-        now += u64::from(op >> 3);
+        now += u64::from(op >> 4);
         let t = Instant(now);
-        match op % 8 {
+        match op % 10 {
             0 => sup.tick(t, &mut sys),
-            1 => {
-                let pid = sup.services()[idx].state.pid().unwrap_or(9999);
-                sup.on_exit(pid, if arg & 1 == 0 { ExitStatus::Code(i32::from(arg >> 1)) } else { ExitStatus::Signal(9) }, t, &mut sys);
+            1 | 8 => {
+                // The main process of a slot, or (8) any pid: a group
+                // member, a reaped leader's pgid, an orphan.
+                let pid = if op % 10 == 1 {
+                    sup.services()[idx].state.pid().unwrap_or(9999)
+                } else {
+                    100 + i32::from(arg)
+                };
+                if op & 0x10 != 0 {
+                    // The members of its group died with it.
+                    sys.groups.retain(|&g| g != pid);
+                }
+                let st = if arg & 1 == 0 { ExitStatus::Code(i32::from(arg >> 1)) } else { ExitStatus::Signal(9) };
+                sup.on_exit(pid, st, t, &mut sys);
+                for s in sup.services() {
+                    assert_ne!(s.state.leader(), Some(pid), "pid {pid} still held after on_exit");
+                }
             }
             2 => {
                 sup.start(idx, t, &mut sys);
@@ -106,12 +159,17 @@ fuzz_target!(|data: &[u8]| {
             }
             5 => sup.probe_result(idx, if arg & 1 == 0 { Role::Readiness } else { Role::Liveness }, if arg & 2 == 0 { Ok(()) } else { Err(ProbeError::Timeout) }, t, &mut sys),
             6 => sup.notified(idx, arg & 1 == 0, t, &mut sys),
+            7 => {
+                // A leftover member of some group exits on its own.
+                if !sys.groups.is_empty() {
+                    let g = sys.groups.remove(usize::from(arg) % sys.groups.len());
+                    sup.on_exit(g + 100_000, ExitStatus::Code(0), t, &mut sys);
+                }
+            }
             _ => sup.shutdown(t, 100, &mut sys),
         }
-        for s in sup.services() {
-            let has = matches!(s.state.name(), StateName::Starting | StateName::Running | StateName::Stopping);
-            assert_eq!(s.state.pid().is_some(), has);
-        }
+        check(&sup);
         sup.tick(t, &mut sys);
+        check(&sup);
     }
 });

@@ -14,7 +14,7 @@ use coffey::control::proto::{
     self, event, DecodeError, ErrorCode, LastExit, Reply, Request, WireState,
 };
 use coffey::limits::LINE_MAX;
-use coffey::service::{Event, Kind, Reason, Restart, Service, State, StateName};
+use coffey::service::{Event, Kind, LeftInGroupText, Reason, Restart, Service, State, StateName};
 use coffey::supervisor::Supervisor;
 use coffey::sys::{signal_name, ExitStatus};
 use coffey::time::{Dur, Instant};
@@ -263,6 +263,9 @@ fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
                 Reason::StartTimeout => {
                     let _ = out.write_str("not ready within start_timeout; ");
                 }
+                Reason::LeftInGroup { left, .. } => {
+                    let _ = write!(out, "{}; ", LeftInGroupText(left));
+                }
                 _ => {}
             }
             let _ = write!(out, "next try in {}", Dur(retry_at.since(now)));
@@ -278,6 +281,9 @@ fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
         }
         (State::Failed | State::Stopped, Reason::Exited(st)) => {
             let _ = write!(out, "{st}");
+        }
+        (_, Reason::LeftInGroup { left, .. }) => {
+            let _ = write!(out, "{}", LeftInGroupText(left));
         }
         _ => {}
     }
@@ -433,8 +439,17 @@ fn event_text(e: &Event, idx: usize, shell: &Shell, out: &mut LineBuf) -> Option
             let _ = write!(out, "{}", signal_name(signal));
             event::STOPPING
         }
-        Event::Killed { .. } => {
-            let _ = write!(out, "stop timeout: SIGKILL");
+        Event::Killed { shutdown, .. } => {
+            let what = if shutdown {
+                "shutdown timeout"
+            } else {
+                "stop timeout"
+            };
+            let _ = write!(out, "{what}: SIGKILL");
+            event::STOPPING
+        }
+        Event::LeftInGroup { left, .. } => {
+            let _ = write!(out, "{}", LeftInGroupText(left));
             event::STOPPING
         }
         Event::Stopped => event::STOPPED,
@@ -481,7 +496,8 @@ pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, 
         | Event::Unhealthy { pid, .. }
         | Event::Exited { pid, .. }
         | Event::Stopping { pid, .. }
-        | Event::Killed { pid } => pid,
+        | Event::Killed { pid, .. }
+        | Event::LeftInGroup { pid, .. } => pid,
         _ => pid,
     };
     let name = shell.slots.get(idx).map_or("?", |s| s.name.as_str());
@@ -1000,6 +1016,7 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
             Event::Backoff { .. } => "backoff",
             Event::GaveUp { .. } | Event::Failed => "failed",
             Event::Stopping { .. } | Event::Killed { .. } => "stopping",
+            Event::LeftInGroup { .. } => "left-in-group",
             Event::Stopped => "stopped",
             Event::Completed => "completed",
             Event::Unexpected { .. } => "unexpected",
@@ -1018,6 +1035,9 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
             Event::SpawnFailed { err } if err.stage == coffey::sys::Stage::User => {
                 let _ = et.write_str(" ");
                 super::spawn::write_failure(&mut et, err, Some(&slot.prep));
+            }
+            Event::LeftInGroup { left, .. } => {
+                let _ = write!(et, " {left}");
             }
             Event::SpawnFailed { err } => {
                 let _ = write!(et, " {}: {}", err.stage.name(), errno_desc(err.errno));

@@ -10,6 +10,7 @@ mod alloc;
 mod clock;
 mod compiled;
 mod control;
+mod group;
 mod log;
 mod logfile;
 pub mod pid1;
@@ -25,7 +26,8 @@ pub use alloc::Counting;
 use crate::config::Config;
 use coffey::limits::{EVENTS, READS_PER_TURN, READ_CHUNK};
 use coffey::logring::{LineBuf, LogRing, Stream};
-use coffey::service::{Event, Reason, StateName};
+use coffey::pidindex::{PidIndex, PidSlot};
+use coffey::service::{Event, LeftInGroupText, Reason, Service, StateName};
 use coffey::supervisor::Supervisor;
 use coffey::sys::{signal_name, ExitStatus, SpawnError, Stage, Sys};
 use coffey::time::{Dur, Instant};
@@ -210,9 +212,32 @@ impl Sys for Shell {
         r == 0 || nix::errno::Errno::last_raw() == libc::EPERM
     }
 
+    fn group_members(&mut self, pgid: i32) -> u32 {
+        if !self.group_alive(pgid) {
+            return 0;
+        }
+        // Without /proc (a bare container), "alive" is all we know.
+        group::live_members(pgid).unwrap_or(1)
+    }
+
     fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event) {
         self.log_event(idx, from, to, event);
         control::broadcast_event(self, idx, to, event, 0);
+    }
+
+    fn shutdown_deadline(&mut self, services: &[Service]) {
+        let mut line = log::LineBuf::default();
+        let _ = line.write_str("shutdown timeout: killing");
+        let mut sep = " ";
+        for (i, s) in services.iter().enumerate() {
+            if let Some(pid) = s.state.pid() {
+                let name = self.slots.get(i).map_or("?", |s| s.name.as_str());
+                let _ = write!(line, "{sep}{name} (pid {pid})");
+                sep = ", ";
+            }
+        }
+        let text = core::str::from_utf8(line.as_bytes()).unwrap_or("shutdown timeout");
+        log!(self.log, "{text}");
     }
 }
 
@@ -300,12 +325,33 @@ impl Shell {
                     signal_name(signal)
                 )
             }
-            Event::Killed { pid } => {
+            Event::Killed {
+                pid,
+                shutdown: false,
+            } => {
                 log!(
                     self.log,
                     "{name}: stop timeout; sent SIGKILL to process group {pid}"
                 )
             }
+            Event::Killed {
+                pid,
+                shutdown: true,
+            } => {
+                log!(
+                    self.log,
+                    "{name}: shutdown timeout; sent SIGKILL to process group {pid}"
+                )
+            }
+            // Once per service: a crash-looping daemonizer must not flood.
+            Event::LeftInGroup {
+                pid,
+                left,
+                first: true,
+            } => {
+                log!(self.log, "{name}: pid {pid}: {}", LeftInGroupText(left))
+            }
+            Event::LeftInGroup { first: false, .. } => {}
             Event::Stopped if to == StateName::Waiting => {
                 log!(self.log, "{name}: stopped; starting again")
             }
@@ -589,6 +635,9 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
             Reason::StartTimeout => {
                 let _ = write!(why, ", not ready within start_timeout");
             }
+            Reason::LeftInGroup { status, left } => {
+                let _ = write!(why, ", last {status}; {}", LeftInGroupText(left));
+            }
         }
         let due = s.poll_at();
         let next = if due == Instant::NEVER {
@@ -677,7 +726,10 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         table.len(),
         cfg.socket.display()
     );
-    let mut sup = Supervisor::new(&mut table, used);
+    // The pid index: sized once, like the table (startup may allocate).
+    let mut pids: Box<[PidSlot]> =
+        core::iter::repeat_n(PidSlot::EMPTY, PidIndex::capacity_for(table.len())).collect();
+    let mut sup = Supervisor::new(&mut table, &mut pids, used);
     // After `reexec`: take over the previous binary's processes.
     for a in &adopted {
         let found = shell
@@ -686,15 +738,14 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             .and_then(|s| s.iter().position(|s| s.name.as_str() == a.name));
         match found {
             Some(i) => {
-                if let Some(svc) = sup.service_mut(i) {
-                    svc.adopt(
-                        a.pid,
-                        Instant::from_millis(a.since),
-                        a.restarts,
-                        a.failures,
-                        a.want_up,
-                    );
-                }
+                sup.adopt(
+                    i,
+                    a.pid,
+                    Instant::from_millis(a.since),
+                    a.restarts,
+                    a.failures,
+                    a.want_up,
+                );
                 log!(
                     shell.log,
                     "{}: adopted pid {} (restarts {})",
