@@ -790,3 +790,109 @@ fn sd_notify_in_two_containers_sharing_a_network_namespace() {
         assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.stderr_text());
     }
 }
+
+/// Starts the plain daemon (not PID 1) on `services`, through
+/// `sh -c 'WRAPPER; exec coffeyd -c CONFIG'`, so the wrapper can set up
+/// what coffeyd inherits (descriptors, mounts, users). `wrapper` runs
+/// with `$DIR` replaced. Returns the dir and the sh/coffeyd child.
+fn wrapped_daemon(
+    tag: &str,
+    launcher: &[&str],
+    wrapper: &str,
+    extra: &str,
+    services: &str,
+) -> (PathBuf, Child) {
+    let dir = tempdir(tag);
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, Ns::config_text(&dir, extra, services)).unwrap();
+    let script = format!(
+        "{}\nexec \"$0\" -c \"$1\"",
+        wrapper.replace("$DIR", &dir.display().to_string())
+    );
+    let (prog, pre) = launcher.split_first().unwrap_or((&"sh", &[]));
+    let mut cmd = Command::new(prog);
+    cmd.args(pre);
+    if !launcher.is_empty() {
+        cmd.arg("sh");
+    }
+    let child = cmd
+        .args(["-c", &script, BIN])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    (dir, child)
+}
+
+/// The descriptor numbers in an `ls -l /proc/self/fd/` listing, without
+/// the directory that `ls` itself opened to list them.
+fn fd_numbers(listing: &str) -> BTreeSet<u32> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let (left, target) = l.split_once(" -> ")?;
+            if target.starts_with("/proc/") && target.ends_with("/fd") {
+                return None;
+            }
+            left.split_whitespace().last()?.parse().ok()
+        })
+        .collect()
+}
+
+fn wait_file(path: &Path, secs: f64) -> String {
+    wait_for(secs, &format!("{}", path.display()), || {
+        std::fs::read_to_string(path).ok()
+    })
+}
+
+#[test]
+fn services_inherit_only_stdio_and_the_readiness_fd() {
+    // coffeyd's parent leaves fd 7 (/dev/null) and fd 9 (a FIFO, opened
+    // read-write: a pipe) open and inheritable.
+    let list =
+        "ls -l /proc/self/fd/ > $DIR/NAME.tmp && mv $DIR/NAME.tmp $DIR/NAME.fds; exec sleep 600";
+    let services = [
+        svc("plain", &list.replace("NAME", "plain"), ""),
+        svc(
+            "notifier",
+            &list.replace("NAME", "notifier"),
+            "    healthcheck:\n      readiness:\n        type: notify\n        fd: 5\n",
+        ),
+    ]
+    .concat();
+    let (dir, mut child) = wrapped_daemon(
+        "fdleak",
+        &[],
+        "mkfifo $DIR/fifo && exec 7</dev/null 9<>$DIR/fifo",
+        "",
+        &services,
+    );
+    let pid = child.id() as i32;
+    let plain = wait_file(&dir.join("plain.fds"), 10.0);
+    let notifier = wait_file(&dir.join("notifier.fds"), 10.0);
+    // The daemon itself did inherit them (the test is not vacuous).
+    let daemon_fds: BTreeSet<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    assert!(
+        daemon_fds.contains(&7) && daemon_fds.contains(&9),
+        "{daemon_fds:?}"
+    );
+    assert_eq!(fd_numbers(&plain), BTreeSet::from([0, 1, 2]), "{plain}");
+    assert_eq!(
+        fd_numbers(&notifier),
+        BTreeSet::from([0, 1, 2, 5]),
+        "{notifier}"
+    );
+    signal(pid, 15);
+    let st = wait_for(20.0, "the daemon to exit", || child.try_wait().unwrap());
+    assert_eq!(st.code(), Some(0));
+    let log = std::fs::read_to_string(dir.join("coffey.log")).unwrap();
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0"),
+        "{log}"
+    );
+}

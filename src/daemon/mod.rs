@@ -928,6 +928,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
 pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bool) -> i32 {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
+    setup::cloexec_inherited();
     let mode = pid1::detect(container);
     let mut single = single_arg;
     if mode == pid1::Mode::System {

@@ -73,6 +73,55 @@ fn raise_nofile(need: usize, log: &mut Log) {
     }
 }
 
+/// `close_range(2)` flag: mark the range close-on-exec, close nothing.
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// Marks every descriptor >= 3 that coffeyd inherited close-on-exec, so
+/// a pipe or socket its parent leaked never reaches a service (which gets
+/// 0, 1, 2 and the descriptors its config names). The daemon keeps using
+/// them (a `reexec` hand-over relies on that). Runs first, before the
+/// daemon opens anything of its own.
+pub fn cloexec_inherited() {
+    // SAFETY: plain syscall on our own fd table; ENOSYS/EINVAL on kernels
+    // before 5.11 leads to the fallback.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    cloexec_each();
+}
+
+/// The fallback: every fd up to the soft limit (a few thousand fcntl
+/// calls at most, once, at startup; /proc may not be mounted yet).
+fn cloexec_each() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        rl.rlim_cur.min(1 << 20) as i32
+    } else {
+        1024
+    };
+    for fd in 3..max {
+        // SAFETY: F_GETFD/F_SETFD on any int is harmless (EBADF if closed).
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFD);
+            if fl >= 0 && fl & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, fl | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 /// Makes sure fds 0, 1, 2 exist, so a pipe never lands on them.
 fn ensure_stdio() {
     for fd in 0..3 {
@@ -435,4 +484,27 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
         listener,
         adopted,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cloexec(fd: RawFd) -> bool {
+        // SAFETY: F_GETFD on our fd.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    #[test]
+    fn both_ways_mark_inherited_fds_close_on_exec() {
+        for way in [cloexec_inherited as fn(), cloexec_each] {
+            // SAFETY: dup of stderr gives a fresh fd without FD_CLOEXEC.
+            let fd = unsafe { libc::dup(2) };
+            assert!(fd > 2 && !cloexec(fd));
+            way();
+            assert!(cloexec(fd));
+            // SAFETY: ours.
+            unsafe { libc::close(fd) };
+        }
+    }
 }
