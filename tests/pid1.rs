@@ -448,6 +448,133 @@ fn main_service_killed_by_sigkill_exits_137() {
     assert!(log.contains("side: stopped"), "{log}");
 }
 
+/// Starts `app` (the main service) and `side`, waits until both run,
+/// sends SIGTERM to PID 1 and returns coffeyd's exit code and log.
+fn sigterm_with_main(tag: &str, extra: &str, app: &str, app_extra: &str) -> (Option<i32>, String) {
+    let services = [
+        svc("app", app, app_extra),
+        svc("side", "exec sleep 600", ""),
+    ]
+    .concat();
+    let mut ns = Ns::start(tag, &format!("  main: app\n{extra}"), &services, &[]);
+    ns.wait_running("app", 0, 10.0);
+    ns.wait_running("side", 0, 10.0);
+    signal(ns.init, 15);
+    let code = ns.wait_exit(20.0);
+    let log = ns.log_text();
+    assert!(log.contains("side: stopped"), "{log}");
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0"),
+        "{log}"
+    );
+    (code, log)
+}
+
+#[test]
+fn main_trapping_sigterm_exits_with_its_own_code() {
+    need_ns!();
+    // `docker stop`: the app catches SIGTERM, cleans up and exits 42.
+    let (code, log) =
+        sigterm_with_main("p1trap", "", "trap \"exit 42\" TERM; sleep 600 & wait", "");
+    assert_eq!(code, Some(42), "{log}");
+    assert!(log.contains("main service exited (exit code 42)"), "{log}");
+}
+
+#[test]
+fn main_killed_by_the_outside_sigterm_exits_143() {
+    need_ns!();
+    let (code, log) = sigterm_with_main("p1term143", "", "exec sleep 600", "");
+    assert_eq!(code, Some(143), "{log}");
+    assert!(
+        log.contains("main service exited (signal SIGTERM)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn main_killed_at_the_shutdown_deadline_exits_137() {
+    need_ns!();
+    // The app ignores SIGTERM; its stop_timeout is longer than the
+    // shutdown's, so the shutdown deadline's SIGKILL ends it.
+    let (code, log) = sigterm_with_main(
+        "p1deadline",
+        "  shutdown_timeout: 1s\n",
+        "trap \"\" TERM; exec sleep 600",
+        "    stop_timeout: 30s\n",
+    );
+    assert_eq!(code, Some(137), "{log}");
+    assert!(
+        log.contains("main service exited (signal SIGKILL)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn main_that_never_ran_exits_128_plus_the_signal() {
+    need_ns!();
+    // `app` waits for `gate`, which never reports ready.
+    let services = [
+        svc(
+            "gate",
+            "exec sleep 600",
+            "    healthcheck:\n      readiness:\n        type: notify\n",
+        ),
+        svc(
+            "app",
+            "exit 0",
+            "    depends_on:\n      - name: gate\n        condition: healthy\n",
+        ),
+    ]
+    .concat();
+    let mut ns = Ns::start("p1never", "  main: app\n", &services, &[]);
+    ns.wait_log("gate: spawned", 10.0);
+    signal(ns.init, 2);
+    assert_eq!(ns.wait_exit(20.0), Some(130), "{}", ns.log_text());
+    let log = ns.log_text();
+    assert!(!log.contains("app: spawned"), "{log}");
+    assert!(
+        log.contains("main service never ran; exit code 130 (SIGINT)"),
+        "{log}"
+    );
+}
+
+/// `main` runs `$DIR/app`, a copy of /bin/true that the oneshot `break`
+/// (which `main` waits for) spoils with `how` first.
+fn main_exec_fails(tag: &str, how: &str) -> (Option<i32>, String) {
+    let services = [
+        svc("break", &format!("{how} $DIR/app"), "    type: oneshot\n"),
+        "  - name: app\n    binary: $DIR/app\n    depends_on:\n      - name: break\n        condition: completed\n".to_owned(),
+        svc("side", "exec sleep 600", ""),
+    ]
+    .concat();
+    let mut ns = Ns::start_with(tag, "  main: app\n", &services, &[], |dir| {
+        std::fs::copy("/bin/true", dir.join("app")).unwrap();
+    });
+    let code = ns.wait_exit(20.0);
+    let log = ns.log_text();
+    assert!(log.contains("side: stopped"), "{log}");
+    (code, log)
+}
+
+#[test]
+fn main_whose_binary_is_gone_exits_127() {
+    need_ns!();
+    let (code, log) = main_exec_fails("p1gone", "rm");
+    assert_eq!(code, Some(127), "{log}");
+    assert!(
+        log.contains("main service cannot start (exec: No such file or directory); stopping everything, exit code 127"),
+        "{log}"
+    );
+}
+
+#[test]
+fn main_whose_binary_is_not_executable_exits_126() {
+    need_ns!();
+    let (code, log) = main_exec_fails("p1noexec", "chmod 0644");
+    assert_eq!(code, Some(126), "{log}");
+    assert!(log.contains("stopping everything, exit code 126"), "{log}");
+}
+
 #[test]
 fn orphans_of_double_forking_services_are_reaped() {
     need_ns!();

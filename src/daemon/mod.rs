@@ -102,8 +102,8 @@ pub struct Shell {
     /// `coffeyd reexec` asked for: re-exec at the end of this turn.
     pub reexec_requested: bool,
     pub reexec: reexec::Reexec,
-    /// Container mode: the exit code of the `main` service.
-    pub exit_code: i32,
+    /// Container mode: how the `main` service ended (the exit code).
+    pub main_exit: pid1::MainExit,
     pub main_idx: Option<usize>,
 }
 
@@ -212,6 +212,11 @@ impl Sys for Shell {
 
     fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event) {
         self.log_event(idx, from, to, event);
+        if let Event::SpawnFailed { err } = *event {
+            if Some(idx) == self.main_idx {
+                self.main_exit.spawn_failed(err);
+            }
+        }
         control::broadcast_event(self, idx, to, event, 0);
     }
 }
@@ -521,23 +526,96 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
             continue;
         }
         let idx = sup.on_exit(pid, status, clock::now(), shell);
-        if idx.is_some() && idx == shell.main_idx && !sup.shutting_down() {
-            // tini's contract: the main service's exit ends the container.
-            shell.exit_code = match status {
-                ExitStatus::Code(c) => c,
-                ExitStatus::Signal(s) => 128 + s,
-            };
-            log!(
-                shell.log,
-                "main service exited ({status}); stopping everything, exit code {}",
-                shell.exit_code
-            );
-            let t = shell.shutdown_timeout;
-            sup.shutdown(clock::now(), t, shell);
+        if idx.is_some() && idx == shell.main_idx {
+            // tini's contract: the main service's exit ends the container,
+            // and its status is the exit code, during a shutdown too.
+            let code = shell.main_exit.exited(status);
+            if sup.shutting_down() {
+                log!(
+                    shell.log,
+                    "main service exited ({status}); exit code {code}"
+                );
+            } else {
+                log!(
+                    shell.log,
+                    "main service exited ({status}); stopping everything, exit code {code}"
+                );
+                let t = shell.shutdown_timeout;
+                sup.shutdown(clock::now(), t, shell);
+            }
         }
         if idx.is_none() {
             log!(shell.log, "reaped orphan pid {pid} ({status})");
         }
+    }
+}
+
+/// The main service hit a permanent spawn error (see
+/// `pid1::MainExit::spawn_failed`): stop everything, as tini exits when
+/// it cannot exec its child.
+fn main_cannot_start(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
+    let Some(err) = shell.main_exit.cannot_start.take() else {
+        return;
+    };
+    if sup.shutting_down() {
+        return;
+    }
+    log!(
+        shell.log,
+        "main service cannot start ({}: {}); stopping everything, exit code {}",
+        err.stage.name(),
+        errno_desc(err.errno),
+        shell.main_exit.final_code(true)
+    );
+    let t = shell.shutdown_timeout;
+    sup.shutdown(now, t, shell);
+}
+
+/// How long container mode waits for the main process to be reaped after
+/// the loop ended (it got SIGKILL at the shutdown deadline): a process in
+/// D state may never go, and the container must still end.
+const MAIN_REAP_MS: u64 = 5000;
+
+/// Container mode: reaps until the main service's process is gone, so its
+/// status (137 after the deadline's SIGKILL) is the exit code.
+fn reap_main(
+    sup: &mut Supervisor<'_>,
+    shell: &mut Shell,
+    sfd: &nix::sys::signalfd::SignalFd,
+    poll: &mut mio::Poll,
+    events: &mut Events,
+) {
+    let Some(m) = shell.main_idx else {
+        return;
+    };
+    let deadline = clock::now().add(MAIN_REAP_MS);
+    loop {
+        while let Ok(Some(_)) = sfd.read_signal() {}
+        reap(sup, shell);
+        if shell.main_exit.code.is_some() {
+            return;
+        }
+        let Some(pid) = sup.services().get(m).and_then(|s| s.state.pid()) else {
+            log!(
+                shell.log,
+                "main service never ran; exit code {} ({})",
+                shell.main_exit.final_code(true),
+                signal_name(shell.main_exit.end_signal)
+            );
+            return;
+        };
+        let now = clock::now();
+        if now >= deadline {
+            let code = shell.main_exit.exited(ExitStatus::Signal(libc::SIGKILL));
+            log!(
+                shell.log,
+                "main service pid {pid} still not reaped {} after the shutdown ended; exit code {code}",
+                Dur(MAIN_REAP_MS)
+            );
+            return;
+        }
+        let wait = std::time::Duration::from_millis(deadline.since(now));
+        let _ = poll.poll(events, Some(wait));
     }
 }
 
@@ -719,12 +797,13 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
     loop {
         let now = clock::now();
         sup.tick(now, &mut shell);
+        main_cannot_start(&mut sup, &mut shell, now);
         if sup.finished() {
             break;
         }
         control::expire(&mut shell, now);
         let due = sup.poll_at().min(shell.ctl.poll_at());
-        let timeout = if pending {
+        let timeout = if pending || shell.main_exit.cannot_start.is_some() {
             Some(std::time::Duration::ZERO)
         } else if due == Instant::NEVER {
             None
@@ -804,6 +883,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
                     }
                     Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
                         if !sup.shutting_down() {
+                            shell.main_exit.shutdown_by(s as i32);
                             log!(
                                 shell.log,
                                 "{}: shutting down (timeout {})",
@@ -903,6 +983,9 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             reexec::exec(&sup, &mut shell);
         }
     }
+    if shell.mode == pid1::Mode::Container {
+        reap_main(&mut sup, &mut shell, &sfd, &mut poll, &mut events);
+    }
     shell.flush_all();
     log!(
         shell.log,
@@ -915,7 +998,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             let a = shell.action.unwrap_or(pid1::Action::Poweroff);
             pid1::final_shutdown(a, shell.shutdown_timeout.clamp(1000, 10_000))
         }
-        pid1::Mode::Container => Ok(shell.exit_code),
+        pid1::Mode::Container => Ok(shell.main_exit.final_code(shell.main_idx.is_some())),
         pid1::Mode::Supervisor => Ok(0),
     }
 }

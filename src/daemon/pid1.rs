@@ -42,6 +42,72 @@ impl Action {
     }
 }
 
+/// Container mode's exit code: the main service's, as tini and a shell
+/// report a child (docs/CLI.md has the table of cases).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MainExit {
+    /// The main service's last end, as an exit code: N, or 128 + signal,
+    /// or 127/126 when it could not be executed.
+    pub code: Option<i32>,
+    /// The signal that began the shutdown (`coffeyd shutdown` counts as
+    /// SIGTERM): what a main that never ran reports, 128 + it.
+    pub end_signal: i32,
+    /// The main service cannot be started (a permanent spawn error): the
+    /// loop stops everything on its next turn.
+    pub cannot_start: Option<coffey::sys::SpawnError>,
+}
+
+impl MainExit {
+    pub fn new() -> Self {
+        MainExit {
+            code: None,
+            end_signal: libc::SIGTERM,
+            cannot_start: None,
+        }
+    }
+
+    /// The main process ended with `status`.
+    pub fn exited(&mut self, status: coffey::sys::ExitStatus) -> i32 {
+        let code = match status {
+            coffey::sys::ExitStatus::Code(c) => c,
+            coffey::sys::ExitStatus::Signal(s) => 128 + s,
+        };
+        self.code = Some(code);
+        code
+    }
+
+    /// The main service's spawn failed. Temporary errors (EAGAIN, ...)
+    /// are retried with backoff; anything else ends the container, with
+    /// the shell's codes: 127 for a program that is not there, 126 for
+    /// one that cannot be run (tini uses the same two).
+    pub fn spawn_failed(&mut self, err: coffey::sys::SpawnError) {
+        if err.is_temporary() || self.code.is_some() {
+            return;
+        }
+        self.code = Some(match err.errno {
+            libc::ENOENT | libc::ENOTDIR => 127,
+            _ => 126,
+        });
+        self.cannot_start = Some(err);
+    }
+
+    /// The first signal that asked for a shutdown.
+    pub fn shutdown_by(&mut self, sig: i32) {
+        self.end_signal = sig;
+    }
+
+    /// The code to exit with: the main's, 0 without a main, and
+    /// 128 + the shutdown signal for a main that never ended (it never
+    /// ran, or did not die even of SIGKILL within the bound).
+    pub fn final_code(&self, has_main: bool) -> i32 {
+        match (has_main, self.code) {
+            (false, _) => 0,
+            (true, Some(c)) => c,
+            (true, None) => 128 + self.end_signal,
+        }
+    }
+}
+
 /// Writes to the console (fd 2), ignoring errors.
 pub fn say(msg: &[u8]) {
     let _ = super::log::write_all(2, msg);
@@ -391,4 +457,50 @@ pub fn install_panic_hook(emergency_path: &'static CStr) {
         say(b"\n");
         emergency(emergency_path);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffey::sys::{ExitStatus, SpawnError, Stage};
+
+    fn spawn_err(stage: Stage, errno: i32) -> SpawnError {
+        SpawnError { stage, errno }
+    }
+
+    #[test]
+    fn container_exit_codes() {
+        let code = |f: &dyn Fn(&mut MainExit)| {
+            let mut m = MainExit::new();
+            f(&mut m);
+            m.final_code(true)
+        };
+        assert_eq!(MainExit::new().final_code(false), 0, "no main");
+        assert_eq!(
+            code(&|m| {
+                m.exited(ExitStatus::Code(42));
+            }),
+            42
+        );
+        assert_eq!(
+            code(&|m| {
+                m.exited(ExitStatus::Signal(9));
+            }),
+            137
+        );
+        assert_eq!(code(&|_| ()), 143, "never ran: 128 + SIGTERM");
+        assert_eq!(code(&|m| m.shutdown_by(libc::SIGINT)), 130);
+        let exec = |e| move |m: &mut MainExit| m.spawn_failed(spawn_err(Stage::Exec, e));
+        assert_eq!(code(&exec(libc::ENOENT)), 127);
+        assert_eq!(code(&exec(libc::EACCES)), 126);
+        assert_eq!(code(&exec(libc::ENOEXEC)), 126);
+        // A temporary error is retried: no verdict yet.
+        let mut m = MainExit::new();
+        m.spawn_failed(spawn_err(Stage::Fork, libc::EAGAIN));
+        assert_eq!((m.code, m.cannot_start), (None, None));
+        // An exit already recorded is not overwritten by a spawn failure.
+        m.exited(ExitStatus::Code(3));
+        m.spawn_failed(spawn_err(Stage::Exec, libc::ENOENT));
+        assert_eq!((m.final_code(true), m.cannot_start), (3, None));
+    }
 }

@@ -269,7 +269,7 @@ pub fn build(
             false,
             base_len,
         ),
-        exit_code: 0,
+        main_exit: super::pid1::MainExit::new(),
         main_idx: None,
         ctl: Control {
             listen_fd,
