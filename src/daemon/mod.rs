@@ -863,11 +863,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
                         | Signal::SIGUSR2
                         | Signal::SIGPWR),
                     ) if shell.mode == pid1::Mode::System => {
-                        let a = match s {
-                            Signal::SIGUSR1 => pid1::Action::Halt,
-                            Signal::SIGUSR2 | Signal::SIGPWR => pid1::Action::Poweroff,
-                            _ => pid1::Action::Reboot,
-                        };
+                        let a = pid1::action_for(s as i32).unwrap_or(pid1::Action::Reboot);
                         if !sup.shutting_down() {
                             log!(
                                 shell.log,
@@ -1003,10 +999,15 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
     }
 }
 
+/// System mode without a config: the grace between the final SIGTERM and
+/// SIGKILL to whatever runs (only what the emergency path left).
+const NO_CONFIG_GRACE_MS: u64 = 2000;
+
 /// Where the daemon role starts: picks the mode (supervisor, system init,
-/// container init), does the PID 1 setup, loads the config and runs. As
-/// PID 1 it never returns on its own account: a bad config leads to the
-/// emergency program, or to waiting for SIGHUP.
+/// container init), does the PID 1 setup, loads the config and runs. A bad
+/// config exits 1, except in system mode, which never returns on its own
+/// account: it execs the emergency program, or (without one) waits for
+/// SIGHUP to retry or a power signal to reboot, halt or power off.
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)] // startup
 pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bool) -> i32 {
     use std::ffi::CString;
@@ -1071,13 +1072,18 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
                     "coffeyd: {}: config has errors; not starting",
                     config_path.display()
                 ));
-                if mode == pid1::Mode::Supervisor {
+                // A container has no operator at a console: fail, so the
+                // orchestrator sees it (a shell there reads EOF, exits 0).
+                if mode != pid1::Mode::System {
                     return 1;
                 }
                 if pid1::executable(default_emergency) {
                     pid1::emergency(default_emergency);
                 }
-                pid1::wait_for_hup();
+                if let Some(a) = pid1::wait_for_signal() {
+                    log::stderr_line(format_args!("coffeyd: no config; {}", a.name()));
+                    pid1::final_shutdown(a, NO_CONFIG_GRACE_MS);
+                }
             }
         }
     }

@@ -414,9 +414,22 @@ pub fn executable(path: &CStr) -> bool {
     unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
 }
 
-/// No usable config and no emergency program: stay up, reap orphans,
-/// and return when SIGHUP asks to try the config again.
-pub fn wait_for_hup() {
+/// What a system-mode signal asks of PID 1: the classic sysvinit/busybox
+/// map (None: not a power signal).
+pub fn action_for(sig: i32) -> Option<Action> {
+    match sig {
+        libc::SIGUSR1 => Some(Action::Halt),
+        libc::SIGUSR2 | libc::SIGPWR => Some(Action::Poweroff),
+        libc::SIGTERM | libc::SIGINT => Some(Action::Reboot),
+        _ => None,
+    }
+}
+
+/// System mode, no usable config and no emergency program: stay up (PID 1
+/// must not exit), reap orphans, and wait. Returns None when SIGHUP asks
+/// to try the config again, or the power action a signal asked for
+/// (`action_for`), so the machine can still be turned off or rebooted.
+pub fn wait_for_signal() -> Option<Action> {
     // SAFETY: plain signal calls with valid sets.
     unsafe {
         let mut set: libc::sigset_t = core::mem::zeroed();
@@ -433,13 +446,16 @@ pub fn wait_for_hup() {
             libc::sigaddset(&mut set, s);
         }
         libc::sigprocmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
-        say(b"coffeyd: waiting for SIGHUP to reload the config\n");
+        say(b"coffeyd: waiting for SIGHUP to reload the config (SIGTERM/SIGINT: reboot, SIGUSR1: halt, SIGUSR2/SIGPWR: poweroff)\n");
         loop {
             let mut info: libc::siginfo_t = core::mem::zeroed();
             let sig = libc::sigwaitinfo(&set, &mut info);
             reap_all();
             if sig == libc::SIGHUP {
-                return;
+                return None;
+            }
+            if let Some(a) = action_for(sig) {
+                return Some(a);
             }
         }
     }
