@@ -183,12 +183,34 @@ impl Ns {
     /// `sd_notify_in_two_containers_sharing_a_network_namespace`).
     fn spawn(dir: PathBuf, config: PathBuf, args: &[&str], stdin: Stdio, own_net: bool) -> Ns {
         let net: &[&str] = if own_net { &["--net"] } else { &[] };
-        let child = Command::new("unshare")
-            .args(UNSHARE)
+        let mut cmd = Command::new("unshare");
+        cmd.args(UNSHARE)
             .args(net)
             .args([BIN, "-c"])
             .arg(&config)
-            .args(args)
+            .args(args);
+        Self::spawn_cmd(dir, cmd, stdin)
+    }
+
+    /// `unshare ... sh -c 'WRAPPER; exec coffeyd -c CONFIG'`: the wrapper
+    /// runs as PID 1 first (in the new mount namespace, e.g. to mount
+    /// something), then becomes coffeyd. Waits for "started".
+    fn start_wrapped(dir: PathBuf, config: PathBuf, wrapper: &str) -> Ns {
+        let script = format!(
+            "{}\nexec \"$0\" -c \"$1\"",
+            wrapper.replace("$DIR", &dir.display().to_string())
+        );
+        let mut cmd = Command::new("unshare");
+        cmd.args(UNSHARE)
+            .args(["--net", "sh", "-c", &script, BIN])
+            .arg(&config);
+        let mut ns = Self::spawn_cmd(dir, cmd, Stdio::null());
+        ns.wait_log("started: pid 1,", 10.0);
+        ns
+    }
+
+    fn spawn_cmd(dir: PathBuf, mut cmd: Command, stdin: Stdio) -> Ns {
+        let child = cmd
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
@@ -1009,5 +1031,147 @@ fn services_inherit_only_stdio_and_the_readiness_fd() {
     assert!(
         log.contains("shutdown complete; heap allocations after startup: 0"),
         "{log}"
+    );
+}
+
+/// A config whose socket and pid file are at `socket` and `pid_file`
+/// (with `$DIR`), running one long service.
+fn paths_config(dir: &Path, socket: &str, pid_file: &str) -> PathBuf {
+    let text = format!(
+        "coffey:\n  socket: {socket}\n  pid_file: {pid_file}\n  log:\n    path: $DIR/coffey.log\n    console: false\nservices:\n{}",
+        svc("api", "exec sleep 600", "")
+    )
+    .replace("$DIR", &dir.display().to_string());
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// The log of a daemon that ran without its socket and pid file: each
+/// refusal logged once, the service ran, the shutdown was clean.
+fn assert_ran_without_paths(log: &str, socket_err: &str, pid_err: &str) {
+    let sock = format!("cannot bind the control socket {socket_err}; running without it");
+    let pid = format!("cannot write the pid file {pid_err}; running without it");
+    assert_eq!(log.matches(&sock).count(), 1, "{sock:?} once in\n{log}");
+    assert_eq!(log.matches(&pid).count(), 1, "{pid:?} once in\n{log}");
+    assert!(log.contains("slots), socket none\n"), "{log}");
+    assert!(log.contains("api: spawned"), "{log}");
+    assert!(log.contains("api: stopped"), "{log}");
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0"),
+        "{log}"
+    );
+}
+
+#[test]
+fn read_only_root_as_pid1_runs_without_socket_and_pid_file() {
+    need_ns!();
+    // Kubernetes' readOnlyRootFilesystem: the socket's filesystem is a
+    // read-only tmpfs, mounted in the container's own mount namespace;
+    // the pid file's directory does not exist.
+    let dir = tempdir("p1rofs");
+    std::fs::create_dir(dir.join("ro")).unwrap();
+    let config = paths_config(&dir, "$DIR/ro/run/coffey.sock", "$DIR/missing/coffey.pid");
+    let mut ns = Ns::start_wrapped(dir.clone(), config, "mount -t tmpfs -o ro tmpfs $DIR/ro");
+    ns.wait_log("api: spawned", 10.0);
+    let d = dir.display();
+    let log = ns.log_text();
+    assert!(log.contains("started: pid 1, 1 services"), "{log}");
+    signal(ns.init, 15);
+    assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.stderr_text());
+    assert_ran_without_paths(
+        &ns.log_text(),
+        &format!("{d}/ro/run/coffey.sock: No such file or directory"),
+        &format!("{d}/missing/coffey.pid: No such file or directory"),
+    );
+}
+
+/// The plain daemon in `launcher` with its socket and pid file where the
+/// filesystem refuses them; SIGTERM after the service ran.
+fn refused_paths(
+    tag: &str,
+    launcher: &[&str],
+    wrapper: &str,
+    socket: &str,
+    prepare: impl FnOnce(&Path),
+) -> (String, String) {
+    let dir = tempdir(tag);
+    prepare(&dir);
+    let config = paths_config(&dir, socket, &socket.replace("coffey.sock", "coffey.pid"));
+    let script = format!(
+        "{}\nexec \"$0\" -c \"$1\"",
+        wrapper.replace("$DIR", &dir.display().to_string())
+    );
+    let mut child = Command::new(launcher[0])
+        .args(&launcher[1..])
+        .args(["sh", "-c", &script, BIN])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let log_path = dir.join("coffey.log");
+    let stderr = || std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    wait_for(10.0, "api: spawned", || {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("daemon exited {st}\n{}", stderr());
+        }
+        let t = std::fs::read_to_string(&log_path).unwrap_or_default();
+        t.contains("api: spawned").then_some(())
+    });
+    signal(child.id() as i32, 15);
+    let st = wait_for(20.0, "the daemon to exit", || child.try_wait().unwrap());
+    assert_eq!(st.code(), Some(0), "{}", stderr());
+    (
+        dir.display().to_string(),
+        std::fs::read_to_string(&log_path).unwrap(),
+    )
+}
+
+#[test]
+fn read_only_filesystem_supervisor_runs_without_socket_and_pid_file() {
+    need_ns!();
+    // Not PID 1: a mount namespace of its own, with a read-only tmpfs.
+    let (d, log) = refused_paths(
+        "rofs",
+        &["unshare", "--mount", "--propagation", "private"],
+        "mount -t tmpfs -o ro tmpfs $DIR/ro",
+        "$DIR/ro/coffey.sock",
+        |dir| std::fs::create_dir(dir.join("ro")).unwrap(),
+    );
+    assert_ran_without_paths(
+        &log,
+        &format!("{d}/ro/coffey.sock: Read-only file system"),
+        &format!("{d}/ro/coffey.pid: Read-only file system"),
+    );
+}
+
+#[test]
+fn unwritable_directory_supervisor_runs_without_socket_and_pid_file() {
+    need_ns!();
+    // An unprivileged daemon whose socket directory belongs to root.
+    use std::os::unix::fs::PermissionsExt;
+    let (d, log) = refused_paths(
+        "eacces",
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        "",
+        "$DIR/locked/coffey.sock",
+        |dir| {
+            std::fs::create_dir(dir.join("locked")).unwrap();
+            let log = dir.join("coffey.log");
+            std::fs::write(&log, "").unwrap();
+            std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+        },
+    );
+    assert_ran_without_paths(
+        &log,
+        &format!("{d}/locked/coffey.sock: Permission denied"),
+        &format!("{d}/locked/coffey.pid: Permission denied"),
     );
 }

@@ -685,9 +685,14 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
 }
 
 pub(crate) fn release_paths(cfg: &Config) {
-    // Both paths are short: std converts them on the stack, no allocation.
-    let _ = std::fs::remove_file(&cfg.socket);
-    if let Some(p) = &cfg.pid_file {
+    // Only what this daemon made: a path it could not claim may be
+    // another's. Both paths are short: std converts them on the stack,
+    // no allocation.
+    let (socket, pid_file) = setup::owns_paths();
+    if socket {
+        let _ = std::fs::remove_file(&cfg.socket);
+    }
+    if let Some(p) = cfg.pid_file.as_ref().filter(|_| pid_file) {
         let _ = std::fs::remove_file(p);
     }
 }
@@ -746,7 +751,12 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         std::process::id(),
         used,
         table.len(),
-        cfg.socket.display()
+        if shell.ctl.listen_fd >= 0 {
+            cfg.socket.as_path()
+        } else {
+            std::path::Path::new("none")
+        }
+        .display()
     );
     let mut sup = Supervisor::new(&mut table, used);
     // After `reexec`: take over the previous binary's processes.
