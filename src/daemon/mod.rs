@@ -1057,6 +1057,9 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
                     if let Some(h) = &cfg.hostname {
                         pid1::set_hostname(h);
                     }
+                    if let Err(e) = pid1::loopback_up() {
+                        log::stderr_line(format_args!("coffeyd: cannot set lo up: {}", e.desc()));
+                    }
                     if single {
                         pid1::emergency(emergency);
                     }

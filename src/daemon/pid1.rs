@@ -248,6 +248,44 @@ pub fn attach_console() {
     }
 }
 
+/// Sets the loopback interface up, as systemd does before any service:
+/// a bare initramfs has no `ip` tool, and without `lo` an http or tcp
+/// check on 127.0.0.1 fails with "Network is unreachable". Plain
+/// SIOCGIFFLAGS/SIOCSIFFLAGS on a throwaway socket; addresses need no
+/// setting (the kernel gives `lo` 127.0.0.1/8 and ::1 once it is up).
+pub fn loopback_up() -> Result<(), nix::errno::Errno> {
+    use nix::errno::Errno;
+    // SAFETY: plain socket; closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a zeroed ifreq is valid; the name fits IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { core::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: valid fd and ifreq; the flags union member is the one the
+    // two requests use.
+    let r = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req) < 0 {
+            Err(Errno::last())
+        } else if req.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short != 0 {
+            Ok(())
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req) < 0 {
+                Err(Errno::last())
+            } else {
+                Ok(())
+            }
+        }
+    };
+    // SAFETY: ours.
+    unsafe { libc::close(fd) };
+    r
+}
+
 pub fn set_hostname(name: &str) {
     // SAFETY: valid buffer and length.
     if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
@@ -482,6 +520,44 @@ mod tests {
 
     fn spawn_err(stage: Stage, errno: i32) -> SpawnError {
         SpawnError { stage, errno }
+    }
+
+    /// Whether `lo` is up, seen from this thread's network namespace.
+    fn lo_is_up() -> bool {
+        // SAFETY: as in loopback_up.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            let mut req: libc::ifreq = core::mem::zeroed();
+            req.ifr_name[0] = b'l' as libc::c_char;
+            req.ifr_name[1] = b'o' as libc::c_char;
+            assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req), 0);
+            libc::close(fd);
+            req.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short != 0
+        }
+    }
+
+    #[test]
+    fn loopback_up_in_a_fresh_network_namespace() {
+        // A thread of its own: a network namespace is per thread, and the
+        // thread (with its namespace) ends with the test. Needs root, like
+        // the PID-namespace tests (tests/pid1.rs explains COFFEY_SKIP_NS).
+        std::thread::spawn(|| {
+            // SAFETY: unshare of this thread's network namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if std::env::var_os("COFFEY_SKIP_NS").is_some_and(|v| v == "1") {
+                    eprintln!("SKIPPED (COFFEY_SKIP_NS=1): unshare --net: {e}");
+                    return;
+                }
+                panic!("unshare(CLONE_NEWNET): {e}: run as root, or set COFFEY_SKIP_NS=1");
+            }
+            assert!(!lo_is_up(), "a new network namespace starts with lo down");
+            assert_eq!(loopback_up(), Ok(()));
+            assert!(lo_is_up());
+            assert_eq!(loopback_up(), Ok(()), "already up: fine");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
