@@ -596,6 +596,26 @@ fn main_that_never_ran_exits_128_plus_the_signal() {
     );
 }
 
+#[test]
+fn main_oneshot_that_completes_exits_0() {
+    need_ns!();
+    // A Kubernetes Job: the work is a oneshot; its success ends the pod.
+    let services = [
+        svc("job", "sleep 0.2", "    type: oneshot\n"),
+        svc("side", "exec sleep 600", ""),
+    ]
+    .concat();
+    let mut ns = Ns::start("p1job", "  main: job\n", &services, &[]);
+    assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.log_text());
+    let log = ns.log_text();
+    assert!(log.contains("job: completed"), "{log}");
+    assert!(
+        log.contains("main service exited (exit code 0); stopping everything, exit code 0"),
+        "{log}"
+    );
+    assert!(log.contains("side: stopped"), "{log}");
+}
+
 /// `main` runs `$DIR/app`, a copy of /bin/true that the oneshot `break`
 /// (which `main` waits for) spoils with `how` first.
 fn main_exec_fails(tag: &str, how: &str) -> (Option<i32>, String) {
