@@ -561,6 +561,17 @@ mod tests {
     }
 
     #[test]
+    fn power_signals_map_like_sysvinit() {
+        assert_eq!(action_for(libc::SIGTERM), Some(Action::Reboot));
+        assert_eq!(action_for(libc::SIGINT), Some(Action::Reboot));
+        assert_eq!(action_for(libc::SIGUSR1), Some(Action::Halt));
+        assert_eq!(action_for(libc::SIGUSR2), Some(Action::Poweroff));
+        assert_eq!(action_for(libc::SIGPWR), Some(Action::Poweroff));
+        assert_eq!(action_for(libc::SIGHUP), None);
+        assert_eq!(action_for(libc::SIGCHLD), None);
+    }
+
+    #[test]
     fn container_exit_codes() {
         let code = |f: &dyn Fn(&mut MainExit)| {
             let mut m = MainExit::new();
