@@ -10,8 +10,16 @@
 //! makes it the init of a fresh PID namespace. `reboot(RB_DISABLE_CAD)`
 //! fails there, so it runs in container mode. Signals go to the coffeyd
 //! process (the unshare process's only child), seen from outside by its
-//! host pid. Without the privilege to make a PID namespace, every test
-//! prints `skipped: ...` and passes. Every wait has a deadline.
+//! host pid. Also here: what coffeyd inherits and the filesystems it runs
+//! on (mount namespaces, another uid). Every wait has a deadline.
+//!
+//! These tests need root (namespaces, mounts, setpriv), which CI has.
+//! Without it they FAIL, naming the reason: a test that cannot run is not
+//! a pass. To run the rest of the suite as an ordinary user, set
+//! `COFFEY_SKIP_NS=1`: each test then prints `SKIPPED (COFFEY_SKIP_NS=1)`
+//! with the reason and returns. (Cargo cannot mark a test ignored at run
+//! time, and `#[ignore]` would hide them from CI's plain `cargo test`.)
+//! The same goes for a missing `systemd-notify` (Debian's `systemd`).
 
 mod common;
 use common::*;
@@ -49,13 +57,39 @@ fn ns_available() -> Result<(), String> {
     .clone()
 }
 
+/// Whether the user asked to skip what needs root (see the header).
+fn skip_asked(why: &str) -> bool {
+    if std::env::var_os("COFFEY_SKIP_NS").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED (COFFEY_SKIP_NS=1): {why}");
+        return true;
+    }
+    false
+}
+
+/// Fails the test when namespaces are unavailable, unless skipping was
+/// asked for (see the header).
 macro_rules! need_ns {
     () => {
         if let Err(why) = ns_available() {
-            eprintln!("skipped: {why}");
-            return;
+            if skip_asked(&why) {
+                return;
+            }
+            panic!("{why}: these tests need root; set COFFEY_SKIP_NS=1 to skip them");
         }
     };
+}
+
+/// `systemd-notify`, or a failure (or skip) that says how to get it.
+fn need_systemd_notify() -> Option<&'static Path> {
+    let notify = Path::new("/usr/bin/systemd-notify");
+    if notify.exists() {
+        return Some(notify);
+    }
+    let why = "no /usr/bin/systemd-notify (apt-get install systemd)";
+    if skip_asked(why) {
+        return None;
+    }
+    panic!("{why}; set COFFEY_SKIP_NS=1 to skip the tests that need it");
 }
 
 extern "C" {
@@ -183,12 +217,34 @@ impl Ns {
     /// `sd_notify_in_two_containers_sharing_a_network_namespace`).
     fn spawn(dir: PathBuf, config: PathBuf, args: &[&str], stdin: Stdio, own_net: bool) -> Ns {
         let net: &[&str] = if own_net { &["--net"] } else { &[] };
-        let child = Command::new("unshare")
-            .args(UNSHARE)
+        let mut cmd = Command::new("unshare");
+        cmd.args(UNSHARE)
             .args(net)
             .args([BIN, "-c"])
             .arg(&config)
-            .args(args)
+            .args(args);
+        Self::spawn_cmd(dir, cmd, stdin)
+    }
+
+    /// `unshare ... sh -c 'WRAPPER; exec coffeyd -c CONFIG'`: the wrapper
+    /// runs as PID 1 first (in the new mount namespace, e.g. to mount
+    /// something), then becomes coffeyd. Waits for "started".
+    fn start_wrapped(dir: PathBuf, config: PathBuf, wrapper: &str) -> Ns {
+        let script = format!(
+            "{}\nexec \"$0\" -c \"$1\"",
+            wrapper.replace("$DIR", &dir.display().to_string())
+        );
+        let mut cmd = Command::new("unshare");
+        cmd.args(UNSHARE)
+            .args(["--net", "sh", "-c", &script, BIN])
+            .arg(&config);
+        let mut ns = Self::spawn_cmd(dir, cmd, Stdio::null());
+        ns.wait_log("started: pid 1,", 10.0);
+        ns
+    }
+
+    fn spawn_cmd(dir: PathBuf, mut cmd: Command, stdin: Stdio) -> Ns {
+        let child = cmd
             .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
@@ -213,13 +269,15 @@ impl Ns {
             ended = child.try_wait().unwrap();
             ended.map(|_| None)
         });
-        ns.init = found.unwrap_or_else(|| {
-            panic!(
-                "unshare ended ({ended:?}) with no child\n--- stderr:\n{}",
-                ns.stderr_text()
-            )
-        });
-        assert_eq!(ns_pid_of(ns.init), Some(1), "not PID 1 inside");
+        // coffeyd may have come and gone (a config it refuses): init 0,
+        // and the exit code is unshare's (kept by try_wait).
+        match found {
+            Some(p) => {
+                ns.init = p;
+                assert_eq!(ns_pid_of(p), Some(1), "not PID 1 inside");
+            }
+            None => assert!(ended.is_some(), "{}", ns.stderr_text()),
+        }
         ns
     }
 
@@ -446,6 +504,153 @@ fn main_service_killed_by_sigkill_exits_137() {
         "{log}"
     );
     assert!(log.contains("side: stopped"), "{log}");
+}
+
+/// Starts `app` (the main service) and `side`, waits until both run,
+/// sends SIGTERM to PID 1 and returns coffeyd's exit code and log.
+fn sigterm_with_main(tag: &str, extra: &str, app: &str, app_extra: &str) -> (Option<i32>, String) {
+    let services = [
+        svc("app", app, app_extra),
+        svc("side", "exec sleep 600", ""),
+    ]
+    .concat();
+    let mut ns = Ns::start(tag, &format!("  main: app\n{extra}"), &services, &[]);
+    ns.wait_running("app", 0, 10.0);
+    ns.wait_running("side", 0, 10.0);
+    signal(ns.init, 15);
+    let code = ns.wait_exit(20.0);
+    let log = ns.log_text();
+    assert!(log.contains("side: stopped"), "{log}");
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0"),
+        "{log}"
+    );
+    (code, log)
+}
+
+#[test]
+fn main_trapping_sigterm_exits_with_its_own_code() {
+    need_ns!();
+    // `docker stop`: the app catches SIGTERM, cleans up and exits 42.
+    let (code, log) =
+        sigterm_with_main("p1trap", "", "trap \"exit 42\" TERM; sleep 600 & wait", "");
+    assert_eq!(code, Some(42), "{log}");
+    assert!(log.contains("main service exited (exit code 42)"), "{log}");
+}
+
+#[test]
+fn main_killed_by_the_outside_sigterm_exits_143() {
+    need_ns!();
+    let (code, log) = sigterm_with_main("p1term143", "", "exec sleep 600", "");
+    assert_eq!(code, Some(143), "{log}");
+    assert!(
+        log.contains("main service exited (signal SIGTERM)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn main_killed_at_the_shutdown_deadline_exits_137() {
+    need_ns!();
+    // The app ignores SIGTERM; its stop_timeout is longer than the
+    // shutdown's, so the shutdown deadline's SIGKILL ends it.
+    let (code, log) = sigterm_with_main(
+        "p1deadline",
+        "  shutdown_timeout: 1s\n",
+        "trap \"\" TERM; exec sleep 600",
+        "    stop_timeout: 30s\n",
+    );
+    assert_eq!(code, Some(137), "{log}");
+    assert!(
+        log.contains("main service exited (signal SIGKILL)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn main_that_never_ran_exits_128_plus_the_signal() {
+    need_ns!();
+    // `app` waits for `gate`, which never reports ready.
+    let services = [
+        svc(
+            "gate",
+            "exec sleep 600",
+            "    healthcheck:\n      readiness:\n        type: notify\n",
+        ),
+        svc(
+            "app",
+            "exit 0",
+            "    depends_on:\n      - name: gate\n        condition: healthy\n",
+        ),
+    ]
+    .concat();
+    let mut ns = Ns::start("p1never", "  main: app\n", &services, &[]);
+    ns.wait_log("gate: spawned", 10.0);
+    signal(ns.init, 2);
+    assert_eq!(ns.wait_exit(20.0), Some(130), "{}", ns.log_text());
+    let log = ns.log_text();
+    assert!(!log.contains("app: spawned"), "{log}");
+    assert!(
+        log.contains("main service never ran; exit code 130 (SIGINT)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn main_oneshot_that_completes_exits_0() {
+    need_ns!();
+    // A Kubernetes Job: the work is a oneshot; its success ends the pod.
+    let services = [
+        svc("job", "sleep 0.2", "    type: oneshot\n"),
+        svc("side", "exec sleep 600", ""),
+    ]
+    .concat();
+    let mut ns = Ns::start("p1job", "  main: job\n", &services, &[]);
+    assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.log_text());
+    let log = ns.log_text();
+    assert!(log.contains("job: completed"), "{log}");
+    assert!(
+        log.contains("main service exited (exit code 0); stopping everything, exit code 0"),
+        "{log}"
+    );
+    assert!(log.contains("side: stopped"), "{log}");
+}
+
+/// `main` runs `$DIR/app`, a copy of /bin/true that the oneshot `break`
+/// (which `main` waits for) spoils with `how` first.
+fn main_exec_fails(tag: &str, how: &str) -> (Option<i32>, String) {
+    let services = [
+        svc("break", &format!("{how} $DIR/app"), "    type: oneshot\n"),
+        "  - name: app\n    binary: $DIR/app\n    depends_on:\n      - name: break\n        condition: completed\n".to_owned(),
+        svc("side", "exec sleep 600", ""),
+    ]
+    .concat();
+    let mut ns = Ns::start_with(tag, "  main: app\n", &services, &[], |dir| {
+        std::fs::copy("/bin/true", dir.join("app")).unwrap();
+    });
+    let code = ns.wait_exit(20.0);
+    let log = ns.log_text();
+    assert!(log.contains("side: stopped"), "{log}");
+    (code, log)
+}
+
+#[test]
+fn main_whose_binary_is_gone_exits_127() {
+    need_ns!();
+    let (code, log) = main_exec_fails("p1gone", "rm");
+    assert_eq!(code, Some(127), "{log}");
+    assert!(
+        log.contains("main service cannot start (exec: No such file or directory); stopping everything, exit code 127"),
+        "{log}"
+    );
+}
+
+#[test]
+fn main_whose_binary_is_not_executable_exits_126() {
+    need_ns!();
+    let (code, log) = main_exec_fails("p1noexec", "chmod 0644");
+    assert_eq!(code, Some(126), "{log}");
+    assert!(log.contains("stopping everything, exit code 126"), "{log}");
 }
 
 #[test]
@@ -682,35 +887,28 @@ fn broken_config(
     (code, ns.stderr_text(), dir)
 }
 
-#[test]
-fn missing_config_as_pid1_execs_bin_sh() {
-    need_ns!();
-    if !Path::new("/bin/sh").exists() {
-        eprintln!("skipped: no /bin/sh");
-        return;
-    }
-    // The shell reads its commands from stdin: it is PID 1 now, and its
-    // exit code is the namespace's.
-    let (code, err, dir) = broken_config("p1nocfg", None, "echo $$ > $DIR/sh-pid; exit 5\n");
-    assert!(err.contains("error: cannot read config"), "{err}");
+/// What a container's PID 1 must do with a config it cannot load: print
+/// the diagnostics and exit 1 (the orchestrator shows CrashLoopBackOff),
+/// never run the emergency shell, which would read EOF and exit 0 (a
+/// Kubernetes Job would count as succeeded).
+fn assert_config_failure(code: Option<i32>, err: &str, dir: &Path) {
     assert!(err.contains("config has errors; not starting"), "{err}");
-    assert!(
-        err.contains("coffeyd: starting the emergency program /bin/sh"),
-        "{err}"
-    );
-    assert_eq!(code, Some(5), "{err}");
-    let pid = std::fs::read_to_string(dir.join("sh-pid")).unwrap();
-    assert_eq!(pid.trim(), "1", "the shell ran as PID 1");
+    assert!(!err.contains("emergency"), "{err}");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!dir.join("sh-pid").exists(), "a shell ran");
 }
 
 #[test]
-fn syntax_error_as_pid1_falls_back_to_bin_sh() {
+fn missing_config_in_container_mode_exits_1() {
     need_ns!();
-    if !Path::new("/bin/sh").exists() {
-        eprintln!("skipped: no /bin/sh");
-        return;
-    }
-    // `emergency` cannot be read from a config that does not parse.
+    let (code, err, dir) = broken_config("p1nocfg", None, "echo $$ > $DIR/sh-pid; exit 0\n");
+    assert!(err.contains("error: cannot read config"), "{err}");
+    assert_config_failure(code, &err, &dir);
+}
+
+#[test]
+fn syntax_error_in_container_mode_exits_1() {
+    need_ns!();
     let text = "coffey:\n  emergency: /nonexistent/emergency\n  socket: [unclosed\nservices: []\n";
     let (code, err, dir) = broken_config("p1syntax", Some(text), "echo $$ > $DIR/sh-pid\n");
     let loc = format!(
@@ -718,24 +916,15 @@ fn syntax_error_as_pid1_falls_back_to_bin_sh() {
         dir.join("config.yaml").display()
     );
     assert!(err.contains(&loc), "{err}");
-    assert!(
-        err.contains("coffeyd: starting the emergency program /bin/sh"),
-        "{err}"
-    );
-    assert!(!err.contains("/nonexistent/emergency"), "{err}");
-    assert_eq!(code, Some(0), "{err}");
-    let pid = std::fs::read_to_string(dir.join("sh-pid")).unwrap();
-    assert_eq!(pid.trim(), "1");
+    assert_config_failure(code, &err, &dir);
 }
 
 #[test]
 fn sd_notify_readiness_as_pid1() {
     need_ns!();
-    let notify = Path::new("/usr/bin/systemd-notify");
-    if !notify.exists() {
-        eprintln!("skipped: no {}", notify.display());
+    let Some(notify) = need_systemd_notify() else {
         return;
-    }
+    };
     let ready = "    healthcheck:\n      readiness:\n        type: notify\n";
     let services = [
         svc("quiet", "exec sleep 600", ready),
@@ -758,11 +947,9 @@ fn sd_notify_readiness_as_pid1() {
 #[test]
 fn sd_notify_in_two_containers_sharing_a_network_namespace() {
     need_ns!();
-    let notify = Path::new("/usr/bin/systemd-notify");
-    if !notify.exists() {
-        eprintln!("skipped: no {}", notify.display());
+    let Some(notify) = need_systemd_notify() else {
         return;
-    }
+    };
     let ready = "    healthcheck:\n      readiness:\n        type: notify\n";
     // First: a service that never says it is ready.
     let quiet = svc("app", "exec sleep 600", ready);
@@ -789,4 +976,252 @@ fn sd_notify_in_two_containers_sharing_a_network_namespace() {
         signal(ns.init, 15);
         assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.stderr_text());
     }
+}
+
+/// Starts the plain daemon (not PID 1) on `services`, through
+/// `sh -c 'WRAPPER; exec coffeyd -c CONFIG'`, so the wrapper can set up
+/// what coffeyd inherits (descriptors, mounts, users). `wrapper` runs
+/// with `$DIR` replaced. Returns the dir and the sh/coffeyd child.
+fn wrapped_daemon(
+    tag: &str,
+    launcher: &[&str],
+    wrapper: &str,
+    extra: &str,
+    services: &str,
+) -> (PathBuf, Child) {
+    let dir = tempdir(tag);
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, Ns::config_text(&dir, extra, services)).unwrap();
+    let script = format!(
+        "{}\nexec \"$0\" -c \"$1\"",
+        wrapper.replace("$DIR", &dir.display().to_string())
+    );
+    let (prog, pre) = launcher.split_first().unwrap_or((&"sh", &[]));
+    let mut cmd = Command::new(prog);
+    cmd.args(pre);
+    if !launcher.is_empty() {
+        cmd.arg("sh");
+    }
+    let child = cmd
+        .args(["-c", &script, BIN])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    (dir, child)
+}
+
+/// The descriptor numbers in an `ls -l /proc/self/fd/` listing, without
+/// the directory that `ls` itself opened to list them.
+fn fd_numbers(listing: &str) -> BTreeSet<u32> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let (left, target) = l.split_once(" -> ")?;
+            if target.starts_with("/proc/") && target.ends_with("/fd") {
+                return None;
+            }
+            left.split_whitespace().last()?.parse().ok()
+        })
+        .collect()
+}
+
+fn wait_file(path: &Path, secs: f64) -> String {
+    wait_for(secs, &format!("{}", path.display()), || {
+        std::fs::read_to_string(path).ok()
+    })
+}
+
+#[test]
+fn services_inherit_only_stdio_and_the_readiness_fd() {
+    // coffeyd's parent leaves fd 7 (/dev/null) and fd 9 (a FIFO, opened
+    // read-write: a pipe) open and inheritable.
+    let list =
+        "ls -l /proc/self/fd/ > $DIR/NAME.tmp && mv $DIR/NAME.tmp $DIR/NAME.fds; exec sleep 600";
+    let services = [
+        svc("plain", &list.replace("NAME", "plain"), ""),
+        svc(
+            "notifier",
+            &list.replace("NAME", "notifier"),
+            "    healthcheck:\n      readiness:\n        type: notify\n        fd: 5\n",
+        ),
+    ]
+    .concat();
+    let (dir, mut child) = wrapped_daemon(
+        "fdleak",
+        &[],
+        "mkfifo $DIR/fifo && exec 7</dev/null 9<>$DIR/fifo",
+        "",
+        &services,
+    );
+    let pid = child.id() as i32;
+    let plain = wait_file(&dir.join("plain.fds"), 10.0);
+    let notifier = wait_file(&dir.join("notifier.fds"), 10.0);
+    // The daemon itself did inherit them (the test is not vacuous).
+    let daemon_fds: BTreeSet<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    assert!(
+        daemon_fds.contains(&7) && daemon_fds.contains(&9),
+        "{daemon_fds:?}"
+    );
+    assert_eq!(fd_numbers(&plain), BTreeSet::from([0, 1, 2]), "{plain}");
+    assert_eq!(
+        fd_numbers(&notifier),
+        BTreeSet::from([0, 1, 2, 5]),
+        "{notifier}"
+    );
+    signal(pid, 15);
+    let st = wait_for(20.0, "the daemon to exit", || child.try_wait().unwrap());
+    assert_eq!(st.code(), Some(0));
+    let log = std::fs::read_to_string(dir.join("coffey.log")).unwrap();
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0"),
+        "{log}"
+    );
+}
+
+/// A config whose socket and pid file are at `socket` and `pid_file`
+/// (with `$DIR`), running one long service.
+fn paths_config(dir: &Path, socket: &str, pid_file: &str) -> PathBuf {
+    let text = format!(
+        "coffey:\n  socket: {socket}\n  pid_file: {pid_file}\n  log:\n    path: $DIR/coffey.log\n    console: false\nservices:\n{}",
+        svc("api", "exec sleep 600", "")
+    )
+    .replace("$DIR", &dir.display().to_string());
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// The log of a daemon that ran without its socket and pid file: each
+/// refusal logged once, the service ran, the shutdown was clean.
+fn assert_ran_without_paths(log: &str, socket_err: &str, pid_err: &str) {
+    let sock = format!("cannot bind the control socket {socket_err}; running without it");
+    let pid = format!("cannot write the pid file {pid_err}; running without it");
+    assert_eq!(log.matches(&sock).count(), 1, "{sock:?} once in\n{log}");
+    assert_eq!(log.matches(&pid).count(), 1, "{pid:?} once in\n{log}");
+    assert!(log.contains("slots), socket none\n"), "{log}");
+    assert!(log.contains("api: spawned"), "{log}");
+    assert!(log.contains("api: stopped"), "{log}");
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0"),
+        "{log}"
+    );
+}
+
+#[test]
+fn read_only_root_as_pid1_runs_without_socket_and_pid_file() {
+    need_ns!();
+    // Kubernetes' readOnlyRootFilesystem: the socket's filesystem is a
+    // read-only tmpfs, mounted in the container's own mount namespace;
+    // the pid file's directory does not exist.
+    let dir = tempdir("p1rofs");
+    std::fs::create_dir(dir.join("ro")).unwrap();
+    let config = paths_config(&dir, "$DIR/ro/run/coffey.sock", "$DIR/missing/coffey.pid");
+    let mut ns = Ns::start_wrapped(dir.clone(), config, "mount -t tmpfs -o ro tmpfs $DIR/ro");
+    ns.wait_log("api: spawned", 10.0);
+    let d = dir.display();
+    let log = ns.log_text();
+    assert!(log.contains("started: pid 1, 1 services"), "{log}");
+    signal(ns.init, 15);
+    assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.stderr_text());
+    assert_ran_without_paths(
+        &ns.log_text(),
+        &format!("{d}/ro/run/coffey.sock: No such file or directory"),
+        &format!("{d}/missing/coffey.pid: No such file or directory"),
+    );
+}
+
+/// The plain daemon in `launcher` with its socket and pid file where the
+/// filesystem refuses them; SIGTERM after the service ran.
+fn refused_paths(
+    tag: &str,
+    launcher: &[&str],
+    wrapper: &str,
+    socket: &str,
+    prepare: impl FnOnce(&Path),
+) -> (String, String) {
+    let dir = tempdir(tag);
+    prepare(&dir);
+    let config = paths_config(&dir, socket, &socket.replace("coffey.sock", "coffey.pid"));
+    let script = format!(
+        "{}\nexec \"$0\" -c \"$1\"",
+        wrapper.replace("$DIR", &dir.display().to_string())
+    );
+    let mut child = Command::new(launcher[0])
+        .args(&launcher[1..])
+        .args(["sh", "-c", &script, BIN])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let log_path = dir.join("coffey.log");
+    let stderr = || std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    wait_for(10.0, "api: spawned", || {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("daemon exited {st}\n{}", stderr());
+        }
+        let t = std::fs::read_to_string(&log_path).unwrap_or_default();
+        t.contains("api: spawned").then_some(())
+    });
+    signal(child.id() as i32, 15);
+    let st = wait_for(20.0, "the daemon to exit", || child.try_wait().unwrap());
+    assert_eq!(st.code(), Some(0), "{}", stderr());
+    (
+        dir.display().to_string(),
+        std::fs::read_to_string(&log_path).unwrap(),
+    )
+}
+
+#[test]
+fn read_only_filesystem_supervisor_runs_without_socket_and_pid_file() {
+    need_ns!();
+    // Not PID 1: a mount namespace of its own, with a read-only tmpfs.
+    let (d, log) = refused_paths(
+        "rofs",
+        &["unshare", "--mount", "--propagation", "private"],
+        "mount -t tmpfs -o ro tmpfs $DIR/ro",
+        "$DIR/ro/coffey.sock",
+        |dir| std::fs::create_dir(dir.join("ro")).unwrap(),
+    );
+    assert_ran_without_paths(
+        &log,
+        &format!("{d}/ro/coffey.sock: Read-only file system"),
+        &format!("{d}/ro/coffey.pid: Read-only file system"),
+    );
+}
+
+#[test]
+fn unwritable_directory_supervisor_runs_without_socket_and_pid_file() {
+    need_ns!();
+    // An unprivileged daemon whose socket directory belongs to root.
+    use std::os::unix::fs::PermissionsExt;
+    let (d, log) = refused_paths(
+        "eacces",
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        "",
+        "$DIR/locked/coffey.sock",
+        |dir| {
+            std::fs::create_dir(dir.join("locked")).unwrap();
+            let log = dir.join("coffey.log");
+            std::fs::write(&log, "").unwrap();
+            std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+        },
+    );
+    assert_ran_without_paths(
+        &log,
+        &format!("{d}/locked/coffey.sock: Permission denied"),
+        &format!("{d}/locked/coffey.pid: Permission denied"),
+    );
 }

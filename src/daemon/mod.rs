@@ -104,8 +104,8 @@ pub struct Shell {
     /// `coffeyd reexec` asked for: re-exec at the end of this turn.
     pub reexec_requested: bool,
     pub reexec: reexec::Reexec,
-    /// Container mode: the exit code of the `main` service.
-    pub exit_code: i32,
+    /// Container mode: how the `main` service ended (the exit code).
+    pub main_exit: pid1::MainExit,
     pub main_idx: Option<usize>,
 }
 
@@ -222,6 +222,11 @@ impl Sys for Shell {
 
     fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event) {
         self.log_event(idx, from, to, event);
+        if let Event::SpawnFailed { err } = *event {
+            if Some(idx) == self.main_idx {
+                self.main_exit.spawn_failed(err);
+            }
+        }
         control::broadcast_event(self, idx, to, event, 0);
     }
 
@@ -573,23 +578,96 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
             continue;
         }
         let idx = sup.on_exit(pid, status, clock::now(), shell);
-        if idx.is_some() && idx == shell.main_idx && !sup.shutting_down() {
-            // tini's contract: the main service's exit ends the container.
-            shell.exit_code = match status {
-                ExitStatus::Code(c) => c,
-                ExitStatus::Signal(s) => 128 + s,
-            };
-            log!(
-                shell.log,
-                "main service exited ({status}); stopping everything, exit code {}",
-                shell.exit_code
-            );
-            let t = shell.shutdown_timeout;
-            sup.shutdown(clock::now(), t, shell);
+        if idx.is_some() && idx == shell.main_idx {
+            // tini's contract: the main service's exit ends the container,
+            // and its status is the exit code, during a shutdown too.
+            let code = shell.main_exit.exited(status);
+            if sup.shutting_down() {
+                log!(
+                    shell.log,
+                    "main service exited ({status}); exit code {code}"
+                );
+            } else {
+                log!(
+                    shell.log,
+                    "main service exited ({status}); stopping everything, exit code {code}"
+                );
+                let t = shell.shutdown_timeout;
+                sup.shutdown(clock::now(), t, shell);
+            }
         }
         if idx.is_none() {
             log!(shell.log, "reaped orphan pid {pid} ({status})");
         }
+    }
+}
+
+/// The main service hit a permanent spawn error (see
+/// `pid1::MainExit::spawn_failed`): stop everything, as tini exits when
+/// it cannot exec its child.
+fn main_cannot_start(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
+    let Some(err) = shell.main_exit.cannot_start.take() else {
+        return;
+    };
+    if sup.shutting_down() {
+        return;
+    }
+    log!(
+        shell.log,
+        "main service cannot start ({}: {}); stopping everything, exit code {}",
+        err.stage.name(),
+        errno_desc(err.errno),
+        shell.main_exit.final_code(true)
+    );
+    let t = shell.shutdown_timeout;
+    sup.shutdown(now, t, shell);
+}
+
+/// How long container mode waits for the main process to be reaped after
+/// the loop ended (it got SIGKILL at the shutdown deadline): a process in
+/// D state may never go, and the container must still end.
+const MAIN_REAP_MS: u64 = 5000;
+
+/// Container mode: reaps until the main service's process is gone, so its
+/// status (137 after the deadline's SIGKILL) is the exit code.
+fn reap_main(
+    sup: &mut Supervisor<'_>,
+    shell: &mut Shell,
+    sfd: &nix::sys::signalfd::SignalFd,
+    poll: &mut mio::Poll,
+    events: &mut Events,
+) {
+    let Some(m) = shell.main_idx else {
+        return;
+    };
+    let deadline = clock::now().add(MAIN_REAP_MS);
+    loop {
+        while let Ok(Some(_)) = sfd.read_signal() {}
+        reap(sup, shell);
+        if shell.main_exit.code.is_some() {
+            return;
+        }
+        let Some(pid) = sup.services().get(m).and_then(|s| s.state.pid()) else {
+            log!(
+                shell.log,
+                "main service never ran; exit code {} ({})",
+                shell.main_exit.final_code(true),
+                signal_name(shell.main_exit.end_signal)
+            );
+            return;
+        };
+        let now = clock::now();
+        if now >= deadline {
+            let code = shell.main_exit.exited(ExitStatus::Signal(libc::SIGKILL));
+            log!(
+                shell.log,
+                "main service pid {pid} still not reaped {} after the shutdown ended; exit code {code}",
+                Dur(MAIN_REAP_MS)
+            );
+            return;
+        }
+        let wait = std::time::Duration::from_millis(deadline.since(now));
+        let _ = poll.poll(events, Some(wait));
     }
 }
 
@@ -663,9 +741,14 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
 }
 
 pub(crate) fn release_paths(cfg: &Config) {
-    // Both paths are short: std converts them on the stack, no allocation.
-    let _ = std::fs::remove_file(&cfg.socket);
-    if let Some(p) = &cfg.pid_file {
+    // Only what this daemon made: a path it could not claim may be
+    // another's. Both paths are short: std converts them on the stack,
+    // no allocation.
+    let (socket, pid_file) = setup::owns_paths();
+    if socket {
+        let _ = std::fs::remove_file(&cfg.socket);
+    }
+    if let Some(p) = cfg.pid_file.as_ref().filter(|_| pid_file) {
         let _ = std::fs::remove_file(p);
     }
 }
@@ -724,7 +807,12 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         std::process::id(),
         used,
         table.len(),
-        cfg.socket.display()
+        if shell.ctl.listen_fd >= 0 {
+            cfg.socket.as_path()
+        } else {
+            std::path::Path::new("none")
+        }
+        .display()
     );
     // The pid index: sized once, like the table (startup may allocate).
     let mut pids: Box<[PidSlot]> =
@@ -777,12 +865,13 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
     loop {
         let now = clock::now();
         sup.tick(now, &mut shell);
+        main_cannot_start(&mut sup, &mut shell, now);
         if sup.finished() {
             break;
         }
         control::expire(&mut shell, now);
         let due = sup.poll_at().min(shell.ctl.poll_at());
-        let timeout = if pending {
+        let timeout = if pending || shell.main_exit.cannot_start.is_some() {
             Some(std::time::Duration::ZERO)
         } else if due == Instant::NEVER {
             None
@@ -842,11 +931,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
                         | Signal::SIGUSR2
                         | Signal::SIGPWR),
                     ) if shell.mode == pid1::Mode::System => {
-                        let a = match s {
-                            Signal::SIGUSR1 => pid1::Action::Halt,
-                            Signal::SIGUSR2 | Signal::SIGPWR => pid1::Action::Poweroff,
-                            _ => pid1::Action::Reboot,
-                        };
+                        let a = pid1::action_for(s as i32).unwrap_or(pid1::Action::Reboot);
                         if !sup.shutting_down() {
                             log!(
                                 shell.log,
@@ -862,6 +947,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
                     }
                     Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
                         if !sup.shutting_down() {
+                            shell.main_exit.shutdown_by(s as i32);
                             log!(
                                 shell.log,
                                 "{}: shutting down (timeout {})",
@@ -961,6 +1047,9 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             reexec::exec(&sup, &mut shell);
         }
     }
+    if shell.mode == pid1::Mode::Container {
+        reap_main(&mut sup, &mut shell, &sfd, &mut poll, &mut events);
+    }
     shell.flush_all();
     log!(
         shell.log,
@@ -973,19 +1062,25 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             let a = shell.action.unwrap_or(pid1::Action::Poweroff);
             pid1::final_shutdown(a, shell.shutdown_timeout.clamp(1000, 10_000))
         }
-        pid1::Mode::Container => Ok(shell.exit_code),
+        pid1::Mode::Container => Ok(shell.main_exit.final_code(shell.main_idx.is_some())),
         pid1::Mode::Supervisor => Ok(0),
     }
 }
 
+/// System mode without a config: the grace between the final SIGTERM and
+/// SIGKILL to whatever runs (only what the emergency path left).
+const NO_CONFIG_GRACE_MS: u64 = 2000;
+
 /// Where the daemon role starts: picks the mode (supervisor, system init,
-/// container init), does the PID 1 setup, loads the config and runs. As
-/// PID 1 it never returns on its own account: a bad config leads to the
-/// emergency program, or to waiting for SIGHUP.
+/// container init), does the PID 1 setup, loads the config and runs. A bad
+/// config exits 1, except in system mode, which never returns on its own
+/// account: it execs the emergency program, or (without one) waits for
+/// SIGHUP to retry or a power signal to reboot, halt or power off.
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)] // startup
 pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bool) -> i32 {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
+    setup::cloexec_inherited();
     let mode = pid1::detect(container);
     let mut single = single_arg;
     if mode == pid1::Mode::System {
@@ -1020,6 +1115,9 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
                     if let Some(h) = &cfg.hostname {
                         pid1::set_hostname(h);
                     }
+                    if let Err(e) = pid1::loopback_up() {
+                        log::stderr_line(format_args!("coffeyd: cannot set lo up: {}", e.desc()));
+                    }
                     if single {
                         pid1::emergency(emergency);
                     }
@@ -1045,13 +1143,18 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
                     "coffeyd: {}: config has errors; not starting",
                     config_path.display()
                 ));
-                if mode == pid1::Mode::Supervisor {
+                // A container has no operator at a console: fail, so the
+                // orchestrator sees it (a shell there reads EOF, exits 0).
+                if mode != pid1::Mode::System {
                     return 1;
                 }
                 if pid1::executable(default_emergency) {
                     pid1::emergency(default_emergency);
                 }
-                pid1::wait_for_hup();
+                if let Some(a) = pid1::wait_for_signal() {
+                    log::stderr_line(format_args!("coffeyd: no config; {}", a.name()));
+                    pid1::final_shutdown(a, NO_CONFIG_GRACE_MS);
+                }
             }
         }
     }

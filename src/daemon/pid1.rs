@@ -42,6 +42,72 @@ impl Action {
     }
 }
 
+/// Container mode's exit code: the main service's, as tini and a shell
+/// report a child (docs/CLI.md has the table of cases).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MainExit {
+    /// The main service's last end, as an exit code: N, or 128 + signal,
+    /// or 127/126 when it could not be executed.
+    pub code: Option<i32>,
+    /// The signal that began the shutdown (`coffeyd shutdown` counts as
+    /// SIGTERM): what a main that never ran reports, 128 + it.
+    pub end_signal: i32,
+    /// The main service cannot be started (a permanent spawn error): the
+    /// loop stops everything on its next turn.
+    pub cannot_start: Option<coffey::sys::SpawnError>,
+}
+
+impl MainExit {
+    pub fn new() -> Self {
+        MainExit {
+            code: None,
+            end_signal: libc::SIGTERM,
+            cannot_start: None,
+        }
+    }
+
+    /// The main process ended with `status`.
+    pub fn exited(&mut self, status: coffey::sys::ExitStatus) -> i32 {
+        let code = match status {
+            coffey::sys::ExitStatus::Code(c) => c,
+            coffey::sys::ExitStatus::Signal(s) => 128 + s,
+        };
+        self.code = Some(code);
+        code
+    }
+
+    /// The main service's spawn failed. Temporary errors (EAGAIN, ...)
+    /// are retried with backoff; anything else ends the container, with
+    /// the shell's codes: 127 for a program that is not there, 126 for
+    /// one that cannot be run (tini uses the same two).
+    pub fn spawn_failed(&mut self, err: coffey::sys::SpawnError) {
+        if err.is_temporary() || self.code.is_some() {
+            return;
+        }
+        self.code = Some(match err.errno {
+            libc::ENOENT | libc::ENOTDIR => 127,
+            _ => 126,
+        });
+        self.cannot_start = Some(err);
+    }
+
+    /// The first signal that asked for a shutdown.
+    pub fn shutdown_by(&mut self, sig: i32) {
+        self.end_signal = sig;
+    }
+
+    /// The code to exit with: the main's, 0 without a main, and
+    /// 128 + the shutdown signal for a main that never ended (it never
+    /// ran, or did not die even of SIGKILL within the bound).
+    pub fn final_code(&self, has_main: bool) -> i32 {
+        match (has_main, self.code) {
+            (false, _) => 0,
+            (true, Some(c)) => c,
+            (true, None) => 128 + self.end_signal,
+        }
+    }
+}
+
 /// Writes to the console (fd 2), ignoring errors.
 pub fn say(msg: &[u8]) {
     let _ = super::log::write_all(2, msg);
@@ -180,6 +246,44 @@ pub fn attach_console() {
         libc::setsid();
         libc::umask(0o022);
     }
+}
+
+/// Sets the loopback interface up, as systemd does before any service:
+/// a bare initramfs has no `ip` tool, and without `lo` an http or tcp
+/// check on 127.0.0.1 fails with "Network is unreachable". Plain
+/// SIOCGIFFLAGS/SIOCSIFFLAGS on a throwaway socket; addresses need no
+/// setting (the kernel gives `lo` 127.0.0.1/8 and ::1 once it is up).
+pub fn loopback_up() -> Result<(), nix::errno::Errno> {
+    use nix::errno::Errno;
+    // SAFETY: plain socket; closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a zeroed ifreq is valid; the name fits IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { core::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: valid fd and ifreq; the flags union member is the one the
+    // two requests use.
+    let r = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req) < 0 {
+            Err(Errno::last())
+        } else if req.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short != 0 {
+            Ok(())
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req) < 0 {
+                Err(Errno::last())
+            } else {
+                Ok(())
+            }
+        }
+    };
+    // SAFETY: ours.
+    unsafe { libc::close(fd) };
+    r
 }
 
 pub fn set_hostname(name: &str) {
@@ -348,9 +452,22 @@ pub fn executable(path: &CStr) -> bool {
     unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
 }
 
-/// No usable config and no emergency program: stay up, reap orphans,
-/// and return when SIGHUP asks to try the config again.
-pub fn wait_for_hup() {
+/// What a system-mode signal asks of PID 1: the classic sysvinit/busybox
+/// map (None: not a power signal).
+pub fn action_for(sig: i32) -> Option<Action> {
+    match sig {
+        libc::SIGUSR1 => Some(Action::Halt),
+        libc::SIGUSR2 | libc::SIGPWR => Some(Action::Poweroff),
+        libc::SIGTERM | libc::SIGINT => Some(Action::Reboot),
+        _ => None,
+    }
+}
+
+/// System mode, no usable config and no emergency program: stay up (PID 1
+/// must not exit), reap orphans, and wait. Returns None when SIGHUP asks
+/// to try the config again, or the power action a signal asked for
+/// (`action_for`), so the machine can still be turned off or rebooted.
+pub fn wait_for_signal() -> Option<Action> {
     // SAFETY: plain signal calls with valid sets.
     unsafe {
         let mut set: libc::sigset_t = core::mem::zeroed();
@@ -367,13 +484,16 @@ pub fn wait_for_hup() {
             libc::sigaddset(&mut set, s);
         }
         libc::sigprocmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
-        say(b"coffeyd: waiting for SIGHUP to reload the config\n");
+        say(b"coffeyd: waiting for SIGHUP to reload the config (SIGTERM/SIGINT: reboot, SIGUSR1: halt, SIGUSR2/SIGPWR: poweroff)\n");
         loop {
             let mut info: libc::siginfo_t = core::mem::zeroed();
             let sig = libc::sigwaitinfo(&set, &mut info);
             reap_all();
             if sig == libc::SIGHUP {
-                return;
+                return None;
+            }
+            if let Some(a) = action_for(sig) {
+                return Some(a);
             }
         }
     }
@@ -391,4 +511,99 @@ pub fn install_panic_hook(emergency_path: &'static CStr) {
         say(b"\n");
         emergency(emergency_path);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffey::sys::{ExitStatus, SpawnError, Stage};
+
+    fn spawn_err(stage: Stage, errno: i32) -> SpawnError {
+        SpawnError { stage, errno }
+    }
+
+    /// Whether `lo` is up, seen from this thread's network namespace.
+    fn lo_is_up() -> bool {
+        // SAFETY: as in loopback_up.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            let mut req: libc::ifreq = core::mem::zeroed();
+            req.ifr_name[0] = b'l' as libc::c_char;
+            req.ifr_name[1] = b'o' as libc::c_char;
+            assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req), 0);
+            libc::close(fd);
+            req.ifr_ifru.ifru_flags & libc::IFF_UP as libc::c_short != 0
+        }
+    }
+
+    #[test]
+    fn loopback_up_in_a_fresh_network_namespace() {
+        // A thread of its own: a network namespace is per thread, and the
+        // thread (with its namespace) ends with the test. Needs root, like
+        // the PID-namespace tests (tests/pid1.rs explains COFFEY_SKIP_NS).
+        std::thread::spawn(|| {
+            // SAFETY: unshare of this thread's network namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if std::env::var_os("COFFEY_SKIP_NS").is_some_and(|v| v == "1") {
+                    eprintln!("SKIPPED (COFFEY_SKIP_NS=1): unshare --net: {e}");
+                    return;
+                }
+                panic!("unshare(CLONE_NEWNET): {e}: run as root, or set COFFEY_SKIP_NS=1");
+            }
+            assert!(!lo_is_up(), "a new network namespace starts with lo down");
+            assert_eq!(loopback_up(), Ok(()));
+            assert!(lo_is_up());
+            assert_eq!(loopback_up(), Ok(()), "already up: fine");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn power_signals_map_like_sysvinit() {
+        assert_eq!(action_for(libc::SIGTERM), Some(Action::Reboot));
+        assert_eq!(action_for(libc::SIGINT), Some(Action::Reboot));
+        assert_eq!(action_for(libc::SIGUSR1), Some(Action::Halt));
+        assert_eq!(action_for(libc::SIGUSR2), Some(Action::Poweroff));
+        assert_eq!(action_for(libc::SIGPWR), Some(Action::Poweroff));
+        assert_eq!(action_for(libc::SIGHUP), None);
+        assert_eq!(action_for(libc::SIGCHLD), None);
+    }
+
+    #[test]
+    fn container_exit_codes() {
+        let code = |f: &dyn Fn(&mut MainExit)| {
+            let mut m = MainExit::new();
+            f(&mut m);
+            m.final_code(true)
+        };
+        assert_eq!(MainExit::new().final_code(false), 0, "no main");
+        assert_eq!(
+            code(&|m| {
+                m.exited(ExitStatus::Code(42));
+            }),
+            42
+        );
+        assert_eq!(
+            code(&|m| {
+                m.exited(ExitStatus::Signal(9));
+            }),
+            137
+        );
+        assert_eq!(code(&|_| ()), 143, "never ran: 128 + SIGTERM");
+        assert_eq!(code(&|m| m.shutdown_by(libc::SIGINT)), 130);
+        let exec = |e| move |m: &mut MainExit| m.spawn_failed(spawn_err(Stage::Exec, e));
+        assert_eq!(code(&exec(libc::ENOENT)), 127);
+        assert_eq!(code(&exec(libc::EACCES)), 126);
+        assert_eq!(code(&exec(libc::ENOEXEC)), 126);
+        // A temporary error is retried: no verdict yet.
+        let mut m = MainExit::new();
+        m.spawn_failed(spawn_err(Stage::Fork, libc::EAGAIN));
+        assert_eq!((m.code, m.cannot_start), (None, None));
+        // An exit already recorded is not overwritten by a spawn failure.
+        m.exited(ExitStatus::Code(3));
+        m.spawn_failed(spawn_err(Stage::Exec, libc::ENOENT));
+        assert_eq!((m.final_code(true), m.cannot_start), (3, None));
+    }
 }

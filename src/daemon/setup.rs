@@ -25,6 +25,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::AsRawFd;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A pipe whose read end is non-blocking; both ends close-on-exec.
 fn pipe() -> Result<(RawFd, RawFd), String> {
@@ -70,6 +71,55 @@ fn raise_nofile(need: usize, log: &mut Log) {
             rl.rlim_max,
             need
         );
+    }
+}
+
+/// `close_range(2)` flag: mark the range close-on-exec, close nothing.
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// Marks every descriptor >= 3 that coffeyd inherited close-on-exec, so
+/// a pipe or socket its parent leaked never reaches a service (which gets
+/// 0, 1, 2 and the descriptors its config names). The daemon keeps using
+/// them (a `reexec` hand-over relies on that). Runs first, before the
+/// daemon opens anything of its own.
+pub fn cloexec_inherited() {
+    // SAFETY: plain syscall on our own fd table; ENOSYS/EINVAL on kernels
+    // before 5.11 leads to the fallback.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    cloexec_each();
+}
+
+/// The fallback: every fd up to the soft limit (a few thousand fcntl
+/// calls at most, once, at startup; /proc may not be mounted yet).
+fn cloexec_each() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 {
+        rl.rlim_cur.min(1 << 20) as i32
+    } else {
+        1024
+    };
+    for fd in 3..max {
+        // SAFETY: F_GETFD/F_SETFD on any int is harmless (EBADF if closed).
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFD);
+            if fl >= 0 && fl & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, fl | libc::FD_CLOEXEC);
+            }
+        }
     }
 }
 
@@ -220,7 +270,7 @@ pub fn build(
             false,
             base_len,
         ),
-        exit_code: 0,
+        main_exit: super::pid1::MainExit::new(),
         main_idx: None,
         ctl: Control {
             listen_fd,
@@ -311,16 +361,68 @@ pub fn budget(cfg: &Config) -> Budget {
     }
 }
 
-/// Creates the pid file and binds the control socket path (so a second
-/// daemon on the same socket refuses to start).
-fn claim_paths(cfg: &Config) -> Result<Option<std::os::unix::net::UnixListener>, String> {
-    use std::os::unix::net::{UnixListener, UnixStream};
+/// Whether this daemon bound the control socket and wrote the pid file,
+/// so it removes only what it made (see `owns_paths`).
+static OWN_SOCKET: AtomicBool = AtomicBool::new(false);
+static OWN_PID_FILE: AtomicBool = AtomicBool::new(false);
+
+/// (socket, pid file): which of the two paths this daemon made.
+pub fn owns_paths() -> (bool, bool) {
+    (
+        OWN_SOCKET.load(Ordering::Relaxed),
+        OWN_PID_FILE.load(Ordering::Relaxed),
+    )
+}
+
+/// The filesystem will not hold the path: read-only (Kubernetes'
+/// `readOnlyRootFilesystem`, `crun spec`), not ours to write, or its
+/// directory is missing. The socket and pid file are conveniences and
+/// supervision is the job, so coffeyd then runs without them. Anything
+/// else still refuses to start.
+fn refused_by_fs(e: &std::io::Error) -> Option<&'static str> {
+    match e.raw_os_error() {
+        Some(n @ (libc::EROFS | libc::EACCES | libc::ENOENT)) => {
+            Some(nix::errno::Errno::from_raw(n).desc())
+        }
+        _ => None,
+    }
+}
+
+/// Binds the control socket path (a second daemon answering on it is
+/// refused) and writes the pid file. Where the filesystem refuses either,
+/// the returned warnings say so (logged once) and coffeyd runs without.
+fn claim_paths(
+    cfg: &Config,
+) -> Result<(Option<std::os::unix::net::UnixListener>, Vec<String>), String> {
+    use std::os::unix::net::UnixStream;
     if UnixStream::connect(&cfg.socket).is_ok() {
         return Err(format!(
             "another coffeyd is running on {}",
             cfg.socket.display()
         ));
     }
+    let mut warnings = Vec::new();
+    let listener = bind_socket(cfg, &mut warnings)?;
+    if let Some(p) = &cfg.pid_file {
+        match std::fs::write(p, format!("{}\n", std::process::id())) {
+            Ok(()) => OWN_PID_FILE.store(true, Ordering::Relaxed),
+            Err(e) => match refused_by_fs(&e) {
+                Some(why) => warnings.push(format!(
+                    "warning: cannot write the pid file {}: {why}; running without it",
+                    p.display()
+                )),
+                None => return Err(format!("cannot write pid file {}: {e}", p.display())),
+            },
+        }
+    }
+    Ok((listener, warnings))
+}
+
+fn bind_socket(
+    cfg: &Config,
+    warnings: &mut Vec<String>,
+) -> Result<Option<std::os::unix::net::UnixListener>, String> {
+    use std::os::unix::net::UnixListener;
     let _ = std::fs::remove_file(&cfg.socket);
     if let Some(dir) = cfg.socket.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -331,28 +433,36 @@ fn claim_paths(cfg: &Config) -> Result<Option<std::os::unix::net::UnixListener>,
     let bound = UnixListener::bind(&cfg.socket);
     // SAFETY: as above.
     unsafe { libc::umask(old) };
-    let listener = bound.map_err(|e| format!("cannot bind {}: {e}", cfg.socket.display()))?;
+    let listener = match bound {
+        Ok(l) => l,
+        Err(e) => match refused_by_fs(&e) {
+            Some(why) => {
+                warnings.push(format!(
+                    "warning: cannot bind the control socket {}: {why}; running without it \
+                     (no status, logs or control commands)",
+                    cfg.socket.display()
+                ));
+                return Ok(None);
+            }
+            None => return Err(format!("cannot bind {}: {e}", cfg.socket.display())),
+        },
+    };
+    OWN_SOCKET.store(true, Ordering::Relaxed);
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("socket: {e}"))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = match &cfg.socket_group {
-            Some((name, gid)) => {
-                std::os::unix::fs::chown(&cfg.socket, None, Some(*gid)).map_err(|e| {
-                    format!("cannot give {} to group {name}: {e}", cfg.socket.display())
-                })?;
-                0o660
-            }
-            None => 0o600,
-        };
-        std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("chmod {}: {e}", cfg.socket.display()))?;
-    }
-    if let Some(p) = &cfg.pid_file {
-        std::fs::write(p, format!("{}\n", std::process::id()))
-            .map_err(|e| format!("cannot write pid file {}: {e}", p.display()))?;
-    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = match &cfg.socket_group {
+        Some((name, gid)) => {
+            std::os::unix::fs::chown(&cfg.socket, None, Some(*gid)).map_err(|e| {
+                format!("cannot give {} to group {name}: {e}", cfg.socket.display())
+            })?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", cfg.socket.display()))?;
     Ok(Some(listener))
 }
 
@@ -400,15 +510,18 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
         ));
     }
 
-    let listener = claim_paths(cfg)?;
+    let (listener, warnings) = claim_paths(cfg).inspect_err(|_| release_paths(cfg))?;
     let listen_fd = listener.as_ref().map_or(-1, |l| l.as_raw_fd());
     let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
     let registry = poll
         .registry()
         .try_clone()
         .map_err(|e| format!("epoll: {e}"))?;
-    let (shell, table, adopted) =
+    let (mut shell, table, adopted) =
         build(cfg, listen_fd, registry).inspect_err(|_| release_paths(cfg))?;
+    for w in &warnings {
+        log!(shell.log, "{w}");
+    }
     let reg = poll.registry();
 
     if listen_fd >= 0 {
@@ -435,4 +548,27 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
         listener,
         adopted,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cloexec(fd: RawFd) -> bool {
+        // SAFETY: F_GETFD on our fd.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC != 0 }
+    }
+
+    #[test]
+    fn both_ways_mark_inherited_fds_close_on_exec() {
+        for way in [cloexec_inherited as fn(), cloexec_each] {
+            // SAFETY: dup of stderr gives a fresh fd without FD_CLOEXEC.
+            let fd = unsafe { libc::dup(2) };
+            assert!(fd > 2 && !cloexec(fd));
+            way();
+            assert!(cloexec(fd));
+            // SAFETY: ours.
+            unsafe { libc::close(fd) };
+        }
+    }
 }

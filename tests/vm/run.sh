@@ -2,7 +2,10 @@
 # Real-kernel boot test (issue 5): boot a Debian kernel in qemu (TCG, no KVM)
 # with an initramfs whose /init is a static coffeyd, let the guest config in
 # tests/vm/config.yaml come up, and check the serial log: every service
-# ready, ordered stop, "reboot: Power down", no panic.
+# ready (the HTTP check on 127.0.0.1 needs the lo that coffeyd sets up: the
+# initramfs has no `ip`), ordered stop, "reboot: Power down", no panic.
+# A second boot has no config and no /bin/sh: PID 1 must wait, and reboot
+# on Ctrl-Alt-Del (SIGINT), sent through the qemu monitor.
 #
 #   bash tests/vm/run.sh        (or: just test-vm)
 #
@@ -123,7 +126,8 @@ chmod 1777 "$STAGE/tmp"
 install -m 0755 "$BIN" "$STAGE/init"
 install -m 0755 "$BIN" "$STAGE/sbin/coffeyd"
 install -m 0755 "$BUSYBOX" "$STAGE/bin/busybox"
-for app in sh echo cat sleep mkdir ls grep sed wget httpd ip mount ps timeout; do
+# No `ip`: coffeyd sets lo up itself (issue 8, point 11).
+for app in sh echo cat sleep mkdir ls grep sed wget httpd mount ps timeout; do
     ln -s busybox "$STAGE/bin/$app"
 done
 ln -s ../sbin/coffeyd "$STAGE/bin/coffeyd"
@@ -183,12 +187,58 @@ check "serial log written" [ -s "$LOG" ]
 check "'VM-TEST: ready after' in the log" has "VM-TEST: ready after"
 check "no 'VM-TEST: FAIL' in the log" lacks "VM-TEST: FAIL"
 check "the oneshot ran ('setup: completed')" has "setup: completed"
+check "PID 1 set lo up (no 'cannot set lo up')" lacks "cannot set lo up"
+check "the guest fetched the page over 127.0.0.1" has "VM-TEST: http <h1>hello from coffeyd</h1>"
 check "app started after web was ready" ordered "web: ready" "app: spawned"
 check "app stopped before web was stopped" ordered "app: stopped" "web: stopping pid"
 check "'web: stopped' in the log" has "web: stopped"
 check "'reboot: Power down' in the log" has "reboot: Power down"
 check "no 'Kernel panic'" lacks "Kernel panic"
 check "no 'Attempted to kill init'" lacks "Attempted to kill init"
+
+# --- second boot: no config, no emergency program ----------------------
+# System mode must stay up (PID 1 may not exit) and still answer a power
+# signal: Ctrl-Alt-Del (sent through the qemu monitor) makes the kernel
+# send SIGINT to PID 1, which reboots (qemu -no-reboot then exits).
+t0=$(now)
+rm -f "$STAGE/bin/sh" "$STAGE/etc/coffey/config.yaml"
+INITRD2=$OUT/initramfs-noconfig.cpio.gz
+(cd "$STAGE" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
+    cpio --null --create --format=newc --owner=0:0 --quiet) | gzip -9n >"$INITRD2"
+LOG2=$OUT/serial-noconfig.log
+rm -f "$LOG2"
+say "booting without a config or /bin/sh (bound 60s)"
+rc2=0
+{
+    # Wait (bounded) until PID 1 says it waits, then press Ctrl-Alt-Del.
+    for _ in $(seq 600); do
+        grep -qF "waiting for SIGHUP" "$LOG2" 2>/dev/null && break
+        sleep 0.1
+    done
+    echo "sendkey ctrl-alt-delete"
+    # Keep the monitor open until the guest rebooted (qemu then exits).
+    for _ in $(seq 400); do
+        grep -qF "reboot: Restarting system" "$LOG2" 2>/dev/null && break
+        sleep 0.1
+    done
+} | timeout -k 5 60 qemu-system-x86_64 \
+    -accel tcg -m 256M -smp 1 \
+    -nodefaults -display none -monitor stdio -no-reboot -nic none \
+    -serial "file:$LOG2" \
+    -kernel "$VMLINUZ" -initrd "$INITRD2" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3" >/dev/null || rc2=$?
+say "qemu exited with $rc2 after $(since "$t0")s"
+has2() { grep -qF -- "$1" "$LOG2" 2>/dev/null; }
+check "no config: qemu exited 0 within 60s (rc $rc2)" [ "$rc2" -eq 0 ]
+check "no config: 'cannot read config' in the log" has2 "cannot read config"
+check "no config: PID 1 waited ('waiting for SIGHUP')" has2 "waiting for SIGHUP"
+check "no config: SIGINT rebooted ('coffeyd: no config; reboot')" has2 "coffeyd: no config; reboot"
+check "no config: 'reboot: Restarting system' in the log" has2 "reboot: Restarting system"
+check "no config: no 'Kernel panic'" eval '! has2 "Kernel panic"'
+if [ ${#fails[@]} -gt 0 ]; then
+    echo "---- serial log ($LOG2) ----"
+    cat "$LOG2" 2>/dev/null || true
+fi
 
 ready=$(grep -o 'VM-TEST: ready after [0-9.]*' "$LOG" 2>/dev/null | head -n1 | awk '{ print $4 }' || true)
 rss=$(grep -o 'VM-TEST: pid1 VmRSS:.*' "$LOG" 2>/dev/null | head -n1 | sed 's/.*VmRSS:[[:space:]]*//' || true)
