@@ -15,11 +15,11 @@
 //!
 //! These tests need root (namespaces, mounts, setpriv), which CI has.
 //! Without it they FAIL, naming the reason: a test that cannot run is not
-//! a pass. To run the rest of the suite as an ordinary user, set
-//! `COFFEY_SKIP_NS=1`: each test then prints `SKIPPED (COFFEY_SKIP_NS=1)`
-//! with the reason and returns. (Cargo cannot mark a test ignored at run
-//! time, and `#[ignore]` would hide them from CI's plain `cargo test`.)
-//! The same goes for a missing `systemd-notify` (Debian's `systemd`).
+//! a pass, and a skip that reported `ok` would be one. As an ordinary
+//! user, leave this file out: run the others by name
+//! (`cargo test --lib --bins --test daemon --test health ...`). The same goes for a missing
+//! `systemd-notify` (Debian's `systemd`): the test fails and names the
+//! package.
 
 mod common;
 use common::*;
@@ -57,39 +57,23 @@ fn ns_available() -> Result<(), String> {
     .clone()
 }
 
-/// Whether the user asked to skip what needs root (see the header).
-fn skip_asked(why: &str) -> bool {
-    if std::env::var_os("COFFEY_SKIP_NS").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED (COFFEY_SKIP_NS=1): {why}");
-        return true;
-    }
-    false
-}
-
-/// Fails the test when namespaces are unavailable, unless skipping was
-/// asked for (see the header).
+/// Fails the test when namespaces are unavailable (see the header).
 macro_rules! need_ns {
     () => {
         if let Err(why) = ns_available() {
-            if skip_asked(&why) {
-                return;
-            }
-            panic!("{why}: these tests need root; set COFFEY_SKIP_NS=1 to skip them");
+            panic!("{why}: these tests need root (namespaces, mounts)");
         }
     };
 }
 
-/// `systemd-notify`, or a failure (or skip) that says how to get it.
+/// `systemd-notify`, or a failure that says how to get it.
 fn need_systemd_notify() -> Option<&'static Path> {
     let notify = Path::new("/usr/bin/systemd-notify");
-    if notify.exists() {
-        return Some(notify);
-    }
-    let why = "no /usr/bin/systemd-notify (apt-get install systemd)";
-    if skip_asked(why) {
-        return None;
-    }
-    panic!("{why}; set COFFEY_SKIP_NS=1 to skip the tests that need it");
+    assert!(
+        notify.exists(),
+        "no /usr/bin/systemd-notify: apt-get install systemd (.ci/run does)"
+    );
+    Some(notify)
 }
 
 extern "C" {
