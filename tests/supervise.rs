@@ -136,7 +136,9 @@ fn leftovers_are_stopped_before_a_respawn_and_reported_once() {
 fn a_leftover_that_ignores_the_stop_signal_is_killed_before_the_respawn() {
     let services = svc(
         "stubborn",
-        "(trap \"\" TERM; exec sleep 100) & echo $! >> $DIR/bg; exit 1",
+        // The main exits only once the leftover ignores TERM: under load a
+        // stop signal could otherwise beat the `trap`.
+        "rm -f $DIR/trapped; (trap \"\" TERM; : > $DIR/trapped; exec sleep 100) & echo $! >> $DIR/bg; while [ ! -e $DIR/trapped ]; do sleep 0.01; done; exit 1",
         "    backoff:\n      initial: 100ms\n    stop_timeout: 400ms\n",
     );
     let mut d = Daemon::start("leftkill", "", &services);
