@@ -447,6 +447,55 @@ impl Shell {
         left
     }
 
+    /// Emits the unfinished line of pipe `w` of slot `i` as a line.
+    fn flush_line(&mut self, i: usize, w: usize) {
+        let Shell {
+            log,
+            slots,
+            scratch,
+            ctl,
+            ..
+        } = self;
+        let Some(Slot {
+            name,
+            ring,
+            lines,
+            file,
+            console,
+            ..
+        }) = slots.get_mut(i)
+        else {
+            return;
+        };
+        let stream = if w == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
+        if let Some(lb) = lines.get_mut(w) {
+            lb.flush(|line, cut| {
+                Self::sink(
+                    log, ctl, i, scratch, name, ring, file, *console, stream, line, cut,
+                )
+            });
+        }
+    }
+
+    /// The main process of slot `i` was reaped: what it wrote is in the
+    /// pipes (kept open across runs), so read it now and end its last
+    /// line, which keeps its own timestamp and is never glued onto the next
+    /// run's first line. A dead writer leaves at most a pipe's capacity
+    /// (64 KiB), which is one turn's read budget.
+    pub(crate) fn output_ended(&mut self, i: usize) {
+        for w in 0..2 {
+            if let Some(r) = self.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
+                *r = true;
+            }
+            self.drain_pipe(i, w);
+            self.flush_line(i, w);
+        }
+    }
+
     /// Drains everything and flushes partial lines (at shutdown).
     fn flush_all(&mut self) {
         for i in 0..self.slots.len() {
@@ -455,39 +504,13 @@ impl Shell {
                     *r = true;
                 }
                 self.drain_pipe(i, w);
-                let Shell {
-                    log,
-                    slots,
-                    scratch,
-                    ctl,
-                    ..
-                } = self;
-                if let Some(Slot {
-                    name,
-                    ring,
-                    lines,
-                    file,
-                    console,
-                    ..
-                }) = slots.get_mut(i)
-                {
-                    let stream = if w == 0 {
-                        Stream::Stdout
-                    } else {
-                        Stream::Stderr
-                    };
-                    if let Some(lb) = lines.get_mut(w) {
-                        lb.flush(|line, cut| {
-                            Self::sink(
-                                log, ctl, i, scratch, name, ring, file, *console, stream, line, cut,
-                            )
-                        });
-                    }
-                }
+                self.flush_line(i, w);
             }
         }
     }
 }
+
+const _: () = assert!(READS_PER_TURN * READ_CHUNK >= 64 * 1024);
 
 fn status_of(raw: i32) -> Option<ExitStatus> {
     if libc::WIFEXITED(raw) {
@@ -497,6 +520,26 @@ fn status_of(raw: i32) -> Option<ExitStatus> {
     } else {
         None
     }
+}
+
+/// A reaped pid, before the machines hear of it: the pid the service
+/// machine must see (None: not a service's exit), after the end of that
+/// process's output (its last unterminated line).
+fn before_exit(
+    sup: &Supervisor<'_>,
+    shell: &mut Shell,
+    pid: i32,
+    status: ExitStatus,
+) -> Option<i32> {
+    let _ = status;
+    let idx = sup
+        .services()
+        .iter()
+        .position(|s| s.state.pid() == Some(pid));
+    if let Some(i) = idx {
+        shell.output_ended(i);
+    }
+    Some(pid)
 }
 
 /// Reaps every exited child (services and orphans alike).
@@ -520,6 +563,9 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
             }
             continue;
         }
+        let Some(pid) = before_exit(sup, shell, pid, status) else {
+            continue;
+        };
         let idx = sup.on_exit(pid, status, clock::now(), shell);
         if idx.is_some() && idx == shell.main_idx && !sup.shutting_down() {
             // tini's contract: the main service's exit ends the container.
