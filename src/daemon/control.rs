@@ -929,6 +929,16 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
             let _ = t.write_str(core::str::from_utf8(&slot.notify_status).unwrap_or("?"));
         });
     }
+    if s.state.has_process() && slot.sd.state != super::notify::NotifyState::None {
+        detail("notify_state", &mut |t| {
+            let _ = t.write_str(slot.sd.state.as_str());
+        });
+    }
+    if slot.sd.main_pid != 0 {
+        detail("main_pid", &mut |t| {
+            let _ = write!(t, "{}", slot.sd.main_pid);
+        });
+    }
     detail("log", &mut |t| {
         let r = &slot.ring;
         let _ = write!(

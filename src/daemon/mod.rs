@@ -12,6 +12,7 @@ mod compiled;
 mod control;
 mod log;
 mod logfile;
+mod notify;
 pub mod pid1;
 mod probe;
 mod reexec;
@@ -78,6 +79,8 @@ pub struct Slot {
     pub notify_env: [u8; 80],
     /// The last sd_notify `STATUS=` text, for `status SERVICE`.
     pub notify_status: heapless::Vec<u8, 120>,
+    /// sd_notify state of the current run (notify state, MAINPID).
+    pub sd: notify::SdState,
 }
 
 pub struct Shell {
@@ -105,6 +108,8 @@ pub struct Shell {
     /// Container mode: the exit code of the `main` service.
     pub exit_code: i32,
     pub main_idx: Option<usize>,
+    /// Slots whose main process moved by sd_notify `MAINPID=`.
+    pub mainpids: usize,
 }
 
 /// errno of the last failed libc call.
@@ -523,21 +528,22 @@ fn status_of(raw: i32) -> Option<ExitStatus> {
 }
 
 /// A reaped pid, before the machines hear of it: the pid the service
-/// machine must see (None: not a service's exit), after the end of that
-/// process's output (its last unterminated line).
+/// machine must see (None: not a service's exit, see `notify::route_exit`),
+/// after the end of that process's output (its last unterminated line).
 fn before_exit(
     sup: &Supervisor<'_>,
     shell: &mut Shell,
     pid: i32,
     status: ExitStatus,
 ) -> Option<i32> {
-    let _ = status;
+    let pid = notify::route_exit(shell, pid, status)?;
     let idx = sup
         .services()
         .iter()
         .position(|s| s.state.pid() == Some(pid));
     if let Some(i) = idx {
         shell.output_ended(i);
+        notify::process_gone(shell, i);
     }
     Some(pid)
 }
@@ -785,12 +791,13 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         }
         let mut signalled = false;
         let mut accept = false;
-        let mut notify_sock: Option<usize> = None;
         for ev in events.iter() {
             match ev.token() {
                 SIGNAL_TOKEN => signalled = true,
                 LISTEN_TOKEN => accept = true,
-                Token(t) if t >= probe::NOTIFY_SOCK => notify_sock = Some(t - probe::NOTIFY_SOCK),
+                Token(t) if t >= probe::NOTIFY_SOCK => {
+                    notify::mark(&mut shell, t - probe::NOTIFY_SOCK)
+                }
                 Token(t) if t >= probe::NOTIFY_BASE => {
                     let i = t - probe::NOTIFY_BASE;
                     if probe::on_notify_fd(&mut shell, i) {
@@ -873,61 +880,8 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
                 reap(&mut sup, &mut shell);
             }
         }
-        // (One sd_notify socket per turn is plenty: messages wait in it.)
-        if let Some(i) = notify_sock {
-            loop {
-                let mut got: heapless::Vec<probe::Notice, 16> = heapless::Vec::new();
-                let n = probe::on_notify_sock(&mut shell, i, |m| {
-                    let _ = got.push(m);
-                });
-                for m in got {
-                    // The sender must be in the service's process group; a
-                    // helper that already exited is taken if its uid is the
-                    // service's.
-                    let main = sup.services().get(i).and_then(|s| s.state.pid());
-                    // SAFETY: plain syscall.
-                    let pgid = unsafe { libc::getpgid(m.pid) };
-                    let want_uid = shell
-                        .slots
-                        .get(i)
-                        .and_then(|s| s.prep.uid)
-                        .unwrap_or(shell.ctl.owner_uid);
-                    let ok =
-                        main.is_some() && (Some(pgid) == main || (pgid < 0 && m.uid == want_uid));
-                    let name = shell.slots.get(i).map_or("?", |s| s.name.as_str());
-                    if !ok {
-                        log!(
-                            shell.log,
-                            "{name}: sd_notify: ignored a message from pid {} (not in the service)",
-                            m.pid
-                        );
-                        continue;
-                    }
-                    if !m.status.is_empty() {
-                        let t = core::str::from_utf8(&m.status).unwrap_or("?");
-                        log!(shell.log, "{name}: status: {t}");
-                    }
-                    if m.stopping {
-                        log!(shell.log, "{name}: says it is stopping (STOPPING=1)");
-                    }
-                    if !m.status.is_empty() {
-                        if let Some(slot) = shell.slots.get_mut(i) {
-                            slot.notify_status = m.status;
-                        }
-                    }
-                    if m.ready {
-                        sup.notified(i, false, clock::now(), &mut shell);
-                    }
-                    if m.ping {
-                        sup.notified(i, true, clock::now(), &mut shell);
-                    }
-                }
-                if n < 16 {
-                    break;
-                }
-            }
-        }
-        pending = shell.drain_ready();
+        let notify_left = notify::drain(&mut sup, &mut shell);
+        pending = shell.drain_ready() | notify_left;
         if accept {
             let reg = poll.registry();
             control::accept_all(&mut shell, clock::now(), |k, fd| {

@@ -187,6 +187,7 @@ pub fn build(
             notify_sock: -1,
             notify_env: super::probe::notify_env(i),
             notify_status: heapless::Vec::new(),
+            sd: Default::default(),
         });
         core.push(Service::new(i as u16, Policy::default()));
     }
@@ -222,6 +223,7 @@ pub fn build(
         ),
         exit_code: 0,
         main_idx: None,
+        mainpids: 0,
         ctl: Control {
             listen_fd,
             clients: (0..cfg.limits.clients.max(1))
