@@ -71,6 +71,8 @@ pub enum ProbeError {
     Spawn(i32),
     /// notify: the watchdog expired.
     Watchdog,
+    /// notify: the service sent `WATCHDOG=trigger`.
+    WatchdogTrigger,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -120,6 +122,12 @@ pub enum CheckInput {
     Notified,
     /// notify: WATCHDOG=1.
     Ping,
+    /// notify: WATCHDOG=trigger, a watchdog failure now (as systemd, with
+    /// or without a configured watchdog).
+    Trigger,
+    /// notify: EXTEND_TIMEOUT_USEC=; a running watchdog expires no
+    /// sooner than this from now.
+    Extend(Millis),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -271,10 +279,28 @@ impl Check {
                     }
                 }
             }
+            (CheckState::Passive { .. }, CheckInput::Trigger) => {
+                self.last_error = Some(ProbeError::WatchdogTrigger);
+                self.failures = self.failures.saturating_add(1);
+                self.set_verdict(Verdict::Unhealthy, &mut out);
+                self.state = CheckState::Passive {
+                    expires: Instant::NEVER,
+                };
+            }
+            (CheckState::Passive { expires }, CheckInput::Extend(by)) => {
+                if expires != Instant::NEVER {
+                    self.state = CheckState::Passive {
+                        expires: expires.max(now.add(by)),
+                    };
+                }
+            }
             (CheckState::Waiting { .. } | CheckState::Passive { .. }, CheckInput::Result(_))
             | (
                 CheckState::Waiting { .. } | CheckState::Probing { .. },
-                CheckInput::Notified | CheckInput::Ping,
+                CheckInput::Notified
+                | CheckInput::Ping
+                | CheckInput::Trigger
+                | CheckInput::Extend(_),
             ) => {
                 // A late result after a timeout, or a notify for a probing
                 // check: harmless, counted.
@@ -466,5 +492,65 @@ mod tests {
         let a = c.step(CheckInput::Tick, t(900));
         assert_eq!(a.verdict, Some(Verdict::Unhealthy));
         assert_eq!(c.last_error, Some(ProbeError::Watchdog));
+    }
+
+    fn passive(watchdog: Option<Millis>) -> Check {
+        Check::new(
+            Role::Readiness,
+            CheckPolicy {
+                mode: Mode::Passive { watchdog },
+                interval: 1000,
+                timeout: 300,
+                start_period: 0,
+                retries: 1,
+                success_threshold: 1,
+            },
+        )
+    }
+
+    /// WATCHDOG=trigger fails at once, ready or not, watchdog or not.
+    #[test]
+    fn watchdog_trigger_fails_at_once() {
+        for wd in [Some(60_000), None] {
+            let mut c = passive(wd);
+            c.step(CheckInput::ServiceUp, t(0));
+            c.step(CheckInput::Notified, t(10));
+            let a = c.step(CheckInput::Trigger, t(20));
+            assert_eq!(a.verdict, Some(Verdict::Unhealthy), "{wd:?}");
+            assert_eq!(c.last_error, Some(ProbeError::WatchdogTrigger));
+            assert_eq!(c.poll_at(), Instant::NEVER);
+            // Still starting (never said READY=1): the same.
+            let mut c = passive(wd);
+            c.step(CheckInput::ServiceUp, t(0));
+            assert_eq!(
+                c.step(CheckInput::Trigger, t(5)).verdict,
+                Some(Verdict::Unhealthy)
+            );
+        }
+        // A probing check has no notify socket: counted, nothing else.
+        let mut c = probe(1, 0);
+        c.step(CheckInput::ServiceUp, t(0));
+        assert_eq!(c.step(CheckInput::Trigger, t(1)), Actions::default());
+        assert_eq!(c.unexpected, 1);
+    }
+
+    /// EXTEND_TIMEOUT_USEC= pushes a running watchdog out, never in.
+    #[test]
+    fn extend_delays_the_watchdog() {
+        let mut c = passive(Some(500));
+        c.step(CheckInput::ServiceUp, t(0));
+        c.step(CheckInput::Extend(5000), t(1));
+        assert_eq!(c.poll_at(), Instant::NEVER, "no watchdog before ready");
+        c.step(CheckInput::Notified, t(100));
+        assert_eq!(c.poll_at(), t(600));
+        c.step(CheckInput::Extend(2000), t(200));
+        assert_eq!(c.poll_at(), t(2200));
+        c.step(CheckInput::Extend(10), t(300));
+        assert_eq!(c.poll_at(), t(2200));
+        assert_eq!(c.step(CheckInput::Tick, t(2199)).verdict, None);
+        assert_eq!(
+            c.step(CheckInput::Tick, t(2200)).verdict,
+            Some(Verdict::Unhealthy)
+        );
     }
 }

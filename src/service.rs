@@ -327,6 +327,9 @@ pub enum Input {
     Tick,
     /// Shutdown deadline: SIGKILL the group now.
     Kill,
+    /// sd_notify `EXTEND_TIMEOUT_USEC=`: the current deadline (start or
+    /// stop) becomes at least `now + by` (never earlier than configured).
+    ExtendTimeout { by: Millis },
 }
 
 impl Service {
@@ -350,6 +353,7 @@ impl Input {
             Input::Reaped => "reaped",
             Input::Tick => "tick",
             Input::Kill => "kill",
+            Input::ExtendTimeout { .. } => "extend-timeout",
         }
     }
 }
@@ -723,6 +727,41 @@ impl Service {
                 Input::Kill,
             ) => {}
 
+            // ---- sd_notify EXTEND_TIMEOUT_USEC= (systemd: the deadline is
+            // now + the value, but never before the configured one)
+            (
+                State::Starting {
+                    pid,
+                    since,
+                    ready_by,
+                },
+                Input::ExtendTimeout { by },
+            ) if ready_by != Instant::NEVER => {
+                let configured = since.add(self.policy.start_timeout.unwrap_or(0));
+                self.state = State::Starting {
+                    pid,
+                    since,
+                    ready_by: configured.max(now.add(by)),
+                };
+            }
+            (
+                State::Stopping {
+                    pid,
+                    since,
+                    kill_at,
+                    leader_gone,
+                },
+                Input::ExtendTimeout { by },
+            ) if kill_at != Instant::NEVER => {
+                self.state = State::Stopping {
+                    pid,
+                    since,
+                    kill_at: kill_at.max(now.add(by)),
+                    leader_gone,
+                };
+            }
+            (_, Input::ExtendTimeout { .. }) => {}
+
             // ---- pairs that should not happen: count, log, carry on.
             (
                 State::Stopped
@@ -1040,6 +1079,47 @@ mod tests {
         Input::Exited {
             status: ExitStatus::Code(c),
         }
+    }
+
+    /// EXTEND_TIMEOUT_USEC=: t=0 spawn (start_timeout 1000), t=100 extend
+    /// 3000 -> deadline 3100; t=3000 extend 500 -> 3500 (the latest message
+    /// counts); t=3200 extend 10 -> never before the configured 1000, so
+    /// 3210; while stopping it moves the SIGKILL deadline the same way.
+    #[test]
+    fn extend_timeout_moves_start_and_stop_deadlines() {
+        let mut s = svc(Policy {
+            needs_ready: true,
+            start_timeout: Some(1000),
+            stop_timeout: 500,
+            ..Policy::default()
+        });
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        assert_eq!(s.poll_at(), t(1000));
+        s.step(Input::ExtendTimeout { by: 3000 }, t(100), &mut sys);
+        assert_eq!(s.poll_at(), t(3100));
+        s.step(Input::Tick, t(1000), &mut sys);
+        assert_eq!(s.state.name(), StateName::Starting, "not timed out at 1000");
+        s.step(Input::ExtendTimeout { by: 500 }, t(3000), &mut sys);
+        assert_eq!(s.poll_at(), t(3500));
+        s.step(Input::ExtendTimeout { by: 10 }, t(3200), &mut sys);
+        assert_eq!(s.poll_at(), t(3210));
+        s.step(Input::Tick, t(3210), &mut sys);
+        assert_eq!(s.reason, Reason::StartTimeout);
+        assert_eq!(s.state.name(), StateName::Stopping);
+        assert_eq!(s.poll_at(), t(3710));
+        s.step(Input::ExtendTimeout { by: 2000 }, t(3300), &mut sys);
+        assert_eq!(s.poll_at(), t(5300));
+        s.step(Input::ExtendTimeout { by: 10 }, t(3400), &mut sys);
+        assert_eq!(s.poll_at(), t(5300), "a stop deadline only grows");
+        // Running has no deadline to extend; nothing is counted as odd.
+        let mut r = svc(Policy::default());
+        r.step(Input::Start, t(0), &mut sys);
+        r.step(Input::DepsReady, t(0), &mut sys);
+        r.step(Input::ExtendTimeout { by: 10 }, t(1), &mut sys);
+        assert_eq!(r.poll_at(), Instant::NEVER);
+        assert_eq!(r.unexpected, 0);
     }
 
     #[test]

@@ -593,6 +593,28 @@ impl<'a> Supervisor<'a> {
         self.propagate(now, sys);
     }
 
+    /// sd_notify input for the readiness check of `idx` (WATCHDOG=trigger,
+    /// or the watchdog side of EXTEND_TIMEOUT_USEC=).
+    pub fn notify_check(
+        &mut self,
+        idx: usize,
+        input: CheckInput,
+        now: Instant,
+        sys: &mut impl Sys,
+    ) {
+        self.check_step(idx, 0, input, now, sys);
+        self.propagate(now, sys);
+    }
+
+    /// sd_notify EXTEND_TIMEOUT_USEC=: the service's start or stop deadline,
+    /// and its watchdog, are due no sooner than `by` from now.
+    pub fn extend_timeout(&mut self, idx: usize, by: Millis, now: Instant, sys: &mut impl Sys) {
+        if let Some(s) = self.active().get_mut(idx) {
+            s.step(Input::ExtendTimeout { by }, now, sys);
+        }
+        self.notify_check(idx, CheckInput::Extend(by), now, sys);
+    }
+
     /// Steps check `r` (0 readiness, 1 liveness) of service `i` and acts
     /// on what it asks for.
     fn check_step(

@@ -31,10 +31,14 @@ pub enum Job {
     StatusAll { next: u16 },
     /// `reload`: next plan item of reload number `gen`, then the verdict.
     Plan { next: u32, gen: u32 },
-    /// `logs`: next ring sequence number, then follow or end.
+    /// `logs`: the history is the lines with sequence numbers in
+    /// `next_seq..end_seq`, `end_seq` fixed when the request arrived (so a
+    /// flooding service cannot stretch it); then follow or end. Following
+    /// first catches up with `end_seq: u64::MAX`, then streams.
     LogsTail {
         svc: u16,
         next_seq: u64,
+        end_seq: u64,
         follow: bool,
     },
 }

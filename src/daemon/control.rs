@@ -739,6 +739,7 @@ fn handle(
                 Phase::Writing(Job::LogsTail {
                     svc: i as u16,
                     next_seq: from,
+                    end_seq: pushed,
                     follow,
                 }),
             );
@@ -951,6 +952,16 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
             let _ = t.write_str(core::str::from_utf8(&slot.notify_status).unwrap_or("?"));
         });
     }
+    if s.state.has_process() && slot.sd.state != super::notify::NotifyState::None {
+        detail("notify_state", &mut |t| {
+            let _ = t.write_str(slot.sd.state.as_str());
+        });
+    }
+    if slot.sd.main_pid != 0 {
+        detail("main_pid", &mut |t| {
+            let _ = write!(t, "{}", slot.sd.main_pid);
+        });
+    }
     detail("log", &mut |t| {
         let r = &slot.ring;
         let _ = write!(
@@ -1157,59 +1168,80 @@ fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
         Job::LogsTail {
             svc,
             next_seq,
+            end_seq,
             follow,
-        } => {
-            let Shell { slots, ctl, .. } = &mut *shell;
-            let (Some(slot), Some(c)) = (slots.get(usize::from(svc)), ctl.clients.get_mut(k))
-            else {
-                return;
-            };
-            let mut next = next_seq.max(slot.ring.first_seq());
-            let mut full = false;
-            let mut line = [0u8; LINE_MAX];
-            slot.ring.try_for_each_from(next, |seq, l| {
-                let (a, b) = l.data;
-                let n = (a.len() + b.len()).min(LINE_MAX);
-                let an = a.len().min(n);
-                if let (Some(d), Some(s)) = (line.get_mut(..an), a.get(..an)) {
-                    d.copy_from_slice(s);
-                }
-                if let (Some(d), Some(s)) = (line.get_mut(an..n), b.get(..n - an)) {
-                    d.copy_from_slice(s);
-                }
-                let rep = Reply::LogLine {
-                    service: &slot.name,
-                    ts_ms: l.ts_ms,
-                    stream: l.stream.wire(),
-                    cut: l.cut,
-                    text: line.get(..n).unwrap_or(&[]),
-                };
-                if c.conn.queue(&rep).is_err() {
-                    full = true;
-                    return false;
-                }
-                next = seq + 1;
-                true
-            });
-            c.conn.phase = if full {
-                Phase::Writing(Job::LogsTail {
-                    svc,
-                    next_seq: next,
-                    follow,
-                })
-            } else if follow {
-                Phase::Streaming(Stream::Logs(svc))
-            } else if c.conn.queue(&Reply::End).is_ok() {
-                Phase::Reading
-            } else {
-                Phase::Writing(Job::LogsTail {
-                    svc,
-                    next_seq: next,
-                    follow,
-                })
-            };
+        } => logs_tail(shell, k, svc, next_seq, end_seq, follow),
+    }
+}
+
+/// Queues the ring lines of slot `svc` with sequence numbers in
+/// `next_seq..end_seq` to client `k`, as far as its buffer takes them; then
+/// catches up and follows, or ends.
+fn logs_tail(shell: &mut Shell, k: usize, svc: u16, next_seq: u64, end_seq: u64, follow: bool) {
+    let Shell { slots, ctl, .. } = &mut *shell;
+    let (Some(slot), Some(c)) = (slots.get(usize::from(svc)), ctl.clients.get_mut(k)) else {
+        return;
+    };
+    // History lines evicted by newer output before they could be sent
+    // are counted, so the reader knows its tail has a hole.
+    let first = slot.ring.first_seq();
+    let lost = first.min(end_seq).saturating_sub(next_seq);
+    if lost > 0 {
+        let count = u32::try_from(lost).unwrap_or(u32::MAX);
+        if c.conn.queue(&Reply::Dropped { count }).is_err() {
+            return;
         }
     }
+    let mut next = next_seq.max(first);
+    let mut full = false;
+    let mut line = [0u8; LINE_MAX];
+    slot.ring.try_for_each_from(next, |seq, l| {
+        if seq >= end_seq {
+            return false;
+        }
+        let (a, b) = l.data;
+        let n = (a.len() + b.len()).min(LINE_MAX);
+        let an = a.len().min(n);
+        if let (Some(d), Some(s)) = (line.get_mut(..an), a.get(..an)) {
+            d.copy_from_slice(s);
+        }
+        if let (Some(d), Some(s)) = (line.get_mut(an..n), b.get(..n - an)) {
+            d.copy_from_slice(s);
+        }
+        let rep = Reply::LogLine {
+            service: &slot.name,
+            ts_ms: l.ts_ms,
+            stream: l.stream.wire(),
+            cut: l.cut,
+            text: line.get(..n).unwrap_or(&[]),
+        };
+        if c.conn.queue(&rep).is_err() {
+            full = true;
+            return false;
+        }
+        next = seq + 1;
+        true
+    });
+    let more = |next_seq, end_seq| {
+        Phase::Writing(Job::LogsTail {
+            svc,
+            next_seq,
+            end_seq,
+            follow,
+        })
+    };
+    c.conn.phase = if full {
+        more(next, end_seq)
+    } else if follow && end_seq != u64::MAX {
+        // History sent: catch up with what arrived meanwhile, then stream.
+        more(next, u64::MAX)
+    } else if follow {
+        Phase::Streaming(Stream::Logs(svc))
+    } else if c.conn.queue(&Reply::End).is_ok() {
+        Phase::Reading
+    } else {
+        more(next, end_seq)
+    };
 }
 
 /// Reads, handles requests, produces and flushes output for client `k`.

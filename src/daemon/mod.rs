@@ -13,6 +13,7 @@ mod control;
 mod group;
 mod log;
 mod logfile;
+mod notify;
 pub mod pid1;
 mod probe;
 mod reexec;
@@ -80,6 +81,8 @@ pub struct Slot {
     pub notify_env: [u8; 80],
     /// The last sd_notify `STATUS=` text, for `status SERVICE`.
     pub notify_status: heapless::Vec<u8, 120>,
+    /// sd_notify state of the current run (notify state, MAINPID).
+    pub sd: notify::SdState,
 }
 
 pub struct Shell {
@@ -107,6 +110,8 @@ pub struct Shell {
     /// Container mode: how the `main` service ended (the exit code).
     pub main_exit: pid1::MainExit,
     pub main_idx: Option<usize>,
+    /// Slots whose main process moved by sd_notify `MAINPID=`.
+    pub mainpids: usize,
 }
 
 /// errno of the last failed libc call.
@@ -504,6 +509,55 @@ impl Shell {
         left
     }
 
+    /// Emits the unfinished line of pipe `w` of slot `i` as a line.
+    fn flush_line(&mut self, i: usize, w: usize) {
+        let Shell {
+            log,
+            slots,
+            scratch,
+            ctl,
+            ..
+        } = self;
+        let Some(Slot {
+            name,
+            ring,
+            lines,
+            file,
+            console,
+            ..
+        }) = slots.get_mut(i)
+        else {
+            return;
+        };
+        let stream = if w == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
+        if let Some(lb) = lines.get_mut(w) {
+            lb.flush(|line, cut| {
+                Self::sink(
+                    log, ctl, i, scratch, name, ring, file, *console, stream, line, cut,
+                )
+            });
+        }
+    }
+
+    /// The main process of slot `i` was reaped: what it wrote is in the
+    /// pipes (kept open across runs), so read it now and end its last
+    /// line, which keeps its own timestamp and is never glued onto the next
+    /// run's first line. A dead writer leaves at most a pipe's capacity
+    /// (64 KiB), which is one turn's read budget.
+    pub(crate) fn output_ended(&mut self, i: usize) {
+        for w in 0..2 {
+            if let Some(r) = self.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
+                *r = true;
+            }
+            self.drain_pipe(i, w);
+            self.flush_line(i, w);
+        }
+    }
+
     /// Drains everything and flushes partial lines (at shutdown).
     fn flush_all(&mut self) {
         for i in 0..self.slots.len() {
@@ -512,39 +566,13 @@ impl Shell {
                     *r = true;
                 }
                 self.drain_pipe(i, w);
-                let Shell {
-                    log,
-                    slots,
-                    scratch,
-                    ctl,
-                    ..
-                } = self;
-                if let Some(Slot {
-                    name,
-                    ring,
-                    lines,
-                    file,
-                    console,
-                    ..
-                }) = slots.get_mut(i)
-                {
-                    let stream = if w == 0 {
-                        Stream::Stdout
-                    } else {
-                        Stream::Stderr
-                    };
-                    if let Some(lb) = lines.get_mut(w) {
-                        lb.flush(|line, cut| {
-                            Self::sink(
-                                log, ctl, i, scratch, name, ring, file, *console, stream, line, cut,
-                            )
-                        });
-                    }
-                }
+                self.flush_line(i, w);
             }
         }
     }
 }
+
+const _: () = assert!(READS_PER_TURN * READ_CHUNK >= 64 * 1024);
 
 fn status_of(raw: i32) -> Option<ExitStatus> {
     if libc::WIFEXITED(raw) {
@@ -554,6 +582,23 @@ fn status_of(raw: i32) -> Option<ExitStatus> {
     } else {
         None
     }
+}
+
+/// A reaped pid, before the machines hear of it: the pid the service
+/// machine must see (None: not a service's exit, see `notify::route_exit`),
+/// after the end of that process's output (its last unterminated line).
+fn before_exit(
+    sup: &Supervisor<'_>,
+    shell: &mut Shell,
+    pid: i32,
+    status: ExitStatus,
+) -> Option<i32> {
+    let pid = notify::route_exit(shell, pid, status)?;
+    if let Some(i) = sup.owner_of(pid) {
+        shell.output_ended(i);
+        notify::process_gone(shell, i);
+    }
+    Some(pid)
 }
 
 /// Reaps every exited child (services and orphans alike).
@@ -577,6 +622,9 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
             }
             continue;
         }
+        let Some(pid) = before_exit(sup, shell, pid, status) else {
+            continue;
+        };
         let idx = sup.on_exit(pid, status, clock::now(), shell);
         if idx.is_some() && idx == shell.main_idx {
             // tini's contract: the main service's exit ends the container,
@@ -886,12 +934,13 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         }
         let mut signalled = false;
         let mut accept = false;
-        let mut notify_sock: Option<usize> = None;
         for ev in events.iter() {
             match ev.token() {
                 SIGNAL_TOKEN => signalled = true,
                 LISTEN_TOKEN => accept = true,
-                Token(t) if t >= probe::NOTIFY_SOCK => notify_sock = Some(t - probe::NOTIFY_SOCK),
+                Token(t) if t >= probe::NOTIFY_SOCK => {
+                    notify::mark(&mut shell, t - probe::NOTIFY_SOCK)
+                }
                 Token(t) if t >= probe::NOTIFY_BASE => {
                     let i = t - probe::NOTIFY_BASE;
                     if probe::on_notify_fd(&mut shell, i) {
@@ -971,61 +1020,8 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
                 reap(&mut sup, &mut shell);
             }
         }
-        // (One sd_notify socket per turn is plenty: messages wait in it.)
-        if let Some(i) = notify_sock {
-            loop {
-                let mut got: heapless::Vec<probe::Notice, 16> = heapless::Vec::new();
-                let n = probe::on_notify_sock(&mut shell, i, |m| {
-                    let _ = got.push(m);
-                });
-                for m in got {
-                    // The sender must be in the service's process group; a
-                    // helper that already exited is taken if its uid is the
-                    // service's.
-                    let main = sup.services().get(i).and_then(|s| s.state.pid());
-                    // SAFETY: plain syscall.
-                    let pgid = unsafe { libc::getpgid(m.pid) };
-                    let want_uid = shell
-                        .slots
-                        .get(i)
-                        .and_then(|s| s.prep.uid)
-                        .unwrap_or(shell.ctl.owner_uid);
-                    let ok =
-                        main.is_some() && (Some(pgid) == main || (pgid < 0 && m.uid == want_uid));
-                    let name = shell.slots.get(i).map_or("?", |s| s.name.as_str());
-                    if !ok {
-                        log!(
-                            shell.log,
-                            "{name}: sd_notify: ignored a message from pid {} (not in the service)",
-                            m.pid
-                        );
-                        continue;
-                    }
-                    if !m.status.is_empty() {
-                        let t = core::str::from_utf8(&m.status).unwrap_or("?");
-                        log!(shell.log, "{name}: status: {t}");
-                    }
-                    if m.stopping {
-                        log!(shell.log, "{name}: says it is stopping (STOPPING=1)");
-                    }
-                    if !m.status.is_empty() {
-                        if let Some(slot) = shell.slots.get_mut(i) {
-                            slot.notify_status = m.status;
-                        }
-                    }
-                    if m.ready {
-                        sup.notified(i, false, clock::now(), &mut shell);
-                    }
-                    if m.ping {
-                        sup.notified(i, true, clock::now(), &mut shell);
-                    }
-                }
-                if n < 16 {
-                    break;
-                }
-            }
-        }
-        pending = shell.drain_ready();
+        let notify_left = notify::drain(&mut sup, &mut shell);
+        pending = shell.drain_ready() | notify_left;
         if accept {
             let reg = poll.registry();
             control::accept_all(&mut shell, clock::now(), |k, fd| {

@@ -439,6 +439,9 @@ pub fn error_text(e: ProbeError, out: &mut LineBuf) {
             nix::errno::Errno::from_raw(n).desc()
         ),
         ProbeError::Watchdog => write!(out, "watchdog expired (no WATCHDOG=1)"),
+        ProbeError::WatchdogTrigger => {
+            write!(out, "watchdog triggered by the service (WATCHDOG=trigger)")
+        }
     };
 }
 
@@ -540,85 +543,6 @@ pub fn close_notify(shell: &mut Shell, i: usize) {
         super::close_fd(slot.notify_sock);
         slot.notify_sock = -1;
     }
-}
-
-/// One sd_notify message, as far as coffeyd uses it.
-#[derive(Default)]
-pub struct Notice {
-    pub ready: bool,
-    pub ping: bool,
-    pub stopping: bool,
-    /// `STATUS=...` text (cut at 120 bytes); empty if none.
-    pub status: heapless::Vec<u8, 120>,
-    pub pid: i32,
-    pub uid: u32,
-}
-
-/// sd_notify datagrams on slot `i`'s socket: calls `each` per message. At most 16 per call; returns how
-/// many were read (call again while it returns 16).
-pub fn on_notify_sock(shell: &mut Shell, i: usize, mut each: impl FnMut(Notice)) -> usize {
-    let Some(fd) = shell.slots.get(i).map(|s| s.notify_sock) else {
-        return 0;
-    };
-    let mut count = 0;
-    while count < 16 {
-        let mut buf = [0u8; 1024];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // Room for one SCM_CREDENTIALS message.
-        let mut cbuf = [0u64; 8];
-        // SAFETY: zeroed msghdr is valid; we fill the pointers.
-        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = core::mem::size_of_val(&cbuf) as _;
-        // SAFETY: msg points at valid buffers.
-        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            if super::errno() == libc::EINTR {
-                continue;
-            }
-            return count;
-        }
-        count += 1;
-        let (mut pid, mut uid) = (0, u32::MAX);
-        // SAFETY: walking the control messages the kernel wrote.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
-                    let cred: libc::ucred = core::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                    pid = cred.pid;
-                    uid = cred.uid;
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
-            }
-        }
-        let data = buf.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
-        let mut n = Notice {
-            pid,
-            uid,
-            ..Notice::default()
-        };
-        for l in data.split(|&b| b == b'\n') {
-            match l {
-                b"READY=1" => n.ready = true,
-                b"WATCHDOG=1" => n.ping = true,
-                b"STOPPING=1" => n.stopping = true,
-                _ => {
-                    if let Some(t) = l.strip_prefix(b"STATUS=") {
-                        let t = t.get(..t.len().min(120)).unwrap_or(&[]);
-                        let _ = n.status.extend_from_slice(t);
-                    }
-                }
-            }
-        }
-        each(n);
-    }
-    count
 }
 
 /// Fills the probe spec and exec buffers of slot `i` from the compiled

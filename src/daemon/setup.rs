@@ -237,6 +237,7 @@ pub fn build(
             notify_sock: -1,
             notify_env: super::probe::notify_env(i),
             notify_status: heapless::Vec::new(),
+            sd: Default::default(),
         });
         core.push(Service::new(i as u16, Policy::default()));
     }
@@ -272,6 +273,7 @@ pub fn build(
         ),
         main_exit: super::pid1::MainExit::new(),
         main_idx: None,
+        mainpids: 0,
         ctl: Control {
             listen_fd,
             clients: (0..cfg.limits.clients.max(1))

@@ -104,16 +104,60 @@ pub struct Prepared {
     /// s6/dinit readiness: (write end of the notify pipe, fd number in the
     /// child). Set by the shell just before each spawn.
     pub notify_fd: Option<(RawFd, i32)>,
+    /// sd_notify watchdog: `WATCHDOG_USEC=...` and `WATCHDOG_PID=` entries,
+    /// in their own buffer (never counted against the service's env
+    /// budget). The pid is only known after fork: the child writes its
+    /// digits at `wd_pid_at` (a raw pointer, so the child's write aliases
+    /// no reference).
+    wd: *mut u8,
+    wd_len: usize,
+    wd_pid_at: Option<usize>,
+}
+
+/// Room for `WATCHDOG_USEC=<20 digits>` and `WATCHDOG_PID=<20 digits>`.
+const WD_BUF: usize = 72;
+
+/// Keys of coffeyd's own service manager, if it has one: never passed on
+/// (a service's `NOTIFY_SOCKET` and watchdog are coffeyd's, or none).
+const MANAGER_KEYS: [&[u8]; 3] = [b"NOTIFY_SOCKET", b"WATCHDOG_USEC", b"WATCHDOG_PID"];
+
+/// Writes `v` in decimal and a NUL into `dst`; returns the digits written
+/// (0 if it does not fit). Async-signal-safe: no allocation, no locks.
+pub fn write_decimal(dst: &mut [u8], mut v: u64) -> usize {
+    let mut tmp = [0u8; 20];
+    let mut n = 0;
+    loop {
+        if let Some(t) = tmp.get_mut(n) {
+            *t = b'0' + (v % 10) as u8;
+        }
+        n += 1;
+        v /= 10;
+        if v == 0 || n >= tmp.len() {
+            break;
+        }
+    }
+    if dst.len() <= n {
+        return 0;
+    }
+    for (d, t) in dst.iter_mut().zip(tmp.iter().take(n).rev()) {
+        *d = *t;
+    }
+    if let Some(z) = dst.get_mut(n) {
+        *z = 0;
+    }
+    n
 }
 
 impl Prepared {
     /// Startup only: allocates the fixed buffers.
     #[allow(clippy::disallowed_macros)]
     pub fn new(base: &BaseEnv, out_w: RawFd, err_w: RawFd) -> Prepared {
+        let wd = super::slab::zeroed(WD_BUF).unwrap_or(&mut []);
         Prepared {
             arena: super::slab::zeroed(EXEC_ARENA).unwrap_or(&mut []),
             argv: vec![core::ptr::null(); MAX_ARGS + 2].into_boxed_slice(),
-            envp: vec![core::ptr::null(); base.len() + MAX_ENV_EXTRA + LOGIN_ENV + 2]
+            // + login env, NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID, NULL.
+            envp: vec![core::ptr::null(); base.len() + MAX_ENV_EXTRA + LOGIN_ENV + 4]
                 .into_boxed_slice(),
             path_off: 0,
             cwd_off: 0,
@@ -128,6 +172,9 @@ impl Prepared {
             err_w,
             filled: false,
             notify_fd: None,
+            wd: wd.as_mut_ptr(),
+            wd_len: wd.len(),
+            wd_pid_at: None,
         }
     }
 
@@ -173,7 +220,57 @@ impl Prepared {
             c,
             base,
             notify_env,
-        )
+        )?;
+        let watchdog = match c.checks.first() {
+            Some(Some(k)) => match k.policy.mode {
+                coffey::health::Mode::Passive { watchdog } => watchdog,
+                coffey::health::Mode::Probe => None,
+            },
+            _ => None,
+        };
+        self.set_watchdog(notify_env.and(watchdog))
+    }
+
+    /// Appends `WATCHDOG_USEC=` (the watchdog in µs, as systemd's
+    /// `WatchdogSec=`) and a `WATCHDOG_PID=` the child completes, so
+    /// `sd_watchdog_enabled()` in the service accepts them.
+    fn set_watchdog(&mut self, ms: Option<u64>) -> Result<(), FillError> {
+        self.wd_pid_at = None;
+        let Some(ms) = ms else {
+            return Ok(());
+        };
+        let k = self
+            .envp
+            .iter()
+            .position(|p| p.is_null())
+            .ok_or(FillError::Env)?;
+        // SAFETY: `wd` is our own `wd_len`-byte slab, borrowed by no one.
+        let buf = unsafe { core::slice::from_raw_parts_mut(self.wd, self.wd_len) };
+        // "WATCHDOG_USEC=<us>\0WATCHDOG_PID=0\0"; the child rewrites the 0.
+        let (usec, pid) = (b"WATCHDOG_USEC=".as_slice(), b"WATCHDOG_PID=".as_slice());
+        let digits_at = usec.len();
+        let n = write_decimal(
+            buf.get_mut(digits_at..).unwrap_or(&mut []),
+            ms.saturating_mul(1000),
+        );
+        let pid_entry = digits_at + n + 1;
+        let pid_at = pid_entry + pid.len();
+        // The pid's 20 digits and NUL must fit after it.
+        if n == 0 || pid_at + 21 > buf.len() {
+            return Err(FillError::Env);
+        }
+        for (dst, src) in [(0, usec), (pid_entry, pid), (pid_at, b"0\0".as_slice())] {
+            if let Some(d) = buf.get_mut(dst..dst + src.len()) {
+                d.copy_from_slice(src);
+            }
+        }
+        self.wd_pid_at = Some(pid_at);
+        let p = self.wd.cast_const().cast::<libc::c_char>();
+        let entries = [p, p.wrapping_add(pid_entry), core::ptr::null()];
+        for (j, e) in entries.into_iter().enumerate() {
+            *self.envp.get_mut(k + j).ok_or(FillError::Env)? = e;
+        }
+        Ok(())
     }
 
     /// Rewrites the buffers for `cmd` (argv, argv[0] the absolute path)
@@ -227,7 +324,7 @@ impl Prepared {
         let mut k = 0;
         for b in &base.strs {
             let bk = key(b.as_bytes());
-            if c.env.clone().any(|e| key(e) == bk) {
+            if c.env.clone().any(|e| key(e) == bk) || MANAGER_KEYS.contains(&bk) {
                 continue;
             }
             *self.envp.get_mut(k).ok_or(FillError::Env)? = b.as_ptr();
@@ -419,6 +516,14 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     if libc::setsid() < 0 {
         fail(Stage::Setsid);
     }
+    if let Some(at) = p.wd_pid_at {
+        // SAFETY: `wd` is the slot's own slab; this is the child's copy.
+        let buf = core::slice::from_raw_parts_mut(p.wd, p.wd_len);
+        write_decimal(
+            buf.get_mut(at..).unwrap_or(&mut []),
+            u64::try_from(libc::getpid()).unwrap_or(0),
+        );
+    }
     if libc::dup2(devnull, 0) < 0 || libc::dup2(p.out_w, 1) < 0 || libc::dup2(p.err_w, 2) < 0 {
         fail(Stage::Stdio);
     }
@@ -448,4 +553,24 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     }
     libc::execve(p.path().as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
     fail(Stage::Exec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_decimal;
+
+    #[test]
+    fn write_decimal_writes_digits_and_nul() {
+        let mut b = [0xffu8; 24];
+        assert_eq!(write_decimal(&mut b, 0), 1);
+        assert_eq!(&b[..2], b"0\0");
+        assert_eq!(write_decimal(&mut b, 4_194_304), 7);
+        assert_eq!(&b[..8], b"4194304\0");
+        assert_eq!(write_decimal(&mut b, u64::MAX), 20);
+        assert_eq!(&b[..21], b"18446744073709551615\0");
+        // No room for the digits and the NUL: nothing written.
+        let mut small = [0xffu8; 3];
+        assert_eq!(write_decimal(&mut small, 123), 0);
+        assert_eq!(small, [0xff; 3]);
+    }
 }
