@@ -684,30 +684,12 @@ impl Service {
                     leader_gone,
                 },
                 Input::Tick,
-            ) if now >= kill_at => {
-                sys.kill_group(pid, SIGKILL);
-                self.set_state(
-                    State::Stopping {
-                        pid,
-                        since,
-                        kill_at: Instant::NEVER,
-                        leader_gone,
-                    },
-                    Event::Killed {
-                        pid,
-                        shutdown: false,
-                    },
-                    sys,
-                );
-                if leader_gone && !sys.group_alive(pid) {
-                    self.stopped(now, sys);
-                }
-            }
+            ) if now >= kill_at => self.kill(pid, since, leader_gone, false, now, sys),
             (_, Input::Tick) => {}
 
             // ---- the shutdown deadline
             (State::Starting { pid, since, .. } | State::Running { pid, since }, Input::Kill) => {
-                self.kill(pid, since, false, now, sys);
+                self.kill(pid, since, false, true, now, sys);
             }
             (
                 State::Stopping {
@@ -717,7 +699,7 @@ impl Service {
                     ..
                 },
                 Input::Kill,
-            ) => self.kill(pid, since, leader_gone, now, sys),
+            ) => self.kill(pid, since, leader_gone, true, now, sys),
             (
                 State::Stopped
                 | State::Waiting
@@ -852,11 +834,14 @@ impl Service {
     }
 
     /// The shutdown deadline: SIGKILL now, whatever the state.
+    /// SIGKILL to the group: `stop_timeout` passed, or the shutdown
+    /// deadline did (`shutdown`).
     fn kill(
         &mut self,
         pid: i32,
         since: Instant,
         leader_gone: bool,
+        shutdown: bool,
         now: Instant,
         sys: &mut impl Sys,
     ) {
@@ -868,10 +853,7 @@ impl Service {
                 kill_at: Instant::NEVER,
                 leader_gone,
             },
-            Event::Killed {
-                pid,
-                shutdown: true,
-            },
+            Event::Killed { pid, shutdown },
             sys,
         );
         if leader_gone && !sys.group_alive(pid) {
