@@ -24,96 +24,30 @@
 
 mod common;
 
-use common::{alive, ctl, json, svc, wait_for, Daemon};
-use std::collections::BTreeSet;
-use std::net::TcpListener;
-use std::path::Path;
+use common::{
+    alive, assert_no_alloc, ctl, descendants, free_port, need, row, signal, svc, wait_for,
+    wait_row, Daemon,
+};
 
-/// The program at `path`, or a failure naming its Debian package.
-fn need(path: &str, package: &str) -> String {
-    assert!(
-        Path::new(path).exists(),
-        "{path} is missing: install the Debian package `{package}` (.ci/run does)"
+/// Waits until `name` is running with a pid other than `not`; returns
+/// the pid.
+fn wait_running(d: &Daemon, name: &str, not: i64, secs: f64) -> i64 {
+    let r = wait_row(
+        d,
+        &format!("{name} running, pid != {not}"),
+        secs,
+        || row(d, name),
+        |r| r["state"] == "running" && r["pid"].as_i64().unwrap_or(0) != not,
     );
-    path.to_string()
-}
-
-/// A loopback port nothing listens on (the listener is closed again).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// One service's row of `-j status`.
-fn row(d: &Daemon, name: &str) -> serde_json::Value {
-    let o = ctl(d, &["-j", "status"]);
-    assert_eq!(o.code, 0, "status: {o:?}");
-    json(&o.stdout)
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {}", o.stdout))
-        .clone()
-}
-
-/// Waits until `name` is `state` (with a pid other than `not`, if it has
-/// one); returns its pid.
-fn wait_state(d: &Daemon, name: &str, state: &str, not: i64, secs: f64) -> i64 {
-    let mut last = serde_json::Value::Null;
-    let what = format!("{name} {state}");
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for(secs, &what, || {
-            last = row(d, name);
-            let pid = last["pid"].as_i64().unwrap_or(0);
-            (last["state"] == state && pid != not).then_some(pid)
-        })
-    }));
-    r.unwrap_or_else(|_| {
-        panic!(
-            "{name} not {state} within {secs}s: {last}\n--- log:\n{}",
-            d.log_text()
-        )
-    })
-}
-
-/// Every process below `pid` (children, grandchildren, ...), from /proc.
-fn descendants(pid: i32) -> BTreeSet<i32> {
-    let mut parent_of = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let after = stat.rsplit(')').next().unwrap_or("");
-        if let Some(pp) = after.split_whitespace().nth(1) {
-            parent_of.push((p, pp.parse::<i32>().unwrap_or(0)));
-        }
-    }
-    let mut found = BTreeSet::from([pid]);
-    loop {
-        let before = found.len();
-        for &(p, pp) in &parent_of {
-            if found.contains(&pp) {
-                found.insert(p);
-            }
-        }
-        if found.len() == before {
-            break;
-        }
-    }
-    found.remove(&pid);
-    found
+    r["pid"].as_i64().unwrap_or(0)
 }
 
 /// The checks every compat test ends with: `name` restarts after
 /// `kill -9`, `logs` shows `log_pat`, and shutdown leaves nothing behind.
 fn restart_logs_shutdown(mut d: Daemon, name: &str, log_pat: &str) {
-    let pid = wait_state(&d, name, "running", 0, 30.0);
-    unsafe { kill(pid as i32, 9) };
-    let again = wait_state(&d, name, "running", pid, 30.0);
+    let pid = wait_running(&d, name, 0, 30.0);
+    signal(pid as i32, 9);
+    let again = wait_running(&d, name, pid, 30.0);
     assert_ne!(again, pid);
     let want = log_pat.to_string();
     let logs = wait_for(20.0, "program output in logs", || {
@@ -123,18 +57,10 @@ fn restart_logs_shutdown(mut d: Daemon, name: &str, log_pat: &str) {
     assert!(logs.contains(&want), "{logs}");
     let tree = descendants(d.pid());
     assert!(!tree.is_empty(), "nothing runs below the daemon");
-    let dump = d.dump();
-    assert!(
-        dump.contains("status: heap allocations after startup: 0;"),
-        "{dump}"
-    );
+    assert_no_alloc(&mut d);
     assert_eq!(d.stop(60.0), 0, "{}", d.log_text());
     let left: Vec<i32> = tree.iter().copied().filter(|&p| alive(p)).collect();
     assert!(left.is_empty(), "left behind: {left:?}\n{}", d.log_text());
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 /// A dependent that must wait until `dep` is healthy.
@@ -149,7 +75,7 @@ fn waiter(dep: &str) -> String {
 /// Asserts `after` was spawned only once `name` was ready (from the order
 /// of the daemon's log lines), and that both then run.
 fn gated(d: &Daemon, name: &str) {
-    wait_state(d, "after", "running", 0, 30.0);
+    wait_running(d, "after", 0, 30.0);
     assert_eq!(row(d, name)["state"], "running");
     let log = d.log_text();
     let ready = log.find(&format!("{name}: ready (pid"));

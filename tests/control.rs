@@ -16,12 +16,11 @@ use common::*;
 use coffey::control::proto::{
     self, event, DecodeError, ErrorCode, Names, Reply, Request, WireState,
 };
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Generous bound on any single read from the daemon (a hang fails, it
@@ -256,88 +255,7 @@ fn evicted(dump: &str, name: &str) -> u64 {
         .unwrap()
 }
 
-/// Ends a test: the daemon made no heap allocation after startup.
-fn assert_no_alloc(d: &mut Daemon) {
-    let dump = d.dump();
-    assert!(
-        dump.contains("status: heap allocations after startup: 0;"),
-        "{dump}"
-    );
-}
-
 // ---------------------------------------------------------------- CLI
-
-fn ok(o: &Out) -> &Out {
-    assert_eq!(o.code, 0, "{o:?}");
-    o
-}
-
-/// A child process whose stdout lines arrive on a channel.
-struct Follower {
-    child: Child,
-    rx: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Follower {
-    fn spawn(d: &Daemon, args: &[&str]) -> Follower {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .arg("-s")
-            .arg(&d.socket)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Follower {
-            child,
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits up to `secs` for a line satisfying `f` (looking at lines
-    /// already seen first).
-    fn try_line(&mut self, secs: f64, f: impl Fn(&str) -> bool) -> Option<String> {
-        if let Some(l) = self.seen.iter().find(|l| f(l)) {
-            return Some(l.clone());
-        }
-        let deadline = Instant::now() + Duration::from_secs_f64(secs);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let l = self.rx.recv_timeout(left).ok()?;
-            self.seen.push(l.clone());
-            if f(&l) {
-                return Some(l);
-            }
-        }
-    }
-
-    /// Like `try_line`, failing the test at the deadline.
-    fn wait_line(&mut self, secs: f64, what: &str, f: impl Fn(&str) -> bool) -> String {
-        self.try_line(secs, f)
-            .unwrap_or_else(|| panic!("no line with {what} within {secs}s; got {:#?}", self.seen))
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn group_gid(name: &str) -> Option<u32> {
     let g = std::fs::read_to_string("/etc/group").ok()?;
@@ -901,10 +819,7 @@ fn raw_shutdown_request() {
     assert!(!alive(pid));
     let log = d.log_text();
     assert!(log.contains("control: shutdown requested by uid"), "{log}");
-    assert!(
-        log.contains("shutdown complete; heap allocations after startup: 0\n"),
-        "{log}"
-    );
+    assert_clean_shutdown(&log);
 }
 
 #[test]
@@ -944,8 +859,7 @@ fn cli_every_command_human_and_json() {
     d.wait_log("stubborn: spawned", 10.0);
 
     // status, human: a header and one row per service.
-    let o = ctl(&d, &["status"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["status"]));
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert!(
         lines[0].starts_with("NAME") && lines[0].contains("STATE"),
@@ -967,8 +881,7 @@ fn cli_every_command_human_and_json() {
     assert!(o.stderr.is_empty(), "{o:?}");
 
     // status, JSON.
-    let o = ctl(&d, &["-j", "status"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["-j", "status"]));
     let v = json(&o.stdout);
     let arr = v.as_array().unwrap();
     assert_eq!(arr.len(), 5);
@@ -997,8 +910,7 @@ fn cli_every_command_human_and_json() {
     assert_eq!(once["last_exit"]["code"], 0, "{once}");
 
     // status of one service, with details.
-    let o = ctl(&d, &["status", "api"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["status", "api"]));
     let kv = |key: &str| {
         o.stdout
             .lines()
@@ -1011,19 +923,16 @@ fn cli_every_command_human_and_json() {
     assert_eq!(kv("pid"), api_pid.to_string());
     assert_eq!(kv("binary"), "/bin/sh");
     assert!(kv("depends_on").contains("db"), "{o:?}");
-    let o = ctl(&d, &["-j", "status", "api"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["-j", "status", "api"]));
     let v = json(&o.stdout);
     assert_eq!(v["name"], "api");
     assert_eq!(v["pid"], api_pid);
     assert_eq!(v["details"]["binary"], "/bin/sh", "{v}");
 
     // stop / start / restart, human and JSON.
-    let o = ctl(&d, &["stop", "api"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["stop", "api"]));
     assert_eq!(o.stdout.trim(), "api: stopped", "{o:?}");
-    let o = ctl(&d, &["-j", "start", "api"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["-j", "start", "api"]));
     let v = json(&o.stdout);
     assert_eq!(v["ok"], true, "{v}");
     assert!(v["message"].is_string(), "{v}");
@@ -1031,8 +940,7 @@ fn cli_every_command_human_and_json() {
     assert_eq!(v["services"][0]["state"], "running", "{v}");
     let pid1 = v["services"][0]["pid"].as_i64().unwrap();
     assert_ne!(pid1, api_pid);
-    let o = ctl(&d, &["restart", "api"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["restart", "api"]));
     let (name, rest) = o.stdout.trim().split_once(": ").unwrap();
     assert_eq!(name, "api", "{o:?}");
     assert!(rest.starts_with("running (pid "), "{o:?}");
@@ -1043,10 +951,9 @@ fn cli_every_command_human_and_json() {
         .unwrap();
     assert_ne!(pid2, pid1);
     assert_eq!(status(&d.socket, "api").pid as i64, pid2);
-    let o = ctl(&d, &["ctl", "-j", "stop", "api"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["ctl", "-j", "stop", "api"]));
     assert_eq!(json(&o.stdout)["services"][0]["state"], "stopped");
-    ok(&ctl(&d, &["start", "api", "--no-wait"]));
+    ok(ctl(&d, &["start", "api", "--no-wait"]));
     wait_state(&d.socket, "api", WireState::Running, 20.0);
 
     // signal: the trap runs and its line shows up in the logs.
@@ -1055,16 +962,14 @@ fn cli_every_command_human_and_json() {
         let o = ctl(&d, &["logs", "sig", "--no-follow"]);
         o.stdout.contains("sig-up").then_some(())
     });
-    let o = ctl(&d, &["signal", "sig", "USR1"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["signal", "sig", "USR1"]));
     assert_eq!(o.stdout.trim(), "signal sent", "{o:?}");
     // Wait for the trap before the second one (pending signals merge).
     wait_for(10.0, "got-usr1", || {
         let o = ctl(&d, &["logs", "sig", "--no-follow"]);
         o.stdout.contains("got-usr1").then_some(())
     });
-    let o = ctl(&d, &["-j", "signal", "sig", "SIGUSR1"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["-j", "signal", "sig", "SIGUSR1"]));
     let v = json(&o.stdout);
     assert_eq!(v["ok"], true, "{v}");
     assert!(v["message"].is_string(), "{v}");
@@ -1072,14 +977,13 @@ fn cli_every_command_human_and_json() {
         let o = ctl(&d, &["logs", "sig", "--no-follow"]);
         (o.stdout.matches("got-usr1").count() >= 2).then_some(o)
     });
-    ok(&o);
+    let o = ok(o);
     let l = o.stdout.lines().find(|l| l.contains("got-usr1")).unwrap();
     assert!(l.ends_with(" stdout got-usr1"), "{l}");
     assert!(d.log_text().contains("control: SIGUSR1 sent to sig"));
 
     // logs --no-follow, JSON: one object per line.
-    let o = ctl(&d, &["-j", "logs", "once", "--no-follow"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["-j", "logs", "once", "--no-follow"]));
     let objs: Vec<serde_json::Value> = o.stdout.lines().map(json).collect();
     assert_eq!(objs.len(), 1, "{o:?}");
     assert_eq!(objs[0]["service"], "once");
@@ -1087,13 +991,11 @@ fn cli_every_command_human_and_json() {
     assert_eq!(objs[0]["stream"], "stdout");
 
     // version: the client's and the daemon's.
-    let o = ctl(&d, &["version"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["version"]));
     let v = env!("CARGO_PKG_VERSION");
     assert!(o.stdout.starts_with(&format!("coffeyd {v}")), "{o:?}");
     assert!(o.stdout.contains(&format!("daemon: {v}")), "{o:?}");
-    let o = ctl(&d, &["-j", "version"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["-j", "version"]));
     let j = json(&o.stdout);
     assert_eq!(j["client"]["version"], v, "{j}");
     assert_eq!(j["daemon"]["version"], v, "{j}");
@@ -1136,7 +1038,7 @@ fn cli_every_command_human_and_json() {
     assert_eq!(json(&o.stdout)["code"], 5, "{o:?}");
     assert_eq!(status(&d.socket, "stubborn").state, WireState::Stopping);
     // Finish it off.
-    ok(&ctl(&d, &["signal", "stubborn", "KILL"]));
+    ok(ctl(&d, &["signal", "stubborn", "KILL"]));
     wait_state(&d.socket, "stubborn", WireState::Stopped, 20.0);
 
     assert_no_alloc(&mut d);
@@ -1150,8 +1052,7 @@ fn cli_shutdown() {
     d.wait_log("api: spawned", 10.0);
     let pid = status(&d.socket, "api").pid;
     assert_no_alloc(&mut d);
-    let o = ctl(&d, &["shutdown"]);
-    ok(&o);
+    ok(ctl(&d, &["shutdown"]));
     let child = d.child.as_mut().unwrap();
     let st = wait_for(20.0, "daemon exit", || child.try_wait().unwrap());
     d.child = None;
@@ -1160,10 +1061,7 @@ fn cli_shutdown() {
     assert!(!alive(pid));
     let log = d.log_text();
     assert!(log.contains("control: shutdown requested by uid"), "{log}");
-    assert!(
-        log.contains("shutdown complete; heap allocations after startup: 0\n"),
-        "{log}"
-    );
+    assert_clean_shutdown(&log);
     // And now it is not running.
     let o = ctl(&d, &["status"]);
     assert_eq!(o.code, 4, "{o:?}");
@@ -1188,14 +1086,14 @@ fn cli_wait_semantics_and_dependencies() {
     let sock = d.socket.clone();
 
     // `stop` returns once the service is stopped: no waiting needed here.
-    ok(&ctl(&d, &["stop", "web"]));
+    ok(ctl(&d, &["stop", "web"]));
     assert_eq!(status(&sock, "web").state, WireState::Stopped);
     assert_eq!(status(&sock, "api").state, WireState::Running);
 
     // Stopping db stops its dependents (api) first.
-    ok(&ctl(&d, &["start", "web"]));
+    ok(ctl(&d, &["start", "web"]));
     assert_eq!(status(&sock, "web").state, WireState::Running);
-    ok(&ctl(&d, &["stop", "db"]));
+    ok(ctl(&d, &["stop", "db"]));
     for n in ["db", "api", "web"] {
         assert_eq!(status(&sock, n).state, WireState::Stopped, "{n}");
     }
@@ -1208,8 +1106,7 @@ fn cli_wait_semantics_and_dependencies() {
     assert!(last("api: stopped") < last("db: stopping"), "{log}");
 
     // Starting the top dependent brings the chain up.
-    let o = ctl(&d, &["start", "web"]);
-    ok(&o);
+    ok(ctl(&d, &["start", "web"]));
     for n in ["db", "api", "web"] {
         let s = status(&sock, n);
         assert_eq!(s.state, WireState::Running, "{n}: {s:?}");
@@ -1222,7 +1119,7 @@ fn cli_wait_semantics_and_dependencies() {
     // Crash flaky a few times: restarts counts up.
     for k in 1..=3u32 {
         let old = status(&sock, "flaky").pid;
-        ok(&ctl(&d, &["signal", "flaky", "KILL"]));
+        ok(ctl(&d, &["signal", "flaky", "KILL"]));
         let s = wait_for(20.0, "flaky back with a new pid", || {
             let s = status(&sock, "flaky");
             (s.state == WireState::Running && s.pid != old && s.pid > 0).then_some(s)
@@ -1231,8 +1128,7 @@ fn cli_wait_semantics_and_dependencies() {
     }
     // An operator restart: a new pid and the counter reset.
     let old = status(&sock, "flaky").pid;
-    let o = ctl(&d, &["-j", "restart", "flaky"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["-j", "restart", "flaky"]));
     let v = json(&o.stdout);
     let pid = v["services"][0]["pid"].as_i64().unwrap() as i32;
     assert_ne!(pid, old, "{v}");
@@ -1272,8 +1168,7 @@ fn cli_logs_tail_and_follow() {
         (o.stdout.lines().count() >= 11).then_some(())
     });
     // Exactly the last three lines.
-    let o = ctl(&d, &["logs", "talk", "-n", "3", "--no-follow"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["logs", "talk", "-n", "3", "--no-follow"]));
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{o:?}");
     assert!(lines[0].ends_with(" stdout line9"), "{o:?}");
@@ -1285,16 +1180,14 @@ fn cli_logs_tail_and_follow() {
         ts.len() == 24 && ts.ends_with('Z') && &ts[10..11] == "T",
         "{ts}"
     );
-    let o = ctl(&d, &["-j", "logs", "talk", "-n", "2", "--no-follow"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["-j", "logs", "talk", "-n", "2", "--no-follow"]));
     let objs: Vec<serde_json::Value> = o.stdout.lines().map(json).collect();
     assert_eq!(objs.len(), 2, "{o:?}");
     assert_eq!(objs[1]["text"], "err1");
     assert_eq!(objs[1]["stream"], "stderr");
     assert_eq!(objs[1]["cut"], false);
     // -n 0: nothing.
-    let o = ctl(&d, &["logs", "talk", "-n", "0", "--no-follow"]);
-    ok(&o);
+    let o = ok(ctl(&d, &["logs", "talk", "-n", "0", "--no-follow"]));
     assert!(o.stdout.is_empty(), "{o:?}");
 
     // Follow: the tail arrives, then a line printed afterwards.
@@ -1328,7 +1221,7 @@ fn cli_events_stream() {
     let spawned_h = |l: &str| l.contains(" api spawned running pid=");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        ok(&ctl(&d, &["restart", "api"]));
+        ok(ctl(&d, &["restart", "api"]));
         let got_j = fj.try_line(2.0, spawned_j).is_some();
         let got_h = fh.try_line(2.0, spawned_h).is_some();
         if got_j && got_h {
@@ -1348,7 +1241,7 @@ fn cli_events_stream() {
     });
     let (nj, nh) = (fj.seen.len(), fh.seen.len());
     let old = status(&d.socket, "api").pid;
-    ok(&ctl(&d, &["restart", "api"]));
+    ok(ctl(&d, &["restart", "api"]));
     let new = status(&d.socket, "api").pid;
     assert_ne!(old, new);
     fj.wait_line(20.0, "the new spawned", |l| {
@@ -1435,8 +1328,8 @@ fn cli_read_only_group_member_is_denied_mutating_verbs() {
     let o = as_nobody(&["status"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("running"), "{o:?}");
-    ok(&as_nobody(&["logs", "api", "--no-follow"]));
-    ok(&as_nobody(&["version"]));
+    ok(as_nobody(&["logs", "api", "--no-follow"]));
+    ok(as_nobody(&["version"]));
     let pid = status(&d.socket, "api").pid;
 
     let o = as_nobody(&["stop", "api"]);
@@ -1552,11 +1445,7 @@ fn power_verbs_and_argv0_names_are_refused_outside_system_mode() {
     let o = ctl(&d, &["status", "a"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(!d.log_text().contains("a: stopping"));
-    let dump = d.dump();
-    assert!(
-        dump.contains("heap allocations after startup: 0;"),
-        "{dump}"
-    );
+    assert_no_alloc(&mut d);
     assert_eq!(d.stop(10.0), 0);
 }
 
@@ -1588,10 +1477,6 @@ fn idle_connection_is_closed_after_the_idle_timeout() {
     // The only client slot is free again.
     let o = ctl(&d, &["status", "a"]);
     assert_eq!(o.code, 0, "{o:?}");
-    let dump = d.dump();
-    assert!(
-        dump.contains("heap allocations after startup: 0;"),
-        "{dump}"
-    );
+    assert_no_alloc(&mut d);
     assert_eq!(d.stop(10.0), 0);
 }

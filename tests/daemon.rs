@@ -440,21 +440,14 @@ fn zero_heap_allocations_after_startup() {
     d.wait_count("crashloop: spawned", 10, 20.0);
     d.wait_log("reaped orphan pid", 10.0);
     d.wait_log("dep: spawned", 10.0);
-    let dump = d.dump();
-    assert!(
-        dump.contains("status: heap allocations after startup: 0;"),
-        "{dump}"
-    );
+    assert_no_alloc(&mut d);
     assert_eq!(d.stop(20.0), 0);
     let log = d.log_text();
     assert!(
         log.contains("stubborn: stop timeout; sent SIGKILL"),
         "{log}"
     );
-    assert!(
-        log.contains("shutdown complete; heap allocations after startup: 0\n"),
-        "{log}"
-    );
+    assert_clean_shutdown(&log);
 }
 
 #[test]

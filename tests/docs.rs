@@ -86,11 +86,7 @@ fn readme_health_column_matches_status() {
     ] {
         assert!(flat.contains(want), "README lacks {want:?}");
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let check = format!(
         "    healthcheck:\n      readiness:\n        type: tcp\n        address: 127.0.0.1:{port}\n        interval: 1s\n        retries: 2\n"
     );

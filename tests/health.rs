@@ -16,12 +16,11 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -117,15 +116,6 @@ impl Drop for Server {
 /// when it is more than this much early.
 const ACCEPT_LAG_MS: u64 = 100;
 
-/// A port that was free a moment ago (for a server started later).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Reads an HTTP request head (up to the blank line). False on EOF/error.
 fn read_request(s: &mut TcpStream) -> bool {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -175,124 +165,11 @@ fn wait_closed(s: &mut TcpStream, secs: u64) -> bool {
     }
 }
 
-// ---------------------------------------------------------------- CLI
+// ---------------------------------------------------------------- status
 
-fn ok(o: Out) -> Out {
-    assert_eq!(o.code, 0, "stdout {:?}, stderr {:?}", o.stdout, o.stderr);
-    o
-}
-
-/// One service's row of `-j status`.
-fn status(d: &Daemon, name: &str) -> serde_json::Value {
-    let o = ok(ctl(d, &["-j", "status"]));
-    let v: serde_json::Value = serde_json::from_str(o.stdout.trim())
-        .unwrap_or_else(|e| panic!("bad JSON {:?}: {e}", o.stdout));
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {v}"))
-        .clone()
-}
-
+/// The state of one service.
 fn state(d: &Daemon, name: &str) -> String {
-    status(d, name)["state"].as_str().unwrap().to_string()
-}
-
-/// Waits until `name` is in state `want`; returns its status row.
-fn wait_state(d: &Daemon, name: &str, want: &str, secs: f64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    loop {
-        let last = status(d, name);
-        if last["state"] == want {
-            return last;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "{name} not {want} within {secs}s: {last}\n--- log:\n{}",
-                d.log_text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `coffeyd events -j`, streamed into a channel.
-struct Events {
-    child: Child,
-    rx: mpsc::Receiver<serde_json::Value>,
-    seen: Vec<serde_json::Value>,
-}
-
-impl Events {
-    fn follow(d: &Daemon) -> Events {
-        let mut child = Command::new(BIN)
-            .args(["-j", "events", "-s"])
-            .arg(&d.socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                let Ok(v) = serde_json::from_str(&l) else {
-                    continue;
-                };
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        Events {
-            child,
-            rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first event (seen or to come) that satisfies `f`.
-    fn wait(
-        &mut self,
-        secs: f64,
-        what: &str,
-        f: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        if let Some(e) = self.seen.iter().find(|e| f(e)) {
-            return e.clone();
-        }
-        let deadline = Instant::now() + Duration::from_secs_f64(secs);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(e) = self.rx.recv_timeout(left) else {
-                panic!("no event {what} within {secs}s; got {:#?}", self.seen);
-            };
-            self.seen.push(e.clone());
-            if f(&e) {
-                return e;
-            }
-        }
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Ends a test: no heap allocation after startup, and a clean shutdown.
-fn finish(mut d: Daemon) {
-    let dump = d.dump();
-    assert!(
-        dump.contains("status: heap allocations after startup: 0;"),
-        "{dump}"
-    );
-    assert_eq!(d.stop(60.0), 0, "{}", d.log_text());
+    row(d, name)["state"].as_str().unwrap().to_string()
 }
 
 /// Milliseconds within the day, UTC, like `parse_stamp` of log lines.
@@ -302,15 +179,6 @@ fn now_ms_of_day() -> u64 {
         .unwrap()
         .as_millis() as u64;
     ms % 86_400_000
-}
-
-/// The pid in `NAME: spawned pid P` lines, in order.
-fn spawned_pids(log: &str, name: &str) -> Vec<i32> {
-    let pat = format!("{name}: spawned pid ");
-    log.lines()
-        .filter_map(|l| l.split_once(&pat))
-        .map(|(_, p)| p.split_whitespace().next().unwrap().parse().unwrap())
-        .collect()
 }
 
 // ---------------------------------------------------------------- 1. http readiness
@@ -347,12 +215,12 @@ fn http_readiness_gates_a_healthy_dependent() {
     // Probes keep coming while it is unready, and nothing moves.
     let seen = server.count();
     server.wait_count(seen + 2, SOON);
-    let api = status(&d, "api");
+    let api = row(&d, "api");
     assert_eq!(api["state"], "starting", "{api}");
     assert!(api["pid"].as_i64().is_some(), "{api}");
     let health = api["health"].as_str().unwrap_or("");
     assert!(health.contains("HTTP 503"), "{api}");
-    let fe = status(&d, "frontend");
+    let fe = row(&d, "frontend");
     assert_eq!(fe["state"], "waiting", "{fe}");
     assert!(fe["pid"].is_null(), "{fe}");
     assert!(!d.log_text().contains("frontend: spawned"));
@@ -409,7 +277,7 @@ fn tcp_liveness_failure_restarts_the_service() {
         .unwrap() as i32;
     server.wait_count(3, SOON);
     d.wait_log("db: liveness check healthy", SOON);
-    assert_eq!(status(&d, "db")["restarts"], 0);
+    assert_eq!(row(&d, "db")["restarts"], 0);
     assert!(!d.log_text().contains("liveness failed"));
 
     // Connects are refused from now on.
@@ -425,7 +293,7 @@ fn tcp_liveness_failure_restarts_the_service() {
     let log = d.wait_count("db: spawned pid", 2, SOON);
     assert!(log.contains("db: restarting in 300ms (failure 1)"), "{log}");
     wait_for(SOON, "first pid reaped", || (!exists(first)).then_some(()));
-    let st = status(&d, "db");
+    let st = row(&d, "db");
     assert!(st["restarts"].as_u64().unwrap() >= 1, "{st}");
 
     // The listener is back on the same port: the service stays up.
@@ -689,7 +557,7 @@ fn missing_watchdog_ping_restarts_the_service() {
     wait_for(SOON, "old pid reaped", || (!exists(pid)).then_some(()));
     // The new process becomes ready again.
     d.wait_count("wd: ready (pid", 2, SOON);
-    let st = status(&d, "wd");
+    let st = row(&d, "wd");
     assert!(st["restarts"].as_u64().unwrap() >= 1, "{st}");
     finish(d);
 }
@@ -714,7 +582,7 @@ fn liveness_failures_in_start_period_do_not_restart() {
         .unwrap() as i32;
     // The daemon has seen the port refused (the error shows in status).
     wait_for(3.0, "a refused probe", || {
-        let h = status(&d, "slow")["health"].as_str()?.to_string();
+        let h = row(&d, "slow")["health"].as_str()?.to_string();
         h.contains("Connection refused").then_some(())
     });
     let refused_for = t0.elapsed();
@@ -731,7 +599,7 @@ fn liveness_failures_in_start_period_do_not_restart() {
     assert!(!log.contains("liveness failed"), "{log}");
     assert!(!log.contains("liveness check unhealthy"), "{log}");
     assert!(log.contains("slow: liveness check healthy"), "{log}");
-    let st = status(&d, "slow");
+    let st = row(&d, "slow");
     assert_eq!(st["restarts"], 0, "{st}");
     assert_eq!(st["pid"], pid, "{st}");
     assert_eq!(st["state"], "running", "{st}");
@@ -911,7 +779,7 @@ fn bad_http_responses_are_handled_within_bounds() {
         big_done.load(Ordering::SeqCst)
     );
     assert!(after <= before + 64, "RSS grew {before} -> {after} KiB");
-    let st = status(&d, "big");
+    let st = row(&d, "big");
     assert_eq!(st["state"], "running", "{st}");
     assert!(
         st["health"].as_str().unwrap().contains("ready:healthy"),
@@ -1005,7 +873,7 @@ fn health_event_carries_the_service_state() {
     let d = Daemon::start("healthev", "", &services);
     let mut ev = Events::follow(&d);
     let e = ev.wait(SOON, "health", |e| e["event"] == "health");
-    let st = status(&d, "unready");
+    let st = row(&d, "unready");
     assert_eq!(st["state"], "starting", "{st}");
     assert_eq!(e["state"], "starting", "{e}");
     assert_eq!(e["pid"], st["pid"], "{e} vs {st}");

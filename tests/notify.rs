@@ -89,64 +89,15 @@ fn sd_service(name: &str, actions: &[&str], extra: &str) -> String {
 
 const NOTIFY: &str = "    healthcheck:\n      readiness:\n        type: notify\n";
 
-fn need(path: &str) {
-    assert!(
-        Path::new(path).exists(),
-        "{path} is missing: install it (.ci/run installs systemd, redis-server and python3)"
-    );
-}
-
-fn ok(o: Out) -> Out {
-    assert_eq!(o.code, 0, "stdout {:?}, stderr {:?}", o.stdout, o.stderr);
-    o
-}
-
-/// `-j status NAME`: the row, with its `details` object.
-fn detail(d: &Daemon, name: &str) -> serde_json::Value {
-    json(&ok(ctl(d, &["-j", "status", name])).stdout)
-}
-
-fn wait_state(d: &Daemon, name: &str, want: &str, secs: f64) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    loop {
-        let last = detail(d, name);
-        if last["state"] == want {
-            return last;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "{name} not {want} within {secs}s: {last}\n--- log:\n{}",
-                d.log_text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits until `details[key]` of `name` is `want`; returns the row.
 fn wait_detail(d: &Daemon, name: &str, key: &str, want: &str) -> serde_json::Value {
-    wait_for(SOON, &format!("{name} {key} = {want}"), || {
-        let v = detail(d, name);
-        (v["details"][key] == want).then_some(v)
-    })
-}
-
-/// Ends a test: no heap allocation after startup, and a clean shutdown.
-fn finish(mut d: Daemon) {
-    let dump = d.dump();
-    assert!(
-        dump.contains("status: heap allocations after startup: 0;"),
-        "{dump}"
-    );
-    assert_eq!(d.stop(60.0), 0, "{}", d.log_text());
-}
-
-fn spawned_pids(log: &str, name: &str) -> Vec<i32> {
-    let pat = format!("{name}: spawned pid ");
-    log.lines()
-        .filter_map(|l| l.split_once(&pat))
-        .map(|(_, p)| p.split_whitespace().next().unwrap().parse().unwrap())
-        .collect()
+    wait_row(
+        d,
+        &format!("{name} {key} = {want}"),
+        SOON,
+        || detail(d, name),
+        |v| v["details"][key] == want,
+    )
 }
 
 fn touch(d: &Daemon, f: &str) {
@@ -161,7 +112,7 @@ fn touch(d: &Daemon, f: &str) {
 /// crash-loops; here it returns at once and the service keeps running.
 #[test]
 fn systemd_notify_ready_returns_at_once_under_set_e() {
-    need(SYSTEMD_NOTIFY);
+    need(SYSTEMD_NOTIFY, "systemd");
     let services = svc(
         "sdn",
         &format!("set -e; {SYSTEMD_NOTIFY} --ready; touch $DIR/returned; exec sleep 100"),
@@ -210,7 +161,7 @@ fn systemd_notify_ready_returns_at_once_under_set_e() {
 /// script that started it is not the service's exit. Its own exit is.
 #[test]
 fn mainpid_in_the_group_becomes_the_main_process() {
-    need(SYSTEMD_NOTIFY);
+    need(SYSTEMD_NOTIFY, "systemd");
     let services = [
         svc(
             "forker",
@@ -245,7 +196,7 @@ fn mainpid_in_the_group_becomes_the_main_process() {
     let early = format!("forker: pid {leader} exited with exit code 0 after");
     assert!(!d.log_text().contains(&early), "{}", d.log_text());
     // Killing the main process ends the service: it restarts.
-    unsafe { libc_kill(main, 9) };
+    signal(main, 9);
     let log = d.wait_count("forker: spawned pid", 2, SOON);
     assert!(
         log.contains(&format!("forker: main pid {main} (MAINPID) exited")),
@@ -261,27 +212,14 @@ fn mainpid_in_the_group_becomes_the_main_process() {
     finish(d);
 }
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
 // ------------------------------------------------------------ redis
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// redis speaks sd_notify itself (libsystemd): `--supervised systemd`
 /// sends READY=1 once it accepts connections, and the service becomes
 /// running through that, with redis's STATUS= text in status.
 #[test]
 fn redis_supervised_systemd_becomes_running_via_notify() {
-    need(REDIS);
+    need(REDIS, "redis-server");
     let port = free_port();
     let services = format!(
         "  - name: redis\n    binary: {REDIS}\n    args: ['--supervised', 'systemd', '--port', '{port}', '--bind', '127.0.0.1', '--save', '', '--dir', '$DIR']\n{NOTIFY}"

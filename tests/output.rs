@@ -16,11 +16,6 @@ use common::*;
 
 const SOON: f64 = 30.0;
 
-fn ok(o: Out) -> Out {
-    assert_eq!(o.code, 0, "stdout {:?}, stderr {:?}", o.stdout, o.stderr);
-    o
-}
-
 /// `-j logs NAME -n N --no-follow`: (ts_ms, stream, text) per line.
 fn tail(d: &Daemon, name: &str, n: u32) -> Vec<(u64, String, String)> {
     tail_dropped(d, name, n).0
@@ -55,15 +50,6 @@ fn exited_pids(log: &str, name: &str) -> Vec<i32> {
         .filter(|(_, r)| r.contains(" exited with "))
         .map(|(_, p)| p.split_whitespace().next().unwrap().parse().unwrap())
         .collect()
-}
-
-fn finish(mut d: Daemon) {
-    let dump = d.dump();
-    assert!(
-        dump.contains("status: heap allocations after startup: 0;"),
-        "{dump}"
-    );
-    assert_eq!(d.stop(60.0), 0, "{}", d.log_text());
 }
 
 /// A run that ends with an unterminated line on stdout and on stderr: each

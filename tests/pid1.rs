@@ -66,54 +66,6 @@ macro_rules! need_ns {
     };
 }
 
-/// `systemd-notify`, or a failure that says how to get it.
-fn need_systemd_notify() -> Option<&'static Path> {
-    let notify = Path::new("/usr/bin/systemd-notify");
-    assert!(
-        notify.exists(),
-        "no /usr/bin/systemd-notify: apt-get install systemd (.ci/run does)"
-    );
-    Some(notify)
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
-fn signal(pid: i32, sig: i32) {
-    assert!(pid > 1, "refusing to signal pid {pid}");
-    // SAFETY: plain syscall.
-    unsafe { kill(pid, sig) };
-}
-
-/// Host pids of the children of `pid` (all its threads).
-fn children(pid: i32) -> BTreeSet<i32> {
-    let mut out = BTreeSet::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        out.extend(
-            text.split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok()),
-        );
-    }
-    out
-}
-
-/// `pid` and all its descendants (host pids).
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() {
-        let p = all[i];
-        all.extend(children(p));
-        i += 1;
-    }
-    all
-}
-
 /// The pid of a host process inside its innermost PID namespace.
 fn ns_pid_of(host: i32) -> Option<i32> {
     let s = std::fs::read_to_string(format!("/proc/{host}/status")).ok()?;
@@ -385,8 +337,8 @@ impl Ns {
 
     /// The host pid of the process with pid `ns` inside the namespace.
     fn host_pid(&self, ns: i64) -> i32 {
-        descendants(self.init)
-            .into_iter()
+        std::iter::once(self.init)
+            .chain(descendants(self.init))
             .find(|&h| ns_pid_of(h).map(i64::from) == Some(ns))
             .unwrap_or_else(|| panic!("no process with namespace pid {ns}"))
     }
@@ -432,10 +384,7 @@ fn container_mode_sigterm_stops_in_order_and_exits_0() {
     assert!(log.contains("SIGTERM: shutting down"), "{log}");
     assert!(pos(&log, "c: stopped") < pos(&log, "b: stopping"), "{log}");
     assert!(pos(&log, "b: stopped") < pos(&log, "a: stopping"), "{log}");
-    assert!(
-        log.contains("shutdown complete; heap allocations after startup: 0"),
-        "{log}"
-    );
+    assert_clean_shutdown(&log);
     // Container mode: no system-mode final kill, sync or reboot.
     assert!(!log.contains("sending SIGKILL to all"), "{log}");
     let err = ns.stderr_text();
@@ -461,10 +410,7 @@ fn main_service_exit_code_becomes_the_exit_code() {
     assert!(pos(&log, "app: pid") < pos(&log, "side: stopping"), "{log}");
     assert!(log.contains("side: stopped"), "{log}");
     assert_eq!(log.matches("app: spawned").count(), 1, "no restart\n{log}");
-    assert!(
-        log.contains("shutdown complete; heap allocations after startup: 0"),
-        "{log}"
-    );
+    assert_clean_shutdown(&log);
 }
 
 #[test]
@@ -505,10 +451,7 @@ fn sigterm_with_main(tag: &str, extra: &str, app: &str, app_extra: &str) -> (Opt
     let code = ns.wait_exit(20.0);
     let log = ns.log_text();
     assert!(log.contains("side: stopped"), "{log}");
-    assert!(
-        log.contains("shutdown complete; heap allocations after startup: 0"),
-        "{log}"
-    );
+    assert_clean_shutdown(&log);
     (code, log)
 }
 
@@ -672,7 +615,8 @@ fn orphans_of_double_forking_services_are_reaped() {
         (children(init) == want).then_some(())
     });
     // No zombie anywhere in the namespace.
-    let all = descendants(init);
+    let mut all = descendants(init);
+    all.insert(init);
     assert_eq!(all.len(), 4, "{all:?}");
     for p in &all {
         assert_ne!(proc_state(*p), Some('Z'), "zombie {p} in {all:?}");
@@ -686,10 +630,7 @@ fn orphans_of_double_forking_services_are_reaped() {
     signal(init, 15);
     assert_eq!(ns.wait_exit(20.0), Some(0));
     let log = ns.log_text();
-    assert!(
-        log.contains("shutdown complete; heap allocations after startup: 0"),
-        "{log}"
-    );
+    assert_clean_shutdown(&log);
 }
 
 #[test]
@@ -721,10 +662,7 @@ fn garbage_argv_is_ignored_as_pid1() {
     assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.stderr_text());
     let log = ns.log_text();
     assert!(log.contains("api: stopped"), "{log}");
-    assert!(
-        log.contains("shutdown complete; heap allocations after startup: 0"),
-        "{log}"
-    );
+    assert_clean_shutdown(&log);
 }
 
 #[test]
@@ -785,10 +723,7 @@ fn reexec_as_pid1_keeps_children_pids_and_counters() {
     assert_eq!(ns.wait_exit(20.0), Some(0), "{}", ns.stderr_text());
     let log = ns.log_text();
     assert!(log.contains("flaky: stopped"), "{log}");
-    assert!(
-        log.contains("shutdown complete; heap allocations after startup: 0"),
-        "{log}"
-    );
+    assert_clean_shutdown(&log);
 }
 
 #[test]
@@ -906,17 +841,11 @@ fn syntax_error_in_container_mode_exits_1() {
 #[test]
 fn sd_notify_readiness_as_pid1() {
     need_ns!();
-    let Some(notify) = need_systemd_notify() else {
-        return;
-    };
+    let notify = need("/usr/bin/systemd-notify", "systemd");
     let ready = "    healthcheck:\n      readiness:\n        type: notify\n";
     let services = [
         svc("quiet", "exec sleep 600", ready),
-        svc(
-            "loud",
-            &format!("{} --ready; exec sleep 600", notify.display()),
-            ready,
-        ),
+        svc("loud", &format!("{notify} --ready; exec sleep 600"), ready),
     ]
     .concat();
     let mut ns = Ns::start("p1notify", "", &services, &[]);
@@ -931,18 +860,12 @@ fn sd_notify_readiness_as_pid1() {
 #[test]
 fn sd_notify_in_two_containers_sharing_a_network_namespace() {
     need_ns!();
-    let Some(notify) = need_systemd_notify() else {
-        return;
-    };
+    let notify = need("/usr/bin/systemd-notify", "systemd");
     let ready = "    healthcheck:\n      readiness:\n        type: notify\n";
     // First: a service that never says it is ready.
     let quiet = svc("app", "exec sleep 600", ready);
     // Second, in the same network namespace: one that says so at once.
-    let loud = svc(
-        "app",
-        &format!("{} --ready; exec sleep 600", notify.display()),
-        ready,
-    );
+    let loud = svc("app", &format!("{notify} --ready; exec sleep 600"), ready);
     let mut both = Vec::new();
     for (tag, services) in [("p1net1", &quiet), ("p1net2", &loud)] {
         let dir = tempdir(tag);
@@ -1062,10 +985,7 @@ fn services_inherit_only_stdio_and_the_readiness_fd() {
     let st = wait_for(20.0, "the daemon to exit", || child.try_wait().unwrap());
     assert_eq!(st.code(), Some(0));
     let log = std::fs::read_to_string(dir.join("coffey.log")).unwrap();
-    assert!(
-        log.contains("shutdown complete; heap allocations after startup: 0"),
-        "{log}"
-    );
+    assert_clean_shutdown(&log);
 }
 
 /// A config whose socket and pid file are at `socket` and `pid_file`
@@ -1091,10 +1011,7 @@ fn assert_ran_without_paths(log: &str, socket_err: &str, pid_err: &str) {
     assert!(log.contains("slots), socket none\n"), "{log}");
     assert!(log.contains("api: spawned"), "{log}");
     assert!(log.contains("api: stopped"), "{log}");
-    assert!(
-        log.contains("shutdown complete; heap allocations after startup: 0"),
-        "{log}"
-    );
+    assert_clean_shutdown(log);
 }
 
 #[test]

@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// Deadline for anything the daemon should do "soon" (loaded 2-core box).
@@ -34,11 +33,6 @@ fn sleeper(name: &str) -> String {
 /// `ctl` with reload's long deadline (a reload may compile a big config).
 fn ctl(d: &Daemon, args: &[&str]) -> Out {
     ctl_within(d, args, 150.0)
-}
-
-fn ok(o: Out) -> Out {
-    assert_eq!(o.code, 0, "{o:?}");
-    o
 }
 
 /// `coffeyd reload` that must succeed; returns its output.
@@ -148,20 +142,6 @@ fn wait_gone(pid: i32) {
     wait_for(SOON, &format!("pid {pid} gone"), || {
         (!exists(pid)).then_some(())
     });
-}
-
-/// Ends a test: the daemon made no heap allocation after startup.
-fn assert_no_alloc(d: &mut Daemon) {
-    let dump = d.dump();
-    assert!(
-        dump.contains("status: heap allocations after startup: 0;"),
-        "{dump}"
-    );
-}
-
-fn finish(mut d: Daemon) {
-    assert_no_alloc(&mut d);
-    assert_eq!(d.stop(60.0), 0, "{}", d.log_text());
 }
 
 // ---------------------------------------------------------------- raw client
@@ -850,13 +830,6 @@ fn reused_slot_starts_with_an_empty_log_ring() {
     finish(d);
 }
 
-/// Sends SIGKILL to `pid` (a service process left behind by a test).
-fn kill9(pid: i32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status();
-}
-
 /// `b` below ignores SIGTERM: a short shutdown_timeout makes the final
 /// stop SIGKILL it instead of leaving it behind.
 const SHORT_SHUTDOWN: &str = "  shutdown_timeout: 2s\n";
@@ -896,7 +869,7 @@ fn readded_while_the_old_process_is_still_stopping() {
     let (d, old, new) = readd_while_stopping("rstop");
     // The retired slot's process goes away on its own terms; the new b
     // is unaffected.
-    kill9(old);
+    signal(old, 9);
     wait_gone(old);
     assert_eq!(wait_running(&d, "b"), new);
     assert_eq!(names(&d), ["a", "b"]);
@@ -906,7 +879,7 @@ fn readded_while_the_old_process_is_still_stopping() {
     reload(&d);
     assert_eq!(names(&d), ["a"]);
     assert!(alive(new));
-    kill9(new);
+    signal(new, 9);
     wait_gone(new);
     finish(d);
 }
@@ -918,13 +891,13 @@ fn verbs_reach_the_readded_service_not_the_retired_one() {
     let v = json(&ok(ctl(&d, &["-j", "status", "b"])).stdout);
     let ok_pid = v["pid"] == i64::from(new) && v["state"] == "running";
     if !ok_pid {
-        kill9(old);
+        signal(old, 9);
     }
     assert!(ok_pid, "status b shows the retired slot: {v}");
     ok(ctl(&d, &["signal", "b", "KILL"]));
     wait_new_pid(&d, "b", new);
     assert!(alive(old), "signal b hit the retired process");
-    kill9(old);
+    signal(old, 9);
     wait_gone(old);
     finish(d);
 }

@@ -13,25 +13,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// A 127.0.0.1 port that nothing listens on.
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// `status -j` of one service.
-fn status_of(d: &Daemon, name: &str) -> serde_json::Value {
-    let o = ctl(d, &["-j", "status"]);
-    assert_eq!(o.code, 0, "{o:?}");
-    let v = json(&o.stdout);
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {v}"))
-        .clone()
-}
-
 /// Pids written one per line to `file`.
 fn pids_in(file: &std::path::Path) -> Vec<i32> {
     std::fs::read_to_string(file)
@@ -46,7 +27,7 @@ fn exit_while_starting_restarts_and_shutdown_is_prompt() {
     // The readiness check never passes; the process dies while `starting`.
     // It used to be "reaped orphan", stuck in `starting` with a dead pid,
     // and SIGTERM then waited out the whole shutdown_timeout.
-    let port = closed_port();
+    let port = free_port();
     let services = svc(
         "crashy",
         "echo $$ >> $DIR/runs; sleep 0.3; exit 3",
@@ -94,7 +75,7 @@ fn leftovers_are_stopped_before_a_respawn_and_reported_once() {
         let live: Vec<i32> = pids.iter().copied().filter(|&p| alive(p)).collect();
         assert!(live.len() <= 1, "two copies at once: {live:?} of {pids:?}");
         if status_seen.is_none() {
-            let s = status_of(&d, "forky");
+            let s = row(&d, "forky");
             let r = s["reason"].as_str().unwrap_or("").to_string();
             if r.contains("left in its group") {
                 status_seen = Some((s["state"].clone(), r));
@@ -194,15 +175,15 @@ fn restart_stop_and_start_follow_the_dependency_rules() {
     assert_eq!(ctl(&d, &["stop", "cron"]).code, 0);
     assert_eq!(ctl(&d, &["stop", "db"]).code, 0);
     for n in ["db", "api", "worker", "cron"] {
-        assert_eq!(status_of(&d, n)["state"], "stopped", "{n}");
+        assert_eq!(row(&d, n)["state"], "stopped", "{n}");
     }
     // start db: brings back api and worker, not cron.
     let o = ctl(&d, &["start", "db"]);
     assert_eq!(o.code, 0, "{o:?}");
     d.wait_count("worker: spawned", 2, 10.0);
-    assert_eq!(status_of(&d, "api")["state"], "running");
-    assert_eq!(status_of(&d, "worker")["state"], "running");
-    assert_eq!(status_of(&d, "cron")["state"], "stopped");
+    assert_eq!(row(&d, "api")["state"], "running");
+    assert_eq!(row(&d, "worker")["state"], "running");
+    assert_eq!(row(&d, "cron")["state"], "stopped");
     assert_eq!(d.count("cron: spawned"), 1);
     assert_eq!(runs(), 1, "the migration stays completed");
     assert_eq!(d.stop(10.0), 0);
@@ -228,8 +209,8 @@ fn shutdown_deadline_signals_the_unsignalled_then_kills_and_reaps() {
     .concat();
     let mut d = Daemon::start("deadline", "  shutdown_timeout: 2s\n", &services);
     d.wait_log("app: spawned", 10.0);
-    let web = status_of(&d, "web")["pid"].as_i64().unwrap();
-    let app = status_of(&d, "app")["pid"].as_i64().unwrap();
+    let web = row(&d, "web")["pid"].as_i64().unwrap();
+    let app = row(&d, "app")["pid"].as_i64().unwrap();
     let t0 = Instant::now();
     assert_eq!(d.stop(15.0), 0);
     let took = t0.elapsed();

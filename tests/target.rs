@@ -12,19 +12,6 @@
 mod common;
 use common::*;
 
-/// `status -j` row of service `name`.
-fn row(d: &Daemon, name: &str) -> serde_json::Value {
-    let out = ctl(d, &["-j", "status"]);
-    assert_eq!(out.code, 0, "{out:?}");
-    json(&out.stdout)
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {name} in {}", out.stdout))
-}
-
 #[test]
 fn a_missing_binary_fails_only_its_service_which_starts_once_it_appears() {
     let services = format!(

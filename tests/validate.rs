@@ -11,20 +11,10 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let dir =
-        std::env::temp_dir().join(format!("coffey-validate-{}-{tag}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -39,13 +29,10 @@ struct Run {
     file: PathBuf,
 }
 
-fn validate_file(file: &Path) -> Run {
-    let o = Command::new(env!("CARGO_BIN_EXE_coffeyd"))
-        .arg("validate")
-        .arg("-c")
-        .arg(file)
-        .output()
-        .expect("run coffeyd");
+/// Runs `cmd -c FILE` (`cmd`: coffeyd and its words before `-c`);
+/// stdout then stderr.
+fn run_on(mut cmd: Command, file: &Path) -> Run {
+    let o = cmd.arg("-c").arg(file).output().expect("run coffeyd");
     let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
     out.push_str(&String::from_utf8_lossy(&o.stderr));
     Run {
@@ -55,8 +42,14 @@ fn validate_file(file: &Path) -> Run {
     }
 }
 
+fn validate_file(file: &Path) -> Run {
+    let mut c = Command::new(common::BIN);
+    c.arg("validate");
+    run_on(c, file)
+}
+
 fn validate(tag: &str, text: &str) -> Run {
-    let dir = tmpdir(tag);
+    let dir = common::tempdir(tag);
     validate_file(&write(&dir, "config.yaml", text))
 }
 
@@ -339,7 +332,7 @@ fn missing_binary_is_a_warning_on_this_host() {
 
 #[test]
 fn non_executable_binary_is_a_warning_on_this_host() {
-    let dir = tmpdir("noexec");
+    let dir = common::tempdir("noexec");
     let tool = write(&dir, "tool", "#!/bin/sh\n");
     let r = validate_file(&write(
         &dir,
@@ -380,24 +373,12 @@ fn unknown_user_and_group_are_warnings_on_this_host() {
 }
 
 fn validate_root(file: &Path, root: &Path, json: bool) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_coffeyd"));
+    let mut c = Command::new(common::BIN);
     if json {
         c.arg("-j");
     }
-    let o = c
-        .args(["validate", "--root"])
-        .arg(root)
-        .arg("-c")
-        .arg(file)
-        .output()
-        .expect("run coffeyd");
-    let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
-    out.push_str(&String::from_utf8_lossy(&o.stderr));
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        out,
-        file: file.to_path_buf(),
-    }
+    c.args(["validate", "--root"]).arg(root);
+    run_on(c, file)
 }
 
 /// `validate --root DIR`: binaries, users and groups are checked in the
@@ -406,7 +387,7 @@ fn validate_root(file: &Path, root: &Path, json: bool) -> Run {
 #[test]
 fn validate_root_checks_the_image_and_its_findings_are_errors() {
     use std::os::unix::fs::PermissionsExt;
-    let root = tmpdir("image");
+    let root = common::tempdir("image");
     write(
         &root,
         "etc/passwd",
@@ -418,7 +399,7 @@ fn validate_root_checks_the_image_and_its_findings_are_errors() {
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
     std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
     std::os::unix::fs::symlink("/opt/web/server", root.join("usr/bin/web")).unwrap();
-    let dir = tmpdir("image-cfg");
+    let dir = common::tempdir("image-cfg");
     let good = write(
         &dir,
         "good.yaml",
@@ -744,7 +725,7 @@ fn every_problem_is_reported_with_a_summary() {
 
 #[test]
 fn dropin_errors_name_their_file() {
-    let dir = tmpdir("dropin");
+    let dir = common::tempdir("dropin");
     let main = write(
         &dir,
         "config.yaml",
@@ -869,9 +850,6 @@ fn zero_backoff_is_allowed_with_a_warning() {
 }
 
 // ---- issue 8 point 3: validate and the daemon agree on every limit.
-
-#[path = "common/mod.rs"]
-mod common;
 
 /// A config at or past one limit: the whole `services:` body and the
 /// daemon log line that shows the daemon ran it (at the limit).
@@ -1021,7 +999,7 @@ fn error_lines(out: &str) -> Vec<String> {
 fn daemon_verdict(cfg: &Path, ran: &str) -> Result<String, String> {
     let log = cfg.with_extension("log");
     let err = cfg.with_extension("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffeyd"))
+    let mut child = Command::new(common::BIN)
         .arg("-c")
         .arg(cfg)
         .stdin(std::process::Stdio::null())
@@ -1038,16 +1016,16 @@ fn daemon_verdict(cfg: &Path, ran: &str) -> Result<String, String> {
         t.contains(ran).then_some(Ok(t))
     });
     if verdict.is_ok() {
-        unsafe { libc_kill(child.id() as i32, 15) };
-        let st = common::wait_for(10.0, "daemon exit", || child.try_wait().unwrap());
-        assert!(st.success(), "{st}");
+        stop_daemon(&mut child);
     }
     verdict
 }
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+/// SIGTERM to a daemon started by hand; it must exit 0 within 10 s.
+fn stop_daemon(child: &mut std::process::Child) {
+    common::signal(child.id() as i32, 15);
+    let st = common::wait_for(10.0, "daemon exit", || child.try_wait().unwrap());
+    assert!(st.success(), "{st}");
 }
 
 #[test]
@@ -1116,7 +1094,7 @@ fn reload_refuses_past_a_limit_with_validates_words() {
     };
     let cfg = daemon_config(&dir, "r", &envs(64));
     let log = dir.join("r.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffeyd"))
+    let mut child = Command::new(common::BIN)
         .arg("-c")
         .arg(&cfg)
         .stdin(std::process::Stdio::null())
@@ -1132,7 +1110,7 @@ fn reload_refuses_past_a_limit_with_validates_words() {
     let errors = error_lines(&validate_file(&past).out);
     assert_eq!(errors.len(), 1, "{errors:?}");
     std::fs::copy(&past, &cfg).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_coffeyd"))
+    let out = Command::new(common::BIN)
         .arg("-c")
         .arg(&cfg)
         .arg("reload")
@@ -1146,7 +1124,5 @@ fn reload_refuses_past_a_limit_with_validates_words() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     let want = errors[0].replace(&past.display().to_string(), &cfg.display().to_string());
     assert!(text.contains(&want), "want {want:?} in:\n{text}");
-    unsafe { libc_kill(child.id() as i32, 15) };
-    let st = common::wait_for(10.0, "daemon exit", || child.try_wait().unwrap());
-    assert!(st.success(), "{st}");
+    stop_daemon(&mut child);
 }

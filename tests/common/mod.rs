@@ -1,5 +1,8 @@
 //! Test harness: runs the real coffeyd binary on a config written to a
 //! fresh temp dir, and waits on its log with deadlines (never fixed sleeps).
+//! Also the helpers several test files share: the CLI with a deadline,
+//! status rows and waits on them, followers of `logs`/`events`, the
+//! end-of-test checks (no heap allocation after startup), and /proc walks.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -9,10 +12,13 @@
 )]
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 
-use std::io::Read;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_coffeyd");
@@ -362,4 +368,250 @@ pub fn ctl(d: &Daemon, args: &[&str]) -> Out {
 /// Parses one JSON document.
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("bad JSON {s:?}: {e}"))
+}
+
+// ---------------------------------------------------------------- status rows
+
+/// Fails the test unless the CLI run exited 0; returns it.
+#[track_caller]
+pub fn ok(o: Out) -> Out {
+    assert_eq!(o.code, 0, "{o:?}");
+    o
+}
+
+/// One service's row of `-j status` (the list of all services).
+pub fn row(d: &Daemon, name: &str) -> serde_json::Value {
+    let o = ok(ctl(d, &["-j", "status"]));
+    let v = json(&o.stdout);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {v}"))
+        .clone()
+}
+
+/// `-j status NAME`: one service's row with its `details` object.
+pub fn detail(d: &Daemon, name: &str) -> serde_json::Value {
+    json(&ok(ctl(d, &["-j", "status", name])).stdout)
+}
+
+/// Polls `get` (a status row) every 20 ms until `pred` holds; returns that
+/// row. At the deadline fails with `what`, the last row and the log.
+pub fn wait_row(
+    d: &Daemon,
+    what: &str,
+    secs: f64,
+    mut get: impl FnMut() -> serde_json::Value,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        let last = get();
+        if pred(&last) {
+            return last;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out after {secs}s waiting for {what}; last row {last}\n--- log:\n{}",
+                d.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `name` is in state `want`; returns its `-j status` row.
+pub fn wait_state(d: &Daemon, name: &str, want: &str, secs: f64) -> serde_json::Value {
+    wait_row(
+        d,
+        &format!("{name} {want}"),
+        secs,
+        || row(d, name),
+        |r| r["state"] == want,
+    )
+}
+
+/// Ends a daemon test: the daemon made no heap allocation after startup.
+pub fn assert_no_alloc(d: &mut Daemon) {
+    let dump = d.dump();
+    assert!(
+        dump.contains("status: heap allocations after startup: 0;"),
+        "{dump}"
+    );
+}
+
+/// Asserts the daemon's last log line: shutdown completed, and no heap
+/// allocation happened after startup.
+#[track_caller]
+pub fn assert_clean_shutdown(log: &str) {
+    assert!(
+        log.contains("shutdown complete; heap allocations after startup: 0\n"),
+        "{log}"
+    );
+}
+
+/// Ends a test: no heap allocation after startup, and a clean shutdown.
+pub fn finish(mut d: Daemon) {
+    assert_no_alloc(&mut d);
+    assert_eq!(d.stop(60.0), 0, "{}", d.log_text());
+}
+
+/// The pid in `NAME: spawned pid P` log lines, in order.
+pub fn spawned_pids(log: &str, name: &str) -> Vec<i32> {
+    let pat = format!("{name}: spawned pid ");
+    log.lines()
+        .filter_map(|l| l.split_once(&pat))
+        .map(|(_, p)| p.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------- followers
+
+/// A CLI child (`args -s SOCK`) whose stdout lines arrive on a channel.
+pub struct Follower {
+    pub child: Child,
+    rx: mpsc::Receiver<String>,
+    /// Every line received so far, in order.
+    pub seen: Vec<String>,
+}
+
+impl Follower {
+    pub fn spawn(d: &Daemon, args: &[&str]) -> Follower {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("-s")
+            .arg(&d.socket)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower {
+            child,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits up to `secs` for a line satisfying `f` (looking at lines
+    /// already seen first).
+    pub fn try_line(&mut self, secs: f64, f: impl Fn(&str) -> bool) -> Option<String> {
+        if let Some(l) = self.seen.iter().find(|l| f(l)) {
+            return Some(l.clone());
+        }
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self.rx.recv_timeout(left).ok()?;
+            self.seen.push(l.clone());
+            if f(&l) {
+                return Some(l);
+            }
+        }
+    }
+
+    /// Like `try_line`, failing the test at the deadline.
+    pub fn wait_line(&mut self, secs: f64, what: &str, f: impl Fn(&str) -> bool) -> String {
+        self.try_line(secs, f)
+            .unwrap_or_else(|| panic!("no line with {what} within {secs}s; got {:#?}", self.seen))
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `coffeyd -j events`: the event stream, one JSON object a line.
+pub struct Events(Follower);
+
+impl Events {
+    pub fn follow(d: &Daemon) -> Events {
+        Events(Follower::spawn(d, &["-j", "events"]))
+    }
+
+    /// The first event (seen or to come) that satisfies `f`.
+    pub fn wait(
+        &mut self,
+        secs: f64,
+        what: &str,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let l = self.0.wait_line(secs, &format!("event {what}"), |l| {
+            serde_json::from_str(l).is_ok_and(|e| f(&e))
+        });
+        json(&l)
+    }
+}
+
+// ---------------------------------------------------------------- processes
+
+/// Sends `sig` to `pid` (never to 0, 1 or a group: a test's slip must not
+/// signal everything).
+pub fn signal(pid: i32, sig: i32) {
+    assert!(pid > 1, "refusing to signal pid {pid}");
+    // SAFETY: plain syscall.
+    unsafe { libc_kill(pid, sig) };
+}
+
+/// Host pids of the children of `pid` (of all its threads).
+pub fn children(pid: i32) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    out
+}
+
+/// Every process below `pid` (children, grandchildren, ...), not `pid`.
+pub fn descendants(pid: i32) -> BTreeSet<i32> {
+    let mut found = BTreeSet::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children(p) {
+            if found.insert(c) {
+                todo.push(c);
+            }
+        }
+    }
+    found
+}
+
+/// A loopback port that was free a moment ago: nothing listens on it
+/// (the listener is closed again), until a test starts a server there.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The program at `path`, or a failure naming the Debian package to
+/// install: a test that silently passed without its program would prove
+/// nothing.
+pub fn need(path: &str, package: &str) -> String {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install the Debian package `{package}` (.ci/run does)"
+    );
+    path.to_string()
 }
