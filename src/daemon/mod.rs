@@ -1089,7 +1089,7 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
     }
     let default_emergency: &'static std::ffi::CStr = c"/bin/sh";
     if mode != pid1::Mode::Supervisor {
-        pid1::install_panic_hook(default_emergency);
+        pid1::install_panic_hook(mode, default_emergency);
     }
     let mut early_done = false;
     loop {
@@ -1119,7 +1119,7 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
                     }
                 }
                 if mode != pid1::Mode::Supervisor {
-                    pid1::install_panic_hook(emergency);
+                    pid1::install_panic_hook(mode, emergency);
                 }
                 for w in &warnings {
                     log::stderr_line(format_args!("{w}"));

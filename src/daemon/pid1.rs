@@ -499,17 +499,29 @@ pub fn wait_for_signal() -> Option<Action> {
     }
 }
 
-/// Panic hook for PID 1: the message to the console, then the emergency
-/// path (release builds abort right after a panic, so nothing else runs).
+/// Exit code of a container-mode coffeyd that panicked (sysexits'
+/// EX_SOFTWARE): a failure the orchestrator can see.
+pub const PANIC_EXIT: i32 = 70;
+
+/// Panic hook for PID 1: the message to the console, then (system mode)
+/// the emergency path or (container mode) exit 70. A container has no
+/// operator at a console: an emergency shell would read EOF and exit 0, so
+/// a Kubernetes Job would count as succeeded. Release builds abort right
+/// after a panic, so nothing else runs.
 #[allow(clippy::disallowed_methods)] // startup only
-pub fn install_panic_hook(emergency_path: &'static CStr) {
+pub fn install_panic_hook(mode: Mode, emergency_path: &'static CStr) {
     std::panic::set_hook(Box::new(move |info| {
         say(b"coffeyd: PANIC: ");
         if let Some(s) = info.payload().downcast_ref::<&str>() {
             say(s.as_bytes());
         }
         say(b"\n");
-        emergency(emergency_path);
+        if mode == Mode::System {
+            emergency(emergency_path);
+        }
+        say(b"coffeyd: exiting with code 70\n");
+        // SAFETY: _exit is async-signal-safe and ends the process at once.
+        unsafe { libc::_exit(PANIC_EXIT) }
     }));
 }
 
