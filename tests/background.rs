@@ -78,12 +78,14 @@ const FOREGROUND: &str = "does it fork into the background? run it in the foregr
 #[test]
 fn a_setsid_daemonizer_is_reported_stopped_before_each_respawn_and_at_shutdown() {
     // The main forks `setsid sh`, waits until the child is in its own
-    // session (so it has surely left the group), and exits 0. Each child
-    // writes its pid to `bg`, then becomes `sleep 100`.
+    // session (so it has surely left the group) and has become `sleep
+    // 100`, appends its pid to `bg` and exits 0.
     let services = svc(
         "daemonish",
         "rm -f $DIR/cur; setsid sh -c \"echo \\$\\$ > $DIR/cur; exec sleep 100\" & \
-         while [ ! -s $DIR/cur ]; do sleep 0.01; done; cat $DIR/cur >> $DIR/bg; exit 0",
+         while [ ! -s $DIR/cur ]; do sleep 0.01; done; p=$(cat $DIR/cur); \
+         while [ \"$(cat /proc/$p/comm)\" != sleep ]; do sleep 0.01; done; \
+         echo $p >> $DIR/bg; exit 0",
         "    backoff:\n      initial: 300ms\n      multiplier: 1.0\n    stop_timeout: 5s\n",
     );
     let mut d = Daemon::start("setsid", "", &services);
