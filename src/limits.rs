@@ -21,6 +21,13 @@ pub const READ_CHUNK: usize = 4096;
 pub const READS_PER_TURN: usize = 16;
 /// mio events handled per poll.
 pub const EVENTS: usize = 64;
+/// Processes outside its group (daemons that called setsid) tracked per
+/// service, to be stopped with its run; more are counted, not stopped.
+pub const MAX_ESCAPEES: usize = 4;
+/// Reaped children handled as one batch: escapees are attributed only
+/// when one service's main process is in the batch (see
+/// `daemon/escape.rs`).
+pub const REAP_BATCH: usize = 64;
 /// Retry delay after a temporary spawn failure (EAGAIN, EMFILE, ENOMEM).
 /// It is not a restart and does not grow the backoff.
 pub const TEMP_RETRY_MS: u64 = 1000;

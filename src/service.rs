@@ -7,8 +7,9 @@
 //! and never makes syscalls (it calls [`Sys`]). Dependencies are not judged
 //! here: the supervisor sends `DepsReady` when they are met.
 
-use crate::limits::{MAX_DEPS, TEMP_RETRY_MS};
-use crate::sys::{ExitStatus, SpawnError, Sys, SIGCONT, SIGKILL};
+use crate::limits::{MAX_DEPS, MAX_ESCAPEES, TEMP_RETRY_MS};
+pub use crate::sys::Leftovers;
+use crate::sys::{Escapee, ExitStatus, SpawnError, Sys, SIGCONT, SIGKILL};
 use crate::time::{Instant, Millis};
 use core::fmt;
 
@@ -217,27 +218,37 @@ pub enum Reason {
     Unhealthy,
     /// Readiness did not come within `start_timeout`.
     StartTimeout,
-    /// The main process ended like this while `left` processes of its
-    /// group lived on: a program that forks into the background.
+    /// The main process ended like this while processes of its run
+    /// lived on, in its group or outside it: a program that forks into
+    /// the background.
     LeftInGroup {
         status: ExitStatus,
-        left: u32,
+        left: Leftovers,
     },
 }
 
 /// The words for [`Reason::LeftInGroup`], shared by status, the daemon
 /// log and events.
-pub struct LeftInGroupText(pub u32);
+pub struct LeftInGroupText(pub Leftovers);
 
 impl fmt::Display for LeftInGroupText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        let s = if n == 1 { "" } else { "es" };
-        write!(
-            f,
-            "main process exited, {n} process{s} left in its group: \
-             does it fork into the background? run it in the foreground"
-        )
+        let es = |n: u32| if n == 1 { "" } else { "es" };
+        let (n, out) = (self.0.in_group, self.0.outside);
+        f.write_str("main process exited, ")?;
+        match (n, out.count) {
+            (n, 0) => write!(f, "{n} process{} left in its group", es(n))?,
+            (0, m) => write!(f, "{m} process{} left outside its group", es(m))?,
+            (n, m) => write!(
+                f,
+                "{n} process{} left in its group and {m} outside it",
+                es(n)
+            )?,
+        }
+        if out.count > 0 {
+            write!(f, " (pid {}, {})", out.pid, out.name())?;
+        }
+        f.write_str(": does it fork into the background? run it in the foreground")
     }
 }
 
@@ -288,12 +299,13 @@ pub enum Event {
         pid: i32,
         shutdown: bool,
     },
-    /// The main process exited and `left` processes remain in its group;
-    /// they are stopped before any restart. `first`: the first time for
-    /// this service (the daemon logs only that one).
+    /// The main process exited and processes of its run remain, in its
+    /// group or outside it; they are stopped before any restart.
+    /// `first`: the first time for this service (the daemon logs only
+    /// that one).
     LeftInGroup {
         pid: i32,
-        left: u32,
+        left: Leftovers,
         first: bool,
     },
     Stopped,
@@ -321,8 +333,9 @@ pub enum Input {
     Ready,
     /// The liveness check (or watchdog) failed past its retries.
     Unhealthy,
-    /// Some process was reaped: re-check a stopping group.
-    Reaped,
+    /// Some process (`pid`) was reaped: re-check a stopping group and
+    /// its escapees.
+    Reaped { pid: i32 },
     /// Time passed; deadlines may be due.
     Tick,
     /// Shutdown deadline: SIGKILL the group now.
@@ -350,7 +363,7 @@ impl Input {
             Input::Exited { .. } => "exited",
             Input::Ready => "ready",
             Input::Unhealthy => "unhealthy",
-            Input::Reaped => "reaped",
+            Input::Reaped { .. } => "reaped",
             Input::Tick => "tick",
             Input::Kill => "kill",
             Input::ExtendTimeout { .. } => "extend-timeout",
@@ -397,6 +410,11 @@ pub struct Service {
     draining: Option<(ExitStatus, Millis)>,
     /// Whether `LeftInGroup` was already reported as `first`.
     warned_group: bool,
+    /// Processes of the last run that coffeyd inherited when their parent
+    /// exited (see [`Escapee`]): stopped with the run's group, and the
+    /// run is over only once they are gone too. Empty entries are
+    /// `Escapee::NONE`.
+    escaped: [Escapee; MAX_ESCAPEES],
     /// Supervisor bookkeeping: taken down by `stop` of a dependency (not
     /// by name), so `start` of that dependency brings it back.
     pub down_by_dep: bool,
@@ -434,6 +452,7 @@ impl Service {
             adopted: false,
             draining: None,
             warned_group: false,
+            escaped: [Escapee::NONE; MAX_ESCAPEES],
             down_by_dep: false,
             recent: [None; RECENT_EVENTS],
             recent_next: 0,
@@ -593,8 +612,8 @@ impl Service {
                     },
                     sys,
                 );
-                let left = sys.group_members(pid);
-                if left == 0 {
+                let left = self.leftovers(pid, sys);
+                if left.in_group == 0 && !self.has_escapees() {
                     // Zombies of the group may linger a moment; nothing runs.
                     sys.kill_group(pid, SIGKILL);
                     self.decide(status, uptime, now, sys);
@@ -624,7 +643,8 @@ impl Service {
                     },
                     sys,
                 );
-                if sys.group_alive(pid) {
+                self.stop_escapees(pid, kill_at, sys);
+                if !self.run_gone(pid, sys) {
                     self.state = State::Stopping {
                         pid,
                         since,
@@ -641,13 +661,14 @@ impl Service {
                     leader_gone: true,
                     ..
                 },
-                Input::Reaped,
+                Input::Reaped { pid: reaped },
             ) => {
-                if !sys.group_alive(pid) {
+                self.forget_escapee(reaped);
+                if self.run_gone(pid, sys) {
                     self.stopped(now, sys);
                 }
             }
-            (_, Input::Reaped) => {}
+            (_, Input::Reaped { .. }) => {}
 
             // ---- health
             (State::Starting { pid, since, .. }, Input::Ready) => {
@@ -799,10 +820,11 @@ impl Service {
         );
     }
 
-    /// The main process exited but `left` processes of its group run on
-    /// (a program that daemonized itself, or a helper it left behind).
-    /// They get the stop signal, then SIGKILL after `stop_timeout`; the
-    /// run is judged once the group is empty.
+    /// The main process exited but processes of its run live on, in its
+    /// group or outside it (a program that daemonized itself, or a helper
+    /// it left behind). They get the stop signal, then SIGKILL after
+    /// `stop_timeout`; the run is judged once the group is empty and the
+    /// escapees are gone.
     #[allow(clippy::too_many_arguments)]
     fn drain(
         &mut self,
@@ -810,17 +832,18 @@ impl Service {
         since: Instant,
         status: ExitStatus,
         uptime: Millis,
-        left: u32,
+        left: Leftovers,
         now: Instant,
         sys: &mut impl Sys,
     ) {
-        self.reason = Reason::LeftInGroup { status, left };
-        let first = !core::mem::replace(&mut self.warned_group, true);
-        self.emit_same(Event::LeftInGroup { pid, left, first }, sys);
+        if left.total() > 0 {
+            self.reason = Reason::LeftInGroup { status, left };
+            self.report_leftovers(pid, left, sys);
+        }
         self.draining = Some((status, uptime));
         let sig = self.policy.stop_signal;
-        sys.kill_group(pid, sig);
-        sys.kill_group(pid, SIGCONT);
+        self.signal_run(pid, sig, sys);
+        self.signal_run(pid, SIGCONT, sys);
         self.set_state(
             State::Stopping {
                 pid,
@@ -845,7 +868,7 @@ impl Service {
         now: Instant,
         sys: &mut impl Sys,
     ) {
-        sys.kill_group(pid, SIGKILL);
+        self.signal_run(pid, SIGKILL, sys);
         self.set_state(
             State::Stopping {
                 pid,
@@ -856,9 +879,86 @@ impl Service {
             Event::Killed { pid, shutdown },
             sys,
         );
-        if leader_gone && !sys.group_alive(pid) {
+        if leader_gone && self.run_gone(pid, sys) {
             self.stopped(now, sys);
         }
+    }
+
+    /// What the run left when its main process (group `pgid`) was
+    /// reaped: its group's live members, and the escapees the shell
+    /// found, which are tracked from now on.
+    fn leftovers(&mut self, pgid: i32, sys: &mut impl Sys) -> Leftovers {
+        self.escaped = [Escapee::NONE; MAX_ESCAPEES];
+        let outside = sys.escapees(usize::from(self.idx), pgid, &mut self.escaped);
+        Leftovers {
+            in_group: sys.group_members(pgid),
+            outside,
+        }
+    }
+
+    /// Logged once per service (`first`), in every event.
+    fn report_leftovers(&mut self, pid: i32, left: Leftovers, sys: &mut impl Sys) {
+        let first = !core::mem::replace(&mut self.warned_group, true);
+        self.emit_same(Event::LeftInGroup { pid, left, first }, sys);
+    }
+
+    /// The main process exited while stopping and left processes outside
+    /// its group: they never got the stop signal, so they get it now (or
+    /// SIGKILL, if the stop is past its timeout).
+    fn stop_escapees(&mut self, pid: i32, kill_at: Instant, sys: &mut impl Sys) {
+        let left = self.leftovers(pid, sys);
+        if left.outside.count > 0 {
+            self.report_leftovers(pid, left, sys);
+        }
+        let sig = if kill_at == Instant::NEVER {
+            SIGKILL
+        } else {
+            self.policy.stop_signal
+        };
+        for e in self.escaped.iter().copied().filter(|e| !e.is_none()) {
+            sys.kill_escapee(e, sig);
+            sys.kill_escapee(e, SIGCONT);
+        }
+    }
+
+    fn has_escapees(&self) -> bool {
+        self.escaped.iter().any(|e| !e.is_none())
+    }
+
+    /// The escapees of the run being stopped (for the shell: a process
+    /// tracked here is not another run's).
+    pub fn escapees(&self) -> &[Escapee] {
+        &self.escaped
+    }
+
+    /// `sig` to the run's group and to each of its escapees.
+    fn signal_run(&mut self, pgid: i32, sig: i32, sys: &mut impl Sys) {
+        sys.kill_group(pgid, sig);
+        for e in self.escaped.iter().copied().filter(|e| !e.is_none()) {
+            sys.kill_escapee(e, sig);
+        }
+    }
+
+    /// A reaped pid: an escapee's pid is free for reuse from now on, so it
+    /// is forgotten (its group, if it had one, is still watched).
+    fn forget_escapee(&mut self, pid: i32) {
+        for e in self.escaped.iter_mut().filter(|e| e.pid == pid && pid > 0) {
+            e.pid = 0;
+            if e.pgrp == 0 {
+                *e = Escapee::NONE;
+            }
+        }
+    }
+
+    /// Whether nothing of the run lives on: its group is empty and every
+    /// escapee is gone (those are forgotten as they go).
+    fn run_gone(&mut self, pgid: i32, sys: &mut impl Sys) -> bool {
+        for e in self.escaped.iter_mut() {
+            if !e.is_none() && !sys.escapee_alive(*e) {
+                *e = Escapee::NONE;
+            }
+        }
+        !self.has_escapees() && !sys.group_alive(pgid)
     }
 
     fn stopped(&mut self, now: Instant, sys: &mut impl Sys) {
@@ -1003,7 +1103,7 @@ impl Service {
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 mod tests {
     use super::*;
-    use crate::sys::{errno, Stage};
+    use crate::sys::{errno, Outside, Stage};
     use std::vec::Vec;
 
     /// Records calls; spawn results are scripted.
@@ -1017,6 +1117,12 @@ mod tests {
         /// Live members of a group, when more than one is wanted.
         pub members: Vec<(i32, u32)>,
         pub events: Vec<(usize, StateName, StateName, Event)>,
+        /// What the next `escapees` call finds (taken by it).
+        pub escaping: Vec<Escapee>,
+        pub outside: Outside,
+        /// Escapees alive, by pid.
+        pub alive_escapees: Vec<i32>,
+        pub escapee_kills: Vec<(i32, i32)>,
     }
 
     impl Sys for FakeSys {
@@ -1042,6 +1148,26 @@ mod tests {
         }
         fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event) {
             self.events.push((idx, from, to, *event));
+        }
+        fn escapees(&mut self, _idx: usize, _pgid: i32, out: &mut [Escapee]) -> Outside {
+            for (o, e) in out.iter_mut().zip(self.escaping.drain(..)) {
+                *o = e;
+            }
+            core::mem::take(&mut self.outside)
+        }
+        fn kill_escapee(&mut self, e: Escapee, sig: i32) {
+            self.escapee_kills.push((e.pid, sig));
+        }
+        fn escapee_alive(&mut self, e: Escapee) -> bool {
+            self.alive_escapees.contains(&e.pid)
+        }
+    }
+
+    /// `n` processes left in the group, none outside.
+    fn grp(n: u32) -> Leftovers {
+        Leftovers {
+            in_group: n,
+            ..Leftovers::default()
         }
     }
 
@@ -1338,10 +1464,10 @@ mod tests {
                 ..
             }
         ));
-        s.step(Input::Reaped, t(30), &mut sys);
+        s.step(Input::Reaped { pid: 999 }, t(30), &mut sys);
         assert!(matches!(s.state, State::Stopping { .. }));
         sys.alive_groups.clear();
-        s.step(Input::Reaped, t(40), &mut sys);
+        s.step(Input::Reaped { pid: 999 }, t(40), &mut sys);
         assert_eq!(s.state, State::Stopped);
     }
 
@@ -1398,30 +1524,30 @@ mod tests {
             s.reason,
             Reason::LeftInGroup {
                 status: ExitStatus::Code(0),
-                left: 2
+                left: grp(2)
             }
         );
         assert_eq!(sys.kills, [(101, 15), (101, SIGCONT)], "stop signal first");
         assert!(sys.events.iter().any(|e| e.3
             == Event::LeftInGroup {
                 pid: 101,
-                left: 2,
+                left: grp(2),
                 first: true
             }));
         // No second copy while the old group lives, not even past the
         // backoff delay.
         s.step(Input::Tick, t(549), &mut sys);
-        s.step(Input::Reaped, t(549), &mut sys);
+        s.step(Input::Reaped { pid: 999 }, t(549), &mut sys);
         assert_eq!(spawns_of(&sys), 1);
         s.step(Input::Tick, t(550), &mut sys);
         assert_eq!(sys.kills.last(), Some(&(101, SIGKILL)));
         assert_eq!(spawns_of(&sys), 1);
         sys.alive_groups.clear();
-        s.step(Input::Reaped, t(560), &mut sys);
+        s.step(Input::Reaped { pid: 999 }, t(560), &mut sys);
         // Now the run is judged: restart always, after the backoff.
         assert_eq!(s.state, State::Backoff { retry_at: t(660) });
         assert_eq!(s.failures, 1);
-        assert!(matches!(s.reason, Reason::LeftInGroup { left: 2, .. }));
+        assert!(matches!(s.reason, Reason::LeftInGroup { left, .. } if left == grp(2)));
         s.step(Input::Tick, t(660), &mut sys);
         assert_eq!(spawns_of(&sys), 2);
         // The second time it is reported again, but not as the first.
@@ -1430,15 +1556,133 @@ mod tests {
         assert!(sys.events.iter().any(|e| e.3
             == Event::LeftInGroup {
                 pid: 102,
-                left: 1,
+                left: grp(1),
                 first: false
             }));
         // A group that empties on the stop signal restarts without SIGKILL.
         let kills = sys.kills.len();
         sys.alive_groups.clear();
-        s.step(Input::Reaped, t(710), &mut sys);
+        s.step(Input::Reaped { pid: 999 }, t(710), &mut sys);
         assert_eq!(sys.kills.len(), kills);
         assert!(matches!(s.state, State::Backoff { .. }));
+    }
+
+    /// nginx without `daemon off`: the main process (101) exits 0, its
+    /// child (150) called setsid and is outside the group.
+    fn daemonized(sys: &mut FakeSys) {
+        let e = Escapee {
+            pid: 150,
+            pgrp: 150,
+        };
+        sys.escaping = std::vec![e];
+        let mut comm = [0u8; 16];
+        comm[..5].copy_from_slice(b"nginx");
+        sys.outside = Outside {
+            count: 1,
+            pid: 150,
+            comm,
+        };
+        sys.alive_escapees = std::vec![150];
+    }
+
+    #[test]
+    fn escapees_outside_the_group_are_reported_stopped_and_waited_for() {
+        let mut s = svc(Policy {
+            stop_timeout: 500,
+            backoff_initial: 100,
+            ..Policy::default()
+        });
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        daemonized(&mut sys);
+        s.step(code(0), t(50), &mut sys);
+        assert!(matches!(
+            s.state,
+            State::Stopping {
+                pid: 101,
+                leader_gone: true,
+                ..
+            }
+        ));
+        let Reason::LeftInGroup { status, left } = s.reason else {
+            panic!("{:?}", s.reason)
+        };
+        assert_eq!(
+            (status, left.in_group, left.outside.count),
+            (ExitStatus::Code(0), 0, 1)
+        );
+        assert_eq!(
+            std::format!("{}", LeftInGroupText(left)),
+            "main process exited, 1 process left outside its group (pid 150, nginx): \
+             does it fork into the background? run it in the foreground"
+        );
+        assert!(sys.events.iter().any(|e| e.3
+            == Event::LeftInGroup {
+                pid: 101,
+                left,
+                first: true
+            }));
+        assert_eq!(sys.escapee_kills, [(150, 15), (150, SIGCONT)]);
+        // Other reaps, the backoff time: no second copy while 150 lives.
+        s.step(Input::Reaped { pid: 999 }, t(200), &mut sys);
+        s.step(Input::Tick, t(549), &mut sys);
+        assert_eq!(spawns_of(&sys), 1);
+        s.step(Input::Tick, t(550), &mut sys);
+        assert_eq!(sys.escapee_kills.last(), Some(&(150, SIGKILL)));
+        // Reaped: it is forgotten (its pid may be reused) and the run is
+        // judged.
+        sys.alive_escapees.clear();
+        s.step(Input::Reaped { pid: 150 }, t(560), &mut sys);
+        assert_eq!(s.state, State::Backoff { retry_at: t(660) });
+        assert!(s.escapees().iter().all(|e| e.is_none()));
+        s.step(Input::Tick, t(660), &mut sys);
+        assert_eq!(spawns_of(&sys), 2);
+        // A run that leaves nothing restarts without a drain.
+        let kills = sys.escapee_kills.len();
+        s.step(code(1), t(700), &mut sys);
+        assert!(matches!(s.state, State::Backoff { .. }));
+        assert_eq!(sys.escapee_kills.len(), kills);
+    }
+
+    #[test]
+    fn escapees_found_while_stopping_get_the_stop_signal_or_sigkill() {
+        for killed in [false, true] {
+            let mut s = svc(Policy::default());
+            let mut sys = FakeSys::default();
+            s.step(Input::Start, t(0), &mut sys);
+            s.step(Input::DepsReady, t(0), &mut sys);
+            s.step(Input::Stop, t(10), &mut sys);
+            if killed {
+                s.step(Input::Kill, t(11), &mut sys);
+            }
+            daemonized(&mut sys);
+            s.step(code(0), t(20), &mut sys);
+            let sig = if killed { SIGKILL } else { 15 };
+            assert_eq!(sys.escapee_kills, [(150, sig), (150, SIGCONT)]);
+            assert!(matches!(s.state, State::Stopping { .. }), "{killed}");
+            sys.alive_escapees.clear();
+            s.step(Input::Reaped { pid: 150 }, t(30), &mut sys);
+            assert_eq!(s.state, State::Stopped, "{killed}");
+        }
+    }
+
+    #[test]
+    fn leftovers_text_in_and_outside_the_group() {
+        let mut left = grp(2);
+        left.outside.count = 3;
+        left.outside.pid = 7;
+        left.outside.comm[0] = b'x';
+        assert_eq!(
+            std::format!("{}", LeftInGroupText(left)),
+            "main process exited, 2 processes left in its group and 3 outside it (pid 7, x): \
+             does it fork into the background? run it in the foreground"
+        );
+        assert_eq!(
+            std::format!("{}", LeftInGroupText(grp(1))),
+            "main process exited, 1 process left in its group: \
+             does it fork into the background? run it in the foreground"
+        );
     }
 
     #[test]
@@ -1456,7 +1700,7 @@ mod tests {
         s.step(code(0), t(5), &mut sys);
         assert!(matches!(s.state, State::Stopping { .. }));
         sys.alive_groups.clear();
-        s.step(Input::Reaped, t(6), &mut sys);
+        s.step(Input::Reaped { pid: 999 }, t(6), &mut sys);
         assert_eq!(s.state, State::Completed);
         // `stop` while the leftovers drain: stopped, not restarted.
         let mut s = svc(Policy::default());
@@ -1467,7 +1711,7 @@ mod tests {
         s.step(code(1), t(5), &mut sys);
         s.step(Input::Stop, t(6), &mut sys);
         sys.alive_groups.clear();
-        s.step(Input::Reaped, t(7), &mut sys);
+        s.step(Input::Reaped { pid: 999 }, t(7), &mut sys);
         assert_eq!(s.state, State::Stopped);
         assert_eq!(spawns_of(&sys), 1);
     }
@@ -1578,7 +1822,7 @@ mod tests {
                 s.step(Input::Kill, t(7), &mut sys);
                 assert_eq!(sys.kills.last(), Some(&(101, SIGKILL)));
                 sys.alive_groups.clear();
-                s.step(Input::Reaped, t(8), &mut sys);
+                s.step(Input::Reaped { pid: 999 }, t(8), &mut sys);
             }
             assert_eq!(s.state, State::Stopped);
             s.step(Input::Kill, t(9), &mut sys);

@@ -390,7 +390,7 @@ impl<'a> Supervisor<'a> {
                 )
             });
             if draining {
-                self.step_one(i, Input::Reaped, now, sys);
+                self.step_one(i, Input::Reaped { pid }, now, sys);
             }
         }
         self.propagate(now, sys);

@@ -144,6 +144,59 @@ pub fn signal_name(sig: i32) -> &'static str {
 pub const SIGKILL: i32 = 9;
 pub const SIGCONT: i32 = 18;
 
+/// A process a run left behind that coffeyd inherited as the subreaper
+/// (its parent exited), tracked so it is stopped with the run: `pid` is
+/// the process (0 once reaped), `pgrp` the group it was in when found (a
+/// daemon that called setsid(2) leads its own; a double fork leaves it in
+/// the middle process's). The shell decides which children are whose.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Escapee {
+    pub pid: i32,
+    pub pgrp: i32,
+}
+
+impl Escapee {
+    pub const NONE: Escapee = Escapee { pid: 0, pgrp: 0 };
+    pub fn is_none(&self) -> bool {
+        self.pid == 0 && self.pgrp == 0
+    }
+}
+
+/// The processes of a run outside its process group: how many, and the
+/// first of them with its command name (`/proc/PID/comm`, NUL-padded).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outside {
+    pub count: u32,
+    pub pid: i32,
+    pub comm: [u8; 16],
+}
+
+impl Outside {
+    /// The command name as text (`?` if it is not UTF-8).
+    pub fn name(&self) -> &str {
+        let n = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
+        core::str::from_utf8(self.comm.get(..n).unwrap_or(&[])).unwrap_or("?")
+    }
+}
+
+/// What lived on when a run's main process exited.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Live members of its process group.
+    pub in_group: u32,
+    pub outside: Outside,
+}
+
+impl Leftovers {
+    pub fn total(&self) -> u32 {
+        self.in_group.saturating_add(self.outside.count)
+    }
+}
+
 /// Side effects the machines ask for.
 pub trait Sys {
     /// Starts service `idx` in a new session/process group. Returns its pid,
@@ -159,6 +212,21 @@ pub trait Sys {
     /// exits on its own. The default knows only alive or not.
     fn group_members(&mut self, pgid: i32) -> u32 {
         u32::from(self.group_alive(pgid))
+    }
+    /// The children of the daemon that the run of service `idx` (process
+    /// group `pgid`) left behind when its main process was reaped: its
+    /// orphans, in its group or outside it (a daemon that called
+    /// setsid(2)). Stores up to `out.len()` of them; returns the ones
+    /// outside the group, all counted. The default knows of none.
+    fn escapees(&mut self, _idx: usize, _pgid: i32, _out: &mut [Escapee]) -> Outside {
+        Outside::default()
+    }
+    /// Sends `sig` to an escapee: the process while it is not reaped, and
+    /// its group.
+    fn kill_escapee(&mut self, _e: Escapee, _sig: i32) {}
+    /// Whether the escapee or anything in its group lives on.
+    fn escapee_alive(&mut self, _e: Escapee) -> bool {
+        false
     }
     /// A state change or notable event of service `idx`, for logs and
     /// (later) the event stream.

@@ -5,14 +5,16 @@
 //!   (an exit is routed in every state that has a process);
 //! - the pid index agrees with the table: each unreaped main pid maps to
 //!   its slot, and it holds nothing else;
-//! - a pid only in states with a process; no two slots share a main pid.
+//! - a pid only in states with a process; no two slots share a main pid;
+//! - escapees (processes a run left outside its group) are tracked only
+//!   while that run is being stopped: never while a new copy runs.
 #![no_main]
 
 use coffey::health::{Check, CheckPolicy, Mode, ProbeError, Role};
 use coffey::pidindex::{PidIndex, PidSlot};
 use coffey::service::{Condition, Dep, Event, Kind, Policy, Restart, Service, StateName};
 use coffey::supervisor::Supervisor;
-use coffey::sys::{ExitStatus, SpawnError, Stage, Sys};
+use coffey::sys::{Escapee, ExitStatus, Outside, SpawnError, Stage, Sys};
 use coffey::time::Instant;
 use libfuzzer_sys::fuzz_target;
 
@@ -24,6 +26,9 @@ struct Fake {
     fail: u8,
     /// Groups with a live member besides the leader.
     groups: Vec<i32>,
+    /// Live escapees (pid = leader + 50_000, own group), found when their
+    /// leader exits; odd ones ignore the stop signal.
+    escapees: Vec<i32>,
 }
 
 impl Sys for Fake {
@@ -38,6 +43,9 @@ impl Sys for Fake {
                 if self.fail % 3 == 0 {
                     self.groups.push(pid);
                 }
+                if self.fail % 7 < 2 {
+                    self.escapees.push(pid + 50_000);
+                }
                 Ok(pid)
             }
         }
@@ -51,6 +59,24 @@ impl Sys for Fake {
         self.groups.contains(&pgid)
     }
     fn emit(&mut self, _idx: usize, _from: StateName, _to: StateName, _event: &Event) {}
+    fn escapees(&mut self, _idx: usize, pgid: i32, out: &mut [Escapee]) -> Outside {
+        let e = pgid + 50_000;
+        if !self.escapees.contains(&e) {
+            return Outside::default();
+        }
+        if let Some(o) = out.first_mut() {
+            *o = Escapee { pid: e, pgrp: e };
+        }
+        Outside { count: 1, pid: e, comm: [0; 16] }
+    }
+    fn kill_escapee(&mut self, e: Escapee, sig: i32) {
+        if sig == 9 || (sig == 15 && e.pgrp % 2 == 0) {
+            self.escapees.retain(|&p| p != e.pgrp);
+        }
+    }
+    fn escapee_alive(&mut self, e: Escapee) -> bool {
+        self.escapees.contains(&e.pgrp)
+    }
     fn start_probe(&mut self, idx: usize, _role: Role) -> Result<(), ProbeError> {
         if idx % 2 == 0 {
             Ok(())
@@ -68,6 +94,8 @@ fn check(sup: &Supervisor<'_>) {
             StateName::Starting | StateName::Running | StateName::Stopping
         );
         assert_eq!(s.state.pid().is_some(), has);
+        let tracked = s.escapees().iter().any(|e| !e.is_none());
+        assert!(!tracked || s.state.name() == StateName::Stopping, "escapees of slot {i} outlive its stop");
         if let Some(p) = s.state.leader() {
             leaders += 1;
             assert_eq!(sup.owner_of(p), Some(i), "index lost pid {p} of slot {i}");
@@ -117,7 +145,7 @@ fuzz_target!(|data: &[u8]| {
             s
         })
         .collect();
-    let mut sys = Fake { next: 0, fail: data[0], groups: Vec::new() };
+    let mut sys = Fake { next: 0, fail: data[0], groups: Vec::new(), escapees: Vec::new() };
     let mut px = vec![PidSlot::EMPTY; PidIndex::capacity_for(n as usize)];
     let mut sup = Supervisor::new(&mut v, &mut px, n as usize);
     let mut now = 0u64;
@@ -164,6 +192,11 @@ fuzz_target!(|data: &[u8]| {
                 if !sys.groups.is_empty() {
                     let g = sys.groups.remove(usize::from(arg) % sys.groups.len());
                     sup.on_exit(g + 100_000, ExitStatus::Code(0), t, &mut sys);
+                }
+                // An escapee exits on its own and is reaped.
+                if op & 0x10 != 0 && !sys.escapees.is_empty() {
+                    let e = sys.escapees.remove(usize::from(arg) % sys.escapees.len());
+                    sup.on_exit(e, ExitStatus::Code(0), t, &mut sys);
                 }
             }
             _ => sup.shutdown(t, 100, &mut sys),

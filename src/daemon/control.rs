@@ -1048,7 +1048,7 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
                 super::spawn::write_failure(&mut et, err, Some(&slot.prep));
             }
             Event::LeftInGroup { left, .. } => {
-                let _ = write!(et, " {left}");
+                let _ = write!(et, " {}", left.total());
             }
             Event::SpawnFailed { err } => {
                 let _ = write!(et, " {}: {}", err.stage.name(), errno_desc(err.errno));

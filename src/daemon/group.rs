@@ -1,17 +1,71 @@
-//! Counts the live members of a process group, for "N processes left in
-//! its group" when a service's main process exits but its group does not.
+//! Reads the process table from `/proc`: the live members of a process
+//! group (for "N processes left in its group"), and the children of this
+//! process with their group, session and start time (for the escapees of
+//! a run, see `escape.rs`).
 //!
-//! Linux has no syscall for this, so it scans `/proc` with getdents64 into
-//! a stack buffer and reads each `/proc/PID/stat` into another: no heap
-//! (`std::fs::read_dir` and `opendir` both allocate). It runs only when a
-//! main process exits while its group lives on, never in a steady state.
+//! Linux has no syscall for either, so this scans `/proc` with getdents64
+//! into a stack buffer and reads each `/proc/PID/stat` into another: no
+//! heap (`std::fs::read_dir` and `opendir` both allocate). It runs only
+//! when main processes are reaped, never in a steady state.
 
 use nix::libc;
 
-/// Reads `/proc/PID/stat` and returns (state char, pgrp). The command name
-/// is in parentheses and may hold spaces or `)`, so fields are counted
-/// after the last `)`.
-fn stat_of(dirfd: i32, name: &[u8]) -> Option<(u8, i32)> {
+/// The fields of `/proc/PID/stat` that coffeyd uses.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    /// `R`, `S`, `Z`, ...
+    pub state: u8,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+    /// Start time in clock ticks since boot (field 22).
+    pub start: u64,
+    /// The command name, NUL-padded (TASK_COMM_LEN is 16).
+    pub comm: [u8; 16],
+}
+
+impl Stat {
+    /// Neither a zombie nor dead: it still runs.
+    pub fn live(&self) -> bool {
+        self.state != b'Z' && self.state != b'X'
+    }
+}
+
+fn parse<T: core::str::FromStr>(field: Option<&[u8]>) -> Option<T> {
+    core::str::from_utf8(field?).ok()?.parse().ok()
+}
+
+/// Parses one stat line. The command name is in parentheses and may hold
+/// spaces or `)`, so fields are counted after the last `)`.
+fn parse_stat(text: &[u8]) -> Option<Stat> {
+    let open = text.iter().position(|&b| b == b'(')?;
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let mut comm = [0u8; 16];
+    let name = text.get(open + 1..close)?;
+    let n = name.len().min(comm.len());
+    comm.get_mut(..n)?.copy_from_slice(name.get(..n)?);
+    // After ") ": state(3) ppid(4) pgrp(5) session(6) ... starttime(22).
+    let mut fields = text
+        .get(close + 1..)?
+        .split(|&b| b == b' ' || b == b'\n')
+        .filter(|f| !f.is_empty());
+    let state = *fields.next()?.first()?;
+    let ppid = parse(fields.next())?;
+    let pgrp = parse(fields.next())?;
+    let session = parse(fields.next())?;
+    let start = parse(fields.nth(15))?;
+    Some(Stat {
+        state,
+        ppid,
+        pgrp,
+        session,
+        start,
+        comm,
+    })
+}
+
+/// Reads `/proc/<name>/stat`, `name` relative to the open `/proc` fd.
+fn stat_at(dirfd: i32, name: &[u8]) -> Option<Stat> {
     let mut path = [0u8; 32];
     let tail = b"/stat\0";
     let n = name.len();
@@ -33,21 +87,11 @@ fn stat_of(dirfd: i32, name: &[u8]) -> Option<(u8, i32)> {
     let got = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
     // SAFETY: closes the fd opened above.
     unsafe { libc::close(fd) };
-    let text = buf.get(..usize::try_from(got).ok()?)?;
-    let close = text.iter().rposition(|&b| b == b')')?;
-    // After ") ": state, ppid, pgrp.
-    let mut fields = text
-        .get(close + 1..)?
-        .split(|&b| b == b' ')
-        .filter(|f| !f.is_empty());
-    let state = *fields.next()?.first()?;
-    let _ppid = fields.next()?;
-    let pgrp = core::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
-    Some((state, pgrp))
+    parse_stat(buf.get(..usize::try_from(got).ok()?)?)
 }
 
-/// Live (not zombie) processes in group `pgid`; `None` without `/proc`.
-pub fn live_members(pgid: i32) -> Option<u32> {
+/// Opens `/proc` as a directory fd; None without `/proc`.
+fn open_proc() -> Option<i32> {
     // SAFETY: constant NUL-terminated path.
     let dir = unsafe {
         libc::open(
@@ -55,10 +99,38 @@ pub fn live_members(pgid: i32) -> Option<u32> {
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
     };
-    if dir < 0 {
-        return None;
+    (dir >= 0).then_some(dir)
+}
+
+/// The decimal digits of `pid`, for a path under `/proc`.
+fn digits(pid: i32, out: &mut [u8; 12]) -> &[u8] {
+    let mut v = pid.unsigned_abs();
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        if let Some(d) = out.get_mut(i) {
+            *d = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+        if v == 0 || i == 0 {
+            break;
+        }
     }
-    let mut count = 0u32;
+    out.get(i..).unwrap_or(&[])
+}
+
+/// `/proc/PID/stat` of one process.
+pub fn stat(pid: i32) -> Option<Stat> {
+    let dir = open_proc()?;
+    let mut d = [0u8; 12];
+    let s = stat_at(dir, digits(pid, &mut d));
+    // SAFETY: closes the directory fd opened above.
+    unsafe { libc::close(dir) };
+    s
+}
+
+/// Calls `f(pid, stat)` for every process in `/proc` (open as `dir`).
+fn each_process(dir: i32, mut f: impl FnMut(i32, &Stat)) {
     let mut buf = [0u8; 4096];
     loop {
         // SAFETY: getdents64 fills our buffer with dirent64 records.
@@ -90,20 +162,114 @@ pub fn live_members(pgid: i32) -> Option<u32> {
             }
             let name = buf.get(off + 19..off + reclen).unwrap_or(&[]);
             let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
-            let numeric = !name.is_empty() && name.iter().all(u8::is_ascii_digit);
-            if numeric {
-                if let Some((state, pgrp)) = stat_of(dir, name) {
-                    if pgrp == pgid && state != b'Z' && state != b'X' {
-                        count = count.saturating_add(1);
-                    }
-                }
+            let pid = parse::<i32>(Some(name)).filter(|_| name.iter().all(u8::is_ascii_digit));
+            if let (Some(pid), Some(st)) = (pid, pid.and_then(|_| stat_at(dir, name))) {
+                f(pid, &st);
             }
             off += reclen;
         }
     }
+}
+
+/// Live (not zombie) processes in group `pgid`; `None` without `/proc`.
+pub fn live_members(pgid: i32) -> Option<u32> {
+    let dir = open_proc()?;
+    let mut count = 0u32;
+    each_process(dir, |_, st| {
+        if st.pgrp == pgid && st.live() {
+            count = count.saturating_add(1);
+        }
+    });
     // SAFETY: closes the directory fd opened above.
     unsafe { libc::close(dir) };
     Some(count)
+}
+
+/// Calls `f(pid, stat)` for each child of this (single-threaded)
+/// process. `/proc/thread-self/children` lists them in one read; kernels
+/// built without CONFIG_PROC_CHILDREN lack it, and then all of `/proc` is
+/// scanned for a ppid of ours. Returns false without `/proc`.
+pub fn children(mut f: impl FnMut(i32, &Stat)) -> bool {
+    let Some(dir) = open_proc() else {
+        return false;
+    };
+    // SAFETY: NUL-terminated path relative to an open directory fd.
+    let list = unsafe {
+        libc::openat(
+            dir,
+            c"thread-self/children".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if list < 0 {
+        // SAFETY: plain syscall.
+        let me = unsafe { libc::getpid() };
+        each_process(dir, |pid, st| {
+            if st.ppid == me {
+                f(pid, st);
+            }
+        });
+    } else {
+        each_listed(dir, list, &mut f);
+        // SAFETY: closes the fd opened above.
+        unsafe { libc::close(list) };
+    }
+    // SAFETY: closes the directory fd opened above.
+    unsafe { libc::close(dir) };
+    true
+}
+
+/// Reads the space-separated pids of a `children` file in chunks (a
+/// number may span two reads).
+fn each_listed(dir: i32, list: i32, f: &mut impl FnMut(i32, &Stat)) {
+    let mut buf = [0u8; 1024];
+    let mut num = [0u8; 12];
+    let mut len = 0usize;
+    loop {
+        // SAFETY: reads into a buffer we own.
+        let got = unsafe { libc::read(list, buf.as_mut_ptr().cast(), buf.len()) };
+        let Ok(got) = usize::try_from(got) else { break };
+        // End of file: a last number without a trailing space.
+        let chunk = if got == 0 {
+            &b" "[..]
+        } else {
+            buf.get(..got).unwrap_or(&[])
+        };
+        for &b in chunk {
+            if b.is_ascii_digit() {
+                if let Some(d) = num.get_mut(len) {
+                    *d = b;
+                    len += 1;
+                }
+                continue;
+            }
+            let name = num.get(..len).unwrap_or(&[]);
+            if let (Some(pid), Some(st)) = (parse::<i32>(Some(name)), stat_at(dir, name)) {
+                f(pid, &st);
+            }
+            len = 0;
+        }
+        if got == 0 {
+            break;
+        }
+    }
+}
+
+/// Now, in the unit of [`Stat::start`] (clock ticks since boot, as
+/// CLOCK_BOOTTIME counts them), rounded down: a process started after this
+/// call has a start time not below it.
+pub fn boot_ticks() -> u64 {
+    // SAFETY: zeroed timespec is valid; plain syscalls.
+    let (ts, hz) = unsafe {
+        let mut ts: libc::timespec = core::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+        (ts, libc::sysconf(libc::_SC_CLK_TCK))
+    };
+    let hz = u64::try_from(hz).unwrap_or(100).max(1);
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(hz)
+        .saturating_add(nanos.saturating_mul(hz) / 1_000_000_000)
 }
 
 #[cfg(test)]
@@ -135,5 +301,51 @@ mod tests {
         let _ = child.wait();
         assert_eq!(seen, Some(3));
         assert_eq!(live_members(i32::MAX), Some(0));
+    }
+
+    #[test]
+    fn parses_a_stat_line_with_an_odd_name() {
+        let line =
+            b"4242 (a b) c)) S 1 4240 4239 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1 2\n";
+        let st = parse_stat(line).unwrap_or_default();
+        assert_eq!(
+            (st.state, st.ppid, st.pgrp, st.session),
+            (b'S', 1, 4240, 4239)
+        );
+        assert_eq!(st.start, 98765);
+        assert_eq!(&st.comm[..8], b"a b) c)\0");
+        assert_eq!(parse_stat(b"1 (x) S 1"), None);
+        let mut d = [0u8; 12];
+        assert_eq!(digits(0, &mut d), b"0");
+        assert_eq!(digits(4_194_304, &mut d), b"4194304");
+    }
+
+    #[test]
+    fn lists_the_children_of_this_process_with_their_start() {
+        // The test binary may run other tests' children too: look for ours.
+        #[allow(clippy::disallowed_methods)]
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .unwrap_or_else(|e| panic!("sleep: {e}"));
+        let pid = child.id() as i32;
+        let before = boot_ticks();
+        let mut found = None;
+        // SAFETY: plain syscall.
+        let me = unsafe { libc::getpid() };
+        assert!(children(|p, st| {
+            if p == pid {
+                found = Some(*st);
+            }
+        }));
+        let again = stat(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(again.map(|s| s.ppid), Some(me));
+        let st = found.unwrap_or_else(|| panic!("child {pid} not listed"));
+        assert_eq!(st.ppid, me);
+        assert!(st.start <= before + 1, "{} vs {before}", st.start);
+        assert!(st.start + 10 * 100 >= before, "{} vs {before}", st.start);
+        assert_eq!(&st.comm[..6], b"sleep\0");
     }
 }

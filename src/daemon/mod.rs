@@ -10,6 +10,7 @@ mod alloc;
 mod clock;
 mod compiled;
 mod control;
+mod escape;
 mod group;
 mod log;
 mod logfile;
@@ -25,12 +26,12 @@ mod spawn;
 pub use alloc::Counting;
 
 use crate::config::Config;
-use coffey::limits::{EVENTS, READS_PER_TURN, READ_CHUNK};
+use coffey::limits::{EVENTS, READS_PER_TURN, READ_CHUNK, REAP_BATCH};
 use coffey::logring::{LineBuf, LogRing, Stream};
 use coffey::pidindex::{PidIndex, PidSlot};
 use coffey::service::{Event, LeftInGroupText, Reason, Service, StateName};
 use coffey::supervisor::Supervisor;
-use coffey::sys::{signal_name, ExitStatus, SpawnError, Stage, Sys};
+use coffey::sys::{signal_name, Escapee, ExitStatus, Outside, SpawnError, Stage, Sys};
 use coffey::time::{Dur, Instant};
 use core::fmt::Write as _;
 use log::{log, Log};
@@ -83,6 +84,11 @@ pub struct Slot {
     pub notify_status: heapless::Vec<u8, 120>,
     /// sd_notify state of the current run (notify state, MAINPID).
     pub sd: notify::SdState,
+    /// When the current run was spawned, in `/proc` start-time ticks: an
+    /// escapee of this run cannot have started before.
+    pub spawned: u64,
+    /// What the current reap batch found of this run (see `escape.rs`).
+    pub found: escape::Found,
 }
 
 pub struct Shell {
@@ -162,6 +168,7 @@ impl Sys for Shell {
             notify_w = w;
             slot.prep.notify_fd = Some((w, *n));
         }
+        slot.spawned = group::boot_ticks();
         let res = spawn::spawn(&slot.prep, devnull);
         if notify_w >= 0 {
             // SAFETY: ours; the child has its copy.
@@ -223,6 +230,31 @@ impl Sys for Shell {
         }
         // Without /proc (a bare container), "alive" is all we know.
         group::live_members(pgid).unwrap_or(1)
+    }
+
+    fn escapees(&mut self, idx: usize, _pgid: i32, out: &mut [Escapee]) -> Outside {
+        escape::take(self, idx, out)
+    }
+
+    fn kill_escapee(&mut self, e: Escapee, sig: i32) {
+        // SAFETY: plain syscalls; ESRCH is fine. `e.pid` is our unreaped
+        // child, so it names that process (and `-e.pid` only a group it
+        // made since it was found); it is forgotten once reaped.
+        unsafe {
+            if e.pid > 1 {
+                libc::kill(e.pid, sig);
+                libc::kill(-e.pid, sig);
+            }
+            if e.pgrp > 1 && e.pgrp != e.pid {
+                libc::kill(-e.pgrp, sig);
+            }
+        }
+    }
+
+    fn escapee_alive(&mut self, e: Escapee) -> bool {
+        // SAFETY: signal 0 only checks existence.
+        let exists = e.pid > 1 && unsafe { libc::kill(e.pid, 0) } == 0;
+        exists || self.group_alive(e.pgrp)
     }
 
     fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event) {
@@ -601,52 +633,91 @@ fn before_exit(
     Some(pid)
 }
 
-/// Reaps every exited child (services and orphans alike).
+/// Reaps every exited child (services and orphans alike), in batches:
+/// first every pid waitpid gives (up to [`REAP_BATCH`]), then the
+/// escapees of the batch's services are sorted out (`escape.rs`), then
+/// each exit is handled.
 fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
     loop {
-        let mut raw = 0;
-        // SAFETY: valid out-pointer.
-        let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
-        if pid <= 0 {
-            if pid < 0 && nix::errno::Errno::last_raw() == libc::EINTR {
-                continue;
+        let mut pids = [0i32; REAP_BATCH];
+        let mut raws = [0i32; REAP_BATCH];
+        let mut n = 0;
+        while n < REAP_BATCH {
+            let mut raw = 0;
+            // SAFETY: valid out-pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
+            if pid <= 0 {
+                if pid < 0 && nix::errno::Errno::last_raw() == libc::EINTR {
+                    continue;
+                }
+                break;
             }
+            if let (Some(p), Some(r)) = (pids.get_mut(n), raws.get_mut(n)) {
+                (*p, *r) = (pid, raw);
+                n += 1;
+            }
+        }
+        let batch = pids.get(..n).unwrap_or(&[]);
+        let touched = escape::attribute(sup, shell, batch);
+        for (&pid, &raw) in batch.iter().zip(raws.iter()) {
+            on_reaped(sup, shell, pid, raw);
+        }
+        escape::clear(shell, &touched);
+        if n < REAP_BATCH {
             return;
         }
-        let Some(status) = status_of(raw) else {
-            continue;
-        };
-        if let Some((idx, role, res)) = probe::on_exit(shell, pid, status) {
-            if let Some(res) = res {
-                sup.probe_result(idx, role, res, clock::now(), shell);
-            }
-            continue;
+    }
+}
+
+/// One reaped child: an exec check, a service's main process, an escapee
+/// or an orphan.
+fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
+    let Some(status) = status_of(raw) else {
+        return;
+    };
+    if let Some((idx, role, res)) = probe::on_exit(shell, pid, status) {
+        if let Some(res) = res {
+            sup.probe_result(idx, role, res, clock::now(), shell);
         }
-        let Some(pid) = before_exit(sup, shell, pid, status) else {
-            continue;
-        };
-        let idx = sup.on_exit(pid, status, clock::now(), shell);
-        if idx.is_some() && idx == shell.main_idx {
-            // tini's contract: the main service's exit ends the container,
-            // and its status is the exit code, during a shutdown too.
-            let code = shell.main_exit.exited(status);
-            if sup.shutting_down() {
-                log!(
-                    shell.log,
-                    "main service exited ({status}); exit code {code}"
-                );
-            } else {
-                log!(
-                    shell.log,
-                    "main service exited ({status}); stopping everything, exit code {code}"
-                );
-                let t = shell.shutdown_timeout;
-                sup.shutdown(clock::now(), t, shell);
-            }
+        return;
+    }
+    let Some(pid) = before_exit(sup, shell, pid, status) else {
+        return;
+    };
+    // An escapee is forgotten by its service as it is reaped: ask first.
+    let leftover_of = sup
+        .services()
+        .iter()
+        .position(|s| s.escapees().iter().any(|e| e.pid == pid));
+    let idx = sup.on_exit(pid, status, clock::now(), shell);
+    if idx.is_some() && idx == shell.main_idx {
+        // tini's contract: the main service's exit ends the container,
+        // and its status is the exit code, during a shutdown too.
+        let code = shell.main_exit.exited(status);
+        if sup.shutting_down() {
+            log!(
+                shell.log,
+                "main service exited ({status}); exit code {code}"
+            );
+        } else {
+            log!(
+                shell.log,
+                "main service exited ({status}); stopping everything, exit code {code}"
+            );
+            let t = shell.shutdown_timeout;
+            sup.shutdown(clock::now(), t, shell);
         }
-        if idx.is_none() {
-            log!(shell.log, "reaped orphan pid {pid} ({status})");
+    }
+    match (idx, leftover_of) {
+        (Some(_), _) => {}
+        (None, Some(i)) => {
+            let name = shell.slots.get(i).map_or("?", |s| s.name.as_str());
+            log!(
+                shell.log,
+                "{name}: pid {pid}, left over from its last run, exited with {status}"
+            );
         }
+        (None, None) => log!(shell.log, "reaped orphan pid {pid} ({status})"),
     }
 }
 
@@ -874,6 +945,10 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             .and_then(|s| s.iter().position(|s| s.name.as_str() == a.name));
         match found {
             Some(i) => {
+                // Its escapees cannot have started before it did.
+                if let Some(slot) = shell.slots.get_mut(i) {
+                    slot.spawned = group::stat(a.pid).map_or(0, |st| st.start);
+                }
                 sup.adopt(
                     i,
                     a.pid,

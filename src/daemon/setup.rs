@@ -238,6 +238,8 @@ pub fn build(
             notify_env: super::probe::notify_env(i),
             notify_status: heapless::Vec::new(),
             sd: Default::default(),
+            spawned: 0,
+            found: Default::default(),
         });
         core.push(Service::new(i as u16, Policy::default()));
     }
