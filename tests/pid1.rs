@@ -1036,9 +1036,14 @@ fn refused_paths(
         "{}\nexec \"$0\" -c \"$1\"",
         wrapper.replace("$DIR", &dir.display().to_string())
     );
+    // A copy in the test's own (0755) directory: another uid may not reach
+    // the build tree (CI clones into a 0700 `mktemp -d`).
+    let bin = dir.join("coffeyd");
+    std::fs::copy(BIN, &bin).unwrap();
     let mut child = Command::new(launcher[0])
         .args(&launcher[1..])
-        .args(["sh", "-c", &script, BIN])
+        .args(["sh", "-c", &script])
+        .arg(&bin)
         .arg(&config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
