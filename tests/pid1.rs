@@ -1038,8 +1038,7 @@ fn refused_paths(
     );
     // A copy in the test's own (0755) directory: another uid may not reach
     // the build tree (CI clones into a 0700 `mktemp -d`).
-    let bin = dir.join("coffeyd");
-    std::fs::copy(BIN, &bin).unwrap();
+    let bin = reachable_copy(&dir.join("coffeyd"));
     let mut child = Command::new(launcher[0])
         .args(&launcher[1..])
         .args(["sh", "-c", &script])

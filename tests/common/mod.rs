@@ -615,3 +615,16 @@ pub fn need(path: &str, package: &str) -> String {
     );
     path.to_string()
 }
+
+/// A copy of the coffeyd binary at `dst`, mode 0755, for a test that runs
+/// it as another uid (the build tree may sit in a 0700 checkout). The copy
+/// is made by `cp`, not `std::fs::copy`: a write fd held by this
+/// multi-threaded process would leak into a child forked by another test
+/// meanwhile, and exec of the copy would then fail with ETXTBSY.
+pub fn reachable_copy(dst: &Path) -> PathBuf {
+    let st = Command::new("cp").arg(BIN).arg(dst).status().unwrap();
+    assert!(st.success(), "cp {BIN} {}", dst.display());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dst.to_path_buf()
+}
