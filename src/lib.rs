@@ -19,3 +19,4 @@ pub mod service;
 pub mod supervisor;
 pub mod sys;
 pub mod time;
+pub mod visible;

@@ -276,10 +276,14 @@ pub fn status_detail(row: &ServiceRow, details: &[(String, String)], style: Styl
             "last exit".to_owned(),
             Cell::plain(last_exit_text(row.last_exit)),
         ),
-        ("reason".to_owned(), Cell::plain(or_dash(&row.reason))),
+        (
+            "reason".to_owned(),
+            Cell::plain(visible(or_dash(&row.reason).as_bytes())),
+        ),
     ];
+    // Details quote the service (its sd_notify STATUS=, a check's error).
     for (k, v) in details {
-        pairs.push((k.clone(), Cell::plain(or_dash(v))));
+        pairs.push((k.clone(), Cell::plain(visible(or_dash(v).as_bytes()))));
     }
     key_values(&pairs, style)
 }
@@ -385,7 +389,7 @@ pub fn event_line(e: &Ev<'_>, style: Style) -> String {
     );
     if !e.detail.is_empty() {
         s.push(' ');
-        s.push_str(e.detail);
+        s.push_str(&visible(e.detail.as_bytes()));
     }
     s
 }
@@ -411,11 +415,23 @@ pub fn stream_name(stream: u8) -> &'static str {
     }
 }
 
-/// `TIMESTAMP stdout|stderr TEXT[ [cut]]\n`, with the line's bytes as the
-/// service wrote them.
+/// Text a service chose, as a terminal may show it: control bytes as
+/// `\xNN` (`coffey::visible`), like the daemon's console; `-j` output keeps
+/// the exact text.
+pub fn visible(text: &[u8]) -> String {
+    let mut out = Vec::with_capacity(text.len());
+    coffey::visible::escape(text, &mut |p| {
+        out.extend_from_slice(p);
+        true
+    });
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `TIMESTAMP stdout|stderr TEXT[ [cut]]\n`, the line's control bytes
+/// made visible (a log must not drive the terminal that reads it).
 pub fn log_line(ts_ms: u64, stream: u8, cut: bool, text: &[u8]) -> Vec<u8> {
     let mut out = format!("{} {} ", rfc3339_ms(ts_ms), stream_name(stream)).into_bytes();
-    out.extend_from_slice(text);
+    out.extend_from_slice(visible(text).as_bytes());
     if cut {
         out.extend_from_slice(b" [cut]");
     }
@@ -746,6 +762,10 @@ mod tests {
         assert_eq!(
             log_line(0, 1, true, b"long"),
             b"1970-01-01T00:00:00.000Z stderr long [cut]\n".to_vec()
+        );
+        assert_eq!(
+            log_line(0, 0, false, b"\x1b[2J\x07\r\tx\xff"),
+            b"1970-01-01T00:00:00.000Z stdout \\x1b[2J\\x07\\x0d\tx\\xff\n".to_vec()
         );
         let v = log_json("api", 5, 1, true, b"a\xffb");
         assert_eq!(v["service"], "api");

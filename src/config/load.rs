@@ -19,8 +19,8 @@ use super::limits::{
 };
 use super::locate::{clean_message, normalize, parse_recovering, Outline, Seg};
 use super::raw::{
-    List, RawCheck, RawCheckType, RawCommand, RawCondition, RawFile, RawGlobal, RawKind, RawMount,
-    RawRestart, RawService,
+    List, RawCheck, RawCheckType, RawCommand, RawCondition, RawDaemonLog, RawFile, RawGlobal,
+    RawKind, RawMount, RawRestart, RawService, Size,
 };
 use super::spec::{
     Backoff, Check, CheckKind, Condition, Config, DaemonLog, Dep, Healthcheck, Kind, Limits,
@@ -606,6 +606,58 @@ fn check_buffer(cx: &mut Ctx, path: &[Seg], what: &str, bytes: u64) -> u32 {
     u32::try_from(bytes).unwrap_or(DEFAULT_BUFFER)
 }
 
+/// `coffey.log`: the daemon's own log. Its rotation keys follow
+/// `service_logs` (same defaults and bounds), so it is bounded by default.
+fn daemon_log(cx: &mut Ctx<'_>, raw: Option<&RawDaemonLog>, base_dir: &Path) -> DaemonLog {
+    let lp = |k: &'static str| [K("coffey"), K("log"), K(k)];
+    let path = match raw.and_then(|l| l.path.as_ref()) {
+        Some(s) if check_path(cx, &lp("path"), "log.path", s) => Some(resolve(base_dir, s)),
+        _ => None,
+    };
+    if let Some(p) = &path {
+        let len = p.as_os_str().len();
+        if len > LOG_PATH_MAX {
+            cx.err(
+                &lp("path"),
+                format!(
+                    "log path {} is {len} bytes, the most is {LOG_PATH_MAX}",
+                    p.display()
+                ),
+            );
+        }
+    }
+    DaemonLog {
+        path,
+        console: raw.and_then(|l| l.console).unwrap_or(true),
+        max_size: check_max_size(cx, &lp("max_size"), "log", raw.and_then(|l| l.max_size)),
+        keep: check_keep(cx, &lp("keep"), "log", raw.and_then(|l| l.keep)),
+    }
+}
+
+/// `<section>.max_size`: a rotation size, at least 4 KiB.
+fn check_max_size(cx: &mut Ctx<'_>, at: &[Seg], section: &str, v: Option<Size>) -> u64 {
+    let max_size = v.map_or(DEFAULT_MAX_SIZE, |s| s.0);
+    if max_size < MIN_MAX_SIZE {
+        cx.err(
+            at,
+            format!("{section}.max_size is {max_size} bytes; it must be at least 4KiB"),
+        );
+    }
+    max_size
+}
+
+/// `<section>.keep`: how many rotated files, at most `MAX_KEEP`.
+fn check_keep(cx: &mut Ctx<'_>, at: &[Seg], section: &str, v: Option<u32>) -> u32 {
+    let keep = v.unwrap_or(DEFAULT_KEEP);
+    if keep > MAX_KEEP {
+        cx.err(
+            at,
+            format!("{section}.keep is {keep}; it must be at most {MAX_KEEP}"),
+        );
+    }
+    keep
+}
+
 /// The `coffey:` section. Limits are filled in later (they need the
 /// service count).
 fn build_globals(
@@ -669,16 +721,7 @@ fn build_globals(
         }
         _ => base_dir.join("services.d"),
     };
-    let log_raw = raw.log.as_ref();
-    let log = DaemonLog {
-        path: match log_raw.and_then(|l| l.path.as_ref()) {
-            Some(s) if check_path(&mut cx, &[K("coffey"), K("log"), K("path")], "log.path", s) => {
-                Some(resolve(base_dir, s))
-            }
-            _ => None,
-        },
-        console: log_raw.and_then(|l| l.console).unwrap_or(true),
-    };
+    let log = daemon_log(&mut cx, raw.log.as_ref(), base_dir);
 
     let sl = raw.service_logs.as_ref();
     let slp = |k: &'static str| [K("coffey"), K("service_logs"), K(k)];
@@ -688,22 +731,18 @@ fn build_globals(
         }
         _ => None,
     };
-    let max_size = sl
-        .and_then(|s| s.max_size)
-        .map_or(DEFAULT_MAX_SIZE, |s| s.0);
-    if max_size < MIN_MAX_SIZE {
-        cx.err(
-            &slp("max_size"),
-            format!("service_logs.max_size is {max_size} bytes; it must be at least 4KiB"),
-        );
-    }
-    let keep = sl.and_then(|s| s.keep).unwrap_or(DEFAULT_KEEP);
-    if keep > MAX_KEEP {
-        cx.err(
-            &slp("keep"),
-            format!("service_logs.keep is {keep}; it must be at most {MAX_KEEP}"),
-        );
-    }
+    let max_size = check_max_size(
+        &mut cx,
+        &slp("max_size"),
+        "service_logs",
+        sl.and_then(|s| s.max_size),
+    );
+    let keep = check_keep(
+        &mut cx,
+        &slp("keep"),
+        "service_logs",
+        sl.and_then(|s| s.keep),
+    );
     let buffer = match sl.and_then(|s| s.buffer) {
         Some(b) => check_buffer(&mut cx, &slp("buffer"), "service_logs.buffer", b.0),
         None => DEFAULT_BUFFER,

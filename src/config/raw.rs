@@ -59,10 +59,15 @@ pub(super) struct RawMount {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `path` and `console`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `path`, `console`, `max_size` and `keep`"
+)]
 pub(super) struct RawDaemonLog {
     pub path: Option<String>,
     pub console: Option<bool>,
+    pub max_size: Option<Size>,
+    pub keep: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

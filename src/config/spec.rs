@@ -61,6 +61,10 @@ pub struct Mount {
 pub struct DaemonLog {
     pub path: Option<PathBuf>,
     pub console: bool,
+    /// Rotate `path` when it would exceed this many bytes.
+    pub max_size: u64,
+    /// How many rotated files (`path.1` .. `path.<keep>`) to keep.
+    pub keep: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

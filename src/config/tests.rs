@@ -189,7 +189,9 @@ fn defaults() {
         c.log,
         DaemonLog {
             path: None,
-            console: true
+            console: true,
+            max_size: 1 << 20,
+            keep: 5
         }
     );
     assert_eq!(
@@ -305,7 +307,7 @@ fn every_key_parses() {
   socket: /tmp/x.sock
   pid_file: run/c.pid
   services_dir: extra
-  log: {path: /tmp/c.log, console: false}
+  log: {path: /tmp/c.log, console: false, max_size: 8KiB, keep: 0}
   service_logs:
     dir: logs
     max_size: 64KiB
@@ -347,7 +349,9 @@ services:
         c.log,
         DaemonLog {
             path: Some("/tmp/c.log".into()),
-            console: false
+            console: false,
+            max_size: 8192,
+            keep: 0
         }
     );
     assert_eq!(
@@ -2055,4 +2059,30 @@ fn more_groups_than_the_limit_fails_that_service() {
     )
     .unwrap();
     assert_eq!(c.services[0].supplementary_gids.len(), 64);
+}
+
+/// `coffey.log.max_size` and `log.keep` are checked like `service_logs`'
+/// keys, and the path leaves room for the rotation suffix.
+#[test]
+fn daemon_log_rotation_keys() {
+    let long = "/l".repeat(260);
+    let d = errs(
+        "dlog",
+        &format!("coffey:\n  log:\n    path: {long}\n    max_size: 1K\n    keep: 1001\n"),
+    );
+    expect_err(&d, 3, 11, None, "log path /l/l");
+    expect_err(
+        &d,
+        4,
+        15,
+        None,
+        "log.max_size is 1024 bytes; it must be at least 4KiB",
+    );
+    expect_err(&d, 5, 11, None, "log.keep is 1001; it must be at most 1000");
+    let d = errs("dlog2", "coffey:\n  log: {max_size: 1MiB, colour: true}\n");
+    assert!(
+        d.iter().any(|x| x.message.contains("colour")),
+        "{}",
+        render(&d)
+    );
 }

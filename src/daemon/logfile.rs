@@ -1,4 +1,5 @@
-//! A service's log file, `<dir>/<name>.log`, rotated by size.
+//! A log file rotated by size: a service's `<dir>/<name>.log`, and the
+//! daemon's own `coffey.log.path` (one rotation code for both).
 //!
 //! Rotation renames `name.log.(k-1)` to `name.log.k` down to `name.log` to
 //! `name.log.1`, keeping `keep` old files, then reopens. Paths are built in
@@ -54,6 +55,18 @@ impl LogFile {
             keep,
             failing: None,
             retry_at: 0,
+        })
+    }
+
+    /// Opens the file now (at startup, to say at once that it cannot be
+    /// written). A failure counts as the first one: the next line retries
+    /// after the pause and reports the recovery.
+    pub fn open_at_start(&mut self, now_ms: u64) -> Result<(), i32> {
+        if self.fd >= 0 {
+            return Ok(());
+        }
+        self.open().inspect_err(|&e| {
+            self.fail(e, now_ms);
         })
     }
 

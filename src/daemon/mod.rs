@@ -429,7 +429,6 @@ impl Shell {
         let now = clock::wall_ms();
         ring.push(now, stream, cut, line);
         control::broadcast_line(ctl, slot_name, idx, now, stream.wire(), cut, line);
-        let text = core::str::from_utf8(line).unwrap_or("<invalid utf-8>");
         let mark = if cut { " [cut]" } else { "" };
         if let Some(f) = file.as_mut() {
             scratch.clear();
@@ -451,11 +450,7 @@ impl Shell {
             }
         }
         if console {
-            log.console_raw(format_args!(
-                "{} {slot_name}[{}]: {text}{mark}",
-                clock::Stamp(now),
-                stream.name()
-            ));
+            log.service_line(now, slot_name, stream.name(), line, cut);
         }
     }
 
@@ -601,6 +596,7 @@ impl Shell {
                 self.flush_line(i, w);
             }
         }
+        self.log.break_repeats();
     }
 }
 
@@ -791,6 +787,8 @@ fn reap_main(
 }
 
 fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
+    // Asked for: never folded into "last message repeated".
+    shell.log.break_repeats();
     for (i, s) in sup.services().iter().enumerate() {
         let Some(slot) = shell.slots.get(i).filter(|s| !s.retired) else {
             continue;
@@ -993,7 +991,11 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             break;
         }
         control::expire(&mut shell, now);
-        let due = sup.poll_at().min(shell.ctl.poll_at());
+        shell.log.tick(now);
+        let due = sup
+            .poll_at()
+            .min(shell.ctl.poll_at())
+            .min(shell.log.poll_at());
         let timeout = if pending || shell.main_exit.cannot_start.is_some() {
             Some(std::time::Duration::ZERO)
         } else if due == Instant::NEVER {

@@ -134,16 +134,37 @@ fn ensure_stdio() {
     }
 }
 
-fn open_append(path: &std::path::Path) -> std::io::Result<RawFd> {
-    use std::os::fd::IntoRawFd;
-    if let Some(dir) = path.parent() {
+/// The daemon's own log file, opened now so that a failure is said at
+/// once, and whether it opened (if not, the console is forced on; the file
+/// is retried as lines come, e.g. once a late filesystem is mounted).
+fn daemon_log(cfg: &Config) -> (Option<super::logfile::LogFile>, bool) {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(p) = &cfg.log.path else {
+        return (None, true);
+    };
+    if let Some(dir) = p.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    Ok(f.into_raw_fd())
+    let l = &cfg.log;
+    let Some(mut f) = super::logfile::LogFile::new(p.as_os_str().as_bytes(), l.max_size, l.keep)
+    else {
+        super::log::stderr_line(format_args!(
+            "coffeyd: log path {} is too long; logging to console",
+            p.display()
+        ));
+        return (None, false);
+    };
+    match f.open_at_start(super::clock::now().millis()) {
+        Ok(()) => (Some(f), true),
+        Err(e) => {
+            super::log::stderr_line(format_args!(
+                "coffeyd: cannot open log {}: {}; logging to console",
+                p.display(),
+                std::io::Error::from_raw_os_error(e)
+            ));
+            (Some(f), false)
+        }
+    }
 }
 
 /// Builds the shell and the core table. The core table has
@@ -154,21 +175,8 @@ pub fn build(
     registry: mio::Registry,
 ) -> Result<(Shell, Vec<Service>, Vec<super::reexec::Adopted>), String> {
     ensure_stdio();
-    let log_fd = match &cfg.log.path {
-        Some(p) => match open_append(p) {
-            Ok(fd) => fd,
-            Err(e) => {
-                super::log::stderr_line(format_args!(
-                    "coffeyd: cannot open log {}: {e}; logging to console",
-                    p.display()
-                ));
-                -1
-            }
-        },
-        None => -1,
-    };
-    let console = cfg.log.console || log_fd < 0;
-    let mut log = Log::new(console, log_fd);
+    let (log_file, opened) = daemon_log(cfg);
+    let mut log = Log::new(cfg.log.console || !opened, log_file);
     let slots = (cfg.limits.services as usize).max(cfg.services.len());
     raise_nofile(fd_budget(slots, cfg.limits.clients as usize) + 16, &mut log);
 
