@@ -28,7 +28,12 @@ use std::time::{Duration, Instant};
 ///   coffeyd's child while `hide` lives, so no service tracks it;
 /// - `stubborn`: ignores SIGTERM (SIG_IGN survives the exec of sleep);
 /// - `polite`: exits on SIGTERM, noting it in `termed`, and leaves its
-///   own child (a plain sleep) behind to be reparented.
+///   own child (a plain sleep) behind to be reparented;
+/// - `check`: an exec check that starts a `stubborn` and a `polite`
+///   escapee and sleeps. coffeyd inherits them only when it cancels the
+///   check (the run is over by then), so no run ever owns them: only the
+///   sweep ends them;
+/// - `wait N`: a main process that exits 0 once N pids are listed.
 const TREE: &str = r#"D=${0%/*}
 case $1 in
 main)
@@ -54,6 +59,13 @@ polite)
   sleep 1000 &
   echo $! >> "$D/pids"
   wait ;;
+check)
+  setsid sh "$0" stubborn &
+  setsid sh "$0" polite &
+  exec sleep 100 ;;
+wait)
+  while [ "$(cat "$D/pids" 2>/dev/null | wc -l)" -lt "$2" ]; do sleep 0.01; done
+  exit 0 ;;
 esac
 "#;
 
@@ -124,13 +136,74 @@ fn shutdown_leaves_no_escapee_of_any_depth_and_kills_the_stubborn_at_the_deadlin
     let left: Vec<i32> = pids.iter().copied().filter(|&p| exists(p)).collect();
     assert!(left.is_empty(), "outlived the daemon: {left:?}\n{log}");
     // The polite one heard SIGTERM (not only the SIGKILL); the stubborn
-    // ones held the daemon until the deadline, then got SIGKILL.
+    // ones held the daemon until they got SIGKILL: from the service, which
+    // tracks the chains it is handed (stop_timeout), or from the sweep.
+    let termed = std::fs::read_to_string(d.dir.join("termed")).unwrap_or_default();
+    assert_eq!(termed.lines().count(), 1, "termed: {termed:?}\n{log}");
+    assert!(took >= Duration::from_millis(900), "{took:?}\n{log}");
+    assert!(took < Duration::from_secs(10), "{took:?}\n{log}");
+    assert_clean_shutdown(&log);
+}
+
+/// The service for the sweep-only cases: its readiness check starts the
+/// escapees, its main exits 0 once they are listed.
+fn checked_service() -> String {
+    tree_service(
+        "checked",
+        "wait, '3'",
+        "    type: oneshot\n    healthcheck:\n      readiness:\n        type: exec\n        command: /bin/sh $DIR/tree.sh check\n        interval: 100ms\n        timeout: 60s\n",
+    )
+}
+
+/// The PPid of `pid` from /proc/PID/status (0 if gone).
+fn ppid(pid: i32) -> i32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_sweep_ends_orphans_no_run_owns_and_sigkills_the_stubborn_at_the_deadline() {
+    let mut d = Daemon::start_with(
+        "sweepchk",
+        "  shutdown_timeout: 3s\n",
+        &checked_service(),
+        prepare,
+    );
+    let _guard = Leftovers(d.dir.clone());
+    let pids = wait_tree(&d.dir, 3, || d.log_text());
+    // The run is over and the check cancelled: coffeyd has inherited them.
+    let me = d.pid();
+    wait_for(10.0, "the escapees to be coffeyd's", || {
+        pids.iter()
+            .all(|&p| ppid(p) == me || pids.contains(&ppid(p)))
+            .then_some(())
+    });
+    d.wait_log("checked: completed", 10.0);
+    let t0 = Instant::now();
+    let o = ctl(&d, &["shutdown"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let child = d.child.as_mut().unwrap();
+    let st = wait_for(20.0, "daemon exit", || child.try_wait().unwrap());
+    d.child = None;
+    let took = t0.elapsed();
+    let log = d.log_text();
+    assert_eq!(st.code(), Some(0), "{log}");
+    let left: Vec<i32> = pids.iter().copied().filter(|&p| exists(p)).collect();
+    assert!(left.is_empty(), "outlived the daemon: {left:?}\n{log}");
     let termed = std::fs::read_to_string(d.dir.join("termed")).unwrap_or_default();
     assert_eq!(termed.lines().count(), 1, "termed: {termed:?}\n{log}");
     assert!(
-        log.contains("shutdown: sending SIGKILL to 3 processes"),
+        log.contains("shutdown: 3 processes left below coffeyd (pid "),
         "{log}"
     );
+    assert!(
+        log.contains("shutdown: sending SIGKILL to 1 process still below coffeyd at the deadline"),
+        "{log}"
+    );
+    // The sweep keeps to shutdown_timeout, and the daemon waited for it.
     assert!(took >= Duration::from_millis(2500), "{took:?}\n{log}");
     assert!(took < Duration::from_secs(10), "{took:?}\n{log}");
     assert_clean_shutdown(&log);
@@ -181,7 +254,7 @@ fn container_mode_sweeps_the_namespace_before_exiting() {
         "coffey:\n  socket: {}\n  shutdown_timeout: 3s\n  log:\n    path: {}\n    console: false\nservices:\n{}",
         dir.join("s.sock").display(),
         log.display(),
-        tree_service("tree", "main", "    stop_timeout: 1s\n"),
+        checked_service(),
     )
     .replace("$DIR", &dir.display().to_string());
     std::fs::write(&config, text).unwrap();
@@ -189,7 +262,7 @@ fn container_mode_sweeps_the_namespace_before_exiting() {
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     let stderr = || std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while pids_in(&dir).len() < MAIN_PIDS {
+    while pids_in(&dir).len() < 3 || !read().contains("checked: completed") {
         let ended = child.try_wait().unwrap();
         assert!(
             ended.is_none() && Instant::now() < deadline,
@@ -202,7 +275,7 @@ fn container_mode_sweeps_the_namespace_before_exiting() {
     assert!(read().contains("started: pid 1,"), "{}", read());
     let init = children(child.id() as i32).into_iter().next().unwrap();
     let below = descendants(init);
-    assert!(below.len() >= MAIN_PIDS, "{below:?}");
+    assert!(below.len() >= 3, "{below:?}");
     let t0 = Instant::now();
     signal(init, 15);
     let st = wait_for(20.0, "namespace exit", || child.try_wait().unwrap());
@@ -212,7 +285,7 @@ fn container_mode_sweeps_the_namespace_before_exiting() {
     let termed = std::fs::read_to_string(dir.join("termed")).unwrap_or_default();
     assert_eq!(termed.lines().count(), 1, "termed: {termed:?}\n{text}");
     assert!(
-        text.contains("shutdown: sending SIGKILL to 3 processes"),
+        text.contains("shutdown: sending SIGKILL to 1 process still below coffeyd"),
         "{text}"
     );
     assert!(took >= Duration::from_millis(2500), "{took:?}\n{text}");

@@ -3,8 +3,8 @@
 //! the daemon exits only when it has no child left (waitpid: ECHILD).
 //!
 //! Such processes are reparented orphans and `setsid` escapees that no
-//! service tracked: deeper than a service's escapees (a daemon's own
-//! daemons), or more than `MAX_ESCAPEES` of them. coffeyd is their
+//! run owned (`escape.rs`): started by an exec check, or not attributable
+//! to one run, or, as PID 1, orphans from outside any service. coffeyd is their
 //! subreaper (PID 1 in a container), so each one ends up its child, or
 //! the child of one that is below it. Without cgroups, this is what makes
 //! a shutdown leave nothing behind.
