@@ -53,6 +53,9 @@ pub const MAX_ARGS: usize = 128;
 pub const MAX_ENV_EXTRA: usize = 64;
 /// Most supplementary groups per service.
 pub const MAX_GROUPS: usize = 64;
+/// `rlimits:` entries per service: one per resource setrlimit(2) knows
+/// (RLIMIT_NLIMITS is 16 on Linux), so every name fits.
+pub const MAX_RLIMITS: usize = 16;
 /// Login environment entries `user:` adds (HOME, USER, LOGNAME, SHELL),
 /// beyond the service's own `env`.
 pub const LOGIN_ENV: usize = 4;

@@ -658,12 +658,15 @@ impl Service {
             (
                 State::Stopping {
                     pid,
+                    kill_at,
                     leader_gone: true,
                     ..
                 },
                 Input::Reaped { pid: reaped },
             ) => {
-                self.forget_escapee(reaped);
+                if self.forget_escapee(reaped) {
+                    self.adopt_orphans(pid, kill_at, sys);
+                }
                 if self.run_gone(pid, sys) {
                     self.stopped(now, sys);
                 }
@@ -940,13 +943,42 @@ impl Service {
     }
 
     /// A reaped pid: an escapee's pid is free for reuse from now on, so it
-    /// is forgotten (its group, if it had one, is still watched).
-    fn forget_escapee(&mut self, pid: i32) {
+    /// is forgotten (its group, if it had one, is still watched). Returns
+    /// whether it was one.
+    fn forget_escapee(&mut self, pid: i32) -> bool {
+        let mut was = false;
         for e in self.escaped.iter_mut().filter(|e| e.pid == pid && pid > 0) {
+            was = true;
             e.pid = 0;
             if e.pgrp == 0 {
                 *e = Escapee::NONE;
             }
+        }
+        was
+    }
+
+    /// An escapee was reaped, and its own children (a daemon's daemons)
+    /// became coffeyd's, the subreaper's: the shell hands over those of
+    /// this run, which get what the escapee got, and are waited for too.
+    /// Otherwise each run would leak them.
+    fn adopt_orphans(&mut self, pgid: i32, kill_at: Instant, sys: &mut impl Sys) {
+        let mut found = [Escapee::NONE; MAX_ESCAPEES];
+        let _ = sys.escapees(usize::from(self.idx), pgid, &mut found);
+        let sig = if kill_at == Instant::NEVER {
+            SIGKILL
+        } else {
+            self.policy.stop_signal
+        };
+        for e in found.into_iter().filter(|e| !e.is_none()) {
+            if self.escaped.iter().any(|t| t.pid == e.pid) {
+                continue;
+            }
+            // Beyond the table: still signalled, not waited for.
+            if let Some(free) = self.escaped.iter_mut().find(|t| t.is_none()) {
+                *free = e;
+            }
+            sys.kill_escapee(e, sig);
+            sys.kill_escapee(e, SIGCONT);
         }
     }
 
@@ -1665,6 +1697,53 @@ mod tests {
             s.step(Input::Reaped { pid: 150 }, t(30), &mut sys);
             assert_eq!(s.state, State::Stopped, "{killed}");
         }
+    }
+
+    #[test]
+    fn the_orphans_of_a_reaped_escapee_are_stopped_and_waited_for() {
+        let mut s = svc(Policy {
+            stop_timeout: 500,
+            backoff_initial: 100,
+            ..Policy::default()
+        });
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        daemonized(&mut sys);
+        s.step(code(1), t(50), &mut sys);
+        // 150 dies of the stop signal; its child 160 (a session of its
+        // own) is coffeyd's now, and this run's.
+        let e = Escapee {
+            pid: 160,
+            pgrp: 160,
+        };
+        sys.escaping = std::vec![e];
+        sys.alive_escapees = std::vec![160];
+        s.step(Input::Reaped { pid: 150 }, t(60), &mut sys);
+        assert_eq!(sys.escapee_kills[2..], [(160, 15), (160, SIGCONT)]);
+        assert!(matches!(s.state, State::Stopping { .. }), "{:?}", s.state);
+        assert_eq!(spawns_of(&sys), 1);
+        // Found again (still in the group it shares with another): once.
+        sys.escaping = std::vec![e];
+        s.step(Input::Reaped { pid: 999 }, t(70), &mut sys);
+        assert_eq!(sys.escapee_kills.len(), 4);
+        // Past the stop timeout: SIGKILL, and what it leaves gets SIGKILL.
+        s.step(Input::Tick, t(550), &mut sys);
+        assert_eq!(sys.escapee_kills.last(), Some(&(160, SIGKILL)));
+        sys.escaping = std::vec![Escapee {
+            pid: 170,
+            pgrp: 170,
+        }];
+        sys.alive_escapees = std::vec![170];
+        s.step(Input::Reaped { pid: 160 }, t(560), &mut sys);
+        assert_eq!(
+            sys.escapee_kills[sys.escapee_kills.len() - 2..],
+            [(170, SIGKILL), (170, SIGCONT)]
+        );
+        assert!(matches!(s.state, State::Stopping { .. }), "{:?}", s.state);
+        sys.alive_escapees.clear();
+        s.step(Input::Reaped { pid: 170 }, t(570), &mut sys);
+        assert_eq!(s.state, State::Backoff { retry_at: t(670) });
     }
 
     #[test]

@@ -156,6 +156,11 @@ impl<'a> Supervisor<'a> {
         self.shutdown_at.is_some()
     }
 
+    /// When the shutdown must be over (`None`: no shutdown yet).
+    pub fn shutdown_deadline(&self) -> Option<Instant> {
+        self.shutdown_at
+    }
+
     /// Begins an ordered shutdown that must end by `now + timeout`.
     pub fn shutdown(&mut self, now: Instant, timeout: Millis, sys: &mut impl Sys) {
         if self.shutdown_at.is_none() {

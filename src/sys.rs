@@ -27,6 +27,9 @@ pub enum Stage {
     /// `user` or `group` did not resolve when the config was loaded (the
     /// reason is the slot's; nothing was forked).
     User,
+    /// setrlimit(2) of an `rlimits:` entry (EPERM: a hard limit raised
+    /// without privilege).
+    Rlimit,
 }
 
 impl Stage {
@@ -42,6 +45,7 @@ impl Stage {
             Stage::Chdir => "chdir",
             Stage::Exec => "exec",
             Stage::User => "user",
+            Stage::Rlimit => "setrlimit",
         }
     }
     pub fn from_u32(v: u32) -> Stage {
@@ -55,6 +59,7 @@ impl Stage {
             6 => Stage::Setuid,
             7 => Stage::Chdir,
             9 => Stage::User,
+            10 => Stage::Rlimit,
             _ => Stage::Exec,
         }
     }

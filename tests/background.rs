@@ -270,3 +270,61 @@ fn nginx_without_daemon_off_is_reported_and_never_runs_twice() {
     assert!(left.is_empty(), "left behind: {left:?}\n{}", d.log_text());
     assert!(d.log_text().contains("heap allocations after startup: 0"));
 }
+
+#[test]
+fn a_crash_looping_service_leaks_no_escapee_of_any_depth_over_its_restarts() {
+    // Each run leaves an escapee and a chain of two (the second is not
+    // coffeyd's child until the first dies), all `setsid`, then exits 1.
+    // Each appends its pid to `bg`.
+    let script = "D=${0%/*}\n\
+        if [ \"$1\" = esc ]; then\n\
+          if [ \"$2\" -gt 1 ]; then setsid sh \"$0\" esc $(($2 - 1)) & fi\n\
+          echo $$ >> \"$D/bg\"; exec sleep 1000\n\
+        fi\n\
+        n0=$(cat \"$D/bg\" 2>/dev/null | wc -l)\n\
+        setsid sh \"$0\" esc 1 &\n\
+        setsid sh \"$0\" esc 2 &\n\
+        while [ \"$(cat \"$D/bg\" | wc -l)\" -lt $((n0 + 3)) ]; do sleep 0.01; done\n\
+        exit 1\n";
+    let services = "  - name: crashy\n    binary: /bin/sh\n    args: ['$DIR/run.sh']\n    stop_timeout: 2s\n    backoff:\n      initial: 50ms\n      multiplier: 1.0\n";
+    let mut d = Daemon::start_with("crashesc", "", services, |dir| {
+        std::fs::write(dir.join("run.sh"), script).unwrap();
+    });
+    let bg = d.dir.join("bg");
+    const RUNS: usize = 6;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids_in(&bg).len() < 3 * RUNS {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Each run's processes go before the next run starts: only the last
+    // two runs' can be alive a moment later.
+    let pids = pids_in(&bg);
+    let old = &pids[..pids.len() - 6];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let live: Vec<i32> = old.iter().copied().filter(|&p| alive(p)).collect();
+        if live.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            for &p in &pids_in(&bg) {
+                if alive(p) {
+                    signal(p, 9);
+                }
+            }
+            panic!("leaked {live:?} of {pids:?}\n{}", d.log_text());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let log = d.log_text();
+    assert!(!log.contains("may belong to"), "{log}");
+    let dump = d.dump();
+    assert!(
+        dump.contains("status: heap allocations after startup: 0;"),
+        "{dump}"
+    );
+    assert_eq!(d.stop(30.0), 0, "{}", d.log_text());
+    let left: Vec<i32> = pids_in(&bg).into_iter().filter(|&p| exists(p)).collect();
+    assert!(left.is_empty(), "outlived the daemon: {left:?}");
+}

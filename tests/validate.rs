@@ -1126,3 +1126,35 @@ fn reload_refuses_past_a_limit_with_validates_words() {
     assert!(text.contains(&want), "want {want:?} in:\n{text}");
     stop_daemon(&mut child);
 }
+
+#[test]
+fn rlimits_with_an_unknown_name_or_soft_above_hard_are_errors() {
+    let r = validate(
+        "rlimits",
+        "services:
+  - name: a
+    binary: /bin/sh
+    rlimits:
+      nofiles: 1024
+  - name: b
+    binary: /bin/sh
+    rlimits:
+      nofile: 4096:1024
+      core: 0
+",
+    );
+    r.failed();
+    r.error(5, 7, Some("a"), "rlimits: unknown field `nofiles`");
+    r.error(
+        9,
+        15,
+        Some("b"),
+        "rlimits.nofile: the soft limit 4096 is above the hard limit 1024",
+    );
+    assert_eq!(r.errors(), 2, "{}", r.out);
+    let good = validate(
+        "rlimitsok",
+        "services:\n  - name: a\n    binary: /bin/sh\n    rlimits: {nofile: 1024:4096, core: 0, nproc: {soft: 50, hard: unlimited}}\n",
+    );
+    assert_eq!(good.code, 0, "{}", good.out);
+}

@@ -20,14 +20,14 @@ use super::limits::{
 use super::locate::{clean_message, normalize, parse_recovering, Outline, Seg};
 use super::raw::{
     List, RawCheck, RawCheckType, RawCommand, RawCondition, RawDaemonLog, RawFile, RawGlobal,
-    RawKind, RawMount, RawRestart, RawService, Size,
+    RawKind, RawMount, RawRestart, RawRlimits, RawService, Size,
 };
 use super::spec::{
     Backoff, Check, CheckKind, Condition, Config, DaemonLog, Dep, Healthcheck, Kind, Limits,
-    Millis, Mount, Restart, ServiceLog, ServiceLogs, ServiceSpec,
+    Millis, Mount, Restart, Rlimit, ServiceLog, ServiceLogs, ServiceSpec,
 };
 use super::target::{Target, UserEnt};
-use super::units::fmt_ms;
+use super::units::{fmt_ms, RLIM_UNLIMITED};
 use super::{Diag, Severity};
 
 /// Most services one daemon supervises (table size ceiling).
@@ -1571,6 +1571,7 @@ fn build_service(
                 .to_owned(),
         );
     }
+    let rlimits = rlimits(&mut cx, raw.rlimits.as_ref());
     let start_timeout = raw.start_timeout.map(|d| d.0);
     if start_timeout == Some(0) {
         cx.err(
@@ -1597,6 +1598,7 @@ fn build_service(
         login_env: creds.login_env,
         cred_error: creds.error,
         umask: raw.umask.map(|u| u.0),
+        rlimits,
         kind,
         restart,
         backoff,
@@ -2245,4 +2247,93 @@ fn report_cycle(
         &[K("depends_on"), I(item)],
         format!("dependency cycle: {}", path.join(" -> ")),
     );
+}
+
+/// The `RLIMIT_*` number of a name `RawRlimits` accepts.
+fn rlimit_resource(name: &str) -> Option<u32> {
+    use nix::libc;
+    let r = match name {
+        "as" => libc::RLIMIT_AS,
+        "core" => libc::RLIMIT_CORE,
+        "cpu" => libc::RLIMIT_CPU,
+        "data" => libc::RLIMIT_DATA,
+        "fsize" => libc::RLIMIT_FSIZE,
+        "locks" => libc::RLIMIT_LOCKS,
+        "memlock" => libc::RLIMIT_MEMLOCK,
+        "msgqueue" => libc::RLIMIT_MSGQUEUE,
+        "nice" => libc::RLIMIT_NICE,
+        "nofile" => libc::RLIMIT_NOFILE,
+        "nproc" => libc::RLIMIT_NPROC,
+        "rss" => libc::RLIMIT_RSS,
+        "rtprio" => libc::RLIMIT_RTPRIO,
+        "rttime" => libc::RLIMIT_RTTIME,
+        "sigpending" => libc::RLIMIT_SIGPENDING,
+        "stack" => libc::RLIMIT_STACK,
+        _ => return None,
+    };
+    #[allow(clippy::unnecessary_cast)] // c_int with musl, c_uint with glibc
+    u32::try_from(r as i64).ok()
+}
+
+/// Validates `rlimits:` (the names were checked by serde): both halves
+/// given, soft at most hard, and the ranges the kernel gives a meaning.
+fn rlimits(cx: &mut Ctx<'_>, raw: Option<&RawRlimits>) -> Vec<Rlimit> {
+    let mut out = Vec::new();
+    let Some(raw) = raw else {
+        return out;
+    };
+    for (name, v) in raw.each() {
+        let Some(v) = v else { continue };
+        let at = [K("rlimits"), K(name)];
+        let (Some(soft), Some(hard)) = (v.soft, v.hard) else {
+            cx.err(
+                &at,
+                format!("rlimits.{name}: give both `soft` and `hard` (or one value for both)"),
+            );
+            continue;
+        };
+        let shown = |v: u64| {
+            if v == RLIM_UNLIMITED {
+                "unlimited".to_owned()
+            } else {
+                v.to_string()
+            }
+        };
+        if soft > hard {
+            cx.err(
+                &at,
+                format!(
+                    "rlimits.{name}: the soft limit {} is above the hard limit {}",
+                    shown(soft),
+                    shown(hard)
+                ),
+            );
+            continue;
+        }
+        // nice is a ceiling written as 20 - N (0..40); rtprio a priority.
+        let max = match name {
+            "nice" => 40,
+            "rtprio" => 99,
+            _ => RLIM_UNLIMITED,
+        };
+        if hard != RLIM_UNLIMITED && hard > max {
+            cx.err(
+                &at,
+                format!(
+                    "rlimits.{name}: {} is out of range (0 to {max}, or unlimited)",
+                    shown(hard)
+                ),
+            );
+            continue;
+        }
+        if let Some(resource) = rlimit_resource(name) {
+            out.push(Rlimit {
+                name,
+                resource,
+                soft,
+                hard,
+            });
+        }
+    }
+    out
 }

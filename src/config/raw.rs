@@ -11,7 +11,9 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::units::{parse_duration, parse_signal, parse_size, parse_umask};
+use super::units::{
+    parse_duration, parse_rlimit, parse_rlimit_value, parse_signal, parse_size, parse_umask,
+};
 
 /// A list in the YAML, with null items kept so indices match the source.
 pub(super) type List<T> = Vec<Option<T>>;
@@ -106,6 +108,7 @@ pub(super) struct RawService {
     pub user: Option<String>,
     pub group: Option<String>,
     pub umask: Option<Umask>,
+    pub rlimits: Option<RawRlimits>,
     #[serde(rename = "type")]
     pub kind: Option<RawKind>,
     pub restart: Option<RawRestart>,
@@ -117,6 +120,130 @@ pub(super) struct RawService {
     pub log: Option<RawServiceLog>,
     pub healthcheck: Option<RawHealthcheck>,
     pub start_timeout: Option<Dur>,
+}
+
+/// `rlimits:`: the resources of setrlimit(2), named as `ulimit` and
+/// systemd's `Limit*=` do (lowercase, without `RLIMIT_`). An unknown name
+/// is an error at its key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of resource limits like `nofile: 1024`"
+)]
+pub(super) struct RawRlimits {
+    #[serde(rename = "as")]
+    pub as_: Option<RawRlimit>,
+    pub core: Option<RawRlimit>,
+    pub cpu: Option<RawRlimit>,
+    pub data: Option<RawRlimit>,
+    pub fsize: Option<RawRlimit>,
+    pub locks: Option<RawRlimit>,
+    pub memlock: Option<RawRlimit>,
+    pub msgqueue: Option<RawRlimit>,
+    pub nice: Option<RawRlimit>,
+    pub nofile: Option<RawRlimit>,
+    pub nproc: Option<RawRlimit>,
+    pub rss: Option<RawRlimit>,
+    pub rtprio: Option<RawRlimit>,
+    pub rttime: Option<RawRlimit>,
+    pub sigpending: Option<RawRlimit>,
+    pub stack: Option<RawRlimit>,
+}
+
+impl RawRlimits {
+    /// Every name with its value, in the order above.
+    pub fn each(&self) -> [(&'static str, Option<RawRlimit>); 16] {
+        [
+            ("as", self.as_),
+            ("core", self.core),
+            ("cpu", self.cpu),
+            ("data", self.data),
+            ("fsize", self.fsize),
+            ("locks", self.locks),
+            ("memlock", self.memlock),
+            ("msgqueue", self.msgqueue),
+            ("nice", self.nice),
+            ("nofile", self.nofile),
+            ("nproc", self.nproc),
+            ("rss", self.rss),
+            ("rtprio", self.rtprio),
+            ("rttime", self.rttime),
+            ("sigpending", self.sigpending),
+            ("stack", self.stack),
+        ]
+    }
+}
+
+/// One limit: `N` or `unlimited` (both soft and hard), `"SOFT:HARD"`, or
+/// `{soft: N, hard: M}` (a missing half is the validator's error).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct RawRlimit {
+    pub soft: Option<u64>,
+    pub hard: Option<u64>,
+}
+
+/// One half of `{soft, hard}`.
+#[derive(Debug, Clone, Copy)]
+struct RlimitValue(u64);
+
+impl<'de> Deserialize<'de> for RlimitValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor {
+            parse: |s: &str| parse_rlimit_value(s).map(RlimitValue),
+            what: "a limit like 1024 or unlimited",
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `soft` and `hard`")]
+struct RawSoftHard {
+    soft: Option<RlimitValue>,
+    hard: Option<RlimitValue>,
+}
+
+struct RlimitVisitor;
+
+impl<'de> Visitor<'de> for RlimitVisitor {
+    type Value = RawRlimit;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a limit like 1024, unlimited, \"1024:4096\" or {soft: 1024, hard: 4096}")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRlimit, E> {
+        let (soft, hard) = parse_rlimit(v).map_err(E::custom)?;
+        Ok(RawRlimit {
+            soft: Some(soft),
+            hard: Some(hard),
+        })
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawRlimit, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawRlimit, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawRlimit, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawRlimit, A::Error> {
+        let m = RawSoftHard::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(RawRlimit {
+            soft: m.soft.map(|v| v.0),
+            hard: m.hard.map(|v| v.0),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawRlimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RlimitVisitor)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -211,6 +211,8 @@ pub struct ServiceSpec {
     /// reason and is retried with its backoff; a reload resolves it again.
     pub cred_error: Option<String>,
     pub umask: Option<u32>,
+    /// `rlimits:`, set with setrlimit(2) in the child before exec.
+    pub rlimits: Vec<Rlimit>,
     pub kind: Kind,
     pub restart: Restart,
     pub backoff: Backoff,
@@ -225,4 +227,15 @@ pub struct ServiceSpec {
     /// Fail the start when readiness has not come this long after spawn;
     /// None = wait forever.
     pub start_timeout: Option<Millis>,
+}
+
+/// One `rlimits:` entry. `u64::MAX` is `unlimited` (RLIM_INFINITY).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    /// The name in the config (`nofile`).
+    pub name: &'static str,
+    /// The `RLIMIT_*` number.
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
 }

@@ -2086,3 +2086,107 @@ fn daemon_log_rotation_keys() {
         render(&d)
     );
 }
+
+#[test]
+fn rlimits_one_value_soft_hard_and_unlimited() {
+    let (c, d) = ok(
+        "rlimits",
+        "services:
+  - name: a
+    binary: /bin/sh
+    rlimits:
+      nofile: 1024:4096
+      core: 0
+      stack: 8MiB
+      nproc: {soft: 100, hard: unlimited}
+      as: unlimited
+      nice: 10
+",
+    );
+    assert!(d.is_empty(), "{}", render(&d));
+    let got: Vec<(&str, u64, u64)> = c.services[0]
+        .rlimits
+        .iter()
+        .map(|l| (l.name, l.soft, l.hard))
+        .collect();
+    let inf = u64::MAX;
+    assert_eq!(
+        got,
+        [
+            ("as", inf, inf),
+            ("core", 0, 0),
+            ("nice", 10, 10),
+            ("nofile", 1024, 4096),
+            ("nproc", 100, inf),
+            ("stack", 8 << 20, 8 << 20),
+        ]
+    );
+    let nofile = c.services[0].rlimits[3];
+    assert_eq!(
+        nofile.resource,
+        u32::try_from(nix::libc::RLIMIT_NOFILE as i64).unwrap()
+    );
+}
+
+#[test]
+fn rlimits_errors_name_the_key() {
+    let d = errs(
+        "rlimitbad",
+        "services:
+  - name: a
+    binary: /bin/sh
+    rlimits:
+      nofle: 1024
+  - name: b
+    binary: /bin/sh
+    rlimits:
+      nofile: {soft: 4096, hard: 1024}
+      core: 2048:1024
+      nproc: {soft: 10}
+      nice: 41
+  - name: c
+    binary: /bin/sh
+    rlimits:
+      stack: lots
+      cpu: {soft: 1, hard: 2, max: 3}
+",
+    );
+    expect_err(
+        &d,
+        5,
+        7,
+        Some("a"),
+        "unknown field `nofle`, expected one of `as`, `core`",
+    );
+    expect_err(
+        &d,
+        9,
+        15,
+        Some("b"),
+        "rlimits.nofile: the soft limit 4096 is above the hard limit 1024",
+    );
+    expect_err(
+        &d,
+        10,
+        13,
+        Some("b"),
+        "rlimits.core: the soft limit 2048 is above the hard limit 1024",
+    );
+    expect_err(
+        &d,
+        11,
+        14,
+        Some("b"),
+        "rlimits.nproc: give both `soft` and `hard`",
+    );
+    expect_err(
+        &d,
+        12,
+        13,
+        Some("b"),
+        "rlimits.nice: 41 is out of range (0 to 40",
+    );
+    expect_err(&d, 16, 14, Some("c"), "invalid limit `lots`");
+    expect_err(&d, 17, 31, Some("c"), "unknown field `max`");
+    assert_eq!(count(&d, Severity::Error), 7, "{}", render(&d));
+}

@@ -110,6 +110,28 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| "size too large".to_owned())
 }
 
+/// RLIM_INFINITY on Linux (rlim_t is 64 bits with glibc and musl alike).
+pub const RLIM_UNLIMITED: u64 = u64::MAX;
+
+/// Parse one resource limit value: `unlimited` (or systemd's `infinity`),
+/// or a number, which may carry a size unit (`64MiB`, for the byte limits).
+pub fn parse_rlimit_value(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("unlimited") || t.eq_ignore_ascii_case("infinity") {
+        return Ok(RLIM_UNLIMITED);
+    }
+    parse_size(t).map_err(|e| format!("invalid limit `{t}`: {e}, or `unlimited`"))
+}
+
+/// Parse a resource limit: one value for both the soft and the hard
+/// limit, or `SOFT:HARD` as systemd's `LimitNOFILE=1024:4096`.
+pub fn parse_rlimit(s: &str) -> Result<(u64, u64), String> {
+    match s.split_once(':') {
+        Some((soft, hard)) => Ok((parse_rlimit_value(soft)?, parse_rlimit_value(hard)?)),
+        None => parse_rlimit_value(s).map(|v| (v, v)),
+    }
+}
+
 /// Parse a signal: `SIGTERM`, `TERM` (any case) or a number like `15`.
 pub fn parse_signal(s: &str) -> Result<i32, String> {
     let t = s.trim();
@@ -239,6 +261,21 @@ mod tests {
         assert_eq!(parse_signal("HUP"), Ok(1));
         for bad in ["", "SIGFOO", "0", "999", "-15", "99999999999"] {
             assert!(parse_signal(bad).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn rlimits() {
+        assert_eq!(parse_rlimit("1024"), Ok((1024, 1024)));
+        assert_eq!(parse_rlimit("1024:4096"), Ok((1024, 4096)));
+        assert_eq!(parse_rlimit("0:unlimited"), Ok((0, RLIM_UNLIMITED)));
+        assert_eq!(
+            parse_rlimit("infinity"),
+            Ok((RLIM_UNLIMITED, RLIM_UNLIMITED))
+        );
+        assert_eq!(parse_rlimit("64MiB"), Ok((64 << 20, 64 << 20)));
+        for bad in ["", "-1", "lots", "1:", ":2", "1:2:3", "1.5"] {
+            assert!(parse_rlimit(bad).is_err(), "{bad:?} should fail");
         }
     }
 

@@ -7,7 +7,7 @@
 //! allocating. Startup uses the same path in-process, so both are one code
 //! path.
 //!
-//! Layout: `"CFY2" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
+//! Layout: `"CFY3" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
 //! `u64 shutdown_timeout | u16 count | service*`. Strings are `u32 LE len |
 //! bytes`; lists are `u16 LE count | items`.
 
@@ -17,7 +17,7 @@ use coffey::service::{Condition, Kind, Policy, Restart};
 
 /// Bumped with every layout change: the reload compiler is whatever
 /// binary is on disk now, and must not be misread by an older daemon.
-const MAGIC: &[u8; 4] = b"CFY2";
+const MAGIC: &[u8; 4] = b"CFY3";
 
 /// Encodes a config (allocates: child or startup only).
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
@@ -61,6 +61,13 @@ pub fn encode(cfg: &Config) -> Vec<u8> {
         o.push(u8::from(set_groups));
         s(&mut o, sv.cred_error.as_deref().unwrap_or("").as_bytes());
         o.extend_from_slice(&sv.umask.map_or(-1i64, i64::from).to_le_bytes());
+        // `u8 count | (u8 resource | u64 soft | u64 hard)*`.
+        o.push(sv.rlimits.len() as u8);
+        for l in &sv.rlimits {
+            o.push(l.resource as u8);
+            o.extend_from_slice(&l.soft.to_le_bytes());
+            o.extend_from_slice(&l.hard.to_le_bytes());
+        }
         let p = policy(sv);
         o.push(match p.kind {
             Kind::Service => 0,
@@ -322,6 +329,8 @@ pub struct CService<'a> {
     /// when they did. Every spawn of the service then fails with it.
     pub cred_error: &'a [u8],
     pub umask: Option<u32>,
+    /// `rlimits:` entries, raw (see [`CService::rlimits`]).
+    pub rlimits_raw: &'a [u8],
     pub policy: Policy,
     /// (name, condition) pairs: raw reader over `count` entries.
     deps: Rd<'a>,
@@ -446,6 +455,35 @@ impl<'a> CService<'a> {
     }
 }
 
+/// One encoded `rlimits:` entry: resource, soft, hard.
+const RLIMIT_LEN: usize = 17;
+
+/// A decoded `rlimits:` entry: (RLIMIT_* number, soft, hard).
+pub type Rlimit = (u32, u64, u64);
+
+fn le64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    for (d, s) in a.iter_mut().zip(b) {
+        *d = *s;
+    }
+    u64::from_le_bytes(a)
+}
+
+impl CService<'_> {
+    /// The `rlimits:` of the service, in config order.
+    pub fn rlimits(&self) -> impl Iterator<Item = Rlimit> + '_ {
+        self.rlimits_raw.chunks_exact(RLIMIT_LEN).map(|c| {
+            let (res, rest) = c.split_at(1);
+            let (soft, hard) = rest.split_at(8);
+            (
+                u32::from(res.first().copied().unwrap_or(0)),
+                le64(soft),
+                le64(hard),
+            )
+        })
+    }
+}
+
 fn opt32(v: i64) -> Option<u32> {
     u32::try_from(v).ok()
 }
@@ -463,6 +501,8 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
     let set_groups = r.u8()? != 0;
     let cred_error = r.bytes()?;
     let umask = opt32(r.i64()?);
+    let nl = usize::from(r.u8()?);
+    let rlimits_raw = r.take(nl.checked_mul(RLIMIT_LEN).ok_or(Corrupt)?)?;
     let kind = if r.u8()? == 1 {
         Kind::Oneshot
     } else {
@@ -512,6 +552,7 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
         set_groups,
         cred_error,
         umask,
+        rlimits_raw,
         policy: Policy {
             kind,
             restart,

@@ -9,6 +9,8 @@
 //! reaps that parent. Once a reap batch is collected (every `waitpid`
 //! until none is left, see `reap` in `mod.rs`), this file lists the
 //! children of coffeyd and decides whose run each unknown one belongs to.
+//! A tracked escapee's death counts like a main process's: its own
+//! children (a daemon's daemons) became coffeyd's, and are its run's.
 //! The service machine then reports them, stops them with its group and
 //! counts the run as over only once they are gone (`Sys::escapees`).
 //!
@@ -94,15 +96,29 @@ fn pick(st: &Stat, owners: &[Owner], elsewhere: impl FnOnce() -> bool) -> Pick {
     if elsewhere() {
         return Pick::Nobody;
     }
+    // Owners of one slot (a run's escapees dying together) are one run.
     let mut fits = owners.iter().filter(|o| st.start >= o.spawned);
-    match (fits.next(), fits.next()) {
-        (Some(o), None) => Pick::Mine {
+    match fits.next() {
+        Some(o) if fits.all(|p| p.slot == o.slot) => Pick::Mine {
             slot: o.slot,
             outside: true,
         },
-        (Some(_), Some(_)) => Pick::Unclear,
-        (None, _) => Pick::Nobody,
+        Some(_) => Pick::Unclear,
+        None => Pick::Nobody,
     }
+}
+
+/// The run that tracks `pid` as an escapee, and the escapee's group: its
+/// children became coffeyd's as it died, and are that run's as a main
+/// process's are (its own daemons: the service machine stops them too).
+fn escapee_owner(sup: &Supervisor<'_>, pid: i32) -> Option<(usize, i32)> {
+    if pid <= 1 {
+        return None;
+    }
+    sup.services().iter().enumerate().find_map(|(i, s)| {
+        let e = s.escapees().iter().find(|e| e.pid == pid)?;
+        Some((i, if e.pgrp > 1 { e.pgrp } else { pid }))
+    })
 }
 
 /// The slots given a [`Found`] by one batch (to clear afterwards).
@@ -114,16 +130,22 @@ pub fn attribute(sup: &Supervisor<'_>, shell: &mut Shell, batch: &[i32]) -> Touc
     let mut owners: heapless::Vec<Owner, REAP_BATCH> = heapless::Vec::new();
     let mut touched = Touched::new();
     for &pid in batch {
-        let Some(slot) = sup.owner_of(pid) else {
+        let Some((slot, pgid)) = sup
+            .owner_of(pid)
+            .map(|slot| (slot, pid))
+            .or_else(|| escapee_owner(sup, pid))
+        else {
             continue;
         };
         let spawned = shell.slots.get(slot).map_or(0, |s| s.spawned);
         let _ = owners.push(Owner {
-            pgid: pid,
+            pgid,
             slot,
             spawned,
         });
-        let _ = touched.push(slot);
+        if !touched.contains(&slot) {
+            let _ = touched.push(slot);
+        }
     }
     if owners.is_empty() {
         return touched;
@@ -258,5 +280,15 @@ mod tests {
         // One service in the batch: anything that started after its spawn.
         let one = &owners[..1];
         assert_eq!(pick(&st(300, 300, 9999), one, || false), mine(0, true));
+        // Two escapees of web's run died together: their orphan is web's.
+        let web = [
+            owners[0],
+            Owner {
+                pgid: 150,
+                ..owners[0]
+            },
+        ];
+        assert_eq!(pick(&st(300, 300, 9999), &web, || false), mine(0, true));
+        assert_eq!(pick(&st(300, 150, 9999), &web, || true), mine(0, true));
     }
 }

@@ -1,12 +1,13 @@
 //! Reads the process table from `/proc`: the live members of a process
-//! group (for "N processes left in its group"), and the children of this
+//! group (for "N processes left in its group"), the children of this
 //! process with their group, session and start time (for the escapees of
-//! a run, see `escape.rs`).
+//! a run, see `escape.rs`), and every process below this one (for the
+//! sweep at the end of a shutdown, see `sweep.rs`).
 //!
 //! Linux has no syscall for either, so this scans `/proc` with getdents64
 //! into a stack buffer and reads each `/proc/PID/stat` into another: no
 //! heap (`std::fs::read_dir` and `opendir` both allocate). It runs only
-//! when main processes are reaped, never in a steady state.
+//! when main processes are reaped and at shutdown, never in a steady state.
 
 use nix::libc;
 
@@ -255,6 +256,66 @@ fn each_listed(dir: i32, list: i32, f: &mut impl FnMut(i32, &Stat)) {
     }
 }
 
+/// Whether `/proc` shows this process's own PID namespace. A container
+/// may see the host's `/proc` (or none): then its pids name other
+/// processes than kill(2) would reach, and nothing here may be trusted.
+pub fn proc_is_ours() -> bool {
+    let mut buf = [0u8; 16];
+    // SAFETY: constant NUL-terminated path, a buffer we own.
+    let n = unsafe { libc::readlink(c"/proc/self".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let mut d = [0u8; 12];
+    // SAFETY: plain syscall.
+    let me = digits(unsafe { libc::getpid() }, &mut d);
+    usize::try_from(n).ok().and_then(|n| buf.get(..n)) == Some(me)
+}
+
+/// Longest parent chain followed from a process up to this one: a chain
+/// cannot be longer than the process table, and pid reuse while walking
+/// could (rarely) make a loop.
+const MAX_DEPTH: usize = 4096;
+
+/// Whether a process whose parent is `ppid` is below `me`.
+fn descends(dir: i32, me: i32, mut ppid: i32) -> bool {
+    for _ in 0..MAX_DEPTH {
+        if ppid == me {
+            return true;
+        }
+        if ppid <= 0 {
+            return false;
+        }
+        let mut d = [0u8; 12];
+        match stat_at(dir, digits(ppid, &mut d)) {
+            Some(p) => ppid = p.ppid,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Calls `f(pid, stat)` for every live process below this one (children,
+/// grandchildren, ...), whatever its group or session, that started at
+/// or after `since` (clock ticks since boot, see [`boot_ticks`]). Only
+/// processes younger than this one can be below it, so the host's other
+/// processes cost one stat read each. Returns false without `/proc`.
+pub fn descendants(since: u64, mut f: impl FnMut(i32, &Stat)) -> bool {
+    let Some(dir) = open_proc() else {
+        return false;
+    };
+    // SAFETY: plain syscall.
+    let me = unsafe { libc::getpid() };
+    let mut d = [0u8; 12];
+    let born = stat_at(dir, digits(me, &mut d)).map_or(0, |s| s.start);
+    let since = since.max(born);
+    each_process(dir, |pid, st| {
+        if pid != me && st.live() && st.start >= since && descends(dir, me, st.ppid) {
+            f(pid, st);
+        }
+    });
+    // SAFETY: closes the directory fd opened above.
+    unsafe { libc::close(dir) };
+    true
+}
+
 /// Now, in the unit of [`Stat::start`] (clock ticks since boot, as
 /// CLOCK_BOOTTIME counts them), rounded down: a process started after this
 /// call has a start time not below it.
@@ -301,6 +362,50 @@ mod tests {
         let _ = child.wait();
         assert_eq!(seen, Some(3));
         assert_eq!(live_members(i32::MAX), Some(0));
+    }
+
+    #[test]
+    fn finds_grandchildren_of_their_own_session_below_this_process() {
+        // sh (our child) starts `setsid sleep`, which is in a session of
+        // its own and not our child: still below us.
+        #[allow(clippy::disallowed_methods)]
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "setsid sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("sh: {e}"));
+        let mut line = String::new();
+        let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+        let grandchild: i32 = line.trim().parse().unwrap_or(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = (false, false);
+        while std::time::Instant::now() < deadline && seen != (true, true) {
+            seen = (false, false);
+            assert!(descendants(0, |p, st| {
+                if p == child.id() as i32 {
+                    seen.0 = true;
+                }
+                if p == grandchild && st.session == grandchild {
+                    seen.1 = true;
+                }
+            }));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Not below us: our own parent, and anything older than us.
+        let mut parent = false;
+        // SAFETY: plain syscall.
+        let pp = unsafe { libc::getppid() };
+        descendants(0, |p, _| parent |= p == pp || p == 1);
+        // SAFETY: signals the test's own processes.
+        unsafe {
+            libc::kill(grandchild, libc::SIGKILL);
+            libc::kill(child.id() as i32, libc::SIGKILL);
+        }
+        let _ = child.wait();
+        assert_eq!(seen, (true, true), "grandchild {grandchild}");
+        assert!(!parent);
+        assert!(proc_is_ours());
     }
 
     #[test]

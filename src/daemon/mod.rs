@@ -22,6 +22,7 @@ mod reload;
 pub mod setup;
 mod slab;
 mod spawn;
+mod sweep;
 
 pub use alloc::Counting;
 
@@ -1124,6 +1125,10 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         reap_main(&mut sup, &mut shell, &sfd, &mut poll, &mut events);
     }
     shell.flush_all();
+    if shell.mode != pid1::Mode::System {
+        // System mode ends with kill(-1) instead (`pid1::final_shutdown`).
+        sweep::sweep(&mut shell.log, sweep_deadline(&sup, shell.shutdown_timeout));
+    }
     log!(
         shell.log,
         "shutdown complete; heap allocations after startup: {}",
@@ -1138,6 +1143,16 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         pid1::Mode::Container => Ok(shell.main_exit.final_code(shell.main_idx.is_some())),
         pid1::Mode::Supervisor => Ok(0),
     }
+}
+
+/// Until when the processes left below coffeyd after the services stopped
+/// may answer SIGTERM: the rest of `shutdown_timeout`, so the whole
+/// shutdown keeps to it, but at least the last call's share of it (the
+/// services may have used it all).
+fn sweep_deadline(sup: &Supervisor<'_>, timeout: u64) -> Instant {
+    let now = clock::now();
+    let floor = now.add(coffey::limits::SHUTDOWN_LAST_CALL_MS.min(timeout / 4));
+    sup.shutdown_deadline().unwrap_or(now).max(floor)
 }
 
 /// System mode without a config: the grace between the final SIGTERM and

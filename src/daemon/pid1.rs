@@ -312,7 +312,7 @@ pub fn cmdline() -> (Option<std::path::PathBuf>, bool) {
 
 /// Waits up to `ms` for a SIGCHLD (signals are blocked; we read them
 /// synchronously). Returns early on any SIGCHLD.
-fn wait_chld(ms: u64) {
+pub(super) fn wait_chld(ms: u64) {
     let mut set: libc::sigset_t = unsafe { core::mem::zeroed() };
     // SAFETY: valid sigset pointer.
     unsafe {

@@ -265,6 +265,9 @@ fn same_exec(a: &CService<'_>, b: &CService<'_>) -> Option<&'static str> {
     if a.umask != b.umask {
         return Some("umask changed");
     }
+    if a.rlimits_raw != b.rlimits_raw {
+        return Some("rlimits changed");
+    }
     None
 }
 

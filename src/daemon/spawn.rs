@@ -3,7 +3,7 @@
 //! argv, envp, the working directory and credentials are C arrays built at
 //! startup ([`Prepared`]). After fork the child does only async-signal-safe
 //! work: reset signal dispositions and mask, setsid, dup2 the stdio pipes,
-//! setgroups/setgid/setuid, chdir, umask, execve. If a stage fails, the
+//! setrlimit, setgroups/setgid/setuid, chdir, umask, execve. If a stage fails, the
 //! child writes `(stage, errno)` to a close-on-exec pipe and `_exit(127)`s;
 //! the parent reads that pipe until EOF (exec succeeded) or a report, so
 //! exec failures are known synchronously and never look like a run.
@@ -11,7 +11,7 @@
 //! `std::process::Command` is not used: it allocates.
 
 use super::compiled::CService;
-use coffey::limits::{EXEC_ARENA, LOGIN_ENV, MAX_ARGS, MAX_ENV_EXTRA, MAX_GROUPS};
+use coffey::limits::{EXEC_ARENA, LOGIN_ENV, MAX_ARGS, MAX_ENV_EXTRA, MAX_GROUPS, MAX_RLIMITS};
 use coffey::sys::{SpawnError, Stage};
 use nix::libc;
 use std::ffi::{CStr, CString};
@@ -96,6 +96,9 @@ pub struct Prepared {
     /// loaded: [`spawn`] then fails at once, like an exec failure.
     cred_error: heapless::String<CRED_ERROR_MAX>,
     pub umask: Option<libc::mode_t>,
+    /// `rlimits:` (resource, soft, hard), the first `nrlimits` in use.
+    rlimits: [(u32, u64, u64); MAX_RLIMITS],
+    nrlimits: usize,
     /// Write ends of the service's stdout and stderr pipes.
     pub out_w: RawFd,
     pub err_w: RawFd,
@@ -168,6 +171,8 @@ impl Prepared {
             set_groups: false,
             cred_error: heapless::String::new(),
             umask: None,
+            rlimits: [(0, 0, 0); MAX_RLIMITS],
+            nrlimits: 0,
             out_w,
             err_w,
             filled: false,
@@ -355,6 +360,11 @@ impl Prepared {
             }
         }
         self.umask = c.umask;
+        self.nrlimits = 0;
+        for (d, l) in self.rlimits.iter_mut().zip(c.rlimits()) {
+            *d = l;
+            self.nrlimits += 1;
+        }
         self.filled = true;
         Ok(())
     }
@@ -530,6 +540,16 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     if let Some((w, n)) = p.notify_fd {
         if libc::dup2(w, n) < 0 {
             fail(Stage::Stdio);
+        }
+    }
+    // Before setuid: raising a hard limit needs the privilege it drops.
+    for &(res, soft, hard) in p.rlimits.get(..p.nrlimits).unwrap_or(&[]) {
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        if libc::setrlimit(res as _, &lim) < 0 {
+            fail(Stage::Rlimit);
         }
     }
     if p.set_groups && libc::setgroups(p.ngroups, p.groups.as_ptr()) < 0 {
