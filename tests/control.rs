@@ -1463,9 +1463,9 @@ fn idle_connection_is_closed_after_the_idle_timeout() {
     let t0 = std::time::Instant::now();
     let mut buf = [0u8; 16];
     // Blocks until the daemon closes it (EOF) or 60 s pass.
-    // Retry EINTR: a signal to the test process (glibc's SIGSETXID while
-    // another test's client drops privileges) interrupts a read with a
-    // timeout even under SA_RESTART.
+    // Retry EINTR: a signal to the test process (glibc's set*id broadcast,
+    // SIGSETXID, was seen here) interrupts a read with a timeout even
+    // under SA_RESTART.
     let n = loop {
         match idle.read(&mut buf) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
