@@ -44,6 +44,30 @@ pub const SHUTDOWN_REAP_GRACE_MS: u64 = 2000;
 pub const CONN_OUT_BUF: usize = 16 * 1024;
 /// A control connection with no request in progress is closed after this.
 pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+/// A request must be complete this long after its first byte; later bytes
+/// do not extend it (a client dribbling a byte a second cannot hold a
+/// slot). The connection then gets an error and is closed.
+pub const REQUEST_TIMEOUT_MS: u64 = 2_000;
+/// A connection whose output has waited this long without the peer
+/// reading any of it is closed (a stream after a `Dropped` marker): a
+/// subscriber that never reads cannot hold its slot.
+pub const STALL_TIMEOUT_MS: u64 = 10_000;
+/// Of `limits.clients`, this many slots are kept for root and the
+/// daemon's own uid (fewer if `limits.clients` is small: read-only peers
+/// always keep at least one).
+pub const RESERVED_CLIENTS: usize = 2;
+/// Most connections one read-only uid (neither root nor the daemon's
+/// own) may hold at once.
+pub const CLIENTS_PER_UID: usize = 4;
+/// Connections accepted (or refused) per loop turn; more wait a turn.
+pub const ACCEPTS_PER_TURN: usize = 64;
+/// While accept(2) fails for want of descriptors or memory (EMFILE,
+/// ENFILE, ENOBUFS, ENOMEM), it is retried this often: the queued
+/// connection makes no new readiness edge.
+pub const ACCEPT_RETRY_MS: u64 = 100;
+/// Refusals (`busy`) are logged one line per this window: the first at
+/// once, the rest as a count at the window's end.
+pub const REFUSAL_LOG_WINDOW_MS: u64 = 10_000;
 /// Per-service buffer for the binary path, working dir, argv and the
 /// service's own env entries (the inherited environment is shared).
 pub const EXEC_ARENA: usize = 8 * 1024;

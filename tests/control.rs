@@ -1457,7 +1457,15 @@ fn idle_connection_is_closed_after_the_idle_timeout() {
     let t0 = std::time::Instant::now();
     let mut buf = [0u8; 16];
     // Blocks until the daemon closes it (EOF) or 60 s pass.
-    let n = idle.read(&mut buf).unwrap_or(usize::MAX);
+    // Retry EINTR: a signal to the test process (glibc's set*id broadcast,
+    // SIGSETXID, was seen here) interrupts a read with a timeout even
+    // under SA_RESTART.
+    let n = loop {
+        match idle.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.unwrap_or(usize::MAX),
+        }
+    };
     let waited = t0.elapsed();
     assert_eq!(
         n, 0,
@@ -1473,4 +1481,524 @@ fn idle_connection_is_closed_after_the_idle_timeout() {
     assert_eq!(o.code, 0, "{o:?}");
     assert_no_alloc(&mut d);
     assert_eq!(d.stop(10.0), 0);
+}
+
+// ================================================================ lockout
+//
+// Issue 9, point 1: no client with socket access, even a read-only member
+// of `socket_group`, can lock the operator out.
+
+/// The `nogroup` (or `nobody`) group: the read-only peers of these tests
+/// are uid 65534 (and 65533) in it.
+fn ro_group() -> (&'static str, u32) {
+    match (group_gid("nogroup"), group_gid("nobody")) {
+        (Some(g), _) => ("nogroup", g),
+        (None, Some(g)) => ("nobody", g),
+        (None, None) => panic!("no nogroup/nobody group on this machine"),
+    }
+}
+
+/// `n` connections to `sock` made as `uid`/`gid` (so SO_PEERCRED shows a
+/// read-only peer). A thread of its own switches its effective ids with
+/// the raw syscalls, which (unlike libc's wrappers) change only the
+/// calling thread; the thread then ends, the sockets stay.
+fn connect_as(sock: &Path, uid: u32, gid: u32, n: usize) -> Vec<UnixStream> {
+    assert_eq!(euid(), 0, "needs root to connect as another uid");
+    let sock = sock.to_path_buf();
+    std::thread::spawn(move || {
+        let keep = u32::MAX; // -1: leave unchanged
+        let r = unsafe { nix::libc::syscall(nix::libc::SYS_setresgid, keep, gid, keep) };
+        assert_eq!(r, 0, "setresgid");
+        let r = unsafe { nix::libc::syscall(nix::libc::SYS_setresuid, keep, uid, keep) };
+        assert_eq!(r, 0, "setresuid");
+        (0..n)
+            .map(|_| {
+                let s = UnixStream::connect(&sock).unwrap();
+                s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+                s.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+                s
+            })
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A daemon whose socket read-only peers (group `nogroup`) may use.
+fn shared_daemon(tag: &str, extra: &str, services: &str) -> Daemon {
+    let (group, _) = ro_group();
+    let d = Daemon::start(tag, &format!("  socket_group: {group}\n{extra}"), services);
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// What a raw connection read until the daemon closed it: its frames, and
+/// whether it ended in a clean EOF (not a reset).
+fn drain(s: &mut UnixStream) -> (Vec<Frame>, Result<(), std::io::Error>) {
+    drain_after(s, &[])
+}
+
+/// Like `drain`, with `prefix` already read.
+fn drain_after(s: &mut UnixStream, prefix: &[u8]) -> (Vec<Frame>, Result<(), std::io::Error>) {
+    let mut buf = prefix.to_vec();
+    let mut tmp = [0u8; 65536];
+    let end = loop {
+        match s.read(&mut tmp) {
+            Ok(0) => break Ok(()),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let mut frames = Vec::new();
+    let mut rest = &buf[..];
+    while !rest.is_empty() {
+        let (_, n) = proto::frame_bounds(rest, proto::MAX_PAYLOAD)
+            .unwrap_or_else(|e| panic!("bad frame {e:?} in {rest:?}"));
+        frames.push(Frame(rest[..n].to_vec()));
+        rest = &rest[n..];
+    }
+    (frames, end)
+}
+
+/// Whether `f` is exactly one `Error{Busy}`.
+fn is_busy(f: &[Frame]) -> bool {
+    matches!(
+        f,
+        [one] if matches!(one.get(), Reply::Error { code: ErrorCode::Busy, .. })
+    )
+}
+
+/// Root's `status` on a fresh connection is served (never `busy`).
+#[track_caller]
+fn root_is_served(sock: &Path) {
+    let f = ask(
+        sock,
+        &Request::Status {
+            name: "",
+            verbose: 0,
+        },
+    );
+    assert!(
+        matches!(f.last().map(Frame::get), Some(Reply::End)),
+        "root was not served: {f:?}"
+    );
+}
+
+/// Eight read-only peers dribble a status request one byte a second. Each
+/// request must be complete 2 s (`REQUEST_TIMEOUT_MS`) after its first
+/// byte, whatever comes later, so each is answered and closed by then; and
+/// root's status is served the whole time.
+#[test]
+fn slowloris_dribblers_are_cut_at_the_request_deadline_and_root_is_served() {
+    let (_, gid) = ro_group();
+    let services = svc("api", "exec sleep 600", "");
+    let mut d = shared_daemon("slowloris", "", &services);
+    d.wait_log("api: spawned", 10.0);
+    let sock = d.socket.clone();
+    let mut req = [0u8; 64];
+    let n = proto::encode_request(
+        &Request::Status {
+            name: "api",
+            verbose: 0,
+        },
+        &mut req,
+    )
+    .unwrap();
+    assert!(n >= 8, "the dribbled frame outlasts the deadline");
+    let mut dribblers = connect_as(&sock, 65534, gid, 8);
+    for s in &dribblers {
+        s.set_nonblocking(true).unwrap();
+    }
+    let start = Instant::now();
+    // Per dribbler: when the daemon closed it, and what it said.
+    let mut ended: Vec<Option<(Duration, Vec<Frame>)>> = (0..8).map(|_| None).collect();
+    let mut served = 0;
+    for byte in 0..n {
+        for (k, s) in dribblers.iter_mut().enumerate() {
+            if ended[k].is_none() {
+                let _ = s.write(&req[byte..byte + 1]);
+            }
+        }
+        // The dribbling is the behaviour: one byte a second. Meanwhile
+        // root asks for status every 100 ms, and every ask is served.
+        let next = start + Duration::from_secs(byte as u64 + 1);
+        while Instant::now() < next {
+            root_is_served(&sock);
+            served += 1;
+            for (k, s) in dribblers.iter_mut().enumerate() {
+                if ended[k].is_some() {
+                    continue;
+                }
+                let mut tmp = [0u8; 256];
+                match s.read(&mut tmp) {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue
+                    }
+                    Ok(got) => {
+                        // The reply and the close arrive together.
+                        s.set_nonblocking(false).unwrap();
+                        let (f, end) = drain_after(s, &tmp[..got]);
+                        assert!(end.is_ok(), "dribbler {k}: reset instead of EOF: {end:?}");
+                        ended[k] = Some((start.elapsed(), f));
+                    }
+                    Err(e) => panic!("dribbler {k}: {e}"),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    eprintln!("root served {served} times; dribblers: {ended:?}");
+    let mut cut = 0;
+    for (k, e) in ended.iter().enumerate() {
+        let (at, f) = e
+            .as_ref()
+            .unwrap_or_else(|| panic!("dribbler {k} still open after {n} s: {ended:?}"));
+        if is_busy(f) {
+            continue;
+        }
+        // Cut at its deadline: 2 s after the first byte, not extended.
+        assert!(
+            *at < Duration::from_millis(3500),
+            "dribbler {k} cut at {at:?}"
+        );
+        assert!(
+            *at >= Duration::from_millis(1900),
+            "dribbler {k} cut at {at:?}"
+        );
+        match f.as_slice() {
+            [one] => match one.get() {
+                Reply::Error { code, message } => {
+                    assert_eq!(code, ErrorCode::BadRequest, "{message}");
+                    assert!(message.contains("not complete within 2s"), "{message}");
+                }
+                r => panic!("dribbler {k}: expected an Error, got {r:?}"),
+            },
+            _ => panic!("dribbler {k}: expected one Error, got {f:?}"),
+        }
+        cut += 1;
+    }
+    assert!(cut >= 1, "no dribbler got a slot: {ended:?}");
+    d.wait_log(
+        "control: request not complete within 2s from uid 65534",
+        10.0,
+    );
+    assert_no_alloc(&mut d);
+    assert_eq!(d.stop(20.0), 0);
+}
+
+/// Eight read-only `events` subscribers that never read, while a service
+/// flaps and events pour out. Root is served the whole time; each
+/// subscriber that got a slot is cut off once its buffer has stayed full
+/// for `STALL_TIMEOUT_MS` (10 s): what it finally reads ends with a
+/// `Dropped` marker, then a clean EOF. Then read-only peers get in again.
+#[test]
+fn silent_event_subscribers_are_cut_off_after_a_dropped_marker() {
+    let (_, gid) = ro_group();
+    let services = [
+        svc(
+            "flap",
+            "exit 1",
+            "    backoff:\n      initial: 0s\n      max: 0s\n      multiplier: 1.0\n",
+        ),
+        svc("api", "exec sleep 600", ""),
+    ]
+    .concat();
+    let mut d = shared_daemon("silent", "", &services);
+    d.wait_log("api: spawned", 10.0);
+    let sock = d.socket.clone();
+    let mut subs = connect_as(&sock, 65534, gid, 8);
+    let mut req = [0u8; 16];
+    let n = proto::encode_request(&Request::Events, &mut req).unwrap();
+    for s in &mut subs {
+        // A refused one may already be closed: EPIPE is fine.
+        let _ = s.write_all(&req[..n]);
+    }
+    // Root is served while they sit on their slots, until the daemon has
+    // cut every one that was subscribed.
+    let t0 = Instant::now();
+    let mut served = 0;
+    let cut = coffey::limits::CLIENTS_PER_UID;
+    loop {
+        root_is_served(&sock);
+        served += 1;
+        if d.count("not reading for 10s; closed") >= cut {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "subscribers not cut within 40 s\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(t0.elapsed() >= Duration::from_secs(10), "cut too early");
+    eprintln!("root served {served} times; {cut} subscribers cut");
+    let mut ended_with_marker = 0;
+    for (k, s) in subs.iter_mut().enumerate() {
+        let (f, end) = drain(s);
+        assert!(end.is_ok(), "subscriber {k}: reset instead of EOF: {end:?}");
+        if is_busy(&f) {
+            continue;
+        }
+        assert!(
+            matches!(
+                f.first().map(Frame::get),
+                Some(Reply::Ok {
+                    message: "subscribed"
+                })
+            ),
+            "subscriber {k}: {:?}",
+            f.first()
+        );
+        match f.last().map(Frame::get) {
+            Some(Reply::Dropped { count }) => assert!(count > 0, "subscriber {k}"),
+            r => panic!("subscriber {k}: expected a Dropped marker last, got {r:?}"),
+        }
+        assert!(f.len() > 100, "subscriber {k}: only {} frames", f.len());
+        ended_with_marker += 1;
+    }
+    assert_eq!(ended_with_marker, cut, "{}", d.log_text());
+    // Their slots are free: a read-only peer is served again.
+    let mut again = connect_as(&sock, 65534, gid, 1).pop().unwrap();
+    let mut b = [0u8; 16];
+    let n = proto::encode_request(&Request::Version, &mut b).unwrap();
+    again.write_all(&b[..n]).unwrap();
+    let mut r = Raw {
+        s: again,
+        buf: Vec::new(),
+    };
+    assert!(matches!(r.must_next().get(), Reply::Version { .. }));
+    drop(r);
+    assert_no_alloc(&mut d);
+    assert_eq!(d.stop(20.0), 0);
+}
+
+/// Read-only peers that connect and sit there: one uid gets at most
+/// `CLIENTS_PER_UID` slots, all read-only peers together at most the
+/// slots `RESERVED_CLIENTS` leaves them; the rest read `busy`. Root gets in
+/// throughout, through the reserved slots.
+#[test]
+fn read_only_uids_are_capped_and_root_always_gets_in() {
+    use coffey::limits::{CLIENTS_PER_UID, RESERVED_CLIENTS};
+    let (_, gid) = ro_group();
+    let services = svc("api", "exec sleep 600", "");
+    let mut d = shared_daemon("operator", "", &services);
+    d.wait_log("api: spawned", 10.0);
+    let sock = d.socket.clone();
+    // Default `limits.clients`: 8.
+    let shared = 8 - RESERVED_CLIENTS;
+    assert!(CLIENTS_PER_UID < shared && shared < 2 * CLIENTS_PER_UID);
+    // Whether a held connection got a slot: a slot answers `version`, a
+    // refused one has already read `busy` and EOF.
+    let admitted = |conns: &mut Vec<UnixStream>| -> usize {
+        let mut b = [0u8; 16];
+        let n = proto::encode_request(&Request::Version, &mut b).unwrap();
+        let mut got = 0;
+        for s in conns.iter_mut() {
+            let _ = s.write_all(&b[..n]);
+            let mut r = Raw {
+                s: s.try_clone().unwrap(),
+                buf: Vec::new(),
+            };
+            match r.must_next().get() {
+                Reply::Version { .. } => got += 1,
+                Reply::Error {
+                    code: ErrorCode::Busy,
+                    ..
+                } => assert!(r.next().is_none()),
+                f => panic!("expected Version or Busy, got {f:?}"),
+            }
+        }
+        got
+    };
+    let mut a = connect_as(&sock, 65534, gid, 8);
+    root_is_served(&sock);
+    assert_eq!(admitted(&mut a), CLIENTS_PER_UID, "uid 65534");
+    // A second read-only uid gets what is left of the shared slots.
+    let mut b = connect_as(&sock, 65533, gid, 8);
+    root_is_served(&sock);
+    assert_eq!(admitted(&mut b), shared - CLIENTS_PER_UID, "uid 65533");
+    // The reserved slots are root's: several operator connections at once.
+    let mut held: Vec<Raw> = (0..RESERVED_CLIENTS)
+        .map(|_| connect_when_free(&sock, 5.0))
+        .collect();
+    for r in &mut held {
+        assert!(matches!(
+            r.request(&Request::Version)[0].get(),
+            Reply::Version { .. }
+        ));
+    }
+    // The CLI, as root, too, once a held one goes.
+    drop(held.pop());
+    wait_for(
+        10.0,
+        "root's CLI served once the daemon sees the close",
+        || {
+            let o = ctl_within(&d, &["status", "api"], 10.0);
+            assert!(o.code == 0 || o.stderr.contains("busy"), "{o:?}");
+            (o.code == 0).then_some(())
+        },
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("control socket: busy, refused uid 65534"),
+        "{log}"
+    );
+    drop((a, b, held));
+    assert_no_alloc(&mut d);
+    assert_eq!(d.stop(20.0), 0);
+}
+
+/// Refused clients read `busy`, never a reset: raw clients that sent
+/// their request get the `Error{Busy}` frame and a clean EOF, and the CLI
+/// says "coffeyd is busy", never "connection closed by daemon". The
+/// refusals make one log line, then a count per 10 s, not a line each.
+#[test]
+fn refused_clients_read_busy_not_a_reset_and_refusals_are_counted() {
+    let services = svc("api", "exec sleep 600", "");
+    let mut d = Daemon::start("refused", "  limits:\n    clients: 2\n", &services);
+    d.wait_log("api: spawned", 10.0);
+    let sock = d.socket.clone();
+    // Root holds every slot (the reserved one too).
+    let mut held: Vec<Raw> = (0..2).map(|_| connect_when_free(&sock, 5.0)).collect();
+    for h in &mut held {
+        assert_eq!(expect_ok(&h.request(&Request::Events)), "subscribed");
+    }
+    const RAW: usize = 40;
+    const CLI: usize = 40;
+    let raw: Vec<_> = (0..RAW)
+        .map(|_| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&sock).unwrap();
+                s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+                let mut b = [0u8; 16];
+                let n = proto::encode_request(&Request::Version, &mut b).unwrap();
+                // The daemon may have answered and closed already (EPIPE);
+                // its answer is still there to read.
+                let _ = s.write_all(&b[..n]);
+                drain(&mut s)
+            })
+        })
+        .collect();
+    let cli: Vec<_> = (0..CLI)
+        .map(|_| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                cli_with(&["status", "-s", sock.to_str().unwrap()], 30.0, |_| {})
+            })
+        })
+        .collect();
+    for (k, t) in raw.into_iter().enumerate() {
+        let (f, end) = t.join().unwrap();
+        assert!(is_busy(&f), "raw client {k}: {f:?}");
+        assert!(end.is_ok(), "raw client {k}: a reset after busy: {end:?}");
+    }
+    for (k, t) in cli.into_iter().enumerate() {
+        let o = t.join().unwrap();
+        assert_eq!(o.code, 1, "CLI {k}: {o:?}");
+        assert_eq!(o.stderr, "coffeyd is busy (too many clients)\n", "CLI {k}");
+    }
+    // One line for the first refusal, then the count of the others.
+    let total = RAW + CLI;
+    let log = d.wait_log("connections refused in the last 10s", 15.0);
+    let first = log.matches("control socket: busy, refused uid").count();
+    let counted: usize = log
+        .lines()
+        .filter_map(|l| {
+            l.split_once("control socket: ")?
+                .1
+                .split_once(" connections refused in the last 10s")
+        })
+        .map(|(n, _)| n.parse::<usize>().unwrap())
+        .sum();
+    assert_eq!((first, counted), (1, total - 1), "{log}");
+    // The subscribers held on.
+    drop(held);
+    assert_no_alloc(&mut d);
+    assert_eq!(d.stop(20.0), 0);
+}
+
+/// Descriptors the process `pid` has open.
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// A connection that queued while the daemon had no descriptor left is
+/// served as soon as one frees up, without another client having to
+/// connect: a failing accept is retried on a short deadline
+/// (`ACCEPT_RETRY_MS`), not at the next readiness edge.
+#[test]
+fn a_connection_queued_during_fd_exhaustion_is_served_once_fds_free_up() {
+    let services = svc("api", "exec sleep 600", "");
+    let mut d = Daemon::start("emfile", "", &services);
+    d.wait_log("api: spawned", 10.0);
+    let sock = d.socket.clone();
+    let pid = d.pid();
+    // Room for exactly two more descriptors: a limit just above the two
+    // lowest free numbers (the daemon may hold inherited ones far above).
+    let used: std::collections::BTreeSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    let second_free = (0..).filter(|n| !used.contains(n)).nth(1).unwrap();
+    let mut old = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let r =
+        unsafe { nix::libc::prlimit(pid, nix::libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(r, 0, "prlimit");
+    let lim = nix::libc::rlimit {
+        rlim_cur: (second_free + 1) as u64,
+        rlim_max: old.rlim_max,
+    };
+    let r =
+        unsafe { nix::libc::prlimit(pid, nix::libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit");
+    let mut a = Raw::connect(&sock);
+    let mut b = Raw::connect(&sock);
+    for r in [&mut a, &mut b] {
+        assert!(matches!(
+            r.request(&Request::Version)[0].get(),
+            Reply::Version { .. }
+        ));
+    }
+    assert_eq!(open_fds(pid), used.len() + 2);
+    // This one queues: accept fails with EMFILE.
+    let mut queued = Raw::connect(&sock);
+    queued.send(&Request::Version);
+    d.wait_log("control socket: accept: Too many open files", 10.0);
+    // Free one descriptor: the daemon closes `a` when it sees the EOF.
+    drop(a);
+    queued
+        .s
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let t0 = Instant::now();
+    let f = queued.next();
+    assert!(
+        matches!(f.as_ref().map(Frame::get), Some(Reply::Version { .. })),
+        "queued client not served within 3 s: {f:?}\n{}",
+        d.log_text()
+    );
+    eprintln!(
+        "queued client served {:?} after the fd came free",
+        t0.elapsed()
+    );
+    // The failures were not logged one per retry.
+    let log = d.log_text();
+    assert_eq!(log.matches("control socket: accept: ").count(), 1, "{log}");
+    unsafe { nix::libc::prlimit(pid, nix::libc::RLIMIT_NOFILE, &old, std::ptr::null_mut()) };
+    drop((b, queued));
+    assert_no_alloc(&mut d);
+    assert_eq!(d.stop(20.0), 0);
 }

@@ -82,13 +82,26 @@ impl Conn {
         let n = proto::encode_request(req, &mut frame)
             .map_err(|_| Failure::failed("request too large (names too long?)"))?;
         let bytes = frame.get(..n).unwrap_or(&[]);
-        self.stream.write_all(bytes).map_err(|e| {
-            if e.kind() == ErrorKind::BrokenPipe || e.kind() == ErrorKind::ConnectionReset {
-                Failure::closed()
-            } else {
-                Failure::failed(format!("writing to {}: {e}", self.path.display()))
+        match self.stream.write_all(bytes) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                Err(self.answer_before_close())
             }
-        })
+            Err(e) => Err(Failure::failed(format!(
+                "writing to {}: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+
+    /// The daemon closed before it took the request, maybe after saying
+    /// why (a refused connection reads `busy`): that answer, else
+    /// "connection closed".
+    fn answer_before_close(&mut self) -> Failure {
+        match self.recv() {
+            Ok(Reply::Error { code, message }) => Failure::from_daemon(code, message),
+            _ => Failure::closed(),
+        }
     }
 
     /// Reads more bytes; Ok(false) at EOF.
@@ -271,6 +284,23 @@ mod tests {
         peer.write_all(&[9, 0x40, 0, 0]).unwrap();
         c.set_deadline(None);
         assert_eq!(c.recv().unwrap_err().error, "protocol error");
+    }
+
+    #[test]
+    fn a_daemon_that_answered_busy_and_closed_before_the_request_is_busy() {
+        let (mut c, mut peer) = pair();
+        peer.write_all(&frame(&Reply::Error {
+            code: ErrorCode::Busy,
+            message: "too many clients",
+        }))
+        .unwrap();
+        drop(peer);
+        let e = c.send(&Request::Version).unwrap_err();
+        assert_eq!(e.human(), "coffeyd is busy (too many clients)");
+        // Closed with nothing said: "connection closed".
+        let (mut c, peer) = pair();
+        drop(peer);
+        assert_eq!(c.send(&Request::Version).unwrap_err(), Failure::closed());
     }
 
     #[test]

@@ -8,12 +8,32 @@
 //! `HEADER + MAX_REQUEST`; output by the borrowed buffer. A slow streaming
 //! reader never blocks anything: lines that do not fit are counted and a
 //! `Dropped` marker is sent once there is room.
+//!
+//! Deadlines are absolute, so no peer can hold a slot by trickling: a
+//! request must be complete `REQUEST_TIMEOUT_MS` after its first byte
+//! (later bytes do not move it), and output the peer has read none of for
+//! `STALL_TIMEOUT_MS` ends the connection. `expired` says which deadline
+//! passed; the shell answers and closes.
 
 use super::proto::{self, DecodeError, Full, Reply};
-use crate::limits::IDLE_TIMEOUT_MS;
+use crate::limits::{IDLE_TIMEOUT_MS, REQUEST_TIMEOUT_MS, STALL_TIMEOUT_MS};
 use crate::time::Instant;
 
 pub const IN_BUF: usize = proto::HEADER + proto::MAX_REQUEST;
+/// Size of a `Dropped` frame. Streamed frames leave this much room, so a
+/// stream that is cut off can always end with its marker.
+pub const MARK_LEN: usize = proto::HEADER + 4;
+
+/// Which deadline of a connection passed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// No request for `IDLE_TIMEOUT_MS`.
+    Idle,
+    /// A request begun and not complete within `REQUEST_TIMEOUT_MS`.
+    Request,
+    /// Output waiting, none of it read, for `STALL_TIMEOUT_MS`.
+    Stalled,
+}
 
 /// What a streaming connection receives.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -61,6 +81,13 @@ pub struct Conn<'a> {
     /// Streamed frames dropped since the last `Dropped` marker.
     pub dropped: u32,
     pub last_active: Instant,
+    /// Deadline of the request whose first bytes are in the input;
+    /// `NEVER` with none begun.
+    req_deadline: Instant,
+    /// Since when queued output has waited with the peer reading none of
+    /// it (for a stream: since it began to drop frames); `NEVER` when it
+    /// flows.
+    stalled_since: Instant,
 }
 
 impl<'a> Conn<'a> {
@@ -74,6 +101,8 @@ impl<'a> Conn<'a> {
             phase: Phase::Reading,
             dropped: 0,
             last_active: now,
+            req_deadline: Instant::NEVER,
+            stalled_since: Instant::NEVER,
         }
     }
 
@@ -85,6 +114,8 @@ impl<'a> Conn<'a> {
         self.phase = Phase::Reading;
         self.dropped = 0;
         self.last_active = now;
+        self.req_deadline = Instant::NEVER;
+        self.stalled_since = Instant::NEVER;
     }
 
     /// Streaming and closing connections take no more requests: their
@@ -100,8 +131,13 @@ impl<'a> Conn<'a> {
         self.inb.get_mut(self.in_len..).unwrap_or(&mut [])
     }
 
-    /// `n` bytes were read into `read_space()`.
+    /// `n` bytes were read into `read_space()`. The first byte of a
+    /// request starts its deadline.
     pub fn did_read(&mut self, n: usize, now: Instant) {
+        let takes_requests = !matches!(self.phase, Phase::Streaming(_) | Phase::Closing);
+        if self.in_len == 0 && n > 0 && takes_requests {
+            self.req_deadline = now.add(REQUEST_TIMEOUT_MS);
+        }
         self.in_len = (self.in_len + n).min(IN_BUF);
         self.last_active = now;
     }
@@ -131,6 +167,12 @@ impl<'a> Conn<'a> {
                     .copy_from_slice(frame);
                 self.inb.copy_within(end..self.in_len, 0);
                 self.in_len -= end;
+                // The next request began no earlier than the last read.
+                self.req_deadline = if self.in_len > 0 {
+                    self.last_active.add(REQUEST_TIMEOUT_MS)
+                } else {
+                    Instant::NEVER
+                };
                 Ok(Some(end))
             }
         }
@@ -146,10 +188,16 @@ impl<'a> Conn<'a> {
 
     /// Queues one frame. `Full` leaves the buffer unchanged.
     pub fn queue(&mut self, rep: &Reply<'_>) -> Result<(), Full> {
-        if self.out.len() - self.out_end < 512 {
+        self.queue_leaving(rep, 0)
+    }
+
+    /// Queues one frame if `keep` bytes stay free after it.
+    fn queue_leaving(&mut self, rep: &Reply<'_>, keep: usize) -> Result<(), Full> {
+        let cap = self.out.len().saturating_sub(keep);
+        if cap.saturating_sub(self.out_end) < 512 {
             self.compact();
         }
-        let space = self.out.get_mut(self.out_end..).ok_or(Full)?;
+        let space = self.out.get_mut(self.out_end..cap).ok_or(Full)?;
         match proto::encode_reply(rep, space) {
             Ok(n) => {
                 self.out_end += n;
@@ -157,7 +205,7 @@ impl<'a> Conn<'a> {
             }
             Err(Full) if self.out_start > 0 => {
                 self.compact();
-                let space = self.out.get_mut(self.out_end..).ok_or(Full)?;
+                let space = self.out.get_mut(self.out_end..cap).ok_or(Full)?;
                 let n = proto::encode_reply(rep, space)?;
                 self.out_end += n;
                 Ok(())
@@ -170,7 +218,7 @@ impl<'a> Conn<'a> {
     /// count is reported first, so the reader knows where the gap is.
     pub fn queue_stream(&mut self, rep: &Reply<'_>) {
         if self.dropped == 0 {
-            if self.queue(rep).is_err() {
+            if self.queue_leaving(rep, MARK_LEN).is_err() {
                 self.dropped = 1;
             }
             return;
@@ -184,7 +232,7 @@ impl<'a> Conn<'a> {
                 count: self.dropped,
             })
             .is_ok()
-            && self.queue(rep).is_ok();
+            && self.queue_leaving(rep, MARK_LEN).is_ok();
         if both {
             self.dropped = 0;
         } else {
@@ -198,13 +246,46 @@ impl<'a> Conn<'a> {
         self.out.get(self.out_start..self.out_end).unwrap_or(&[])
     }
 
-    /// `n` bytes were written.
+    /// `n` bytes were written: the peer is reading.
     pub fn did_write(&mut self, n: usize) {
         self.out_start = (self.out_start + n).min(self.out_end);
         if self.out_start == self.out_end {
             self.out_start = 0;
             self.out_end = 0;
         }
+        if n > 0 {
+            self.stalled_since = Instant::NEVER;
+        }
+    }
+
+    /// The socket took no more of the queued output. A reply waits from
+    /// now; a stream counts as stalled only once its own buffer is full
+    /// too (it drops frames): a paused reader of a quiet stream loses
+    /// nothing and is left alone.
+    pub fn blocked(&mut self, now: Instant) {
+        let full = !matches!(self.phase, Phase::Streaming(_)) || self.dropped > 0;
+        if self.stalled_since == Instant::NEVER && !self.output().is_empty() && full {
+            self.stalled_since = now;
+        }
+    }
+
+    /// Whether `blocked` started the stall clock (the shell reads the
+    /// clock only when it did not).
+    pub fn stalled(&self) -> bool {
+        self.stalled_since != Instant::NEVER
+    }
+
+    /// Ends a stalled connection: a stream gets its `Dropped` marker (the
+    /// room was kept for it), then the connection only flushes and closes.
+    /// Returns the frames the stream dropped.
+    pub fn cut_off(&mut self) -> u32 {
+        let dropped = self.dropped;
+        if matches!(self.phase, Phase::Streaming(_)) && dropped > 0 {
+            let _ = self.queue(&Reply::Dropped { count: dropped });
+            self.dropped = 0;
+        }
+        self.phase = Phase::Closing;
+        dropped
     }
 
     /// Room for at least one more frame of `need` bytes.
@@ -212,12 +293,47 @@ impl<'a> Conn<'a> {
         self.out.len() - (self.out_end - self.out_start) >= need
     }
 
-    /// Idle deadline: only a connection waiting for a request times out.
+    /// The next deadline: idle and request deadlines only while waiting
+    /// for a request; the stall deadline in every phase.
     pub fn poll_at(&self) -> Instant {
+        let stall = self.stalled_since.add(STALL_TIMEOUT_MS);
         match self.phase {
-            Phase::Reading => self.last_active.add(IDLE_TIMEOUT_MS),
-            _ => Instant::NEVER,
+            Phase::Reading => {
+                let req = if self.has_frame() {
+                    Instant::NEVER
+                } else {
+                    self.req_deadline
+                };
+                self.last_active.add(IDLE_TIMEOUT_MS).min(req).min(stall)
+            }
+            _ => stall,
         }
+    }
+
+    /// Which deadline has passed at `now`, if any. A request that is
+    /// complete but not yet taken (it waited behind a long reply) has not
+    /// expired.
+    pub fn expired(&self, now: Instant) -> Option<Expiry> {
+        if self.stalled_since.add(STALL_TIMEOUT_MS) <= now {
+            return Some(Expiry::Stalled);
+        }
+        if self.phase != Phase::Reading {
+            return None;
+        }
+        if self.req_deadline <= now && !self.has_frame() {
+            return Some(Expiry::Request);
+        }
+        (self.last_active.add(IDLE_TIMEOUT_MS) <= now).then_some(Expiry::Idle)
+    }
+
+    /// Whether the input holds a whole frame (or a header error, which is
+    /// answered at once too).
+    fn has_frame(&self) -> bool {
+        let have = self.inb.get(..self.in_len).unwrap_or(&[]);
+        !matches!(
+            proto::frame_bounds(have, proto::MAX_REQUEST),
+            Err(DecodeError::Incomplete)
+        )
     }
 
     /// Whether a closing connection has flushed everything.
@@ -286,7 +402,7 @@ mod tests {
 
     #[test]
     fn slow_stream_reader_gets_a_dropped_marker() {
-        let mut out = [0u8; 600];
+        let mut out = [0u8; 600 + MARK_LEN];
         let mut c = Conn::new(&mut out, Instant(0));
         c.phase = Phase::Streaming(Stream::Events);
         let line = Reply::LogLine {
@@ -299,7 +415,7 @@ mod tests {
         for _ in 0..10 {
             c.queue_stream(&line);
         }
-        // 120-byte frames: 5 fit, 5 dropped.
+        // 120-byte frames: 5 fit (room for a marker is kept), 5 dropped.
         assert_eq!(c.dropped, 5);
         let len = c.output().len();
         c.did_write(len);
@@ -340,7 +456,117 @@ mod tests {
         let mut out = [0u8; 64];
         let mut c = Conn::new(&mut out, Instant(5));
         assert_eq!(c.poll_at(), Instant(5 + IDLE_TIMEOUT_MS));
+        assert_eq!(c.expired(Instant(5 + IDLE_TIMEOUT_MS)), Some(Expiry::Idle));
         c.phase = Phase::Streaming(Stream::Logs(0));
         assert_eq!(c.poll_at(), Instant::NEVER);
+        assert_eq!(c.expired(Instant(u64::MAX - 1)), None);
+    }
+
+    fn status_frame() -> ([u8; 64], usize) {
+        let mut frame = [0u8; 64];
+        let req = Request::Status {
+            name: "api",
+            verbose: 0,
+        };
+        let n = encode_request(&req, &mut frame).unwrap();
+        (frame, n)
+    }
+
+    #[test]
+    fn a_request_deadline_runs_from_its_first_byte() {
+        let mut out = [0u8; 64];
+        let mut c = Conn::new(&mut out, Instant(0));
+        let (frame, n) = status_frame();
+        // One byte a second: later bytes do not move the deadline.
+        for (k, b) in frame[..n - 1].iter().enumerate() {
+            let t = 1000 + 1000 * k as u64;
+            c.read_space()[0] = *b;
+            c.did_read(1, Instant(t));
+            assert_eq!(c.poll_at(), Instant(1000 + REQUEST_TIMEOUT_MS), "byte {k}");
+        }
+        let at = Instant(1000 + REQUEST_TIMEOUT_MS);
+        assert_eq!(c.expired(Instant(at.0 - 1)), None);
+        assert_eq!(c.expired(at), Some(Expiry::Request));
+    }
+
+    #[test]
+    fn a_complete_request_clears_the_deadline_and_the_next_one_starts_its_own() {
+        let mut out = [0u8; 64];
+        let mut c = Conn::new(&mut out, Instant(0));
+        let (frame, n) = status_frame();
+        // A whole request and the first 2 bytes of the next, at t=100.
+        c.read_space()[..n].copy_from_slice(&frame[..n]);
+        c.read_space()[n..n + 2].copy_from_slice(&frame[..2]);
+        c.did_read(n + 2, Instant(100));
+        let mut dst = [0u8; IN_BUF];
+        // Waiting behind a long reply: complete, so not expired.
+        c.phase = Phase::Writing(Job::StatusAll { next: 0 });
+        assert_eq!(c.expired(Instant(100 + REQUEST_TIMEOUT_MS)), None);
+        c.phase = Phase::Reading;
+        assert_eq!(c.poll_at(), Instant(100 + IDLE_TIMEOUT_MS));
+        assert_eq!(c.take_frame(&mut dst), Ok(Some(n)));
+        assert_eq!(c.poll_at(), Instant(100 + REQUEST_TIMEOUT_MS));
+        c.read_space()[..n - 2].copy_from_slice(&frame[2..n]);
+        c.did_read(n - 2, Instant(200));
+        assert_eq!(c.take_frame(&mut dst), Ok(Some(n)));
+        assert_eq!(c.poll_at(), Instant(200 + IDLE_TIMEOUT_MS));
+    }
+
+    #[test]
+    fn an_unread_reply_stalls_and_progress_clears_it() {
+        let mut out = [0u8; 64];
+        let mut c = Conn::new(&mut out, Instant(0));
+        c.phase = Phase::Writing(Job::StatusAll { next: 0 });
+        c.blocked(Instant(10)); // nothing queued: not stalled
+        assert!(!c.stalled());
+        c.queue(&Reply::Ok { message: "abc" }).unwrap();
+        c.blocked(Instant(10));
+        c.blocked(Instant(20)); // the first block counts
+        assert_eq!(c.poll_at(), Instant(10 + STALL_TIMEOUT_MS));
+        assert_eq!(
+            c.expired(Instant(10 + STALL_TIMEOUT_MS)),
+            Some(Expiry::Stalled)
+        );
+        c.did_write(1);
+        assert!(!c.stalled());
+        assert_eq!(c.poll_at(), Instant::NEVER);
+    }
+
+    #[test]
+    fn a_stream_stalls_only_once_it_drops_and_ends_with_its_marker() {
+        let mut out = [0u8; 600];
+        let mut c = Conn::new(&mut out, Instant(0));
+        c.phase = Phase::Streaming(Stream::Events);
+        let line = Reply::LogLine {
+            service: "a",
+            ts_ms: 1,
+            stream: 0,
+            cut: false,
+            text: &[b'x'; 100],
+        };
+        c.queue_stream(&line);
+        c.blocked(Instant(5)); // a paused reader of a quiet stream
+        assert!(!c.stalled());
+        while c.dropped == 0 {
+            c.queue_stream(&line);
+        }
+        c.blocked(Instant(7));
+        assert_eq!(
+            c.expired(Instant(7 + STALL_TIMEOUT_MS)),
+            Some(Expiry::Stalled)
+        );
+        let before = c.output().len();
+        assert_eq!(c.cut_off(), 1);
+        assert_eq!(c.phase, Phase::Closing);
+        let rest = &c.output()[before..];
+        assert_eq!(rest.len(), MARK_LEN);
+        assert_eq!(decode_reply(rest).unwrap().0, Reply::Dropped { count: 1 });
+    }
+
+    #[test]
+    fn mark_len_is_the_size_of_a_dropped_frame() {
+        let mut b = [0u8; 64];
+        let n = proto::encode_reply(&Reply::Dropped { count: u32::MAX }, &mut b).unwrap();
+        assert_eq!(n, MARK_LEN);
     }
 }

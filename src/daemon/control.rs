@@ -5,15 +5,26 @@
 //! buffer; the table has `limits.clients` slots and a full table answers
 //! `busy`. Nothing here allocates: replies are encoded straight into the
 //! connection's buffer, texts are formatted into fixed stack buffers.
+//!
+//! No peer can lock the operator out (see [`Guard`]): root and the
+//! daemon's own uid have `RESERVED_CLIENTS` slots of their own, a read-only
+//! uid holds at most `CLIENTS_PER_UID`, the connection deadlines of
+//! [`Conn`] free slots held by trickling or silent peers, and a refused
+//! peer reads `busy` (no slot needed) and a clean EOF. What the daemon
+//! logs about refusals and timeouts is drop-and-count, one line per
+//! `REFUSAL_LOG_WINDOW_MS`.
 
 use super::clock::{self, Stamp};
 use super::log::{log, LineBuf};
 use super::{errno_desc, Shell, Slot};
-use coffey::control::conn::{Conn, Job, Phase, Stream, IN_BUF};
+use coffey::control::conn::{Conn, Expiry, Job, Phase, Stream, IN_BUF};
 use coffey::control::proto::{
     self, event, DecodeError, ErrorCode, LastExit, Reply, Request, WireState,
 };
-use coffey::limits::LINE_MAX;
+use coffey::limits::{
+    ACCEPTS_PER_TURN, ACCEPT_RETRY_MS, CLIENTS_PER_UID, LINE_MAX, REFUSAL_LOG_WINDOW_MS,
+    REQUEST_TIMEOUT_MS, RESERVED_CLIENTS, STALL_TIMEOUT_MS,
+};
 use coffey::service::{Event, Kind, LeftInGroupText, Reason, Restart, Service, State, StateName};
 use coffey::supervisor::Supervisor;
 use coffey::sys::{signal_name, ExitStatus};
@@ -40,16 +51,133 @@ pub struct Control {
     pub clients: Vec<Client>,
     /// The daemon's own uid: it and root may do everything.
     pub owner_uid: u32,
+    pub guard: Guard,
+}
+
+/// Drop-and-count for one kind of log line: the first of a quiet spell
+/// is logged in full, later ones are counted and reported as one line at
+/// the end of each `REFUSAL_LOG_WINDOW_MS` window that saw any.
+pub struct Counted {
+    n: u32,
+    until: Instant,
+}
+
+impl Counted {
+    pub const fn new() -> Counted {
+        Counted {
+            n: 0,
+            until: Instant::ZERO,
+        }
+    }
+
+    /// One more occurrence; true if it is to be logged in full.
+    fn note(&mut self, now: Instant) -> bool {
+        if now >= self.until && self.n == 0 {
+            self.until = now.add(REFUSAL_LOG_WINDOW_MS);
+            return true;
+        }
+        self.n = self.n.saturating_add(1);
+        false
+    }
+
+    /// At the end of a window that counted some: their number, once. The
+    /// next window starts at once, so a steady flood makes one line per
+    /// window.
+    fn take_due(&mut self, now: Instant) -> Option<u32> {
+        if self.n == 0 || now < self.until {
+            return None;
+        }
+        self.until = now.add(REFUSAL_LOG_WINDOW_MS);
+        Some(core::mem::take(&mut self.n))
+    }
+
+    fn poll_at(&self) -> Instant {
+        if self.n > 0 {
+            self.until
+        } else {
+            Instant::NEVER
+        }
+    }
+}
+
+/// The control socket's defences: admission, accept retries and the
+/// bounded log of what was refused or cut.
+pub struct Guard {
+    refused: Counted,
+    timeouts: Counted,
+    /// When to call accept(2) again without waiting for a readiness edge:
+    /// after a failure for want of descriptors or memory (the queued
+    /// connection makes no new edge), or when a turn's budget ran out.
+    accept_at: Instant,
+    /// accept(2) failures in a row: the first is logged, the rest counted.
+    accept_failures: u32,
+}
+
+impl Guard {
+    pub const fn new() -> Guard {
+        Guard {
+            refused: Counted::new(),
+            timeouts: Counted::new(),
+            accept_at: Instant::NEVER,
+            accept_failures: 0,
+        }
+    }
 }
 
 impl Control {
     pub fn poll_at(&self) -> Instant {
-        let mut at = Instant::NEVER;
+        let mut at = self.guard.accept_at;
+        at = at.min(self.guard.refused.poll_at());
+        at = at.min(self.guard.timeouts.poll_at());
         for c in self.clients.iter().filter(|c| c.fd >= 0) {
             at = at.min(c.conn.poll_at());
         }
         at
     }
+
+    /// Whether accept(2) is to be retried now, readiness or not.
+    pub fn accept_due(&self, now: Instant) -> bool {
+        self.listen_fd >= 0 && self.guard.accept_at <= now
+    }
+
+    fn operator(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.owner_uid
+    }
+
+    /// A free slot for a peer of `uid`, or why there is none. Read-only
+    /// peers may not take the last `RESERVED_CLIENTS` slots (one is always
+    /// theirs), nor more than `CLIENTS_PER_UID` each.
+    fn admit(&self, uid: u32) -> Result<usize, Refusal> {
+        let free = self.clients.iter().position(|c| c.fd < 0);
+        let total = self.clients.len();
+        let Some(k) = free else {
+            return Err(Refusal::Full(total));
+        };
+        if self.operator(uid) {
+            return Ok(k);
+        }
+        let reserved = RESERVED_CLIENTS.min(total.saturating_sub(1));
+        let used = self.clients.iter().filter(|c| c.fd >= 0).count();
+        if used >= total - reserved {
+            return Err(Refusal::Reserved(reserved));
+        }
+        let mine = self.clients.iter().filter(|c| c.fd >= 0 && c.uid == uid);
+        if mine.count() >= CLIENTS_PER_UID {
+            return Err(Refusal::PerUid);
+        }
+        Ok(k)
+    }
+}
+
+/// Why a connection got `busy`.
+#[derive(Copy, Clone)]
+enum Refusal {
+    /// Every one of the N slots is taken.
+    Full(usize),
+    /// Only the N slots kept for the operator are free.
+    Reserved(usize),
+    /// The uid already holds `CLIENTS_PER_UID`.
+    PerUid,
 }
 
 fn wire_state(s: StateName) -> WireState {
@@ -85,6 +213,9 @@ fn flush(c: &mut Client) -> bool {
             if e == libc::EINTR {
                 continue;
             }
+            if e == libc::EAGAIN && !c.conn.stalled() {
+                c.conn.blocked(clock::now());
+            }
             return e == libc::EAGAIN;
         }
         c.conn.did_write(usize::try_from(n).unwrap_or(0));
@@ -93,9 +224,65 @@ fn flush(c: &mut Client) -> bool {
 }
 
 fn close_client(c: &mut Client) {
-    super::close_fd(c.fd);
+    close_quietly(c.fd);
     c.fd = -1;
     c.readable = false;
+}
+
+/// Closes a connection so that the peer reads what was sent and then a
+/// clean EOF: closing a unix socket with unread input would make the
+/// peer's next read fail with ECONNRESET instead. The input is read and
+/// dropped first (bounded: a peer that keeps sending may still see it).
+fn close_quietly(fd: RawFd) {
+    let mut junk = [0u8; 1024];
+    for _ in 0..16 {
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::recv(fd, junk.as_mut_ptr().cast(), junk.len(), libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            break;
+        }
+    }
+    super::close_fd(fd);
+}
+
+/// Lets a cut-off stream's last frames (its `Dropped` marker) into the
+/// socket although the peer has read nothing: the kernel takes more while
+/// its queue is below SO_SNDBUF, and doubling it makes room for our whole
+/// buffer. Best effort; the connection is closed right after.
+fn widen_sndbuf(fd: RawFd) {
+    let mut cur: libc::c_int = 0;
+    let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let size = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid out-pointers of the right size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&mut cur as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return;
+    }
+    // The kernel doubles the value it is given: `cur` doubles the buffer.
+    // SO_SNDBUFFORCE (root) ignores net.core.wmem_max.
+    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: valid pointer of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&cur as *const libc::c_int).cast(),
+                size,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
 }
 
 /// Peer credentials of a unix socket: (uid, gid, pid).
@@ -119,13 +306,14 @@ fn peer_cred(fd: RawFd) -> Option<(u32, u32, i32)> {
     (r == 0).then_some((cred.uid, cred.gid, cred.pid))
 }
 
-/// Accepts every pending connection. Returns the slots that got a client
-/// (so the caller can register them with the poller).
+/// Accepts pending connections, `ACCEPTS_PER_TURN` at most (more are
+/// picked up next turn), and registers each admitted one with `register`.
 pub fn accept_all(shell: &mut Shell, now: Instant, mut register: impl FnMut(usize, RawFd)) {
+    shell.ctl.guard.accept_at = Instant::NEVER;
     if shell.ctl.listen_fd < 0 {
         return;
     }
-    loop {
+    for _ in 0..ACCEPTS_PER_TURN {
         // SAFETY: null address pointers are allowed.
         let fd = unsafe {
             libc::accept4(
@@ -137,43 +325,101 @@ pub fn accept_all(shell: &mut Shell, now: Instant, mut register: impl FnMut(usiz
         };
         if fd < 0 {
             let e = nix::errno::Errno::last_raw();
-            if e == libc::EINTR || e == libc::ECONNABORTED {
-                continue;
-            }
-            if e != libc::EAGAIN {
-                log!(shell.log, "control socket: accept: {}", errno_desc(e));
+            match e {
+                // This connection is gone; the next may be fine.
+                libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EPERM => continue,
+                libc::EAGAIN => accept_works(shell),
+                _ => accept_failed(shell, now, e),
             }
             return;
         }
         let (uid, _gid, pid) = peer_cred(fd).unwrap_or((u32::MAX, u32::MAX, 0));
-        let owner = shell.ctl.owner_uid;
-        let Some(k) = shell.ctl.clients.iter().position(|c| c.fd < 0) else {
-            let mut buf = [0u8; 64];
-            let msg = Reply::Error {
-                code: ErrorCode::Busy,
-                message: "too many clients",
-            };
-            if let Ok(n) = proto::encode_reply(&msg, &mut buf) {
-                // SAFETY: valid buffer; best effort on a fresh socket.
-                unsafe { libc::send(fd, buf.as_ptr().cast(), n, libc::MSG_NOSIGNAL) };
+        match shell.ctl.admit(uid) {
+            Ok(k) => {
+                let owner = shell.ctl.owner_uid;
+                if let Some(c) = shell.ctl.clients.get_mut(k) {
+                    c.fd = fd;
+                    c.uid = uid;
+                    c.pid = pid;
+                    c.readonly = !(uid == 0 || uid == owner);
+                    c.readable = true;
+                    c.conn.reset(now);
+                    register(k, fd);
+                }
             }
-            super::close_fd(fd);
-            log!(
-                shell.log,
-                "control socket: busy, refused uid {uid} pid {pid}"
-            );
-            continue;
-        };
-        if let Some(c) = shell.ctl.clients.get_mut(k) {
-            c.fd = fd;
-            c.uid = uid;
-            c.pid = pid;
-            c.readonly = !(uid == 0 || uid == owner);
-            c.readable = true;
-            c.conn.reset(now);
-            register(k, fd);
+            Err(why) => refuse(shell, fd, uid, pid, why, now),
         }
     }
+    // Budget spent: the rest wait for the next turn, which comes at once.
+    shell.ctl.guard.accept_at = now;
+}
+
+/// accept(2) failed for want of descriptors or memory (or an unexpected
+/// reason): the connection stays queued, and no new edge will announce
+/// it, so retry on a short deadline. Logged once per run of failures.
+fn accept_failed(shell: &mut Shell, now: Instant, e: i32) {
+    let g = &mut shell.ctl.guard;
+    g.accept_at = now.add(ACCEPT_RETRY_MS);
+    g.accept_failures = g.accept_failures.saturating_add(1);
+    if g.accept_failures == 1 {
+        log!(
+            shell.log,
+            "control socket: accept: {}; retrying every {}",
+            errno_desc(e),
+            Dur(ACCEPT_RETRY_MS)
+        );
+    }
+}
+
+/// The queue is empty and accept(2) could take a descriptor (EAGAIN, not
+/// EMFILE: the kernel allocates the descriptor before it looks at the
+/// queue, so one success between failures proves nothing).
+fn accept_works(shell: &mut Shell) {
+    let n = core::mem::take(&mut shell.ctl.guard.accept_failures);
+    if n > 0 {
+        log!(
+            shell.log,
+            "control socket: accepting again after {n} failed attempts"
+        );
+    }
+}
+
+/// Answers `busy` without a slot: the frame goes out with one
+/// non-blocking send (a fresh socket has room), then a quiet close, so
+/// the peer reads the frame and EOF. Logged through drop-and-count.
+fn refuse(shell: &mut Shell, fd: RawFd, uid: u32, pid: i32, why: Refusal, now: Instant) {
+    let message = match why {
+        Refusal::PerUid => "too many connections from this uid",
+        _ => "too many clients",
+    };
+    let mut buf = [0u8; 64];
+    let msg = Reply::Error {
+        code: ErrorCode::Busy,
+        message,
+    };
+    if let Ok(n) = proto::encode_reply(&msg, &mut buf) {
+        let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+        // SAFETY: valid buffer.
+        unsafe { libc::send(fd, buf.as_ptr().cast(), n, flags) };
+    }
+    close_quietly(fd);
+    if !shell.ctl.guard.refused.note(now) {
+        return;
+    }
+    let mut text = LineBuf::default();
+    let _ = match why {
+        Refusal::Full(n) => write!(text, "all {n} client slots in use"),
+        Refusal::Reserved(n) => write!(
+            text,
+            "the last {n} slots are kept for root and the daemon's uid"
+        ),
+        Refusal::PerUid => write!(text, "uid {uid} already has {CLIENTS_PER_UID} connections"),
+    };
+    log!(
+        shell.log,
+        "control socket: busy, refused uid {uid} pid {pid} ({})",
+        core::str::from_utf8(text.as_bytes()).unwrap_or("")
+    );
 }
 
 fn find(shell: &Shell, name: &str) -> Option<usize> {
@@ -1354,13 +1600,95 @@ pub fn service_client(
     }
 }
 
-/// Closes connections idle past their deadline.
+/// Acts on the connection deadlines that passed, and reports what the
+/// drop-and-count logs counted.
 pub fn expire(shell: &mut Shell, now: Instant) {
-    for c in shell.ctl.clients.iter_mut() {
-        if c.fd >= 0 && c.conn.poll_at() <= now {
-            close_client(c);
+    for k in 0..shell.ctl.clients.len() {
+        let Some(c) = shell.ctl.clients.get_mut(k) else {
+            continue;
+        };
+        if c.fd < 0 {
+            continue;
+        }
+        match c.conn.expired(now) {
+            None => {}
+            Some(Expiry::Idle) => close_client(c),
+            Some(Expiry::Request) => request_timeout(shell, k, now),
+            Some(Expiry::Stalled) => cut_off(shell, k),
         }
     }
+    let g = &mut shell.ctl.guard;
+    if let Some(n) = g.refused.take_due(now) {
+        log!(
+            shell.log,
+            "control socket: {n} connections refused in the last {}",
+            Dur(REFUSAL_LOG_WINDOW_MS)
+        );
+    }
+    if let Some(n) = shell.ctl.guard.timeouts.take_due(now) {
+        log!(
+            shell.log,
+            "control: {n} more requests not complete within {} in the last {}",
+            Dur(REQUEST_TIMEOUT_MS),
+            Dur(REFUSAL_LOG_WINDOW_MS)
+        );
+    }
+}
+
+/// A request not complete `REQUEST_TIMEOUT_MS` after its first byte: an
+/// error reply (there is room: the peer has been sent nothing since), then
+/// close.
+fn request_timeout(shell: &mut Shell, k: usize, now: Instant) {
+    let Some((uid, pid)) = shell.ctl.clients.get(k).map(|c| (c.uid, c.pid)) else {
+        return;
+    };
+    if shell.ctl.guard.timeouts.note(now) {
+        log!(
+            shell.log,
+            "control: request not complete within {} from uid {uid} pid {pid}; closing",
+            Dur(REQUEST_TIMEOUT_MS)
+        );
+    }
+    let mut msg = LineBuf::default();
+    let _ = write!(
+        msg,
+        "request not complete within {}; closing",
+        Dur(REQUEST_TIMEOUT_MS)
+    );
+    error(
+        shell,
+        k,
+        ErrorCode::BadRequest,
+        core::str::from_utf8(msg.as_bytes()).unwrap_or(""),
+    );
+    if let Some(c) = shell.ctl.clients.get_mut(k) {
+        let _ = flush(c);
+        close_client(c);
+    }
+}
+
+/// Output the peer read none of for `STALL_TIMEOUT_MS`: a stream ends with
+/// its `Dropped` marker, then the connection closes. Each is logged: one
+/// costs its peer the stall time, so they come slowly.
+fn cut_off(shell: &mut Shell, k: usize) {
+    let Some(c) = shell.ctl.clients.get_mut(k) else {
+        return;
+    };
+    let what = match c.conn.phase {
+        Phase::Streaming(Stream::Events) => "events subscriber",
+        Phase::Streaming(Stream::Logs(_)) => "log follower",
+        _ => "client",
+    };
+    let (uid, pid) = (c.uid, c.pid);
+    let dropped = c.conn.cut_off();
+    widen_sndbuf(c.fd);
+    let _ = flush(c);
+    close_client(c);
+    log!(
+        shell.log,
+        "control: {what} uid {uid} pid {pid} not reading for {}; closed ({dropped} frames dropped)",
+        Dur(STALL_TIMEOUT_MS)
+    );
 }
 
 /// Whether client `k` has work that needs another turn without waiting

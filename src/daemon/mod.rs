@@ -1100,7 +1100,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         }
         let notify_left = notify::drain(&mut sup, &mut shell);
         pending = shell.drain_ready() | notify_left;
-        if accept {
+        if accept || shell.ctl.accept_due(clock::now()) {
             let reg = poll.registry();
             control::accept_all(&mut shell, clock::now(), |k, fd| {
                 let _ = reg.register(

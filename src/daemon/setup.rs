@@ -6,7 +6,7 @@
 //! [`build`] returns, the loop seals the allocator.
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)]
 
-use super::control::{Client, Control};
+use super::control::{Client, Control, Guard};
 use super::log::{log, Log};
 use super::reload::Reloader;
 use super::spawn::{BaseEnv, Prepared};
@@ -301,6 +301,7 @@ pub fn build(
                 .collect(),
             // SAFETY: geteuid never fails.
             owner_uid: unsafe { libc::geteuid() },
+            guard: Guard::new(),
         },
     };
     super::reload::install_initial(&mut shell, &mut core).map_err(|e| e.to_string())?;
