@@ -110,7 +110,7 @@ impl Daemon {
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read_log(&self.log)
     }
 
     /// Waits until the daemon log contains `pat`; returns the whole log.
@@ -121,7 +121,7 @@ impl Daemon {
             let child = self.child.as_mut().unwrap();
             let deadline = Instant::now() + Duration::from_secs_f64(secs);
             loop {
-                let t = std::fs::read_to_string(&log).unwrap_or_default();
+                let t = read_log(&log);
                 if t.contains(pat) {
                     break Some(t);
                 }
@@ -149,15 +149,15 @@ impl Daemon {
 
     /// Counts occurrences of `pat` in the log.
     pub fn count(&self, pat: &str) -> usize {
-        self.log_text().matches(pat).count()
+        count_in(&self.log_text(), pat)
     }
 
     /// Waits until `pat` occurs `n` times.
     pub fn wait_count(&mut self, pat: &str, n: usize, secs: f64) -> String {
         let log = self.log.clone();
         wait_for(secs, &format!("{n} x {pat:?}"), || {
-            let t = std::fs::read_to_string(&log).unwrap_or_default();
-            (t.matches(pat).count() >= n).then_some(t)
+            let t = read_log(&log);
+            (count_in(&t, pat) >= n).then_some(t)
         })
     }
 
@@ -627,4 +627,45 @@ pub fn reachable_copy(dst: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755)).unwrap();
     dst.to_path_buf()
+}
+
+/// The daemon log with its rotated generations, oldest first (`path.N`
+/// ... `path.1`, then `path`): a busy test's log rotates at `log.max_size`
+/// (1 MiB by default), and counting only the current file would miss lines.
+pub fn read_log(path: &Path) -> String {
+    let mut gens = Vec::new();
+    for k in 1.. {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!(".{k}"));
+        match std::fs::read_to_string(&p) {
+            Ok(t) => gens.push(t),
+            Err(_) => break,
+        }
+    }
+    gens.reverse();
+    gens.push(std::fs::read_to_string(path).unwrap_or_default());
+    gens.concat()
+}
+
+/// Lines of `log` containing `pat`, counting a following
+/// `last message repeated N times` (the daemon's collapse of identical
+/// lines) as N more.
+pub fn count_in(log: &str, pat: &str) -> usize {
+    let mut n = 0;
+    let mut last_hit = false;
+    for l in log.lines() {
+        if l.contains(pat) {
+            n += l.matches(pat).count();
+            last_hit = true;
+        } else if let (true, Some(r)) = (last_hit, l.split("last message repeated ").nth(1)) {
+            n += r
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+        } else {
+            last_hit = false;
+        }
+    }
+    n
 }
