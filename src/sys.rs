@@ -27,6 +27,8 @@ pub enum Stage {
     /// `user` or `group` did not resolve when the config was loaded (the
     /// reason is the slot's; nothing was forked).
     User,
+    /// Joining the service's cgroup (a write to its `cgroup.procs`).
+    Cgroup,
 }
 
 impl Stage {
@@ -42,6 +44,7 @@ impl Stage {
             Stage::Chdir => "chdir",
             Stage::Exec => "exec",
             Stage::User => "user",
+            Stage::Cgroup => "cgroup",
         }
     }
     pub fn from_u32(v: u32) -> Stage {
@@ -55,6 +58,7 @@ impl Stage {
             6 => Stage::Setuid,
             7 => Stage::Chdir,
             9 => Stage::User,
+            10 => Stage::Cgroup,
             _ => Stage::Exec,
         }
     }

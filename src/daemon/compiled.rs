@@ -7,7 +7,7 @@
 //! allocating. Startup uses the same path in-process, so both are one code
 //! path.
 //!
-//! Layout: `"CFY2" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
+//! Layout: `"CFY3" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
 //! `u64 shutdown_timeout | u16 count | service*`. Strings are `u32 LE len |
 //! bytes`; lists are `u16 LE count | items`.
 
@@ -17,7 +17,7 @@ use coffey::service::{Condition, Kind, Policy, Restart};
 
 /// Bumped with every layout change: the reload compiler is whatever
 /// binary is on disk now, and must not be misread by an older daemon.
-const MAGIC: &[u8; 4] = b"CFY2";
+const MAGIC: &[u8; 4] = b"CFY3";
 
 /// Encodes a config (allocates: child or startup only).
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
@@ -110,6 +110,11 @@ pub fn encode(cfg: &Config) -> Vec<u8> {
         if let Some(b) = o.get_mut(start..start + 4) {
             b.copy_from_slice(&len.to_le_bytes());
         }
+        // resources: 0 = not set.
+        let r = sv.resources;
+        o.extend_from_slice(&r.memory_max.unwrap_or(0).to_le_bytes());
+        o.extend_from_slice(&r.pids_max.unwrap_or(0).to_le_bytes());
+        o.extend_from_slice(&r.cpu_weight.unwrap_or(0).to_le_bytes());
     }
     o
 }
@@ -339,6 +344,8 @@ pub struct CService<'a> {
     pub checks_raw: &'a [u8],
     /// Readiness, liveness.
     pub checks: [Option<CCheck<'a>>; 2],
+    /// `resources:` (cgroup v2 limits).
+    pub limits: super::cgroup::Limits,
 }
 
 /// One decoded check.
@@ -500,6 +507,11 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
     if cr.pos != checks_raw.len() {
         return Err(Corrupt);
     }
+    let limits = super::cgroup::Limits {
+        memory_max: r.u64()?,
+        pids_max: r.u32()?,
+        cpu_weight: r.u32()?,
+    };
     Ok(CService {
         name,
         binary,
@@ -533,6 +545,7 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
         start_timeout,
         checks_raw,
         checks,
+        limits,
     })
 }
 
