@@ -4,6 +4,10 @@
 # tests/vm/config.yaml come up, and check the serial log: every service
 # ready (the HTTP check on 127.0.0.1 needs the lo that coffeyd sets up: the
 # initramfs has no `ip`), ordered stop, "reboot: Power down", no panic.
+# Then the cgroup v2 checks (issue 9, tests/vm/cgroup.sh): coffeyd mounts
+# cgroup2 and owns the tree, a setsid escapee is killed by `stop`,
+# pids_max holds a fork bomb, memory_max has a hog OOM-killed and status
+# says so. Only here may tests create cgroups: never on the host.
 # A second boot has no config and no /bin/sh: PID 1 must wait, and reboot
 # on Ctrl-Alt-Del (SIGINT), sent through the qemu monitor.
 #
