@@ -497,12 +497,14 @@ fn is_cgroup2(path: &CStr) -> bool {
 
 /// Enables the controllers coffeyd uses in `dir/cgroup.subtree_control`,
 /// each on its own (one missing controller must not cost the others).
-fn enable_controllers(dir: RawFd) -> Result<Controllers, i32> {
+/// Call it only on a cgroup without processes (or the root): there, the
+/// threaded controllers (pids, cpu) would still go on, and make `dir` a
+/// thread root whose children no process can join (EOPNOTSUPP).
+fn enable_controllers(dir: RawFd) -> Controllers {
     let mut avail = [0u8; 256];
     let n = read_at(dir, c"cgroup.controllers", &mut avail).unwrap_or(0);
     let avail = avail.get(..n).unwrap_or(&[]);
     let mut on = Controllers::default();
-    let mut busy = Ok(());
     for (word, cmd, flag) in [
         (&b"memory"[..], &b"+memory"[..], &mut on.memory),
         (b"pids", b"+pids", &mut on.pids),
@@ -511,13 +513,16 @@ fn enable_controllers(dir: RawFd) -> Result<Controllers, i32> {
         if !has_word(avail, word) {
             continue;
         }
-        match write_at(dir, c"cgroup.subtree_control", cmd) {
-            Ok(()) => *flag = true,
-            Err(libc::EBUSY) => busy = Err(libc::EBUSY),
-            Err(_) => {}
-        }
+        *flag = write_at(dir, c"cgroup.subtree_control", cmd).is_ok();
     }
-    busy.map(|_| on)
+    on
+}
+
+/// Whether any process is in the cgroup `dir` itself.
+fn has_procs(dir: RawFd) -> bool {
+    let mut any = false;
+    each_proc(dir, |_| any = true);
+    any
 }
 
 /// Startup: picks the base directory (system mode: /sys/fs/cgroup;
@@ -561,14 +566,20 @@ pub fn init(shell: &mut Shell, configured: Option<&std::path::Path>, system: boo
         log!(shell.log, "cgroups: {shown}: {}; not used", e.desc());
         return;
     }
-    let ctl = match enable_controllers(base) {
-        Err(_) if !system => {
-            // Processes in the base (coffeyd itself) keep controllers off:
-            // move coffeyd into a leaf of its own and try again.
-            move_self(base);
-            enable_controllers(base).unwrap_or_default()
-        }
-        r => r.unwrap_or_default(),
+    // The root cgroup may hold processes and hand out controllers; any
+    // other may not. A delegated coffeyd usually starts in its base:
+    // it moves into a leaf of its own first.
+    if !system && has_procs(base) {
+        move_self(base);
+    }
+    let ctl = if !system && has_procs(base) {
+        log!(
+            shell.log,
+            "cgroups: other processes are in {shown}: its controllers stay off (resources are not enforced)"
+        );
+        Controllers::default()
+    } else {
+        enable_controllers(base)
     };
     shell.cg.base = base;
     let _ = shell.cg.path.push_str(shown);

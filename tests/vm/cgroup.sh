@@ -62,4 +62,35 @@ case $reason in
 "killed by the OOM killer (memory_max 16MiB)") ;;
 *) fail "cgroup: hog's reason is '$reason'" ;;
 esac
+# 4. Supervisor mode with a delegated cgroup (coffey.cgroup): a second
+# coffeyd, started inside the delegated directory, moves itself into a
+# leaf (cgroup v2 keeps processes out of a cgroup with controllers on for
+# its children), puts its service in deleg/n1.service, and its stop ends
+# the escapee there too. Its cgroups are removed when it exits.
+D=$CG/deleg
+NCFG=/etc/coffey/nested.yaml
+mkdir -p $D
+sh -c "echo 0 > $D/cgroup.procs; exec coffeyd -c $NCFG" </dev/null >/dev/null 2>&1 &
+nested=$!
+ncfy() { timeout 10 coffeyd -c $NCFG "$@"; }
+wait_for 10 grep -q "n1: spawned pid" /run/nested.log 2>/dev/null ||
+    fail "cgroup: nested coffeyd did not start n1: $(cat /run/nested.log 2>&1)"
+grep -q "cgroups: services in $D/NAME.service (controllers: memory pids cpu)" /run/nested.log ||
+    fail "cgroup: nested coffeyd did not use $D: $(cat /run/nested.log)"
+ncg=$(cut -d: -f3 /proc/$nested/cgroup)
+[ "$ncg" = /deleg/coffeyd ] || fail "cgroup: nested coffeyd is in $ncg, not /deleg/coffeyd"
+wait_for 10 test "$(ncfy status n1 | sed -n 's/^processes: *//p')" -ge 3 2>/dev/null ||
+    fail "cgroup: nested n1 has processes $(ncfy status n1 | sed -n 's/^processes: *//p')"
+np=$(ncfy status n1 | sed -n 's/^processes: *//p')
+[ "$(cat $D/n1.service/pids.max)" = 8 ] || fail "cgroup: nested pids.max $(cat $D/n1.service/pids.max)"
+T=20 ncfy stop n1 >/dev/null || fail "cgroup: nested stop n1 failed"
+grep -q '^populated 0' $D/n1.service/cgroup.events || fail "cgroup: deleg/n1.service still populated"
+ncfy shutdown >/dev/null || fail "cgroup: nested shutdown failed"
+wait_for 10 sh -c "! test -d /proc/$nested" || fail "cgroup: nested coffeyd did not exit"
+[ -d $D/n1.service ] && fail "cgroup: deleg/n1.service left behind"
+grep -q "n1: stop timeout; sent SIGKILL to process group [0-9]* and its cgroup (cgroup.kill)" /run/nested.log ||
+    fail "cgroup: nested n1 got no cgroup.kill: $(cat /run/nested.log)"
+grep -q "shutdown complete; heap allocations after startup: 0" /run/nested.log ||
+    fail "cgroup: nested coffeyd allocated: $(grep 'heap allocations' /run/nested.log)"
+echo "VM-TEST: cgroup delegated: coffeyd moved itself into $ncg, n1 had $np processes, pids.max 8, its escapee got cgroup.kill, stopped empty, n1.service removed at exit, 0 allocations after startup"
 echo "VM-TEST: cgroup checks passed at $(uptime_s)s"

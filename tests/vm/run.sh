@@ -131,13 +131,14 @@ install -m 0755 "$BIN" "$STAGE/init"
 install -m 0755 "$BIN" "$STAGE/sbin/coffeyd"
 install -m 0755 "$BUSYBOX" "$STAGE/bin/busybox"
 # No `ip`: coffeyd sets lo up itself (issue 8, point 11).
-for app in sh echo cat sleep mkdir ls grep sed wget httpd mount ps timeout awk setsid; do
+for app in sh echo cat sleep mkdir ls grep sed wget httpd mount ps timeout awk setsid cut; do
     ln -s busybox "$STAGE/bin/$app"
 done
 ln -s ../sbin/coffeyd "$STAGE/bin/coffeyd"
 install -m 0644 "$HERE/config.yaml" "$STAGE/etc/coffey/config.yaml"
 install -m 0755 "$HERE/driver.sh" "$STAGE/etc/coffey/driver.sh"
 install -m 0644 "$HERE/cgroup.sh" "$STAGE/etc/coffey/cgroup.sh"
+install -m 0644 "$HERE/nested.yaml" "$STAGE/etc/coffey/nested.yaml"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$STAGE/etc/passwd"
 printf 'root:x:0:\n' >"$STAGE/etc/group"
 printf '<h1>hello from coffeyd</h1>\n' >"$STAGE/www/index.html"
@@ -203,6 +204,7 @@ check "cgroup: esc got cgroup.kill at its stop timeout" has "esc: stop timeout; 
 check "cgroup: pids_max held the fork bomb" has "VM-TEST: cgroup bomb held"
 check "cgroup: the hog was OOM-killed and status said so" has "VM-TEST: cgroup hog: reason 'killed by the OOM killer (memory_max 16MiB)'"
 check "cgroup: the daemon log names the OOM kill" has "; killed by the OOM killer (memory_max 16MiB)"
+check "cgroup: a delegated coffey.cgroup works in supervisor mode" has "VM-TEST: cgroup delegated:"
 check "cgroup: every check passed" has "VM-TEST: cgroup checks passed"
 check "'reboot: Power down' in the log" has "reboot: Power down"
 check "no 'Kernel panic'" lacks "Kernel panic"
