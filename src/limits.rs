@@ -96,8 +96,9 @@ pub const LOG_PATH_MAX: usize = PATH_MAX - 12;
 pub const FDS_BASE: usize = 12;
 /// Per service: stdout and stderr pipes (both ends kept open so output
 /// survives restarts), one log file, the sd_notify socket, the readiness
-/// pipe, and one socket or pipe per health probe in flight.
-pub const FDS_PER_SERVICE: usize = 9;
+/// pipe, one socket or pipe per health probe in flight, and its cgroup
+/// (the directory and the polled `cgroup.events`).
+pub const FDS_PER_SERVICE: usize = 11;
 /// Per client connection.
 pub const FDS_PER_CLIENT: usize = 1;
 

@@ -402,6 +402,25 @@ impl<'a> Supervisor<'a> {
         found
     }
 
+    /// The shell saw a stopping service's processes go (its cgroup
+    /// emptied) without reaping any of them: re-check whether its run
+    /// is over, as a reap would.
+    pub fn group_changed(&mut self, idx: usize, now: Instant, sys: &mut impl Sys) {
+        let draining = self.svcs.get(idx).is_some_and(|s| {
+            matches!(
+                s.state,
+                State::Stopping {
+                    leader_gone: true,
+                    ..
+                }
+            )
+        });
+        if draining && idx < self.used {
+            self.step_one(idx, Input::Reaped { pid: 0 }, now, sys);
+            self.propagate(now, sys);
+        }
+    }
+
     /// Fires due deadlines.
     pub fn tick(&mut self, now: Instant, sys: &mut impl Sys) {
         // The loop calls this every turn; most turns nothing is due.
@@ -1415,6 +1434,34 @@ mod tests {
             sup.services()[0].reason,
             crate::service::Reason::StartTimeout
         );
+    }
+
+    /// A cgroup that empties without a reap coffeyd sees (a member that
+    /// was not its child) ends a stop that waits for it, and nothing else.
+    #[test]
+    fn group_changed_ends_a_drained_stop_without_a_reap() {
+        let mut v: Vec<Service> = (0..2).map(|i| Service::new(i, Policy::default())).collect();
+        let mut sys = Rec::default();
+        let mut px = [PidSlot::EMPTY; 8];
+        let mut sup = Supervisor::new(&mut v, &mut px, 2);
+        sup.start_all(t(0), &mut sys);
+        let (p0, p1) = (pid_of(&sys, 0), pid_of(&sys, 1));
+        sys.alive.push(p0);
+        sup.stop(0, t(1), &mut sys);
+        sup.on_exit(p0, ExitStatus::Signal(15), t(2), &mut sys);
+        assert_eq!(sup.services()[0].state.name(), StateName::Stopping);
+        // Still populated: no change.
+        sup.group_changed(0, t(3), &mut sys);
+        assert_eq!(sup.services()[0].state.name(), StateName::Stopping);
+        // A running service is not touched by it.
+        sup.group_changed(1, t(3), &mut sys);
+        assert_eq!(sup.services()[1].state.name(), StateName::Running);
+        assert_eq!(sup.services()[1].state.pid(), Some(p1));
+        sys.alive.clear();
+        sup.group_changed(0, t(4), &mut sys);
+        assert_eq!(sup.services()[0].state, State::Stopped);
+        // Out of range: nothing.
+        sup.group_changed(7, t(5), &mut sys);
     }
 
     #[test]

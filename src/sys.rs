@@ -30,6 +30,8 @@ pub enum Stage {
     /// setrlimit(2) of an `rlimits:` entry (EPERM: a hard limit raised
     /// without privilege).
     Rlimit,
+    /// Joining the service's cgroup (a write to its `cgroup.procs`).
+    Cgroup,
 }
 
 impl Stage {
@@ -46,6 +48,7 @@ impl Stage {
             Stage::Exec => "exec",
             Stage::User => "user",
             Stage::Rlimit => "setrlimit",
+            Stage::Cgroup => "cgroup",
         }
     }
     pub fn from_u32(v: u32) -> Stage {
@@ -60,6 +63,7 @@ impl Stage {
             7 => Stage::Chdir,
             9 => Stage::User,
             10 => Stage::Rlimit,
+            11 => Stage::Cgroup,
             _ => Stage::Exec,
         }
     }

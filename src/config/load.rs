@@ -200,6 +200,8 @@ struct Globals<'t> {
     log_dir: Option<PathBuf>,
     buffer: u32,
     console: bool,
+    /// `coffey.cgroup` is set (for the `resources:` warning).
+    cgroup: bool,
 }
 
 /// A built service and what the cross checks need to know about it.
@@ -405,6 +407,7 @@ pub(super) fn load_text(
         log_dir: config.service_logs.dir.clone(),
         buffer: config.service_logs.buffer,
         console: config.log.console,
+        cgroup: config.cgroup.is_some(),
     };
 
     let mut entries: Vec<Entry> = Vec::new();
@@ -802,7 +805,100 @@ fn build_globals(
         early_mounts: raw.early_mounts.unwrap_or(true),
         mounts,
         main,
+        cgroup: build_cgroup(&mut cx, raw.cgroup.as_deref()),
     }
+}
+
+/// `coffey.cgroup`: an absolute path (whether it is a delegated cgroup v2
+/// directory is a fact of the running system: the daemon checks and logs).
+fn build_cgroup(cx: &mut Ctx, raw: Option<&str>) -> Option<PathBuf> {
+    let at = [K("coffey"), K("cgroup")];
+    let s = raw?;
+    if !check_path(cx, &at, "cgroup", s) {
+        return None;
+    }
+    if !s.starts_with('/') {
+        cx.err(
+            &at,
+            format!("cgroup '{s}' must be an absolute path (e.g. /sys/fs/cgroup/coffey)"),
+        );
+        return None;
+    }
+    if s.len() > CGROUP_PATH_MAX {
+        cx.err(
+            &at,
+            format!(
+                "cgroup path is {} bytes; at most {CGROUP_PATH_MAX}",
+                s.len()
+            ),
+        );
+        return None;
+    }
+    Some(PathBuf::from(s))
+}
+
+/// Longest `coffey.cgroup` (the daemon keeps it in a fixed buffer).
+const CGROUP_PATH_MAX: usize = 200;
+/// Smallest `memory_max`: below it a service is OOM-killed at once.
+const MIN_MEMORY_MAX: u64 = 1 << 20;
+/// `cpu.weight` range (cgroup v2).
+const MAX_CPU_WEIGHT: u64 = 10_000;
+
+/// A service's `resources:`. Outside system mode they need `coffey.cgroup`:
+/// without it they are not enforced, which is worth a warning.
+fn build_resources(
+    cx: &mut Ctx,
+    raw: Option<&super::raw::RawResources>,
+    cgroup: bool,
+) -> super::spec::Resources {
+    use super::spec::Resources;
+    let Some(r) = raw else {
+        return Resources::default();
+    };
+    let at = |k: &'static str| [K("resources"), K(k)];
+    let mut out = Resources::default();
+    if let Some(m) = r.memory_max {
+        if m.0 < MIN_MEMORY_MAX {
+            cx.err(
+                &at("memory_max"),
+                format!(
+                    "memory_max is {} bytes; it must be at least 1MiB (less kills the service at once)",
+                    m.0
+                ),
+            );
+        } else {
+            out.memory_max = Some(m.0);
+        }
+    }
+    if let Some(p) = r.pids_max {
+        match u32::try_from(p) {
+            Ok(n) if n >= 1 => out.pids_max = Some(n),
+            _ => cx.err(
+                &at("pids_max"),
+                format!("pids_max is {p}; it must be between 1 and {}", u32::MAX),
+            ),
+        }
+    }
+    if let Some(w) = r.cpu_weight {
+        if (1..=MAX_CPU_WEIGHT).contains(&w) {
+            out.cpu_weight = u32::try_from(w).ok();
+        } else {
+            cx.err(
+                &at("cpu_weight"),
+                format!(
+                    "cpu_weight is {w}; it must be between 1 and {MAX_CPU_WEIGHT} (default 100)"
+                ),
+            );
+        }
+    }
+    if out.is_set() && !cgroup {
+        cx.warn(
+            &[K("resources")],
+            "resources are enforced through cgroup v2 only: when coffeyd is PID 1 of a machine, or with `coffey.cgroup` set; otherwise they are ignored (the daemon logs it)"
+                .to_owned(),
+        );
+    }
+    out
 }
 
 /// A hostname: 1..=64 of `[A-Za-z0-9.-]`, not starting with '-' or '.'
@@ -1586,6 +1682,7 @@ fn build_service(
         );
     }
 
+    let resources = build_resources(&mut cx, raw.resources.as_ref(), g.cgroup);
     let spec = ServiceSpec {
         name,
         binary,
@@ -1607,6 +1704,7 @@ fn build_service(
             .stop_signal
             .map_or(nix::sys::signal::Signal::SIGTERM as i32, |s| s.0),
         stop_timeout: raw.stop_timeout.map_or(DEFAULT_STOP_TIMEOUT, |d| d.0),
+        resources,
         depends_on,
         log,
         healthcheck,

@@ -164,3 +164,5 @@ pub fn run_validate(path: &Path, target: &Target, out: &mut dyn Write) -> (i32, 
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cgroup;

@@ -44,6 +44,7 @@ pub(super) struct RawGlobal {
     pub early_mounts: Option<bool>,
     pub mounts: Option<List<RawMount>>,
     pub main: Option<String>,
+    pub cgroup: Option<String>,
 }
 
 /// A `coffey.mounts` item (fstab-like).
@@ -116,6 +117,7 @@ pub(super) struct RawService {
     pub max_restarts: Option<u32>,
     pub stop_signal: Option<Sig>,
     pub stop_timeout: Option<Dur>,
+    pub resources: Option<RawResources>,
     pub depends_on: Option<List<RawDep>>,
     pub log: Option<RawServiceLog>,
     pub healthcheck: Option<RawHealthcheck>,
@@ -288,6 +290,18 @@ pub(super) struct RawBackoff {
     pub max: Option<Dur>,
     pub multiplier: Option<f64>,
     pub reset_after: Option<Dur>,
+}
+
+/// `resources:`: cgroup v2 limits of one service.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `memory_max`, `pids_max` and `cpu_weight`"
+)]
+pub(super) struct RawResources {
+    pub memory_max: Option<Size>,
+    pub pids_max: Option<u64>,
+    pub cpu_weight: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -41,6 +41,10 @@ pub struct Config {
     /// (128 + signal when killed), after stopping the rest. Names a
     /// defined service.
     pub main: Option<String>,
+    /// Supervisor and container mode: the delegated cgroup v2 directory
+    /// the services' cgroups are made in. None: no cgroups outside system
+    /// mode (coffeyd never creates cgroups unasked).
+    pub cgroup: Option<PathBuf>,
 }
 
 /// One `coffey.mounts` entry, ready for mount(2).
@@ -117,6 +121,23 @@ pub struct Backoff {
     pub max: Millis,
     pub multiplier: f64,
     pub reset_after: Millis,
+}
+
+/// A service's `resources:`; None = not set (the kernel's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    /// Bytes, for `memory.max`.
+    pub memory_max: Option<u64>,
+    /// Processes and threads, for `pids.max`.
+    pub pids_max: Option<u32>,
+    /// 1..=10000, for `cpu.weight` (the kernel's default is 100).
+    pub cpu_weight: Option<u32>,
+}
+
+impl Resources {
+    pub fn is_set(&self) -> bool {
+        *self != Resources::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +242,8 @@ pub struct ServiceSpec {
     /// Signal number.
     pub stop_signal: i32,
     pub stop_timeout: Millis,
+    /// cgroup v2 limits (`memory.max`, `pids.max`, `cpu.weight`).
+    pub resources: Resources,
     pub depends_on: Vec<Dep>,
     pub log: ServiceLog,
     pub healthcheck: Healthcheck,

@@ -117,6 +117,11 @@ pub fn encode(cfg: &Config) -> Vec<u8> {
         if let Some(b) = o.get_mut(start..start + 4) {
             b.copy_from_slice(&len.to_le_bytes());
         }
+        // resources: 0 = not set.
+        let r = sv.resources;
+        o.extend_from_slice(&r.memory_max.unwrap_or(0).to_le_bytes());
+        o.extend_from_slice(&r.pids_max.unwrap_or(0).to_le_bytes());
+        o.extend_from_slice(&r.cpu_weight.unwrap_or(0).to_le_bytes());
     }
     o
 }
@@ -348,6 +353,8 @@ pub struct CService<'a> {
     pub checks_raw: &'a [u8],
     /// Readiness, liveness.
     pub checks: [Option<CCheck<'a>>; 2],
+    /// `resources:` (cgroup v2 limits).
+    pub limits: super::cgroup::Limits,
 }
 
 /// One decoded check.
@@ -540,6 +547,11 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
     if cr.pos != checks_raw.len() {
         return Err(Corrupt);
     }
+    let limits = super::cgroup::Limits {
+        memory_max: r.u64()?,
+        pids_max: r.u32()?,
+        cpu_weight: r.u32()?,
+    };
     Ok(CService {
         name,
         binary,
@@ -574,6 +586,7 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
         start_timeout,
         checks_raw,
         checks,
+        limits,
     })
 }
 

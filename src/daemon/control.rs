@@ -461,6 +461,15 @@ fn verb(r: &Request<'_>) -> &'static str {
     }
 }
 
+/// How the last run ended: "signal SIGKILL", or "killed by the OOM
+/// killer (memory_max 64MiB)" when its cgroup says so.
+fn exit_text(out: &mut LineBuf, st: ExitStatus, shell: &Shell, idx: u16) {
+    let _ = match super::cgroup::oom_of(shell, usize::from(idx), st) {
+        Some(oom) => write!(out, "{oom}"),
+        None => write!(out, "{st}"),
+    };
+}
+
 /// Human reason for a state: "next try in 4s", "exec failed: ...".
 fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
     out.clear();
@@ -488,7 +497,8 @@ fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
                     let _ = write!(out, "cannot spawn: {}; ", errno_desc(e.errno));
                 }
                 Reason::Exited(st) => {
-                    let _ = write!(out, "{st}; ");
+                    exit_text(out, st, shell, s.idx);
+                    let _ = out.write_str("; ");
                 }
                 Reason::Unhealthy => {
                     // The check that failed: liveness, else the notify watchdog.
@@ -526,7 +536,7 @@ fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
             super::spawn::write_failure(out, e, prep(s.idx));
         }
         (State::Failed | State::Stopped, Reason::Exited(st)) => {
-            let _ = write!(out, "{st}");
+            exit_text(out, st, shell, s.idx);
         }
         (_, Reason::LeftInGroup { left, .. }) => {
             let _ = write!(out, "{}", LeftInGroupText(left));
@@ -1094,7 +1104,7 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
     };
     let mut text = LineBuf::default();
     reason(s, shell, now, &mut text);
-    let Shell { slots, ctl, .. } = shell;
+    let Shell { slots, ctl, cg, .. } = shell;
     let (Some(slot), Some(c)) = (slots.get(i), ctl.clients.get_mut(k)) else {
         return;
     };
@@ -1188,6 +1198,7 @@ fn status_one(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, i: usize, now: 
             let _ = write!(t, "{pid}");
         });
     }
+    super::cgroup::status_details(cg, i, s.state.pid(), &mut detail);
     if let Some(st) = s.last_exit {
         detail("last_exit", &mut |t| {
             let _ = write!(t, "{st}");

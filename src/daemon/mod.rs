@@ -7,6 +7,7 @@
 //! With nothing due the poll timeout is infinite: zero wakeups when idle.
 
 mod alloc;
+mod cgroup;
 mod clock;
 mod compiled;
 mod control;
@@ -119,6 +120,8 @@ pub struct Shell {
     pub main_idx: Option<usize>,
     /// Slots whose main process moved by sd_notify `MAINPID=`.
     pub mainpids: usize,
+    /// The services' cgroups (none without cgroup2 or `coffey.cgroup`).
+    pub cg: cgroup::Cgroups,
 }
 
 /// errno of the last failed libc call.
@@ -170,7 +173,11 @@ impl Sys for Shell {
             slot.prep.notify_fd = Some((w, *n));
         }
         slot.spawned = group::boot_ticks();
+        slot.prep.cgroup_fd = self.cg.join_fd(idx);
         let res = spawn::spawn(&slot.prep, devnull);
+        if let Ok(pid) = res {
+            self.cg.spawned(idx, pid);
+        }
         if notify_w >= 0 {
             // SAFETY: ours; the child has its copy.
             unsafe { libc::close(notify_w) };
@@ -213,6 +220,8 @@ impl Sys for Shell {
         if pgid > 1 {
             // SAFETY: plain syscall; ESRCH (group gone) is fine.
             unsafe { libc::kill(-pgid, sig) };
+            // And everything else in the run's cgroup, if it has one.
+            self.cg.kill(pgid, sig);
         }
     }
 
@@ -220,12 +229,19 @@ impl Sys for Shell {
         if pgid <= 1 {
             return false;
         }
+        if self.cg.alive(pgid) == Some(true) {
+            return true;
+        }
         // SAFETY: signal 0 only checks existence.
         let r = unsafe { libc::kill(-pgid, 0) };
         r == 0 || nix::errno::Errno::last_raw() == libc::EPERM
     }
 
     fn group_members(&mut self, pgid: i32) -> u32 {
+        // With a cgroup, "its group" is the cgroup: every live member.
+        if let Some(n) = self.cg.members(pgid) {
+            return n;
+        }
         if !self.group_alive(pgid) {
             return 0;
         }
@@ -234,6 +250,10 @@ impl Sys for Shell {
     }
 
     fn escapees(&mut self, idx: usize, _pgid: i32, out: &mut [Escapee]) -> Outside {
+        if self.cg.join_fd(idx) >= 0 {
+            // Counted (and stopped) as members of its cgroup instead.
+            return Outside::default();
+        }
         escape::take(self, idx, out)
     }
 
@@ -341,9 +361,14 @@ impl Shell {
                 status,
                 uptime,
             } => {
+                let oom = cgroup::oom_of(self, idx, status);
+                let (sep, oom) = match &oom {
+                    Some(o) => ("; ", o as &dyn core::fmt::Display),
+                    None => ("", &"" as &dyn core::fmt::Display),
+                };
                 log!(
                     self.log,
-                    "{name}: pid {pid} exited with {status} after {}",
+                    "{name}: pid {pid} exited with {status} after {}{sep}{oom}",
                     Dur(uptime)
                 )
             }
@@ -372,9 +397,14 @@ impl Shell {
                 pid,
                 shutdown: false,
             } => {
+                let cg = if self.cg.alive(pid).is_some() {
+                    " and its cgroup (cgroup.kill)"
+                } else {
+                    ""
+                };
                 log!(
                     self.log,
-                    "{name}: stop timeout; sent SIGKILL to process group {pid}"
+                    "{name}: stop timeout; sent SIGKILL to process group {pid}{cg}"
                 )
             }
             Event::Killed {
@@ -624,6 +654,7 @@ fn before_exit(
 ) -> Option<i32> {
     let pid = notify::route_exit(shell, pid, status)?;
     if let Some(i) = sup.owner_of(pid) {
+        cgroup::main_exited(shell, i, status);
         shell.output_ended(i);
         notify::process_gone(shell, i);
     }
@@ -655,7 +686,18 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
             }
         }
         let batch = pids.get(..n).unwrap_or(&[]);
-        let touched = escape::attribute(sup, shell, batch);
+        // A service with a cgroup needs no guessing whose orphans are
+        // whose: its cgroup holds them (see cgroup.rs).
+        let mut guess = [0i32; REAP_BATCH];
+        let mut k = 0;
+        for &pid in batch {
+            let contained = sup.owner_of(pid).is_some_and(|i| shell.cg.join_fd(i) >= 0);
+            if let Some(g) = guess.get_mut(k).filter(|_| !contained) {
+                *g = pid;
+                k += 1;
+            }
+        }
+        let touched = escape::attribute(sup, shell, guess.get(..k).unwrap_or(&[]));
         for (&pid, &raw) in batch.iter().zip(raws.iter()) {
             on_reaped(sup, shell, pid, raw);
         }
@@ -913,6 +955,11 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         adopted,
     } = setup::start(cfg)?;
     shell.mode = mode;
+    cgroup::init(
+        &mut shell,
+        cfg.cgroup.as_deref(),
+        mode == pid1::Mode::System,
+    );
     shell.main_idx = cfg
         .main
         .as_ref()
@@ -948,6 +995,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
                 if let Some(slot) = shell.slots.get_mut(i) {
                     slot.spawned = group::stat(a.pid).map_or(0, |st| st.start);
                 }
+                shell.cg.spawned(i, a.pid);
                 sup.adopt(
                     i,
                     a.pid,
@@ -1016,6 +1064,9 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             match ev.token() {
                 SIGNAL_TOKEN => signalled = true,
                 LISTEN_TOKEN => accept = true,
+                Token(t) if t >= cgroup::TOKEN_BASE => {
+                    cgroup::on_ready(&mut sup, &mut shell, t - cgroup::TOKEN_BASE)
+                }
                 Token(t) if t >= probe::NOTIFY_SOCK => {
                     notify::mark(&mut shell, t - probe::NOTIFY_SOCK)
                 }
@@ -1135,6 +1186,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         alloc::count()
     );
     release_paths(cfg);
+    cgroup::release_all(&mut shell);
     match shell.mode {
         pid1::Mode::System => {
             let a = shell.action.unwrap_or(pid1::Action::Poweroff);

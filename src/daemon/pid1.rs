@@ -192,11 +192,14 @@ pub fn mount_proc() -> bool {
     )
 }
 
-/// /sys, /dev (devtmpfs) and /run (tmpfs). Returns which were mounted.
+/// /sys, /dev (devtmpfs) and /run (tmpfs), and cgroup2 at
+/// /sys/fs/cgroup. Returns which of the first three were mounted.
 pub fn mount_early() -> [bool; 3] {
     let nse = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let sys = mount_if_needed(c"sysfs", c"/sys", c"sysfs", nse, c"");
+    mount_cgroup2();
     [
-        mount_if_needed(c"sysfs", c"/sys", c"sysfs", nse, c""),
+        sys,
         mount_if_needed(
             c"devtmpfs",
             c"/dev",
@@ -212,6 +215,45 @@ pub fn mount_early() -> [bool; 3] {
             c"mode=0755",
         ),
     ]
+}
+
+/// System mode owns the cgroup tree: cgroup2 at /sys/fs/cgroup (the
+/// directory sysfs provides), unless something (v1, a hybrid tmpfs, or
+/// cgroup2 itself) is mounted there already. `nsdelegate` makes cgroup
+/// namespaces delegation boundaries, as systemd mounts it.
+fn mount_cgroup2() -> bool {
+    const SYSFS_MAGIC: i64 = 0x6265_6572;
+    // SAFETY: zeroed statfs is a valid out buffer.
+    let mut st: libc::statfs = unsafe { core::mem::zeroed() };
+    // SAFETY: NUL-terminated path, valid out pointer.
+    if unsafe { libc::statfs(c"/sys/fs/cgroup".as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's type differs by libc
+    if st.f_type as i64 != SYSFS_MAGIC {
+        return false;
+    }
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let mount = |data: &CStr| {
+        // SAFETY: all pointers are NUL-terminated strings.
+        unsafe {
+            libc::mount(
+                c"cgroup2".as_ptr(),
+                c"/sys/fs/cgroup".as_ptr(),
+                c"cgroup2".as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            )
+        }
+    };
+    if mount(c"nsdelegate") == 0 || mount(c"") == 0 {
+        return true;
+    }
+    let e = nix::errno::Errno::from_raw(super::errno());
+    say(b"coffeyd: mount /sys/fs/cgroup (cgroup2): ");
+    say(e.desc().as_bytes());
+    say(b"\n");
+    false
 }
 
 /// Extra mounts from `coffey.mounts`.

@@ -287,6 +287,9 @@ fn same_rest(a: &CService<'_>, b: &CService<'_>) -> Option<&'static str> {
     if a.checks_raw != b.checks_raw {
         return Some("healthcheck changed");
     }
+    if a.limits != b.limits {
+        return Some("resources changed");
+    }
     None
 }
 
@@ -362,6 +365,7 @@ fn configure(
         LogFile::new(c.file, *file_max, *file_keep)
     };
     svc.policy = c.policy;
+    super::cgroup::configure(shell, i, c.name, c.limits);
     Ok(())
 }
 

@@ -284,6 +284,7 @@ pub fn build(
         main_exit: super::pid1::MainExit::new(),
         main_idx: None,
         mainpids: 0,
+        cg: super::cgroup::Cgroups::new(slots),
         ctl: Control {
             listen_fd,
             clients: (0..cfg.limits.clients.max(1))

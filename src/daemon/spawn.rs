@@ -107,6 +107,10 @@ pub struct Prepared {
     /// s6/dinit readiness: (write end of the notify pipe, fd number in the
     /// child). Set by the shell just before each spawn.
     pub notify_fd: Option<(RawFd, i32)>,
+    /// The service's cgroup directory (-1: none), set by the shell before
+    /// each spawn: the child joins it before anything else (see
+    /// `cgroup.rs` for why a write and not clone3).
+    pub cgroup_fd: RawFd,
     /// sd_notify watchdog: `WATCHDOG_USEC=...` and `WATCHDOG_PID=` entries,
     /// in their own buffer (never counted against the service's env
     /// budget). The pid is only known after fork: the child writes its
@@ -177,6 +181,7 @@ impl Prepared {
             err_w,
             filled: false,
             notify_fd: None,
+            cgroup_fd: -1,
             wd: wd.as_mut_ptr(),
             wd_len: wd.len(),
             wd_pid_at: None,
@@ -406,6 +411,7 @@ pub fn write_failure(out: &mut impl core::fmt::Write, err: SpawnError, p: Option
     let _ = match (err.stage, p) {
         (Stage::User, Some(p)) if !p.cred_error().is_empty() => out.write_str(p.cred_error()),
         (Stage::User, _) => out.write_str("user or group not found"),
+        (Stage::Cgroup, _) => write!(out, "cannot join its cgroup: {desc}"),
         _ => write!(out, "exec failed: {desc}"),
     };
 }
@@ -489,6 +495,33 @@ pub fn spawn(p: &Prepared, devnull: RawFd) -> Result<i32, SpawnError> {
     })
 }
 
+/// Moves the calling process into the cgroup `dir` ("0" in
+/// `cgroup.procs` means the writer). Async-signal-safe: openat, write,
+/// close. Before setuid: the service's user may not write there.
+///
+/// # Safety
+/// Plain syscalls; `dir` is an open directory fd.
+unsafe fn join_cgroup(dir: RawFd) -> bool {
+    let fd = libc::openat(
+        dir,
+        c"cgroup.procs".as_ptr(),
+        libc::O_WRONLY | libc::O_CLOEXEC,
+    );
+    if fd < 0 {
+        return false;
+    }
+    let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+    if !ok {
+        // Keep the write's errno for the report.
+        let e = super::errno();
+        libc::close(fd);
+        nix::errno::Errno::set_raw(e);
+        return false;
+    }
+    libc::close(fd);
+    true
+}
+
 /// # Safety
 /// Call only in a freshly forked child of a single-threaded parent.
 unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
@@ -523,6 +556,9 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     let mut set: libc::sigset_t = core::mem::zeroed();
     libc::sigemptyset(&mut set);
     libc::sigprocmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
+    if p.cgroup_fd >= 0 && !join_cgroup(p.cgroup_fd) {
+        fail(Stage::Cgroup);
+    }
     if libc::setsid() < 0 {
         fail(Stage::Setsid);
     }

@@ -4,6 +4,10 @@
 # tests/vm/config.yaml come up, and check the serial log: every service
 # ready (the HTTP check on 127.0.0.1 needs the lo that coffeyd sets up: the
 # initramfs has no `ip`), ordered stop, "reboot: Power down", no panic.
+# Then the cgroup v2 checks (issue 9, tests/vm/cgroup.sh): coffeyd mounts
+# cgroup2 and owns the tree, a setsid escapee is killed by `stop`,
+# pids_max holds a fork bomb, memory_max has a hog OOM-killed and status
+# says so. Only here may tests create cgroups: never on the host.
 # A second boot has no config and no /bin/sh: PID 1 must wait, and reboot
 # on Ctrl-Alt-Del (SIGINT), sent through the qemu monitor.
 #
@@ -127,12 +131,14 @@ install -m 0755 "$BIN" "$STAGE/init"
 install -m 0755 "$BIN" "$STAGE/sbin/coffeyd"
 install -m 0755 "$BUSYBOX" "$STAGE/bin/busybox"
 # No `ip`: coffeyd sets lo up itself (issue 8, point 11).
-for app in sh echo cat sleep mkdir ls grep sed wget httpd mount ps timeout; do
+for app in sh echo cat sleep mkdir ls grep sed wget httpd mount ps timeout awk setsid cut; do
     ln -s busybox "$STAGE/bin/$app"
 done
 ln -s ../sbin/coffeyd "$STAGE/bin/coffeyd"
 install -m 0644 "$HERE/config.yaml" "$STAGE/etc/coffey/config.yaml"
 install -m 0755 "$HERE/driver.sh" "$STAGE/etc/coffey/driver.sh"
+install -m 0644 "$HERE/cgroup.sh" "$STAGE/etc/coffey/cgroup.sh"
+install -m 0644 "$HERE/nested.yaml" "$STAGE/etc/coffey/nested.yaml"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$STAGE/etc/passwd"
 printf 'root:x:0:\n' >"$STAGE/etc/group"
 printf '<h1>hello from coffeyd</h1>\n' >"$STAGE/www/index.html"
@@ -192,6 +198,14 @@ check "the guest fetched the page over 127.0.0.1" has "VM-TEST: http <h1>hello f
 check "app started after web was ready" ordered "web: ready" "app: spawned"
 check "app stopped before web was stopped" ordered "app: stopped" "web: stopping pid"
 check "'web: stopped' in the log" has "web: stopped"
+check "cgroups set up ('cgroups: services in /sys/fs/cgroup')" has "cgroups: services in /sys/fs/cgroup/NAME.service (controllers: memory pids cpu)"
+check "cgroup: the setsid escapee was killed by stop" has "VM-TEST: cgroup escapee killed by stop"
+check "cgroup: esc got cgroup.kill at its stop timeout" has "esc: stop timeout; sent SIGKILL to process group"
+check "cgroup: pids_max held the fork bomb" has "VM-TEST: cgroup bomb held"
+check "cgroup: the hog was OOM-killed and status said so" has "VM-TEST: cgroup hog: reason 'killed by the OOM killer (memory_max 16MiB)'"
+check "cgroup: the daemon log names the OOM kill" has "; killed by the OOM killer (memory_max 16MiB)"
+check "cgroup: a delegated coffey.cgroup works in supervisor mode" has "VM-TEST: cgroup delegated:"
+check "cgroup: every check passed" has "VM-TEST: cgroup checks passed"
 check "'reboot: Power down' in the log" has "reboot: Power down"
 check "no 'Kernel panic'" lacks "Kernel panic"
 check "no 'Attempted to kill init'" lacks "Attempted to kill init"
