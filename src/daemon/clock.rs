@@ -1,5 +1,6 @@
 //! Clock reads and timestamp formatting. The loop reads CLOCK_MONOTONIC
 //! once per turn for the machines; CLOCK_REALTIME only stamps log lines.
+//! [`Turns`] times the loop's turns (the work between two polls).
 
 use coffey::time::Instant;
 use core::fmt;
@@ -23,9 +24,46 @@ pub fn now() -> Instant {
     Instant::from_millis(read(libc::CLOCK_MONOTONIC))
 }
 
+/// Monotonic microseconds: only for measuring the loop's own turns
+/// (the machines keep milliseconds).
+pub fn now_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as in `read`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let s = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let ns = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    s.saturating_mul(1_000_000).saturating_add(ns / 1000)
+}
+
 /// Wall-clock milliseconds since the epoch, for log stamps.
 pub fn wall_ms() -> u64 {
     read(libc::CLOCK_REALTIME)
+}
+
+/// The longest loop turns: the work between one poll's return and the
+/// next poll. Reported by the SIGUSR1 dump; the "loop never stalls"
+/// benchmark (bench/reload.sh) reads it.
+#[derive(Default)]
+pub struct Turns {
+    began_us: u64,
+    /// Since startup, and since the last dump (which resets it).
+    pub longest_us: u64,
+    pub window_us: u64,
+}
+
+impl Turns {
+    pub fn begin(&mut self) {
+        self.began_us = now_us();
+    }
+
+    pub fn end(&mut self) {
+        let d = now_us().saturating_sub(self.began_us);
+        self.longest_us = self.longest_us.max(d);
+        self.window_us = self.window_us.max(d);
+    }
 }
 
 /// `2026-11-22T03:50:00.123Z`, formatted without allocating.

@@ -19,6 +19,7 @@ pub mod pid1;
 mod probe;
 mod reexec;
 mod reload;
+mod reload_machine;
 pub mod setup;
 mod slab;
 mod spawn;
@@ -118,6 +119,7 @@ pub struct Shell {
     pub main_idx: Option<usize>,
     /// Slots whose main process moved by sd_notify `MAINPID=`.
     pub mainpids: usize,
+    pub turns: clock::Turns,
 }
 
 /// errno of the last failed libc call.
@@ -669,9 +671,12 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
     }
 }
 
-/// One reaped child: an exec check, a service's main process, an escapee
-/// or an orphan.
+/// One reaped child: the reload's compile child, an exec check, a
+/// service's main process, an escapee or an orphan.
 fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
+    if reload_machine::reaped(shell, pid, raw) {
+        return;
+    }
     let Some(status) = status_of(raw) else {
         return;
     };
@@ -718,6 +723,59 @@ fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
             );
         }
         (None, None) => log!(shell.log, "reaped orphan pid {pid} ({status})"),
+    }
+}
+
+/// Drains the signalfd: reaps (first, see the loop), shutdown, the status
+/// dump, reload requests.
+fn signals(sup: &mut Supervisor<'_>, shell: &mut Shell, sfd: &nix::sys::signalfd::SignalFd) {
+    let mut reap_now = false;
+    while let Ok(Some(si)) = sfd.read_signal() {
+        match Signal::try_from(si.ssi_signo as i32) {
+            Ok(Signal::SIGCHLD) => reap_now = true,
+            // A machine's init: the classic sysvinit/busybox map.
+            Ok(
+                s @ (Signal::SIGTERM
+                | Signal::SIGINT
+                | Signal::SIGUSR1
+                | Signal::SIGUSR2
+                | Signal::SIGPWR),
+            ) if shell.mode == pid1::Mode::System => {
+                let a = pid1::action_for(s as i32).unwrap_or(pid1::Action::Reboot);
+                if !sup.shutting_down() {
+                    log!(
+                        shell.log,
+                        "{}: {} (timeout {})",
+                        s.as_str(),
+                        a.name(),
+                        Dur(shell.shutdown_timeout)
+                    );
+                    shell.action = Some(a);
+                }
+                let t = shell.shutdown_timeout;
+                sup.shutdown(clock::now(), t, shell);
+            }
+            Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                if !sup.shutting_down() {
+                    shell.main_exit.shutdown_by(s as i32);
+                    log!(
+                        shell.log,
+                        "{}: shutting down (timeout {})",
+                        s.as_str(),
+                        Dur(shell.shutdown_timeout)
+                    );
+                }
+                let t = shell.shutdown_timeout;
+                sup.shutdown(clock::now(), t, shell);
+            }
+            Ok(Signal::SIGUSR1) => dump(sup, shell, clock::now()),
+            Ok(Signal::SIGHUP) => reload_machine::request(sup, shell, None, false, clock::now()),
+            Ok(s) => log!(shell.log, "ignored {}", s.as_str()),
+            Err(_) => {}
+        }
+    }
+    if reap_now {
+        reap(sup, shell);
     }
 }
 
@@ -851,9 +909,11 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
             Dur(next)
         );
     }
+    let t = &mut shell.turns;
+    let (longest, window) = (t.longest_us, core::mem::take(&mut t.window_us));
     log!(
         shell.log,
-        "status: heap allocations after startup: {}; orphans reaped: {}",
+        "status: heap allocations after startup: {}; orphans reaped: {}; longest loop turn {longest} us ({window} us since the last dump)",
         alloc::count(),
         sup.orphans_reaped
     );
@@ -983,6 +1043,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
     // ---- from here on: no heap allocation.
     alloc::seal();
     slab::trim_code();
+    shell.turns.begin();
     sup.start_all(clock::now(), &mut shell);
     let mut pending = false;
     loop {
@@ -993,7 +1054,10 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             break;
         }
         control::expire(&mut shell, now);
-        let due = sup.poll_at().min(shell.ctl.poll_at());
+        let due = sup
+            .poll_at()
+            .min(shell.ctl.poll_at())
+            .min(reload_machine::poll_at(&shell));
         let timeout = if pending || shell.main_exit.cannot_start.is_some() {
             Some(std::time::Duration::ZERO)
         } else if due == Instant::NEVER {
@@ -1001,18 +1065,26 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         } else {
             Some(std::time::Duration::from_millis(due.since(now)))
         };
-        if let Err(e) = poll.poll(&mut events, timeout) {
+        shell.turns.end();
+        let polled = poll.poll(&mut events, timeout);
+        shell.turns.begin();
+        if let Err(e) = polled {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 log!(shell.log, "poll: {e}");
             }
             continue;
         }
-        let mut signalled = false;
+        // Reaping comes first: exits are handled before anything this
+        // turn can spawn (the tick, checks, readiness, reload).
+        if events.iter().any(|e| e.token() == SIGNAL_TOKEN) {
+            signals(&mut sup, &mut shell, &sfd);
+        }
         let mut accept = false;
         for ev in events.iter() {
             match ev.token() {
-                SIGNAL_TOKEN => signalled = true,
+                SIGNAL_TOKEN => {}
                 LISTEN_TOKEN => accept = true,
+                reload_machine::RELOAD_TOKEN => shell.reloader.machine.mark(),
                 Token(t) if t >= probe::NOTIFY_SOCK => {
                     notify::mark(&mut shell, t - probe::NOTIFY_SOCK)
                 }
@@ -1042,59 +1114,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
                 }
             }
         }
-        if signalled {
-            let mut reap_now = false;
-            while let Ok(Some(si)) = sfd.read_signal() {
-                match Signal::try_from(si.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => reap_now = true,
-                    // A machine's init: the classic sysvinit/busybox map.
-                    Ok(
-                        s @ (Signal::SIGTERM
-                        | Signal::SIGINT
-                        | Signal::SIGUSR1
-                        | Signal::SIGUSR2
-                        | Signal::SIGPWR),
-                    ) if shell.mode == pid1::Mode::System => {
-                        let a = pid1::action_for(s as i32).unwrap_or(pid1::Action::Reboot);
-                        if !sup.shutting_down() {
-                            log!(
-                                shell.log,
-                                "{}: {} (timeout {})",
-                                s.as_str(),
-                                a.name(),
-                                Dur(shell.shutdown_timeout)
-                            );
-                            shell.action = Some(a);
-                        }
-                        let t = shell.shutdown_timeout;
-                        sup.shutdown(clock::now(), t, &mut shell);
-                    }
-                    Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
-                        if !sup.shutting_down() {
-                            shell.main_exit.shutdown_by(s as i32);
-                            log!(
-                                shell.log,
-                                "{}: shutting down (timeout {})",
-                                s.as_str(),
-                                Dur(shell.shutdown_timeout)
-                            );
-                        }
-                        let t = shell.shutdown_timeout;
-                        sup.shutdown(clock::now(), t, &mut shell);
-                    }
-                    Ok(Signal::SIGUSR1) => dump(&sup, &mut shell, clock::now()),
-                    Ok(Signal::SIGHUP) => {
-                        log!(shell.log, "SIGHUP: reloading {}", cfg.path.display());
-                        reload::reload(&mut sup, &mut shell, None, false, clock::now());
-                    }
-                    Ok(s) => log!(shell.log, "ignored {}", s.as_str()),
-                    Err(_) => {}
-                }
-            }
-            if reap_now {
-                reap(&mut sup, &mut shell);
-            }
-        }
+        reload_machine::turn(&mut sup, &mut shell, clock::now());
         let notify_left = notify::drain(&mut sup, &mut shell);
         pending = shell.drain_ready() | notify_left;
         if accept {

@@ -276,6 +276,7 @@ pub fn build(
         main_exit: super::pid1::MainExit::new(),
         main_idx: None,
         mainpids: 0,
+        turns: Default::default(),
         ctl: Control {
             listen_fd,
             clients: (0..cfg.limits.clients.max(1))
