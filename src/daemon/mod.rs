@@ -27,7 +27,7 @@ mod spawn;
 pub use alloc::Counting;
 
 use crate::config::Config;
-use coffey::limits::{EVENTS, READS_PER_TURN, READ_CHUNK, REAP_BATCH};
+use coffey::limits::{EVENTS, READS_PER_TURN, READ_CHUNK, REAP_BATCH, SPAWNS_PER_TURN};
 use coffey::logring::{LineBuf, LogRing, Stream};
 use coffey::pidindex::{PidIndex, PidSlot};
 use coffey::service::{Event, LeftInGroupText, Reason, Service, StateName};
@@ -120,6 +120,8 @@ pub struct Shell {
     /// Slots whose main process moved by sd_notify `MAINPID=`.
     pub mainpids: usize,
     pub turns: clock::Turns,
+    /// Services spawned this turn (budget: [`SPAWNS_PER_TURN`]).
+    pub spawns: usize,
 }
 
 /// errno of the last failed libc call.
@@ -171,6 +173,7 @@ impl Sys for Shell {
             slot.prep.notify_fd = Some((w, *n));
         }
         slot.spawned = group::boot_ticks();
+        self.spawns += 1;
         let res = spawn::spawn(&slot.prep, devnull);
         if notify_w >= 0 {
             // SAFETY: ours; the child has its copy.
@@ -267,6 +270,10 @@ impl Sys for Shell {
             }
         }
         control::broadcast_event(self, idx, to, event, 0);
+    }
+
+    fn may_spawn(&mut self) -> bool {
+        self.spawns < SPAWNS_PER_TURN
     }
 
     fn shutdown_deadline(&mut self, services: &[Service]) {
@@ -412,6 +419,12 @@ impl Shell {
 }
 
 impl Shell {
+    /// A loop turn begins (poll returned): its clock and spawn budget.
+    fn new_turn(&mut self) {
+        self.turns.begin();
+        self.spawns = 0;
+    }
+
     /// Stores one output line: ring, file, console. (Split borrows of the
     /// shell's fields, hence the long parameter list.)
     #[allow(clippy::too_many_arguments)]
@@ -1043,7 +1056,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
     // ---- from here on: no heap allocation.
     alloc::seal();
     slab::trim_code();
-    shell.turns.begin();
+    shell.new_turn();
     sup.start_all(clock::now(), &mut shell);
     let mut pending = false;
     loop {
@@ -1067,7 +1080,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         };
         shell.turns.end();
         let polled = poll.poll(&mut events, timeout);
-        shell.turns.begin();
+        shell.new_turn();
         if let Err(e) = polled {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 log!(shell.log, "poll: {e}");

@@ -277,6 +277,7 @@ pub fn build(
         main_idx: None,
         mainpids: 0,
         turns: Default::default(),
+        spawns: 0,
         ctl: Control {
             listen_fd,
             clients: (0..cfg.limits.clients.max(1))
