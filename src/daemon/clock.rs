@@ -24,18 +24,22 @@ pub fn now() -> Instant {
     Instant::from_millis(read(libc::CLOCK_MONOTONIC))
 }
 
-/// Monotonic microseconds: only for measuring the loop's own turns
-/// (the machines keep milliseconds).
-pub fn now_us() -> u64 {
+fn read_us(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: as in `read`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     let s = u64::try_from(ts.tv_sec).unwrap_or(0);
     let ns = u64::try_from(ts.tv_nsec).unwrap_or(0);
     s.saturating_mul(1_000_000).saturating_add(ns / 1000)
+}
+
+/// Monotonic microseconds: only for measuring and slicing the loop's own
+/// turns (the machines keep milliseconds).
+pub fn now_us() -> u64 {
+    read_us(libc::CLOCK_MONOTONIC)
 }
 
 /// Wall-clock milliseconds since the epoch, for log stamps.
@@ -44,25 +48,42 @@ pub fn wall_ms() -> u64 {
 }
 
 /// The longest loop turns: the work between one poll's return and the
-/// next poll. Reported by the SIGUSR1 dump; the "loop never stalls"
-/// benchmark (bench/reload.sh) reads it.
+/// next poll, in wall time and in the daemon's own CPU time (which leaves
+/// out the time other processes had the CPU: on a busy machine a turn can
+/// be preempted for milliseconds). Reported by the SIGUSR1 dump; the
+/// "loop never stalls" benchmark (bench/reload.sh) reads it.
 #[derive(Default)]
 pub struct Turns {
-    began_us: u64,
-    /// Since startup, and since the last dump (which resets it).
-    pub longest_us: u64,
-    pub window_us: u64,
+    began: [u64; 2],
+    /// [wall, cpu] µs: since startup, and since the last dump (which
+    /// resets it).
+    pub longest: [u64; 2],
+    pub window: [u64; 2],
 }
 
 impl Turns {
+    fn clocks() -> [u64; 2] {
+        [now_us(), read_us(libc::CLOCK_PROCESS_CPUTIME_ID)]
+    }
+
     pub fn begin(&mut self) {
-        self.began_us = now_us();
+        self.began = Self::clocks();
     }
 
     pub fn end(&mut self) {
-        let d = now_us().saturating_sub(self.began_us);
-        self.longest_us = self.longest_us.max(d);
-        self.window_us = self.window_us.max(d);
+        let now = Self::clocks();
+        for k in 0..2 {
+            let (Some(n), Some(b)) = (now.get(k), self.began.get(k)) else {
+                continue;
+            };
+            let d = n.saturating_sub(*b);
+            for m in [self.longest.get_mut(k), self.window.get_mut(k)]
+                .into_iter()
+                .flatten()
+            {
+                *m = (*m).max(d);
+            }
+        }
     }
 }
 

@@ -923,10 +923,10 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
         );
     }
     let t = &mut shell.turns;
-    let (longest, window) = (t.longest_us, core::mem::take(&mut t.window_us));
+    let ([lw, lc], [ww, wc]) = (t.longest, core::mem::take(&mut t.window));
     log!(
         shell.log,
-        "status: heap allocations after startup: {}; orphans reaped: {}; longest loop turn {longest} us ({window} us since the last dump)",
+        "status: heap allocations after startup: {}; orphans reaped: {}; longest loop turn {lw} us, {lc} us on CPU ({ww} us, {wc} us on CPU since the last dump)",
         alloc::count(),
         sup.orphans_reaped
     );

@@ -2,9 +2,11 @@
 //!
 //! The compile child and the request queue are the reload machine
 //! ([`super::reload_machine`]); once the child's output is in `next`, this
-//! file decodes it in place ([`super::compiled`]), plans and applies. The
-//! plan is computed and checked completely (slots, exec buffers) before
-//! anything changes, so a reload either applies whole or changes nothing.
+//! file decodes it in place ([`super::compiled`]), plans ([`begin`]) and
+//! applies, a slice a turn ([`advance`]). The plan is computed and
+//! checked completely (slots, exec buffers) before anything changes, so a
+//! reload either applies whole or changes nothing; applying, once begun,
+//! cannot fail, and other work goes on between its slices.
 //! The running config's compiled bytes are kept, so the diff compares like
 //! with like; after applying, the two buffers swap.
 //!
@@ -467,74 +469,95 @@ fn install_from<'b>(
     Ok(())
 }
 
-/// Why a reload did not apply.
+/// Why a reload did not apply: the outcome, and the message (empty: the
+/// message is already in `message`).
 type Refusal = (Outcome, &'static str);
 
-/// Finishes reload number `gen`, whose compiled config is in `next`:
-/// plans, and unless `dry_run` applies; records the outcome for the
-/// clients that asked (see [`answer`]) and logs it.
-pub fn finish(sup: &mut Supervisor<'_>, shell: &mut Shell, gen: u32, dry_run: bool, now: Instant) {
-    // Take both buffers out while their decoded views are in use (an
-    // empty Box does not allocate); put them back, swapped if applied.
-    let mut cur = core::mem::take(&mut shell.reloader.cur);
-    let mut next = core::mem::take(&mut shell.reloader.next);
+/// Where applying stands. Applying is split across loop turns, each
+/// doing at most [`APPLY_SLICE_US`] of it, so a reload of 1,000 services
+/// never holds a turn for long. In order: log the plan lines, configure
+/// the changed and added slots, point every dependency at its slot,
+/// retire the removed services, start the added ones and restart the
+/// changed ones, then the verdict.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Step {
+    Log,
+    Configure,
+    Deps,
+    Retire,
+    Start,
+    Done,
+}
+
+#[derive(Copy, Clone, Debug)]
+pub struct Progress {
+    step: Step,
+    /// The next index within the step.
+    at: usize,
+    dry_run: bool,
+    old_used: usize,
+    shutdown_timeout: u64,
+}
+
+/// Longest share of one turn that applying takes (checked between
+/// services; one service's step is microseconds, a stop or start of one
+/// at most a few hundred).
+pub const APPLY_SLICE_US: u64 = 2000;
+
+/// Reload number `gen` compiled into `next`: plans it. Ok: applying
+/// begins ([`advance`] until it returns true). Err: refused, recorded.
+pub fn begin(sup: &Supervisor<'_>, shell: &mut Shell, gen: u32, dry_run: bool) -> Option<Progress> {
+    let cur = core::mem::take(&mut shell.reloader.cur);
+    let next = core::mem::take(&mut shell.reloader.next);
     let (cl, nl) = (shell.reloader.cur_len, shell.reloader.next_len);
-    let res = plan_and_apply(
+    let res = prepare(
         sup,
         shell,
         dry_run,
-        now,
         cur.get(..cl).unwrap_or(&[]),
         next.get(..nl).unwrap_or(&[]),
     );
-    let r = &mut shell.reloader;
-    if res == Ok(Outcome::Applied) {
-        core::mem::swap(&mut cur, &mut next);
-        r.cur_len = nl;
-        // `next` now holds the previous config: the plan is read from it.
-        r.next_len = cl;
-    }
-    r.cur = cur;
-    r.next = next;
+    shell.reloader.cur = cur;
+    shell.reloader.next = next;
     match res {
-        Ok(outcome) => r.outcome = outcome,
+        Ok(p) => Some(p),
         Err((outcome, why)) => {
-            r.outcome = outcome;
-            if !why.is_empty() {
-                r.message.clear();
-                r.message.push_bytes(why.as_bytes());
-            }
-            // Invalid: the validator's text was logged whole.
-            if outcome != Outcome::Invalid {
-                let m = core::str::from_utf8(r.message.as_bytes()).unwrap_or("");
-                log!(shell.log, "reload rejected: {m}");
-            }
+            refused(shell, gen, outcome, why);
+            None
         }
     }
-    shell.reloader.gen = gen;
+}
+
+fn refused(shell: &mut Shell, gen: u32, outcome: Outcome, why: &str) {
+    let r = &mut shell.reloader;
+    r.outcome = outcome;
+    if !why.is_empty() {
+        r.message.clear();
+        r.message.push_bytes(why.as_bytes());
+    }
+    // Invalid: the validator's text was logged whole.
+    if outcome != Outcome::Invalid {
+        let m = core::str::from_utf8(r.message.as_bytes()).unwrap_or("");
+        log!(shell.log, "reload rejected: {m}");
+    }
+    r.gen = gen;
 }
 
 /// A reload that ended before planning (the compiler failed, coffeyd is
 /// shutting down): recorded for its clients like any refusal.
 pub fn refuse(shell: &mut Shell, gen: u32, code: ErrorCode, why: &str) {
-    log!(shell.log, "reload rejected: {why}");
-    let r = &mut shell.reloader;
-    r.outcome = Outcome::Failed(code);
-    r.message.clear();
-    r.message.push_bytes(why.as_bytes());
-    r.plan.count = 0;
-    r.plan.removed = 0;
-    r.gen = gen;
+    shell.reloader.plan.count = 0;
+    shell.reloader.plan.removed = 0;
+    refused(shell, gen, Outcome::Failed(code), why);
 }
 
-fn plan_and_apply(
-    sup: &mut Supervisor<'_>,
+fn prepare(
+    sup: &Supervisor<'_>,
     shell: &mut Shell,
     dry_run: bool,
-    now: Instant,
     cur: &[u8],
     next: &[u8],
-) -> Result<Outcome, Refusal> {
+) -> Result<Progress, Refusal> {
     shell.reloader.plan.count = 0;
     shell.reloader.plan.removed = 0;
     let failed = Outcome::Failed(ErrorCode::Failed);
@@ -557,24 +580,17 @@ fn plan_and_apply(
     if sup.shutting_down() {
         return Err((failed, "coffeyd is shutting down"));
     }
+    if !matches!(compiled::decode(cur), Ok(Compiled::Valid { .. })) {
+        return Err((failed, "internal error: running config unreadable"));
+    }
     plan(sup, shell, cur, next, &services, count)?;
     let mut counts = [0usize; 6];
     for k in 0.. {
-        let Some((code, name, detail)) = item(shell, cur, next, k) else {
+        let Some((code, _, _)) = plan_line(&shell.reloader.plan, cur, next, k) else {
             break;
         };
         if let Some(n) = counts.get_mut(usize::from(code)) {
             *n += 1;
-        }
-        // Unchanged services are only counted: a reload of 1,000 would
-        // otherwise write 1,000 lines.
-        if code != plan::UNCHANGED {
-            log!(
-                shell.log,
-                "reload: {} {name}{}{detail}",
-                plan::name(code),
-                if detail.is_empty() { "" } else { ": " }
-            );
         }
     }
     let m = &mut shell.reloader.message;
@@ -594,25 +610,211 @@ fn plan_and_apply(
         n(plan::UPDATE),
         n(plan::UNCHANGED)
     );
-    if dry_run {
-        return Ok(Outcome::DryRun);
+    Ok(Progress {
+        step: Step::Log,
+        at: 0,
+        dry_run,
+        old_used: shell.used,
+        shutdown_timeout: timeout,
+    })
+}
+
+/// Applies a slice of reload `gen` (until `until_us`, monotonic µs).
+/// Returns true once it is over: the outcome is recorded, the buffers
+/// swapped if it applied.
+pub fn advance(
+    sup: &mut Supervisor<'_>,
+    shell: &mut Shell,
+    p: &mut Progress,
+    gen: u32,
+    now: Instant,
+    until_us: u64,
+) -> bool {
+    let cur = core::mem::take(&mut shell.reloader.cur);
+    let next = core::mem::take(&mut shell.reloader.next);
+    let (cl, nl) = (shell.reloader.cur_len, shell.reloader.next_len);
+    let old = cur.get(..cl).unwrap_or(&[]);
+    let new = next.get(..nl).unwrap_or(&[]);
+    while p.step != Step::Done && super::clock::now_us() < until_us {
+        step(sup, shell, p, now, old, new);
     }
-    apply(sup, shell, now, next, &services, count);
-    shell.shutdown_timeout = timeout;
+    let done = p.step == Step::Done;
+    let (mut cur, mut next) = (cur, next);
+    let r = &mut shell.reloader;
+    if done && !p.dry_run {
+        core::mem::swap(&mut cur, &mut next);
+        r.cur_len = nl;
+        // `next` now holds the previous config: the plan is read from it.
+        r.next_len = cl;
+    }
+    r.cur = cur;
+    r.next = next;
+    if done {
+        verdict(sup, shell, p, gen, now);
+    }
+    done
+}
+
+/// One unit of applying: a service of the current step, or the move to
+/// the next step.
+fn step(
+    sup: &mut Supervisor<'_>,
+    shell: &mut Shell,
+    p: &mut Progress,
+    now: Instant,
+    old: &[u8],
+    new: &[u8],
+) {
+    let n = shell.reloader.plan.count;
+    let k = p.at;
+    p.at += 1;
+    match p.step {
+        Step::Log => match plan_line(&shell.reloader.plan, old, new, k) {
+            Some((code, name, detail)) => {
+                // Unchanged services are only counted: a reload of 1,000
+                // would otherwise write 1,000 lines.
+                if code != plan::UNCHANGED {
+                    log!(
+                        shell.log,
+                        "reload: {} {name}{}{detail}",
+                        plan::name(code),
+                        if detail.is_empty() { "" } else { ": " }
+                    );
+                }
+            }
+            None if p.dry_run => next_step(p, Step::Done),
+            None => {
+                use_slots(sup, shell);
+                next_step(p, Step::Configure);
+            }
+        },
+        Step::Configure if k < n => configure_one(sup, shell, k, new),
+        Step::Configure => next_step(p, Step::Deps),
+        Step::Deps if k == 0 => index_new_names(&mut shell.reloader, new),
+        Step::Deps if k <= n => deps_one(sup, shell, k - 1, new),
+        Step::Deps => next_step(p, Step::Retire),
+        Step::Retire if k < p.old_used => retire_one(sup, shell, k, now),
+        Step::Retire => next_step(p, Step::Start),
+        Step::Start if k < n => start_one(sup, shell, k, now),
+        Step::Start | Step::Done => next_step(p, Step::Done),
+    }
+}
+
+fn next_step(p: &mut Progress, s: Step) {
+    p.step = s;
+    p.at = 0;
+}
+
+/// The slots in use grow to cover every slot the new config takes.
+fn use_slots(sup: &mut Supervisor<'_>, shell: &mut Shell) {
+    let kept = &shell.reloader.plan.kept;
+    let new_used = (0..shell.slots.len())
+        .filter(|&i| kept.get(i).copied().unwrap_or(false))
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
+        .max(shell.used);
+    shell.used = new_used;
+    sup.set_used(new_used);
+}
+
+/// Configures new service `j`'s slot if it was added or changed.
+fn configure_one(sup: &mut Supervisor<'_>, shell: &mut Shell, j: usize, new: &[u8]) {
+    let Some((i, act, at)) = slot_of(&shell.reloader, j) else {
+        return;
+    };
+    if act == plan::UNCHANGED {
+        return;
+    }
+    let (Some(c), Some(svc)) = (compiled::service_at(new, at), sup.service_mut(i)) else {
+        return;
+    };
+    if let Err(e) = configure(shell, svc, i, &c, act == plan::ADD) {
+        log!(shell.log, "reload: {}: {e}", c.name);
+    }
+}
+
+/// Points new service `j`'s dependencies at their slots. This comes
+/// before retiring: a kept service that depended on a removed one must no
+/// longer, or the removed one's stop would take it down too.
+fn deps_one(sup: &mut Supervisor<'_>, shell: &mut Shell, j: usize, new: &[u8]) {
+    let Some((i, _, at)) = slot_of(&shell.reloader, j) else {
+        return;
+    };
+    let (Some(c), Some(svc)) = (compiled::service_at(new, at), sup.service_mut(i)) else {
+        return;
+    };
+    if let Err(e) = resolve_deps(&shell.reloader, new, svc, &c) {
+        log!(shell.log, "reload: {}: {e}", c.name);
+    }
+}
+
+/// Retires slot `i` if the new config removed its service: it stops.
+fn retire_one(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, now: Instant) {
+    let kept = shell.reloader.plan.kept.get(i).copied().unwrap_or(true);
+    if kept || shell.slots.get(i).is_none_or(|s| s.retired) {
+        return;
+    }
+    if let Some(svc) = sup.service_mut(i) {
+        svc.deps.clear();
+    }
+    sup.stop(i, now, shell);
+    control::end_followers(shell, i);
+    if let Some(s) = shell.slots.get_mut(i) {
+        s.retired = true;
+        s.prep.filled = false;
+    }
+    if let Some(a) = shell.reloader.cur_at.get_mut(i) {
+        *a = NONE;
+    }
+}
+
+/// Starts new service `j` if added, restarts it if its command changed
+/// and it was up; its slot now runs the new config's service.
+fn start_one(sup: &mut Supervisor<'_>, shell: &mut Shell, j: usize, now: Instant) {
+    let Some((i, act, at)) = slot_of(&shell.reloader, j) else {
+        return;
+    };
+    if let Some(a) = shell.reloader.cur_at.get_mut(i) {
+        *a = at;
+    }
+    let wanted = sup.services().get(i).is_some_and(|s| s.want == Want::Up);
+    match act {
+        plan::ADD => {
+            sup.start(i, now, shell);
+        }
+        plan::RESTART if wanted => {
+            sup.restart(i, now, shell);
+        }
+        _ => {}
+    }
+}
+
+/// The reload is over: settle, record and log the outcome.
+fn verdict(sup: &mut Supervisor<'_>, shell: &mut Shell, p: &Progress, gen: u32, now: Instant) {
+    let r = &mut shell.reloader;
+    r.gen = gen;
+    if p.dry_run {
+        r.outcome = Outcome::DryRun;
+        return;
+    }
+    r.outcome = Outcome::Applied;
+    // Updated checks of running services start here, not at the next event.
+    sup.settle(now, shell);
+    shell.shutdown_timeout = p.shutdown_timeout;
     let text = core::str::from_utf8(shell.reloader.message.as_bytes()).unwrap_or("");
     log!(shell.log, "reload {text}");
     control::broadcast_reloaded(shell);
-    Ok(Outcome::Applied)
 }
 
-/// Plan item `k` while the buffers are out of the reloader.
-fn item<'b>(
-    shell: &Shell,
-    old: &'b [u8],
-    new: &'b [u8],
-    k: usize,
-) -> Option<(u8, &'b str, &'static str)> {
-    plan_line(&shell.reloader.plan, old, new, k)
+/// New service `j`'s slot, plan action and offset in the new buffer.
+fn slot_of(r: &Reloader, j: usize) -> Option<(usize, u8, u32)> {
+    let p = &r.plan;
+    Some((
+        usize::from(*p.slot.get(j)?),
+        *p.action.get(j)?,
+        *p.new_at.get(j)?,
+    ))
 }
 
 /// Item `k` of plan `p` from `old` to `new`: (action, name, detail).
@@ -633,7 +835,6 @@ fn plan_line<'b>(
     let name = compiled::name_at(old, *p.removed_at.get(k)?)?;
     Some((plan::REMOVE, name, "no longer in the config"))
 }
-
 /// The plan: a slot for every new service (`rd`, `count` of `next`) and a
 /// plan line for each, then the removed ones. Nothing changes yet; what
 /// apply could not do is refused here (the reason in `message`).
@@ -763,105 +964,4 @@ fn plan(
         }
     }
     Ok(())
-}
-
-/// Applies the plan. Everything was checked by `plan`; an error here is
-/// a bug, logged, not fatal.
-fn apply(
-    sup: &mut Supervisor<'_>,
-    shell: &mut Shell,
-    now: Instant,
-    next: &[u8],
-    rd: &Rd<'_>,
-    count: u16,
-) {
-    let n = usize::from(count);
-    let old_used = shell.used;
-    let new_used = (0..shell.slots.len())
-        .filter(|&i| shell.reloader.plan.kept.get(i).copied().unwrap_or(false))
-        .map(|i| i + 1)
-        .max()
-        .unwrap_or(0)
-        .max(old_used);
-    shell.used = new_used;
-    sup.set_used(new_used);
-    // 1. Configure changed and added services (names first, deps after).
-    for j in 0..n {
-        let Some((i, act, at)) = slot_of(&shell.reloader, j) else {
-            continue;
-        };
-        if act == plan::UNCHANGED {
-            continue;
-        }
-        let (Some(c), Some(svc)) = (compiled::service_at(next, at), sup.service_mut(i)) else {
-            continue;
-        };
-        if let Err(e) = configure(shell, svc, i, &c, act == plan::ADD) {
-            log!(shell.log, "reload: {}: {e}", c.name);
-        }
-    }
-    // 2. Retire removed services: they stop (their dependents were
-    //    re-pointed above, so only removed ones go down).
-    for i in 0..old_used {
-        let kept = shell.reloader.plan.kept.get(i).copied().unwrap_or(true);
-        if kept || shell.slots.get(i).is_none_or(|s| s.retired) {
-            continue;
-        }
-        if let Some(svc) = sup.service_mut(i) {
-            svc.deps.clear();
-        }
-        sup.stop(i, now, shell);
-        control::end_followers(shell, i);
-        if let Some(s) = shell.slots.get_mut(i) {
-            s.retired = true;
-            s.prep.filled = false;
-        }
-        if let Some(a) = shell.reloader.cur_at.get_mut(i) {
-            *a = NONE;
-        }
-    }
-    // 3. Every dependency name to its slot.
-    index_new_names(&mut shell.reloader, next);
-    for (j, c) in compiled::services(rd, count).enumerate() {
-        let Some((i, _, _)) = slot_of(&shell.reloader, j) else {
-            continue;
-        };
-        let Some(svc) = sup.service_mut(i) else {
-            continue;
-        };
-        if let Err(e) = resolve_deps(&shell.reloader, next, svc, &c) {
-            log!(shell.log, "reload: {}: {e}", c.name);
-        }
-    }
-    // 4. Start added services, restart changed commands that were up.
-    for j in 0..n {
-        let Some((i, act, at)) = slot_of(&shell.reloader, j) else {
-            continue;
-        };
-        if let Some(a) = shell.reloader.cur_at.get_mut(i) {
-            *a = at;
-        }
-        let wanted = sup.services().get(i).is_some_and(|s| s.want == Want::Up);
-        match act {
-            plan::ADD => {
-                sup.start(i, now, shell);
-            }
-            plan::RESTART if wanted => {
-                sup.restart(i, now, shell);
-            }
-            _ => {}
-        }
-    }
-    // Updated checks of running services start here, not at the next event.
-    sup.settle(now, shell);
-}
-
-/// New service `j`'s slot, plan action and offset in the new buffer.
-fn slot_of(r: &Reloader, j: usize) -> Option<(usize, u8, u32)> {
-    let p = &r.plan;
-    Some((
-        usize::from(*p.slot.get(j)?),
-        *p.action.get(j)?,
-        *p.new_at.get(j)?,
-    ))
 }

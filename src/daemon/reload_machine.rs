@@ -14,10 +14,10 @@
 //! mio ([`RELOAD_TOKEN`]); each turn reads what is there into the
 //! preallocated `next` buffer. The main loop reaps the child like any
 //! other and hands its status here ([`reaped`]). Output and exit status
-//! both in: applying ([`super::reload::finish`]), in the same turn, since
-//! planning and applying are linear in the services (measured in
-//! docs/DESIGN.md). A child that outlives [`COMPILE_TIMEOUT_MS`] is
-//! killed and the reload refused.
+//! both in: planning (linear in the services, one turn) and applying, a
+//! slice of at most `reload::APPLY_SLICE_US` a turn ([`super::reload`];
+//! figures in docs/DESIGN.md). A child that outlives
+//! [`COMPILE_TIMEOUT_MS`] is killed and the reload refused.
 //!
 //! Must not: block, allocate, or start a compile while a client is still
 //! reading the previous reload's plan from the buffers (for at most
@@ -115,6 +115,11 @@ impl Queue {
 #[derive(Copy, Clone, Debug)]
 enum Child {
     Idle,
+    /// Reload `gen` is being applied, a slice a turn.
+    Applying {
+        gen: u32,
+        progress: reload::Progress,
+    },
     /// The compile child of reload `gen` runs; its stdout fills `next`.
     Compiling {
         gen: u32,
@@ -348,9 +353,12 @@ pub fn reaped(shell: &mut Shell, pid: i32, raw: i32) -> bool {
 }
 
 /// One turn of the machine: read the child's output, enforce its
-/// deadline, finish the reload once output and exit status are in, or
-/// start the next pending one.
+/// deadline, apply the reload once output and exit status are in (a
+/// slice a turn), or start the next pending one.
 pub fn turn(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
+    if let Child::Applying { gen, progress } = shell.reloader.machine.child {
+        return apply(sup, shell, gen, progress, now);
+    }
     let Child::Compiling {
         gen,
         kind,
@@ -428,7 +436,8 @@ fn read_output(shell: &mut Shell, fd: RawFd) -> Result<(), Option<&'static str>>
     }
 }
 
-/// Reload `gen` is over: apply (or refuse) it, then start what is pending.
+/// Reload `gen` compiled (or failed to): plan it and start applying, or
+/// record the refusal.
 fn end(
     sup: &mut Supervisor<'_>,
     shell: &mut Shell,
@@ -437,14 +446,44 @@ fn end(
     kind: Kind,
     now: Instant,
 ) {
-    match res {
+    let progress = match res {
         Ok(()) if sup.shutting_down() => {
-            reload::refuse(shell, gen, ErrorCode::Failed, "coffeyd is shutting down")
+            reload::refuse(shell, gen, ErrorCode::Failed, "coffeyd is shutting down");
+            None
         }
-        Ok(()) => reload::finish(sup, shell, gen, kind == Kind::DryRun, now),
-        Err(why) => reload::refuse(shell, gen, ErrorCode::Failed, why),
+        Ok(()) => reload::begin(sup, shell, gen, kind == Kind::DryRun),
+        Err(why) => {
+            reload::refuse(shell, gen, ErrorCode::Failed, why);
+            None
+        }
+    };
+    match progress {
+        Some(progress) => apply(sup, shell, gen, progress, now),
+        None => over(sup, shell, now),
     }
+}
+
+/// A slice of applying reload `gen`.
+fn apply(
+    sup: &mut Supervisor<'_>,
+    shell: &mut Shell,
+    gen: u32,
+    mut progress: reload::Progress,
+    now: Instant,
+) {
+    let until = super::clock::now_us().saturating_add(reload::APPLY_SLICE_US);
+    if reload::advance(sup, shell, &mut progress, gen, now, until) {
+        over(sup, shell, now);
+    } else {
+        shell.reloader.machine.child = Child::Applying { gen, progress };
+    }
+}
+
+/// The running reload is over (its outcome recorded): start what is
+/// pending.
+fn over(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
     let m = &mut shell.reloader.machine;
+    m.child = Child::Idle;
     m.queue.running = None;
     m.ended_at = now;
     start_pending(sup, shell, now);
@@ -471,6 +510,7 @@ pub fn poll_at(shell: &Shell) -> Instant {
         Child::Compiling { fd, status, .. } if fd < 0 && status.is_some() => now,
         Child::Compiling { .. } if m.readable => now,
         Child::Compiling { until, .. } => until,
+        Child::Applying { .. } => now,
         Child::Idle if !m.queue.has_pending() => Instant::NEVER,
         Child::Idle if reading(shell) => m.ended_at.add(PLAN_GRACE_MS),
         Child::Idle => now,
