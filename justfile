@@ -39,7 +39,9 @@ fuzz SECS="60":
     command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz
     cd fuzz && for t in config proto service http; do cargo +nightly fuzz run $t -- -max_total_time={{SECS}}; done
 
-# Footprint (binary size, RSS with 10 services), then health-check load (50 services probed every 1 s for SECS s).
+# Footprint (binary size, RSS with 10 services), then health-check load (50 services probed every 1 s for SECS s),
+# then the longest loop turn during reloads of 1,000 services.
 bench SECS="60":
     bash bench/footprint.sh
     SECS={{SECS}} bash bench/health.sh
+    bash bench/reload.sh

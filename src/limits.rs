@@ -19,6 +19,11 @@ pub const LINE_MAX: usize = 1024;
 pub const READ_CHUNK: usize = 4096;
 /// Reads from one pipe per loop turn before moving on (fairness budget).
 pub const READS_PER_TURN: usize = 16;
+/// Services spawned per loop turn. The rest wait for the next turn, which
+/// reaps first: in a crash storm at most about this many children are
+/// zombies at once (each exits during the spawns of its own turn), and a
+/// turn never forks for long (a fork copies the daemon's page tables).
+pub const SPAWNS_PER_TURN: usize = 4;
 /// mio events handled per poll.
 pub const EVENTS: usize = 64;
 /// Processes outside its group (daemons that called setsid) tracked per

@@ -49,6 +49,9 @@ pub struct Supervisor<'a> {
     /// Pids the index could not hold (storage smaller than
     /// [`PidIndex::capacity_for`]); such exits are counted as orphans.
     pub index_full: u32,
+    /// A service due to start waits for the next turn (`Sys::may_spawn`):
+    /// the next tick comes at once.
+    deferred: bool,
 }
 
 impl<'a> Supervisor<'a> {
@@ -69,6 +72,7 @@ impl<'a> Supervisor<'a> {
             reap_gave_up: false,
             orphans_reaped: 0,
             index_full: 0,
+            deferred: false,
         };
         for i in 0..sup.svcs.len() {
             sup.index(i, None);
@@ -421,16 +425,25 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Fires due deadlines.
+    /// Fires due deadlines, and starts what an earlier turn deferred. A
+    /// restart due (backoff over) waits while the turn's spawn budget is
+    /// spent (`Sys::may_spawn`); it stays due, so the next turn comes at
+    /// once, reaps first, and spawns then.
     pub fn tick(&mut self, now: Instant, sys: &mut impl Sys) {
         // The loop calls this every turn; most turns nothing is due.
         if self.poll_at() > now {
             return;
         }
+        self.deferred = false;
         for i in 0..self.used {
-            if self.svcs.get(i).is_some_and(|s| s.poll_at() <= now) {
-                self.step_one(i, Input::Tick, now, sys);
+            let Some(s) = self.svcs.get(i).filter(|s| s.poll_at() <= now) else {
+                continue;
+            };
+            if matches!(s.state, State::Backoff { .. }) && !sys.may_spawn() {
+                self.deferred = true;
+                continue;
             }
+            self.step_one(i, Input::Tick, now, sys);
         }
         for i in 0..self.used {
             for r in 0..2 {
@@ -524,6 +537,9 @@ impl<'a> Supervisor<'a> {
         }
         if self.killed_all && !self.reap_gave_up {
             at = at.min(self.reap_by);
+        }
+        if self.deferred {
+            at = Instant::from_millis(0);
         }
         at
     }
@@ -776,6 +792,11 @@ impl<'a> Supervisor<'a> {
                             }
                         }
                     }
+                    // A start may have to wait for the next turn.
+                    if verdict == Input::DepsReady && !sys.may_spawn() {
+                        self.deferred = true;
+                        continue;
+                    }
                     Some(verdict)
                 } else {
                     None
@@ -810,9 +831,16 @@ mod tests {
         events: Vec<(usize, StateName, StateName, Event)>,
         /// What each `shutdown_deadline` call listed: (slot, pid).
         deadline: Vec<Vec<(usize, i32)>>,
+        /// Spawns allowed per turn (None: no budget), spawns this turn.
+        budget: Option<usize>,
+        turn: usize,
     }
     impl Sys for Rec {
+        fn may_spawn(&mut self) -> bool {
+            self.budget.is_none_or(|b| self.turn < b)
+        }
         fn spawn(&mut self, idx: usize) -> Result<i32, SpawnError> {
+            self.turn += 1;
             self.pid += 1;
             self.spawned.push((idx, self.pid));
             Ok(self.pid)
@@ -889,6 +917,53 @@ mod tests {
         assert_eq!(order.len(), 4);
         let pos = |i| order.iter().position(|&x| x == i).unwrap();
         assert!(pos(0) < pos(1) && pos(1) < pos(2));
+    }
+
+    #[test]
+    fn spawns_beyond_the_turn_budget_wait_for_the_next_turn() {
+        // Ten services, three spawns a turn: starts and restarts due
+        // beyond the budget stay due, and the next tick (at once) does them.
+        let mut v: Vec<Service> = (0..10)
+            .map(|i| Service::new(i, Policy::default()))
+            .collect();
+        for s in v.iter_mut() {
+            s.policy.backoff_initial = 0;
+        }
+        let mut sys = Rec {
+            budget: Some(3),
+            ..Rec::default()
+        };
+        let mut px = [PidSlot::EMPTY; 32];
+        let mut sup = Supervisor::new(&mut v, &mut px, 10);
+        sup.start_all(t(0), &mut sys);
+        assert_eq!(sys.spawned.len(), 3);
+        assert_eq!(
+            sup.poll_at(),
+            t(0),
+            "deferred starts: the next turn comes at once"
+        );
+        for turn in 1..=3 {
+            sys.turn = 0;
+            sup.tick(t(turn), &mut sys);
+        }
+        assert_eq!(sys.spawned.len(), 10);
+        assert!(sup.services().iter().all(|s| s.state.has_process()));
+        assert_eq!(sup.poll_at(), Instant::NEVER);
+        // All ten crash at once: restarts (backoff 0) go three a turn too.
+        sys.turn = 0;
+        for i in 0..10 {
+            sup.on_exit(pid_of(&sys, i), ExitStatus::Code(1), t(10), &mut sys);
+        }
+        assert_eq!(sys.spawned.len(), 10);
+        sys.turn = 0;
+        sup.tick(t(10), &mut sys);
+        assert_eq!(sys.spawned.len(), 13);
+        for turn in 11..=13 {
+            sys.turn = 0;
+            sup.tick(t(turn), &mut sys);
+        }
+        assert_eq!(sys.spawned.len(), 20);
+        assert_index_agrees(&sup);
     }
 
     #[test]

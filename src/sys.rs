@@ -253,4 +253,11 @@ pub trait Sys {
     /// still has a process is about to get SIGKILL (for the log line
     /// "shutdown timeout: killing web (pid N), db (pid M)").
     fn shutdown_deadline(&mut self, _services: &[Service]) {}
+    /// Whether this loop turn may spawn another service. Once its budget
+    /// is spent, services due to start wait for the next turn, which
+    /// reaps first (see [`crate::supervisor::Supervisor::tick`]). The
+    /// default has no budget.
+    fn may_spawn(&mut self) -> bool {
+        true
+    }
 }

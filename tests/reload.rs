@@ -931,3 +931,24 @@ fn large_plan_reaches_the_client() {
     });
     finish(d);
 }
+
+#[test]
+fn removing_a_dependency_keeps_its_former_dependent_running() {
+    // y depended on x; the new config removes x and y's dependency on it.
+    // y's process is untouched: x's stop must not take y down with it.
+    let dep = "    depends_on: [x]\n";
+    let mut d = Daemon::start(
+        "rdep",
+        "",
+        &[sleeper("x"), svc("y", "exec sleep 600", dep)].concat(),
+    );
+    let y = wait_running(&d, "y");
+    d.rewrite("", &sleeper("y"));
+    let o = reload(&d);
+    assert!(o.stdout.contains("1 removed"), "{o:?}");
+    d.wait_log("x: stopped", SOON);
+    assert_eq!(wait_running(&d, "y"), y);
+    assert_eq!(status(&d)["y"].state, "running");
+    assert!(!d.log_text().contains("y: stopping"), "{}", d.log_text());
+    finish(d);
+}

@@ -49,6 +49,9 @@ pub enum Stream {
 pub enum Job {
     /// `status`: next service index.
     StatusAll { next: u16 },
+    /// `reload`: waiting for reload number `gen` to finish (it may be
+    /// running, or pending behind another), then its `Plan`.
+    AwaitReload { gen: u32 },
     /// `reload`: next plan item of reload number `gen`, then the verdict.
     Plan { next: u32, gen: u32 },
     /// `logs`: the history is the lines with sequence numbers in

@@ -43,7 +43,7 @@ use std::ffi::CStr;
 use std::os::fd::RawFd;
 
 /// Poll token of slot `i`'s `cgroup.events`: `TOKEN_BASE + i`.
-pub const TOKEN_BASE: usize = 5 << 20;
+pub const TOKEN_BASE: usize = 6 << 20;
 /// cgroup2's `statfs` magic.
 const CGROUP2_MAGIC: i64 = 0x6367_7270;
 /// Longest base path kept (the config allows 200 bytes).

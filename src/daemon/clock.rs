@@ -1,5 +1,6 @@
 //! Clock reads and timestamp formatting. The loop reads CLOCK_MONOTONIC
 //! once per turn for the machines; CLOCK_REALTIME only stamps log lines.
+//! [`Turns`] times the loop's turns (the work between two polls).
 
 use coffey::time::Instant;
 use core::fmt;
@@ -23,9 +24,67 @@ pub fn now() -> Instant {
     Instant::from_millis(read(libc::CLOCK_MONOTONIC))
 }
 
+fn read_us(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as in `read`.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    let s = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let ns = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    s.saturating_mul(1_000_000).saturating_add(ns / 1000)
+}
+
+/// Monotonic microseconds: only for measuring and slicing the loop's own
+/// turns (the machines keep milliseconds).
+pub fn now_us() -> u64 {
+    read_us(libc::CLOCK_MONOTONIC)
+}
+
 /// Wall-clock milliseconds since the epoch, for log stamps.
 pub fn wall_ms() -> u64 {
     read(libc::CLOCK_REALTIME)
+}
+
+/// The longest loop turns: the work between one poll's return and the
+/// next poll, in wall time and in the daemon's own CPU time (which leaves
+/// out the time other processes had the CPU: on a busy machine a turn can
+/// be preempted for milliseconds). Reported by the SIGUSR1 dump; the
+/// "loop never stalls" benchmark (bench/reload.sh) reads it.
+#[derive(Default)]
+pub struct Turns {
+    began: [u64; 2],
+    /// [wall, cpu] µs: since startup, and since the last dump (which
+    /// resets it).
+    pub longest: [u64; 2],
+    pub window: [u64; 2],
+}
+
+impl Turns {
+    fn clocks() -> [u64; 2] {
+        [now_us(), read_us(libc::CLOCK_PROCESS_CPUTIME_ID)]
+    }
+
+    pub fn begin(&mut self) {
+        self.began = Self::clocks();
+    }
+
+    pub fn end(&mut self) {
+        let now = Self::clocks();
+        for k in 0..2 {
+            let (Some(n), Some(b)) = (now.get(k), self.began.get(k)) else {
+                continue;
+            };
+            let d = n.saturating_sub(*b);
+            for m in [self.longest.get_mut(k), self.window.get_mut(k)]
+                .into_iter()
+                .flatten()
+            {
+                *m = (*m).max(d);
+            }
+        }
+    }
 }
 
 /// `2026-11-22T03:50:00.123Z`, formatted without allocating.

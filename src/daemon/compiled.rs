@@ -7,7 +7,7 @@
 //! allocating. Startup uses the same path in-process, so both are one code
 //! path.
 //!
-//! Layout: `"CFY3" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
+//! Layout: `"CFY4" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
 //! `u64 shutdown_timeout | u16 count | service*`. Strings are `u32 LE len |
 //! bytes`; lists are `u16 LE count | items`.
 
@@ -17,7 +17,7 @@ use coffey::service::{Condition, Kind, Policy, Restart};
 
 /// Bumped with every layout change: the reload compiler is whatever
 /// binary is on disk now, and must not be misread by an older daemon.
-const MAGIC: &[u8; 4] = b"CFY3";
+const MAGIC: &[u8; 4] = b"CFY4";
 
 /// Encodes a config (allocates: child or startup only).
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
@@ -634,6 +634,28 @@ pub fn services<'a>(rd: &Rd<'a>, count: u16) -> impl Iterator<Item = CService<'a
     (0..count).map_while(move |_| service(&mut r).ok())
 }
 
+/// Like [`services`], with each service's byte offset in the buffer, so
+/// reload can come back to one in O(1) ([`service_at`], [`name_at`]).
+pub fn services_at<'a>(rd: &Rd<'a>, count: u16) -> impl Iterator<Item = (u32, CService<'a>)> {
+    let mut r = rd.clone();
+    (0..count).map_while(move |_| {
+        let at = u32::try_from(r.pos).ok()?;
+        service(&mut r).ok().map(|c| (at, c))
+    })
+}
+
+/// The service at offset `at` (from [`services_at`]) of a decoded `buf`.
+pub fn service_at(buf: &[u8], at: u32) -> Option<CService<'_>> {
+    let pos = usize::try_from(at).ok()?;
+    service(&mut Rd { b: buf, pos }).ok()
+}
+
+/// Only the name of the service at offset `at` (its first field).
+pub fn name_at(buf: &[u8], at: u32) -> Option<&str> {
+    let pos = usize::try_from(at).ok()?;
+    core::str::from_utf8(Rd { b: buf, pos }.bytes().ok()?).ok()
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 mod tests {
@@ -672,6 +694,12 @@ mod tests {
             v[1].deps().next(),
             Some((b"a".as_slice(), Condition::Started))
         );
+        // Offsets lead back to the same services.
+        for (at, c) in services_at(&rd, count) {
+            assert_eq!(service_at(&bytes, at).unwrap().name, c.name);
+            assert_eq!(name_at(&bytes, at), Some(c.name));
+        }
+        assert_eq!(services_at(&rd, count).count(), 2);
         for k in 0..bytes.len() {
             assert!(decode(&bytes[..k]).is_err(), "truncated at {k}");
         }

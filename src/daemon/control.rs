@@ -1016,7 +1016,7 @@ fn handle(
                 "control: reload{} requested by uid {uid} pid {pid}",
                 if dry_run { " --dry-run" } else { "" }
             );
-            super::reload::reload(sup, shell, Some(k), dry_run, now);
+            super::reload_machine::request(sup, shell, Some(k), dry_run, now);
         }
         Request::Shutdown => {
             log!(
@@ -1340,11 +1340,6 @@ pub fn end_followers(shell: &mut Shell, idx: usize) {
     }
 }
 
-/// Starts streaming the plan of reload `gen` to client `k`.
-pub fn start_plan(shell: &mut Shell, k: usize, gen: u32) {
-    set_phase(shell, k, Phase::Writing(Job::Plan { next: 0, gen }));
-}
-
 /// Produces frames for a multi-frame reply while there is room.
 fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
     let Some(Phase::Writing(job)) = shell.ctl.clients.get(k).map(|c| c.conn.phase) else {
@@ -1387,40 +1382,11 @@ fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
                 };
             }
         }
-        Job::Plan { mut next, gen } => {
+        Job::AwaitReload { .. } | Job::Plan { .. } => {
             let Shell { reloader, ctl, .. } = &mut *shell;
-            let Some(c) = ctl.clients.get_mut(k) else {
-                return;
-            };
-            if reloader.gen != gen {
-                let _ = c.conn.queue(&Reply::Error {
-                    code: ErrorCode::Failed,
-                    message: "superseded by a newer reload",
-                });
-                c.conn.phase = Phase::Reading;
-                return;
+            if let Some(c) = ctl.clients.get_mut(k) {
+                c.conn.phase = super::reload::answer(reloader, &mut c.conn, job);
             }
-            let (old, new) = reloader.plan_buffers();
-            for (action, name, detail) in super::reload::plan_items(old, new).skip(next as usize) {
-                if c.conn
-                    .queue(&Reply::PlanItem {
-                        action,
-                        name,
-                        detail,
-                    })
-                    .is_err()
-                {
-                    c.conn.phase = Phase::Writing(Job::Plan { next, gen });
-                    return;
-                }
-                next += 1;
-            }
-            let message = core::str::from_utf8(reloader.message.as_bytes()).unwrap_or("");
-            c.conn.phase = if c.conn.queue(&Reply::Ok { message }).is_ok() {
-                Phase::Reading
-            } else {
-                Phase::Writing(Job::Plan { next, gen })
-            };
         }
         Job::LogsTail {
             svc,
@@ -1706,6 +1672,11 @@ fn cut_off(shell: &mut Shell, k: usize) {
 /// for readiness (a long reply whose buffer drained).
 pub fn has_pending(shell: &Shell, k: usize) -> bool {
     shell.ctl.clients.get(k).is_some_and(|c| {
-        c.fd >= 0 && matches!(c.conn.phase, Phase::Writing(_)) && c.conn.output().is_empty()
+        // A client waiting for a reload is woken by the reload machine.
+        let waiting = matches!(c.conn.phase, Phase::Writing(Job::AwaitReload { .. }));
+        c.fd >= 0
+            && matches!(c.conn.phase, Phase::Writing(_))
+            && !waiting
+            && c.conn.output().is_empty()
     })
 }

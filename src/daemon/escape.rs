@@ -150,10 +150,12 @@ pub fn attribute(sup: &Supervisor<'_>, shell: &mut Shell, batch: &[i32]) -> Touc
     if owners.is_empty() {
         return touched;
     }
+    let compiler = shell.reloader.machine.child_pid();
     let Shell { slots, log, .. } = shell;
     let mut unclear: (u32, i32, [u8; 16]) = (0, 0, [0; 16]);
     group::children(|pid, st| {
-        if !st.live() || sup.owner_of(pid).is_some() {
+        // The reload's compile child is the daemon's own.
+        if !st.live() || sup.owner_of(pid).is_some() || compiler == Some(pid) {
             return;
         }
         let of_check = |p: i32| p > 0 && (p == pid || p == st.pgrp || p == st.session);

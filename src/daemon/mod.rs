@@ -20,6 +20,7 @@ pub mod pid1;
 mod probe;
 mod reexec;
 mod reload;
+mod reload_machine;
 pub mod setup;
 mod slab;
 mod spawn;
@@ -28,7 +29,7 @@ mod sweep;
 pub use alloc::Counting;
 
 use crate::config::Config;
-use coffey::limits::{EVENTS, READS_PER_TURN, READ_CHUNK, REAP_BATCH};
+use coffey::limits::{EVENTS, READS_PER_TURN, READ_CHUNK, REAP_BATCH, SPAWNS_PER_TURN};
 use coffey::logring::{LineBuf, LogRing, Stream};
 use coffey::pidindex::{PidIndex, PidSlot};
 use coffey::service::{Event, LeftInGroupText, Reason, Service, StateName};
@@ -122,6 +123,9 @@ pub struct Shell {
     pub mainpids: usize,
     /// The services' cgroups (none without cgroup2 or `coffey.cgroup`).
     pub cg: cgroup::Cgroups,
+    pub turns: clock::Turns,
+    /// Services spawned this turn (budget: [`SPAWNS_PER_TURN`]).
+    pub spawns: usize,
 }
 
 /// errno of the last failed libc call.
@@ -174,6 +178,7 @@ impl Sys for Shell {
         }
         slot.spawned = group::boot_ticks();
         slot.prep.cgroup_fd = self.cg.join_fd(idx);
+        self.spawns += 1;
         let res = spawn::spawn(&slot.prep, devnull);
         if let Ok(pid) = res {
             self.cg.spawned(idx, pid);
@@ -286,6 +291,10 @@ impl Sys for Shell {
             }
         }
         control::broadcast_event(self, idx, to, event, 0);
+    }
+
+    fn may_spawn(&mut self) -> bool {
+        self.spawns < SPAWNS_PER_TURN
     }
 
     fn shutdown_deadline(&mut self, services: &[Service]) {
@@ -441,6 +450,12 @@ impl Shell {
 }
 
 impl Shell {
+    /// A loop turn begins (poll returned): its clock and spawn budget.
+    fn new_turn(&mut self) {
+        self.turns.begin();
+        self.spawns = 0;
+    }
+
     /// Stores one output line: ring, file, console. (Split borrows of the
     /// shell's fields, hence the long parameter list.)
     #[allow(clippy::too_many_arguments)]
@@ -708,9 +723,12 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
     }
 }
 
-/// One reaped child: an exec check, a service's main process, an escapee
-/// or an orphan.
+/// One reaped child: the reload's compile child, an exec check, a
+/// service's main process, an escapee or an orphan.
 fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
+    if reload_machine::reaped(shell, pid, raw) {
+        return;
+    }
     let Some(status) = status_of(raw) else {
         return;
     };
@@ -757,6 +775,59 @@ fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
             );
         }
         (None, None) => log!(shell.log, "reaped orphan pid {pid} ({status})"),
+    }
+}
+
+/// Drains the signalfd: reaps (first, see the loop), shutdown, the status
+/// dump, reload requests.
+fn signals(sup: &mut Supervisor<'_>, shell: &mut Shell, sfd: &nix::sys::signalfd::SignalFd) {
+    let mut reap_now = false;
+    while let Ok(Some(si)) = sfd.read_signal() {
+        match Signal::try_from(si.ssi_signo as i32) {
+            Ok(Signal::SIGCHLD) => reap_now = true,
+            // A machine's init: the classic sysvinit/busybox map.
+            Ok(
+                s @ (Signal::SIGTERM
+                | Signal::SIGINT
+                | Signal::SIGUSR1
+                | Signal::SIGUSR2
+                | Signal::SIGPWR),
+            ) if shell.mode == pid1::Mode::System => {
+                let a = pid1::action_for(s as i32).unwrap_or(pid1::Action::Reboot);
+                if !sup.shutting_down() {
+                    log!(
+                        shell.log,
+                        "{}: {} (timeout {})",
+                        s.as_str(),
+                        a.name(),
+                        Dur(shell.shutdown_timeout)
+                    );
+                    shell.action = Some(a);
+                }
+                let t = shell.shutdown_timeout;
+                sup.shutdown(clock::now(), t, shell);
+            }
+            Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
+                if !sup.shutting_down() {
+                    shell.main_exit.shutdown_by(s as i32);
+                    log!(
+                        shell.log,
+                        "{}: shutting down (timeout {})",
+                        s.as_str(),
+                        Dur(shell.shutdown_timeout)
+                    );
+                }
+                let t = shell.shutdown_timeout;
+                sup.shutdown(clock::now(), t, shell);
+            }
+            Ok(Signal::SIGUSR1) => dump(sup, shell, clock::now()),
+            Ok(Signal::SIGHUP) => reload_machine::request(sup, shell, None, false, clock::now()),
+            Ok(s) => log!(shell.log, "ignored {}", s.as_str()),
+            Err(_) => {}
+        }
+    }
+    if reap_now {
+        reap(sup, shell);
     }
 }
 
@@ -892,9 +963,11 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
             Dur(next)
         );
     }
+    let t = &mut shell.turns;
+    let ([lw, lc], [ww, wc]) = (t.longest, core::mem::take(&mut t.window));
     log!(
         shell.log,
-        "status: heap allocations after startup: {}; orphans reaped: {}",
+        "status: heap allocations after startup: {}; orphans reaped: {}; longest loop turn {lw} us, {lc} us on CPU ({ww} us, {wc} us on CPU since the last dump)",
         alloc::count(),
         sup.orphans_reaped
     );
@@ -1030,6 +1103,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
     // ---- from here on: no heap allocation.
     alloc::seal();
     slab::trim_code();
+    shell.new_turn();
     sup.start_all(clock::now(), &mut shell);
     let mut pending = false;
     loop {
@@ -1044,7 +1118,8 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         let due = sup
             .poll_at()
             .min(shell.ctl.poll_at())
-            .min(shell.log.poll_at());
+            .min(shell.log.poll_at())
+            .min(reload_machine::poll_at(&shell));
         let timeout = if pending || shell.main_exit.cannot_start.is_some() {
             Some(std::time::Duration::ZERO)
         } else if due == Instant::NEVER {
@@ -1052,18 +1127,26 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         } else {
             Some(std::time::Duration::from_millis(due.since(now)))
         };
-        if let Err(e) = poll.poll(&mut events, timeout) {
+        shell.turns.end();
+        let polled = poll.poll(&mut events, timeout);
+        shell.new_turn();
+        if let Err(e) = polled {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 log!(shell.log, "poll: {e}");
             }
             continue;
         }
-        let mut signalled = false;
+        // Reaping comes first: exits are handled before anything this
+        // turn can spawn (the tick, checks, readiness, reload).
+        if events.iter().any(|e| e.token() == SIGNAL_TOKEN) {
+            signals(&mut sup, &mut shell, &sfd);
+        }
         let mut accept = false;
         for ev in events.iter() {
             match ev.token() {
-                SIGNAL_TOKEN => signalled = true,
+                SIGNAL_TOKEN => {}
                 LISTEN_TOKEN => accept = true,
+                reload_machine::RELOAD_TOKEN => shell.reloader.machine.mark(),
                 Token(t) if t >= cgroup::TOKEN_BASE => {
                     cgroup::on_ready(&mut sup, &mut shell, t - cgroup::TOKEN_BASE)
                 }
@@ -1096,59 +1179,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
                 }
             }
         }
-        if signalled {
-            let mut reap_now = false;
-            while let Ok(Some(si)) = sfd.read_signal() {
-                match Signal::try_from(si.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => reap_now = true,
-                    // A machine's init: the classic sysvinit/busybox map.
-                    Ok(
-                        s @ (Signal::SIGTERM
-                        | Signal::SIGINT
-                        | Signal::SIGUSR1
-                        | Signal::SIGUSR2
-                        | Signal::SIGPWR),
-                    ) if shell.mode == pid1::Mode::System => {
-                        let a = pid1::action_for(s as i32).unwrap_or(pid1::Action::Reboot);
-                        if !sup.shutting_down() {
-                            log!(
-                                shell.log,
-                                "{}: {} (timeout {})",
-                                s.as_str(),
-                                a.name(),
-                                Dur(shell.shutdown_timeout)
-                            );
-                            shell.action = Some(a);
-                        }
-                        let t = shell.shutdown_timeout;
-                        sup.shutdown(clock::now(), t, &mut shell);
-                    }
-                    Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
-                        if !sup.shutting_down() {
-                            shell.main_exit.shutdown_by(s as i32);
-                            log!(
-                                shell.log,
-                                "{}: shutting down (timeout {})",
-                                s.as_str(),
-                                Dur(shell.shutdown_timeout)
-                            );
-                        }
-                        let t = shell.shutdown_timeout;
-                        sup.shutdown(clock::now(), t, &mut shell);
-                    }
-                    Ok(Signal::SIGUSR1) => dump(&sup, &mut shell, clock::now()),
-                    Ok(Signal::SIGHUP) => {
-                        log!(shell.log, "SIGHUP: reloading {}", cfg.path.display());
-                        reload::reload(&mut sup, &mut shell, None, false, clock::now());
-                    }
-                    Ok(s) => log!(shell.log, "ignored {}", s.as_str()),
-                    Err(_) => {}
-                }
-            }
-            if reap_now {
-                reap(&mut sup, &mut shell);
-            }
-        }
+        reload_machine::turn(&mut sup, &mut shell, clock::now());
         let notify_left = notify::drain(&mut sup, &mut shell);
         pending = shell.drain_ready() | notify_left;
         if accept || shell.ctl.accept_due(clock::now()) {

@@ -1,20 +1,28 @@
-//! Reload: compile the config in a child, diff, apply, without allocating.
+//! Reload: plan and apply a compiled config, without allocating.
 //!
-//! `coffeyd __compile -c FILE` runs as a short-lived child (the YAML parser
-//! allocates, and a parser bug then kills the child, not the daemon). Its
-//! output is read into a preallocated buffer and decoded in place
-//! ([`super::compiled`]). The plan is computed and checked completely
-//! (slots, exec buffers) before anything changes, so a reload either
-//! applies whole or changes nothing. The running config's compiled bytes
-//! are kept, so the diff compares like with like; after applying, the two
-//! buffers swap.
+//! The compile child and the request queue are the reload machine
+//! ([`super::reload_machine`]); once the child's output is in `next`, this
+//! file decodes it in place ([`super::compiled`]), plans ([`begin`]) and
+//! applies, a slice a turn ([`advance`]). The plan is computed and
+//! checked completely (slots, exec buffers) before anything changes, so a
+//! reload either applies whole or changes nothing; applying, once begun,
+//! cannot fail, and other work goes on between its slices.
+//! The running config's compiled bytes are kept, so the diff compares like
+//! with like; after applying, the two buffers swap.
+//!
+//! Every step is linear in the number of services: names are matched
+//! through a hash index, and each service's byte offset is remembered, so
+//! nothing is searched or decoded twice (1,000 services used to cost one
+//! stalled turn of a third of a second; see docs/DESIGN.md, Reload).
 
 use super::compiled::{self, CService, Compiled, Rd};
 use super::control;
 use super::log::{log, LineBuf};
 use super::logfile::LogFile;
+use super::reload_machine::Machine;
 use super::Shell;
 use crate::config::Config;
+use coffey::control::conn::{Conn, Job, Phase};
 use coffey::control::proto::{plan, ErrorCode, Reply, MAX_PAYLOAD};
 use coffey::health::{Check, Role};
 use coffey::limits::MAX_DEPS;
@@ -22,225 +30,235 @@ use coffey::service::{Dep, Service, Want};
 use coffey::supervisor::Supervisor;
 use coffey::time::Instant;
 use core::fmt::Write as _;
-use nix::libc;
-use std::ffi::CString;
 
-extern "C" {
-    static environ: *const *const libc::c_char;
+/// No offset / no slot.
+const NONE: u32 = u32::MAX;
+const NO_SLOT: u16 = u16::MAX;
+
+/// How the last finished reload ended, for the clients that asked.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied; `next` holds the previous config.
+    Applied,
+    DryRun,
+    /// The validator's diagnostics are in `next`.
+    Invalid,
+    /// Refused for the reason in `message`.
+    Failed(ErrorCode),
 }
 
-/// Longest time a compile child may take.
-const COMPILE_TIMEOUT_MS: i32 = 10_000;
+/// Names to indices, open addressing over a table sized at startup
+/// (twice the slots, a power of two). Keys are compared through a
+/// closure, so the index holds only `u16`s.
+struct NameIndex {
+    table: Box<[u16]>,
+}
+
+fn hash(name: &[u8]) -> usize {
+    // FNV-1a: short names, no allocation, good enough spread.
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in name {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h as usize
+}
+
+impl NameIndex {
+    #[allow(clippy::disallowed_macros)] // startup
+    fn new(slots: usize) -> Self {
+        let n = (slots.max(8) * 2).next_power_of_two();
+        NameIndex {
+            table: vec![NO_SLOT; n].into_boxed_slice(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.table.fill(NO_SLOT);
+    }
+
+    fn insert(&mut self, name: &[u8], idx: u16) {
+        let mask = self.table.len() - 1;
+        let mut h = hash(name) & mask;
+        for _ in 0..self.table.len() {
+            if let Some(e) = self.table.get_mut(h).filter(|e| **e == NO_SLOT) {
+                *e = idx;
+                return;
+            }
+            h = (h + 1) & mask;
+        }
+    }
+
+    fn find<'k>(&self, name: &[u8], key: impl Fn(u16) -> &'k [u8]) -> Option<u16> {
+        let mask = self.table.len() - 1;
+        let mut h = hash(name) & mask;
+        for _ in 0..self.table.len() {
+            match self.table.get(h).copied() {
+                None | Some(NO_SLOT) => return None,
+                Some(i) if key(i) == name => return Some(i),
+                Some(_) => h = (h + 1) & mask,
+            }
+        }
+        None
+    }
+}
+
+/// The plan of the last reload: per new service (in config order) its
+/// offset in the new buffer, slot and plan line; then the removed
+/// services' offsets in the old buffer. Clients read it item by item
+/// through a fixed buffer ([`answer`]).
+struct Plan {
+    count: usize,
+    new_at: Box<[u32]>,
+    slot: Box<[u16]>,
+    action: Box<[u8]>,
+    why: Box<[&'static str]>,
+    removed_at: Box<[u32]>,
+    removed: usize,
+    /// Per slot: kept or taken by the new config.
+    kept: Box<[bool]>,
+}
 
 pub struct Reloader {
-    exe: CString,
-    arg0: CString,
-    arg1: CString,
-    arg2: CString,
-    config: CString,
+    pub machine: Machine,
     cur: &'static mut [u8],
     cur_len: usize,
     next: &'static mut [u8],
     next_len: usize,
-    /// Per new service: its slot. Per slot: kept by the new config.
-    assign: Box<[u16]>,
-    kept: Box<[bool]>,
-    /// The last reload, for clients reading its plan as their buffer
-    /// drains: its number, whether it applied (then the old config is in
-    /// `next`), and its verdict line.
+    /// Per slot: the offset of its service in `cur` (NONE: free, retired).
+    cur_at: Box<[u32]>,
+    plan: Plan,
+    names: NameIndex,
+    /// The last finished reload: its number, outcome and verdict line.
     pub gen: u32,
-    pub applied: bool,
+    pub outcome: Outcome,
     pub message: LineBuf,
-}
-
-impl Reloader {
-    /// (old, new) compiled configs of the last reload.
-    pub fn plan_buffers(&self) -> (&[u8], &[u8]) {
-        let cur = self.cur.get(..self.cur_len).unwrap_or(&[]);
-        let next = self.next.get(..self.next_len).unwrap_or(&[]);
-        if self.applied {
-            (next, cur)
-        } else {
-            (cur, next)
-        }
-    }
-}
-
-/// The plan from `old` to `new`: (action, name, detail) for every new
-/// service, then every removed one. Recomputed on demand, so a client can
-/// read a plan of any length through a fixed buffer.
-pub fn plan_items<'a>(
-    old: &'a [u8],
-    new: &'a [u8],
-) -> impl Iterator<Item = (u8, &'a str, &'static str)> + 'a {
-    let dec = |b| match compiled::decode(b) {
-        Ok(Compiled::Valid {
-            count, services, ..
-        }) => Some((count, services)),
-        _ => None,
-    };
-    let (oc, ord) = dec(old).map_or((0, None), |(c, r)| (c, Some(r)));
-    let (nc, nrd) = dec(new).map_or((0, None), |(c, r)| (c, Some(r)));
-    let ord2 = ord.clone();
-    let nrd2 = nrd.clone();
-    let added_or_changed = nrd.into_iter().flat_map(move |rd| {
-        let ord = ord.clone();
-        compiled::services(&rd, nc).map(move |c| {
-            let old = ord.as_ref().and_then(|r| find_cur(r, oc, c.name));
-            let (code, detail) = match old {
-                None => (plan::ADD, "new service"),
-                Some(o) => match (same_exec(&o, &c), same_rest(&o, &c)) {
-                    (Some(why), _) => (plan::RESTART, why),
-                    (None, Some(why)) => (plan::UPDATE, why),
-                    (None, None) => (plan::UNCHANGED, ""),
-                },
-            };
-            (code, c.name, detail)
-        })
-    });
-    let removed = ord2.into_iter().flat_map(move |rd| {
-        let nrd = nrd2.clone();
-        compiled::services(&rd, oc).filter_map(move |c| {
-            let gone = nrd
-                .as_ref()
-                .is_none_or(|r| find_cur(r, nc, c.name).is_none());
-            gone.then_some((plan::REMOVE, c.name, "no longer in the config"))
-        })
-    });
-    added_or_changed.chain(removed)
 }
 
 impl Reloader {
     /// Startup: keeps the compiled bytes of the running config.
     #[allow(clippy::disallowed_macros, clippy::disallowed_methods)]
     pub fn new(cfg: &Config, compiled: &[u8], slots: usize) -> Result<Reloader, String> {
-        use std::os::unix::ffi::OsStrExt;
         let cap = (compiled.len() * 4).max(slots * 4096 + 64 * 1024);
         let cur = super::slab::zeroed(cap)?;
         cur.get_mut(..compiled.len())
             .ok_or("compiled config too large")?
             .copy_from_slice(compiled);
-        let exe = std::fs::read_link("/proc/self/exe")
-            .ok()
-            .and_then(|p| CString::new(p.as_os_str().as_bytes()).ok())
-            .unwrap_or_else(|| c"/proc/self/exe".into());
-        let config = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
+        let n = slots.max(1);
         Ok(Reloader {
-            exe,
-            arg0: c"coffeyd".into(),
-            arg1: c"__compile".into(),
-            arg2: c"-c".into(),
-            config: CString::new(config.as_os_str().as_bytes()).map_err(|e| e.to_string())?,
+            machine: Machine::new(cfg)?,
             cur,
             cur_len: compiled.len(),
             next: super::slab::zeroed(cap)?,
             next_len: 0,
+            cur_at: vec![NONE; n].into_boxed_slice(),
+            plan: Plan {
+                count: 0,
+                new_at: vec![NONE; n].into_boxed_slice(),
+                slot: vec![NO_SLOT; n].into_boxed_slice(),
+                action: vec![0; n].into_boxed_slice(),
+                why: vec![""; n].into_boxed_slice(),
+                removed_at: vec![NONE; n].into_boxed_slice(),
+                removed: 0,
+                kept: vec![false; n].into_boxed_slice(),
+            },
+            names: NameIndex::new(n),
             gen: 0,
-            applied: false,
+            outcome: Outcome::DryRun,
             message: LineBuf::default(),
-            assign: vec![0u16; slots.max(1)].into_boxed_slice(),
-            kept: vec![false; slots.max(1)].into_boxed_slice(),
         })
     }
 
-    /// Runs the compile child; its output lands in `next`.
-    fn compile(&mut self, devnull: i32) -> Result<(), &'static str> {
-        let mut fds = [-1; 2];
-        // SAFETY: valid out array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err("cannot create a pipe for the config compiler");
+    /// Where the compile child's output goes: the free buffer.
+    pub fn incoming(&mut self) -> (&mut [u8], &mut usize) {
+        (&mut *self.next, &mut self.next_len)
+    }
+
+    /// (old, new) compiled configs of the last reload.
+    fn plan_buffers(&self) -> (&[u8], &[u8]) {
+        let cur = self.cur.get(..self.cur_len).unwrap_or(&[]);
+        let next = self.next.get(..self.next_len).unwrap_or(&[]);
+        if self.outcome == Outcome::Applied {
+            (next, cur)
+        } else {
+            (cur, next)
         }
-        let [r, w] = fds;
-        let argv = [
-            self.arg0.as_ptr(),
-            self.arg1.as_ptr(),
-            self.arg2.as_ptr(),
-            self.config.as_ptr(),
-            core::ptr::null(),
-        ];
-        // SAFETY: single-threaded; the child only dup2s, resets the mask
-        // and execs.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            // SAFETY: our fds.
-            unsafe {
-                libc::close(r);
-                libc::close(w);
-            }
-            return Err("cannot fork the config compiler");
+    }
+
+    /// Item `k` of the last plan: (action, name, detail).
+    fn plan_item(&self, k: usize) -> Option<(u8, &str, &'static str)> {
+        let (old, new) = self.plan_buffers();
+        plan_line(&self.plan, old, new, k)
+    }
+
+    /// Whether reload `gen` is still to come (started or pending).
+    pub fn ahead(&self, gen: u32) -> bool {
+        (gen.wrapping_sub(self.gen) as i32) > 0
+    }
+}
+
+/// Produces the answer to a client of reload `gen` (`job` is its
+/// `AwaitReload` or `Plan`) as far as its buffer takes it; returns the
+/// client's next phase. The plan and the diagnostics are read from the
+/// reload buffers, which stay as the reload left them until the machine
+/// starts the next one; a client still reading then is told it was
+/// superseded.
+pub fn answer(r: &Reloader, conn: &mut Conn<'_>, job: Job) -> Phase {
+    let (mut next, gen) = match job {
+        Job::AwaitReload { gen } if r.ahead(gen) => return Phase::Writing(job),
+        Job::AwaitReload { gen } => (0, gen),
+        Job::Plan { next, gen } => (next, gen),
+        _ => return conn.phase,
+    };
+    let again = Phase::Writing(Job::Plan { next, gen });
+    let done = |sent: bool| if sent { Phase::Reading } else { again };
+    if gen != r.gen || !r.machine.idle() {
+        let sent = conn.queue(&Reply::Error {
+            code: ErrorCode::Failed,
+            message: "superseded by a newer reload",
+        });
+        return done(sent.is_ok());
+    }
+    let message = core::str::from_utf8(r.message.as_bytes()).unwrap_or("");
+    match r.outcome {
+        Outcome::Failed(code) => {
+            return done(conn.queue(&Reply::Error { code, message }).is_ok());
         }
-        if pid == 0 {
-            // SAFETY: in the child.
-            unsafe {
-                libc::dup2(devnull, 0);
-                libc::dup2(w, 1);
-                let mut set: libc::sigset_t = core::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigprocmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
-                libc::execve(self.exe.as_ptr(), argv.as_ptr(), environ);
-                libc::_exit(127);
-            }
-        }
-        // SAFETY: ours.
-        unsafe { libc::close(w) };
-        self.next_len = 0;
-        let mut res = Ok(());
-        loop {
-            let mut pfd = libc::pollfd {
-                fd: r,
-                events: libc::POLLIN,
-                revents: 0,
+        Outcome::Invalid => {
+            let (_, new) = r.plan_buffers();
+            let text = match compiled::decode(new) {
+                Ok(Compiled::Invalid(t)) => t,
+                _ => message,
             };
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, COMPILE_TIMEOUT_MS) };
-            if n == 0 {
-                res = Err("the config compiler timed out");
-                // SAFETY: our child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                break;
+            // Fit the frame: cut at a char boundary.
+            let mut end = text.len().min(MAX_PAYLOAD - 64);
+            while !text.is_char_boundary(end) {
+                end -= 1;
             }
-            if n < 0 {
-                if nix::errno::Errno::last_raw() == libc::EINTR {
-                    continue;
-                }
-                res = Err("poll failed while reading the config compiler");
-                break;
-            }
-            let space = self.next.get_mut(self.next_len..).unwrap_or(&mut []);
-            if space.is_empty() {
-                res = Err(
-                    "the compiled config is larger than the reload buffer preallocated at startup",
-                );
-                // SAFETY: our child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                break;
-            }
-            // SAFETY: valid buffer.
-            let got = unsafe { libc::read(r, space.as_mut_ptr().cast(), space.len()) };
-            if got < 0 {
-                if nix::errno::Errno::last_raw() == libc::EINTR {
-                    continue;
-                }
-                res = Err("cannot read the config compiler's output");
-                break;
-            }
-            if got == 0 {
-                break;
-            }
-            self.next_len += usize::try_from(got).unwrap_or(0);
+            let message = text.get(..end).unwrap_or("");
+            let sent = conn.queue(&Reply::Error {
+                code: ErrorCode::Failed,
+                message,
+            });
+            return done(sent.is_ok());
         }
-        // SAFETY: ours; then reap our own child before the main loop does.
-        unsafe { libc::close(r) };
-        let mut st = 0;
-        // SAFETY: our child.
-        while unsafe { libc::waitpid(pid, &mut st, 0) } < 0
-            && nix::errno::Errno::last_raw() == libc::EINTR
-        {}
-        res?;
-        if !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0) {
-            return Err("the config compiler failed (could not exec coffeyd __compile?)");
+        Outcome::Applied | Outcome::DryRun => {}
+    }
+    while let Some((action, name, detail)) = r.plan_item(next as usize) {
+        let item = Reply::PlanItem {
+            action,
+            name,
+            detail,
+        };
+        if conn.queue(&item).is_err() {
+            return Phase::Writing(Job::Plan { next, gen });
         }
-        Ok(())
+        next += 1;
+    }
+    let again = Phase::Writing(Job::Plan { next, gen });
+    if conn.queue(&Reply::Ok { message }).is_ok() {
+        Phase::Reading
+    } else {
+        again
     }
 }
 
@@ -291,11 +309,6 @@ fn same_rest(a: &CService<'_>, b: &CService<'_>) -> Option<&'static str> {
         return Some("resources changed");
     }
     None
-}
-
-/// The running config's service called `name`.
-fn find_cur<'a>(rd: &Rd<'a>, count: u16, name: &str) -> Option<CService<'a>> {
-    compiled::services(rd, count).find(|c| c.name == name)
 }
 
 /// Points slot `i` at service `c`: name, exec buffers, policy, log file.
@@ -369,417 +382,593 @@ fn configure(
     Ok(())
 }
 
-fn resolve_deps(shell: &Shell, svc: &mut Service, c: &CService<'_>) -> Result<(), &'static str> {
+/// Points every dependency of `svc` (service `c` of the new config) at
+/// its slot, through the index of new names.
+fn resolve_deps(
+    r: &Reloader,
+    buf: &[u8],
+    svc: &mut Service,
+    c: &CService<'_>,
+) -> Result<(), &'static str> {
     svc.deps.clear();
+    let p = &r.plan;
+    let key = |j: u16| {
+        p.new_at
+            .get(usize::from(j))
+            .and_then(|&at| compiled::name_at(buf, at))
+            .map_or(&b""[..], str::as_bytes)
+    };
     for (name, condition) in c.deps() {
-        let idx = shell
-            .slots
-            .get(..shell.used)
-            .and_then(|s| {
-                s.iter()
-                    .position(|s| !s.retired && s.name.as_bytes() == name)
-            })
-            .ok_or("dependency not found")?;
+        let j = r.names.find(name, key).ok_or("dependency not found")?;
+        let idx = *p.slot.get(usize::from(j)).ok_or("dependency not found")?;
         svc.deps
-            .push(Dep {
-                idx: idx as u16,
-                condition,
-            })
+            .push(Dep { idx, condition })
             .map_err(|_| "too many dependencies")?;
     }
     Ok(())
 }
 
+/// Indexes the names of the new config (`buf`) by their position.
+fn index_new_names(r: &mut Reloader, buf: &[u8]) {
+    r.names.clear();
+    for j in 0..r.plan.count {
+        let at = r.plan.new_at.get(j).copied().unwrap_or(NONE);
+        if let Some(name) = compiled::name_at(buf, at) {
+            r.names.insert(name.as_bytes(), j as u16);
+        }
+    }
+}
+
 /// Startup: installs the compiled config into slots 0..n.
+#[allow(clippy::disallowed_macros)] // startup only
 pub fn install_initial(shell: &mut Shell, table: &mut [Service]) -> Result<(), String> {
     // Take the buffer out of the shell while its decoded view is in use
     // (an empty Box does not allocate), and put it back after.
     let cur = core::mem::take(&mut shell.reloader.cur);
-    let r = install_from(
-        shell,
-        table,
-        cur.get(..shell.reloader.cur_len).unwrap_or(&[]),
-    );
+    let buf = cur.get(..shell.reloader.cur_len).unwrap_or(&[]);
+    let r = install_from(shell, table, buf).map_err(|(name, e)| format!("service '{name}': {e}"));
     shell.reloader.cur = cur;
     r
 }
 
-#[allow(clippy::disallowed_macros)] // startup only
-fn install_from(shell: &mut Shell, table: &mut [Service], buf: &[u8]) -> Result<(), String> {
+fn install_from<'b>(
+    shell: &mut Shell,
+    table: &mut [Service],
+    buf: &'b [u8],
+) -> Result<(), (&'b str, &'static str)> {
     let Ok(Compiled::Valid {
         count,
         services,
         shutdown_timeout,
     }) = compiled::decode(buf)
     else {
-        return Err("internal error: cannot decode the compiled config".into());
+        return Err(("?", "internal error: cannot decode the compiled config"));
     };
     shell.shutdown_timeout = shutdown_timeout;
     if usize::from(count) > table.len() {
-        return Err("more services than slots".into());
+        return Err(("?", "more services than slots"));
     }
+    let r = &mut shell.reloader;
+    r.plan.count = usize::from(count);
+    for (j, (at, _)) in compiled::services_at(&services, count).enumerate() {
+        for a in [r.plan.new_at.get_mut(j), r.cur_at.get_mut(j)]
+            .into_iter()
+            .flatten()
+        {
+            *a = at;
+        }
+        if let Some(s) = r.plan.slot.get_mut(j) {
+            *s = j as u16;
+        }
+    }
+    index_new_names(r, buf);
     for (i, c) in compiled::services(&services, count).enumerate() {
-        let svc = table.get_mut(i).ok_or("slot")?;
-        configure(shell, svc, i, &c, true).map_err(|e| format!("service '{}': {e}", c.name))?;
+        let svc = table.get_mut(i).ok_or((c.name, "slot"))?;
+        configure(shell, svc, i, &c, true).map_err(|e| (c.name, e))?;
     }
     shell.used = usize::from(count);
     for (i, c) in compiled::services(&services, count).enumerate() {
-        let svc = table.get_mut(i).ok_or("slot")?;
-        resolve_deps(shell, svc, &c).map_err(|e| format!("service '{}': {e}", c.name))?;
+        let svc = table.get_mut(i).ok_or((c.name, "slot"))?;
+        resolve_deps(&shell.reloader, buf, svc, &c).map_err(|e| (c.name, e))?;
     }
+    // No plan to show before the first reload.
+    shell.reloader.plan.count = 0;
     Ok(())
 }
 
-/// Sends a plan line to the client and the daemon log.
-/// Logs one plan line (clients read the plan through `plan_items`).
-fn plan_item(shell: &mut Shell, action: u8, name: &str, detail: &str) {
-    log!(
-        shell.log,
-        "reload: {} {name}{}{detail}",
-        plan::name(action),
-        if detail.is_empty() { "" } else { ": " }
-    );
+/// Why a reload did not apply: the outcome, and the message (empty: the
+/// message is already in `message`).
+type Refusal = (Outcome, &'static str);
+
+/// Where applying stands. Applying is split across loop turns, each
+/// doing at most [`APPLY_SLICE_US`] of it, so a reload of 1,000 services
+/// never holds a turn for long. In order: log the plan lines, configure
+/// the changed and added slots, point every dependency at its slot,
+/// retire the removed services, start the added ones and restart the
+/// changed ones, then the verdict.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Step {
+    Log,
+    Configure,
+    Deps,
+    Retire,
+    Start,
+    Done,
 }
 
-fn fail(shell: &mut Shell, client: Option<usize>, code: ErrorCode, msg: &str) {
-    log!(shell.log, "reload rejected: {msg}");
-    if let Some(k) = client {
-        // Fit the frame: cut at a char boundary.
-        let mut end = msg.len().min(MAX_PAYLOAD - 64);
-        while !msg.is_char_boundary(end) {
-            end -= 1;
-        }
-        control::reply(
-            shell,
-            k,
-            &Reply::Error {
-                code,
-                message: msg.get(..end).unwrap_or(""),
-            },
-        );
-    }
-}
-
-/// `coffeyd reload` and SIGHUP. `client` gets the plan and the verdict.
-pub fn reload(
-    sup: &mut Supervisor<'_>,
-    shell: &mut Shell,
-    client: Option<usize>,
+#[derive(Copy, Clone, Debug)]
+pub struct Progress {
+    step: Step,
+    /// The next index within the step.
+    at: usize,
     dry_run: bool,
-    now: Instant,
-) {
-    if sup.shutting_down() {
-        return fail(shell, client, ErrorCode::Failed, "coffeyd is shutting down");
-    }
-    let devnull = shell.devnull;
-    if let Err(e) = shell.reloader.compile(devnull) {
-        return fail(shell, client, ErrorCode::Failed, e);
-    }
-    // Take both buffers out while their decoded views are in use (an
-    // empty Box does not allocate); put them back, swapped if applied.
-    let mut cur = core::mem::take(&mut shell.reloader.cur);
-    let mut next = core::mem::take(&mut shell.reloader.next);
+    old_used: usize,
+    shutdown_timeout: u64,
+}
+
+/// Longest share of one turn that applying takes (checked between
+/// services; one service's step is microseconds, a stop or start of one
+/// at most a few hundred).
+pub const APPLY_SLICE_US: u64 = 2000;
+
+/// Reload number `gen` compiled into `next`: plans it. Ok: applying
+/// begins ([`advance`] until it returns true). Err: refused, recorded.
+pub fn begin(sup: &Supervisor<'_>, shell: &mut Shell, gen: u32, dry_run: bool) -> Option<Progress> {
+    let cur = core::mem::take(&mut shell.reloader.cur);
+    let next = core::mem::take(&mut shell.reloader.next);
     let (cl, nl) = (shell.reloader.cur_len, shell.reloader.next_len);
-    let applied = reload_from(
+    let res = prepare(
         sup,
         shell,
-        client,
         dry_run,
-        now,
         cur.get(..cl).unwrap_or(&[]),
         next.get(..nl).unwrap_or(&[]),
     );
-    if applied {
-        core::mem::swap(&mut cur, &mut next);
-        shell.reloader.cur_len = nl;
-        // `next` now holds the previous config: the plan is read from it.
-        shell.reloader.next_len = cl;
-    }
     shell.reloader.cur = cur;
     shell.reloader.next = next;
+    match res {
+        Ok(p) => Some(p),
+        Err((outcome, why)) => {
+            refused(shell, gen, outcome, why);
+            None
+        }
+    }
 }
 
-/// Plans and (unless `dry_run`) applies. Returns whether it applied.
-fn reload_from(
-    sup: &mut Supervisor<'_>,
+fn refused(shell: &mut Shell, gen: u32, outcome: Outcome, why: &str) {
+    let r = &mut shell.reloader;
+    r.outcome = outcome;
+    if !why.is_empty() {
+        r.message.clear();
+        r.message.push_bytes(why.as_bytes());
+    }
+    // Invalid: the validator's text was logged whole.
+    if outcome != Outcome::Invalid {
+        let m = core::str::from_utf8(r.message.as_bytes()).unwrap_or("");
+        log!(shell.log, "reload rejected: {m}");
+    }
+    r.gen = gen;
+}
+
+/// A reload that ended before planning (the compiler failed, coffeyd is
+/// shutting down): recorded for its clients like any refusal.
+pub fn refuse(shell: &mut Shell, gen: u32, code: ErrorCode, why: &str) {
+    shell.reloader.plan.count = 0;
+    shell.reloader.plan.removed = 0;
+    refused(shell, gen, Outcome::Failed(code), why);
+}
+
+fn prepare(
+    sup: &Supervisor<'_>,
     shell: &mut Shell,
-    client: Option<usize>,
     dry_run: bool,
-    now: Instant,
     cur: &[u8],
     next: &[u8],
-) -> bool {
-    let (ncount, nrd, ntimeout) = match compiled::decode(next) {
+) -> Result<Progress, Refusal> {
+    shell.reloader.plan.count = 0;
+    shell.reloader.plan.removed = 0;
+    let failed = Outcome::Failed(ErrorCode::Failed);
+    let (count, services, timeout) = match compiled::decode(next) {
         Ok(Compiled::Valid {
             count,
             services,
             shutdown_timeout,
         }) => (count, services, shutdown_timeout),
         Ok(Compiled::Invalid(text)) => {
-            fail(shell, client, ErrorCode::Failed, text);
-            return false;
+            // The diagnostics stay in `next` for the clients.
+            log!(shell.log, "reload rejected: {text}");
+            let m = &mut shell.reloader.message;
+            m.clear();
+            m.push_bytes(b"the config has errors");
+            return Err((Outcome::Invalid, ""));
         }
-        Err(_) => {
-            fail(
-                shell,
-                client,
-                ErrorCode::Failed,
-                "the config compiler's output is corrupt",
-            );
-            return false;
-        }
+        Err(_) => return Err((failed, "the config compiler's output is corrupt")),
     };
-    let Ok(Compiled::Valid {
-        count: ccount,
-        services: crd,
-        ..
-    }) = compiled::decode(cur)
-    else {
-        {
-            fail(
-                shell,
-                client,
-                ErrorCode::Failed,
-                "internal error: running config unreadable",
-            );
-            return false;
-        }
-    };
-    let capacity = shell.slots.len();
-    // ---- plan: slot for every new service; nothing changes yet.
-    for k in shell.reloader.kept.iter_mut() {
-        *k = false;
+    if sup.shutting_down() {
+        return Err((failed, "coffeyd is shutting down"));
     }
-    let mut need_new = 0usize;
-    for (j, c) in compiled::services(&nrd, ncount).enumerate() {
-        let old = shell.slots.get(..shell.used).and_then(|s| {
-            s.iter()
-                .position(|s| !s.retired && s.name.as_str() == c.name)
-        });
-        match old {
-            Some(i) => {
-                if let (Some(a), Some(k)) = (
-                    shell.reloader.assign.get_mut(j),
-                    shell.reloader.kept.get_mut(i),
-                ) {
-                    *a = i as u16;
-                    *k = true;
-                }
-            }
-            None => need_new += 1,
-        }
-        if let Err(e) = super::spawn::Prepared::fits(&c) {
-            let mut m = LineBuf::default();
-            let _ = write!(m, "service '{}': {}", c.name, e.as_str());
-            {
-                fail(
-                    shell,
-                    client,
-                    ErrorCode::Failed,
-                    core::str::from_utf8(m.as_bytes()).unwrap_or(""),
-                );
-                return false;
-            }
-        }
-        if usize::from(c.ndeps) > MAX_DEPS {
-            {
-                fail(
-                    shell,
-                    client,
-                    ErrorCode::Failed,
-                    "a service has more than MAX_DEPS dependencies",
-                );
-                return false;
-            }
-        }
+    if !matches!(compiled::decode(cur), Ok(Compiled::Valid { .. })) {
+        return Err((failed, "internal error: running config unreadable"));
     }
-    // Free slots: never used, or retired (no name) with no process left.
-    let mut free = 0usize;
-    for (i, s) in shell.slots.iter().enumerate() {
-        let kept = shell.reloader.kept.get(i).copied().unwrap_or(false);
-        let idle = sup.services().get(i).is_none_or(|x| !x.state.has_process());
-        let unused = i >= shell.used || s.retired;
-        if !kept && unused && idle {
-            free += 1;
-        }
-    }
-    if need_new > free {
-        let mut m = LineBuf::default();
-        let _ = write!(
-            m,
-            "the new config needs {need_new} more service slots but only {free} of {capacity} are free \
-             (limits.services is fixed at startup; restart coffeyd to grow it)"
-        );
-        {
-            fail(
-                shell,
-                client,
-                ErrorCode::NoSlots,
-                core::str::from_utf8(m.as_bytes()).unwrap_or(""),
-            );
-            return false;
-        }
-    }
-    // Assign free slots to added services.
-    let mut cursor = 0usize;
-    for (j, c) in compiled::services(&nrd, ncount).enumerate() {
-        if shell
-            .slots
-            .get(..shell.used)
-            .is_some_and(|s| s.iter().any(|s| !s.retired && s.name.as_str() == c.name))
-        {
-            continue;
-        }
-        while cursor < capacity {
-            let taken = shell.reloader.kept.get(cursor).copied().unwrap_or(true);
-            let unused = cursor >= shell.used || shell.slots.get(cursor).is_some_and(|s| s.retired);
-            let idle = sup
-                .services()
-                .get(cursor)
-                .is_none_or(|x| !x.state.has_process());
-            if !taken && unused && idle {
-                break;
-            }
-            cursor += 1;
-        }
-        if let Some(a) = shell.reloader.assign.get_mut(j) {
-            *a = cursor as u16;
-        }
-        if let Some(k) = shell.reloader.kept.get_mut(cursor) {
-            *k = true;
-        }
-    }
-
-    // ---- report the plan (the same classification clients read).
+    plan(sup, shell, cur, next, &services, count)?;
     let mut counts = [0usize; 6];
-    for (code, name, detail) in plan_items(cur, next) {
+    for k in 0.. {
+        let Some((code, _, _)) = plan_line(&shell.reloader.plan, cur, next, k) else {
+            break;
+        };
         if let Some(n) = counts.get_mut(usize::from(code)) {
             *n += 1;
         }
-        plan_item(shell, code, name, detail);
     }
-    let summary = |m: &mut LineBuf, verb: &str| {
-        let _ = write!(
-            m,
-            "{verb}: {} added, {} removed, {} restarted, {} updated, {} unchanged",
-            counts.get(usize::from(plan::ADD)).unwrap_or(&0),
-            counts.get(usize::from(plan::REMOVE)).unwrap_or(&0),
-            counts.get(usize::from(plan::RESTART)).unwrap_or(&0),
-            counts.get(usize::from(plan::UPDATE)).unwrap_or(&0),
-            counts.get(usize::from(plan::UNCHANGED)).unwrap_or(&0)
-        );
-    };
-    if dry_run {
-        let mut m = LineBuf::default();
-        summary(&mut m, "dry run, nothing changed");
-        send_plan(shell, client, false, m);
-        return false;
-    }
+    let m = &mut shell.reloader.message;
+    m.clear();
+    let n = |code: u8| counts.get(usize::from(code)).copied().unwrap_or(0);
+    let _ = write!(
+        m,
+        "{}: {} added, {} removed, {} restarted, {} updated, {} unchanged",
+        if dry_run {
+            "dry run, nothing changed"
+        } else {
+            "applied"
+        },
+        n(plan::ADD),
+        n(plan::REMOVE),
+        n(plan::RESTART),
+        n(plan::UPDATE),
+        n(plan::UNCHANGED)
+    );
+    Ok(Progress {
+        step: Step::Log,
+        at: 0,
+        dry_run,
+        old_used: shell.used,
+        shutdown_timeout: timeout,
+    })
+}
 
-    // ---- apply. Everything was checked above; errors here are bugs and
-    // are logged, not fatal.
-    // 1. Retire removed services: they stop (their dependents were
-    //    re-pointed below first, so only removed ones go down).
-    let old_used = shell.used;
-    let new_used = (0..capacity)
-        .filter(|&i| shell.reloader.kept.get(i).copied().unwrap_or(false))
+/// Applies a slice of reload `gen` (until `until_us`, monotonic µs).
+/// Returns true once it is over: the outcome is recorded, the buffers
+/// swapped if it applied.
+pub fn advance(
+    sup: &mut Supervisor<'_>,
+    shell: &mut Shell,
+    p: &mut Progress,
+    gen: u32,
+    now: Instant,
+    until_us: u64,
+) -> bool {
+    let cur = core::mem::take(&mut shell.reloader.cur);
+    let next = core::mem::take(&mut shell.reloader.next);
+    let (cl, nl) = (shell.reloader.cur_len, shell.reloader.next_len);
+    let old = cur.get(..cl).unwrap_or(&[]);
+    let new = next.get(..nl).unwrap_or(&[]);
+    while p.step != Step::Done && super::clock::now_us() < until_us {
+        step(sup, shell, p, now, old, new);
+    }
+    let done = p.step == Step::Done;
+    let (mut cur, mut next) = (cur, next);
+    let r = &mut shell.reloader;
+    if done && !p.dry_run {
+        core::mem::swap(&mut cur, &mut next);
+        r.cur_len = nl;
+        // `next` now holds the previous config: the plan is read from it.
+        r.next_len = cl;
+    }
+    r.cur = cur;
+    r.next = next;
+    if done {
+        verdict(sup, shell, p, gen, now);
+    }
+    done
+}
+
+/// One unit of applying: a service of the current step, or the move to
+/// the next step.
+fn step(
+    sup: &mut Supervisor<'_>,
+    shell: &mut Shell,
+    p: &mut Progress,
+    now: Instant,
+    old: &[u8],
+    new: &[u8],
+) {
+    let n = shell.reloader.plan.count;
+    let k = p.at;
+    p.at += 1;
+    match p.step {
+        Step::Log => match plan_line(&shell.reloader.plan, old, new, k) {
+            Some((code, name, detail)) => {
+                // Unchanged services are only counted: a reload of 1,000
+                // would otherwise write 1,000 lines.
+                if code != plan::UNCHANGED {
+                    log!(
+                        shell.log,
+                        "reload: {} {name}{}{detail}",
+                        plan::name(code),
+                        if detail.is_empty() { "" } else { ": " }
+                    );
+                }
+            }
+            None if p.dry_run => next_step(p, Step::Done),
+            None => {
+                use_slots(sup, shell);
+                next_step(p, Step::Configure);
+            }
+        },
+        Step::Configure if k < n => configure_one(sup, shell, k, new),
+        Step::Configure => next_step(p, Step::Deps),
+        Step::Deps if k == 0 => index_new_names(&mut shell.reloader, new),
+        Step::Deps if k <= n => deps_one(sup, shell, k - 1, new),
+        Step::Deps => next_step(p, Step::Retire),
+        Step::Retire if k < p.old_used => retire_one(sup, shell, k, now),
+        Step::Retire => next_step(p, Step::Start),
+        Step::Start if k < n => start_one(sup, shell, k, now),
+        Step::Start | Step::Done => next_step(p, Step::Done),
+    }
+}
+
+fn next_step(p: &mut Progress, s: Step) {
+    p.step = s;
+    p.at = 0;
+}
+
+/// The slots in use grow to cover every slot the new config takes.
+fn use_slots(sup: &mut Supervisor<'_>, shell: &mut Shell) {
+    let kept = &shell.reloader.plan.kept;
+    let new_used = (0..shell.slots.len())
+        .filter(|&i| kept.get(i).copied().unwrap_or(false))
         .map(|i| i + 1)
         .max()
         .unwrap_or(0)
-        .max(old_used);
+        .max(shell.used);
     shell.used = new_used;
     sup.set_used(new_used);
-    // 2. Configure kept and added services (names first, then deps).
-    for (j, c) in compiled::services(&nrd, ncount).enumerate() {
-        let Some(&i) = shell.reloader.assign.get(j) else {
-            continue;
-        };
-        let i = usize::from(i);
-        let old = find_cur(&crd, ccount, c.name);
-        let changed = match &old {
-            None => true,
-            Some(o) => same_exec(o, &c).is_some() || same_rest(o, &c).is_some(),
-        };
-        if !changed {
-            continue;
-        }
-        let Some(svc) = sup.service_mut(i) else {
-            continue;
-        };
-        if let Err(e) = configure(shell, svc, i, &c, old.is_none()) {
-            log!(shell.log, "reload: {}: {e}", c.name);
-        }
-    }
-    // Retire removed: clear name and deps, stop.
-    for i in 0..old_used {
-        if shell.reloader.kept.get(i).copied().unwrap_or(false) {
-            continue;
-        }
-        if shell.slots.get(i).is_none_or(|s| s.retired) {
-            continue;
-        }
-        if let Some(svc) = sup.service_mut(i) {
-            svc.deps.clear();
-        }
-        sup.stop(i, now, shell);
-        control::end_followers(shell, i);
-        if let Some(s) = shell.slots.get_mut(i) {
-            s.retired = true;
-            s.prep.filled = false;
-        }
-    }
-    for (j, c) in compiled::services(&nrd, ncount).enumerate() {
-        let Some(&i) = shell.reloader.assign.get(j) else {
-            continue;
-        };
-        let i = usize::from(i);
-        let Some(svc) = sup.service_mut(i) else {
-            continue;
-        };
-        if let Err(e) = resolve_deps(shell, svc, &c) {
-            log!(shell.log, "reload: {}: {e}", c.name);
-        }
-    }
-    // 3. Restart changed commands, start added services.
-    for (j, c) in compiled::services(&nrd, ncount).enumerate() {
-        let Some(&i) = shell.reloader.assign.get(j) else {
-            continue;
-        };
-        let i = usize::from(i);
-        match find_cur(&crd, ccount, c.name) {
-            None => {
-                sup.start(i, now, shell);
-            }
-            Some(o) if same_exec(&o, &c).is_some() => {
-                let wanted = sup.services().get(i).is_some_and(|s| s.want == Want::Up);
-                if wanted {
-                    sup.restart(i, now, shell);
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    // Updated checks of running services start here, not at the next event.
-    sup.settle(now, shell);
-    shell.shutdown_timeout = ntimeout;
-    let mut m = LineBuf::default();
-    summary(&mut m, "applied");
-    let text = core::str::from_utf8(m.as_bytes()).unwrap_or("");
-    log!(shell.log, "reload {text}");
-    control::broadcast_reloaded(shell);
-    send_plan(shell, client, true, m);
-    true
 }
 
-/// Hands the plan to the client as a multi-frame reply: the connection
-/// pulls plan items as its buffer drains, then the verdict.
-fn send_plan(shell: &mut Shell, client: Option<usize>, applied: bool, message: LineBuf) {
-    let r = &mut shell.reloader;
-    r.gen = r.gen.wrapping_add(1);
-    r.applied = applied;
-    r.message = message;
-    let gen = r.gen;
-    if let Some(k) = client {
-        control::start_plan(shell, k, gen);
+/// Configures new service `j`'s slot if it was added or changed.
+fn configure_one(sup: &mut Supervisor<'_>, shell: &mut Shell, j: usize, new: &[u8]) {
+    let Some((i, act, at)) = slot_of(&shell.reloader, j) else {
+        return;
+    };
+    if act == plan::UNCHANGED {
+        return;
     }
+    let (Some(c), Some(svc)) = (compiled::service_at(new, at), sup.service_mut(i)) else {
+        return;
+    };
+    if let Err(e) = configure(shell, svc, i, &c, act == plan::ADD) {
+        log!(shell.log, "reload: {}: {e}", c.name);
+    }
+}
+
+/// Points new service `j`'s dependencies at their slots. This comes
+/// before retiring: a kept service that depended on a removed one must no
+/// longer, or the removed one's stop would take it down too.
+fn deps_one(sup: &mut Supervisor<'_>, shell: &mut Shell, j: usize, new: &[u8]) {
+    let Some((i, _, at)) = slot_of(&shell.reloader, j) else {
+        return;
+    };
+    let (Some(c), Some(svc)) = (compiled::service_at(new, at), sup.service_mut(i)) else {
+        return;
+    };
+    if let Err(e) = resolve_deps(&shell.reloader, new, svc, &c) {
+        log!(shell.log, "reload: {}: {e}", c.name);
+    }
+}
+
+/// Retires slot `i` if the new config removed its service: it stops.
+fn retire_one(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, now: Instant) {
+    let kept = shell.reloader.plan.kept.get(i).copied().unwrap_or(true);
+    if kept || shell.slots.get(i).is_none_or(|s| s.retired) {
+        return;
+    }
+    if let Some(svc) = sup.service_mut(i) {
+        svc.deps.clear();
+    }
+    sup.stop(i, now, shell);
+    control::end_followers(shell, i);
+    if let Some(s) = shell.slots.get_mut(i) {
+        s.retired = true;
+        s.prep.filled = false;
+    }
+    if let Some(a) = shell.reloader.cur_at.get_mut(i) {
+        *a = NONE;
+    }
+}
+
+/// Starts new service `j` if added, restarts it if its command changed
+/// and it was up; its slot now runs the new config's service.
+fn start_one(sup: &mut Supervisor<'_>, shell: &mut Shell, j: usize, now: Instant) {
+    let Some((i, act, at)) = slot_of(&shell.reloader, j) else {
+        return;
+    };
+    if let Some(a) = shell.reloader.cur_at.get_mut(i) {
+        *a = at;
+    }
+    let wanted = sup.services().get(i).is_some_and(|s| s.want == Want::Up);
+    match act {
+        plan::ADD => {
+            sup.start(i, now, shell);
+        }
+        plan::RESTART if wanted => {
+            sup.restart(i, now, shell);
+        }
+        _ => {}
+    }
+}
+
+/// The reload is over: settle, record and log the outcome.
+fn verdict(sup: &mut Supervisor<'_>, shell: &mut Shell, p: &Progress, gen: u32, now: Instant) {
+    let r = &mut shell.reloader;
+    r.gen = gen;
+    if p.dry_run {
+        r.outcome = Outcome::DryRun;
+        return;
+    }
+    r.outcome = Outcome::Applied;
+    // Updated checks of running services start here, not at the next event.
+    sup.settle(now, shell);
+    shell.shutdown_timeout = p.shutdown_timeout;
+    let text = core::str::from_utf8(shell.reloader.message.as_bytes()).unwrap_or("");
+    log!(shell.log, "reload {text}");
+    control::broadcast_reloaded(shell);
+}
+
+/// New service `j`'s slot, plan action and offset in the new buffer.
+fn slot_of(r: &Reloader, j: usize) -> Option<(usize, u8, u32)> {
+    let p = &r.plan;
+    Some((
+        usize::from(*p.slot.get(j)?),
+        *p.action.get(j)?,
+        *p.new_at.get(j)?,
+    ))
+}
+
+/// Item `k` of plan `p` from `old` to `new`: (action, name, detail).
+fn plan_line<'b>(
+    p: &Plan,
+    old: &'b [u8],
+    new: &'b [u8],
+    k: usize,
+) -> Option<(u8, &'b str, &'static str)> {
+    if k < p.count {
+        let name = compiled::name_at(new, *p.new_at.get(k)?)?;
+        return Some((*p.action.get(k)?, name, *p.why.get(k)?));
+    }
+    let k = k - p.count;
+    if k >= p.removed {
+        return None;
+    }
+    let name = compiled::name_at(old, *p.removed_at.get(k)?)?;
+    Some((plan::REMOVE, name, "no longer in the config"))
+}
+/// The plan: a slot for every new service (`rd`, `count` of `next`) and a
+/// plan line for each, then the removed ones. Nothing changes yet; what
+/// apply could not do is refused here (the reason in `message`).
+fn plan(
+    sup: &Supervisor<'_>,
+    shell: &mut Shell,
+    cur: &[u8],
+    next: &[u8],
+    rd: &Rd<'_>,
+    count: u16,
+) -> Result<(), Refusal> {
+    let Shell {
+        reloader, slots, ..
+    } = shell;
+    let used = shell.used;
+    let Reloader {
+        names,
+        plan: p,
+        message,
+        cur_at,
+        ..
+    } = reloader;
+    let failed = Outcome::Failed(ErrorCode::Failed);
+    // Running services by name (live slots only).
+    names.clear();
+    for (i, s) in slots.iter().enumerate().take(used) {
+        if !s.retired {
+            names.insert(s.name.as_bytes(), i as u16);
+        }
+    }
+    p.kept.fill(false);
+    let key = |i: u16| {
+        slots
+            .get(usize::from(i))
+            .map_or(&b""[..], |s| s.name.as_bytes())
+    };
+    let mut need_new = 0usize;
+    for (j, (at, c)) in compiled::services_at(rd, count).enumerate() {
+        if let Err(e) = super::spawn::Prepared::fits(&c) {
+            message.clear();
+            let _ = write!(message, "service '{}': {}", c.name, e.as_str());
+            return Err((failed, ""));
+        }
+        if usize::from(c.ndeps) > MAX_DEPS {
+            return Err((failed, "a service has more than MAX_DEPS dependencies"));
+        }
+        let found = names.find(c.name.as_bytes(), key);
+        // (More services than slots: counted, refused below.)
+        if let (Some(a), Some(s), Some(act)) =
+            (p.new_at.get_mut(j), p.slot.get_mut(j), p.action.get_mut(j))
+        {
+            *a = at;
+            *s = found.unwrap_or(NO_SLOT);
+            // Classified below; ADD now if no running service has the name.
+            *act = if found.is_some() { 0 } else { plan::ADD };
+        }
+        match found.and_then(|i| p.kept.get_mut(usize::from(i))) {
+            Some(k) => *k = true,
+            None => need_new += 1,
+        }
+    }
+    let count = usize::from(count);
+    // Free slots: never used, or retired with no process left.
+    let kept = &mut p.kept;
+    let free = |kept: &[bool], i: usize| {
+        let unused = i >= used || slots.get(i).is_some_and(|s| s.retired);
+        let idle = sup.services().get(i).is_none_or(|x| !x.state.has_process());
+        !kept.get(i).copied().unwrap_or(true) && unused && idle
+    };
+    let nfree = (0..slots.len()).filter(|&i| free(kept, i)).count();
+    if need_new > nfree {
+        message.clear();
+        let _ = write!(
+            message,
+            "the new config needs {need_new} more service slots but only {nfree} of {} are free \
+             (limits.services is fixed at startup; restart coffeyd to grow it)",
+            slots.len()
+        );
+        return Err((Outcome::Failed(ErrorCode::NoSlots), ""));
+    }
+    let mut cursor = 0usize;
+    for s in p.slot.iter_mut().take(count).filter(|s| **s == NO_SLOT) {
+        while cursor < slots.len() && !free(kept, cursor) {
+            cursor += 1;
+        }
+        *s = cursor as u16;
+        if let Some(k) = kept.get_mut(cursor) {
+            *k = true;
+        }
+    }
+    // Plan lines: compare each kept service with its running version.
+    for j in 0..count {
+        let (Some(&at), Some(&i), Some(act), Some(why)) = (
+            p.new_at.get(j),
+            p.slot.get(j),
+            p.action.get_mut(j),
+            p.why.get_mut(j),
+        ) else {
+            break;
+        };
+        if *act == plan::ADD {
+            *why = "new service";
+            continue;
+        }
+        let old = cur_at
+            .get(usize::from(i))
+            .and_then(|&o| compiled::service_at(cur, o));
+        let (Some(o), Some(c)) = (old, compiled::service_at(next, at)) else {
+            (*act, *why) = (plan::RESTART, "command changed");
+            continue;
+        };
+        (*act, *why) = match (same_exec(&o, &c), same_rest(&o, &c)) {
+            (Some(w), _) => (plan::RESTART, w),
+            (None, Some(w)) => (plan::UPDATE, w),
+            (None, None) => (plan::UNCHANGED, ""),
+        };
+    }
+    p.count = count;
+    p.removed = 0;
+    for (i, s) in slots.iter().enumerate().take(used) {
+        if s.retired || kept.get(i).copied().unwrap_or(true) {
+            continue;
+        }
+        if let (Some(dst), Some(&at)) = (p.removed_at.get_mut(p.removed), cur_at.get(i)) {
+            *dst = at;
+            p.removed += 1;
+        }
+    }
+    Ok(())
 }

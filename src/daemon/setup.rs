@@ -285,6 +285,8 @@ pub fn build(
         main_idx: None,
         mainpids: 0,
         cg: super::cgroup::Cgroups::new(slots),
+        turns: Default::default(),
+        spawns: 0,
         ctl: Control {
             listen_fd,
             clients: (0..cfg.limits.clients.max(1))
