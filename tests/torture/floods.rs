@@ -46,12 +46,12 @@ fn log_flood() {
     let raw_mb = scale(64, 8);
     let lines = svc(
         "lines",
-        &format!("yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c {mb}M; echo END-OF-FLOOD"),
+        "yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c $(cat $DIR/mb)M; echo END-OF-FLOOD",
         "    type: oneshot\n    log:\n      console: false\n",
     );
     let raw = svc(
         "nonl",
-        &format!("head -c {raw_mb}M /dev/zero | tr '\\0' y; echo; echo END-OF-FLOOD"),
+        "head -c $(cat $DIR/raw_mb)M /dev/zero | tr '\\0' y; echo; echo END-OF-FLOOD",
         "    type: oneshot\n    log:\n      console: false\n",
     );
     let extra = format!(
@@ -61,16 +61,30 @@ fn log_flood() {
         "log_flood",
         &extra,
         &format!("{lines}{raw}"),
-        |d| std::fs::create_dir_all(d.join("logs")).unwrap(),
+        |d| {
+            std::fs::create_dir_all(d.join("logs")).unwrap();
+            // A first run of 1 MB each reaches the quiet point: both
+            // completed, their files opened.
+            std::fs::write(d.join("mb"), "1").unwrap();
+            std::fs::write(d.join("raw_mb"), "1").unwrap();
+        },
         || Ok(()),
     );
     // Two 4 KiB rings, file buffers: 256 KiB.
     t.rss_bound_kib = 256;
     let names = ["lines".to_string(), "nonl".to_string()];
-    t.quiet_baseline(&names);
+    for n in &names {
+        wait_state(&t.d, n, "completed", 60.0);
+    }
+    t.baseline();
+    std::fs::write(t.d.dir.join("mb"), mb.to_string()).unwrap();
+    std::fs::write(t.d.dir.join("raw_mb"), raw_mb.to_string()).unwrap();
     let d = &t.d;
     let t0 = Instant::now();
     let (done, worst, fails, _) = t.under_load(200, || {
+        ctl_all_no_wait(d, "start", &names);
+        // `start` returned: the runs are spawned (or already done).
+        std::thread::sleep(Duration::from_millis(100));
         wait_until(scale(600, 120) as f64, || {
             names.iter().all(|n| row(d, n)["state"] == "completed")
         })

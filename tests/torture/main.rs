@@ -113,7 +113,7 @@ impl Torture {
     /// Records the fd count and RSS the end is compared with. Call it at a
     /// quiet point that the case returns to before `finish`.
     pub fn baseline(&mut self) {
-        self.fd_base = fds(self.d.pid());
+        self.fd_base = settled_fds(self.d.pid());
         self.rss_base = self.d.rss_kib();
     }
 
@@ -351,6 +351,19 @@ pub fn wait_until(secs: f64, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The fd count once it holds still for 200 ms (a spawn in flight holds
+/// its exec-status pipe for a moment), within 5 s.
+pub fn settled_fds(pid: i32) -> usize {
+    let mut last = (fds(pid), 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while last.1 < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let n = fds(pid);
+        last = if n == last.0 { (n, last.1 + 1) } else { (n, 0) };
+    }
+    last.0
 }
 
 pub fn fds(pid: i32) -> usize {
