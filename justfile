@@ -33,11 +33,18 @@ clean:
     cargo clean
     cd fuzz && cargo clean
 
+# The torture suite (tests/torture/, docs/RELIABILITY.md): the real daemon
+# under crash, log, connection, fd, process, signal, reload, disk and config
+# storms. FORM=full (minutes, the figures in RELIABILITY.md) or short (about
+# 10 s a case, what CI runs). Needs root (tmpfs, a dedicated uid). Prints
+# `FIGURE case key=value` lines.
+torture FORM="full":
+    TORTURE={{FORM}} cargo test --release --test torture -- --ignored --test-threads=1 --nocapture
+
 # Fuzz every target for SECS seconds each: config loader, protocol codec
 # and connection machine, service/supervisor machines (needs nightly).
 fuzz SECS="60":
-    command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz
-    cd fuzz && for t in config proto service http; do cargo +nightly fuzz run $t -- -max_total_time={{SECS}}; done
+    bash fuzz/run.sh {{SECS}}
 
 # Footprint (binary size, RSS with 10 services), then health-check load (50 services probed every 1 s for SECS s),
 # then the longest loop turn during reloads of 1,000 services.

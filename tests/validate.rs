@@ -1158,3 +1158,33 @@ fn rlimits_with_an_unknown_name_or_soft_above_hard_are_errors() {
     );
     assert_eq!(good.code, 0, "{}", good.out);
 }
+
+/// Torture case 10 found it: 100,000 levels of flow nesting on one line
+/// took the YAML scanner 80 s (quadratic) before its recursion limit
+/// refused it. The nesting is counted first: refused at once, with where.
+#[test]
+fn deep_flow_nesting_is_refused_quickly() {
+    for open in ["[", "{a: "] {
+        let close = if open == "[" { "]" } else { "}" };
+        let text = format!(
+            "services:\n  - name: deep\n    binary: /bin/true\n    args: {}{}\n",
+            open.repeat(100_000),
+            close.repeat(100_000)
+        );
+        let dir = common::tempdir("deep");
+        let file = write(&dir, "config.yaml", &text);
+        let t0 = std::time::Instant::now();
+        let o = common::cli_with(&["validate", "-c", file.to_str().unwrap()], 10.0, |_| {});
+        assert!(t0.elapsed().as_secs() < 5, "took {:?}", t0.elapsed());
+        assert_eq!(o.code, 1, "{o:?}");
+        let want = format!("{}:4:", file.display());
+        assert!(
+            o.stdout.contains(&want) || o.stderr.contains(&want),
+            "{o:?}"
+        );
+        assert!(
+            (o.stdout.clone() + &o.stderr).contains("nested deeper than 128 levels"),
+            "{o:?}"
+        );
+    }
+}

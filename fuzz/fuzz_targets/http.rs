@@ -1,4 +1,7 @@
 //! Fuzz the HTTP probe's response judge: any bytes, any split point.
+//! Invariants: a prefix that decides agrees with the whole; and a
+//! response of `max` bytes or more is always decided (a server that sends
+//! an endless status line must not hold a probe until its timeout).
 #![no_main]
 
 use coffey::health::http_verdict;
@@ -14,6 +17,9 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(Some(v), full);
             }
         }
+    }
+    if data.len() >= 512 {
+        assert!(full.is_some(), "{} bytes and still undecided", data.len());
     }
     let _ = http_verdict(data, Some(204), 512);
 });

@@ -282,6 +282,18 @@ fn parse_file<T: DeserializeOwned + Default>(
         outline,
         tainted: BTreeSet::new(),
     };
+    if let Some(at) = super::guard::too_deep(&norm) {
+        let msg = format!(
+            "invalid YAML: nested deeper than {} levels",
+            super::guard::MAX_FLOW_DEPTH
+        );
+        sink.add(Severity::Error, file, at, None, msg);
+        return Parsed {
+            raw: None,
+            value: Value::Null,
+            src,
+        };
+    }
     let value = match serde_norway::from_str::<Value>(&norm) {
         Ok(v) => v,
         Err(e) => {

@@ -22,6 +22,7 @@
 
 // The daemon's fixed capacities, shared by path (this directory must stay
 // self-contained for the fuzz crate).
+mod guard;
 #[allow(dead_code)]
 #[path = "../limits.rs"]
 mod limits;
