@@ -20,6 +20,8 @@ mod config;
 #[allow(dead_code, unused_imports, clippy::all)]
 #[path = "../../src/daemon/compiled.rs"]
 mod compiled;
+#[path = "../../src/daemon/resources.rs"]
+mod resources;
 
 fn round_trip(cfg: &config::Config) {
     let buf = compiled::encode(cfg);

@@ -51,53 +51,7 @@ const BASE_MAX: usize = 208;
 /// A service's cgroup directory name: its name (at most 32) + `.service`.
 type DirName = heapless::String<48>;
 
-/// A service's `resources:`, in kernel units; 0 = not set.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub memory_max: u64,
-    pub pids_max: u32,
-    pub cpu_weight: u32,
-}
-
-impl Limits {
-    pub fn is_set(&self) -> bool {
-        *self != Limits::default()
-    }
-}
-
-impl fmt::Display for Limits {
-    /// `memory_max 64MiB, pids_max 100, cpu_weight 100` (those set).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut sep = "";
-        if self.memory_max > 0 {
-            write!(f, "memory_max {}", Size(self.memory_max))?;
-            sep = ", ";
-        }
-        if self.pids_max > 0 {
-            write!(f, "{sep}pids_max {}", self.pids_max)?;
-            sep = ", ";
-        }
-        if self.cpu_weight > 0 {
-            write!(f, "{sep}cpu_weight {}", self.cpu_weight)?;
-        }
-        Ok(())
-    }
-}
-
-/// A byte count as the config writes it: `64MiB`, `1GiB`, `4096`.
-pub struct Size(pub u64);
-
-impl fmt::Display for Size {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-            let m = (1u64 << shift) - 1;
-            if self.0 > m && self.0 & m == 0 {
-                return write!(f, "{}{unit}", self.0 >> shift);
-            }
-        }
-        write!(f, "{}", self.0)
-    }
-}
+pub use super::resources::{Limits, Size};
 
 /// One slot's cgroup.
 pub struct Cg {

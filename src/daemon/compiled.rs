@@ -354,7 +354,7 @@ pub struct CService<'a> {
     /// Readiness, liveness.
     pub checks: [Option<CCheck<'a>>; 2],
     /// `resources:` (cgroup v2 limits).
-    pub limits: super::cgroup::Limits,
+    pub limits: super::resources::Limits,
 }
 
 /// One decoded check.
@@ -547,7 +547,7 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
     if cr.pos != checks_raw.len() {
         return Err(Corrupt);
     }
-    let limits = super::cgroup::Limits {
+    let limits = super::resources::Limits {
         memory_max: r.u64()?,
         pids_max: r.u32()?,
         cpu_weight: r.u32()?,

@@ -21,6 +21,7 @@ mod probe;
 mod reexec;
 mod reload;
 mod reload_machine;
+mod resources;
 pub mod setup;
 mod slab;
 mod spawn;
