@@ -3,6 +3,7 @@
 use crate::common::*;
 use crate::*;
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -163,7 +164,12 @@ fn connection_flood() {
             )
         })
         .collect();
-    let mut t = Torture::start("connection_flood", "", &services);
+    // The attackers are read-only peers (uid 65534 in `socket_group`), as
+    // in issue 9: the reserved slots protect root from other uids, not
+    // from root's own connections.
+    let gid = nogroup_gid();
+    let mut t = Torture::start("connection_flood", "  socket_group: nogroup\n", &services);
+    std::fs::set_permissions(&t.d.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     t.rss_bound_kib = 256;
     let sock = t.d.socket.clone();
     let stop = AtomicBool::new(false);
@@ -175,6 +181,7 @@ fn connection_flood() {
             // Slowloris: a status request, one byte a second, forever.
             for _ in 0..8 {
                 s.spawn(|| {
+                    as_attacker(gid);
                     let Ok(mut c) = UnixStream::connect(&sock) else {
                         return;
                     };
@@ -188,17 +195,25 @@ fn connection_flood() {
                 });
             }
             // Silent subscribers: ask for events, never read.
-            let mut subs = Vec::new();
-            for _ in 0..8 {
-                if let Ok(mut c) = UnixStream::connect(&sock) {
-                    let _ = c.write_all(&[1, 0x07, 0, 0]);
-                    subs.push(c);
-                }
-            }
+            let subs = s
+                .spawn(|| {
+                    as_attacker(gid);
+                    let mut subs = Vec::new();
+                    for _ in 0..8 {
+                        if let Ok(mut c) = UnixStream::connect(&sock) {
+                            let _ = c.write_all(&[1, 0x07, 0, 0]);
+                            subs.push(c);
+                        }
+                    }
+                    subs
+                })
+                .join()
+                .unwrap();
             let workers: Vec<_> = (0..4u64)
                 .map(|w| {
                     let (sock, made, refused) = (&sock, &made, &refused);
                     s.spawn(move || {
+                        as_attacker(gid);
                         for i in 0..connects / 4 {
                             if hostile(sock, i * 4 + w) {
                                 made.fetch_add(1, Ordering::Relaxed);
@@ -236,4 +251,26 @@ fn connection_flood() {
         "connection_flood: {refusal_lines} refusal lines in {secs:.0}s (bound {bound})"
     );
     t.finish();
+}
+
+/// The gid of `nogroup` (Debian's group of uid 65534).
+fn nogroup_gid() -> u32 {
+    let g = std::fs::read_to_string("/etc/group").unwrap();
+    g.lines()
+        .find_map(|l| l.strip_prefix("nogroup:"))
+        .and_then(|r| r.split(':').nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("a nogroup group in /etc/group")
+}
+
+/// Makes this thread (only) uid 65534 in group `gid`: the raw syscalls,
+/// unlike libc's wrappers, change the calling thread alone.
+fn as_attacker(gid: u32) {
+    let keep = u32::MAX; // -1: leave unchanged
+                         // SAFETY: plain syscalls on this thread's credentials.
+    let r = unsafe { nix::libc::syscall(nix::libc::SYS_setresgid, keep, gid, keep) };
+    assert_eq!(r, 0, "setresgid");
+    // SAFETY: as above.
+    let r = unsafe { nix::libc::syscall(nix::libc::SYS_setresuid, keep, 65534u32, keep) };
+    assert_eq!(r, 0, "setresuid");
 }
