@@ -14,6 +14,7 @@ pub mod control;
 pub mod health;
 pub mod limits;
 pub mod logring;
+pub mod order;
 pub mod pidindex;
 pub mod service;
 pub mod supervisor;

@@ -389,8 +389,8 @@ pub struct Service {
     ran: bool,
     /// Unexpected (state, input) pairs seen.
     pub unexpected: u32,
-    /// Supervisor bookkeeping: this service, or something that depends on
-    /// it (transitively), still has a process.
+    /// Supervisor bookkeeping: something that depends on it (transitively)
+    /// still has a process, so it must not stop yet.
     pub held: bool,
     /// Supervisor bookkeeping: marked by a transitive start/stop walk.
     pub mark: bool,
@@ -418,6 +418,8 @@ pub struct Service {
     /// Supervisor bookkeeping: taken down by `stop` of a dependency (not
     /// by name), so `start` of that dependency brings it back.
     pub down_by_dep: bool,
+    /// Supervisor bookkeeping: its place in the dependency order.
+    pub link: crate::order::Link,
     /// Readiness (0) and liveness (1) checks, if configured.
     pub checks: [Option<crate::health::Check>; 2],
     /// The last few events, a small ring.
@@ -454,6 +456,7 @@ impl Service {
             warned_group: false,
             escaped: [Escapee::NONE; MAX_ESCAPEES],
             down_by_dep: false,
+            link: crate::order::Link::NEW,
             recent: [None; RECENT_EVENTS],
             recent_next: 0,
         }

@@ -6,14 +6,17 @@
 //! steps a machine. The machine alone decides what an exit means in its
 //! state; the supervisor never matches states to decide who owns a pid.
 //!
-//! Dependency and shutdown propagation is a bounded fixpoint: repeated
-//! passes over the table, at most `n + 1` of them, never recursion. A pass
-//! starts every service whose dependencies are met (so independent services
-//! start together) and, during shutdown, stops every service that no running
-//! service depends on (reverse dependency order).
+//! Dependency and shutdown propagation walks the table in dependency order
+//! (`order.rs`, rebuilt after a reload changed the table): one walk starts
+//! every service whose dependencies are met (so independent services start
+//! together, and a chain starts in one walk) and, during shutdown, stops
+//! every service that nothing with a process depends on (reverse
+//! dependency order). A walk is O(services + edges); a fixpoint repeats it
+//! while it changes something, bounded, never recursion.
 
 use crate::health::{CheckInput, CheckState, Mode, ProbeError, Role, Verdict};
 use crate::limits::{SHUTDOWN_LAST_CALL_MS, SHUTDOWN_REAP_GRACE_MS};
+use crate::order::{self, Order};
 use crate::pidindex::{PidIndex, PidSlot};
 use crate::service::{Condition, Input, Service, State, Want};
 
@@ -52,6 +55,10 @@ pub struct Supervisor<'a> {
     /// A service due to start waits for the next turn (`Sys::may_spawn`):
     /// the next tick comes at once.
     deferred: bool,
+    /// The dependency order of `svcs[..used]`, and whether the table
+    /// changed since it was built.
+    order: Order,
+    order_stale: bool,
 }
 
 impl<'a> Supervisor<'a> {
@@ -73,6 +80,11 @@ impl<'a> Supervisor<'a> {
             orphans_reaped: 0,
             index_full: 0,
             deferred: false,
+            order: Order {
+                first: order::NONE,
+                last: order::NONE,
+            },
+            order_stale: true,
         };
         for i in 0..sup.svcs.len() {
             sup.index(i, None);
@@ -184,13 +196,33 @@ impl<'a> Supervisor<'a> {
     /// Reload: the number of slots in use (never beyond the table).
     pub fn set_used(&mut self, used: usize) {
         self.used = used.min(self.svcs.len());
+        self.order_stale = true;
     }
 
     /// Reload: direct access to a slot's machine (policy, deps). Its state
     /// must not be changed this way: the pid index would not follow (use
     /// [`Supervisor::adopt`]).
     pub fn service_mut(&mut self, idx: usize) -> Option<&mut Service> {
+        self.order_stale = true;
         self.svcs.get_mut(idx)
+    }
+
+    /// The dependency order, rebuilt first if the table changed.
+    fn order(&mut self) -> Order {
+        if self.order_stale {
+            self.order = order::build(self.svcs, self.used);
+            self.order_stale = false;
+        }
+        self.order
+    }
+
+    /// Whether any dependency of `s` is marked.
+    fn a_dep_is_marked(&self, s: &Service) -> bool {
+        s.deps.iter().any(|d| {
+            self.services()
+                .get(usize::from(d.idx))
+                .is_some_and(|t| t.mark)
+        })
     }
 
     /// Services in use.
@@ -203,7 +235,7 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Marks `idx` and, transitively, what it depends on (`up`) or what
-    /// depends on it (`!up`). Bounded passes, no recursion.
+    /// depends on it (`!up`): one walk in dependency order.
     fn mark_closure(&mut self, idx: usize, up: bool) {
         for s in self.active() {
             s.mark = false;
@@ -211,40 +243,36 @@ impl<'a> Supervisor<'a> {
         if let Some(s) = self.active().get_mut(idx) {
             s.mark = true;
         }
-        let n = self.used;
-        for _ in 0..n {
-            let mut changed = false;
-            for j in 0..n {
-                let Some(s) = self.services().get(j) else {
-                    break;
+        let order = self.order();
+        if up {
+            // Dependents first: a marked service marks its dependencies
+            // before they are visited.
+            let mut w = order.backward();
+            while let Some(j) = w.next(self.svcs) {
+                let deps = match self.services().get(j) {
+                    Some(s) if s.mark => s.deps.clone(),
+                    _ => continue,
                 };
-                let deps = s.deps.clone();
-                if up {
-                    if !s.mark {
-                        continue;
-                    }
-                    for d in deps.iter() {
-                        if let Some(t) = self.active().get_mut(usize::from(d.idx)) {
-                            changed |= !t.mark;
-                            t.mark = true;
-                        }
-                    }
-                } else if !s.mark {
-                    let hit = deps.iter().any(|d| {
-                        self.services()
-                            .get(usize::from(d.idx))
-                            .is_some_and(|t| t.mark)
-                    });
-                    if hit {
-                        if let Some(s) = self.active().get_mut(j) {
-                            s.mark = true;
-                            changed = true;
-                        }
+                for d in deps.iter() {
+                    if let Some(t) = self.active().get_mut(usize::from(d.idx)) {
+                        t.mark = true;
                     }
                 }
             }
-            if !changed {
-                break;
+        } else {
+            // Dependencies first: a service is marked once one of its
+            // dependencies is, which was decided before.
+            let mut w = order.forward();
+            while let Some(j) = w.next(self.svcs) {
+                let hit = self
+                    .services()
+                    .get(j)
+                    .is_some_and(|s| !s.mark && self.a_dep_is_marked(s));
+                if hit {
+                    if let Some(s) = self.active().get_mut(j) {
+                        s.mark = true;
+                    }
+                }
             }
         }
     }
@@ -294,31 +322,27 @@ impl<'a> Supervisor<'a> {
         for (i, s) in self.active().iter_mut().enumerate() {
             s.mark = s.mark && s.down_by_dep && i != idx;
         }
-        for _ in 0..self.used {
-            let mut changed = false;
-            for j in 0..self.used {
-                let Some(s) = self.services().get(j) else {
-                    break;
-                };
-                let ready = s.mark
-                    && s.deps.iter().all(|d| {
-                        self.services()
-                            .get(usize::from(d.idx))
-                            .is_some_and(|t| t.want == Want::Up || t.state == State::Completed)
-                    });
-                if !ready {
-                    continue;
-                }
-                if let Some(s) = self.svcs.get_mut(j) {
-                    s.mark = false;
-                    s.down_by_dep = false;
-                }
-                self.step_one(j, Input::Start, now, sys);
-                changed = true;
-            }
-            if !changed {
+        // Dependencies first: each is wanted up again before its
+        // dependents are judged.
+        let mut w = self.order().forward();
+        while let Some(j) = w.next(self.svcs) {
+            let Some(s) = self.services().get(j) else {
                 break;
+            };
+            let ready = s.mark
+                && s.deps.iter().all(|d| {
+                    self.services()
+                        .get(usize::from(d.idx))
+                        .is_some_and(|t| t.want == Want::Up || t.state == State::Completed)
+                });
+            if !ready {
+                continue;
             }
+            if let Some(s) = self.svcs.get_mut(j) {
+                s.mark = false;
+                s.down_by_dep = false;
+            }
+            self.step_one(j, Input::Start, now, sys);
         }
     }
 
@@ -494,28 +518,18 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Steps `input` into every marked service, each only after every
-    /// marked service that depends on it: reverse dependency order.
-    /// Clears the marks. Bounded passes, no recursion.
+    /// marked service that depends on it: one walk, dependents first.
+    /// Clears the marks.
     fn in_reverse_order(&mut self, input: Input, now: Instant, sys: &mut impl Sys) {
-        for _ in 0..=self.used {
-            let mut changed = false;
-            for i in 0..self.used {
-                let ready = self.services().get(i).is_some_and(|s| s.mark)
-                    && !self
-                        .services()
-                        .iter()
-                        .any(|d| d.mark && d.deps.iter().any(|x| usize::from(x.idx) == i));
-                if !ready {
-                    continue;
-                }
-                if let Some(s) = self.svcs.get_mut(i) {
-                    s.mark = false;
-                }
+        let mut w = self.order().backward();
+        while let Some(i) = w.next(self.svcs) {
+            let marked = self.svcs.get_mut(i).is_some_and(|s| {
+                let m = s.mark;
+                s.mark = false;
+                m
+            });
+            if marked {
                 self.step_one(i, input, now, sys);
-                changed = true;
-            }
-            if !changed {
-                break;
             }
         }
     }
@@ -562,44 +576,25 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Marks `held` on every service that has a process or that a held
-    /// service depends on (transitively: a completed oneshot between two
-    /// services keeps the order). Bounded passes, no recursion.
+    /// Sets `held` on every service that something with a process depends
+    /// on, transitively (a completed oneshot between two services keeps
+    /// the order): one walk, dependents first.
     fn mark_held(&mut self) {
         for s in self.active() {
-            s.held = s.state.has_process();
+            s.held = false;
         }
-        let n = self.used;
-        for _ in 0..n {
-            let mut changed = false;
-            for j in 0..n {
-                let Some(s) = self.services().get(j) else {
-                    break;
-                };
-                if !s.held {
-                    continue;
-                }
-                let deps = s.deps.clone();
-                for d in deps.iter() {
-                    if let Some(t) = self.active().get_mut(usize::from(d.idx)) {
-                        if !t.held {
-                            t.held = true;
-                            changed = true;
-                        }
-                    }
+        let mut w = self.order().backward();
+        while let Some(j) = w.next(self.svcs) {
+            let deps = match self.services().get(j) {
+                Some(s) if s.held || s.state.has_process() => s.deps.clone(),
+                _ => continue,
+            };
+            for d in deps.iter() {
+                if let Some(t) = self.active().get_mut(usize::from(d.idx)) {
+                    t.held = true;
                 }
             }
-            if !changed {
-                break;
-            }
         }
-    }
-
-    /// Whether any held service depends on `idx`.
-    fn has_live_dependent(&self, idx: usize) -> bool {
-        self.services()
-            .iter()
-            .any(|s| s.held && s.deps.iter().any(|d| usize::from(d.idx) == idx))
     }
 
     /// After changing services from outside the machines (reload): start
@@ -740,10 +735,10 @@ impl<'a> Supervisor<'a> {
         self.sync_checks(now, sys);
     }
 
+    /// Starts what can start and stops what must, walking dependencies
+    /// first (so a chain starts in one walk), until a walk changes nothing.
     fn propagate_states(&mut self, now: Instant, sys: &mut impl Sys) {
-        let n = self.used;
-        for _pass in 0..=n {
-            let mut changed = false;
+        for _pass in 0..=self.used {
             // `held` is only consulted for services being stopped.
             let stopping = self.services().iter().any(|s| {
                 s.want == Want::Down
@@ -752,64 +747,63 @@ impl<'a> Supervisor<'a> {
             if stopping {
                 self.mark_held();
             }
-            for i in 0..n {
+            let mut changed = false;
+            let mut w = self.order().forward();
+            while let Some(i) = w.next(self.svcs) {
                 let Some(s) = self.services().get(i) else {
                     break;
                 };
                 let before = s.state;
-                let input = if s.want == Want::Down {
-                    // Stopped in reverse dependency order: only once nothing
-                    // that depends on it (transitively) has a process.
-                    match s.state {
-                        State::Running { .. } | State::Starting { .. }
-                            if !self.has_live_dependent(i) =>
-                        {
-                            Some(Input::Stop)
-                        }
-                        State::Waiting | State::Backoff { .. } => Some(Input::Stop),
-                        _ => None,
-                    }
-                } else if self.shutdown_at.is_none()
-                    && s.state == State::Waiting
-                    && s.want == Want::Up
-                {
-                    let mut verdict = Input::DepsReady;
-                    for d in s.deps.iter() {
-                        match self.dep_status(d.idx, d.condition) {
-                            DepStatus::Ready => {}
-                            DepStatus::Pending => {
-                                verdict = Input::DepsBlocked {
-                                    idx: d.idx,
-                                    failed: false,
-                                };
-                            }
-                            DepStatus::Failed => {
-                                verdict = Input::DepsBlocked {
-                                    idx: d.idx,
-                                    failed: true,
-                                };
-                                break;
-                            }
-                        }
-                    }
-                    // A start may have to wait for the next turn.
-                    if verdict == Input::DepsReady && !sys.may_spawn() {
-                        self.deferred = true;
-                        continue;
-                    }
-                    Some(verdict)
-                } else {
-                    None
+                let Some(input) = self.next_input(s) else {
+                    continue;
                 };
-                if let Some(input) = input {
-                    self.step_one(i, input, now, sys);
-                    changed |= self.services().get(i).is_some_and(|s| s.state != before);
+                // A start may have to wait for the next turn.
+                if input == Input::DepsReady && !sys.may_spawn() {
+                    self.deferred = true;
+                    continue;
                 }
+                self.step_one(i, input, now, sys);
+                changed |= self.services().get(i).is_some_and(|s| s.state != before);
             }
             if !changed {
                 break;
             }
         }
+    }
+
+    /// What propagation steps into `s`, if anything.
+    fn next_input(&self, s: &Service) -> Option<Input> {
+        if s.want == Want::Down {
+            // Stopped in reverse dependency order: only once nothing that
+            // depends on it (transitively) has a process.
+            return match s.state {
+                State::Running { .. } | State::Starting { .. } if !s.held => Some(Input::Stop),
+                State::Waiting | State::Backoff { .. } => Some(Input::Stop),
+                _ => None,
+            };
+        }
+        if self.shutdown_at.is_some() || s.state != State::Waiting || s.want != Want::Up {
+            return None;
+        }
+        let mut verdict = Input::DepsReady;
+        for d in s.deps.iter() {
+            match self.dep_status(d.idx, d.condition) {
+                DepStatus::Ready => {}
+                DepStatus::Pending => {
+                    verdict = Input::DepsBlocked {
+                        idx: d.idx,
+                        failed: false,
+                    };
+                }
+                DepStatus::Failed => {
+                    return Some(Input::DepsBlocked {
+                        idx: d.idx,
+                        failed: true,
+                    });
+                }
+            }
+        }
+        Some(verdict)
     }
 }
 
