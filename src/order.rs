@@ -12,19 +12,53 @@
 //! last dependent is listed. The list under construction is the queue, so
 //! it needs no storage beyond three `u16` per service. Services left over
 //! (a cycle, which the config loader refuses) are appended in table order.
+//!
+//! The same build threads each service's DEPENDENTS through the
+//! dependency entries that name it (`Link::first_dependent`, then
+//! `next_dependent[k]` of the entry found): reverse edges with no storage
+//! of their own, so the supervisor reaches the dependents of a service
+//! that changed in O(its edges), not O(table).
 
+use crate::limits::MAX_DEPS;
 use crate::service::Service;
 
 /// "No service": the end of the list.
 pub const NONE: u16 = u16::MAX;
 
-/// A service's place in the order (supervisor bookkeeping).
+/// Dependency entry `k` of service `svc`: one reverse edge.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Edge {
+    pub svc: u16,
+    pub k: u8,
+}
+
+impl Edge {
+    pub const NONE: Edge = Edge { svc: NONE, k: 0 };
+}
+
+/// A service's place in the order and among its dependency's dependents,
+/// plus the supervisor's per-service bookkeeping that goes with them.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Link {
     /// The next service towards the dependents.
     pub next: u16,
     /// The next service towards the dependencies.
     pub prev: u16,
+    /// The first entry, in some service's `deps`, that names this one.
+    pub first_dependent: Edge,
+    /// For each of this service's own `deps[k]`: the next entry naming
+    /// the same dependency.
+    pub next_dependent: [Edge; MAX_DEPS],
+    /// Supervisor: dependency entries of services that hold this one (a
+    /// holder has a process, or is itself held): while any, it must not
+    /// stop. Kept up to date as holders come and go.
+    pub holders: u16,
+    /// Supervisor: whether this service counts in its dependencies'
+    /// `holders` (has a process, or holders of its own).
+    pub holding: bool,
+    /// Supervisor: in its work queue, and the next one there.
+    pub queued: bool,
+    pub queue_next: u16,
     /// While building: dependents not yet listed.
     pending: u16,
     listed: bool,
@@ -34,9 +68,72 @@ impl Link {
     pub const NEW: Link = Link {
         next: NONE,
         prev: NONE,
+        first_dependent: Edge::NONE,
+        next_dependent: [Edge::NONE; MAX_DEPS],
+        holders: 0,
+        holding: false,
+        queued: false,
+        queue_next: NONE,
         pending: 0,
         listed: false,
     };
+}
+
+/// The services whose `deps` name `of` (once per naming entry).
+pub struct Dependents {
+    at: Edge,
+}
+
+impl Dependents {
+    pub fn of(svcs: &[Service], of: usize) -> Dependents {
+        Dependents {
+            at: svcs.get(of).map_or(Edge::NONE, |s| s.link.first_dependent),
+        }
+    }
+
+    /// The next dependent, or None at the end.
+    pub fn next(&mut self, svcs: &[Service]) -> Option<usize> {
+        let i = usize::from(self.at.svc);
+        let s = svcs.get(i)?;
+        self.at = s
+            .link
+            .next_dependent
+            .get(usize::from(self.at.k))
+            .copied()
+            .unwrap_or(Edge::NONE);
+        Some(i)
+    }
+}
+
+/// Threads every dependency entry of `svcs[..used]` onto the list of the
+/// service it names.
+fn thread_dependents(active: &mut [Service]) {
+    let used = active.len();
+    for j in 0..used {
+        let deps = active.get(j).map(|s| s.deps.clone()).unwrap_or_default();
+        for (k, d) in deps.iter().enumerate() {
+            let d = usize::from(d.idx);
+            let Some(head) = active
+                .get(d)
+                .filter(|_| d < used)
+                .map(|t| t.link.first_dependent)
+            else {
+                continue;
+            };
+            if let Some(slot) = active
+                .get_mut(j)
+                .and_then(|s| s.link.next_dependent.get_mut(k))
+            {
+                *slot = head;
+            }
+            if let Some(t) = active.get_mut(d) {
+                t.link.first_dependent = Edge {
+                    svc: idx16(j),
+                    k: u8::try_from(k).unwrap_or(0),
+                };
+            }
+        }
+    }
 }
 
 /// Both ends of the list over `svcs[..used]`.
@@ -85,6 +182,7 @@ pub fn build(svcs: &mut [Service], used: usize) -> Order {
     for s in active.iter_mut() {
         s.link = Link::NEW;
     }
+    thread_dependents(active);
     for j in 0..used {
         let deps = active.get(j).map(|s| s.deps.clone()).unwrap_or_default();
         for d in deps

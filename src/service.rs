@@ -389,9 +389,6 @@ pub struct Service {
     ran: bool,
     /// Unexpected (state, input) pairs seen.
     pub unexpected: u32,
-    /// Supervisor bookkeeping: something that depends on it (transitively)
-    /// still has a process, so it must not stop yet.
-    pub held: bool,
     /// Supervisor bookkeeping: marked by a transitive start/stop walk.
     pub mark: bool,
     /// When the state last changed (monotonic).
@@ -444,7 +441,6 @@ impl Service {
             next_delay: policy.backoff_initial,
             ran: false,
             unexpected: 0,
-            held: false,
             mark: false,
             since: Instant::ZERO,
             now: Instant::ZERO,

@@ -15,7 +15,7 @@
 //! while it changes something, bounded, never recursion.
 
 use crate::health::{CheckInput, CheckState, Mode, ProbeError, Role, Verdict};
-use crate::limits::{SHUTDOWN_LAST_CALL_MS, SHUTDOWN_REAP_GRACE_MS};
+use crate::limits::{MAX_DEPS, SHUTDOWN_LAST_CALL_MS, SHUTDOWN_REAP_GRACE_MS};
 use crate::order::{self, Order};
 use crate::pidindex::{PidIndex, PidSlot};
 use crate::service::{Condition, Input, Service, State, Want};
@@ -59,6 +59,13 @@ pub struct Supervisor<'a> {
     /// changed since it was built.
     order: Order,
     order_stale: bool,
+    /// The work queue of propagation (intrusive, `Link::queue_next`):
+    /// services that may have something to do because they or a
+    /// neighbour changed. Each is in it at most once.
+    queue: (u16, u16),
+    /// Services in `Stopping { leader_gone: true }`: they want to hear
+    /// of every reap.
+    draining: u32,
 }
 
 impl<'a> Supervisor<'a> {
@@ -85,6 +92,8 @@ impl<'a> Supervisor<'a> {
                 last: order::NONE,
             },
             order_stale: true,
+            queue: (order::NONE, order::NONE),
+            draining: 0,
         };
         for i in 0..sup.svcs.len() {
             sup.index(i, None);
@@ -116,9 +125,83 @@ impl<'a> Supervisor<'a> {
         let Some(s) = self.svcs.get_mut(i) else {
             return;
         };
-        let before = s.state.leader();
+        let (before, state, want) = (s.state.leader(), s.state, s.want);
         s.step(input, now, sys);
+        let changed = s.state != state || s.want != want;
+        let drains = |st: State| {
+            matches!(
+                st,
+                State::Stopping {
+                    leader_gone: true,
+                    ..
+                }
+            )
+        };
+        let after = s.state;
         self.index(i, before);
+        if drains(state) != drains(after) {
+            self.draining = if drains(after) {
+                self.draining.saturating_add(1)
+            } else {
+                self.draining.saturating_sub(1)
+            };
+        }
+        if changed {
+            self.touch(i);
+        }
+    }
+
+    /// Queues `i` and its neighbours: its dependents (a start may now be
+    /// due) and its dependencies (their holders may have changed).
+    fn touch(&mut self, i: usize) {
+        self.enqueue(i);
+        let mut d = order::Dependents::of(self.svcs, i);
+        while let Some(j) = d.next(self.svcs) {
+            self.enqueue(j);
+        }
+        let deps = self.svcs.get(i).map(|s| s.deps.clone()).unwrap_or_default();
+        for d in deps.iter() {
+            self.enqueue(usize::from(d.idx));
+        }
+    }
+
+    fn enqueue(&mut self, i: usize) {
+        if i >= self.used {
+            return;
+        }
+        let Some(s) = self.svcs.get_mut(i).filter(|s| !s.link.queued) else {
+            return;
+        };
+        s.link.queued = true;
+        s.link.queue_next = order::NONE;
+        let me = u16::try_from(i).unwrap_or(order::NONE);
+        let (head, tail) = self.queue;
+        match self.svcs.get_mut(usize::from(tail)) {
+            Some(t) => t.link.queue_next = me,
+            None => debug_assert_eq!(head, order::NONE),
+        }
+        self.queue = (if head == order::NONE { me } else { head }, me);
+    }
+
+    fn dequeue(&mut self) -> Option<usize> {
+        let (head, tail) = self.queue;
+        let s = self.svcs.get_mut(usize::from(head))?;
+        s.link.queued = false;
+        let next = s.link.queue_next;
+        self.queue = if head == tail {
+            (order::NONE, order::NONE)
+        } else {
+            (next, tail)
+        };
+        Some(usize::from(head))
+    }
+
+    /// Queues every service in use (after an operator command or a
+    /// reload: anything may have changed).
+    fn enqueue_all(&mut self) {
+        for i in 0..self.used {
+            self.enqueue(i);
+        }
     }
 
     /// After `reexec`: slot `i` takes over a process the previous binary
@@ -138,6 +221,8 @@ impl<'a> Supervisor<'a> {
         let before = s.state.leader();
         s.adopt(pid, since, restarts, failures, want_up);
         self.index(i, before);
+        // Holders follow from the states: recount them.
+        self.order_stale = true;
     }
 
     /// The slot whose main process is `pid`, from the index.
@@ -190,6 +275,7 @@ impl<'a> Supervisor<'a> {
         for s in self.active() {
             s.want_down();
         }
+        self.enqueue_all();
         self.propagate(now, sys);
     }
 
@@ -212,8 +298,71 @@ impl<'a> Supervisor<'a> {
         if self.order_stale {
             self.order = order::build(self.svcs, self.used);
             self.order_stale = false;
+            self.queue = (order::NONE, order::NONE);
+            self.count_holders();
+            self.enqueue_all();
         }
         self.order
+    }
+
+    /// Counts every service's holders afresh: one walk, dependents first.
+    fn count_holders(&mut self) {
+        let mut w = self.order.backward();
+        while let Some(j) = w.next(self.svcs) {
+            let Some(s) = self.svcs.get_mut(j) else {
+                break;
+            };
+            s.link.holding = s.state.has_process() || s.link.holders > 0;
+            if !s.link.holding {
+                continue;
+            }
+            let deps = s.deps.clone();
+            for d in deps.iter().filter(|d| usize::from(d.idx) < self.used) {
+                if let Some(t) = self.svcs.get_mut(usize::from(d.idx)) {
+                    t.link.holders = t.link.holders.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// Whether `i` holds its dependencies now; if that changed, counts it
+    /// in (or out of) their holders and queues them.
+    fn refresh_holding(&mut self, i: usize) {
+        let Some(s) = self.svcs.get_mut(i) else {
+            return;
+        };
+        let now = s.state.has_process() || s.link.holders > 0;
+        if now == s.link.holding {
+            return;
+        }
+        s.link.holding = now;
+        let deps = s.deps.clone();
+        let used = self.used;
+        for d in deps.iter().filter(|d| usize::from(d.idx) < used) {
+            if let Some(t) = self.svcs.get_mut(usize::from(d.idx)) {
+                t.link.holders = if now {
+                    t.link.holders.saturating_add(1)
+                } else {
+                    t.link.holders.saturating_sub(1)
+                };
+            }
+            self.enqueue(usize::from(d.idx));
+        }
+    }
+
+    /// Whether every `holders` count and `holding` flag equals a fresh
+    /// count (tests and fuzzing: the incremental upkeep is right).
+    pub fn holders_agree(&self) -> bool {
+        let svcs = self.services();
+        svcs.iter().enumerate().all(|(i, s)| {
+            let mut holders = 0u16;
+            let mut d = order::Dependents::of(svcs, i);
+            while let Some(j) = d.next(svcs) {
+                holders += u16::from(svcs.get(j).is_some_and(|t| t.link.holding));
+            }
+            let holding = s.state.has_process() || holders > 0;
+            holders == s.link.holders && holding == s.link.holding
+        })
     }
 
     /// Whether any dependency of `s` is marked.
@@ -366,6 +515,7 @@ impl<'a> Supervisor<'a> {
             }
             s.want_down();
         }
+        self.enqueue_all();
         self.propagate(now, sys);
         true
     }
@@ -413,6 +563,9 @@ impl<'a> Supervisor<'a> {
         }
         // A reaped group member may have emptied a group being drained.
         for i in 0..self.used {
+            if self.draining == 0 {
+                break;
+            }
             let draining = self.svcs.get(i).is_some_and(|s| {
                 matches!(
                     s.state,
@@ -458,7 +611,9 @@ impl<'a> Supervisor<'a> {
         if self.poll_at() > now {
             return;
         }
-        self.deferred = false;
+        if core::mem::take(&mut self.deferred) {
+            self.enqueue_all();
+        }
         for i in 0..self.used {
             let Some(s) = self.svcs.get(i).filter(|s| s.poll_at() <= now) else {
                 continue;
@@ -576,30 +731,10 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Sets `held` on every service that something with a process depends
-    /// on, transitively (a completed oneshot between two services keeps
-    /// the order): one walk, dependents first.
-    fn mark_held(&mut self) {
-        for s in self.active() {
-            s.held = false;
-        }
-        let mut w = self.order().backward();
-        while let Some(j) = w.next(self.svcs) {
-            let deps = match self.services().get(j) {
-                Some(s) if s.held || s.state.has_process() => s.deps.clone(),
-                _ => continue,
-            };
-            for d in deps.iter() {
-                if let Some(t) = self.active().get_mut(usize::from(d.idx)) {
-                    t.held = true;
-                }
-            }
-        }
-    }
-
     /// After changing services from outside the machines (reload): start
     /// what can start, stop what must stop, sync the checks.
     pub fn settle(&mut self, now: Instant, sys: &mut impl Sys) {
+        self.enqueue_all();
         self.propagate(now, sys);
     }
 
@@ -644,8 +779,8 @@ impl<'a> Supervisor<'a> {
     /// sd_notify EXTEND_TIMEOUT_USEC=: the service's start or stop deadline,
     /// and its watchdog, are due no sooner than `by` from now.
     pub fn extend_timeout(&mut self, idx: usize, by: Millis, now: Instant, sys: &mut impl Sys) {
-        if let Some(s) = self.active().get_mut(idx) {
-            s.step(Input::ExtendTimeout { by }, now, sys);
+        if idx < self.used {
+            self.step_one(idx, Input::ExtendTimeout { by }, now, sys);
         }
         self.notify_check(idx, CheckInput::Extend(by), now, sys);
     }
@@ -707,67 +842,55 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    /// Probes run only while the service has a live process: start the
-    /// checks of services that came up, stop those of services that went
-    /// down (which cancels any probe in flight).
-    fn sync_checks(&mut self, now: Instant, sys: &mut impl Sys) {
-        for i in 0..self.used {
-            for r in 0..2 {
-                let Some(s) = self.services().get(i) else {
-                    break;
-                };
-                let up = matches!(s.state, State::Starting { .. } | State::Running { .. });
-                let Some(c) = s.checks.get(r).copied().flatten() else {
-                    continue;
-                };
-                let on = c.state != CheckState::Off;
-                if up && !on {
-                    self.check_step(i, r, CheckInput::ServiceUp, now, sys);
-                } else if !up && on {
-                    self.check_step(i, r, CheckInput::ServiceDown, now, sys);
-                }
+    /// Probes run only while the service has a live process: starts the
+    /// checks of service `i` if it came up, stops them if it went down
+    /// (which cancels any probe in flight).
+    fn sync_checks(&mut self, i: usize, now: Instant, sys: &mut impl Sys) {
+        for r in 0..2 {
+            let Some(s) = self.services().get(i) else {
+                return;
+            };
+            let up = matches!(s.state, State::Starting { .. } | State::Running { .. });
+            let Some(c) = s.checks.get(r).copied().flatten() else {
+                continue;
+            };
+            let on = c.state != CheckState::Off;
+            if up && !on {
+                self.check_step(i, r, CheckInput::ServiceUp, now, sys);
+            } else if !up && on {
+                self.check_step(i, r, CheckInput::ServiceDown, now, sys);
             }
         }
     }
 
+    /// Starts what can start and stops what must: works the queue until
+    /// it is empty. Each service there is looked at once (its holders
+    /// first, then its next input, then its checks); a step that changes
+    /// it queues it and its neighbours again. So an exit costs O(the
+    /// edges it touches), and a chain still starts in one call, each
+    /// start queueing the next. Bounded, in case of a bug: what is left
+    /// waits for the next call.
     fn propagate(&mut self, now: Instant, sys: &mut impl Sys) {
-        self.propagate_states(now, sys);
-        self.sync_checks(now, sys);
-    }
-
-    /// Starts what can start and stops what must, walking dependencies
-    /// first (so a chain starts in one walk), until a walk changes nothing.
-    fn propagate_states(&mut self, now: Instant, sys: &mut impl Sys) {
-        for _pass in 0..=self.used {
-            // `held` is only consulted for services being stopped.
-            let stopping = self.services().iter().any(|s| {
-                s.want == Want::Down
-                    && matches!(s.state, State::Running { .. } | State::Starting { .. })
-            });
-            if stopping {
-                self.mark_held();
-            }
-            let mut changed = false;
-            let mut w = self.order().forward();
-            while let Some(i) = w.next(self.svcs) {
-                let Some(s) = self.services().get(i) else {
-                    break;
-                };
-                let before = s.state;
-                let Some(input) = self.next_input(s) else {
-                    continue;
-                };
+        self.order();
+        let mut budget = self.used.saturating_add(1).saturating_mul(MAX_DEPS + 4);
+        while budget > 0 {
+            let Some(i) = self.dequeue() else {
+                break;
+            };
+            budget -= 1;
+            self.refresh_holding(i);
+            let Some(s) = self.services().get(i) else {
+                continue;
+            };
+            if let Some(input) = self.next_input(s) {
                 // A start may have to wait for the next turn.
                 if input == Input::DepsReady && !sys.may_spawn() {
                     self.deferred = true;
-                    continue;
+                } else {
+                    self.step_one(i, input, now, sys);
                 }
-                self.step_one(i, input, now, sys);
-                changed |= self.services().get(i).is_some_and(|s| s.state != before);
             }
-            if !changed {
-                break;
-            }
+            self.sync_checks(i, now, sys);
         }
     }
 
@@ -777,7 +900,9 @@ impl<'a> Supervisor<'a> {
             // Stopped in reverse dependency order: only once nothing that
             // depends on it (transitively) has a process.
             return match s.state {
-                State::Running { .. } | State::Starting { .. } if !s.held => Some(Input::Stop),
+                State::Running { .. } | State::Starting { .. } if s.link.holders == 0 => {
+                    Some(Input::Stop)
+                }
                 State::Waiting | State::Backoff { .. } => Some(Input::Stop),
                 _ => None,
             };
@@ -868,6 +993,7 @@ mod tests {
             }
         }
         assert_eq!(sup.indexed(), leaders);
+        assert!(sup.holders_agree(), "holders drifted from a fresh count");
     }
 
     fn pid_of(sys: &Rec, i: usize) -> i32 {

@@ -17,6 +17,8 @@
 //!    the kill caused are delivered (the loop reaps first), no slot is
 //!    still `stopping` at or after `stop began + stop_timeout`.
 //! 5. Escapees are tracked only while their run is being stopped.
+//! 6. Every service's `holders` (dependents that have a process or are
+//!    held themselves), kept up incrementally, equals a fresh count.
 #![no_main]
 
 use coffey::health::{Check, CheckPolicy, Mode, ProbeError, Role};
@@ -196,6 +198,9 @@ fn check_table(sup: &Supervisor<'_>, m: &Model) {
         }
     }
     assert_eq!(sup.indexed(), leaders, "index holds stale pids");
+    // Propagation keeps each service's holders (dependents with a process,
+    // transitively) up to date incrementally: a fresh count must agree.
+    assert!(sup.holders_agree(), "holders drifted from a fresh count");
 }
 
 /// Invariant 1 (process side): once every zombie is reaped, each live
