@@ -328,3 +328,65 @@ fn a_crash_looping_service_leaks_no_escapee_of_any_depth_over_its_restarts() {
     let left: Vec<i32> = pids_in(&bg).into_iter().filter(|&p| exists(p)).collect();
     assert!(left.is_empty(), "outlived the daemon: {left:?}");
 }
+
+#[test]
+fn a_setsid_escapee_is_found_among_200_idle_services_and_a_running_check() {
+    // Every reap lists coffeyd's children; known ones (main processes,
+    // exec checks) are passed over without reading their /proc stat. The
+    // escapee must still be found, and the check, which started after the
+    // daemonizer's run, must not be taken for one of its processes.
+    let mut services = String::new();
+    for i in 0..200 {
+        services += &format!("  - {{name: idle{i}, binary: /bin/sleep, args: ['3600']}}\n");
+    }
+    services += "  - name: checked\n    binary: /bin/sleep\n    args: ['3600']\n    healthcheck:\n      liveness:\n        type: exec\n        command: \"touch $DIR/checking; sleep 0.3\"\n        interval: 100ms\n        timeout: 5s\n";
+    services += &svc(
+        "daemonish",
+        "while [ ! -e $DIR/checking ]; do sleep 0.01; done; rm -f $DIR/cur; setsid sh -c \"echo \\$\\$ > $DIR/cur; exec sleep 100\" & \
+         while [ ! -s $DIR/cur ]; do sleep 0.01; done; p=$(cat $DIR/cur); \
+         while [ \"$(cat /proc/$p/comm)\" != sleep ]; do sleep 0.01; done; \
+         echo $p >> $DIR/bg; exit 0",
+        "    backoff:\n      initial: 300ms\n      multiplier: 1.0\n    stop_timeout: 5s\n",
+    );
+    let mut d = Daemon::start("escmany", "", &services);
+    let bg = d.dir.join("bg");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids_in(&bg).len() < 6 {
+        let live: Vec<i32> = pids_in(&bg).into_iter().filter(|&p| alive(p)).collect();
+        assert!(live.len() <= 1, "two copies at once: {live:?}");
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = d.log_text();
+    let first = pids_in(&bg)[0];
+    assert!(
+        log.contains(&format!(
+            "main process exited, 1 process left outside its group (pid {first}, sleep)"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("may belong to"), "{log}");
+    assert!(!log.contains("processes left outside"), "{log}");
+    // Taken for an escapee, the check would be stopped with daemonish's.
+    let check = log.lines().filter(|l| l.contains("checked: liveness"));
+    assert!(check.clone().count() >= 1, "{log}");
+    assert!(check.clone().all(|l| l.ends_with("healthy")), "{log}");
+    let o = ctl(&d, &["-j", "status"]);
+    let rows = json(&o.stdout);
+    for s in rows.as_array().unwrap() {
+        let name = s["name"].as_str().unwrap();
+        let reason = s["reason"].as_str().unwrap_or("");
+        if name != "daemonish" {
+            assert!(!reason.contains("outside"), "{name}: {reason}");
+        }
+    }
+    let dump = d.dump();
+    assert!(
+        dump.contains("status: heap allocations after startup: 0;"),
+        "{dump}"
+    );
+    assert_eq!(d.stop(30.0), 0, "{}", d.log_text());
+    for p in pids_in(&bg) {
+        assert!(!alive(p), "escapee {p} outlived the shutdown");
+    }
+}

@@ -48,6 +48,10 @@ pub struct Found {
 
 impl Found {
     fn add(&mut self, pid: i32, st: &Stat, outside: bool) {
+        // Listed twice only if reading the children file failed midway.
+        if self.list.iter().take(self.n).any(|e| e.pid == pid) {
+            return;
+        }
         if let Some(e) = self.list.get_mut(self.n) {
             *e = Escapee { pid, pgrp: st.pgrp };
             self.n += 1;
@@ -153,16 +157,20 @@ pub fn attribute(sup: &Supervisor<'_>, shell: &mut Shell, batch: &[i32]) -> Touc
     let compiler = shell.reloader.machine.child_pid();
     let Shell { slots, log, .. } = shell;
     let mut unclear: (u32, i32, [u8; 16]) = (0, 0, [0; 16]);
-    group::children(|pid, st| {
-        // The reload's compile child is the daemon's own.
-        if !st.live() || sup.owner_of(pid).is_some() || compiler == Some(pid) {
+    group::children(|child| {
+        // Known by pid, so its stat is not read: a main process (the pid
+        // index), the reload's compile child (the daemon's own), an exec
+        // check. A batch whose children are all known reads no stat.
+        let pid = child.pid();
+        let check = |p: i32| p > 0 && slots.iter().any(|s| s.probes.iter().any(|c| c.pid == p));
+        if sup.owner_of(pid).is_some() || compiler == Some(pid) || check(pid) {
             return;
         }
-        let of_check = |p: i32| p > 0 && (p == pid || p == st.pgrp || p == st.session);
-        if slots
-            .iter()
-            .any(|s| s.probes.iter().any(|p| of_check(p.pid)))
-        {
+        let Some(st) = child.stat().filter(Stat::live) else {
+            return;
+        };
+        let st = &st;
+        if check(st.pgrp) || check(st.session) {
             return;
         }
         let elsewhere = || {

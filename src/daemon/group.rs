@@ -8,6 +8,9 @@
 //! into a stack buffer and reads each `/proc/PID/stat` into another: no
 //! heap (`std::fs::read_dir` and `opendir` both allocate). It runs only
 //! when main processes are reaped and at shutdown, never in a steady state.
+//! The children come from `/proc/thread-self/children` instead, and their
+//! stat is read only on demand: a reap batch with 1,000 services running
+//! costs a few reads, not 1,000 stat files.
 
 use nix::libc;
 
@@ -65,8 +68,16 @@ fn parse_stat(text: &[u8]) -> Option<Stat> {
     })
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Stat files this thread read (tests count the reads they cause).
+    static STAT_READS: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
+
 /// Reads `/proc/<name>/stat`, `name` relative to the open `/proc` fd.
 fn stat_at(dirfd: i32, name: &[u8]) -> Option<Stat> {
+    #[cfg(test)]
+    STAT_READS.with(|n| n.set(n.get() + 1));
     let mut path = [0u8; 32];
     let tail = b"/stat\0";
     let n = name.len();
@@ -186,11 +197,38 @@ pub fn live_members(pgid: i32) -> Option<u32> {
     Some(count)
 }
 
-/// Calls `f(pid, stat)` for each child of this (single-threaded)
-/// process. `/proc/thread-self/children` lists them in one read; kernels
-/// built without CONFIG_PROC_CHILDREN lack it, and then all of `/proc` is
-/// scanned for a ppid of ours. Returns false without `/proc`.
-pub fn children(mut f: impl FnMut(i32, &Stat)) -> bool {
+/// A child of this process, as [`children`] lists it: its stat is read
+/// only if asked for.
+pub struct Child {
+    dir: i32,
+    pid: i32,
+    stat: Option<Stat>,
+}
+
+impl Child {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// `/proc/PID/stat`, read at the first call; None once it is gone.
+    pub fn stat(&mut self) -> Option<Stat> {
+        if self.stat.is_none() {
+            let mut d = [0u8; 12];
+            self.stat = stat_at(self.dir, digits(self.pid, &mut d));
+        }
+        self.stat
+    }
+}
+
+/// Calls `f` for each child of this (single-threaded) process. The
+/// children are listed by one read of `/proc/thread-self/children` (a few
+/// for thousands of children), and `f` reads the stat only of those it
+/// does not know: with 1,000 services, reading every main process's stat
+/// was most of a reap batch's cost. Kernels built without
+/// CONFIG_PROC_CHILDREN lack that file (Debian's and the qemu guest's have
+/// it), and then all of `/proc` is scanned for a ppid of ours. Returns
+/// false without `/proc`.
+pub fn children(mut f: impl FnMut(&mut Child)) -> bool {
     let Some(dir) = open_proc() else {
         return false;
     };
@@ -202,16 +240,17 @@ pub fn children(mut f: impl FnMut(i32, &Stat)) -> bool {
             libc::O_RDONLY | libc::O_CLOEXEC,
         )
     };
-    if list < 0 {
+    if list < 0 || !each_listed(dir, list, &mut f) {
         // SAFETY: plain syscall.
         let me = unsafe { libc::getpid() };
         each_process(dir, |pid, st| {
             if st.ppid == me {
-                f(pid, st);
+                let stat = Some(*st);
+                f(&mut Child { dir, pid, stat });
             }
         });
-    } else {
-        each_listed(dir, list, &mut f);
+    }
+    if list >= 0 {
         // SAFETY: closes the fd opened above.
         unsafe { libc::close(list) };
     }
@@ -220,39 +259,73 @@ pub fn children(mut f: impl FnMut(i32, &Stat)) -> bool {
     true
 }
 
-/// Reads the space-separated pids of a `children` file in chunks (a
-/// number may span two reads).
-fn each_listed(dir: i32, list: i32, f: &mut impl FnMut(i32, &Stat)) {
-    let mut buf = [0u8; 1024];
-    let mut num = [0u8; 12];
-    let mut len = 0usize;
+/// The pids of a `children` file ("12 345 6789 "), fed in chunks of any
+/// size: a number may span two chunks.
+#[derive(Default)]
+struct Pids {
+    /// Digits of the number being read; `len` past the array: too long
+    /// for a pid, and dropped.
+    num: [u8; 12],
+    len: usize,
+}
+
+impl Pids {
+    /// Calls `f` with each pid that `chunk` completes.
+    fn feed(&mut self, chunk: &[u8], f: &mut impl FnMut(i32)) {
+        for &b in chunk {
+            if b.is_ascii_digit() {
+                if let Some(d) = self.num.get_mut(self.len) {
+                    *d = b;
+                }
+                self.len = self.len.saturating_add(1);
+            } else {
+                self.end(f);
+            }
+        }
+    }
+
+    /// A separator, or the end of the text: the number read so far.
+    fn end(&mut self, f: &mut impl FnMut(i32)) {
+        if let Some(pid) = parse::<i32>(self.num.get(..self.len)) {
+            f(pid);
+        }
+        self.len = 0;
+    }
+}
+
+/// Calls `f` for each child listed in a `children` file (`list`), read in
+/// chunks. A read past the first resumes at the next child by its index
+/// in this task's list of children; entries leave that list only when
+/// this process reaps them (never during this call) and new ones are
+/// added at its end, so chunks neither skip nor repeat a child. False if
+/// a read failed: the caller then scans `/proc`, and may report again a
+/// child reported before the failure (in practice only the first read
+/// can fail: it allocates the seq_file's buffer, which records this small
+/// never grow).
+fn each_listed(dir: i32, list: i32, f: &mut impl FnMut(&mut Child)) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut pids = Pids::default();
+    let mut each = |pid: i32| {
+        f(&mut Child {
+            dir,
+            pid,
+            stat: None,
+        })
+    };
     loop {
         // SAFETY: reads into a buffer we own.
         let got = unsafe { libc::read(list, buf.as_mut_ptr().cast(), buf.len()) };
-        let Ok(got) = usize::try_from(got) else { break };
-        // End of file: a last number without a trailing space.
-        let chunk = if got == 0 {
-            &b" "[..]
-        } else {
-            buf.get(..got).unwrap_or(&[])
-        };
-        for &b in chunk {
-            if b.is_ascii_digit() {
-                if let Some(d) = num.get_mut(len) {
-                    *d = b;
-                    len += 1;
-                }
+        let Ok(got) = usize::try_from(got) else {
+            if nix::errno::Errno::last_raw() == libc::EINTR {
                 continue;
             }
-            let name = num.get(..len).unwrap_or(&[]);
-            if let (Some(pid), Some(st)) = (parse::<i32>(Some(name)), stat_at(dir, name)) {
-                f(pid, &st);
-            }
-            len = 0;
-        }
+            return false;
+        };
         if got == 0 {
-            break;
+            pids.end(&mut each);
+            return true;
         }
+        pids.feed(buf.get(..got).unwrap_or(&[]), &mut each);
     }
 }
 
@@ -438,9 +511,9 @@ mod tests {
         let mut found = None;
         // SAFETY: plain syscall.
         let me = unsafe { libc::getpid() };
-        assert!(children(|p, st| {
-            if p == pid {
-                found = Some(*st);
+        assert!(children(|c| {
+            if c.pid() == pid {
+                found = c.stat();
             }
         }));
         let again = stat(pid);
@@ -452,5 +525,64 @@ mod tests {
         assert!(st.start <= before + 1, "{} vs {before}", st.start);
         assert!(st.start + 10 * 100 >= before, "{} vs {before}", st.start);
         assert_eq!(&st.comm[..6], b"sleep\0");
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn reads_the_pids_of_a_children_file_split_anywhere() {
+        // A seq_file read may end in the middle of a number.
+        let text = b"7 4194304 12 99999 3 ";
+        let want = [7, 4_194_304, 12, 99_999, 3];
+        for cut in 0..=text.len() {
+            let mut got = Vec::new();
+            let mut pids = Pids::default();
+            let (a, b) = text.split_at(cut);
+            pids.feed(a, &mut |p| got.push(p));
+            pids.feed(b, &mut |p| got.push(p));
+            pids.end(&mut |p| got.push(p));
+            assert_eq!(got, want, "cut at {cut}");
+        }
+        // One byte at a time, no trailing space, and junk that is no pid.
+        let mut got = Vec::new();
+        let mut pids = Pids::default();
+        for b in b"12 1234567890123 5\n8" {
+            pids.feed(&[*b], &mut |p| got.push(p));
+        }
+        pids.end(&mut |p| got.push(p));
+        assert_eq!(got, [12, 5, 8]);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn reads_the_stat_only_of_a_child_asked_about() {
+        // Three children; the stat of one is asked for, two are known by
+        // pid. STAT_READS counts this thread's reads only.
+        let spawn = || {
+            std::process::Command::new("/bin/sleep")
+                .arg("30")
+                .spawn()
+                .unwrap_or_else(|e| panic!("sleep: {e}"))
+        };
+        let mut kids = [spawn(), spawn(), spawn()];
+        let pids: Vec<i32> = kids.iter().map(|k| k.id() as i32).collect();
+        let before = STAT_READS.with(core::cell::Cell::get);
+        let mut listed = Vec::new();
+        let mut stat = None;
+        assert!(children(|c| {
+            listed.push(c.pid());
+            if c.pid() == pids[2] {
+                stat = c.stat();
+            }
+        }));
+        let reads = STAT_READS.with(core::cell::Cell::get) - before;
+        for k in &mut kids {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+        for p in &pids {
+            assert!(listed.contains(p), "{p} not in {listed:?}");
+        }
+        assert_eq!(stat.map(|s| s.comm[..6] == *b"sleep\0"), Some(true));
+        assert_eq!(reads, 1, "stat reads for 3 children, 1 asked about");
     }
 }
