@@ -434,8 +434,9 @@ pub struct Stack {
 }
 
 /// Size of [`Stack`] above its guard page. The child's own frames and
-/// the plain syscall wrappers it calls need about 1 KiB in release and
-/// 2 to 3 KiB in a debug build (`child_stack_has_room` measures it). The
+/// the plain syscall wrappers it calls need 320 bytes in a release build
+/// and about 2 KiB in a debug one (the high-water mark that
+/// `child_runs_on_its_own_stack_with_every_setting` prints). The
 /// rest is margin: a build without `-z now` would resolve symbols lazily
 /// in the child, and glibc's resolver saves the whole XSAVE area (up to
 /// about 11 KiB with AMX) on the stack. Untouched pages cost no memory:
@@ -786,8 +787,9 @@ mod tests {
     use super::*;
     use crate::daemon::compiled::{decode, encode, services, Compiled};
 
-    /// A slot prepared from `yaml` (one service), writing to `out_w`.
-    fn prepared(yaml: &str, tag: &str, out_w: RawFd) -> Prepared {
+    /// A slot prepared from `yaml` (one service), writing to `out_w`, and
+    /// the base environment its envp points into (keep it alive).
+    fn prepared(yaml: &str, tag: &str, out_w: RawFd) -> (Prepared, BaseEnv) {
         let dir = std::env::temp_dir().join(format!("cfy-spawn-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.yaml");
@@ -806,8 +808,8 @@ mod tests {
         let base = BaseEnv::capture();
         let mut p = Prepared::new(&base, out_w, out_w);
         p.fill(&c, &base, None).unwrap();
-        // The arena holds copies: `bytes` may go.
-        p
+        // The arena holds copies: `bytes` may go, `base` may not.
+        (p, base)
     }
 
     fn pipe() -> (RawFd, RawFd) {
@@ -864,7 +866,7 @@ mod tests {
             "services:\n  - name: a\n    binary: /bin/sh\n    args: ['-c', '{script}']\n    \
              working_dir: /tmp\n    umask: '0027'\n    rlimits: {{nofile: '200:300'}}\n"
         );
-        let mut p = prepared(&yaml, "all", out_w);
+        let (mut p, _base) = prepared(&yaml, "all", out_w);
         // Our own ids: setgid/setuid to them work unprivileged too.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         (p.uid, p.gid) = (Some(uid), Some(gid));
@@ -956,7 +958,7 @@ mod tests {
             ),
         ];
         for (tag, break_it, stage, errno) in cases {
-            let mut p = prepared(yaml, tag, out_w);
+            let (mut p, _base) = prepared(yaml, tag, out_w);
             break_it(&mut p);
             let err = spawn(&p, devnull, &mut stack).unwrap_err();
             assert_eq!((err.stage, err.errno), (stage, errno), "{tag}");
