@@ -47,8 +47,10 @@ fuzz SECS="60":
     bash fuzz/run.sh {{SECS}}
 
 # Footprint (binary size, RSS with 10 services), then health-check load (50 services probed every 1 s for SECS s),
-# then the longest loop turn during reloads of 1,000 services.
+# then the longest loop turn during reloads of 1,000 services, then the
+# spawn cost next to 10 and 1,000 idle services.
 bench SECS="60":
     bash bench/footprint.sh
     SECS={{SECS}} bash bench/health.sh
     bash bench/reload.sh
+    bash bench/spawn.sh

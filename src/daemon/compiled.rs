@@ -744,7 +744,8 @@ mod tests {
         let mut prep = super::super::spawn::Prepared::new(&base, -1, -1);
         prep.fill(&v[1], &base, None).unwrap();
         assert_eq!(prep.cred_error(), "user not found: no-such-user-coffey");
-        let err = super::super::spawn::spawn(&prep, -1).unwrap_err();
+        let mut stack = super::super::spawn::Stack::new().unwrap();
+        let err = super::super::spawn::spawn(&prep, -1, &mut stack).unwrap_err();
         assert_eq!(err.stage, coffey::sys::Stage::User);
         let mut text = String::new();
         super::super::spawn::write_failure(&mut text, err, Some(&prep));

@@ -127,6 +127,8 @@ pub struct Shell {
     pub turns: clock::Turns,
     /// Services spawned this turn (budget: [`SPAWNS_PER_TURN`]).
     pub spawns: usize,
+    /// What every service and exec check's child runs on until execve.
+    pub stack: spawn::Stack,
 }
 
 /// errno of the last failed libc call.
@@ -180,7 +182,7 @@ impl Sys for Shell {
         slot.spawned = group::boot_ticks();
         slot.prep.cgroup_fd = self.cg.join_fd(idx);
         self.spawns += 1;
-        let res = spawn::spawn(&slot.prep, devnull);
+        let res = spawn::spawn(&slot.prep, devnull, &mut self.stack);
         if let Ok(pid) = res {
             self.cg.spawned(idx, pid);
         }

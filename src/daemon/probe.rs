@@ -171,6 +171,7 @@ pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>,
     let r = role.index();
     cancel(shell, idx, role);
     let devnull = shell.devnull;
+    let stack = &mut shell.stack;
     let Some(slot) = shell.slots.get_mut(idx) else {
         return Err(ProbeError::Spawn(libc::ENOENT));
     };
@@ -207,7 +208,7 @@ pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>,
             }
             prep.out_w = wr;
             prep.err_w = wr;
-            let res = spawn::spawn(prep, devnull);
+            let res = spawn::spawn(prep, devnull, stack);
             super::close_fd(wr);
             match res {
                 Ok(pid) => {

@@ -287,6 +287,7 @@ pub fn build(
         cg: super::cgroup::Cgroups::new(slots),
         turns: Default::default(),
         spawns: 0,
+        stack: super::spawn::Stack::new()?,
         ctl: Control {
             listen_fd,
             clients: (0..cfg.limits.clients.max(1))
