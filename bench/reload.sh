@@ -10,6 +10,8 @@
 # keeps querying the daemon and its slowest answer is printed too.
 # Target (issue 9): the longest turn during a reload of 1,000 services is
 # at most 5 ms. Not a test: it prints figures.
+# NICE=N: the daemon's nice value (see below). BENCH_DIR (default
+# /dev/shm, a tmpfs, as /run is on a board) holds the socket and the log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}
@@ -18,7 +20,7 @@ cargo build --release -q
 bin=$PWD/target/release/coffeyd
 echo "binary: $bin"
 
-dir=$(mktemp -d /tmp/coffey-rbench.XXXXXX)
+dir=$(mktemp -d "${BENCH_DIR:-/dev/shm}/coffey-rbench.XXXXXX")
 pid=
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
@@ -75,7 +77,10 @@ status_loop() {
 }
 
 config 10s 1 "$N"
-"$bin" -c "$dir/config.yaml" & pid=$!
+# NICE=-10 runs the daemon at a higher priority (as root), so that the
+# status loop and the compile child do not preempt it: its wall figures
+# then show its own work, as on a board where PID 1 has the CPU.
+nice -n "${NICE:-0}" "$bin" -c "$dir/config.yaml" & pid=$!
 for _ in $(seq 1 3000); do
   n=$(grep -c ': spawned' "$dir/coffey.log" 2>/dev/null || true)
   [ "${n:-0}" -ge "$N" ] && break

@@ -24,6 +24,12 @@ pub const READS_PER_TURN: usize = 16;
 /// zombies at once (each exits during the spawns of its own turn), and a
 /// turn never forks for long (a fork copies the daemon's page tables).
 pub const SPAWNS_PER_TURN: usize = 4;
+/// And by time: once a turn has run this long (wall µs), it spawns no
+/// more. A spawn waits for its child's execve, which closes every
+/// close-on-exec descriptor the daemon has (about 5 per service: some
+/// 1.3 ms each with 1,000 services), so four in a row would make a turn of
+/// 5 ms or more. The first spawn of a turn is always allowed.
+pub const SPAWN_SLICE_US: u64 = 2_000;
 /// mio events handled per poll.
 pub const EVENTS: usize = 64;
 /// Processes outside its group (daemons that called setsid) tracked per

@@ -237,7 +237,11 @@ fn nginx_without_daemon_off_is_reported_and_never_runs_twice() {
                 reason = Some(r);
             }
         }
-        if masters.len() >= 3 && reason.is_some() {
+        // Three runs' escapees stopped before their respawn. (How many of
+        // them lived long enough to retitle themselves "master" depends on
+        // how fast coffeyd stops them: not a count to wait for.)
+        let stopped = d.log_text().matches("left over from its last run").count();
+        if stopped >= 3 && reason.is_some() {
             break;
         }
         assert!(

@@ -30,7 +30,9 @@ mod sweep;
 pub use alloc::Counting;
 
 use crate::config::Config;
-use coffey::limits::{EVENTS, READS_PER_TURN, READ_CHUNK, REAP_BATCH, SPAWNS_PER_TURN};
+use coffey::limits::{
+    EVENTS, READS_PER_TURN, READ_CHUNK, REAP_BATCH, SPAWNS_PER_TURN, SPAWN_SLICE_US,
+};
 use coffey::logring::{LineBuf, LogRing, Stream};
 use coffey::pidindex::{PidIndex, PidSlot};
 use coffey::service::{Event, LeftInGroupText, Reason, Service, StateName};
@@ -297,7 +299,8 @@ impl Sys for Shell {
     }
 
     fn may_spawn(&mut self) -> bool {
-        self.spawns < SPAWNS_PER_TURN
+        self.spawns == 0
+            || (self.spawns < SPAWNS_PER_TURN && self.turns.elapsed_us() < SPAWN_SLICE_US)
     }
 
     fn shutdown_deadline(&mut self, services: &[Service]) {
@@ -974,6 +977,7 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
         alloc::count(),
         sup.orphans_reaped
     );
+    shell.turns.leave_out_so_far();
 }
 
 pub(crate) fn release_paths(cfg: &Config) {
