@@ -31,7 +31,8 @@ pub use alloc::Counting;
 
 use crate::config::Config;
 use coffey::limits::{
-    EVENTS, READS_PER_TURN, READ_CHUNK, REAP_BATCH, SPAWNS_PER_TURN, SPAWN_SLICE_US,
+    EVENTS, NAME_BUF, NOTIFY_ENV_MAX, NOTIFY_STATUS_MAX, READS_PER_TURN, READ_CHUNK, REAP_BATCH,
+    SPAWNS_PER_TURN, SPAWN_SLICE_US,
 };
 use coffey::logring::{LineBuf, LogRing, Stream};
 use coffey::pidindex::{PidIndex, PidSlot};
@@ -56,7 +57,7 @@ pub(crate) const CLIENT_BASE: usize = (1 << 20) + 1;
 /// Shell-side state of one service slot.
 pub struct Slot {
     /// Empty for spare or retired slots.
-    pub name: heapless::String<32>,
+    pub name: heapless::String<NAME_BUF>,
     /// Exec buffers; `filled` is false for spare slots.
     pub prep: spawn::Prepared,
     pub out_r: RawFd,
@@ -85,9 +86,9 @@ pub struct Slot {
     /// sd_notify: this slot's socket (-1 until a service needs it) and
     /// the `NOTIFY_SOCKET=...` entry its services get.
     pub notify_sock: RawFd,
-    pub notify_env: [u8; 80],
+    pub notify_env: [u8; NOTIFY_ENV_MAX],
     /// The last sd_notify `STATUS=` text, for `status SERVICE`.
-    pub notify_status: heapless::Vec<u8, 120>,
+    pub notify_status: heapless::Vec<u8, NOTIFY_STATUS_MAX>,
     /// sd_notify state of the current run (notify state, MAINPID).
     pub sd: notify::SdState,
     /// When the current run was spawned, in `/proc` start-time ticks: an

@@ -363,7 +363,7 @@ pub fn budget(cfg: &Config) -> Budget {
     let exec_bytes = slots * 3 * (EXEC_ARENA + (MAX_ARGS + 2 + envn + MAX_ENV_EXTRA + 2) * ptr);
     let conn_bytes = clients * coffey::limits::CONN_OUT_BUF;
     let compiled = super::compiled::encode(cfg).len();
-    let reload_bytes = 2 * (compiled * 4).max(slots * 4096 + 64 * 1024) + 64 * 1024;
+    let reload_bytes = 2 * coffey::limits::reload_buffer(compiled, slots) + 64 * 1024;
     let fixed_bytes = READ_CHUNK + core::mem::size_of::<super::log::LineBuf>() * 2;
     Budget {
         slots,
