@@ -26,6 +26,7 @@ pub mod setup;
 mod slab;
 mod spawn;
 mod sweep;
+mod token;
 
 pub use alloc::Counting;
 
@@ -44,15 +45,12 @@ use core::fmt::Write as _;
 use log::{log, Log};
 use logfile::{LogFile, Problem};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Token};
+use mio::{Events, Interest};
 use nix::libc;
 use nix::sys::signal::Signal;
 use std::os::fd::RawFd;
 
-pub(crate) const SIGNAL_TOKEN: Token = Token(0);
-pub(crate) const LISTEN_TOKEN: Token = Token(1 << 20);
-/// Client `k` is `Token(CLIENT_BASE + k)`; pipes use the tokens below.
-pub(crate) const CLIENT_BASE: usize = (1 << 20) + 1;
+use token::Token;
 
 /// Shell-side state of one service slot.
 pub struct Slot {
@@ -195,7 +193,7 @@ impl Sys for Shell {
             let r = slot.notify_r;
             let _ = self.registry.register(
                 &mut SourceFd(&r),
-                Token(probe::NOTIFY_BASE + idx),
+                Token::NotifyPipe(idx).encode(),
                 Interest::READABLE,
             );
         }
@@ -208,10 +206,13 @@ impl Sys for Shell {
         role: coffey::health::Role,
     ) -> Result<(), coffey::health::ProbeError> {
         if let Some(fd) = probe::start(self, idx, role)? {
-            let t = probe::PROBE_BASE + 2 * idx + role.index();
+            let t = Token::Probe {
+                slot: idx,
+                role: role.index(),
+            };
             let _ = self.registry.register(
                 &mut SourceFd(&fd),
-                Token(t),
+                t.encode(),
                 Interest::READABLE | Interest::WRITABLE,
             );
         }
@@ -1146,42 +1147,35 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         }
         // Reaping comes first: exits are handled before anything this
         // turn can spawn (the tick, checks, readiness, reload).
-        if events.iter().any(|e| e.token() == SIGNAL_TOKEN) {
+        if events.iter().any(|e| e.token() == Token::Signal.encode()) {
             signals(&mut sup, &mut shell, &sfd);
         }
         let mut accept = false;
         for ev in events.iter() {
-            match ev.token() {
-                SIGNAL_TOKEN => {}
-                LISTEN_TOKEN => accept = true,
-                reload_machine::RELOAD_TOKEN => shell.reloader.machine.mark(),
-                Token(t) if t >= cgroup::TOKEN_BASE => {
-                    cgroup::on_ready(&mut sup, &mut shell, t - cgroup::TOKEN_BASE)
-                }
-                Token(t) if t >= probe::NOTIFY_SOCK => {
-                    notify::mark(&mut shell, t - probe::NOTIFY_SOCK)
-                }
-                Token(t) if t >= probe::NOTIFY_BASE => {
-                    let i = t - probe::NOTIFY_BASE;
+            match Token::decode(ev.token()) {
+                None | Some(Token::Signal) => {}
+                Some(Token::Listen) => accept = true,
+                Some(Token::Reload) => shell.reloader.machine.mark(),
+                Some(Token::Cgroup(i)) => cgroup::on_ready(&mut sup, &mut shell, i),
+                Some(Token::NotifySock(i)) => notify::mark(&mut shell, i),
+                Some(Token::NotifyPipe(i)) => {
                     if probe::on_notify_fd(&mut shell, i) {
                         sup.notified(i, false, clock::now(), &mut shell);
                     }
                 }
-                Token(t) if t >= probe::PROBE_BASE => {
-                    let (i, r) = ((t - probe::PROBE_BASE) / 2, (t - probe::PROBE_BASE) % 2);
-                    if let Some((role, res)) = probe::on_ready(&mut shell, i, r) {
-                        sup.probe_result(i, role, res, clock::now(), &mut shell);
+                Some(Token::Probe { slot, role }) => {
+                    if let Some((role, res)) = probe::on_ready(&mut shell, slot, role) {
+                        sup.probe_result(slot, role, res, clock::now(), &mut shell);
                     }
                 }
-                Token(t) if t >= CLIENT_BASE => {
-                    if let Some(c) = shell.ctl.clients.get_mut(t - CLIENT_BASE) {
+                Some(Token::Client(k)) => {
+                    if let Some(c) = shell.ctl.clients.get_mut(k) {
                         c.readable |= ev.is_readable() || ev.is_read_closed();
                     }
                 }
-                Token(t) => {
-                    let i = (t - 1) / 2;
-                    let w = (t - 1) % 2;
-                    if let Some(r) = shell.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
+                Some(Token::Pipe { slot, stream }) => {
+                    let s = shell.slots.get_mut(slot);
+                    if let Some(r) = s.and_then(|s| s.ready.get_mut(stream)) {
                         *r = true;
                     }
                 }
@@ -1195,7 +1189,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             control::accept_all(&mut shell, clock::now(), |k, fd| {
                 let _ = reg.register(
                     &mut SourceFd(&fd),
-                    Token(CLIENT_BASE + k),
+                    Token::Client(k).encode(),
                     Interest::READABLE | Interest::WRITABLE,
                 );
             });

@@ -19,13 +19,6 @@ use nix::libc;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
-/// Token space: probe fd of slot `i`, role `r` is `PROBE_BASE + 2i + r`;
-/// the notify pipe of slot `i` is `NOTIFY_BASE + i`.
-pub const PROBE_BASE: usize = 2 << 20;
-pub const NOTIFY_BASE: usize = 3 << 20;
-/// sd_notify socket of slot `i`: `NOTIFY_SOCK + i`.
-pub const NOTIFY_SOCK: usize = 4 << 20;
-
 use coffey::limits::{
     CHECK_READ_CHUNK, HTTP_REQUEST_MAX, HTTP_RESPONSE_MAX as RESP_MAX, NOTIFY_ENV_MAX,
 };
@@ -536,7 +529,7 @@ pub fn open_notify(shell: &mut Shell, i: usize) {
     slot.notify_sock = fd;
     let _ = shell.registry.register(
         &mut mio::unix::SourceFd(&fd),
-        mio::Token(NOTIFY_SOCK + i),
+        super::token::Token::NotifySock(i).encode(),
         mio::Interest::READABLE,
     );
 }
