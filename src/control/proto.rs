@@ -381,36 +381,11 @@ pub enum DecodeError {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Full;
 
-struct Rd<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
+/// The shared reader, reporting [`DecodeError::Malformed`].
+type Rd<'a> = crate::bytes::Reader<'a, DecodeError>;
 
+/// The protocol's own shapes on top of the shared reader.
 impl<'a> Rd<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError::Malformed)?;
-        let s = self.b.get(self.pos..end).ok_or(DecodeError::Malformed)?;
-        self.pos = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(*self.take(1)?.first().ok_or(DecodeError::Malformed)?)
-    }
-    fn arr<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        self.take(N)?.try_into().map_err(|_| DecodeError::Malformed)
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.arr()?))
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.arr()?))
-    }
-    fn i32(&mut self) -> Result<i32, DecodeError> {
-        Ok(i32::from_le_bytes(self.arr()?))
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.arr()?))
-    }
     fn bool(&mut self) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
@@ -418,12 +393,8 @@ impl<'a> Rd<'a> {
             _ => Err(DecodeError::Malformed),
         }
     }
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
-        let n = usize::from(self.u16()?);
-        self.take(n)
-    }
     fn str(&mut self) -> Result<&'a str, DecodeError> {
-        core::str::from_utf8(self.bytes()?).map_err(|_| DecodeError::Malformed)
+        core::str::from_utf8(self.bytes16()?).map_err(|_| DecodeError::Malformed)
     }
     fn state(&mut self) -> Result<WireState, DecodeError> {
         WireState::from_u8(self.u8()?).ok_or(DecodeError::Malformed)
@@ -435,13 +406,6 @@ impl<'a> Rd<'a> {
             v.push(self.str()?).map_err(|_| DecodeError::Malformed)?;
         }
         Ok(v)
-    }
-    fn done(&self) -> Result<(), DecodeError> {
-        if self.pos == self.b.len() {
-            Ok(())
-        } else {
-            Err(DecodeError::Malformed)
-        }
     }
 }
 
@@ -522,10 +486,8 @@ pub fn decode_request(buf: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
 /// [`decode_request`], with the debug verbs accepted or not.
 fn decode_request_in(buf: &[u8], debug_verbs: bool) -> Result<(Request<'_>, usize), DecodeError> {
     let (tag, end) = frame_bounds(buf, MAX_REQUEST)?;
-    let mut r = Rd {
-        b: buf.get(HEADER..end).ok_or(DecodeError::Malformed)?,
-        pos: 0,
-    };
+    let payload = buf.get(HEADER..end).ok_or(DecodeError::Malformed)?;
+    let mut r = Rd::new(payload, DecodeError::Malformed);
     let req = match tag {
         tag::STATUS => Request::Status {
             name: r.str()?,
@@ -559,10 +521,8 @@ fn decode_request_in(buf: &[u8], debug_verbs: bool) -> Result<(Request<'_>, usiz
 /// Decodes the first reply in `buf`. Returns it and the bytes consumed.
 pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
     let (tag, end) = frame_bounds(buf, MAX_PAYLOAD)?;
-    let mut r = Rd {
-        b: buf.get(HEADER..end).ok_or(DecodeError::Malformed)?,
-        pos: 0,
-    };
+    let payload = buf.get(HEADER..end).ok_or(DecodeError::Malformed)?;
+    let mut r = Rd::new(payload, DecodeError::Malformed);
     let rep = match tag {
         tag::OK => Reply::Ok { message: r.str()? },
         tag::ERROR => Reply::Error {
@@ -591,7 +551,7 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
             ts_ms: r.u64()?,
             stream: r.u8()?,
             cut: r.bool()?,
-            text: r.bytes()?,
+            text: r.bytes16()?,
         },
         tag::EVENT => Reply::Event {
             ts_ms: r.u64()?,
