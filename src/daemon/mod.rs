@@ -786,6 +786,40 @@ fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
     }
 }
 
+/// One readiness event, by its source. Returns whether it was the
+/// control socket's (connections are accepted after the events).
+fn dispatch(sup: &mut Supervisor<'_>, shell: &mut Shell, ev: &mio::event::Event) -> bool {
+    match Token::decode(ev.token()) {
+        None | Some(Token::Signal) => {}
+        Some(Token::Listen) => return true,
+        Some(Token::Reload) => shell.reloader.machine.mark(),
+        Some(Token::Cgroup(i)) => cgroup::on_ready(sup, shell, i),
+        Some(Token::NotifySock(i)) => notify::mark(shell, i),
+        Some(Token::NotifyPipe(i)) => {
+            if probe::on_notify_fd(shell, i) {
+                sup.notified(i, false, clock::now(), shell);
+            }
+        }
+        Some(Token::Probe { slot, role }) => {
+            if let Some((role, res)) = probe::on_ready(shell, slot, role) {
+                sup.probe_result(slot, role, res, clock::now(), shell);
+            }
+        }
+        Some(Token::Client(k)) => {
+            if let Some(c) = shell.ctl.clients.get_mut(k) {
+                c.readable |= ev.is_readable() || ev.is_read_closed();
+            }
+        }
+        Some(Token::Pipe { slot, stream }) => {
+            let s = shell.slots.get_mut(slot);
+            if let Some(r) = s.and_then(|s| s.ready.get_mut(stream)) {
+                *r = true;
+            }
+        }
+    }
+    false
+}
+
 /// Drains the signalfd: reaps (first, see the loop), shutdown, the status
 /// dump, reload requests.
 fn signals(sup: &mut Supervisor<'_>, shell: &mut Shell, sfd: &nix::sys::signalfd::SignalFd) {
@@ -1152,34 +1186,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         }
         let mut accept = false;
         for ev in events.iter() {
-            match Token::decode(ev.token()) {
-                None | Some(Token::Signal) => {}
-                Some(Token::Listen) => accept = true,
-                Some(Token::Reload) => shell.reloader.machine.mark(),
-                Some(Token::Cgroup(i)) => cgroup::on_ready(&mut sup, &mut shell, i),
-                Some(Token::NotifySock(i)) => notify::mark(&mut shell, i),
-                Some(Token::NotifyPipe(i)) => {
-                    if probe::on_notify_fd(&mut shell, i) {
-                        sup.notified(i, false, clock::now(), &mut shell);
-                    }
-                }
-                Some(Token::Probe { slot, role }) => {
-                    if let Some((role, res)) = probe::on_ready(&mut shell, slot, role) {
-                        sup.probe_result(slot, role, res, clock::now(), &mut shell);
-                    }
-                }
-                Some(Token::Client(k)) => {
-                    if let Some(c) = shell.ctl.clients.get_mut(k) {
-                        c.readable |= ev.is_readable() || ev.is_read_closed();
-                    }
-                }
-                Some(Token::Pipe { slot, stream }) => {
-                    let s = shell.slots.get_mut(slot);
-                    if let Some(r) = s.and_then(|s| s.ready.get_mut(stream)) {
-                        *r = true;
-                    }
-                }
-            }
+            accept |= dispatch(&mut sup, &mut shell, ev);
         }
         reload_machine::turn(&mut sup, &mut shell, clock::now());
         let notify_left = notify::drain(&mut sup, &mut shell);
