@@ -10,6 +10,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod bytes;
 pub mod control;
 pub mod health;
 pub mod limits;

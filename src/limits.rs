@@ -11,6 +11,27 @@
 
 /// Longest service name, bytes (validated by the config loader).
 pub const NAME_MAX: usize = 31;
+/// Most services one daemon supervises (table size ceiling; the config
+/// loader refuses more).
+pub const MAX_SERVICES: u32 = 4096;
+/// Most simultaneous control clients (`limits.clients` ceiling).
+pub const MAX_CLIENTS: u32 = 256;
+/// Events kept per service for `status <svc>` (a small ring).
+pub const RECENT_EVENTS: usize = 8;
+/// A slot's copy of its service name: `NAME_MAX` bytes fit.
+pub const NAME_BUF: usize = 32;
+/// A slot's `NOTIFY_SOCKET=@coffeyd/<pid>/<slot>` entry, NUL-terminated.
+pub const NOTIFY_ENV_MAX: usize = 80;
+/// The last sd_notify `STATUS=` text kept per slot; longer is cut.
+pub const NOTIFY_STATUS_MAX: usize = 120;
+/// An HTTP check's request (`GET path HTTP/1.1` and its headers), built
+/// once at configuration time.
+pub const HTTP_REQUEST_MAX: usize = 768;
+/// An HTTP check's response head read per probe (status line and
+/// headers; the body is not read).
+pub const HTTP_RESPONSE_MAX: usize = 512;
+/// Bytes of an exec check's output read per read(2) call.
+pub const CHECK_READ_CHUNK: usize = 512;
 /// Most `depends_on` entries per service.
 pub const MAX_DEPS: usize = 16;
 /// Longest output line kept whole; longer lines are cut and marked.
@@ -118,9 +139,23 @@ pub const FDS_PER_SERVICE: usize = 11;
 pub const FDS_PER_CLIENT: usize = 1;
 
 const _: () = assert!(NAME_MAX < 256);
+const _: () = assert!(NAME_MAX < NAME_BUF);
 const _: () = assert!(LINE_MAX <= READ_CHUNK);
 const _: () = assert!(LINE_MAX + 64 < LOG_LINE_MAX);
 const _: () = assert!(MAX_DEPS <= 64);
+
+/// Each of reload's two compiled-config buffers (the running config and
+/// the next): four times today's compiled size, or 4 KiB per slot plus
+/// 64 KiB if that is more, so a reload may grow the config.
+pub const fn reload_buffer(compiled: usize, slots: usize) -> usize {
+    let grown = compiled.saturating_mul(4);
+    let per_slot = slots.saturating_mul(4096).saturating_add(64 * 1024);
+    if grown > per_slot {
+        grown
+    } else {
+        per_slot
+    }
+}
 
 /// File descriptors needed for `services` slots and `clients` connections.
 pub const fn fd_budget(services: usize, clients: usize) -> usize {

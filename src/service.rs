@@ -424,8 +424,7 @@ pub struct Service {
     recent_next: usize,
 }
 
-/// Events kept per service for `status <svc>`.
-pub const RECENT_EVENTS: usize = 8;
+pub use crate::limits::RECENT_EVENTS;
 
 impl Service {
     pub fn new(idx: u16, policy: Policy) -> Service {

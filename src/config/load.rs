@@ -30,10 +30,8 @@ use super::target::{Target, UserEnt};
 use super::units::{fmt_ms, RLIM_UNLIMITED};
 use super::{Diag, Severity};
 
-/// Most services one daemon supervises (table size ceiling).
-pub const MAX_SERVICES: u32 = 4096;
-/// Most simultaneous control clients.
-pub const MAX_CLIENTS: u32 = 256;
+/// Ceilings of `limits.services` and `limits.clients` (limits.rs).
+pub use super::limits::{MAX_CLIENTS, MAX_SERVICES};
 /// Smallest and largest per-service log ring, bytes.
 pub const MIN_BUFFER: u64 = 256;
 pub const MAX_BUFFER: u64 = 16 << 20;

@@ -18,6 +18,72 @@ pub const MAX_REQUEST: usize = 1024;
 /// Most service names in one start/stop/restart request.
 pub const MAX_NAMES: usize = 16;
 
+/// Frame tags: the one table both the decoders and the encoders use.
+/// Requests are `0x01..=0x3f`, replies `0x40..=0x7f`; a tag is never
+/// reused (docs/PROTOCOL.md).
+pub mod tag {
+    pub const STATUS: u8 = 0x01;
+    pub const START: u8 = 0x02;
+    pub const STOP: u8 = 0x03;
+    pub const RESTART: u8 = 0x04;
+    pub const SIGNAL: u8 = 0x05;
+    pub const LOGS: u8 = 0x06;
+    pub const EVENTS: u8 = 0x07;
+    pub const RELOAD: u8 = 0x08;
+    pub const SHUTDOWN: u8 = 0x09;
+    pub const VERSION: u8 = 0x0a;
+    pub const POWER: u8 = 0x0b;
+    pub const REEXEC: u8 = 0x0c;
+    /// Debug builds only (`DebugPanic`): a release decoder refuses it.
+    pub const DEBUG_PANIC: u8 = 0x3f;
+
+    pub const OK: u8 = 0x40;
+    pub const ERROR: u8 = 0x41;
+    pub const SERVICE: u8 = 0x42;
+    pub const DETAIL: u8 = 0x43;
+    pub const LOG_LINE: u8 = 0x44;
+    pub const EVENT: u8 = 0x45;
+    pub const DROPPED: u8 = 0x46;
+    pub const END: u8 = 0x47;
+    pub const VERSION_REPLY: u8 = 0x48;
+    pub const PLAN_ITEM: u8 = 0x49;
+
+    /// Every request tag, the debug one included.
+    pub const REQUESTS: [u8; 13] = [
+        STATUS,
+        START,
+        STOP,
+        RESTART,
+        SIGNAL,
+        LOGS,
+        EVENTS,
+        RELOAD,
+        SHUTDOWN,
+        VERSION,
+        POWER,
+        REEXEC,
+        DEBUG_PANIC,
+    ];
+    /// Every reply tag.
+    pub const REPLIES: [u8; 10] = [
+        OK,
+        ERROR,
+        SERVICE,
+        DETAIL,
+        LOG_LINE,
+        EVENT,
+        DROPPED,
+        END,
+        VERSION_REPLY,
+        PLAN_ITEM,
+    ];
+}
+
+/// Whether this build accepts the debug verbs (`DebugPanic`): debug
+/// builds only, which is what the test suite runs. A release daemon
+/// decodes tag 0x3f as malformed.
+pub const DEBUG_VERBS: bool = cfg!(debug_assertions);
+
 /// Service states on the wire; the names are shared by every output.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -56,6 +122,23 @@ impl WireState {
             WireState::Backoff => "backoff",
             WireState::Failed => "failed",
             WireState::Completed => "completed",
+        }
+    }
+}
+
+impl From<crate::service::StateName> for WireState {
+    /// The one mapping from the machine's states to their wire numbers.
+    fn from(s: crate::service::StateName) -> WireState {
+        use crate::service::StateName as S;
+        match s {
+            S::Stopped => WireState::Stopped,
+            S::Waiting => WireState::Waiting,
+            S::Starting => WireState::Starting,
+            S::Running => WireState::Running,
+            S::Stopping => WireState::Stopping,
+            S::Backoff => WireState::Backoff,
+            S::Failed => WireState::Failed,
+            S::Completed => WireState::Completed,
         }
     }
 }
@@ -298,36 +381,11 @@ pub enum DecodeError {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Full;
 
-struct Rd<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
+/// The shared reader, reporting [`DecodeError::Malformed`].
+type Rd<'a> = crate::bytes::Reader<'a, DecodeError>;
 
+/// The protocol's own shapes on top of the shared reader.
 impl<'a> Rd<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError::Malformed)?;
-        let s = self.b.get(self.pos..end).ok_or(DecodeError::Malformed)?;
-        self.pos = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(*self.take(1)?.first().ok_or(DecodeError::Malformed)?)
-    }
-    fn arr<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        self.take(N)?.try_into().map_err(|_| DecodeError::Malformed)
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.arr()?))
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.arr()?))
-    }
-    fn i32(&mut self) -> Result<i32, DecodeError> {
-        Ok(i32::from_le_bytes(self.arr()?))
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.arr()?))
-    }
     fn bool(&mut self) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
@@ -335,12 +393,8 @@ impl<'a> Rd<'a> {
             _ => Err(DecodeError::Malformed),
         }
     }
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
-        let n = usize::from(self.u16()?);
-        self.take(n)
-    }
     fn str(&mut self) -> Result<&'a str, DecodeError> {
-        core::str::from_utf8(self.bytes()?).map_err(|_| DecodeError::Malformed)
+        core::str::from_utf8(self.bytes16()?).map_err(|_| DecodeError::Malformed)
     }
     fn state(&mut self) -> Result<WireState, DecodeError> {
         WireState::from_u8(self.u8()?).ok_or(DecodeError::Malformed)
@@ -352,13 +406,6 @@ impl<'a> Rd<'a> {
             v.push(self.str()?).map_err(|_| DecodeError::Malformed)?;
         }
         Ok(v)
-    }
-    fn done(&self) -> Result<(), DecodeError> {
-        if self.pos == self.b.len() {
-            Ok(())
-        } else {
-            Err(DecodeError::Malformed)
-        }
     }
 }
 
@@ -433,35 +480,38 @@ pub fn frame_bounds(buf: &[u8], max_payload: usize) -> Result<(u8, usize), Decod
 
 /// Decodes the first request in `buf`. Returns it and the bytes consumed.
 pub fn decode_request(buf: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
+    decode_request_in(buf, DEBUG_VERBS)
+}
+
+/// [`decode_request`], with the debug verbs accepted or not.
+fn decode_request_in(buf: &[u8], debug_verbs: bool) -> Result<(Request<'_>, usize), DecodeError> {
     let (tag, end) = frame_bounds(buf, MAX_REQUEST)?;
-    let mut r = Rd {
-        b: buf.get(HEADER..end).ok_or(DecodeError::Malformed)?,
-        pos: 0,
-    };
+    let payload = buf.get(HEADER..end).ok_or(DecodeError::Malformed)?;
+    let mut r = Rd::new(payload, DecodeError::Malformed);
     let req = match tag {
-        0x01 => Request::Status {
+        tag::STATUS => Request::Status {
             name: r.str()?,
             verbose: r.u8()?,
         },
-        0x02 => Request::Start { names: r.names()? },
-        0x03 => Request::Stop { names: r.names()? },
-        0x04 => Request::Restart { names: r.names()? },
-        0x05 => Request::Signal {
+        tag::START => Request::Start { names: r.names()? },
+        tag::STOP => Request::Stop { names: r.names()? },
+        tag::RESTART => Request::Restart { names: r.names()? },
+        tag::SIGNAL => Request::Signal {
             name: r.str()?,
             signal: r.i32()?,
         },
-        0x06 => Request::Logs {
+        tag::LOGS => Request::Logs {
             name: r.str()?,
             lines: r.u16()?,
             follow: r.bool()?,
         },
-        0x07 => Request::Events,
-        0x08 => Request::Reload { dry_run: r.bool()? },
-        0x09 => Request::Shutdown,
-        0x0a => Request::Version,
-        0x0b => Request::Power { action: r.u8()? },
-        0x0c => Request::Reexec,
-        0x3f => Request::DebugPanic,
+        tag::EVENTS => Request::Events,
+        tag::RELOAD => Request::Reload { dry_run: r.bool()? },
+        tag::SHUTDOWN => Request::Shutdown,
+        tag::VERSION => Request::Version,
+        tag::POWER => Request::Power { action: r.u8()? },
+        tag::REEXEC => Request::Reexec,
+        tag::DEBUG_PANIC if debug_verbs => Request::DebugPanic,
         _ => return Err(DecodeError::Malformed),
     };
     r.done()?;
@@ -471,17 +521,15 @@ pub fn decode_request(buf: &[u8]) -> Result<(Request<'_>, usize), DecodeError> {
 /// Decodes the first reply in `buf`. Returns it and the bytes consumed.
 pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
     let (tag, end) = frame_bounds(buf, MAX_PAYLOAD)?;
-    let mut r = Rd {
-        b: buf.get(HEADER..end).ok_or(DecodeError::Malformed)?,
-        pos: 0,
-    };
+    let payload = buf.get(HEADER..end).ok_or(DecodeError::Malformed)?;
+    let mut r = Rd::new(payload, DecodeError::Malformed);
     let rep = match tag {
-        0x40 => Reply::Ok { message: r.str()? },
-        0x41 => Reply::Error {
+        tag::OK => Reply::Ok { message: r.str()? },
+        tag::ERROR => Reply::Error {
             code: ErrorCode::from_u8(r.u8()?).ok_or(DecodeError::Malformed)?,
             message: r.str()?,
         },
-        0x42 => Reply::Service {
+        tag::SERVICE => Reply::Service {
             name: r.str()?,
             state: r.state()?,
             pid: r.i32()?,
@@ -494,18 +542,18 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
             },
             reason: r.str()?,
         },
-        0x43 => Reply::Detail {
+        tag::DETAIL => Reply::Detail {
             key: r.str()?,
             value: r.str()?,
         },
-        0x44 => Reply::LogLine {
+        tag::LOG_LINE => Reply::LogLine {
             service: r.str()?,
             ts_ms: r.u64()?,
             stream: r.u8()?,
             cut: r.bool()?,
-            text: r.bytes()?,
+            text: r.bytes16()?,
         },
-        0x45 => Reply::Event {
+        tag::EVENT => Reply::Event {
             ts_ms: r.u64()?,
             service: r.str()?,
             kind: r.u8()?,
@@ -513,15 +561,15 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
             pid: r.i32()?,
             detail: r.str()?,
         },
-        0x46 => Reply::Dropped { count: r.u32()? },
-        0x47 => Reply::End,
-        0x48 => Reply::Version {
+        tag::DROPPED => Reply::Dropped { count: r.u32()? },
+        tag::END => Reply::End,
+        tag::VERSION_REPLY => Reply::Version {
             version: r.str()?,
             commit: r.str()?,
             target: r.str()?,
             profile: r.str()?,
         },
-        0x49 => Reply::PlanItem {
+        tag::PLAN_ITEM => Reply::PlanItem {
             action: r.u8()?,
             name: r.str()?,
             detail: r.str()?,
@@ -555,24 +603,24 @@ pub fn encode_request(req: &Request<'_>, buf: &mut [u8]) -> Result<usize, Full> 
         Request::Status { name, verbose } => {
             w.str(name)?;
             w.u8(*verbose)?;
-            0x01
+            tag::STATUS
         }
         Request::Start { names } => {
             w.names(names)?;
-            0x02
+            tag::START
         }
         Request::Stop { names } => {
             w.names(names)?;
-            0x03
+            tag::STOP
         }
         Request::Restart { names } => {
             w.names(names)?;
-            0x04
+            tag::RESTART
         }
         Request::Signal { name, signal } => {
             w.str(name)?;
             w.i32(*signal)?;
-            0x05
+            tag::SIGNAL
         }
         Request::Logs {
             name,
@@ -582,21 +630,21 @@ pub fn encode_request(req: &Request<'_>, buf: &mut [u8]) -> Result<usize, Full> 
             w.str(name)?;
             w.u16(*lines)?;
             w.u8(u8::from(*follow))?;
-            0x06
+            tag::LOGS
         }
-        Request::Events => 0x07,
+        Request::Events => tag::EVENTS,
         Request::Reload { dry_run } => {
             w.u8(u8::from(*dry_run))?;
-            0x08
+            tag::RELOAD
         }
-        Request::Shutdown => 0x09,
-        Request::Version => 0x0a,
+        Request::Shutdown => tag::SHUTDOWN,
+        Request::Version => tag::VERSION,
         Request::Power { action } => {
             w.u8(*action)?;
-            0x0b
+            tag::POWER
         }
-        Request::Reexec => 0x0c,
-        Request::DebugPanic => 0x3f,
+        Request::Reexec => tag::REEXEC,
+        Request::DebugPanic => tag::DEBUG_PANIC,
     };
     finish(&mut w, tag, MAX_REQUEST)
 }
@@ -613,12 +661,12 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
     let tag = match rep {
         Reply::Ok { message } => {
             w.str(message)?;
-            0x40
+            tag::OK
         }
         Reply::Error { code, message } => {
             w.u8(*code as u8)?;
             w.str(message)?;
-            0x41
+            tag::ERROR
         }
         Reply::Service {
             name,
@@ -639,12 +687,12 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
             w.u8(last_exit.kind)?;
             w.i32(last_exit.value)?;
             w.str(reason)?;
-            0x42
+            tag::SERVICE
         }
         Reply::Detail { key, value } => {
             w.str(key)?;
             w.str(value)?;
-            0x43
+            tag::DETAIL
         }
         Reply::LogLine {
             service,
@@ -658,7 +706,7 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
             w.u8(*stream)?;
             w.u8(u8::from(*cut))?;
             w.bytes(text)?;
-            0x44
+            tag::LOG_LINE
         }
         Reply::Event {
             ts_ms,
@@ -674,13 +722,13 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
             w.u8(*state as u8)?;
             w.i32(*pid)?;
             w.str(detail)?;
-            0x45
+            tag::EVENT
         }
         Reply::Dropped { count } => {
             w.u32(*count)?;
-            0x46
+            tag::DROPPED
         }
-        Reply::End => 0x47,
+        Reply::End => tag::END,
         Reply::Version {
             version,
             commit,
@@ -691,7 +739,7 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
             w.str(commit)?;
             w.str(target)?;
             w.str(profile)?;
-            0x48
+            tag::VERSION_REPLY
         }
         Reply::PlanItem {
             action,
@@ -701,7 +749,7 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
             w.u8(*action)?;
             w.str(name)?;
             w.str(detail)?;
-            0x49
+            tag::PLAN_ITEM
         }
     };
     finish(&mut w, tag, MAX_PAYLOAD)
@@ -711,6 +759,8 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 mod tests {
     use super::*;
+    use std::vec;
+    use std::vec::Vec;
 
     fn names(v: &[&'static str]) -> Names<'static> {
         let mut n = Names::new();
@@ -890,5 +940,173 @@ mod tests {
         assert_eq!((r1, n1), (Request::Version, a));
         let (r2, _) = decode_request(&buf[n1..a + b]).unwrap();
         assert_eq!(r2, Request::Events);
+    }
+
+    /// One of every request and reply, by tag.
+    fn one_of_each() -> (Vec<Request<'static>>, Vec<Reply<'static>>) {
+        let n = names(&["a"]);
+        let reqs = vec![
+            Request::Status {
+                name: "",
+                verbose: 0,
+            },
+            Request::Start { names: n.clone() },
+            Request::Stop { names: n.clone() },
+            Request::Restart { names: n },
+            Request::Signal {
+                name: "a",
+                signal: 1,
+            },
+            Request::Logs {
+                name: "a",
+                lines: 1,
+                follow: false,
+            },
+            Request::Events,
+            Request::Reload { dry_run: false },
+            Request::Shutdown,
+            Request::Version,
+            Request::Power { action: 0 },
+            Request::Reexec,
+            Request::DebugPanic,
+        ];
+        let reps = vec![
+            Reply::Ok { message: "" },
+            Reply::Error {
+                code: ErrorCode::Failed,
+                message: "",
+            },
+            Reply::Service {
+                name: "a",
+                state: WireState::Running,
+                pid: 1,
+                uptime_ms: 0,
+                restarts: 0,
+                health: "-",
+                last_exit: LastExit::default(),
+                reason: "",
+            },
+            Reply::Detail {
+                key: "k",
+                value: "v",
+            },
+            Reply::LogLine {
+                service: "a",
+                ts_ms: 0,
+                stream: 0,
+                cut: false,
+                text: b"",
+            },
+            Reply::Event {
+                ts_ms: 0,
+                service: "a",
+                kind: event::READY,
+                state: WireState::Running,
+                pid: 0,
+                detail: "",
+            },
+            Reply::Dropped { count: 1 },
+            Reply::End,
+            Reply::Version {
+                version: "",
+                commit: "",
+                target: "",
+                profile: "",
+            },
+            Reply::PlanItem {
+                action: plan::ADD,
+                name: "a",
+                detail: "",
+            },
+        ];
+        (reqs, reps)
+    }
+
+    #[test]
+    fn tags_are_unique_and_in_their_ranges() {
+        let mut all: Vec<u8> = tag::REQUESTS.iter().chain(&tag::REPLIES).copied().collect();
+        assert!(tag::REQUESTS.iter().all(|t| (0x01..=0x3f).contains(t)));
+        assert!(tag::REPLIES.iter().all(|t| (0x40..=0x7f).contains(t)));
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(
+            all.len(),
+            tag::REQUESTS.len() + tag::REPLIES.len(),
+            "a tag is reused"
+        );
+    }
+
+    /// The table is what the encoders write and the decoders read: each
+    /// message encodes to its own tag of the table and decodes back.
+    #[test]
+    fn every_message_uses_its_tag_of_the_table() {
+        let (reqs, reps) = one_of_each();
+        let mut buf = [0u8; 256];
+        let mut seen = Vec::new();
+        for r in &reqs {
+            let n = encode_request(r, &mut buf).unwrap();
+            seen.push(buf[1]);
+            assert_eq!(decode_request_in(&buf[..n], true), Ok((r.clone(), n)));
+        }
+        assert_eq!(seen, tag::REQUESTS);
+        seen.clear();
+        for r in &reps {
+            let n = encode_reply(r, &mut buf).unwrap();
+            seen.push(buf[1]);
+            assert_eq!(decode_reply(&buf[..n]), Ok((r.clone(), n)));
+        }
+        assert_eq!(seen, tag::REPLIES);
+    }
+
+    /// A release daemon refuses `DebugPanic` as an unknown request.
+    #[test]
+    fn debug_panic_is_refused_without_the_debug_verbs() {
+        let frame = [VERSION, tag::DEBUG_PANIC, 0, 0];
+        assert_eq!(
+            decode_request_in(&frame, false),
+            Err(DecodeError::Malformed)
+        );
+        assert_eq!(
+            decode_request_in(&frame, true),
+            Ok((Request::DebugPanic, 4))
+        );
+        assert_eq!(DEBUG_VERBS, cfg!(debug_assertions));
+        assert_eq!(decode_request(&frame).is_ok(), DEBUG_VERBS);
+    }
+
+    /// Every machine state goes out as the number docs/PROTOCOL.md gives
+    /// its name ("Service states"), and is shown by that name.
+    #[test]
+    fn every_state_has_its_documented_wire_number() {
+        use crate::service::StateName as S;
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let table = doc.split("### Service states").nth(1).unwrap();
+        let table = table.split("\n#").next().unwrap();
+        let mut rows = Vec::new();
+        for line in table.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if let (Some(Ok(n)), Some(name)) = (cells.get(1).map(|c| c.parse::<u8>()), cells.get(2))
+            {
+                rows.push((n, name.trim_matches('`')));
+            }
+        }
+        let states = [
+            S::Stopped,
+            S::Waiting,
+            S::Starting,
+            S::Running,
+            S::Stopping,
+            S::Backoff,
+            S::Completed,
+            S::Failed,
+        ];
+        assert_eq!(rows.len(), states.len(), "{rows:?}");
+        for s in states {
+            let w = WireState::from(s);
+            let &(n, _) = rows.iter().find(|r| r.1 == s.as_str()).unwrap();
+            assert_eq!(w as u8, n, "{s}");
+            assert_eq!(WireState::from_u8(n), Some(w));
+            assert_eq!(w.as_str(), s.as_str());
+        }
     }
 }

@@ -42,8 +42,6 @@ use nix::libc;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
 
-/// Poll token of slot `i`'s `cgroup.events`: `TOKEN_BASE + i`.
-pub const TOKEN_BASE: usize = 6 << 20;
 /// cgroup2's `statfs` magic.
 const CGROUP2_MAGIC: i64 = 0x6367_7270;
 /// Longest base path kept (the config allows 200 bytes).
@@ -626,7 +624,7 @@ fn setup_slot(shell: &mut Shell, i: usize) {
         if ev >= 0 {
             let _ = shell.registry.register(
                 &mut mio::unix::SourceFd(&ev),
-                mio::Token(TOKEN_BASE + i),
+                super::token::Token::Cgroup(i).encode(),
                 mio::Interest::PRIORITY,
             );
         }

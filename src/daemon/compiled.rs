@@ -240,53 +240,17 @@ pub fn policy(s: &ServiceSpec) -> Policy {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Corrupt;
 
-#[derive(Clone)]
-pub struct Rd<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
+/// The shared reader (`src/bytes.rs`), reporting [`Corrupt`].
+pub type Rd<'a> = coffey::bytes::Reader<'a, Corrupt>;
 
-impl<'a> Rd<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Corrupt> {
-        let end = self.pos.checked_add(n).ok_or(Corrupt)?;
-        let s = self.b.get(self.pos..end).ok_or(Corrupt)?;
-        self.pos = end;
-        Ok(s)
+/// A list of strings: returns a reader positioned at its items.
+fn strs<'a>(r: &mut Rd<'a>) -> Result<Strs<'a>, Corrupt> {
+    let n = r.u16()?;
+    let start = r.clone();
+    for _ in 0..n {
+        r.bytes32()?;
     }
-    fn arr<const N: usize>(&mut self) -> Result<[u8; N], Corrupt> {
-        self.take(N)?.try_into().map_err(|_| Corrupt)
-    }
-    fn u8(&mut self) -> Result<u8, Corrupt> {
-        Ok(u8::from_le_bytes(self.arr()?))
-    }
-    fn u16(&mut self) -> Result<u16, Corrupt> {
-        Ok(u16::from_le_bytes(self.arr()?))
-    }
-    fn u32(&mut self) -> Result<u32, Corrupt> {
-        Ok(u32::from_le_bytes(self.arr()?))
-    }
-    fn i32(&mut self) -> Result<i32, Corrupt> {
-        Ok(i32::from_le_bytes(self.arr()?))
-    }
-    fn u64(&mut self) -> Result<u64, Corrupt> {
-        Ok(u64::from_le_bytes(self.arr()?))
-    }
-    fn i64(&mut self) -> Result<i64, Corrupt> {
-        Ok(i64::from_le_bytes(self.arr()?))
-    }
-    fn bytes(&mut self) -> Result<&'a [u8], Corrupt> {
-        let n = usize::try_from(self.u32()?).map_err(|_| Corrupt)?;
-        self.take(n)
-    }
-    /// A list of strings: returns a reader positioned at its items.
-    fn strs(&mut self) -> Result<Strs<'a>, Corrupt> {
-        let n = self.u16()?;
-        let start = self.clone();
-        for _ in 0..n {
-            self.bytes()?;
-        }
-        Ok(Strs { rd: start, left: n })
-    }
+    Ok(Strs { rd: start, left: n })
 }
 
 /// Iterator over an encoded string list.
@@ -303,7 +267,7 @@ impl<'a> Iterator for Strs<'a> {
             return None;
         }
         self.left -= 1;
-        self.rd.bytes().ok()
+        self.rd.bytes32().ok()
     }
 }
 
@@ -397,9 +361,9 @@ fn check<'a>(r: &mut Rd<'a>) -> Result<Option<CCheck<'a>>, Corrupt> {
     let mut mode = Mode::Probe;
     let probe = match kind {
         1 => {
-            let addr = st(r.bytes()?)?;
-            let host = st(r.bytes()?)?;
-            let path = st(r.bytes()?)?;
+            let addr = st(r.bytes32()?)?;
+            let host = st(r.bytes32()?)?;
+            let path = st(r.bytes32()?)?;
             let e = r.u16()?;
             CProbe::Http {
                 addr,
@@ -409,9 +373,9 @@ fn check<'a>(r: &mut Rd<'a>) -> Result<Option<CCheck<'a>>, Corrupt> {
             }
         }
         2 => CProbe::Tcp {
-            addr: st(r.bytes()?)?,
+            addr: st(r.bytes32()?)?,
         },
-        3 => CProbe::Exec { command: r.strs()? },
+        3 => CProbe::Exec { command: strs(r)? },
         4 => {
             let fd = r.i32()?;
             let w = r.u64()?;
@@ -441,7 +405,7 @@ impl<'a> CService<'a> {
     pub fn deps(&self) -> impl Iterator<Item = (&'a [u8], Condition)> + '_ {
         let mut rd = self.deps.clone();
         (0..self.ndeps).filter_map(move |_| {
-            let n = rd.bytes().ok()?;
+            let n = rd.bytes32().ok()?;
             let c = match rd.u8().ok()? {
                 0 => Condition::Started,
                 1 => Condition::Healthy,
@@ -496,17 +460,17 @@ fn opt32(v: i64) -> Option<u32> {
 }
 
 fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
-    let name = core::str::from_utf8(r.bytes()?).map_err(|_| Corrupt)?;
-    let binary = r.bytes()?;
-    let args = r.strs()?;
-    let env = r.strs()?;
-    let cwd = r.bytes()?;
+    let name = core::str::from_utf8(r.bytes32()?).map_err(|_| Corrupt)?;
+    let binary = r.bytes32()?;
+    let args = strs(r)?;
+    let env = strs(r)?;
+    let cwd = r.bytes32()?;
     let uid = opt32(r.i64()?);
     let gid = opt32(r.i64()?);
     let ng = usize::from(r.u16()?);
     let groups = r.take(ng.checked_mul(4).ok_or(Corrupt)?)?;
     let set_groups = r.u8()? != 0;
-    let cred_error = r.bytes()?;
+    let cred_error = r.bytes32()?;
     let umask = opt32(r.i64()?);
     let nl = usize::from(r.u8()?);
     let rlimits_raw = r.take(nl.checked_mul(RLIMIT_LEN).ok_or(Corrupt)?)?;
@@ -530,23 +494,18 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
     let ndeps = r.u16()?;
     let deps = r.clone();
     for _ in 0..ndeps {
-        r.bytes()?;
+        r.bytes32()?;
         r.u8()?;
     }
     let console = r.u8()? != 0;
-    let file = r.bytes()?;
+    let file = r.bytes32()?;
     let buffer = r.u32()?;
     let st = r.u64()?;
     let start_timeout = (st != u64::MAX).then_some(st);
-    let checks_raw = r.bytes()?;
-    let mut cr = Rd {
-        b: checks_raw,
-        pos: 0,
-    };
+    let checks_raw = r.bytes32()?;
+    let mut cr = Rd::new(checks_raw, Corrupt);
     let checks = [check(&mut cr)?, check(&mut cr)?];
-    if cr.pos != checks_raw.len() {
-        return Err(Corrupt);
-    }
+    cr.done()?;
     let limits = super::resources::Limits {
         memory_max: r.u64()?,
         pids_max: r.u32()?,
@@ -601,12 +560,12 @@ pub enum Compiled<'a> {
 }
 
 pub fn decode(buf: &[u8]) -> Result<Compiled<'_>, Corrupt> {
-    let mut r = Rd { b: buf, pos: 0 };
+    let mut r = Rd::new(buf, Corrupt);
     if r.take(4)? != MAGIC {
         return Err(Corrupt);
     }
     if r.u8()? == 0 {
-        let t = r.bytes()?;
+        let t = r.bytes32()?;
         return Ok(Compiled::Invalid(
             core::str::from_utf8(t).unwrap_or("invalid config"),
         ));
@@ -618,9 +577,7 @@ pub fn decode(buf: &[u8]) -> Result<Compiled<'_>, Corrupt> {
     for _ in 0..count {
         service(&mut r)?;
     }
-    if r.pos != buf.len() {
-        return Err(Corrupt);
-    }
+    r.done()?;
     Ok(Compiled::Valid {
         shutdown_timeout,
         count,
@@ -639,7 +596,7 @@ pub fn services<'a>(rd: &Rd<'a>, count: u16) -> impl Iterator<Item = CService<'a
 pub fn services_at<'a>(rd: &Rd<'a>, count: u16) -> impl Iterator<Item = (u32, CService<'a>)> {
     let mut r = rd.clone();
     (0..count).map_while(move |_| {
-        let at = u32::try_from(r.pos).ok()?;
+        let at = u32::try_from(r.pos()).ok()?;
         service(&mut r).ok().map(|c| (at, c))
     })
 }
@@ -647,13 +604,13 @@ pub fn services_at<'a>(rd: &Rd<'a>, count: u16) -> impl Iterator<Item = (u32, CS
 /// The service at offset `at` (from [`services_at`]) of a decoded `buf`.
 pub fn service_at(buf: &[u8], at: u32) -> Option<CService<'_>> {
     let pos = usize::try_from(at).ok()?;
-    service(&mut Rd { b: buf, pos }).ok()
+    service(&mut Rd::at(buf, pos, Corrupt)).ok()
 }
 
 /// Only the name of the service at offset `at` (its first field).
 pub fn name_at(buf: &[u8], at: u32) -> Option<&str> {
     let pos = usize::try_from(at).ok()?;
-    core::str::from_utf8(Rd { b: buf, pos }.bytes().ok()?).ok()
+    core::str::from_utf8(Rd::at(buf, pos, Corrupt).bytes32().ok()?).ok()
 }
 
 #[cfg(test)]

@@ -181,16 +181,7 @@ enum Refusal {
 }
 
 fn wire_state(s: StateName) -> WireState {
-    match s {
-        StateName::Stopped => WireState::Stopped,
-        StateName::Waiting => WireState::Waiting,
-        StateName::Starting => WireState::Starting,
-        StateName::Running => WireState::Running,
-        StateName::Stopping => WireState::Stopping,
-        StateName::Backoff => WireState::Backoff,
-        StateName::Completed => WireState::Completed,
-        StateName::Failed => WireState::Failed,
-    }
+    WireState::from(s)
 }
 
 fn last_exit(e: Option<ExitStatus>) -> LastExit {
@@ -1073,7 +1064,7 @@ fn handle(
             shell.reexec_requested = true;
         }
         Request::DebugPanic => {
-            if cfg!(debug_assertions) {
+            if coffey::control::proto::DEBUG_VERBS {
                 log!(
                     shell.log,
                     "control: debug panic requested by uid {uid} pid {pid}"

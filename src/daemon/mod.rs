@@ -26,12 +26,14 @@ pub mod setup;
 mod slab;
 mod spawn;
 mod sweep;
+mod token;
 
 pub use alloc::Counting;
 
 use crate::config::Config;
 use coffey::limits::{
-    EVENTS, READS_PER_TURN, READ_CHUNK, REAP_BATCH, SPAWNS_PER_TURN, SPAWN_SLICE_US,
+    EVENTS, NAME_BUF, NOTIFY_ENV_MAX, NOTIFY_STATUS_MAX, READS_PER_TURN, READ_CHUNK, REAP_BATCH,
+    SPAWNS_PER_TURN, SPAWN_SLICE_US,
 };
 use coffey::logring::{LineBuf, LogRing, Stream};
 use coffey::pidindex::{PidIndex, PidSlot};
@@ -43,20 +45,17 @@ use core::fmt::Write as _;
 use log::{log, Log};
 use logfile::{LogFile, Problem};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Token};
+use mio::{Events, Interest};
 use nix::libc;
 use nix::sys::signal::Signal;
 use std::os::fd::RawFd;
 
-pub(crate) const SIGNAL_TOKEN: Token = Token(0);
-pub(crate) const LISTEN_TOKEN: Token = Token(1 << 20);
-/// Client `k` is `Token(CLIENT_BASE + k)`; pipes use the tokens below.
-pub(crate) const CLIENT_BASE: usize = (1 << 20) + 1;
+use token::Token;
 
 /// Shell-side state of one service slot.
 pub struct Slot {
     /// Empty for spare or retired slots.
-    pub name: heapless::String<32>,
+    pub name: heapless::String<NAME_BUF>,
     /// Exec buffers; `filled` is false for spare slots.
     pub prep: spawn::Prepared,
     pub out_r: RawFd,
@@ -85,9 +84,9 @@ pub struct Slot {
     /// sd_notify: this slot's socket (-1 until a service needs it) and
     /// the `NOTIFY_SOCKET=...` entry its services get.
     pub notify_sock: RawFd,
-    pub notify_env: [u8; 80],
+    pub notify_env: [u8; NOTIFY_ENV_MAX],
     /// The last sd_notify `STATUS=` text, for `status SERVICE`.
-    pub notify_status: heapless::Vec<u8, 120>,
+    pub notify_status: heapless::Vec<u8, NOTIFY_STATUS_MAX>,
     /// sd_notify state of the current run (notify state, MAINPID).
     pub sd: notify::SdState,
     /// When the current run was spawned, in `/proc` start-time ticks: an
@@ -194,7 +193,7 @@ impl Sys for Shell {
             let r = slot.notify_r;
             let _ = self.registry.register(
                 &mut SourceFd(&r),
-                Token(probe::NOTIFY_BASE + idx),
+                Token::NotifyPipe(idx).encode(),
                 Interest::READABLE,
             );
         }
@@ -207,10 +206,13 @@ impl Sys for Shell {
         role: coffey::health::Role,
     ) -> Result<(), coffey::health::ProbeError> {
         if let Some(fd) = probe::start(self, idx, role)? {
-            let t = probe::PROBE_BASE + 2 * idx + role.index();
+            let t = Token::Probe {
+                slot: idx,
+                role: role.index(),
+            };
             let _ = self.registry.register(
                 &mut SourceFd(&fd),
-                Token(t),
+                t.encode(),
                 Interest::READABLE | Interest::WRITABLE,
             );
         }
@@ -784,6 +786,40 @@ fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
     }
 }
 
+/// One readiness event, by its source. Returns whether it was the
+/// control socket's (connections are accepted after the events).
+fn dispatch(sup: &mut Supervisor<'_>, shell: &mut Shell, ev: &mio::event::Event) -> bool {
+    match Token::decode(ev.token()) {
+        None | Some(Token::Signal) => {}
+        Some(Token::Listen) => return true,
+        Some(Token::Reload) => shell.reloader.machine.mark(),
+        Some(Token::Cgroup(i)) => cgroup::on_ready(sup, shell, i),
+        Some(Token::NotifySock(i)) => notify::mark(shell, i),
+        Some(Token::NotifyPipe(i)) => {
+            if probe::on_notify_fd(shell, i) {
+                sup.notified(i, false, clock::now(), shell);
+            }
+        }
+        Some(Token::Probe { slot, role }) => {
+            if let Some((role, res)) = probe::on_ready(shell, slot, role) {
+                sup.probe_result(slot, role, res, clock::now(), shell);
+            }
+        }
+        Some(Token::Client(k)) => {
+            if let Some(c) = shell.ctl.clients.get_mut(k) {
+                c.readable |= ev.is_readable() || ev.is_read_closed();
+            }
+        }
+        Some(Token::Pipe { slot, stream }) => {
+            let s = shell.slots.get_mut(slot);
+            if let Some(r) = s.and_then(|s| s.ready.get_mut(stream)) {
+                *r = true;
+            }
+        }
+    }
+    false
+}
+
 /// Drains the signalfd: reaps (first, see the loop), shutdown, the status
 /// dump, reload requests.
 fn signals(sup: &mut Supervisor<'_>, shell: &mut Shell, sfd: &nix::sys::signalfd::SignalFd) {
@@ -1145,46 +1181,12 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         }
         // Reaping comes first: exits are handled before anything this
         // turn can spawn (the tick, checks, readiness, reload).
-        if events.iter().any(|e| e.token() == SIGNAL_TOKEN) {
+        if events.iter().any(|e| e.token() == Token::Signal.encode()) {
             signals(&mut sup, &mut shell, &sfd);
         }
         let mut accept = false;
         for ev in events.iter() {
-            match ev.token() {
-                SIGNAL_TOKEN => {}
-                LISTEN_TOKEN => accept = true,
-                reload_machine::RELOAD_TOKEN => shell.reloader.machine.mark(),
-                Token(t) if t >= cgroup::TOKEN_BASE => {
-                    cgroup::on_ready(&mut sup, &mut shell, t - cgroup::TOKEN_BASE)
-                }
-                Token(t) if t >= probe::NOTIFY_SOCK => {
-                    notify::mark(&mut shell, t - probe::NOTIFY_SOCK)
-                }
-                Token(t) if t >= probe::NOTIFY_BASE => {
-                    let i = t - probe::NOTIFY_BASE;
-                    if probe::on_notify_fd(&mut shell, i) {
-                        sup.notified(i, false, clock::now(), &mut shell);
-                    }
-                }
-                Token(t) if t >= probe::PROBE_BASE => {
-                    let (i, r) = ((t - probe::PROBE_BASE) / 2, (t - probe::PROBE_BASE) % 2);
-                    if let Some((role, res)) = probe::on_ready(&mut shell, i, r) {
-                        sup.probe_result(i, role, res, clock::now(), &mut shell);
-                    }
-                }
-                Token(t) if t >= CLIENT_BASE => {
-                    if let Some(c) = shell.ctl.clients.get_mut(t - CLIENT_BASE) {
-                        c.readable |= ev.is_readable() || ev.is_read_closed();
-                    }
-                }
-                Token(t) => {
-                    let i = (t - 1) / 2;
-                    let w = (t - 1) % 2;
-                    if let Some(r) = shell.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
-                        *r = true;
-                    }
-                }
-            }
+            accept |= dispatch(&mut sup, &mut shell, ev);
         }
         reload_machine::turn(&mut sup, &mut shell, clock::now());
         let notify_left = notify::drain(&mut sup, &mut shell);
@@ -1194,7 +1196,7 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
             control::accept_all(&mut shell, clock::now(), |k, fd| {
                 let _ = reg.register(
                     &mut SourceFd(&fd),
-                    Token(CLIENT_BASE + k),
+                    Token::Client(k).encode(),
                     Interest::READABLE | Interest::WRITABLE,
                 );
             });

@@ -16,6 +16,7 @@
 use super::log::log;
 use super::Shell;
 use coffey::health::CheckInput;
+use coffey::limits::NOTIFY_STATUS_MAX;
 use coffey::supervisor::Supervisor;
 use coffey::sys::ExitStatus;
 use nix::libc;
@@ -68,8 +69,8 @@ struct Notice {
     stopping: bool,
     ping: bool,
     trigger: bool,
-    /// `STATUS=...` text (cut at 120 bytes); empty if none.
-    status: heapless::Vec<u8, 120>,
+    /// `STATUS=...` text (cut at `NOTIFY_STATUS_MAX` bytes); empty if none.
+    status: heapless::Vec<u8, NOTIFY_STATUS_MAX>,
     main_pid: Option<i32>,
     extend_us: Option<u64>,
     /// Longer than [`MSG_MAX`]: ignored, as systemd does.
@@ -94,7 +95,7 @@ fn parse(data: &[u8], n: &mut Notice) {
             b"BARRIER=1" => {}
             _ => {
                 if let Some(t) = l.strip_prefix(b"STATUS=") {
-                    let t = t.get(..t.len().min(120)).unwrap_or(&[]);
+                    let t = t.get(..t.len().min(NOTIFY_STATUS_MAX)).unwrap_or(&[]);
                     n.status.clear();
                     let _ = n.status.extend_from_slice(t);
                 } else if let Some(p) = l.strip_prefix(b"MAINPID=") {

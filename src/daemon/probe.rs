@@ -5,7 +5,7 @@
 //! with one result (`Supervisor::probe_result`), and is cancelled when the
 //! check times out or the service goes down (`Sys::cancel_probe`), which
 //! closes its socket or kills its process group: a probe never outlives
-//! its service. HTTP responses are read into a fixed 512-byte buffer and
+//! its service. HTTP responses are read into a fixed buffer (`HTTP_RESPONSE_MAX`) and
 //! parsed with httparse; only the status line matters, so a response of
 //! any size costs at most one buffer. Nothing here allocates.
 
@@ -19,14 +19,9 @@ use nix::libc;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
-/// Token space: probe fd of slot `i`, role `r` is `PROBE_BASE + 2i + r`;
-/// the notify pipe of slot `i` is `NOTIFY_BASE + i`.
-pub const PROBE_BASE: usize = 2 << 20;
-pub const NOTIFY_BASE: usize = 3 << 20;
-/// sd_notify socket of slot `i`: `NOTIFY_SOCK + i`.
-pub const NOTIFY_SOCK: usize = 4 << 20;
-
-const RESP_MAX: usize = 512;
+use coffey::limits::{
+    CHECK_READ_CHUNK, HTTP_REQUEST_MAX, HTTP_RESPONSE_MAX as RESP_MAX, NOTIFY_ENV_MAX,
+};
 
 /// What a check does, decoded once per (re)configuration. (Kept inline,
 /// not boxed: it is preallocated per slot and never moves.)
@@ -35,7 +30,7 @@ pub enum Spec {
     None,
     Http {
         addr: SocketAddr,
-        req: heapless::Vec<u8, 768>,
+        req: heapless::Vec<u8, HTTP_REQUEST_MAX>,
         expect: Option<u16>,
     },
     Tcp {
@@ -82,7 +77,7 @@ impl Default for Probe {
 }
 
 /// Builds the HTTP request once, at configuration time.
-pub fn http_request(host: &str, path: &str) -> heapless::Vec<u8, 768> {
+pub fn http_request(host: &str, path: &str) -> heapless::Vec<u8, HTTP_REQUEST_MAX> {
     let mut v = heapless::Vec::new();
     let _ = write!(
         VecWriter(&mut v),
@@ -313,7 +308,7 @@ pub fn on_ready(shell: &mut Shell, idx: usize, r: usize) -> Option<(Role, Result
         (Phase::Receiving, Spec::Http { .. }) => read_http(p, spec),
         (Phase::Running, Spec::Exec) => {
             // Drain the check's output into the ring, tagged "check".
-            let mut chunk = [0u8; 512];
+            let mut chunk = [0u8; CHECK_READ_CHUNK];
             loop {
                 // SAFETY: valid buffer.
                 let n = unsafe { libc::read(p.fd, chunk.as_mut_ptr().cast(), chunk.len()) };
@@ -389,7 +384,7 @@ pub fn on_exit(shell: &mut Shell, pid: i32, status: coffey::sys::ExitStatus) -> 
                 let live = p.phase == Phase::Running;
                 if live {
                     // Take what output is left.
-                    let mut chunk = [0u8; 512];
+                    let mut chunk = [0u8; CHECK_READ_CHUNK];
                     loop {
                         // SAFETY: valid buffer.
                         let n = unsafe { libc::read(p.fd, chunk.as_mut_ptr().cast(), chunk.len()) };
@@ -475,8 +470,8 @@ pub fn on_notify_fd(shell: &mut Shell, idx: usize) -> bool {
 }
 
 /// The `NOTIFY_SOCKET=` entry of a slot before its socket exists: none.
-pub fn notify_env(_slot: usize) -> [u8; 80] {
-    [0u8; 80]
+pub fn notify_env(_slot: usize) -> [u8; NOTIFY_ENV_MAX] {
+    [0u8; NOTIFY_ENV_MAX]
 }
 
 /// Opens (once) the sd_notify socket of slot `i` and registers it. The
@@ -521,7 +516,7 @@ pub fn open_notify(shell: &mut Shell, i: usize) {
         }
         // sun_path[0] is NUL (abstract); the name follows.
         let n = (len as usize).saturating_sub(fam as usize + 1);
-        let mut env = [0u8; 80];
+        let mut env = [0u8; NOTIFY_ENV_MAX];
         let mut w = super::log::CWriter::new(&mut env);
         let _ = w.write_str("NOTIFY_SOCKET=@");
         for c in addr.sun_path.iter().skip(1).take(n) {
@@ -534,7 +529,7 @@ pub fn open_notify(shell: &mut Shell, i: usize) {
     slot.notify_sock = fd;
     let _ = shell.registry.register(
         &mut mio::unix::SourceFd(&fd),
-        mio::Token(NOTIFY_SOCK + i),
+        super::token::Token::NotifySock(i).encode(),
         mio::Interest::READABLE,
     );
 }

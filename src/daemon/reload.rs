@@ -138,7 +138,7 @@ impl Reloader {
     /// Startup: keeps the compiled bytes of the running config.
     #[allow(clippy::disallowed_macros, clippy::disallowed_methods)]
     pub fn new(cfg: &Config, compiled: &[u8], slots: usize) -> Result<Reloader, String> {
-        let cap = (compiled.len() * 4).max(slots * 4096 + 64 * 1024);
+        let cap = coffey::limits::reload_buffer(compiled.len(), slots);
         let cur = super::slab::zeroed(cap)?;
         cur.get_mut(..compiled.len())
             .ok_or("compiled config too large")?

@@ -11,7 +11,7 @@
 //!
 //! Compiling: `coffeyd __compile -c FILE` is forked and exec'd with its
 //! stdout on a pipe whose read end is non-blocking and registered with
-//! mio ([`RELOAD_TOKEN`]); each turn reads what is there into the
+//! mio (`Token::Reload`); each turn reads what is there into the
 //! preallocated `next` buffer. The main loop reaps the child like any
 //! other and hands its status here ([`reaped`]). Output and exit status
 //! both in: planning (linear in the services, one turn) and applying, a
@@ -33,7 +33,7 @@ use coffey::control::proto::{ErrorCode, Reply};
 use coffey::supervisor::Supervisor;
 use coffey::time::Instant;
 use mio::unix::SourceFd;
-use mio::{Interest, Token};
+use mio::Interest;
 use nix::libc;
 use std::ffi::CString;
 use std::os::fd::RawFd;
@@ -42,8 +42,6 @@ extern "C" {
     static environ: *const *const libc::c_char;
 }
 
-/// The compile child's stdout pipe.
-pub const RELOAD_TOKEN: Token = Token(5 << 20);
 /// Longest time a compile child may take.
 const COMPILE_TIMEOUT_MS: u64 = 10_000;
 /// With another reload pending, how long a client still reading the last
@@ -313,9 +311,11 @@ fn begin(sup: &mut Supervisor<'_>, shell: &mut Shell, gen: u32, kind: Kind, now:
     let m = &mut shell.reloader.machine;
     match m.spawn(shell.devnull) {
         Ok((pid, fd)) => {
-            let _ = shell
-                .registry
-                .register(&mut SourceFd(&fd), RELOAD_TOKEN, Interest::READABLE);
+            let _ = shell.registry.register(
+                &mut SourceFd(&fd),
+                super::token::Token::Reload.encode(),
+                Interest::READABLE,
+            );
             // Registering reports data already there: no read yet.
             m.readable = false;
             m.child = Child::Compiling {

@@ -10,7 +10,8 @@ use super::control::{Client, Control, Guard};
 use super::log::{log, Log};
 use super::reload::Reloader;
 use super::spawn::{BaseEnv, Prepared};
-use super::{release_paths, Shell, Slot, LISTEN_TOKEN, SIGNAL_TOKEN};
+use super::token::Token;
+use super::{release_paths, Shell, Slot};
 use crate::config::Config;
 use coffey::control::conn::Conn;
 use coffey::limits::CONN_OUT_BUF;
@@ -19,7 +20,7 @@ use coffey::logring::{LineBuf, LogRing};
 use coffey::service::{Policy, Service};
 use coffey::time::Instant;
 use mio::unix::SourceFd;
-use mio::{Interest, Poll, Token};
+use mio::{Interest, Poll};
 use nix::libc;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -363,7 +364,7 @@ pub fn budget(cfg: &Config) -> Budget {
     let exec_bytes = slots * 3 * (EXEC_ARENA + (MAX_ARGS + 2 + envn + MAX_ENV_EXTRA + 2) * ptr);
     let conn_bytes = clients * coffey::limits::CONN_OUT_BUF;
     let compiled = super::compiled::encode(cfg).len();
-    let reload_bytes = 2 * (compiled * 4).max(slots * 4096 + 64 * 1024) + 64 * 1024;
+    let reload_bytes = 2 * coffey::limits::reload_buffer(compiled, slots) + 64 * 1024;
     let fixed_bytes = READ_CHUNK + core::mem::size_of::<super::log::LineBuf>() * 2;
     Budget {
         slots,
@@ -542,19 +543,27 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
     let reg = poll.registry();
 
     if listen_fd >= 0 {
-        reg.register(&mut SourceFd(&listen_fd), LISTEN_TOKEN, Interest::READABLE)
-            .map_err(|e| format!("register socket: {e}"))?;
+        reg.register(
+            &mut SourceFd(&listen_fd),
+            Token::Listen.encode(),
+            Interest::READABLE,
+        )
+        .map_err(|e| format!("register socket: {e}"))?;
     }
     reg.register(
         &mut SourceFd(&sfd.as_raw_fd()),
-        SIGNAL_TOKEN,
+        Token::Signal.encode(),
         Interest::READABLE,
     )
     .map_err(|e| format!("register signalfd: {e}"))?;
     for (i, s) in shell.slots.iter().enumerate() {
         for (w, fd) in [(0, s.out_r), (1, s.err_r)] {
-            reg.register(&mut SourceFd(&fd), Token(1 + 2 * i + w), Interest::READABLE)
-                .map_err(|e| format!("register pipe: {e}"))?;
+            reg.register(
+                &mut SourceFd(&fd),
+                Token::Pipe { slot: i, stream: w }.encode(),
+                Interest::READABLE,
+            )
+            .map_err(|e| format!("register pipe: {e}"))?;
         }
     }
     Ok(Started {
