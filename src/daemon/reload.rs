@@ -811,7 +811,7 @@ fn verdict(sup: &mut Supervisor<'_>, shell: &mut Shell, p: &Progress, gen: u32, 
     shell.shutdown_timeout = p.shutdown_timeout;
     let text = core::str::from_utf8(shell.reloader.message.as_bytes()).unwrap_or("");
     log!(shell.log, "reload {text}");
-    control::broadcast_reloaded(shell);
+    super::events::broadcast_reloaded(shell);
 }
 
 /// New service `j`'s slot, plan action and offset in the new buffer.
