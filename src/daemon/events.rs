@@ -1,10 +1,10 @@
 //! Service events in words: the frames `events` subscribers get (service
 //! state changes, check verdicts, an applied reload) and the lines of a
 //! service's recent events in `status NAME`. The fan-out itself is
-//! `control::broadcast`'s.
+//! `broadcast`'s.
 
+use super::broadcast::{fan_out_events, has_subscribers};
 use super::clock::{self, Stamp};
-use super::control::broadcast::{fan_out_events, has_subscribers};
 use super::control::render::{role_name, wall_of, wire_state};
 use super::log::LineBuf;
 use super::spawn::{self, Prepared};

@@ -7,6 +7,7 @@
 //! With nothing due the poll timeout is infinite: zero wakeups when idle.
 
 mod alloc;
+mod broadcast;
 mod cgroup;
 mod clock;
 mod compiled;
@@ -481,7 +482,7 @@ impl Shell {
     ) {
         let now = clock::wall_ms();
         ring.push(now, stream, cut, line);
-        control::broadcast_line(ctl, slot_name, idx, now, stream.wire(), cut, line);
+        broadcast::broadcast_line(ctl, slot_name, idx, now, stream.wire(), cut, line);
         let mark = if cut { " [cut]" } else { "" };
         if let Some(f) = file.as_mut() {
             scratch.clear();

@@ -41,7 +41,7 @@ pub(super) fn read_input(c: &mut Client, now: Instant) -> bool {
 
 /// Writes queued output until it would block. Returns false if the peer
 /// is gone.
-pub(super) fn flush(c: &mut Client) -> bool {
+pub fn flush(c: &mut Client) -> bool {
     while !c.conn.output().is_empty() {
         let out = c.conn.output();
         // SAFETY: valid slice; MSG_NOSIGNAL: a gone peer is EPIPE, not a signal.
@@ -61,7 +61,7 @@ pub(super) fn flush(c: &mut Client) -> bool {
     true
 }
 
-pub(super) fn close_client(c: &mut Client) {
+pub fn close_client(c: &mut Client) {
     close_quietly(c.fd);
     c.fd = -1;
     c.readable = false;

@@ -2,9 +2,9 @@
 //! The jobs are one module each: [`accept`] takes connections in (or
 //! refuses them), [`io`] moves bytes, [`serve`] turns a client's input into
 //! requests and its output into frames, [`handle`] acts on one request,
-//! [`render`] writes status texts, [`logs`] sends a ring's tail,
-//! [`broadcast`] feeds streaming clients and [`expire`] enforces the
-//! connection deadlines. Service events are worded in `super::events`.
+//! [`render`] writes status texts, [`logs`] sends a ring's tail and
+//! [`expire`] enforces the connection deadlines. Streaming clients are fed
+//! by `super::broadcast`, in the words of `super::events`.
 //!
 //! Each client slot holds a [`Conn`] machine over a preallocated output
 //! buffer; the table has `limits.clients` slots and a full table answers
@@ -20,16 +20,14 @@
 //! `REFUSAL_LOG_WINDOW_MS`.
 
 mod accept;
-pub mod broadcast;
 mod expire;
 mod handle;
-mod io;
+pub mod io;
 mod logs;
 pub mod render;
 mod serve;
 
 pub use accept::accept_all;
-pub use broadcast::{broadcast_line, end_followers};
 pub use expire::expire;
 pub use serve::service_client;
 

@@ -2,7 +2,7 @@
 //! and the `Detail` frames of `status NAME`. Everything is formatted into
 //! fixed `LineBuf`s and queued straight into the client's buffer.
 
-use super::Client;
+use crate::daemon::clock::Stamp;
 use crate::daemon::log::LineBuf;
 use crate::daemon::{cgroup, errno_desc, events, notify, probe, spawn, Shell, Slot};
 use coffey::control::conn::{Conn, Job, Phase};
@@ -244,6 +244,9 @@ pub(super) fn status_all(
     }
 }
 
+/// Writes one detail's value.
+type Fill<'a> = &'a mut dyn FnMut(&mut LineBuf);
+
 /// Queues `Detail` frames to one client, each value formatted into one
 /// reused buffer; `ok` is false once one did not fit.
 struct Details<'c> {
@@ -253,7 +256,7 @@ struct Details<'c> {
 }
 
 impl Details<'_> {
-    fn add(&mut self, key: &str, f: &mut dyn FnMut(&mut LineBuf)) {
+    fn add(&mut self, key: &str, f: Fill<'_>) {
         self.text.clear();
         f(&mut self.text);
         let value = core::str::from_utf8(self.text.as_bytes()).unwrap_or("");
@@ -282,23 +285,17 @@ pub(super) fn status_one(
     let mut health = LineBuf::default();
     health_text(s, &mut health);
     let ok = c.conn.queue(&row(s, slot, now, &text, &health)).is_ok();
-    let Client { conn, .. } = c;
-    let mut d = Details { conn, text, ok };
+    let mut d = Details {
+        conn: &mut c.conn,
+        text,
+        ok,
+    };
     exec_details(&mut d, slot);
     policy_details(&mut d, s);
     deps_detail(&mut d, s, slots);
-    d.add("since", &mut |t| {
-        let _ = write!(t, "{}", crate::daemon::clock::Stamp(wall_of(s.since, now)));
-    });
-    if let Some(pid) = s.state.pid() {
-        d.add("pgid", &mut |t| {
-            let _ = write!(t, "{pid}");
-        });
-    }
-    cgroup::status_details(cg, i, s.state.pid(), &mut |key: &str,
-                                                       f: &mut dyn FnMut(
-        &mut LineBuf,
-    )| { d.add(key, f) });
+    run_details(&mut d, s, now);
+    let mut cgroup_detail = |key: &str, f: Fill<'_>| d.add(key, f);
+    cgroup::status_details(cg, i, s.state.pid(), &mut cgroup_detail);
     process_details(&mut d, s, slot);
     log_detail(&mut d, slot);
     check_details(&mut d, s, slot);
@@ -378,6 +375,18 @@ fn policy_details(d: &mut Details<'_>, s: &Service) {
             Dur(p.stop_timeout)
         );
     });
+}
+
+/// since (the last state change) and the process group.
+fn run_details(d: &mut Details<'_>, s: &Service, now: Instant) {
+    d.add("since", &mut |t| {
+        let _ = write!(t, "{}", Stamp(wall_of(s.since, now)));
+    });
+    if let Some(pid) = s.state.pid() {
+        d.add("pgid", &mut |t| {
+            let _ = write!(t, "{pid}");
+        });
+    }
 }
 
 /// depends_on, when there are dependencies.

@@ -1,9 +1,11 @@
 //! Frames to streaming clients: event frames to `events` subscribers,
 //! output lines to `logs -f` followers, and the end of a follow. A
-//! subscriber whose socket is gone is closed on the spot.
+//! subscriber whose socket is gone is closed on the spot. What the
+//! frames say is `events`'s; the sockets are `control`'s.
 
-use super::io::{close_client, flush};
-use super::{Control, Shell};
+use super::control::io::{close_client, flush};
+use super::control::Control;
+use super::Shell;
 use coffey::control::conn::{Phase, Stream};
 use coffey::control::proto::Reply;
 
