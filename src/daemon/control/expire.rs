@@ -2,15 +2,14 @@
 //! time gets an error and a close, a peer that stopped reading is cut
 //! off; and the drop-and-count logs report what they counted.
 
-use super::handle::error;
+use super::handle::error_fmt;
 use super::io::{close_client, flush, widen_sndbuf};
 use super::Shell;
-use crate::daemon::log::{log, LineBuf};
+use crate::daemon::log::log;
 use coffey::control::conn::{Expiry, Phase, Stream};
 use coffey::control::proto::ErrorCode;
 use coffey::limits::{REFUSAL_LOG_WINDOW_MS, REQUEST_TIMEOUT_MS, STALL_TIMEOUT_MS};
 use coffey::time::{Dur, Instant};
-use core::fmt::Write as _;
 
 /// Acts on the connection deadlines that passed, and reports what the
 /// drop-and-count logs counted.
@@ -61,18 +60,11 @@ fn request_timeout(shell: &mut Shell, k: usize, now: Instant) {
             Dur(REQUEST_TIMEOUT_MS)
         );
     }
-    let mut msg = LineBuf::default();
-    let _ = write!(
-        msg,
+    let why = format_args!(
         "request not complete within {}; closing",
         Dur(REQUEST_TIMEOUT_MS)
     );
-    error(
-        shell,
-        k,
-        ErrorCode::BadRequest,
-        core::str::from_utf8(msg.as_bytes()).unwrap_or(""),
-    );
+    error_fmt(shell, k, ErrorCode::BadRequest, why);
     if let Some(c) = shell.ctl.clients.get_mut(k) {
         let _ = flush(c);
         close_client(c);

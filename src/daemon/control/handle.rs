@@ -11,7 +11,7 @@ use coffey::control::proto::{self, ErrorCode, Reply, Request};
 use coffey::supervisor::Supervisor;
 use coffey::sys::signal_name;
 use coffey::time::{Dur, Instant};
-use core::fmt::Write as _;
+use core::fmt::{self, Write as _};
 use nix::libc;
 
 /// The peer of a client, for permission and the log.
@@ -97,17 +97,9 @@ fn deny(shell: &mut Shell, k: usize, who: Who, req: &Request<'_>) {
         "control: denied '{}' to uid {uid} pid {pid} (read-only access)",
         verb(req)
     );
-    let mut msg = LineBuf::default();
-    let _ = write!(
-        msg,
-        "permission denied: uid {uid} may only use status, logs, events and version"
-    );
-    error(
-        shell,
-        k,
-        ErrorCode::Denied,
-        core::str::from_utf8(msg.as_bytes()).unwrap_or(""),
-    );
+    let why =
+        format_args!("permission denied: uid {uid} may only use status, logs, events and version");
+    error_fmt(shell, k, ErrorCode::Denied, why);
 }
 
 /// A reply to client `k` (queued; sent by the next flush).
@@ -121,6 +113,14 @@ pub(super) fn reply(shell: &mut Shell, k: usize, rep: &Reply<'_>) {
 
 pub(super) fn error(shell: &mut Shell, k: usize, code: ErrorCode, message: &str) {
     reply(shell, k, &Reply::Error { code, message });
+}
+
+/// An error whose message is formatted (into a stack buffer).
+pub(super) fn error_fmt(shell: &mut Shell, k: usize, code: ErrorCode, why: fmt::Arguments<'_>) {
+    let mut msg = LineBuf::default();
+    let _ = msg.write_fmt(why);
+    let message = core::str::from_utf8(msg.as_bytes()).unwrap_or("");
+    error(shell, k, code, message);
 }
 
 fn ok(shell: &mut Shell, k: usize, message: &str) {
@@ -158,14 +158,8 @@ fn resolve<const N: usize>(
                 let _ = out.push(i);
             }
             None => {
-                let mut msg = LineBuf::default();
-                let _ = write!(msg, "unknown service '{n}'");
-                error(
-                    shell,
-                    k,
-                    ErrorCode::UnknownService,
-                    core::str::from_utf8(msg.as_bytes()).unwrap_or(""),
-                );
+                let why = format_args!("unknown service '{n}'");
+                error_fmt(shell, k, ErrorCode::UnknownService, why);
                 return false;
             }
         }
