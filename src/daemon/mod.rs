@@ -7,11 +7,13 @@
 //! With nothing due the poll timeout is infinite: zero wakeups when idle.
 
 mod alloc;
+mod broadcast;
 mod cgroup;
 mod clock;
 mod compiled;
 mod control;
 mod escape;
+mod events;
 mod group;
 mod log;
 mod logfile;
@@ -225,7 +227,7 @@ impl Sys for Shell {
 
     fn health(&mut self, idx: usize, check: &coffey::health::Check, state: StateName, pid: i32) {
         probe::log_verdict(self, idx, check);
-        control::broadcast_health(self, idx, check, state, pid);
+        events::broadcast_health(self, idx, check, state, pid);
     }
 
     fn kill_group(&mut self, pgid: i32, sig: i32) {
@@ -297,7 +299,7 @@ impl Sys for Shell {
                 self.main_exit.spawn_failed(err);
             }
         }
-        control::broadcast_event(self, idx, to, event, 0);
+        events::broadcast_event(self, idx, to, event, 0);
     }
 
     fn may_spawn(&mut self) -> bool {
@@ -482,7 +484,7 @@ impl Shell {
     ) {
         let now = clock::wall_ms();
         ring.push(now, stream, cut, line);
-        control::broadcast_line(ctl, slot_name, idx, now, stream.wire(), cut, line);
+        broadcast::broadcast_line(ctl, slot_name, idx, now, stream.wire(), cut, line);
         let mark = if cut { " [cut]" } else { "" };
         if let Some(f) = file.as_mut() {
             scratch.clear();
@@ -863,7 +865,10 @@ fn signals(sup: &mut Supervisor<'_>, shell: &mut Shell, sfd: &nix::sys::signalfd
                 sup.shutdown(clock::now(), t, shell);
             }
             Ok(Signal::SIGUSR1) => dump(sup, shell, clock::now()),
-            Ok(Signal::SIGHUP) => reload_machine::request(sup, shell, None, false, clock::now()),
+            Ok(Signal::SIGHUP) => {
+                let asker = reload_machine::Asker::Signal;
+                let _ = reload_machine::request(sup, shell, asker, false, clock::now());
+            }
             Ok(s) => log!(shell.log, "ignored {}", s.as_str()),
             Err(_) => {}
         }

@@ -15,8 +15,8 @@
 //! nothing is searched or decoded twice (1,000 services used to cost one
 //! stalled turn of a third of a second; see docs/DESIGN.md, Reload).
 
+use super::broadcast;
 use super::compiled::{self, CService, Compiled, Rd};
-use super::control;
 use super::log::{log, LineBuf};
 use super::logfile::LogFile;
 use super::reload_machine::Machine;
@@ -324,7 +324,7 @@ fn configure(
     if fresh {
         // A new service in this slot starts with an empty log and no
         // followers of the previous one.
-        control::end_followers(shell, i);
+        broadcast::end_followers(shell, i);
         if let Some(slot) = shell.slots.get_mut(i) {
             slot.notify_status.clear();
             slot.ring.clear();
@@ -766,7 +766,7 @@ fn retire_one(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, now: Instan
         svc.deps.clear();
     }
     sup.stop(i, now, shell);
-    control::end_followers(shell, i);
+    broadcast::end_followers(shell, i);
     if let Some(s) = shell.slots.get_mut(i) {
         s.retired = true;
         s.prep.filled = false;
@@ -811,7 +811,7 @@ fn verdict(sup: &mut Supervisor<'_>, shell: &mut Shell, p: &Progress, gen: u32, 
     shell.shutdown_timeout = p.shutdown_timeout;
     let text = core::str::from_utf8(shell.reloader.message.as_bytes()).unwrap_or("");
     log!(shell.log, "reload {text}");
-    control::broadcast_reloaded(shell);
+    super::events::broadcast_reloaded(shell);
 }
 
 /// New service `j`'s slot, plan action and offset in the new buffer.

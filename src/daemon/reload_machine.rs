@@ -23,13 +23,11 @@
 //! reading the previous reload's plan from the buffers (for at most
 //! [`PLAN_GRACE_MS`]).
 
-use super::control;
 use super::log::log;
 use super::reload;
 use super::Shell;
 use crate::config::Config;
-use coffey::control::conn::{Job, Phase};
-use coffey::control::proto::{ErrorCode, Reply};
+use coffey::control::proto::ErrorCode;
 use coffey::supervisor::Supervisor;
 use coffey::time::Instant;
 use mio::unix::SourceFd;
@@ -270,40 +268,53 @@ extern "C" fn compile_main(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
-/// `coffeyd reload` from client `k`, or SIGHUP (`client` None).
+/// Who asked for a reload.
+pub enum Asker<'f> {
+    /// SIGHUP: the request is logged here.
+    Signal,
+    /// A client of the control socket: `queued` is told the number of the
+    /// reload whose answer it is to wait for, before that reload starts.
+    Client(&'f mut dyn FnMut(&mut Shell, u32)),
+}
+
+/// What the machine needs to know of the control clients, and no more:
+/// whether one is still to read the answer of reload `gen`.
+pub trait Readers {
+    fn reading(&self, gen: u32) -> bool;
+}
+
+/// `coffeyd reload` or SIGHUP. Refused while shutting down: the error
+/// is the asker's to answer.
 pub fn request(
     sup: &mut Supervisor<'_>,
     shell: &mut Shell,
-    client: Option<usize>,
+    asker: Asker<'_>,
     dry_run: bool,
     now: Instant,
-) {
+) -> Result<(), &'static str> {
     if sup.shutting_down() {
         log!(shell.log, "reload rejected: coffeyd is shutting down");
-        if let Some(k) = client {
-            let message = "coffeyd is shutting down";
-            let code = ErrorCode::Failed;
-            control::reply(shell, k, &Reply::Error { code, message });
-        }
-        return;
+        return Err("coffeyd is shutting down");
     }
     let kind = if dry_run { Kind::DryRun } else { Kind::Apply };
     let (gen, start_now, folded) = shell.reloader.machine.queue.request(kind);
-    if let Some(c) = client.and_then(|k| shell.ctl.clients.get_mut(k)) {
-        c.conn.phase = Phase::Writing(Job::AwaitReload { gen });
-    }
-    if client.is_none() && !folded {
-        let path = shell.reloader.machine.config.to_str().unwrap_or("?");
-        let when = if start_now {
-            ""
-        } else {
-            " after the one running"
-        };
-        log!(shell.log, "SIGHUP: reloading {path}{when}");
+    match asker {
+        Asker::Client(queued) => queued(shell, gen),
+        Asker::Signal if !folded => {
+            let path = shell.reloader.machine.config.to_str().unwrap_or("?");
+            let when = if start_now {
+                ""
+            } else {
+                " after the one running"
+            };
+            log!(shell.log, "SIGHUP: reloading {path}{when}");
+        }
+        Asker::Signal => {}
     }
     if start_now {
         begin(sup, shell, gen, kind, now);
     }
+    Ok(())
 }
 
 /// Starts the compile child of reload `gen`.
@@ -491,14 +502,7 @@ fn over(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
 
 /// Whether a client is still to read the last reload's answer.
 fn reading(shell: &Shell) -> bool {
-    let gen = shell.reloader.gen;
-    shell.ctl.clients.iter().any(|c| {
-        let job = match c.conn.phase {
-            Phase::Writing(Job::Plan { gen, .. } | Job::AwaitReload { gen }) => Some(gen),
-            _ => None,
-        };
-        c.fd >= 0 && job == Some(gen)
-    })
+    shell.ctl.reading(shell.reloader.gen)
 }
 
 /// When the machine needs a turn: now (a step is ready), the compile

@@ -1,0 +1,68 @@
+//! Frames to streaming clients: event frames to `events` subscribers,
+//! output lines to `logs -f` followers, and the end of a follow. A
+//! subscriber whose socket is gone is closed on the spot. What the
+//! frames say is `events`'s; the sockets are `control`'s.
+
+use super::control::io::{close_client, flush};
+use super::control::Control;
+use super::Shell;
+use coffey::control::conn::{Phase, Stream};
+use coffey::control::proto::Reply;
+
+/// Whether anyone listens to `events` (saves formatting when nobody does).
+pub fn has_subscribers(ctl: &Control) -> bool {
+    ctl.clients
+        .iter()
+        .any(|c| c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events))
+}
+
+/// Queues one event frame to every `events` subscriber and flushes it.
+pub fn fan_out_events(ctl: &mut Control, rep: &Reply<'_>) {
+    fan_out(ctl, Phase::Streaming(Stream::Events), rep);
+}
+
+/// Queues `rep` to every client in phase `want` and flushes it.
+fn fan_out(ctl: &mut Control, want: Phase, rep: &Reply<'_>) {
+    for c in ctl.clients.iter_mut() {
+        if c.fd >= 0 && c.conn.phase == want {
+            c.conn.queue_stream(rep);
+            if !flush(c) {
+                close_client(c);
+            }
+        }
+    }
+}
+
+/// Sends one output line to `logs -f` followers of slot `idx`.
+pub fn broadcast_line(
+    ctl: &mut Control,
+    name: &str,
+    idx: usize,
+    ts_ms: u64,
+    stream: u8,
+    cut: bool,
+    text: &[u8],
+) {
+    let rep = Reply::LogLine {
+        service: name,
+        ts_ms,
+        stream,
+        cut,
+        text,
+    };
+    fan_out(ctl, Phase::Streaming(Stream::Logs(idx as u16)), &rep);
+}
+
+/// Ends every `logs -f` of slot `idx` (its service is gone or replaced).
+pub fn end_followers(shell: &mut Shell, idx: usize) {
+    let want = Phase::Streaming(Stream::Logs(idx as u16));
+    for c in shell.ctl.clients.iter_mut() {
+        if c.fd >= 0 && c.conn.phase == want {
+            let _ = c.conn.queue(&Reply::End);
+            c.conn.phase = Phase::Closing;
+            if !flush(c) || c.conn.finished() {
+                close_client(c);
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Socket syscalls of a client: reading input into its [`Conn`], writing
+//! queued output until the socket would block, and closing so that the
+//! peer reads a clean EOF.
+
+use super::Client;
+use crate::daemon::clock;
+use coffey::time::Instant;
+use nix::libc;
+use std::os::fd::RawFd;
+
+/// Reads what the socket holds into the connection's input, until it
+/// would block or the input is full. Returns true at EOF or on an error
+/// that ends the connection.
+pub(super) fn read_input(c: &mut Client, now: Instant) -> bool {
+    if !c.readable {
+        return false;
+    }
+    loop {
+        c.conn.discard_input();
+        let space = c.conn.read_space();
+        if space.is_empty() {
+            return false;
+        }
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::recv(c.fd, space.as_mut_ptr().cast(), space.len(), 0) };
+        if n < 0 {
+            let e = nix::errno::Errno::last_raw();
+            if e == libc::EINTR {
+                continue;
+            }
+            c.readable = false;
+            return e != libc::EAGAIN;
+        }
+        if n == 0 {
+            c.readable = false;
+            return true;
+        }
+        c.conn.did_read(usize::try_from(n).unwrap_or(0), now);
+    }
+}
+
+/// Writes queued output until it would block. Returns false if the peer
+/// is gone.
+pub fn flush(c: &mut Client) -> bool {
+    while !c.conn.output().is_empty() {
+        let out = c.conn.output();
+        // SAFETY: valid slice; MSG_NOSIGNAL: a gone peer is EPIPE, not a signal.
+        let n = unsafe { libc::send(c.fd, out.as_ptr().cast(), out.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = nix::errno::Errno::last_raw();
+            if e == libc::EINTR {
+                continue;
+            }
+            if e == libc::EAGAIN && !c.conn.stalled() {
+                c.conn.blocked(clock::now());
+            }
+            return e == libc::EAGAIN;
+        }
+        c.conn.did_write(usize::try_from(n).unwrap_or(0));
+    }
+    true
+}
+
+pub fn close_client(c: &mut Client) {
+    close_quietly(c.fd);
+    c.fd = -1;
+    c.readable = false;
+}
+
+/// Closes a connection so that the peer reads what was sent and then a
+/// clean EOF: closing a unix socket with unread input would make the
+/// peer's next read fail with ECONNRESET instead. The input is read and
+/// dropped first (bounded: a peer that keeps sending may still see it).
+pub(super) fn close_quietly(fd: RawFd) {
+    let mut junk = [0u8; 1024];
+    for _ in 0..16 {
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::recv(fd, junk.as_mut_ptr().cast(), junk.len(), libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            break;
+        }
+    }
+    crate::daemon::close_fd(fd);
+}
+
+/// Lets a cut-off stream's last frames (its `Dropped` marker) into the
+/// socket although the peer has read nothing: the kernel takes more while
+/// its queue is below SO_SNDBUF, and doubling it makes room for our whole
+/// buffer. Best effort; the connection is closed right after.
+pub(super) fn widen_sndbuf(fd: RawFd) {
+    let mut cur: libc::c_int = 0;
+    let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let size = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid out-pointers of the right size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&mut cur as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return;
+    }
+    // The kernel doubles the value it is given: `cur` doubles the buffer.
+    // SO_SNDBUFFORCE (root) ignores net.core.wmem_max.
+    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: valid pointer of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&cur as *const libc::c_int).cast(),
+                size,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! Status texts: the one-line row of a service (state, reason, health)
+//! and the `Detail` frames of `status NAME`. Everything is formatted into
+//! fixed `LineBuf`s and queued straight into the client's buffer.
+
+use crate::daemon::clock::Stamp;
+use crate::daemon::log::LineBuf;
+use crate::daemon::{cgroup, errno_desc, events, notify, probe, spawn, Shell, Slot};
+use coffey::control::conn::{Conn, Job, Phase};
+use coffey::control::proto::{LastExit, Reply, WireState};
+use coffey::health::{CheckState, Role, Verdict};
+use coffey::service::{Kind, LeftInGroupText, Reason, Restart, Service, State, StateName};
+use coffey::supervisor::Supervisor;
+use coffey::sys::{signal_name, ExitStatus};
+use coffey::time::{Dur, Instant};
+use core::fmt::Write as _;
+
+pub fn wire_state(s: StateName) -> WireState {
+    WireState::from(s)
+}
+
+fn last_exit(e: Option<ExitStatus>) -> LastExit {
+    match e {
+        None => LastExit::default(),
+        Some(ExitStatus::Code(c)) => LastExit { kind: 1, value: c },
+        Some(ExitStatus::Signal(s)) => LastExit { kind: 2, value: s },
+    }
+}
+
+/// Wall-clock ms of a monotonic instant.
+pub fn wall_of(t: Instant, now: Instant) -> u64 {
+    crate::daemon::clock::wall_ms().saturating_sub(now.since(t))
+}
+
+/// A check's role as a word: "readiness", "liveness".
+pub fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Readiness => "readiness",
+        Role::Liveness => "liveness",
+    }
+}
+
+/// How the last run ended: "signal SIGKILL", or "killed by the OOM
+/// killer (memory_max 64MiB)" when its cgroup says so.
+fn exit_text(out: &mut LineBuf, st: ExitStatus, shell: &Shell, idx: u16) {
+    let _ = match cgroup::oom_of(shell, usize::from(idx), st) {
+        Some(oom) => write!(out, "{oom}"),
+        None => write!(out, "{st}"),
+    };
+}
+
+/// Human reason for a state: "next try in 4s", "exec failed: ...".
+fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
+    out.clear();
+    let prep = |i: u16| shell.slots.get(usize::from(i)).map(|s| &s.prep);
+    let dep = |i: u16| {
+        shell
+            .slots
+            .get(usize::from(i))
+            .map_or("?", |s| s.name.as_str())
+    };
+    match (s.state, s.reason) {
+        (State::Waiting, Reason::Dependency { idx, failed: false }) => {
+            let _ = write!(out, "waiting for {}", dep(idx));
+        }
+        (State::Waiting, Reason::Dependency { idx, failed: true }) => {
+            let _ = write!(out, "dependency {} failed", dep(idx));
+        }
+        (State::Backoff { retry_at }, r) => {
+            backoff_cause(s, r, shell, out);
+            let _ = write!(out, "next try in {}", Dur(retry_at.since(now)));
+        }
+        (State::Failed, Reason::GaveUp { failures }) => {
+            let _ = write!(out, "gave up after {failures} failures");
+            if let Some(st) = s.last_exit {
+                let _ = write!(out, " (last: {st})");
+            }
+        }
+        (State::Failed, Reason::SpawnFailed(e)) => {
+            spawn::write_failure(out, e, prep(s.idx));
+        }
+        (State::Failed | State::Stopped, Reason::Exited(st)) => {
+            exit_text(out, st, shell, s.idx);
+        }
+        (_, Reason::LeftInGroup { left, .. }) => {
+            let _ = write!(out, "{}", LeftInGroupText(left));
+        }
+        _ => {}
+    }
+}
+
+/// Why a service in backoff failed, ending in "; " when there is a why.
+fn backoff_cause(s: &Service, r: Reason, shell: &Shell, out: &mut LineBuf) {
+    match r {
+        Reason::SpawnFailed(e) if !e.is_temporary() => {
+            let prep = shell.slots.get(usize::from(s.idx)).map(|s| &s.prep);
+            spawn::write_failure(out, e, prep);
+            let _ = out.write_str("; ");
+        }
+        Reason::SpawnFailed(e) => {
+            let _ = write!(out, "cannot spawn: {}; ", errno_desc(e.errno));
+        }
+        Reason::Exited(st) => {
+            exit_text(out, st, shell, s.idx);
+            let _ = out.write_str("; ");
+        }
+        Reason::Unhealthy => {
+            unhealthy_cause(s, out);
+            let _ = out.write_str("; ");
+        }
+        Reason::StartTimeout => {
+            let _ = out.write_str("not ready within start_timeout; ");
+        }
+        Reason::LeftInGroup { left, .. } => {
+            let _ = write!(out, "{}; ", LeftInGroupText(left));
+        }
+        _ => {}
+    }
+}
+
+/// "liveness failed" and the error of the check that failed: liveness,
+/// else the notify watchdog.
+fn unhealthy_cause(s: &Service, out: &mut LineBuf) {
+    let failed = s
+        .checks
+        .get(1)
+        .copied()
+        .flatten()
+        .filter(|c| c.last_error.is_some())
+        .or(s.checks.first().copied().flatten());
+    let _ = out.write_str("liveness failed");
+    if let Some(e) = failed.and_then(|c| c.last_error) {
+        let _ = out.write_str(": ");
+        probe::error_text(e, out);
+    }
+}
+
+fn row<'a>(
+    s: &Service,
+    slot: &'a Slot,
+    now: Instant,
+    text: &'a LineBuf,
+    health: &'a LineBuf,
+) -> Reply<'a> {
+    // Uptime counts from the spawn, not from the last state change.
+    let spawned = match s.state {
+        State::Running { since, .. } | State::Starting { since, .. } => Some(since),
+        _ => None,
+    };
+    Reply::Service {
+        name: &slot.name,
+        state: wire_state(s.state.name()),
+        pid: s.state.pid().unwrap_or(0),
+        uptime_ms: spawned.map_or(0, |t| now.since(t)),
+        restarts: s.restarts,
+        health: core::str::from_utf8(health.as_bytes()).unwrap_or("-"),
+        last_exit: last_exit(s.last_exit),
+        reason: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
+    }
+}
+
+/// The HEALTH column: "-" without checks, else each check's verdict, and
+/// the last error of a failing one ("unhealthy: HTTP 503").
+fn health_text(s: &Service, out: &mut LineBuf) {
+    out.clear();
+    let mut first = true;
+    for c in s.checks.iter().flatten() {
+        if !first {
+            let _ = out.write_str(", ");
+        }
+        first = false;
+        let role = match c.role {
+            Role::Readiness => "ready",
+            Role::Liveness => "live",
+        };
+        let v = if c.state == CheckState::Off {
+            "off"
+        } else {
+            c.verdict.as_str()
+        };
+        let _ = write!(out, "{role}:{v}");
+        if c.verdict != Verdict::Healthy {
+            if let Some(e) = c.last_error {
+                let _ = out.write_str(" (");
+                probe::error_text(e, out);
+                let _ = out.write_str(")");
+            }
+        }
+    }
+    if first {
+        let _ = out.write_str("-");
+    }
+}
+
+/// Queues the rows of `status` (all services) from `next` on, as far as
+/// client `k`'s buffer takes them, then `End`.
+pub(super) fn status_all(
+    sup: &Supervisor<'_>,
+    shell: &mut Shell,
+    k: usize,
+    mut next: u16,
+    now: Instant,
+) {
+    let mut text = LineBuf::default();
+    let mut health = LineBuf::default();
+    while usize::from(next) < sup.len() {
+        let Some(s) = sup.services().get(usize::from(next)) else {
+            break;
+        };
+        if shell
+            .slots
+            .get(usize::from(next))
+            .is_some_and(|s| s.retired)
+        {
+            next += 1;
+            continue;
+        }
+        reason(s, shell, now, &mut text);
+        let Shell { slots, ctl, .. } = &mut *shell;
+        let (Some(slot), Some(c)) = (slots.get(usize::from(next)), ctl.clients.get_mut(k)) else {
+            return;
+        };
+        health_text(s, &mut health);
+        if c.conn.queue(&row(s, slot, now, &text, &health)).is_err() {
+            c.conn.phase = Phase::Writing(Job::StatusAll { next });
+            return;
+        }
+        next += 1;
+    }
+    if let Some(c) = shell.ctl.clients.get_mut(k) {
+        c.conn.phase = if c.conn.queue(&Reply::End).is_ok() {
+            Phase::Reading
+        } else {
+            Phase::Writing(Job::StatusAll { next })
+        };
+    }
+}
+
+/// Writes one detail's value.
+type Fill<'a> = &'a mut dyn FnMut(&mut LineBuf);
+
+/// Queues `Detail` frames to one client, each value formatted into one
+/// reused buffer; `ok` is false once one did not fit.
+struct Details<'c> {
+    conn: &'c mut Conn<'static>,
+    text: LineBuf,
+    ok: bool,
+}
+
+impl Details<'_> {
+    fn add(&mut self, key: &str, f: Fill<'_>) {
+        self.text.clear();
+        f(&mut self.text);
+        let value = core::str::from_utf8(self.text.as_bytes()).unwrap_or("");
+        self.ok &= self.conn.queue(&Reply::Detail { key, value }).is_ok();
+    }
+}
+
+/// `status NAME`: the row of service `i`, its details, its recent events
+/// and `End`; a reply that does not fit closes the connection.
+pub(super) fn status_one(
+    sup: &Supervisor<'_>,
+    shell: &mut Shell,
+    k: usize,
+    i: usize,
+    now: Instant,
+) {
+    let Some(s) = sup.services().get(i) else {
+        return;
+    };
+    let mut text = LineBuf::default();
+    reason(s, shell, now, &mut text);
+    let Shell { slots, ctl, cg, .. } = shell;
+    let (Some(slot), Some(c)) = (slots.get(i), ctl.clients.get_mut(k)) else {
+        return;
+    };
+    let mut health = LineBuf::default();
+    health_text(s, &mut health);
+    let ok = c.conn.queue(&row(s, slot, now, &text, &health)).is_ok();
+    let mut d = Details {
+        conn: &mut c.conn,
+        text,
+        ok,
+    };
+    exec_details(&mut d, slot);
+    policy_details(&mut d, s);
+    deps_detail(&mut d, s, slots);
+    run_details(&mut d, s, now);
+    let mut cgroup_detail = |key: &str, f: Fill<'_>| d.add(key, f);
+    cgroup::status_details(cg, i, s.state.pid(), &mut cgroup_detail);
+    process_details(&mut d, s, slot);
+    log_detail(&mut d, slot);
+    check_details(&mut d, s, slot);
+    for (at, e) in s.recent_events() {
+        d.add("event", &mut |t| {
+            events::recent_text(t, *at, e, now, &slot.prep)
+        });
+    }
+    d.ok &= d.conn.queue(&Reply::End).is_ok();
+    if !d.ok {
+        d.conn.phase = Phase::Closing;
+    }
+}
+
+/// binary and args, when the exec area is prepared.
+fn exec_details(d: &mut Details<'_>, slot: &Slot) {
+    if !slot.prep.filled {
+        return;
+    }
+    let prep = &slot.prep;
+    d.add("binary", &mut |t| {
+        let _ = write!(t, "{}", prep.path().to_str().unwrap_or("?"));
+    });
+    d.add("args", &mut |t| {
+        for (n, a) in prep.args().enumerate() {
+            let _ = write!(
+                t,
+                "{}{}",
+                if n > 0 { " " } else { "" },
+                a.to_str().unwrap_or("?")
+            );
+        }
+    });
+}
+
+/// type, restart, backoff, max_restarts and stop.
+fn policy_details(d: &mut Details<'_>, s: &Service) {
+    let p = s.policy;
+    d.add("type", &mut |t| {
+        let _ = t.write_str(if p.kind == Kind::Oneshot {
+            "oneshot"
+        } else {
+            "service"
+        });
+    });
+    d.add("restart", &mut |t| {
+        let _ = t.write_str(match p.restart {
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::Never => "never",
+        });
+    });
+    d.add("backoff", &mut |t| {
+        let _ = write!(
+            t,
+            "initial {}, max {}, multiplier {}.{:03}, reset after {}, next delay {}",
+            Dur(p.backoff_initial),
+            Dur(p.backoff_max),
+            p.backoff_mult_milli / 1000,
+            p.backoff_mult_milli % 1000,
+            Dur(p.reset_after),
+            Dur(s.next_delay)
+        );
+    });
+    d.add("max_restarts", &mut |t| {
+        let _ = write!(
+            t,
+            "{} (consecutive failures now {})",
+            p.max_restarts, s.failures
+        );
+    });
+    d.add("stop", &mut |t| {
+        let _ = write!(
+            t,
+            "{}, then SIGKILL after {}",
+            signal_name(p.stop_signal),
+            Dur(p.stop_timeout)
+        );
+    });
+}
+
+/// since (the last state change) and the process group.
+fn run_details(d: &mut Details<'_>, s: &Service, now: Instant) {
+    d.add("since", &mut |t| {
+        let _ = write!(t, "{}", Stamp(wall_of(s.since, now)));
+    });
+    if let Some(pid) = s.state.pid() {
+        d.add("pgid", &mut |t| {
+            let _ = write!(t, "{pid}");
+        });
+    }
+}
+
+/// depends_on, when there are dependencies.
+fn deps_detail(d: &mut Details<'_>, s: &Service, slots: &[Slot]) {
+    if s.deps.is_empty() {
+        return;
+    }
+    d.add("depends_on", &mut |t| {
+        for (n, dep) in s.deps.iter().enumerate() {
+            let dn = slots
+                .get(usize::from(dep.idx))
+                .map_or("?", |s| s.name.as_str());
+            let _ = write!(
+                t,
+                "{}{dn} ({:?})",
+                if n > 0 { ", " } else { "" },
+                dep.condition
+            );
+        }
+    });
+}
+
+/// last_exit and what the process told over sd_notify.
+fn process_details(d: &mut Details<'_>, s: &Service, slot: &Slot) {
+    if let Some(st) = s.last_exit {
+        d.add("last_exit", &mut |t| {
+            let _ = write!(t, "{st}");
+        });
+    }
+    if !slot.notify_status.is_empty() {
+        d.add("notify_status", &mut |t| {
+            let _ = t.write_str(core::str::from_utf8(&slot.notify_status).unwrap_or("?"));
+        });
+    }
+    if s.state.has_process() && slot.sd.state != notify::NotifyState::None {
+        d.add("notify_state", &mut |t| {
+            let _ = t.write_str(slot.sd.state.as_str());
+        });
+    }
+    if slot.sd.main_pid != 0 {
+        d.add("main_pid", &mut |t| {
+            let _ = write!(t, "{}", slot.sd.main_pid);
+        });
+    }
+}
+
+/// The log ring's fill and losses, and the log file.
+fn log_detail(d: &mut Details<'_>, slot: &Slot) {
+    d.add("log", &mut |t| {
+        let r = &slot.ring;
+        let _ = write!(
+            t,
+            "{} lines in a {} byte ring, {} evicted, {} cut",
+            r.len(),
+            r.capacity(),
+            r.evicted,
+            r.cut
+        );
+        if let Some(f) = slot.file.as_ref() {
+            let _ = write!(t, "; file {}", f.path_str());
+        }
+    });
+}
+
+/// One line a health check: its probe, verdict, counters and last error.
+fn check_details(d: &mut Details<'_>, s: &Service, slot: &Slot) {
+    for c in s.checks.iter().flatten() {
+        let spec = slot.specs.get(c.role.index());
+        d.add(role_name(c.role), &mut |t| {
+            let kind = probe_kind(spec, t);
+            let _ = write!(
+                t,
+                "{kind} {}, {} probes, {} consecutive failures, {} consecutive successes, every {} (timeout {})",
+                c.verdict.as_str(),
+                c.probes,
+                c.failures,
+                c.successes,
+                Dur(c.policy.interval),
+                Dur(c.policy.timeout)
+            );
+            if let Some(e) = c.last_error {
+                let _ = t.write_str("; last error: ");
+                probe::error_text(e, t);
+            }
+        });
+    }
+}
+
+/// What a check probes: writes "http ADDR" or "tcp ADDR" into `t`, or
+/// returns the word for the other kinds.
+fn probe_kind(spec: Option<&probe::Spec>, t: &mut LineBuf) -> &'static str {
+    match spec {
+        Some(probe::Spec::Http { addr, .. }) => {
+            let _ = write!(t, "http {addr}");
+            ""
+        }
+        Some(probe::Spec::Tcp { addr }) => {
+            let _ = write!(t, "tcp {addr}");
+            ""
+        }
+        Some(probe::Spec::Exec) => "exec",
+        Some(probe::Spec::Notify { fd: Some(_) }) => "notify fd",
+        Some(probe::Spec::Notify { fd: None }) => "sd_notify",
+        _ => "-",
+    }
+}

@@ -1,0 +1,224 @@
+//! Service events in words: the frames `events` subscribers get (service
+//! state changes, check verdicts, an applied reload) and the lines of a
+//! service's recent events in `status NAME`. The fan-out itself is
+//! `broadcast`'s.
+
+use super::broadcast::{fan_out_events, has_subscribers};
+use super::clock::{self, Stamp};
+use super::control::render::{role_name, wall_of, wire_state};
+use super::log::LineBuf;
+use super::spawn::{self, Prepared};
+use super::{errno_desc, probe, Shell};
+use coffey::control::proto::{event, Reply, WireState};
+use coffey::health::Check;
+use coffey::service::{Event, LeftInGroupText, StateName};
+use coffey::sys::{signal_name, SpawnError, Stage};
+use coffey::time::{Dur, Instant};
+use core::fmt::Write as _;
+
+/// Fans a check's verdict change out to `events` subscribers.
+pub fn broadcast_health(shell: &mut Shell, idx: usize, c: &Check, st: StateName, pid: i32) {
+    if !has_subscribers(&shell.ctl) {
+        return;
+    }
+    let mut text = LineBuf::default();
+    let _ = write!(text, "{} {}", role_name(c.role), c.verdict.as_str());
+    if let Some(e) = c.last_error {
+        let _ = text.write_str(": ");
+        probe::error_text(e, &mut text);
+    }
+    let name = shell.slots.get(idx).map_or("?", |s| s.name.as_str());
+    let rep = Reply::Event {
+        ts_ms: clock::wall_ms(),
+        service: name,
+        kind: event::HEALTH,
+        state: wire_state(st),
+        pid,
+        detail: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
+    };
+    fan_out_events(&mut shell.ctl, &rep);
+}
+
+/// Fans a service event out to `events` subscribers.
+pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, pid: i32) {
+    if !has_subscribers(&shell.ctl) {
+        return;
+    }
+    let mut text = LineBuf::default();
+    let Some(kind) = event_text(e, idx, shell, &mut text) else {
+        return;
+    };
+    let name = shell.slots.get(idx).map_or("?", |s| s.name.as_str());
+    let rep = Reply::Event {
+        ts_ms: clock::wall_ms(),
+        service: name,
+        kind,
+        state: wire_state(to),
+        pid: event_pid(e).unwrap_or(pid),
+        detail: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
+    };
+    fan_out_events(&mut shell.ctl, &rep);
+}
+
+/// Tells `events` subscribers that a reload was applied.
+pub fn broadcast_reloaded(shell: &mut Shell) {
+    let rep = Reply::Event {
+        ts_ms: clock::wall_ms(),
+        service: "",
+        kind: event::RELOADED,
+        state: WireState::Running,
+        pid: 0,
+        detail: "config reloaded",
+    };
+    fan_out_events(&mut shell.ctl, &rep);
+}
+
+/// The pid an event names, if it names one.
+fn event_pid(e: &Event) -> Option<i32> {
+    match *e {
+        Event::Spawned { pid }
+        | Event::Ready { pid }
+        | Event::Unhealthy { pid, .. }
+        | Event::Exited { pid, .. }
+        | Event::Stopping { pid, .. }
+        | Event::Killed { pid, .. }
+        | Event::LeftInGroup { pid, .. } => Some(pid),
+        _ => None,
+    }
+}
+
+/// The wire kind of event `e` of slot `idx`, its detail written to
+/// `out`; None for events subscribers are not told.
+fn event_text(e: &Event, idx: usize, shell: &Shell, out: &mut LineBuf) -> Option<u8> {
+    out.clear();
+    let kind = match *e {
+        Event::Waiting {
+            dep: Some(d),
+            failed,
+        } => {
+            let n = shell
+                .slots
+                .get(usize::from(d))
+                .map_or("?", |s| s.name.as_str());
+            let _ = write!(
+                out,
+                "waiting for {n}{}",
+                if failed { " (failed)" } else { "" }
+            );
+            event::WAITING
+        }
+        Event::SpawnFailed { err } => {
+            spawn_failed_text(out, err, shell.slots.get(idx).map(|s| &s.prep));
+            event::EXEC_FAILED
+        }
+        _ => return plain_text(e, out),
+    };
+    Some(kind)
+}
+
+/// An exec failure: the user-stage text of `spawn`, else stage and errno.
+fn spawn_failed_text(out: &mut LineBuf, err: SpawnError, p: Option<&Prepared>) {
+    if err.stage == Stage::User {
+        spawn::write_failure(out, err, p);
+    } else {
+        let _ = write!(out, "{}: {}", err.stage.name(), errno_desc(err.errno));
+    }
+}
+
+/// The events whose text needs nothing but the event; None for those
+/// subscribers are not told (and those `event_text` words itself).
+fn plain_text(e: &Event, out: &mut LineBuf) -> Option<u8> {
+    let kind = match *e {
+        Event::Spawned { .. } => event::SPAWNED,
+        Event::Ready { .. } => event::READY,
+        Event::Unhealthy { start_timeout, .. } => {
+            let _ = out.write_str(if start_timeout {
+                "start_timeout passed before readiness"
+            } else {
+                "liveness failed"
+            });
+            event::UNHEALTHY
+        }
+        Event::Exited { status, uptime, .. } => {
+            let _ = write!(out, "{status} after {}", Dur(uptime));
+            event::EXITED
+        }
+        Event::Backoff { delay, failures } => {
+            let _ = write!(out, "restart in {} (failure {failures})", Dur(delay));
+            event::BACKOFF
+        }
+        Event::GaveUp { failures } => {
+            let _ = write!(out, "gave up after {failures} failures");
+            event::FAILED
+        }
+        Event::Failed => event::FAILED,
+        Event::Stopping { signal, .. } => {
+            let _ = write!(out, "{}", signal_name(signal));
+            event::STOPPING
+        }
+        Event::Killed { shutdown, .. } => {
+            let what = if shutdown {
+                "shutdown timeout"
+            } else {
+                "stop timeout"
+            };
+            let _ = write!(out, "{what}: SIGKILL");
+            event::STOPPING
+        }
+        Event::LeftInGroup { left, .. } => {
+            let _ = write!(out, "{}", LeftInGroupText(left));
+            event::STOPPING
+        }
+        Event::Stopped => event::STOPPED,
+        Event::Completed => event::COMPLETED,
+        Event::Waiting { .. } | Event::SpawnFailed { .. } | Event::Unexpected { .. } => {
+            return None
+        }
+    };
+    Some(kind)
+}
+
+/// One recent event of a service as `status NAME` shows it: "TIME kind"
+/// and its figures. Dependencies' names are left out: they need the
+/// shell, and such events are rare.
+pub fn recent_text(out: &mut LineBuf, at: Instant, e: &Event, now: Instant, prep: &Prepared) {
+    let _ = write!(out, "{} {}", Stamp(wall_of(at, now)), recent_kind(e));
+    match *e {
+        Event::Spawned { pid } => {
+            let _ = write!(out, " pid {pid}");
+        }
+        Event::Exited { status, uptime, .. } => {
+            let _ = write!(out, " {status} after {}", Dur(uptime));
+        }
+        Event::Backoff { delay, .. } => {
+            let _ = write!(out, " {}", Dur(delay));
+        }
+        Event::SpawnFailed { err } => {
+            let _ = out.write_str(" ");
+            spawn_failed_text(out, err, Some(prep));
+        }
+        Event::LeftInGroup { left, .. } => {
+            let _ = write!(out, " {}", left.total());
+        }
+        _ => {}
+    }
+}
+
+/// The word for an event's kind in `status NAME`.
+fn recent_kind(e: &Event) -> &'static str {
+    match *e {
+        Event::Waiting { .. } => "waiting",
+        Event::Spawned { .. } => "spawned",
+        Event::Ready { .. } => "ready",
+        Event::Unhealthy { .. } => "unhealthy",
+        Event::SpawnFailed { .. } => "exec-failed",
+        Event::Exited { .. } => "exited",
+        Event::Backoff { .. } => "backoff",
+        Event::GaveUp { .. } | Event::Failed => "failed",
+        Event::Stopping { .. } | Event::Killed { .. } => "stopping",
+        Event::LeftInGroup { .. } => "left-in-group",
+        Event::Stopped => "stopped",
+        Event::Completed => "completed",
+        Event::Unexpected { .. } => "unexpected",
+    }
+}
