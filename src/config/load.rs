@@ -556,6 +556,20 @@ fn list_dropins(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
+/// A drop-in's text; None when it cannot be read or is not UTF-8 (one
+/// error at the file, which still takes its place in the file order).
+fn read_dropin(file: &Path, sink: &mut Sink) -> Option<String> {
+    let msg = match std::fs::read(file).map(String::from_utf8) {
+        Ok(Ok(t)) => return Some(t),
+        Ok(Err(e)) => format!("file is not valid UTF-8: {e}"),
+        Err(e) => format!("cannot read drop-in: {e}"),
+    };
+    sink.files.push(file.to_path_buf());
+    sink.add(Severity::Error, file, (0, 0), None, msg);
+    None
+}
+
+/// One drop-in file: one service, named by `name:` or else the file name.
 fn load_dropin(
     file: &Path,
     globals: &Globals,
@@ -563,30 +577,8 @@ fn load_dropin(
     entries: &mut Vec<Entry>,
     sink: &mut Sink,
 ) {
-    let text = match std::fs::read(file).map(String::from_utf8) {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            sink.files.push(file.to_path_buf());
-            sink.add(
-                Severity::Error,
-                file,
-                (0, 0),
-                None,
-                format!("file is not valid UTF-8: {e}"),
-            );
-            return;
-        }
-        Err(e) => {
-            sink.files.push(file.to_path_buf());
-            sink.add(
-                Severity::Error,
-                file,
-                (0, 0),
-                None,
-                format!("cannot read drop-in: {e}"),
-            );
-            return;
-        }
+    let Some(text) = read_dropin(file, sink) else {
+        return;
     };
     let stem = file
         .file_stem()
