@@ -12,8 +12,8 @@
 //!
 //! Layout: `units.rs` (durations, sizes, signals), `raw.rs` (serde shapes),
 //! `locate.rs` (positions and error recovery), `load.rs` (validation into
-//! the spec), `target.rs` (binaries, users and groups of the system the
-//! config runs on).
+//! the spec; its parts, one per section, in `load/`), `target.rs`
+//! (binaries, users and groups of the system the config runs on).
 //!
 //! [`load`] is the one decision whether a config can run, the daemon's
 //! capacities (`limits.rs`) included: `validate`, daemon startup and the
