@@ -7,6 +7,7 @@
 //! With nothing due the poll timeout is infinite: zero wakeups when idle.
 
 mod alloc;
+mod arena;
 mod cgroup;
 mod clock;
 mod compiled;
@@ -106,6 +107,8 @@ pub struct Shell {
     pub scratch: Box<log::LineBuf>,
     pub ctl: control::Control,
     pub base_env: spawn::BaseEnv,
+    /// Every slot's argv/envp storage (see `arena.rs`).
+    pub arena: arena::ExecArena,
     /// Service log file rotation settings.
     pub file_max: u64,
     pub file_keep: u32,

@@ -557,10 +557,22 @@ pub fn configure(
         cancel(shell, i, Role::from_index(r));
     }
     let Shell {
-        slots, base_env, ..
+        slots,
+        base_env,
+        arena,
+        ..
     } = shell;
     let slot = slots.get_mut(i).ok_or("no such slot")?;
     for (r, check) in c.checks.iter().enumerate() {
+        // Only an exec check holds arena bytes.
+        if !matches!(
+            check.as_ref().map(|k| &k.probe),
+            Some(super::compiled::CProbe::Exec { .. })
+        ) {
+            if let Some(p) = slot.check_prep.get_mut(r) {
+                p.clear();
+            }
+        }
         use super::compiled::CProbe;
         let spec = match check.as_ref().map(|k| &k.probe) {
             None => Spec::None,
@@ -579,7 +591,7 @@ pub fn configure(
             },
             Some(CProbe::Exec { command }) => {
                 let prep: &mut Prepared = slot.check_prep.get_mut(r).ok_or("slot")?;
-                prep.fill_cmd(command.clone(), c, base_env, None)
+                prep.fill_cmd(arena, command.clone(), c, base_env, None)
                     .map_err(|e| e.as_str())?;
                 Spec::Exec
             }

@@ -227,7 +227,7 @@ pub fn build(
         let ring: &'static mut [u8] = super::slab::zeroed(buffer)?;
         shells.push(Slot {
             name: heapless::String::new(),
-            prep: Prepared::new(&base, out_w, err_w),
+            prep: Prepared::new(out_w, err_w),
             out_r,
             err_r,
             out_w,
@@ -240,7 +240,7 @@ pub fn build(
             retired: false,
             specs: [super::probe::Spec::None, super::probe::Spec::None],
             probes: Box::default(),
-            check_prep: [Prepared::new(&base, -1, -1), Prepared::new(&base, -1, -1)],
+            check_prep: [Prepared::new(-1, -1), Prepared::new(-1, -1)],
             notify_r: -1,
             notify_sock: -1,
             notify_env: super::probe::notify_env(i),
@@ -253,6 +253,8 @@ pub fn build(
     }
     let compiled = super::compiled::encode(cfg);
     let reloader = Reloader::new(cfg, &compiled, slots)?;
+    let exec_need = super::arena::need(&compiled, base_len);
+    let arena = super::arena::ExecArena::new(super::arena::half_size(exec_need, slots))?;
     let mut shell = Shell {
         log,
         devnull,
@@ -261,6 +263,7 @@ pub fn build(
         readbuf: Box::new([0u8; READ_CHUNK]),
         scratch: Box::default(),
         base_env: base,
+        arena,
         file_max: cfg.service_logs.max_size,
         file_keep: cfg.service_logs.keep,
         shutdown_timeout: cfg.shutdown_timeout,
@@ -341,7 +344,6 @@ impl Budget {
 /// Rings, exec arenas, connection and reload buffers are fresh mappings
 /// (see `slab`): they are reserved here but cost memory only as used.
 pub fn budget(cfg: &Config) -> Budget {
-    use coffey::limits::{EXEC_ARENA, MAX_ARGS, MAX_ENV_EXTRA};
     let slots = (cfg.limits.services as usize).max(cfg.services.len());
     let spare = slots - cfg.services.len();
     let clients = cfg.limits.clients.max(1) as usize;
@@ -356,13 +358,13 @@ pub fn budget(cfg: &Config) -> Budget {
         * (core::mem::size_of::<Service>()
             + core::mem::size_of::<Slot>()
             + core::mem::size_of::<[super::probe::Probe; 2]>());
-    let ptr = core::mem::size_of::<usize>();
     let envn = std::env::vars_os().count();
-    // Per slot: the service's and two health checks' exec arenas, with
-    // their argv and envp pointer arrays.
-    let exec_bytes = slots * 3 * (EXEC_ARENA + (MAX_ARGS + 2 + envn + MAX_ENV_EXTRA + 2) * ptr);
+    let compiled = super::compiled::encode(cfg);
+    // The exec arena's two halves (see `arena.rs`): what the config needs
+    // is written, the rest is reload headroom.
+    let exec_bytes = 2 * super::arena::half_size(super::arena::need(&compiled, envn), slots);
     let conn_bytes = clients * coffey::limits::CONN_OUT_BUF;
-    let compiled = super::compiled::encode(cfg).len();
+    let compiled = compiled.len();
     let reload_bytes = 2 * (compiled * 4).max(slots * 4096 + 64 * 1024) + 64 * 1024;
     let fixed_bytes = READ_CHUNK + core::mem::size_of::<super::log::LineBuf>() * 2;
     Budget {

@@ -15,6 +15,7 @@
 //!
 //! `std::process::Command` is not used: it allocates.
 
+use super::arena::ExecArena;
 use super::compiled::CService;
 use coffey::limits::{EXEC_ARENA, LOGIN_ENV, MAX_ARGS, MAX_ENV_EXTRA, MAX_GROUPS, MAX_RLIMITS};
 use coffey::sys::{SpawnError, Stage};
@@ -66,6 +67,7 @@ pub enum FillError {
     Args,
     Env,
     Groups,
+    Full,
 }
 
 impl FillError {
@@ -77,6 +79,9 @@ impl FillError {
             FillError::Args => "args: more than 128 entries",
             FillError::Env => "env: more than 64 entries",
             FillError::Groups => "the user is in more than 64 groups",
+            FillError::Full => {
+                "the exec arena is full (it is sized at startup; restart coffeyd to grow it)"
+            }
         }
     }
 }
@@ -84,12 +89,20 @@ impl FillError {
 /// Longest `user`/`group` failure text kept for status.
 const CRED_ERROR_MAX: usize = 96;
 
-/// Everything the child needs, in fixed buffers allocated once per slot at
-/// startup and refilled (never reallocated) by reload.
+/// Bytes of one pointer in argv/envp.
+const PTR: usize = core::mem::size_of::<*const libc::c_char>();
+
+/// Everything the child needs. The strings and pointer arrays live in the
+/// one [`ExecArena`], in a region of exactly the size this command needs
+/// (see `arena.rs`); an empty `Prepared` holds none.
 pub struct Prepared {
-    arena: &'static mut [u8],
-    argv: Box<[*const libc::c_char]>,
-    envp: Box<[*const libc::c_char]>,
+    /// The region: `nptrs` pointers (argv, then envp, each ending in
+    /// NULL), then the strings, then the watchdog entries if any.
+    region: *mut u8,
+    region_len: usize,
+    nptrs: usize,
+    /// argv's length with its NULL; envp starts after it.
+    nargv: usize,
     path_off: usize,
     cwd_off: usize,
     pub uid: Option<libc::uid_t>,
@@ -117,18 +130,22 @@ pub struct Prepared {
     /// `cgroup.rs` for why a write and not clone3).
     pub cgroup_fd: RawFd,
     /// sd_notify watchdog: `WATCHDOG_USEC=...` and `WATCHDOG_PID=` entries,
-    /// in their own buffer (never counted against the service's env
+    /// at the region's end (never counted against the service's env
     /// budget). The pid is only known after clone: the child writes its
-    /// digits at `wd_pid_at` (a raw pointer, so the child's write aliases
-    /// no reference). The child shares our memory, so the digits stay
-    /// here: the daemon sees the last run's pid, and reads it nowhere.
-    wd: *mut u8,
-    wd_len: usize,
+    /// digits at `wd_pid_at` (an offset in the region, written through
+    /// the raw pointer, so the child's write aliases no reference). The
+    /// child shares our memory, so the digits stay here: the daemon sees
+    /// the last run's pid, and reads it nowhere.
     wd_pid_at: Option<usize>,
+    /// The region ends in [`WD_BUF`] bytes for the watchdog entries.
+    wd_room: bool,
 }
 
 /// Room for `WATCHDOG_USEC=<20 digits>` and `WATCHDOG_PID=<20 digits>`.
 const WD_BUF: usize = 72;
+
+/// argv or envp of an empty `Prepared`: just the NULL.
+static NO_PTRS: [usize; 1] = [0];
 
 /// Keys of coffeyd's own service manager, if it has one: never passed on
 /// (a service's `NOTIFY_SOCKET` and watchdog are coffeyd's, or none).
@@ -161,17 +178,57 @@ pub fn write_decimal(dst: &mut [u8], mut v: u64) -> usize {
     n
 }
 
+/// The sd_notify watchdog of `c`, if its readiness check has one.
+fn watchdog_of(c: &CService<'_>) -> Option<u64> {
+    match c.checks.first() {
+        Some(Some(k)) => match k.policy.mode {
+            coffey::health::Mode::Passive { watchdog } => watchdog,
+            coffey::health::Mode::Probe => None,
+        },
+        _ => None,
+    }
+}
+
+/// (pointers, bytes): what `cmd` run with `c`'s env needs in the arena,
+/// with `base_env` inherited entries (the most envp can take).
+fn cmd_need<'b>(
+    cmd: impl Iterator<Item = &'b [u8]> + Clone,
+    c: &CService<'_>,
+    base_env: usize,
+    watchdog: bool,
+) -> (usize, usize) {
+    let nargv = cmd.clone().count() + 1;
+    let nenvp = base_env + c.env.clone().count() + 4; // NOTIFY_SOCKET, 2 watchdog, NULL
+    let strs: usize = cmd.map(|a| a.len() + 1).sum::<usize>()
+        + c.cwd.len()
+        + 1
+        + c.env.clone().map(|e| e.len() + 1).sum::<usize>();
+    let wd = if watchdog { WD_BUF } else { 0 };
+    (nargv + nenvp, (nargv + nenvp) * PTR + strs + wd)
+}
+
+/// Arena bytes service `c` takes: its command and its exec checks'
+/// (alignment included), with `base_env` inherited entries.
+pub fn service_need(c: &CService<'_>, base_env: usize) -> usize {
+    let round = |n: usize| (n + PTR - 1) & !(PTR - 1);
+    let cmd = core::iter::once(c.binary).chain(c.args.clone());
+    let mut n = round(cmd_need(cmd, c, base_env, watchdog_of(c).is_some()).1);
+    for k in c.checks.iter().flatten() {
+        if let super::compiled::CProbe::Exec { command } = &k.probe {
+            n += round(cmd_need(command.clone(), c, base_env, false).1);
+        }
+    }
+    n
+}
+
 impl Prepared {
-    /// Startup only: allocates the fixed buffers.
-    #[allow(clippy::disallowed_macros)]
-    pub fn new(base: &BaseEnv, out_w: RawFd, err_w: RawFd) -> Prepared {
-        let wd = super::slab::zeroed(WD_BUF).unwrap_or(&mut []);
+    /// An empty one (it holds no arena bytes until filled).
+    pub fn new(out_w: RawFd, err_w: RawFd) -> Prepared {
         Prepared {
-            arena: super::slab::zeroed(EXEC_ARENA).unwrap_or(&mut []),
-            argv: vec![core::ptr::null(); MAX_ARGS + 2].into_boxed_slice(),
-            // + login env, NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID, NULL.
-            envp: vec![core::ptr::null(); base.len() + MAX_ENV_EXTRA + LOGIN_ENV + 4]
-                .into_boxed_slice(),
+            region: core::ptr::null_mut(),
+            region_len: 0,
+            nptrs: 0,
+            nargv: 0,
             path_off: 0,
             cwd_off: 0,
             uid: None,
@@ -188,14 +245,13 @@ impl Prepared {
             filled: false,
             notify_fd: None,
             cgroup_fd: -1,
-            wd: wd.as_mut_ptr(),
-            wd_len: wd.len(),
             wd_pid_at: None,
+            wd_room: false,
         }
     }
 
-    /// Whether `c` fits the fixed buffers (checked before reload changes
-    /// anything).
+    /// Whether `c` fits the per-service limits (checked before reload
+    /// changes anything; the arena's room is checked by the plan).
     pub fn fits(c: &CService<'_>) -> Result<(), FillError> {
         Self::fits_cmd(core::iter::once(c.binary).chain(c.args.clone()), c)
     }
@@ -224,118 +280,152 @@ impl Prepared {
         Ok(())
     }
 
-    /// Rewrites the buffers for service `c`. No allocation.
+    /// The pointer part of the region.
+    fn ptrs_mut(&mut self) -> &mut [*const libc::c_char] {
+        if self.region.is_null() {
+            return &mut [];
+        }
+        // SAFETY: the region is ours, pointer-aligned (the arena aligns
+        // every allocation) and holds `nptrs` pointers first.
+        unsafe { core::slice::from_raw_parts_mut(self.region.cast(), self.nptrs) }
+    }
+
+    /// The byte part of the region (strings, watchdog entries).
+    fn bytes(&self) -> &[u8] {
+        if self.region.is_null() {
+            return &[];
+        }
+        let at = self.nptrs * PTR;
+        // SAFETY: the region is ours and `region_len` bytes long.
+        unsafe {
+            core::slice::from_raw_parts(self.region.add(at), self.region_len.saturating_sub(at))
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        if self.region.is_null() {
+            return &mut [];
+        }
+        let at = self.nptrs * PTR;
+        // SAFETY: as in `bytes`; `&mut self` makes this the only view.
+        unsafe {
+            core::slice::from_raw_parts_mut(self.region.add(at), self.region_len.saturating_sub(at))
+        }
+    }
+
+    /// argv and envp for execve.
+    fn argv_envp(&self) -> (*const *const libc::c_char, *const *const libc::c_char) {
+        if self.region.is_null() {
+            let none = NO_PTRS.as_ptr().cast();
+            return (none, none);
+        }
+        let argv: *const *const libc::c_char = self.region.cast_const().cast();
+        (argv, argv.wrapping_add(self.nargv))
+    }
+
+    /// Rewrites this service's exec storage for `c`, in a new region of
+    /// `arena`. No allocation.
     pub fn fill(
         &mut self,
+        arena: &mut ExecArena,
         c: &CService<'_>,
         base: &BaseEnv,
         notify_env: Option<&CStr>,
     ) -> Result<(), FillError> {
-        self.fill_cmd(
-            core::iter::once(c.binary).chain(c.args.clone()),
-            c,
-            base,
-            notify_env,
-        )?;
-        let watchdog = match c.checks.first() {
-            Some(Some(k)) => match k.policy.mode {
-                coffey::health::Mode::Passive { watchdog } => watchdog,
-                coffey::health::Mode::Probe => None,
-            },
-            _ => None,
-        };
-        self.set_watchdog(notify_env.and(watchdog))
+        let cmd = core::iter::once(c.binary).chain(c.args.clone());
+        let wd = notify_env.and(watchdog_of(c));
+        self.fill_with(arena, cmd, c, base, notify_env, wd)
     }
 
-    /// Appends `WATCHDOG_USEC=` (the watchdog in µs, as systemd's
-    /// `WatchdogSec=`) and a `WATCHDOG_PID=` the child completes, so
-    /// `sd_watchdog_enabled()` in the service accepts them.
-    fn set_watchdog(&mut self, ms: Option<u64>) -> Result<(), FillError> {
-        self.wd_pid_at = None;
-        let Some(ms) = ms else {
-            return Ok(());
-        };
-        let k = self
-            .envp
-            .iter()
-            .position(|p| p.is_null())
-            .ok_or(FillError::Env)?;
-        // SAFETY: `wd` is our own `wd_len`-byte slab, borrowed by no one.
-        let buf = unsafe { core::slice::from_raw_parts_mut(self.wd, self.wd_len) };
-        // "WATCHDOG_USEC=<us>\0WATCHDOG_PID=0\0"; the child rewrites the 0.
-        let (usec, pid) = (b"WATCHDOG_USEC=".as_slice(), b"WATCHDOG_PID=".as_slice());
-        let digits_at = usec.len();
-        let n = write_decimal(
-            buf.get_mut(digits_at..).unwrap_or(&mut []),
-            ms.saturating_mul(1000),
-        );
-        let pid_entry = digits_at + n + 1;
-        let pid_at = pid_entry + pid.len();
-        // The pid's 20 digits and NUL must fit after it.
-        if n == 0 || pid_at + 21 > buf.len() {
-            return Err(FillError::Env);
-        }
-        for (dst, src) in [(0, usec), (pid_entry, pid), (pid_at, b"0\0".as_slice())] {
-            if let Some(d) = buf.get_mut(dst..dst + src.len()) {
-                d.copy_from_slice(src);
-            }
-        }
-        self.wd_pid_at = Some(pid_at);
-        let p = self.wd.cast_const().cast::<libc::c_char>();
-        let entries = [p, p.wrapping_add(pid_entry), core::ptr::null()];
-        for (j, e) in entries.into_iter().enumerate() {
-            *self.envp.get_mut(k + j).ok_or(FillError::Env)? = e;
-        }
+    /// Same for `cmd` (argv, argv[0] the absolute path) run with `c`'s
+    /// env, credentials and working dir (exec checks).
+    pub fn fill_cmd<'b>(
+        &mut self,
+        arena: &mut ExecArena,
+        cmd: impl Iterator<Item = &'b [u8]> + Clone,
+        c: &CService<'_>,
+        base: &BaseEnv,
+        notify_env: Option<&CStr>,
+    ) -> Result<(), FillError> {
+        self.fill_with(arena, cmd, c, base, notify_env, None)
+    }
+
+    fn fill_with<'b>(
+        &mut self,
+        arena: &mut ExecArena,
+        cmd: impl Iterator<Item = &'b [u8]> + Clone,
+        c: &CService<'_>,
+        base: &BaseEnv,
+        notify_env: Option<&CStr>,
+        wd: Option<u64>,
+    ) -> Result<(), FillError> {
+        Self::fits_cmd(cmd.clone(), c)?;
+        let (nptrs, len) = cmd_need(cmd.clone(), c, base.len(), wd.is_some());
+        let region = arena.alloc(len).ok_or(FillError::Full)?;
+        self.filled = false;
+        self.region = region;
+        self.region_len = len;
+        self.nptrs = nptrs;
+        self.nargv = cmd.clone().count() + 1;
+        self.wd_room = wd.is_some();
+        self.fill_strings(cmd, c, base, notify_env)?;
+        self.set_watchdog(wd)?;
+        self.fill_creds(c);
+        self.filled = true;
         Ok(())
     }
 
-    /// Rewrites the buffers for `cmd` (argv, argv[0] the absolute path)
-    /// run with `c`'s env, credentials and working dir.
-    pub fn fill_cmd<'b>(
+    /// The strings and the argv/envp pointers to them.
+    fn fill_strings<'b>(
         &mut self,
         cmd: impl Iterator<Item = &'b [u8]> + Clone,
         c: &CService<'_>,
         base: &BaseEnv,
         notify_env: Option<&CStr>,
     ) -> Result<(), FillError> {
-        Self::fits_cmd(cmd.clone(), c)?;
         let mut cmd = cmd;
         let binary = cmd.next().unwrap_or(b"/nonexistent");
+        let at0 = self.nptrs * PTR;
         let mut at = 0usize;
-        let mut put = |arena: &mut [u8], b: &[u8]| -> Result<usize, FillError> {
+        let mut put = |bytes: &mut [u8], b: &[u8]| -> Result<usize, FillError> {
             let start = at;
             let end = start + b.len();
-            arena
+            bytes
                 .get_mut(start..end)
                 .ok_or(FillError::Arena)?
                 .copy_from_slice(b);
-            *arena.get_mut(end).ok_or(FillError::Arena)? = 0;
+            *bytes.get_mut(end).ok_or(FillError::Arena)? = 0;
             at = end + 1;
-            Ok(start)
+            Ok(at0 + start)
         };
-        self.path_off = put(self.arena, binary)?;
-        self.cwd_off = put(self.arena, c.cwd)?;
+        let bytes = self.bytes_mut();
+        let path_off = put(bytes, binary)?;
+        let cwd_off = put(bytes, c.cwd)?;
         let mut arg_offs = [0usize; MAX_ARGS];
         let mut nargs = 0;
         for a in cmd {
-            *arg_offs.get_mut(nargs).ok_or(FillError::Args)? = put(self.arena, a)?;
+            *arg_offs.get_mut(nargs).ok_or(FillError::Args)? = put(bytes, a)?;
             nargs += 1;
         }
         let mut env_offs = [0usize; MAX_ENV_EXTRA + LOGIN_ENV];
         let mut nenv = 0;
         for e in c.env.clone() {
-            *env_offs.get_mut(nenv).ok_or(FillError::Env)? = put(self.arena, e)?;
+            *env_offs.get_mut(nenv).ok_or(FillError::Env)? = put(bytes, e)?;
             nenv += 1;
         }
-        let base_ptr = self.arena.as_ptr();
-        let ptr = |off: usize| -> *const libc::c_char { base_ptr.wrapping_add(off).cast() };
+        (self.path_off, self.cwd_off) = (path_off, cwd_off);
+        let region = self.region.cast_const();
+        let ptr = |off: usize| -> *const libc::c_char { region.wrapping_add(off).cast() };
+        let nargv = self.nargv;
+        let ptrs = self.ptrs_mut();
+        let (argv, envp) = ptrs.split_at_mut(nargv.min(ptrs.len()));
         // argv: binary, args..., NULL
         let mut k = 0;
-        for off in core::iter::once(self.path_off).chain(arg_offs.iter().take(nargs).copied()) {
-            *self.argv.get_mut(k).ok_or(FillError::Args)? = ptr(off);
+        for off in core::iter::once(path_off).chain(arg_offs.iter().take(nargs).copied()) {
+            *argv.get_mut(k).ok_or(FillError::Args)? = ptr(off);
             k += 1;
         }
-        *self.argv.get_mut(k).ok_or(FillError::Args)? = core::ptr::null();
+        *argv.get_mut(k).ok_or(FillError::Args)? = core::ptr::null();
         // envp: base minus overridden keys, then the service's entries.
         let mut k = 0;
         for b in &base.strs {
@@ -343,21 +433,28 @@ impl Prepared {
             if c.env.clone().any(|e| key(e) == bk) || MANAGER_KEYS.contains(&bk) {
                 continue;
             }
-            *self.envp.get_mut(k).ok_or(FillError::Env)? = b.as_ptr();
+            *envp.get_mut(k).ok_or(FillError::Env)? = b.as_ptr();
             k += 1;
         }
         for off in env_offs.iter().take(nenv) {
-            *self.envp.get_mut(k).ok_or(FillError::Env)? = ptr(*off);
+            *envp.get_mut(k).ok_or(FillError::Env)? = ptr(*off);
             k += 1;
         }
         if let Some(n) = notify_env {
-            *self.envp.get_mut(k).ok_or(FillError::Env)? = n.as_ptr();
+            *envp.get_mut(k).ok_or(FillError::Env)? = n.as_ptr();
             k += 1;
         }
-        *self.envp.get_mut(k).ok_or(FillError::Env)? = core::ptr::null();
+        for p in envp.iter_mut().skip(k) {
+            *p = core::ptr::null();
+        }
+        Ok(())
+    }
+
+    /// Credentials, umask and rlimits of `c`.
+    fn fill_creds(&mut self, c: &CService<'_>) {
         self.ngroups = 0;
-        for g in c.gids() {
-            *self.groups.get_mut(self.ngroups).ok_or(FillError::Groups)? = g;
+        for (d, g) in self.groups.iter_mut().zip(c.gids()) {
+            *d = g;
             self.ngroups += 1;
         }
         self.uid = c.uid;
@@ -376,8 +473,104 @@ impl Prepared {
             *d = l;
             self.nrlimits += 1;
         }
-        self.filled = true;
+    }
+
+    /// Appends `WATCHDOG_USEC=` (the watchdog in µs, as systemd's
+    /// `WatchdogSec=`) and a `WATCHDOG_PID=` the child completes, so
+    /// `sd_watchdog_enabled()` in the service accepts them. Their text is
+    /// the region's last [`WD_BUF`] bytes.
+    fn set_watchdog(&mut self, ms: Option<u64>) -> Result<(), FillError> {
+        self.wd_pid_at = None;
+        let Some(ms) = ms else {
+            return Ok(());
+        };
+        let nargv = self.nargv;
+        let k = self
+            .ptrs_mut()
+            .iter()
+            .skip(nargv)
+            .position(|p| p.is_null())
+            .ok_or(FillError::Env)?
+            + nargv;
+        // fill_with made room for it (or not, and then this is a bug).
+        if !self.wd_room {
+            return Err(FillError::Env);
+        }
+        let wd_off = self.region_len.checked_sub(WD_BUF).ok_or(FillError::Env)?;
+        let bytes_at = self.nptrs * PTR;
+        let buf = self
+            .bytes_mut()
+            .get_mut(wd_off.saturating_sub(bytes_at)..)
+            .ok_or(FillError::Env)?;
+        // "WATCHDOG_USEC=<us>\0WATCHDOG_PID=0\0"; the child rewrites the 0.
+        let (usec, pid) = (b"WATCHDOG_USEC=".as_slice(), b"WATCHDOG_PID=".as_slice());
+        let digits_at = usec.len();
+        let n = write_decimal(
+            buf.get_mut(digits_at..).unwrap_or(&mut []),
+            ms.saturating_mul(1000),
+        );
+        let pid_entry = digits_at + n + 1;
+        let pid_at = pid_entry + pid.len();
+        // The pid's 20 digits and NUL must fit after it.
+        if n == 0 || pid_at + 21 > buf.len() {
+            return Err(FillError::Env);
+        }
+        for (dst, src) in [(0, usec), (pid_entry, pid), (pid_at, b"0\0".as_slice())] {
+            if let Some(d) = buf.get_mut(dst..dst + src.len()) {
+                d.copy_from_slice(src);
+            }
+        }
+        self.wd_pid_at = Some(wd_off + pid_at);
+        let p = self
+            .region
+            .cast_const()
+            .wrapping_add(wd_off)
+            .cast::<libc::c_char>();
+        let entries = [p, p.wrapping_add(pid_entry), core::ptr::null()];
+        let ptrs = self.ptrs_mut();
+        for (j, e) in entries.into_iter().enumerate() {
+            *ptrs.get_mut(k + j).ok_or(FillError::Env)? = e;
+        }
         Ok(())
+    }
+
+    /// Moves the region into `arena`'s current half if it is elsewhere
+    /// (the end of a reload's apply), rebasing the pointers into it;
+    /// those into the base env or a notify socket path stay.
+    pub fn relocate(&mut self, arena: &mut ExecArena) -> Result<(), FillError> {
+        if self.region.is_null() || arena.holds(self.region) {
+            return Ok(());
+        }
+        let new = arena.alloc(self.region_len).ok_or(FillError::Full)?;
+        let (old, len) = (self.region, self.region_len);
+        // SAFETY: two regions of `len` bytes in different halves of the
+        // arena (so they do not overlap), both ours.
+        unsafe { core::ptr::copy_nonoverlapping(old, new, len) };
+        self.region = new;
+        let lo = old as usize;
+        for p in self.ptrs_mut() {
+            let a = *p as usize;
+            if (lo..lo + len).contains(&a) {
+                *p = new.wrapping_add(a - lo).cast_const().cast();
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds nothing any more (a free slot, at the end of an apply).
+    pub fn clear(&mut self) {
+        self.region = core::ptr::null_mut();
+        (self.region_len, self.nptrs, self.nargv) = (0, 0, 0);
+        self.wd_pid_at = None;
+        self.wd_room = false;
+        self.filled = false;
+    }
+
+    /// The whole region, for tests that break a field.
+    #[cfg(test)]
+    fn region_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes_mut`.
+        unsafe { core::slice::from_raw_parts_mut(self.region, self.region_len) }
     }
 
     /// Why this service cannot start as its user ("" when it can).
@@ -385,27 +578,34 @@ impl Prepared {
         &self.cred_error
     }
 
+    /// The string at region offset `off`.
     fn cstr_at(&self, off: usize) -> &CStr {
-        self.arena
-            .get(off..)
+        self.bytes()
+            .get(off.saturating_sub(self.nptrs * PTR)..)
             .and_then(|b| CStr::from_bytes_until_nul(b).ok())
             .unwrap_or(c"")
     }
 
     pub fn path(&self) -> &CStr {
+        if self.region.is_null() {
+            return c"";
+        }
         self.cstr_at(self.path_off)
     }
 
     /// argv[1..], for status.
     pub fn args(&self) -> impl Iterator<Item = &CStr> {
-        self.argv
-            .iter()
+        let ptrs: &[*const libc::c_char] = if self.region.is_null() {
+            &[]
+        } else {
+            // SAFETY: as in `ptrs_mut`, shared.
+            unsafe { core::slice::from_raw_parts(self.region.cast_const().cast(), self.nargv) }
+        };
+        let base = self.region as usize;
+        ptrs.iter()
             .skip(1)
             .take_while(|p| !p.is_null())
-            .map(|p| {
-                let off = (*p as usize).wrapping_sub(self.arena.as_ptr() as usize);
-                self.cstr_at(off)
-            })
+            .map(move |p| self.cstr_at((*p as usize).wrapping_sub(base)))
     }
 }
 
@@ -725,14 +925,14 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
         fail(Stage::Setsid);
     }
     if let Some(at) = p.wd_pid_at {
-        // SAFETY: `wd` is the slot's own slab, behind no reference. It is
+        // SAFETY: the watchdog text is in the region, behind no reference. It is
         // the daemon's memory (CLONE_VM): the digits stay there after the
         // exec, which is harmless, as nothing but this run's envp reads
         // them and every spawn rewrites them first. getpid as a raw
         // syscall: no libc pid cache can answer with the daemon's.
-        let buf = core::slice::from_raw_parts_mut(p.wd, p.wd_len);
+        let buf = core::slice::from_raw_parts_mut(p.region.add(at), p.region_len - at);
         write_decimal(
-            buf.get_mut(at..).unwrap_or(&mut []),
+            buf,
             u64::try_from(libc::syscall(libc::SYS_getpid)).unwrap_or(0),
         );
     }
@@ -777,7 +977,8 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     if let Some(m) = p.umask {
         libc::umask(m);
     }
-    libc::execve(p.path().as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+    let (argv, envp) = p.argv_envp();
+    libc::execve(p.path().as_ptr(), argv, envp);
     fail(Stage::Exec)
 }
 
@@ -790,6 +991,11 @@ mod tests {
     /// A slot prepared from `yaml` (one service), writing to `out_w`, and
     /// the base environment its envp points into (keep it alive).
     fn prepared(yaml: &str, tag: &str, out_w: RawFd) -> (Prepared, BaseEnv) {
+        prepared_wd(yaml, tag, out_w, None)
+    }
+
+    /// Same, with an sd_notify watchdog of `wd` ms.
+    fn prepared_wd(yaml: &str, tag: &str, out_w: RawFd, wd: Option<u64>) -> (Prepared, BaseEnv) {
         let dir = std::env::temp_dir().join(format!("cfy-spawn-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.yaml");
@@ -806,9 +1012,12 @@ mod tests {
         };
         let c = services(&rd, count).next().unwrap();
         let base = BaseEnv::capture();
-        let mut p = Prepared::new(&base, out_w, out_w);
-        p.fill(&c, &base, None).unwrap();
-        // The arena holds copies: `bytes` may go, `base` may not.
+        let mut arena = ExecArena::new(64 * 1024).unwrap();
+        let mut p = Prepared::new(out_w, out_w);
+        let cmd = core::iter::once(c.binary).chain(c.args.clone());
+        p.fill_with(&mut arena, cmd, &c, &base, None, wd).unwrap();
+        // The arena holds copies (and is never unmapped): `bytes` may go,
+        // `base` may not.
         (p, base)
     }
 
@@ -866,12 +1075,11 @@ mod tests {
             "services:\n  - name: a\n    binary: /bin/sh\n    args: ['-c', '{script}']\n    \
              working_dir: /tmp\n    umask: '0027'\n    rlimits: {{nofile: '200:300'}}\n"
         );
-        let (mut p, _base) = prepared(&yaml, "all", out_w);
+        let (mut p, _base) = prepared_wd(&yaml, "all", out_w, Some(1500));
         // Our own ids: setgid/setuid to them work unprivileged too.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         (p.uid, p.gid) = (Some(uid), Some(gid));
         p.notify_fd = Some((note_w, 5));
-        p.set_watchdog(Some(1500)).unwrap();
         let devnull = devnull();
         let mut stack = Stack::new().unwrap();
         // This thread blocks SIGUSR2 (and only that): so must it after.
@@ -905,7 +1113,7 @@ mod tests {
         assert!(out.starts_with(&want), "want {want:?}, got {out:?}");
         assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
         // CLONE_VM: the child wrote its pid into the slot's own buffer.
-        let wd = unsafe { core::slice::from_raw_parts(p.wd, p.wd_len) };
+        let wd = unsafe { core::slice::from_raw_parts(p.region, p.region_len) };
         let at = p.wd_pid_at.unwrap();
         let digits = CStr::from_bytes_until_nul(&wd[at..]).unwrap();
         assert_eq!(digits.to_str().unwrap(), pid.to_string());
@@ -923,22 +1131,25 @@ mod tests {
         let (out_r, out_w) = pipe();
         let devnull = devnull();
         let mut stack = Stack::new().unwrap();
-        let yaml = "services:\n  - name: a\n    binary: /bin/true\n";
+        // The argument is a path that does not exist, for the chdir case.
+        let yaml =
+            "services:\n  - name: a\n    binary: /bin/true\n    args: [/nonexistent-coffey]\n";
         type Break = fn(&mut Prepared);
         let cases: [(&str, Break, Stage, i32); 3] = [
             (
                 "exec",
-                |p| p.arena[p.path_off + 1..p.path_off + 5].copy_from_slice(b"nope"),
+                |p| {
+                    let at = p.path_off;
+                    p.region_mut()[at + 1..at + 5].copy_from_slice(b"nope")
+                },
                 Stage::Exec,
                 libc::ENOENT,
             ),
             (
                 "chdir",
                 |p| {
-                    let cwd = b"/nonexistent-coffey\0";
-                    let at = p.arena.len() - cwd.len();
-                    p.arena[at..].copy_from_slice(cwd);
-                    p.cwd_off = at;
+                    let arg = p.args().next().unwrap().as_ptr() as usize;
+                    p.cwd_off = arg - p.region as usize;
                 },
                 Stage::Chdir,
                 libc::ENOENT,
