@@ -91,6 +91,11 @@ const CRED_ERROR_MAX: usize = 96;
 
 /// Bytes of one pointer in argv/envp.
 const PTR: usize = core::mem::size_of::<*const libc::c_char>();
+/// One `rlimits:` entry: (resource, soft, hard).
+type Rlimit = (u32, u64, u64);
+const RLIMIT: usize = core::mem::size_of::<Rlimit>();
+const GID: usize = core::mem::size_of::<libc::gid_t>();
+const _: () = assert!(core::mem::align_of::<Rlimit>() <= PTR && GID <= PTR);
 
 /// Everything the child needs. The strings and pointer arrays live in the
 /// one [`ExecArena`], in a region of exactly the size this command needs
@@ -107,16 +112,18 @@ pub struct Prepared {
     cwd_off: usize,
     pub uid: Option<libc::uid_t>,
     pub gid: Option<libc::gid_t>,
-    groups: [libc::gid_t; MAX_GROUPS],
+    /// Supplementary groups, in the region after the rlimits.
     ngroups: usize,
     pub set_groups: bool,
     /// Set when `user` or `group` did not resolve when the config was
     /// loaded: [`spawn`] then fails at once, like an exec failure.
     cred_error: heapless::String<CRED_ERROR_MAX>,
     pub umask: Option<libc::mode_t>,
-    /// `rlimits:` (resource, soft, hard), the first `nrlimits` in use.
-    rlimits: [(u32, u64, u64); MAX_RLIMITS],
+    /// `rlimits:` (resource, soft, hard), in the region after the
+    /// pointers.
     nrlimits: usize,
+    /// Where the strings start in the region.
+    strs_at: usize,
     /// Write ends of the service's stdout and stderr pipes.
     pub out_w: RawFd,
     pub err_w: RawFd,
@@ -204,7 +211,8 @@ fn cmd_need<'b>(
         + 1
         + c.env.clone().map(|e| e.len() + 1).sum::<usize>();
     let wd = if watchdog { WD_BUF } else { 0 };
-    (nargv + nenvp, (nargv + nenvp) * PTR + strs + wd)
+    let creds = c.rlimits().count() * RLIMIT + c.gids().count() * GID;
+    (nargv + nenvp, (nargv + nenvp) * PTR + creds + strs + wd)
 }
 
 /// Arena bytes service `c` takes: its command and its exec checks'
@@ -233,13 +241,12 @@ impl Prepared {
             cwd_off: 0,
             uid: None,
             gid: None,
-            groups: [0; MAX_GROUPS],
             ngroups: 0,
             set_groups: false,
             cred_error: heapless::String::new(),
             umask: None,
-            rlimits: [(0, 0, 0); MAX_RLIMITS],
             nrlimits: 0,
+            strs_at: 0,
             out_w,
             err_w,
             filled: false,
@@ -290,12 +297,54 @@ impl Prepared {
         unsafe { core::slice::from_raw_parts_mut(self.region.cast(), self.nptrs) }
     }
 
+    /// The rlimits part of the region (after the pointers).
+    fn rlimits(&self) -> &[Rlimit] {
+        if self.region.is_null() {
+            return &[];
+        }
+        // SAFETY: `nrlimits` entries after the pointers, aligned (the
+        // pointer part is a whole number of pointers), written by fill.
+        unsafe {
+            core::slice::from_raw_parts(self.region.add(self.nptrs * PTR).cast(), self.nrlimits)
+        }
+    }
+
+    fn rlimits_mut(&mut self) -> &mut [Rlimit] {
+        if self.region.is_null() {
+            return &mut [];
+        }
+        // SAFETY: as in `rlimits`; `&mut self` makes this the only view
+        // (fill writes every entry before anything reads it).
+        unsafe {
+            core::slice::from_raw_parts_mut(self.region.add(self.nptrs * PTR).cast(), self.nrlimits)
+        }
+    }
+
+    /// The groups part of the region (after the rlimits).
+    fn groups(&self) -> &[libc::gid_t] {
+        if self.region.is_null() {
+            return &[];
+        }
+        let at = self.nptrs * PTR + self.nrlimits * RLIMIT;
+        // SAFETY: `ngroups` gids, 4-aligned, written by fill.
+        unsafe { core::slice::from_raw_parts(self.region.add(at).cast(), self.ngroups) }
+    }
+
+    fn groups_mut(&mut self) -> &mut [libc::gid_t] {
+        if self.region.is_null() {
+            return &mut [];
+        }
+        let at = self.nptrs * PTR + self.nrlimits * RLIMIT;
+        // SAFETY: as in `groups`, the only view.
+        unsafe { core::slice::from_raw_parts_mut(self.region.add(at).cast(), self.ngroups) }
+    }
+
     /// The byte part of the region (strings, watchdog entries).
     fn bytes(&self) -> &[u8] {
         if self.region.is_null() {
             return &[];
         }
-        let at = self.nptrs * PTR;
+        let at = self.strs_at;
         // SAFETY: the region is ours and `region_len` bytes long.
         unsafe {
             core::slice::from_raw_parts(self.region.add(at), self.region_len.saturating_sub(at))
@@ -306,7 +355,7 @@ impl Prepared {
         if self.region.is_null() {
             return &mut [];
         }
-        let at = self.nptrs * PTR;
+        let at = self.strs_at;
         // SAFETY: as in `bytes`; `&mut self` makes this the only view.
         unsafe {
             core::slice::from_raw_parts_mut(self.region.add(at), self.region_len.saturating_sub(at))
@@ -368,6 +417,9 @@ impl Prepared {
         self.nptrs = nptrs;
         self.nargv = cmd.clone().count() + 1;
         self.wd_room = wd.is_some();
+        self.nrlimits = c.rlimits().count().min(MAX_RLIMITS);
+        self.ngroups = c.gids().count();
+        self.strs_at = nptrs * PTR + self.nrlimits * RLIMIT + self.ngroups * GID;
         self.fill_strings(cmd, c, base, notify_env)?;
         self.set_watchdog(wd)?;
         self.fill_creds(c);
@@ -385,7 +437,7 @@ impl Prepared {
     ) -> Result<(), FillError> {
         let mut cmd = cmd;
         let binary = cmd.next().unwrap_or(b"/nonexistent");
-        let at0 = self.nptrs * PTR;
+        let at0 = self.strs_at;
         let mut at = 0usize;
         let mut put = |bytes: &mut [u8], b: &[u8]| -> Result<usize, FillError> {
             let start = at;
@@ -452,10 +504,8 @@ impl Prepared {
 
     /// Credentials, umask and rlimits of `c`.
     fn fill_creds(&mut self, c: &CService<'_>) {
-        self.ngroups = 0;
-        for (d, g) in self.groups.iter_mut().zip(c.gids()) {
+        for (d, g) in self.groups_mut().iter_mut().zip(c.gids()) {
             *d = g;
-            self.ngroups += 1;
         }
         self.uid = c.uid;
         self.gid = c.gid;
@@ -468,10 +518,8 @@ impl Prepared {
             }
         }
         self.umask = c.umask;
-        self.nrlimits = 0;
-        for (d, l) in self.rlimits.iter_mut().zip(c.rlimits()) {
+        for (d, l) in self.rlimits_mut().iter_mut().zip(c.rlimits()) {
             *d = l;
-            self.nrlimits += 1;
         }
     }
 
@@ -497,7 +545,7 @@ impl Prepared {
             return Err(FillError::Env);
         }
         let wd_off = self.region_len.checked_sub(WD_BUF).ok_or(FillError::Env)?;
-        let bytes_at = self.nptrs * PTR;
+        let bytes_at = self.strs_at;
         let buf = self
             .bytes_mut()
             .get_mut(wd_off.saturating_sub(bytes_at)..)
@@ -561,6 +609,7 @@ impl Prepared {
     pub fn clear(&mut self) {
         self.region = core::ptr::null_mut();
         (self.region_len, self.nptrs, self.nargv) = (0, 0, 0);
+        (self.nrlimits, self.ngroups, self.strs_at) = (0, 0, 0);
         self.wd_pid_at = None;
         self.wd_room = false;
         self.filled = false;
@@ -581,7 +630,7 @@ impl Prepared {
     /// The string at region offset `off`.
     fn cstr_at(&self, off: usize) -> &CStr {
         self.bytes()
-            .get(off.saturating_sub(self.nptrs * PTR)..)
+            .get(off.saturating_sub(self.strs_at)..)
             .and_then(|b| CStr::from_bytes_until_nul(b).ok())
             .unwrap_or(c"")
     }
@@ -947,7 +996,7 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     // Before setuid: raising a hard limit needs the privilege it drops.
     // prlimit64 takes (soft, hard) as two u64 on every architecture.
     // Integer arguments are passed as `long`, which syscall() reads.
-    for &(res, soft, hard) in p.rlimits.get(..p.nrlimits).unwrap_or(&[]) {
+    for &(res, soft, hard) in p.rlimits() {
         let lim: [u64; 2] = [soft, hard];
         let (me, res) = (0 as libc::c_long, res as libc::c_long);
         let none = core::ptr::null_mut::<u64>();
@@ -957,7 +1006,11 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     }
     let [sys_setgroups, sys_setgid, sys_setuid] = SYS_IDS;
     if p.set_groups
-        && libc::syscall(sys_setgroups, p.ngroups as libc::c_long, p.groups.as_ptr()) < 0
+        && libc::syscall(
+            sys_setgroups,
+            p.ngroups as libc::c_long,
+            p.groups().as_ptr(),
+        ) < 0
     {
         fail(Stage::Setgroups);
     }
@@ -1133,7 +1186,7 @@ mod tests {
         let mut stack = Stack::new().unwrap();
         // The argument is a path that does not exist, for the chdir case.
         let yaml =
-            "services:\n  - name: a\n    binary: /bin/true\n    args: [/nonexistent-coffey]\n";
+            "services:\n  - name: a\n    binary: /bin/true\n    args: [/nonexistent-coffey]\n    rlimits: {nofile: '200:300'}\n";
         type Break = fn(&mut Prepared);
         let cases: [(&str, Break, Stage, i32); 3] = [
             (
@@ -1161,8 +1214,7 @@ mod tests {
                     // u32 on glibc, c_int on musl.
                     #[allow(clippy::unnecessary_cast)]
                     let nofile = libc::RLIMIT_NOFILE as u32;
-                    p.rlimits[0] = (nofile, 300, 200);
-                    p.nrlimits = 1;
+                    p.rlimits_mut()[0] = (nofile, 300, 200);
                 },
                 Stage::Rlimit,
                 libc::EINVAL,
