@@ -69,7 +69,9 @@ pub struct Slot {
     #[allow(dead_code)]
     pub err_w: RawFd,
     pub ring: LogRing<'static>,
-    pub lines: Box<[LineBuf; 2]>,
+    /// In one zeroed mapping for all slots (`setup::zeroed_lines`): a
+    /// quiet service's never costs memory.
+    pub lines: &'static mut [LineBuf; 2],
     pub file: Option<LogFile>,
     pub console: bool,
     /// Pipe may have more data (edge-triggered readiness not yet drained).
@@ -1017,7 +1019,7 @@ pub fn compile_child(path: &std::path::Path) -> i32 {
 
 /// Runs the daemon until shutdown. Returns the process exit code.
 pub fn run(cfg: Config, mode: pid1::Mode) -> i32 {
-    match run_inner(&cfg, mode) {
+    match run_inner(cfg, mode) {
         Ok(code) => code,
         Err(e) => {
             let _ = log::write_all(2, b"coffeyd: ");
@@ -1028,7 +1030,8 @@ pub fn run(cfg: Config, mode: pid1::Mode) -> i32 {
     }
 }
 
-fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
+fn run_inner(mut cfg: Config, mode: pid1::Mode) -> Result<i32, String> {
+    let cfg = &mut cfg;
     let setup::Started {
         mut shell,
         mut table,
@@ -1109,6 +1112,10 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         }
     }
     drop(adopted);
+    // The tables hold everything the loop needs from the services' specs:
+    // their heap goes back before the loop (shutdown reads only the
+    // socket and pid file paths).
+    cfg.services = Vec::new();
 
     // ---- from here on: no heap allocation.
     alloc::seal();

@@ -201,6 +201,7 @@ pub fn build(
     let adopted = super::reexec::take_handoff();
     let base = BaseEnv::capture();
     let base_len = base.len();
+    let mut lines = zeroed_lines(slots)?.iter_mut();
     let mut shells = Vec::with_capacity(slots);
     let mut core = Vec::with_capacity(slots);
     for i in 0..slots {
@@ -233,7 +234,7 @@ pub fn build(
             out_w,
             err_w,
             ring: LogRing::new(ring),
-            lines: Box::new([LineBuf::default(), LineBuf::default()]),
+            lines: lines.next().ok_or("line buffers")?,
             file: None,
             console: false,
             ready: [false; 2],
@@ -313,6 +314,21 @@ pub fn build(
     };
     super::reload::install_initial(&mut shell, &mut core).map_err(|e| e.to_string())?;
     Ok((shell, core, adopted))
+}
+
+/// Every slot's stdout and stderr line buffers, in one fresh mapping:
+/// written only when a service writes output, so a quiet service's cost
+/// nothing (a heap allocation would be zeroed, and paid, at startup).
+fn zeroed_lines(slots: usize) -> Result<&'static mut [[LineBuf; 2]], String> {
+    let bytes = super::slab::zeroed(slots * core::mem::size_of::<[LineBuf; 2]>())?;
+    if bytes.is_empty() {
+        return Ok(&mut []);
+    }
+    // SAFETY: the mapping is page-aligned (so aligned for LineBuf), as
+    // long as `slots` pairs, never freed, and all zero bytes are a valid
+    // LineBuf: its fields are a byte array, a length and a bool, and all
+    // zero is its `Default` (tested below).
+    Ok(unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), slots) })
 }
 
 /// What the daemon will preallocate for `cfg`: printed by `validate`.
@@ -589,5 +605,27 @@ mod tests {
             // SAFETY: ours.
             unsafe { libc::close(fd) };
         }
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    /// Zeroed line buffers behave as `LineBuf::default()`: empty, not
+    /// skipping.
+    #[test]
+    fn zeroed_line_buffers_are_empty_line_buffers() {
+        let pairs = zeroed_lines(3).unwrap();
+        assert_eq!(pairs.len(), 3);
+        let mut got = Vec::new();
+        for lb in pairs.iter_mut().flat_map(|p| p.iter_mut()) {
+            lb.feed(b"ab\ncd", |l, cut| got.push((l.to_vec(), cut)));
+            lb.flush(|l, cut| got.push((l.to_vec(), cut)));
+        }
+        let one = [(b"ab".to_vec(), false), (b"cd".to_vec(), false)];
+        let want: Vec<_> = (0..6).flat_map(|_| one.clone()).collect();
+        assert_eq!(got, want);
+        assert!(zeroed_lines(0).unwrap().is_empty());
     }
 }
