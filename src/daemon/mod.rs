@@ -81,7 +81,7 @@ pub struct Slot {
     pub retired: bool,
     /// Health checks: what to probe, the probe in flight, exec-check argv.
     pub specs: [probe::Spec; 2],
-    pub probes: Box<[probe::Probe; 2]>,
+    pub probes: [probe::Probe; 2],
     pub check_prep: [spawn::Prepared; 2],
     /// Read end of the s6/dinit readiness pipe of the running process.
     pub notify_r: RawFd,

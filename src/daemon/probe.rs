@@ -58,25 +58,33 @@ pub enum Phase {
     Running,
 }
 
+/// A probe's state. Its buffers live in zeroed mappings shared by all
+/// slots (see `setup::probes`): a slot without http or exec checks never
+/// writes them, so they cost it no memory.
 pub struct Probe {
     pub phase: Phase,
     pub fd: RawFd,
     pub pid: i32,
-    buf: [u8; RESP_MAX],
+    /// HTTP response bytes ([`RESP_MAX`]).
+    buf: &'static mut [u8],
     len: usize,
     /// Output line assembly for exec checks.
-    pub lines: Lines,
+    pub lines: &'static mut Lines,
 }
 
-impl Default for Probe {
-    fn default() -> Self {
+/// Bytes of one probe's response buffer.
+pub const RESP_BUF: usize = RESP_MAX;
+
+impl Probe {
+    /// Idle, on buffers that start empty (zeroed `buf`, an empty `lines`).
+    pub fn new(buf: &'static mut [u8], lines: &'static mut Lines) -> Probe {
         Probe {
             phase: Phase::Idle,
             fd: -1,
             pid: 0,
-            buf: [0; RESP_MAX],
+            buf,
             len: 0,
-            lines: Lines::default(),
+            lines,
         }
     }
 }

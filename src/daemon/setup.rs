@@ -202,6 +202,7 @@ pub fn build(
     let base = BaseEnv::capture();
     let base_len = base.len();
     let mut lines = zeroed_lines(slots)?.iter_mut();
+    let mut probes = probes(slots)?.into_iter();
     let mut shells = Vec::with_capacity(slots);
     let mut core = Vec::with_capacity(slots);
     for i in 0..slots {
@@ -240,7 +241,7 @@ pub fn build(
             ready: [false; 2],
             retired: false,
             specs: [super::probe::Spec::None, super::probe::Spec::None],
-            probes: Box::default(),
+            probes: probes.next().ok_or("probe buffers")?,
             check_prep: [Prepared::new(-1, -1), Prepared::new(-1, -1)],
             notify_r: -1,
             notify_sock: -1,
@@ -329,6 +330,22 @@ fn zeroed_lines(slots: usize) -> Result<&'static mut [[LineBuf; 2]], String> {
     // LineBuf: its fields are a byte array, a length and a bool, and all
     // zero is its `Default` (tested below).
     Ok(unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), slots) })
+}
+
+/// Each slot's two probes, their response and line buffers in zeroed
+/// mappings (written only by http and exec checks).
+fn probes(slots: usize) -> Result<Vec<[super::probe::Probe; 2]>, String> {
+    use super::probe::{Probe, RESP_BUF};
+    let bufs = super::slab::zeroed(slots * 2 * RESP_BUF)?;
+    let mut bufs = bufs.chunks_exact_mut(RESP_BUF.max(1));
+    let mut lines = zeroed_lines(slots)?.iter_mut().flat_map(|p| p.iter_mut());
+    let mut one = || -> Result<Probe, String> {
+        let (Some(b), Some(l)) = (bufs.next(), lines.next()) else {
+            return Err("probe buffers".into());
+        };
+        Ok(Probe::new(b, l))
+    };
+    (0..slots).map(|_| Ok([one()?, one()?])).collect()
 }
 
 /// What the daemon will preallocate for `cfg`: printed by `validate`.
