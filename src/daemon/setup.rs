@@ -386,11 +386,11 @@ pub fn budget(cfg: &Config) -> Budget {
         .map(|s| s.log.buffer as usize)
         .sum::<usize>()
         + spare * cfg.service_logs.buffer as usize;
-    let line_bytes = slots * core::mem::size_of::<[LineBuf; 2]>();
-    let table_bytes = slots
-        * (core::mem::size_of::<Service>()
-            + core::mem::size_of::<Slot>()
-            + core::mem::size_of::<[super::probe::Probe; 2]>());
+    // The output line buffers and the probes' response and line buffers
+    // (zeroed mappings, written only as used).
+    let line_bytes =
+        slots * (2 * core::mem::size_of::<[LineBuf; 2]>() + 2 * super::probe::RESP_BUF);
+    let table_bytes = slots * (core::mem::size_of::<Service>() + core::mem::size_of::<Slot>());
     let envn = std::env::vars_os().count();
     let compiled = super::compiled::encode(cfg);
     // The exec arena's two halves (see `arena.rs`): what the config needs
