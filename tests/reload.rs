@@ -952,3 +952,103 @@ fn removing_a_dependency_keeps_its_former_dependent_running() {
     assert!(!d.log_text().contains("y: stopping"), "{}", d.log_text());
     finish(d);
 }
+
+/// A service with `env` entries of `bytes` bytes in all and two exec
+/// checks: its exec storage holds the env three times (the service's
+/// and each check's envp), the compiled config once.
+fn env_heavy(name: &str, bytes: usize) -> String {
+    let val = "x".repeat(bytes / 4 - 8);
+    let env: String = (0..4).map(|k| format!("      - E{k}={val}\n")).collect();
+    format!(
+        "  - name: {name}\n    binary: /bin/sleep\n    args: ['600']\n    env:\n{env}    \
+         healthcheck:\n      readiness: {{type: exec, command: [/bin/true]}}\n      \
+         liveness: {{type: exec, command: [/bin/true], interval: 60s}}\n"
+    )
+}
+
+#[test]
+fn reload_needing_more_exec_storage_than_the_arena_holds_is_rejected() {
+    // 20 slots, one service: the arena's half is the one service's need
+    // plus 4 KiB per slot plus 64 KiB (about 150 KiB).
+    let extra = "  limits:\n    services: 20\n";
+    let mut d = Daemon::start("rarena", extra, &sleeper("a"));
+    wait_running(&d, "a");
+    let before = status(&d);
+
+    // 19 more services with 4 KiB of env each: 76 KiB compiled (the reload
+    // buffer takes it), about 240 KiB of exec storage (the arena does not).
+    let many: String = (0..19).map(|k| env_heavy(&format!("e{k}"), 4096)).collect();
+    d.rewrite(extra, &[sleeper("a"), many].concat());
+    let o = ctl(&d, &["reload"]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("exec storage"), "{o:?}");
+    let log = d.wait_log("reload rejected:", SOON);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("reload rejected:") && l.contains("restart coffeyd")),
+        "{log}"
+    );
+    assert_eq!(status(&d), before);
+
+    // What fits still applies, and its services start.
+    let few: String = (0..3).map(|k| env_heavy(&format!("e{k}"), 4096)).collect();
+    d.rewrite(extra, &[sleeper("a"), few].concat());
+    reload(&d);
+    for k in 0..3 {
+        wait_running(&d, &format!("e{k}"));
+    }
+    finish(d);
+}
+
+/// Each apply fills beside the running exec storage, then moves what it
+/// did not rewrite and returns the old half's pages: services kept
+/// through many reloads still start with their own command and env.
+#[test]
+fn services_kept_through_reloads_still_start_with_their_command() {
+    let a = svc(
+        "a",
+        "echo a-ran $MARK; exec sleep 600",
+        "    env: [MARK=kept-env]\n",
+    );
+    let b = env_heavy("b", 1024);
+    let d = Daemon::start(
+        "rmove",
+        "  limits:\n    services: 4\n",
+        &[a.clone(), b.clone()].concat(),
+    );
+    let mut pid = wait_running(&d, "a");
+    wait_running(&d, "b");
+    for round in 0..4 {
+        // Add or remove c: a and b are unchanged and keep their storage.
+        let c = if round % 2 == 0 {
+            svc("c", &format!("echo c{round}; exec sleep 600"), "")
+        } else {
+            String::new()
+        };
+        d.rewrite(
+            "  limits:\n    services: 4\n",
+            &[a.clone(), b.clone(), c].concat(),
+        );
+        reload(&d);
+        ok(ctl(&d, &["restart", "a", "b"]));
+        pid = wait_new_pid(&d, "a", pid);
+        wait_running(&d, "b");
+        let o = ok(ctl(&d, &["status", "a"]));
+        assert!(o.stdout.contains("echo a-ran $MARK"), "{o:?}");
+        if round % 2 == 0 {
+            wait_running(&d, "c");
+        }
+    }
+    // Each run of a printed its kept env (the last one may still be
+    // on its way into the ring).
+    let deadline = std::time::Instant::now() + Duration::from_secs(SOON as u64);
+    loop {
+        let logs = ctl(&d, &["logs", "a", "--no-follow"]).stdout;
+        if logs.matches("a-ran kept-env").count() >= 5 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{logs}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    finish(d);
+}

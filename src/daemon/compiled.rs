@@ -698,8 +698,9 @@ mod tests {
         assert_eq!(v[1].cred_error, b"user not found: no-such-user-coffey");
 
         let base = super::super::spawn::BaseEnv::capture();
-        let mut prep = super::super::spawn::Prepared::new(&base, -1, -1);
-        prep.fill(&v[1], &base, None).unwrap();
+        let mut arena = super::super::arena::ExecArena::new(64 * 1024).unwrap();
+        let mut prep = super::super::spawn::Prepared::new(-1, -1);
+        prep.fill(&mut arena, &v[1], &base, None).unwrap();
         assert_eq!(prep.cred_error(), "user not found: no-such-user-coffey");
         let mut stack = super::super::spawn::Stack::new().unwrap();
         let err = super::super::spawn::spawn(&prep, -1, &mut stack).unwrap_err();
@@ -707,7 +708,7 @@ mod tests {
         let mut text = String::new();
         super::super::spawn::write_failure(&mut text, err, Some(&prep));
         assert_eq!(text, "user not found: no-such-user-coffey");
-        prep.fill(&v[0], &base, None).unwrap();
+        prep.fill(&mut arena, &v[0], &base, None).unwrap();
         assert_eq!(prep.cred_error(), "");
     }
 }

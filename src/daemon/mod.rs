@@ -7,6 +7,7 @@
 //! With nothing due the poll timeout is infinite: zero wakeups when idle.
 
 mod alloc;
+mod arena;
 mod broadcast;
 mod cgroup;
 mod clock;
@@ -69,7 +70,9 @@ pub struct Slot {
     #[allow(dead_code)]
     pub err_w: RawFd,
     pub ring: LogRing<'static>,
-    pub lines: Box<[LineBuf; 2]>,
+    /// In one zeroed mapping for all slots (`setup::zeroed_lines`): a
+    /// quiet service's never costs memory.
+    pub lines: &'static mut [LineBuf; 2],
     pub file: Option<LogFile>,
     pub console: bool,
     /// Pipe may have more data (edge-triggered readiness not yet drained).
@@ -79,7 +82,7 @@ pub struct Slot {
     pub retired: bool,
     /// Health checks: what to probe, the probe in flight, exec-check argv.
     pub specs: [probe::Spec; 2],
-    pub probes: Box<[probe::Probe; 2]>,
+    pub probes: [probe::Probe; 2],
     pub check_prep: [spawn::Prepared; 2],
     /// Read end of the s6/dinit readiness pipe of the running process.
     pub notify_r: RawFd,
@@ -107,6 +110,8 @@ pub struct Shell {
     pub scratch: Box<log::LineBuf>,
     pub ctl: control::Control,
     pub base_env: spawn::BaseEnv,
+    /// Every slot's argv/envp storage (see `arena.rs`).
+    pub arena: arena::ExecArena,
     /// Service log file rotation settings.
     pub file_max: u64,
     pub file_keep: u32,
@@ -1055,7 +1060,7 @@ pub fn compile_child(path: &std::path::Path) -> i32 {
 
 /// Runs the daemon until shutdown. Returns the process exit code.
 pub fn run(cfg: Config, mode: pid1::Mode) -> i32 {
-    match run_inner(&cfg, mode) {
+    match run_inner(cfg, mode) {
         Ok(code) => code,
         Err(e) => {
             let _ = log::write_all(2, b"coffeyd: ");
@@ -1066,7 +1071,8 @@ pub fn run(cfg: Config, mode: pid1::Mode) -> i32 {
     }
 }
 
-fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
+fn run_inner(mut cfg: Config, mode: pid1::Mode) -> Result<i32, String> {
+    let cfg = &mut cfg;
     let setup::Started {
         mut shell,
         mut table,
@@ -1147,6 +1153,10 @@ fn run_inner(cfg: &Config, mode: pid1::Mode) -> Result<i32, String> {
         }
     }
     drop(adopted);
+    // The tables hold everything the loop needs from the services' specs:
+    // their heap goes back before the loop (shutdown reads only the
+    // socket and pid file paths).
+    cfg.services = Vec::new();
 
     // ---- from here on: no heap allocation.
     alloc::seal();

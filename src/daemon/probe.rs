@@ -53,25 +53,33 @@ pub enum Phase {
     Running,
 }
 
+/// A probe's state. Its buffers live in zeroed mappings shared by all
+/// slots (see `setup::probes`): a slot without http or exec checks never
+/// writes them, so they cost it no memory.
 pub struct Probe {
     pub phase: Phase,
     pub fd: RawFd,
     pub pid: i32,
-    buf: [u8; RESP_MAX],
+    /// HTTP response bytes ([`RESP_MAX`]).
+    buf: &'static mut [u8],
     len: usize,
     /// Output line assembly for exec checks.
-    pub lines: Lines,
+    pub lines: &'static mut Lines,
 }
 
-impl Default for Probe {
-    fn default() -> Self {
+/// Bytes of one probe's response buffer.
+pub const RESP_BUF: usize = RESP_MAX;
+
+impl Probe {
+    /// Idle, on buffers that start empty (zeroed `buf`, an empty `lines`).
+    pub fn new(buf: &'static mut [u8], lines: &'static mut Lines) -> Probe {
         Probe {
             phase: Phase::Idle,
             fd: -1,
             pid: 0,
-            buf: [0; RESP_MAX],
+            buf,
             len: 0,
-            lines: Lines::default(),
+            lines,
         }
     }
 }
@@ -552,10 +560,22 @@ pub fn configure(
         cancel(shell, i, Role::from_index(r));
     }
     let Shell {
-        slots, base_env, ..
+        slots,
+        base_env,
+        arena,
+        ..
     } = shell;
     let slot = slots.get_mut(i).ok_or("no such slot")?;
     for (r, check) in c.checks.iter().enumerate() {
+        // Only an exec check holds arena bytes.
+        if !matches!(
+            check.as_ref().map(|k| &k.probe),
+            Some(super::compiled::CProbe::Exec { .. })
+        ) {
+            if let Some(p) = slot.check_prep.get_mut(r) {
+                p.clear();
+            }
+        }
         use super::compiled::CProbe;
         let spec = match check.as_ref().map(|k| &k.probe) {
             None => Spec::None,
@@ -574,7 +594,7 @@ pub fn configure(
             },
             Some(CProbe::Exec { command }) => {
                 let prep: &mut Prepared = slot.check_prep.get_mut(r).ok_or("slot")?;
-                prep.fill_cmd(command.clone(), c, base_env, None)
+                prep.fill_cmd(arena, command.clone(), c, base_env, None)
                     .map_err(|e| e.as_str())?;
                 Spec::Exec
             }

@@ -20,6 +20,7 @@ use super::compiled::{self, CService, Compiled, Rd};
 use super::log::{log, LineBuf};
 use super::logfile::LogFile;
 use super::reload_machine::Machine;
+use super::spawn::FillError;
 use super::Shell;
 use crate::config::Config;
 use coffey::control::conn::{Conn, Job, Phase};
@@ -346,6 +347,7 @@ fn configure(
     let Shell {
         slots,
         base_env,
+        arena,
         file_max,
         file_keep,
         ..
@@ -358,7 +360,7 @@ fn configure(
         return Err("cannot create the sd_notify socket");
     }
     slot.prep
-        .fill(c, base_env, if sd_notify { env } else { None })
+        .fill(arena, c, base_env, if sd_notify { env } else { None })
         .map_err(|e| e.as_str())?;
     let role = [Role::Readiness, Role::Liveness];
     for (k, cc) in c.checks.iter().enumerate() {
@@ -692,6 +694,8 @@ fn step(
             None if p.dry_run => next_step(p, Step::Done),
             None => {
                 use_slots(sup, shell);
+                // What apply fills goes beside the running storage.
+                shell.arena.flip();
                 next_step(p, Step::Configure);
             }
         },
@@ -806,12 +810,39 @@ fn verdict(sup: &mut Supervisor<'_>, shell: &mut Shell, p: &Progress, gen: u32, 
         return;
     }
     r.outcome = Outcome::Applied;
+    compact_exec(shell);
     // Updated checks of running services start here, not at the next event.
     sup.settle(now, shell);
     shell.shutdown_timeout = p.shutdown_timeout;
     let text = core::str::from_utf8(shell.reloader.message.as_bytes()).unwrap_or("");
     log!(shell.log, "reload {text}");
     super::events::broadcast_reloaded(shell);
+}
+
+/// The apply is over: the exec storage it did not rewrite (unchanged and
+/// retired services) moves into the current half, free slots let theirs
+/// go, and the old half's pages are returned. The plan checked that all
+/// of it fits, so nothing is lost.
+fn compact_exec(shell: &mut Shell) {
+    let Shell {
+        slots,
+        arena,
+        used,
+        log,
+        ..
+    } = shell;
+    for (i, s) in slots.iter_mut().enumerate() {
+        let live = i < *used;
+        for p in core::iter::once(&mut s.prep).chain(s.check_prep.iter_mut()) {
+            if !live {
+                p.clear();
+            } else if p.relocate(arena).is_err() {
+                log!(log, "reload: {}: {}", s.name, FillError::Full.as_str());
+                p.clear();
+            }
+        }
+    }
+    arena.release_other();
 }
 
 /// New service `j`'s slot, plan action and offset in the new buffer.
@@ -854,7 +885,11 @@ fn plan(
     count: u16,
 ) -> Result<(), Refusal> {
     let Shell {
-        reloader, slots, ..
+        reloader,
+        slots,
+        base_env,
+        arena,
+        ..
     } = shell;
     let used = shell.used;
     let Reloader {
@@ -879,7 +914,9 @@ fn plan(
             .map_or(&b""[..], |s| s.name.as_bytes())
     };
     let mut need_new = 0usize;
+    let mut exec_need = 0usize;
     for (j, (at, c)) in compiled::services_at(rd, count).enumerate() {
+        exec_need += super::spawn::service_need(&c, base_env.len());
         if let Err(e) = super::spawn::Prepared::fits(&c) {
             message.clear();
             let _ = write!(message, "service '{}': {}", c.name, e.as_str());
@@ -902,6 +939,20 @@ fn plan(
             Some(k) => *k = true,
             None => need_new += 1,
         }
+    }
+    // Apply fills the new config beside the running one's exec storage
+    // (see `arena.rs`): both must fit one half.
+    if exec_need + arena.used() > arena.capacity() {
+        message.clear();
+        let _ = write!(
+            message,
+            "the new config's commands and environments need {exec_need} bytes of exec storage \
+             but only {} of {} are free (the exec arena is sized at startup; restart coffeyd to \
+             grow it)",
+            arena.capacity().saturating_sub(arena.used()),
+            arena.capacity()
+        );
+        return Err((failed, ""));
     }
     let count = usize::from(count);
     // Free slots: never used, or retired with no process left.

@@ -202,6 +202,8 @@ pub fn build(
     let adopted = super::reexec::take_handoff();
     let base = BaseEnv::capture();
     let base_len = base.len();
+    let mut lines = zeroed_lines(slots)?.iter_mut();
+    let mut probes = probes(slots)?.into_iter();
     let mut shells = Vec::with_capacity(slots);
     let mut core = Vec::with_capacity(slots);
     for i in 0..slots {
@@ -228,20 +230,20 @@ pub fn build(
         let ring: &'static mut [u8] = super::slab::zeroed(buffer)?;
         shells.push(Slot {
             name: heapless::String::new(),
-            prep: Prepared::new(&base, out_w, err_w),
+            prep: Prepared::new(out_w, err_w),
             out_r,
             err_r,
             out_w,
             err_w,
             ring: LogRing::new(ring),
-            lines: Box::new([LineBuf::default(), LineBuf::default()]),
+            lines: lines.next().ok_or("line buffers")?,
             file: None,
             console: false,
             ready: [false; 2],
             retired: false,
             specs: [super::probe::Spec::None, super::probe::Spec::None],
-            probes: Box::default(),
-            check_prep: [Prepared::new(&base, -1, -1), Prepared::new(&base, -1, -1)],
+            probes: probes.next().ok_or("probe buffers")?,
+            check_prep: [Prepared::new(-1, -1), Prepared::new(-1, -1)],
             notify_r: -1,
             notify_sock: -1,
             notify_env: super::probe::notify_env(i),
@@ -254,6 +256,8 @@ pub fn build(
     }
     let compiled = super::compiled::encode(cfg);
     let reloader = Reloader::new(cfg, &compiled, slots)?;
+    let exec_need = super::arena::need(&compiled, base_len);
+    let arena = super::arena::ExecArena::new(super::arena::half_size(exec_need, slots))?;
     let mut shell = Shell {
         log,
         devnull,
@@ -262,6 +266,7 @@ pub fn build(
         readbuf: Box::new([0u8; READ_CHUNK]),
         scratch: Box::default(),
         base_env: base,
+        arena,
         file_max: cfg.service_logs.max_size,
         file_keep: cfg.service_logs.keep,
         shutdown_timeout: cfg.shutdown_timeout,
@@ -313,6 +318,37 @@ pub fn build(
     Ok((shell, core, adopted))
 }
 
+/// Every slot's stdout and stderr line buffers, in one fresh mapping:
+/// written only when a service writes output, so a quiet service's cost
+/// nothing (a heap allocation would be zeroed, and paid, at startup).
+fn zeroed_lines(slots: usize) -> Result<&'static mut [[LineBuf; 2]], String> {
+    let bytes = super::slab::zeroed(slots * core::mem::size_of::<[LineBuf; 2]>())?;
+    if bytes.is_empty() {
+        return Ok(&mut []);
+    }
+    // SAFETY: the mapping is page-aligned (so aligned for LineBuf), as
+    // long as `slots` pairs, never freed, and all zero bytes are a valid
+    // LineBuf: its fields are a byte array, a length and a bool, and all
+    // zero is its `Default` (tested below).
+    Ok(unsafe { core::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), slots) })
+}
+
+/// Each slot's two probes, their response and line buffers in zeroed
+/// mappings (written only by http and exec checks).
+fn probes(slots: usize) -> Result<Vec<[super::probe::Probe; 2]>, String> {
+    use super::probe::{Probe, RESP_BUF};
+    let bufs = super::slab::zeroed(slots * 2 * RESP_BUF)?;
+    let mut bufs = bufs.chunks_exact_mut(RESP_BUF.max(1));
+    let mut lines = zeroed_lines(slots)?.iter_mut().flat_map(|p| p.iter_mut());
+    let mut one = || -> Result<Probe, String> {
+        let (Some(b), Some(l)) = (bufs.next(), lines.next()) else {
+            return Err("probe buffers".into());
+        };
+        Ok(Probe::new(b, l))
+    };
+    (0..slots).map(|_| Ok([one()?, one()?])).collect()
+}
+
 /// What the daemon will preallocate for `cfg`: printed by `validate`.
 pub struct Budget {
     pub slots: usize,
@@ -342,7 +378,6 @@ impl Budget {
 /// Rings, exec arenas, connection and reload buffers are fresh mappings
 /// (see `slab`): they are reserved here but cost memory only as used.
 pub fn budget(cfg: &Config) -> Budget {
-    use coffey::limits::{EXEC_ARENA, MAX_ARGS, MAX_ENV_EXTRA};
     let slots = (cfg.limits.services as usize).max(cfg.services.len());
     let spare = slots - cfg.services.len();
     let clients = cfg.limits.clients.max(1) as usize;
@@ -352,18 +387,18 @@ pub fn budget(cfg: &Config) -> Budget {
         .map(|s| s.log.buffer as usize)
         .sum::<usize>()
         + spare * cfg.service_logs.buffer as usize;
-    let line_bytes = slots * core::mem::size_of::<[LineBuf; 2]>();
-    let table_bytes = slots
-        * (core::mem::size_of::<Service>()
-            + core::mem::size_of::<Slot>()
-            + core::mem::size_of::<[super::probe::Probe; 2]>());
-    let ptr = core::mem::size_of::<usize>();
+    // The output line buffers and the probes' response and line buffers
+    // (zeroed mappings, written only as used).
+    let line_bytes =
+        slots * (2 * core::mem::size_of::<[LineBuf; 2]>() + 2 * super::probe::RESP_BUF);
+    let table_bytes = slots * (core::mem::size_of::<Service>() + core::mem::size_of::<Slot>());
     let envn = std::env::vars_os().count();
-    // Per slot: the service's and two health checks' exec arenas, with
-    // their argv and envp pointer arrays.
-    let exec_bytes = slots * 3 * (EXEC_ARENA + (MAX_ARGS + 2 + envn + MAX_ENV_EXTRA + 2) * ptr);
+    let compiled = super::compiled::encode(cfg);
+    // The exec arena's two halves (see `arena.rs`): what the config needs
+    // is written, the rest is reload headroom.
+    let exec_bytes = 2 * super::arena::half_size(super::arena::need(&compiled, envn), slots);
     let conn_bytes = clients * coffey::limits::CONN_OUT_BUF;
-    let compiled = super::compiled::encode(cfg).len();
+    let compiled = compiled.len();
     let reload_bytes = 2 * coffey::limits::reload_buffer(compiled, slots) + 64 * 1024;
     let fixed_bytes = READ_CHUNK + core::mem::size_of::<super::log::LineBuf>() * 2;
     Budget {
@@ -596,5 +631,27 @@ mod tests {
             // SAFETY: ours.
             unsafe { libc::close(fd) };
         }
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    /// Zeroed line buffers behave as `LineBuf::default()`: empty, not
+    /// skipping.
+    #[test]
+    fn zeroed_line_buffers_are_empty_line_buffers() {
+        let pairs = zeroed_lines(3).unwrap();
+        assert_eq!(pairs.len(), 3);
+        let mut got = Vec::new();
+        for lb in pairs.iter_mut().flat_map(|p| p.iter_mut()) {
+            lb.feed(b"ab\ncd", |l, cut| got.push((l.to_vec(), cut)));
+            lb.flush(|l, cut| got.push((l.to_vec(), cut)));
+        }
+        let one = [(b"ab".to_vec(), false), (b"cd".to_vec(), false)];
+        let want: Vec<_> = (0..6).flat_map(|_| one.clone()).collect();
+        assert_eq!(got, want);
+        assert!(zeroed_lines(0).unwrap().is_empty());
     }
 }

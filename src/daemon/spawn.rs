@@ -15,6 +15,7 @@
 //!
 //! `std::process::Command` is not used: it allocates.
 
+use super::arena::ExecArena;
 use super::compiled::CService;
 use coffey::limits::{EXEC_ARENA, LOGIN_ENV, MAX_ARGS, MAX_ENV_EXTRA, MAX_GROUPS, MAX_RLIMITS};
 use coffey::sys::{SpawnError, Stage};
@@ -66,6 +67,7 @@ pub enum FillError {
     Args,
     Env,
     Groups,
+    Full,
 }
 
 impl FillError {
@@ -77,6 +79,9 @@ impl FillError {
             FillError::Args => "args: more than 128 entries",
             FillError::Env => "env: more than 64 entries",
             FillError::Groups => "the user is in more than 64 groups",
+            FillError::Full => {
+                "the exec arena is full (it is sized at startup; restart coffeyd to grow it)"
+            }
         }
     }
 }
@@ -84,26 +89,41 @@ impl FillError {
 /// Longest `user`/`group` failure text kept for status.
 const CRED_ERROR_MAX: usize = 96;
 
-/// Everything the child needs, in fixed buffers allocated once per slot at
-/// startup and refilled (never reallocated) by reload.
+/// Bytes of one pointer in argv/envp.
+const PTR: usize = core::mem::size_of::<*const libc::c_char>();
+/// One `rlimits:` entry: (resource, soft, hard).
+type Rlimit = (u32, u64, u64);
+const RLIMIT: usize = core::mem::size_of::<Rlimit>();
+const GID: usize = core::mem::size_of::<libc::gid_t>();
+const _: () = assert!(core::mem::align_of::<Rlimit>() <= PTR && GID <= PTR);
+
+/// Everything the child needs. The strings and pointer arrays live in the
+/// one [`ExecArena`], in a region of exactly the size this command needs
+/// (see `arena.rs`); an empty `Prepared` holds none.
 pub struct Prepared {
-    arena: &'static mut [u8],
-    argv: Box<[*const libc::c_char]>,
-    envp: Box<[*const libc::c_char]>,
+    /// The region: `nptrs` pointers (argv, then envp, each ending in
+    /// NULL), then the strings, then the watchdog entries if any.
+    region: *mut u8,
+    region_len: usize,
+    nptrs: usize,
+    /// argv's length with its NULL; envp starts after it.
+    nargv: usize,
     path_off: usize,
     cwd_off: usize,
     pub uid: Option<libc::uid_t>,
     pub gid: Option<libc::gid_t>,
-    groups: [libc::gid_t; MAX_GROUPS],
+    /// Supplementary groups, in the region after the rlimits.
     ngroups: usize,
     pub set_groups: bool,
     /// Set when `user` or `group` did not resolve when the config was
     /// loaded: [`spawn`] then fails at once, like an exec failure.
     cred_error: heapless::String<CRED_ERROR_MAX>,
     pub umask: Option<libc::mode_t>,
-    /// `rlimits:` (resource, soft, hard), the first `nrlimits` in use.
-    rlimits: [(u32, u64, u64); MAX_RLIMITS],
+    /// `rlimits:` (resource, soft, hard), in the region after the
+    /// pointers.
     nrlimits: usize,
+    /// Where the strings start in the region.
+    strs_at: usize,
     /// Write ends of the service's stdout and stderr pipes.
     pub out_w: RawFd,
     pub err_w: RawFd,
@@ -117,18 +137,22 @@ pub struct Prepared {
     /// `cgroup.rs` for why a write and not clone3).
     pub cgroup_fd: RawFd,
     /// sd_notify watchdog: `WATCHDOG_USEC=...` and `WATCHDOG_PID=` entries,
-    /// in their own buffer (never counted against the service's env
+    /// at the region's end (never counted against the service's env
     /// budget). The pid is only known after clone: the child writes its
-    /// digits at `wd_pid_at` (a raw pointer, so the child's write aliases
-    /// no reference). The child shares our memory, so the digits stay
-    /// here: the daemon sees the last run's pid, and reads it nowhere.
-    wd: *mut u8,
-    wd_len: usize,
+    /// digits at `wd_pid_at` (an offset in the region, written through
+    /// the raw pointer, so the child's write aliases no reference). The
+    /// child shares our memory, so the digits stay here: the daemon sees
+    /// the last run's pid, and reads it nowhere.
     wd_pid_at: Option<usize>,
+    /// The region ends in [`WD_BUF`] bytes for the watchdog entries.
+    wd_room: bool,
 }
 
 /// Room for `WATCHDOG_USEC=<20 digits>` and `WATCHDOG_PID=<20 digits>`.
 const WD_BUF: usize = 72;
+
+/// argv or envp of an empty `Prepared`: just the NULL.
+static NO_PTRS: [usize; 1] = [0];
 
 /// Keys of coffeyd's own service manager, if it has one: never passed on
 /// (a service's `NOTIFY_SOCKET` and watchdog are coffeyd's, or none).
@@ -161,41 +185,80 @@ pub fn write_decimal(dst: &mut [u8], mut v: u64) -> usize {
     n
 }
 
+/// The sd_notify watchdog of `c`, if its readiness check has one.
+fn watchdog_of(c: &CService<'_>) -> Option<u64> {
+    match c.checks.first() {
+        Some(Some(k)) => match k.policy.mode {
+            coffey::health::Mode::Passive { watchdog } => watchdog,
+            coffey::health::Mode::Probe => None,
+        },
+        _ => None,
+    }
+}
+
+/// (pointers, bytes): what `cmd` run with `c`'s env needs in the arena,
+/// with `base_env` inherited entries (the most envp can take).
+fn cmd_need<'b>(
+    cmd: impl Iterator<Item = &'b [u8]> + Clone,
+    c: &CService<'_>,
+    base_env: usize,
+    watchdog: bool,
+) -> (usize, usize) {
+    let nargv = cmd.clone().count() + 1;
+    let nenvp = base_env + c.env.clone().count() + 4; // NOTIFY_SOCKET, 2 watchdog, NULL
+    let strs: usize = cmd.map(|a| a.len() + 1).sum::<usize>()
+        + c.cwd.len()
+        + 1
+        + c.env.clone().map(|e| e.len() + 1).sum::<usize>();
+    let wd = if watchdog { WD_BUF } else { 0 };
+    let creds = c.rlimits().count() * RLIMIT + c.gids().count() * GID;
+    (nargv + nenvp, (nargv + nenvp) * PTR + creds + strs + wd)
+}
+
+/// Arena bytes service `c` takes: its command and its exec checks'
+/// (alignment included), with `base_env` inherited entries.
+pub fn service_need(c: &CService<'_>, base_env: usize) -> usize {
+    let round = |n: usize| (n + PTR - 1) & !(PTR - 1);
+    let cmd = core::iter::once(c.binary).chain(c.args.clone());
+    let mut n = round(cmd_need(cmd, c, base_env, watchdog_of(c).is_some()).1);
+    for k in c.checks.iter().flatten() {
+        if let super::compiled::CProbe::Exec { command } = &k.probe {
+            n += round(cmd_need(command.clone(), c, base_env, false).1);
+        }
+    }
+    n
+}
+
 impl Prepared {
-    /// Startup only: allocates the fixed buffers.
-    #[allow(clippy::disallowed_macros)]
-    pub fn new(base: &BaseEnv, out_w: RawFd, err_w: RawFd) -> Prepared {
-        let wd = super::slab::zeroed(WD_BUF).unwrap_or(&mut []);
+    /// An empty one (it holds no arena bytes until filled).
+    pub fn new(out_w: RawFd, err_w: RawFd) -> Prepared {
         Prepared {
-            arena: super::slab::zeroed(EXEC_ARENA).unwrap_or(&mut []),
-            argv: vec![core::ptr::null(); MAX_ARGS + 2].into_boxed_slice(),
-            // + login env, NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID, NULL.
-            envp: vec![core::ptr::null(); base.len() + MAX_ENV_EXTRA + LOGIN_ENV + 4]
-                .into_boxed_slice(),
+            region: core::ptr::null_mut(),
+            region_len: 0,
+            nptrs: 0,
+            nargv: 0,
             path_off: 0,
             cwd_off: 0,
             uid: None,
             gid: None,
-            groups: [0; MAX_GROUPS],
             ngroups: 0,
             set_groups: false,
             cred_error: heapless::String::new(),
             umask: None,
-            rlimits: [(0, 0, 0); MAX_RLIMITS],
             nrlimits: 0,
+            strs_at: 0,
             out_w,
             err_w,
             filled: false,
             notify_fd: None,
             cgroup_fd: -1,
-            wd: wd.as_mut_ptr(),
-            wd_len: wd.len(),
             wd_pid_at: None,
+            wd_room: false,
         }
     }
 
-    /// Whether `c` fits the fixed buffers (checked before reload changes
-    /// anything).
+    /// Whether `c` fits the per-service limits (checked before reload
+    /// changes anything; the arena's room is checked by the plan).
     pub fn fits(c: &CService<'_>) -> Result<(), FillError> {
         Self::fits_cmd(core::iter::once(c.binary).chain(c.args.clone()), c)
     }
@@ -224,44 +287,269 @@ impl Prepared {
         Ok(())
     }
 
-    /// Rewrites the buffers for service `c`. No allocation.
+    /// The pointer part of the region.
+    fn ptrs_mut(&mut self) -> &mut [*const libc::c_char] {
+        if self.region.is_null() {
+            return &mut [];
+        }
+        // SAFETY: the region is ours, pointer-aligned (the arena aligns
+        // every allocation) and holds `nptrs` pointers first.
+        unsafe { core::slice::from_raw_parts_mut(self.region.cast(), self.nptrs) }
+    }
+
+    /// The rlimits part of the region (after the pointers).
+    fn rlimits(&self) -> &[Rlimit] {
+        if self.region.is_null() {
+            return &[];
+        }
+        // SAFETY: `nrlimits` entries after the pointers, aligned (the
+        // pointer part is a whole number of pointers), written by fill.
+        unsafe {
+            core::slice::from_raw_parts(self.region.add(self.nptrs * PTR).cast(), self.nrlimits)
+        }
+    }
+
+    fn rlimits_mut(&mut self) -> &mut [Rlimit] {
+        if self.region.is_null() {
+            return &mut [];
+        }
+        // SAFETY: as in `rlimits`; `&mut self` makes this the only view
+        // (fill writes every entry before anything reads it).
+        unsafe {
+            core::slice::from_raw_parts_mut(self.region.add(self.nptrs * PTR).cast(), self.nrlimits)
+        }
+    }
+
+    /// The groups part of the region (after the rlimits).
+    fn groups(&self) -> &[libc::gid_t] {
+        if self.region.is_null() {
+            return &[];
+        }
+        let at = self.nptrs * PTR + self.nrlimits * RLIMIT;
+        // SAFETY: `ngroups` gids, 4-aligned, written by fill.
+        unsafe { core::slice::from_raw_parts(self.region.add(at).cast(), self.ngroups) }
+    }
+
+    fn groups_mut(&mut self) -> &mut [libc::gid_t] {
+        if self.region.is_null() {
+            return &mut [];
+        }
+        let at = self.nptrs * PTR + self.nrlimits * RLIMIT;
+        // SAFETY: as in `groups`, the only view.
+        unsafe { core::slice::from_raw_parts_mut(self.region.add(at).cast(), self.ngroups) }
+    }
+
+    /// The byte part of the region (strings, watchdog entries).
+    fn bytes(&self) -> &[u8] {
+        if self.region.is_null() {
+            return &[];
+        }
+        let at = self.strs_at;
+        // SAFETY: the region is ours and `region_len` bytes long.
+        unsafe {
+            core::slice::from_raw_parts(self.region.add(at), self.region_len.saturating_sub(at))
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        if self.region.is_null() {
+            return &mut [];
+        }
+        let at = self.strs_at;
+        // SAFETY: as in `bytes`; `&mut self` makes this the only view.
+        unsafe {
+            core::slice::from_raw_parts_mut(self.region.add(at), self.region_len.saturating_sub(at))
+        }
+    }
+
+    /// argv and envp for execve.
+    fn argv_envp(&self) -> (*const *const libc::c_char, *const *const libc::c_char) {
+        if self.region.is_null() {
+            let none = NO_PTRS.as_ptr().cast();
+            return (none, none);
+        }
+        let argv: *const *const libc::c_char = self.region.cast_const().cast();
+        (argv, argv.wrapping_add(self.nargv))
+    }
+
+    /// Rewrites this service's exec storage for `c`, in a new region of
+    /// `arena`. No allocation.
     pub fn fill(
         &mut self,
+        arena: &mut ExecArena,
         c: &CService<'_>,
         base: &BaseEnv,
         notify_env: Option<&CStr>,
     ) -> Result<(), FillError> {
-        self.fill_cmd(
-            core::iter::once(c.binary).chain(c.args.clone()),
-            c,
-            base,
-            notify_env,
-        )?;
-        let watchdog = match c.checks.first() {
-            Some(Some(k)) => match k.policy.mode {
-                coffey::health::Mode::Passive { watchdog } => watchdog,
-                coffey::health::Mode::Probe => None,
-            },
-            _ => None,
+        let cmd = core::iter::once(c.binary).chain(c.args.clone());
+        let wd = notify_env.and(watchdog_of(c));
+        self.fill_with(arena, cmd, c, base, notify_env, wd)
+    }
+
+    /// Same for `cmd` (argv, argv[0] the absolute path) run with `c`'s
+    /// env, credentials and working dir (exec checks).
+    pub fn fill_cmd<'b>(
+        &mut self,
+        arena: &mut ExecArena,
+        cmd: impl Iterator<Item = &'b [u8]> + Clone,
+        c: &CService<'_>,
+        base: &BaseEnv,
+        notify_env: Option<&CStr>,
+    ) -> Result<(), FillError> {
+        self.fill_with(arena, cmd, c, base, notify_env, None)
+    }
+
+    fn fill_with<'b>(
+        &mut self,
+        arena: &mut ExecArena,
+        cmd: impl Iterator<Item = &'b [u8]> + Clone,
+        c: &CService<'_>,
+        base: &BaseEnv,
+        notify_env: Option<&CStr>,
+        wd: Option<u64>,
+    ) -> Result<(), FillError> {
+        Self::fits_cmd(cmd.clone(), c)?;
+        let (nptrs, len) = cmd_need(cmd.clone(), c, base.len(), wd.is_some());
+        let region = arena.alloc(len).ok_or(FillError::Full)?;
+        self.filled = false;
+        self.region = region;
+        self.region_len = len;
+        self.nptrs = nptrs;
+        self.nargv = cmd.clone().count() + 1;
+        self.wd_room = wd.is_some();
+        self.nrlimits = c.rlimits().count().min(MAX_RLIMITS);
+        self.ngroups = c.gids().count();
+        self.strs_at = nptrs * PTR + self.nrlimits * RLIMIT + self.ngroups * GID;
+        self.fill_strings(cmd, c, base, notify_env)?;
+        self.set_watchdog(wd)?;
+        self.fill_creds(c);
+        self.filled = true;
+        Ok(())
+    }
+
+    /// The strings and the argv/envp pointers to them.
+    fn fill_strings<'b>(
+        &mut self,
+        cmd: impl Iterator<Item = &'b [u8]> + Clone,
+        c: &CService<'_>,
+        base: &BaseEnv,
+        notify_env: Option<&CStr>,
+    ) -> Result<(), FillError> {
+        let mut cmd = cmd;
+        let binary = cmd.next().unwrap_or(b"/nonexistent");
+        let at0 = self.strs_at;
+        let mut at = 0usize;
+        let mut put = |bytes: &mut [u8], b: &[u8]| -> Result<usize, FillError> {
+            let start = at;
+            let end = start + b.len();
+            bytes
+                .get_mut(start..end)
+                .ok_or(FillError::Arena)?
+                .copy_from_slice(b);
+            *bytes.get_mut(end).ok_or(FillError::Arena)? = 0;
+            at = end + 1;
+            Ok(at0 + start)
         };
-        self.set_watchdog(notify_env.and(watchdog))
+        let bytes = self.bytes_mut();
+        let path_off = put(bytes, binary)?;
+        let cwd_off = put(bytes, c.cwd)?;
+        let mut arg_offs = [0usize; MAX_ARGS];
+        let mut nargs = 0;
+        for a in cmd {
+            *arg_offs.get_mut(nargs).ok_or(FillError::Args)? = put(bytes, a)?;
+            nargs += 1;
+        }
+        let mut env_offs = [0usize; MAX_ENV_EXTRA + LOGIN_ENV];
+        let mut nenv = 0;
+        for e in c.env.clone() {
+            *env_offs.get_mut(nenv).ok_or(FillError::Env)? = put(bytes, e)?;
+            nenv += 1;
+        }
+        (self.path_off, self.cwd_off) = (path_off, cwd_off);
+        let region = self.region.cast_const();
+        let ptr = |off: usize| -> *const libc::c_char { region.wrapping_add(off).cast() };
+        let nargv = self.nargv;
+        let ptrs = self.ptrs_mut();
+        let (argv, envp) = ptrs.split_at_mut(nargv.min(ptrs.len()));
+        // argv: binary, args..., NULL
+        let mut k = 0;
+        for off in core::iter::once(path_off).chain(arg_offs.iter().take(nargs).copied()) {
+            *argv.get_mut(k).ok_or(FillError::Args)? = ptr(off);
+            k += 1;
+        }
+        *argv.get_mut(k).ok_or(FillError::Args)? = core::ptr::null();
+        // envp: base minus overridden keys, then the service's entries.
+        let mut k = 0;
+        for b in &base.strs {
+            let bk = key(b.as_bytes());
+            if c.env.clone().any(|e| key(e) == bk) || MANAGER_KEYS.contains(&bk) {
+                continue;
+            }
+            *envp.get_mut(k).ok_or(FillError::Env)? = b.as_ptr();
+            k += 1;
+        }
+        for off in env_offs.iter().take(nenv) {
+            *envp.get_mut(k).ok_or(FillError::Env)? = ptr(*off);
+            k += 1;
+        }
+        if let Some(n) = notify_env {
+            *envp.get_mut(k).ok_or(FillError::Env)? = n.as_ptr();
+            k += 1;
+        }
+        for p in envp.iter_mut().skip(k) {
+            *p = core::ptr::null();
+        }
+        Ok(())
+    }
+
+    /// Credentials, umask and rlimits of `c`.
+    fn fill_creds(&mut self, c: &CService<'_>) {
+        for (d, g) in self.groups_mut().iter_mut().zip(c.gids()) {
+            *d = g;
+        }
+        self.uid = c.uid;
+        self.gid = c.gid;
+        self.set_groups = c.set_groups;
+        self.cred_error.clear();
+        let why = core::str::from_utf8(c.cred_error).unwrap_or("user or group not found");
+        for ch in why.chars() {
+            if self.cred_error.push(ch).is_err() {
+                break;
+            }
+        }
+        self.umask = c.umask;
+        for (d, l) in self.rlimits_mut().iter_mut().zip(c.rlimits()) {
+            *d = l;
+        }
     }
 
     /// Appends `WATCHDOG_USEC=` (the watchdog in µs, as systemd's
     /// `WatchdogSec=`) and a `WATCHDOG_PID=` the child completes, so
-    /// `sd_watchdog_enabled()` in the service accepts them.
+    /// `sd_watchdog_enabled()` in the service accepts them. Their text is
+    /// the region's last [`WD_BUF`] bytes.
     fn set_watchdog(&mut self, ms: Option<u64>) -> Result<(), FillError> {
         self.wd_pid_at = None;
         let Some(ms) = ms else {
             return Ok(());
         };
+        let nargv = self.nargv;
         let k = self
-            .envp
+            .ptrs_mut()
             .iter()
+            .skip(nargv)
             .position(|p| p.is_null())
+            .ok_or(FillError::Env)?
+            + nargv;
+        // fill_with made room for it (or not, and then this is a bug).
+        if !self.wd_room {
+            return Err(FillError::Env);
+        }
+        let wd_off = self.region_len.checked_sub(WD_BUF).ok_or(FillError::Env)?;
+        let bytes_at = self.strs_at;
+        let buf = self
+            .bytes_mut()
+            .get_mut(wd_off.saturating_sub(bytes_at)..)
             .ok_or(FillError::Env)?;
-        // SAFETY: `wd` is our own `wd_len`-byte slab, borrowed by no one.
-        let buf = unsafe { core::slice::from_raw_parts_mut(self.wd, self.wd_len) };
         // "WATCHDOG_USEC=<us>\0WATCHDOG_PID=0\0"; the child rewrites the 0.
         let (usec, pid) = (b"WATCHDOG_USEC=".as_slice(), b"WATCHDOG_PID=".as_slice());
         let digits_at = usec.len();
@@ -280,104 +568,58 @@ impl Prepared {
                 d.copy_from_slice(src);
             }
         }
-        self.wd_pid_at = Some(pid_at);
-        let p = self.wd.cast_const().cast::<libc::c_char>();
+        self.wd_pid_at = Some(wd_off + pid_at);
+        let p = self
+            .region
+            .cast_const()
+            .wrapping_add(wd_off)
+            .cast::<libc::c_char>();
         let entries = [p, p.wrapping_add(pid_entry), core::ptr::null()];
+        let ptrs = self.ptrs_mut();
         for (j, e) in entries.into_iter().enumerate() {
-            *self.envp.get_mut(k + j).ok_or(FillError::Env)? = e;
+            *ptrs.get_mut(k + j).ok_or(FillError::Env)? = e;
         }
         Ok(())
     }
 
-    /// Rewrites the buffers for `cmd` (argv, argv[0] the absolute path)
-    /// run with `c`'s env, credentials and working dir.
-    pub fn fill_cmd<'b>(
-        &mut self,
-        cmd: impl Iterator<Item = &'b [u8]> + Clone,
-        c: &CService<'_>,
-        base: &BaseEnv,
-        notify_env: Option<&CStr>,
-    ) -> Result<(), FillError> {
-        Self::fits_cmd(cmd.clone(), c)?;
-        let mut cmd = cmd;
-        let binary = cmd.next().unwrap_or(b"/nonexistent");
-        let mut at = 0usize;
-        let mut put = |arena: &mut [u8], b: &[u8]| -> Result<usize, FillError> {
-            let start = at;
-            let end = start + b.len();
-            arena
-                .get_mut(start..end)
-                .ok_or(FillError::Arena)?
-                .copy_from_slice(b);
-            *arena.get_mut(end).ok_or(FillError::Arena)? = 0;
-            at = end + 1;
-            Ok(start)
-        };
-        self.path_off = put(self.arena, binary)?;
-        self.cwd_off = put(self.arena, c.cwd)?;
-        let mut arg_offs = [0usize; MAX_ARGS];
-        let mut nargs = 0;
-        for a in cmd {
-            *arg_offs.get_mut(nargs).ok_or(FillError::Args)? = put(self.arena, a)?;
-            nargs += 1;
+    /// Moves the region into `arena`'s current half if it is elsewhere
+    /// (the end of a reload's apply), rebasing the pointers into it;
+    /// those into the base env or a notify socket path stay.
+    pub fn relocate(&mut self, arena: &mut ExecArena) -> Result<(), FillError> {
+        if self.region.is_null() || arena.holds(self.region) {
+            return Ok(());
         }
-        let mut env_offs = [0usize; MAX_ENV_EXTRA + LOGIN_ENV];
-        let mut nenv = 0;
-        for e in c.env.clone() {
-            *env_offs.get_mut(nenv).ok_or(FillError::Env)? = put(self.arena, e)?;
-            nenv += 1;
-        }
-        let base_ptr = self.arena.as_ptr();
-        let ptr = |off: usize| -> *const libc::c_char { base_ptr.wrapping_add(off).cast() };
-        // argv: binary, args..., NULL
-        let mut k = 0;
-        for off in core::iter::once(self.path_off).chain(arg_offs.iter().take(nargs).copied()) {
-            *self.argv.get_mut(k).ok_or(FillError::Args)? = ptr(off);
-            k += 1;
-        }
-        *self.argv.get_mut(k).ok_or(FillError::Args)? = core::ptr::null();
-        // envp: base minus overridden keys, then the service's entries.
-        let mut k = 0;
-        for b in &base.strs {
-            let bk = key(b.as_bytes());
-            if c.env.clone().any(|e| key(e) == bk) || MANAGER_KEYS.contains(&bk) {
-                continue;
-            }
-            *self.envp.get_mut(k).ok_or(FillError::Env)? = b.as_ptr();
-            k += 1;
-        }
-        for off in env_offs.iter().take(nenv) {
-            *self.envp.get_mut(k).ok_or(FillError::Env)? = ptr(*off);
-            k += 1;
-        }
-        if let Some(n) = notify_env {
-            *self.envp.get_mut(k).ok_or(FillError::Env)? = n.as_ptr();
-            k += 1;
-        }
-        *self.envp.get_mut(k).ok_or(FillError::Env)? = core::ptr::null();
-        self.ngroups = 0;
-        for g in c.gids() {
-            *self.groups.get_mut(self.ngroups).ok_or(FillError::Groups)? = g;
-            self.ngroups += 1;
-        }
-        self.uid = c.uid;
-        self.gid = c.gid;
-        self.set_groups = c.set_groups;
-        self.cred_error.clear();
-        let why = core::str::from_utf8(c.cred_error).unwrap_or("user or group not found");
-        for ch in why.chars() {
-            if self.cred_error.push(ch).is_err() {
-                break;
+        let new = arena.alloc(self.region_len).ok_or(FillError::Full)?;
+        let (old, len) = (self.region, self.region_len);
+        // SAFETY: two regions of `len` bytes in different halves of the
+        // arena (so they do not overlap), both ours.
+        unsafe { core::ptr::copy_nonoverlapping(old, new, len) };
+        self.region = new;
+        let lo = old as usize;
+        for p in self.ptrs_mut() {
+            let a = *p as usize;
+            if (lo..lo + len).contains(&a) {
+                *p = new.wrapping_add(a - lo).cast_const().cast();
             }
         }
-        self.umask = c.umask;
-        self.nrlimits = 0;
-        for (d, l) in self.rlimits.iter_mut().zip(c.rlimits()) {
-            *d = l;
-            self.nrlimits += 1;
-        }
-        self.filled = true;
         Ok(())
+    }
+
+    /// Holds nothing any more (a free slot, at the end of an apply).
+    pub fn clear(&mut self) {
+        self.region = core::ptr::null_mut();
+        (self.region_len, self.nptrs, self.nargv) = (0, 0, 0);
+        (self.nrlimits, self.ngroups, self.strs_at) = (0, 0, 0);
+        self.wd_pid_at = None;
+        self.wd_room = false;
+        self.filled = false;
+    }
+
+    /// The whole region, for tests that break a field.
+    #[cfg(test)]
+    fn region_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes_mut`.
+        unsafe { core::slice::from_raw_parts_mut(self.region, self.region_len) }
     }
 
     /// Why this service cannot start as its user ("" when it can).
@@ -385,27 +627,34 @@ impl Prepared {
         &self.cred_error
     }
 
+    /// The string at region offset `off`.
     fn cstr_at(&self, off: usize) -> &CStr {
-        self.arena
-            .get(off..)
+        self.bytes()
+            .get(off.saturating_sub(self.strs_at)..)
             .and_then(|b| CStr::from_bytes_until_nul(b).ok())
             .unwrap_or(c"")
     }
 
     pub fn path(&self) -> &CStr {
+        if self.region.is_null() {
+            return c"";
+        }
         self.cstr_at(self.path_off)
     }
 
     /// argv[1..], for status.
     pub fn args(&self) -> impl Iterator<Item = &CStr> {
-        self.argv
-            .iter()
+        let ptrs: &[*const libc::c_char] = if self.region.is_null() {
+            &[]
+        } else {
+            // SAFETY: as in `ptrs_mut`, shared.
+            unsafe { core::slice::from_raw_parts(self.region.cast_const().cast(), self.nargv) }
+        };
+        let base = self.region as usize;
+        ptrs.iter()
             .skip(1)
             .take_while(|p| !p.is_null())
-            .map(|p| {
-                let off = (*p as usize).wrapping_sub(self.arena.as_ptr() as usize);
-                self.cstr_at(off)
-            })
+            .map(move |p| self.cstr_at((*p as usize).wrapping_sub(base)))
     }
 }
 
@@ -725,14 +974,14 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
         fail(Stage::Setsid);
     }
     if let Some(at) = p.wd_pid_at {
-        // SAFETY: `wd` is the slot's own slab, behind no reference. It is
+        // SAFETY: the watchdog text is in the region, behind no reference. It is
         // the daemon's memory (CLONE_VM): the digits stay there after the
         // exec, which is harmless, as nothing but this run's envp reads
         // them and every spawn rewrites them first. getpid as a raw
         // syscall: no libc pid cache can answer with the daemon's.
-        let buf = core::slice::from_raw_parts_mut(p.wd, p.wd_len);
+        let buf = core::slice::from_raw_parts_mut(p.region.add(at), p.region_len - at);
         write_decimal(
-            buf.get_mut(at..).unwrap_or(&mut []),
+            buf,
             u64::try_from(libc::syscall(libc::SYS_getpid)).unwrap_or(0),
         );
     }
@@ -747,7 +996,7 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     // Before setuid: raising a hard limit needs the privilege it drops.
     // prlimit64 takes (soft, hard) as two u64 on every architecture.
     // Integer arguments are passed as `long`, which syscall() reads.
-    for &(res, soft, hard) in p.rlimits.get(..p.nrlimits).unwrap_or(&[]) {
+    for &(res, soft, hard) in p.rlimits() {
         let lim: [u64; 2] = [soft, hard];
         let (me, res) = (0 as libc::c_long, res as libc::c_long);
         let none = core::ptr::null_mut::<u64>();
@@ -757,7 +1006,11 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     }
     let [sys_setgroups, sys_setgid, sys_setuid] = SYS_IDS;
     if p.set_groups
-        && libc::syscall(sys_setgroups, p.ngroups as libc::c_long, p.groups.as_ptr()) < 0
+        && libc::syscall(
+            sys_setgroups,
+            p.ngroups as libc::c_long,
+            p.groups().as_ptr(),
+        ) < 0
     {
         fail(Stage::Setgroups);
     }
@@ -777,7 +1030,8 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
     if let Some(m) = p.umask {
         libc::umask(m);
     }
-    libc::execve(p.path().as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+    let (argv, envp) = p.argv_envp();
+    libc::execve(p.path().as_ptr(), argv, envp);
     fail(Stage::Exec)
 }
 
@@ -790,6 +1044,11 @@ mod tests {
     /// A slot prepared from `yaml` (one service), writing to `out_w`, and
     /// the base environment its envp points into (keep it alive).
     fn prepared(yaml: &str, tag: &str, out_w: RawFd) -> (Prepared, BaseEnv) {
+        prepared_wd(yaml, tag, out_w, None)
+    }
+
+    /// Same, with an sd_notify watchdog of `wd` ms.
+    fn prepared_wd(yaml: &str, tag: &str, out_w: RawFd, wd: Option<u64>) -> (Prepared, BaseEnv) {
         let dir = std::env::temp_dir().join(format!("cfy-spawn-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.yaml");
@@ -806,9 +1065,12 @@ mod tests {
         };
         let c = services(&rd, count).next().unwrap();
         let base = BaseEnv::capture();
-        let mut p = Prepared::new(&base, out_w, out_w);
-        p.fill(&c, &base, None).unwrap();
-        // The arena holds copies: `bytes` may go, `base` may not.
+        let mut arena = ExecArena::new(64 * 1024).unwrap();
+        let mut p = Prepared::new(out_w, out_w);
+        let cmd = core::iter::once(c.binary).chain(c.args.clone());
+        p.fill_with(&mut arena, cmd, &c, &base, None, wd).unwrap();
+        // The arena holds copies (and is never unmapped): `bytes` may go,
+        // `base` may not.
         (p, base)
     }
 
@@ -866,12 +1128,11 @@ mod tests {
             "services:\n  - name: a\n    binary: /bin/sh\n    args: ['-c', '{script}']\n    \
              working_dir: /tmp\n    umask: '0027'\n    rlimits: {{nofile: '200:300'}}\n"
         );
-        let (mut p, _base) = prepared(&yaml, "all", out_w);
+        let (mut p, _base) = prepared_wd(&yaml, "all", out_w, Some(1500));
         // Our own ids: setgid/setuid to them work unprivileged too.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         (p.uid, p.gid) = (Some(uid), Some(gid));
         p.notify_fd = Some((note_w, 5));
-        p.set_watchdog(Some(1500)).unwrap();
         let devnull = devnull();
         let mut stack = Stack::new().unwrap();
         // This thread blocks SIGUSR2 (and only that): so must it after.
@@ -905,7 +1166,7 @@ mod tests {
         assert!(out.starts_with(&want), "want {want:?}, got {out:?}");
         assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
         // CLONE_VM: the child wrote its pid into the slot's own buffer.
-        let wd = unsafe { core::slice::from_raw_parts(p.wd, p.wd_len) };
+        let wd = unsafe { core::slice::from_raw_parts(p.region, p.region_len) };
         let at = p.wd_pid_at.unwrap();
         let digits = CStr::from_bytes_until_nul(&wd[at..]).unwrap();
         assert_eq!(digits.to_str().unwrap(), pid.to_string());
@@ -923,22 +1184,25 @@ mod tests {
         let (out_r, out_w) = pipe();
         let devnull = devnull();
         let mut stack = Stack::new().unwrap();
-        let yaml = "services:\n  - name: a\n    binary: /bin/true\n";
+        // The argument is a path that does not exist, for the chdir case.
+        let yaml =
+            "services:\n  - name: a\n    binary: /bin/true\n    args: [/nonexistent-coffey]\n    rlimits: {nofile: '200:300'}\n";
         type Break = fn(&mut Prepared);
         let cases: [(&str, Break, Stage, i32); 3] = [
             (
                 "exec",
-                |p| p.arena[p.path_off + 1..p.path_off + 5].copy_from_slice(b"nope"),
+                |p| {
+                    let at = p.path_off;
+                    p.region_mut()[at + 1..at + 5].copy_from_slice(b"nope")
+                },
                 Stage::Exec,
                 libc::ENOENT,
             ),
             (
                 "chdir",
                 |p| {
-                    let cwd = b"/nonexistent-coffey\0";
-                    let at = p.arena.len() - cwd.len();
-                    p.arena[at..].copy_from_slice(cwd);
-                    p.cwd_off = at;
+                    let arg = p.args().next().unwrap().as_ptr() as usize;
+                    p.cwd_off = arg - p.region as usize;
                 },
                 Stage::Chdir,
                 libc::ENOENT,
@@ -950,8 +1214,7 @@ mod tests {
                     // u32 on glibc, c_int on musl.
                     #[allow(clippy::unnecessary_cast)]
                     let nofile = libc::RLIMIT_NOFILE as u32;
-                    p.rlimits[0] = (nofile, 300, 200);
-                    p.nrlimits = 1;
+                    p.rlimits_mut()[0] = (nofile, 300, 200);
                 },
                 Stage::Rlimit,
                 libc::EINVAL,
