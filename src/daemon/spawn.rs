@@ -964,9 +964,16 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
             );
         }
     }
-    let mut set: libc::sigset_t = core::mem::zeroed();
-    libc::sigemptyset(&mut set);
-    libc::sigprocmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
+    // An empty mask, by the raw syscall too (the kernel's 8-byte set),
+    // as for the dispositions: no libc bookkeeping in a vfork child.
+    let empty = 0u64;
+    libc::syscall(
+        libc::SYS_rt_sigprocmask,
+        libc::SIG_SETMASK,
+        &empty as *const u64,
+        core::ptr::null_mut::<u64>(),
+        8usize,
+    );
     if p.cgroup_fd >= 0 && !join_cgroup(p.cgroup_fd) {
         fail(Stage::Cgroup);
     }
