@@ -73,6 +73,10 @@ fn flood(d: &Daemon, sigs: &'static [i32], secs: f64) -> Flood {
     }
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
+    // Signals still queued are read at the start of the next turn: one
+    // more answer means they (and any rotation they caused) are done.
+    let o = ctl_within(d, &["status"], 5.0);
+    assert_eq!(o.code, 0, "status after the flood: {o:?}");
     Flood {
         sent: sent.load(Ordering::Relaxed),
         statuses,
