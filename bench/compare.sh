@@ -88,14 +88,18 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP PIPE
 
-# until SECS CMD...: runs CMD every 10 ms until it succeeds; 1 on timeout.
+# until SECS CMD...: runs CMD every 10 ms until it succeeds; 1 on timeout,
+# or at once when CMD returns 125 (it knows it will not succeed).
 until_ok() {
-  local end=$(( $(now_us) + $1 * 1000000 ))
+  local end=$(( $(now_us) + $1 * 1000000 )) rc
   shift
-  while ! "$@"; do
-    [ "$(now_us)" -gt "$end" ] && return 1
+  while :; do
+    "$@"
+    rc=$?
+    [ "$rc" -eq 0 ] && return 0
+    [ "$rc" -eq 125 ] || [ "$(now_us)" -gt "$end" ] && return 1
     sleep 0.01
   done
 }
@@ -251,14 +255,28 @@ start_coffeyd_config() {
   mv "$1/config.yaml.new" "$1/config.yaml"
 }
 
+# started N: all N first lines are in; 125 (give up) once none came for
+# 10 s (nitro's default build holds 499 services and starts no more).
+started() {
+  local c
+  [ -z "${seen_at:-}" ] && seen= seen_at=$(now_us)
+  c=$(lines "$d/out" m)
+  [ "$c" -ge "$1" ] && return 0
+  if [ "$c" != "${seen:-}" ]; then seen=$c seen_at=$(now_us); fi
+  [ $(($(now_us) - seen_at)) -gt 10000000 ] && return 125
+  return 1
+}
+
 # N services: start-up time, then USS/RSS; at N=10 also status and idle.
 run_n() { # PEER N
-  local peer=$1 t0 last u0 c0 c1 i
+  local peer=$1 t0 last u0 c0 c1 i note
   n=$2
+  seen_at=
   t0=$(now_us)
   launch "$peer" "$n" mark
-  if ! until_ok $((10 + n / 20)) have_lines "$d/out" m "$n"; then
-    NOTE[$peer]="${NOTE[$peer]:-}N=$n: $(lines "$d/out" m) of $n services started ($(tail -c 300 "$d/stdout" | tr '\n' ' ')); "
+  if ! until_ok $((10 + n / 20)) started "$n"; then
+    note="N=$n: $(lines "$d/out" m) of $n services started ($(tail -n 1 "$d/stdout")); "
+    [[ "${NOTE[$peer]:-}" == *"$note"* ]] || NOTE[$peer]="${NOTE[$peer]:-}$note"
     stop
     return 1
   fi
