@@ -46,10 +46,14 @@ torture FORM="full":
 fuzz SECS="60":
     bash fuzz/run.sh {{SECS}}
 
-# Footprint (binary size, RSS with 10 services), then health-check load (50 services probed every 1 s for SECS s),
+# coffeyd side by side with nitro, s6, runit, daemontools, tini and
+# dumb-init (bench/compare.sh, writes bench/results/<date>.md; RUNS=5 for
+# more runs, NITRO_BIN/NITROCTL_BIN/DAEMONPROXY_BIN to add those), then
+# footprint (binary size, RSS with 10 services), then health-check load (50 services probed every 1 s for SECS s),
 # then the longest loop turn during reloads of 1,000 services, then the
 # spawn cost next to 10 and 1,000 idle services.
 bench SECS="60":
+    bash bench/compare.sh
     bash bench/footprint.sh
     SECS={{SECS}} bash bench/health.sh
     bash bench/reload.sh
