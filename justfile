@@ -9,7 +9,7 @@ default: test
 # nightly to rebuild std for size (min-sized-rust): no unwinder, no
 # backtrace symbolizer, no panic location strings. Plain `cargo build`
 # stays on stable. BUILD_TARGETS narrows the list.
-nightly_flags := "-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Zlocation-detail=none"
+nightly_flags := "-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Zlocation-detail=none -Crelocation-model=static"
 build:
     rustup toolchain install nightly --profile minimal
     rustup component add rust-src --toolchain nightly
