@@ -7,8 +7,10 @@ default: test
 # Static musl binaries for x86_64 and aarch64 in target/dist/, stripped,
 # linked with rust-lld (see .cargo/config.toml). The release artifacts use
 # nightly to rebuild std for size (min-sized-rust): no unwinder, no
-# backtrace symbolizer, no panic location strings. Plain `cargo build`
-# stays on stable. BUILD_TARGETS narrows the list.
+# backtrace symbolizer, no panic location strings, a non-PIE static link,
+# std's optimize_for_size (each step measured in bench/RESULTS.md).
+# -Zfmt-debug=none is left out: serde's messages quote values with {:?}.
+# Plain `cargo build` stays on stable. BUILD_TARGETS narrows the list.
 nightly_flags := "-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Zlocation-detail=none -Crelocation-model=static"
 build:
     rustup toolchain install nightly --profile minimal
@@ -17,7 +19,7 @@ build:
     mkdir -p target/dist
     for t in ${BUILD_TARGETS:-{{targets}}}; do \
         RUSTFLAGS="{{nightly_flags}}" cargo +nightly build --release --target $t \
-            -Zbuild-std=std,panic_abort --target-dir target/nightly && \
+            -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size --target-dir target/nightly && \
         cp target/nightly/$t/release/coffeyd target/dist/coffeyd-${t%%-*} || exit 1; \
     done
     @ls -l target/dist/
