@@ -7,11 +7,11 @@ default: test
 # Static musl binaries for x86_64 and aarch64 in target/dist/, stripped,
 # linked with rust-lld (see .cargo/config.toml). The release artifacts use
 # nightly to rebuild std for size (min-sized-rust): no unwinder, no
-# backtrace symbolizer, no panic location strings, a non-PIE static link,
+# backtrace symbolizer, a non-PIE static link,
 # std's optimize_for_size (each step measured in bench/RESULTS.md).
 # -Zfmt-debug=none is left out: serde's messages quote values with {:?}.
 # Plain `cargo build` stays on stable. BUILD_TARGETS narrows the list.
-nightly_flags := "-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Zlocation-detail=none -Crelocation-model=static"
+nightly_flags := "-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Crelocation-model=static"
 build:
     rustup toolchain install nightly --profile minimal
     rustup component add rust-src --toolchain nightly
