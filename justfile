@@ -4,12 +4,25 @@ targets := "x86_64-unknown-linux-musl aarch64-unknown-linux-musl"
 
 default: test
 
-# Static musl binaries for x86_64 and aarch64, linked with rust-lld
-# (see .cargo/config.toml).
+# Static musl binaries for x86_64 and aarch64 in target/dist/, stripped,
+# linked with rust-lld (see .cargo/config.toml). The release artifacts use
+# nightly to rebuild std for size (min-sized-rust): no unwinder, no
+# backtrace symbolizer, a non-PIE static link,
+# std's optimize_for_size (each step measured in bench/RESULTS.md).
+# -Zfmt-debug=none is left out: serde's messages quote values with {:?}.
+# Plain `cargo build` stays on stable. BUILD_TARGETS narrows the list.
+nightly_flags := "-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Crelocation-model=static"
 build:
-    rustup target add {{targets}}
-    for t in {{targets}}; do cargo build --release --target $t; done
-    @for t in {{targets}}; do ls -l target/$t/release/coffeyd; done
+    rustup toolchain install nightly --profile minimal
+    rustup component add rust-src --toolchain nightly
+    rustup target add --toolchain nightly {{targets}}
+    mkdir -p target/dist
+    for t in ${BUILD_TARGETS:-{{targets}}}; do \
+        RUSTFLAGS="{{nightly_flags}}" cargo +nightly build --release --target $t \
+            -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size --target-dir target/nightly && \
+        cp target/nightly/$t/release/coffeyd target/dist/coffeyd-${t%%-*} || exit 1; \
+    done
+    @ls -l target/dist/
 
 # The whole test suite (what CI runs).
 test:
