@@ -358,7 +358,8 @@ impl<'a> Supervisor<'a> {
             let mut holders = 0u16;
             let mut d = order::Dependents::of(svcs, i);
             while let Some(j) = d.next(svcs) {
-                holders += u16::from(svcs.get(j).is_some_and(|t| t.link.holding));
+                holders =
+                    holders.saturating_add(u16::from(svcs.get(j).is_some_and(|t| t.link.holding)));
             }
             let holding = s.state.has_process() || holders > 0;
             holders == s.link.holders && holding == s.link.holding

@@ -6,17 +6,9 @@ use coffey::time::Instant;
 use core::fmt;
 use nix::libc;
 
+/// Milliseconds of `clock` (the microsecond reading, truncated).
 fn read(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; clock_gettime cannot fail for
-    // these clocks on Linux, and on failure `ts` stays zero.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    let s = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let ns = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    s.saturating_mul(1000).saturating_add(ns / 1_000_000)
+    read_us(clock) / 1000
 }
 
 /// Monotonic milliseconds, for the machines.
@@ -29,7 +21,8 @@ fn read_us(clock: libc::clockid_t) -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: as in `read`.
+    // SAFETY: `ts` is a valid out-pointer; clock_gettime cannot fail for
+    // these clocks on Linux, and on failure `ts` stays zero.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     let s = u64::try_from(ts.tv_sec).unwrap_or(0);
     let ns = u64::try_from(ts.tv_nsec).unwrap_or(0);
