@@ -12,6 +12,7 @@ extern crate std;
 
 pub mod bytes;
 pub mod control;
+pub mod event;
 pub mod health;
 pub mod limits;
 pub mod logring;

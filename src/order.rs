@@ -20,7 +20,24 @@
 //! that changed in O(its edges), not O(table).
 
 use crate::limits::MAX_DEPS;
-use crate::service::Service;
+
+/// What the order needs of an entry of the table: the indexes of what it
+/// depends on, and its link. The service table implements it
+/// (`service.rs`); this module knows nothing else of services.
+pub trait Node {
+    /// The indexes of the entry's dependencies, in its own order (entry
+    /// `k` of [`Link::next_dependent`] is the `k`-th of them).
+    fn deps(&self) -> impl Iterator<Item = u16> + '_;
+    fn link(&self) -> &Link;
+    fn link_mut(&mut self) -> &mut Link;
+}
+
+/// A copy of an entry's dependency indexes, so the table can be changed
+/// while they are walked.
+fn deps_of<S: Node>(s: Option<&S>) -> heapless::Vec<u16, MAX_DEPS> {
+    s.map(|s| s.deps().take(MAX_DEPS).collect())
+        .unwrap_or_default()
+}
 
 /// "No service": the end of the list.
 pub const NONE: u16 = u16::MAX;
@@ -85,18 +102,20 @@ pub struct Dependents {
 }
 
 impl Dependents {
-    pub fn of(svcs: &[Service], of: usize) -> Dependents {
+    pub fn of<S: Node>(svcs: &[S], of: usize) -> Dependents {
         Dependents {
-            at: svcs.get(of).map_or(Edge::NONE, |s| s.link.first_dependent),
+            at: svcs
+                .get(of)
+                .map_or(Edge::NONE, |s| s.link().first_dependent),
         }
     }
 
     /// The next dependent, or None at the end.
-    pub fn next(&mut self, svcs: &[Service]) -> Option<usize> {
+    pub fn next<S: Node>(&mut self, svcs: &[S]) -> Option<usize> {
         let i = usize::from(self.at.svc);
         let s = svcs.get(i)?;
         self.at = s
-            .link
+            .link()
             .next_dependent
             .get(usize::from(self.at.k))
             .copied()
@@ -107,27 +126,27 @@ impl Dependents {
 
 /// Threads every dependency entry of `svcs[..used]` onto the list of the
 /// service it names.
-fn thread_dependents(active: &mut [Service]) {
+fn thread_dependents<S: Node>(active: &mut [S]) {
     let used = active.len();
     for j in 0..used {
-        let deps = active.get(j).map(|s| s.deps.clone()).unwrap_or_default();
-        for (k, d) in deps.iter().enumerate() {
-            let d = usize::from(d.idx);
+        let deps = deps_of(active.get(j));
+        for (k, &d) in deps.iter().enumerate() {
+            let d = usize::from(d);
             let Some(head) = active
                 .get(d)
                 .filter(|_| d < used)
-                .map(|t| t.link.first_dependent)
+                .map(|t| t.link().first_dependent)
             else {
                 continue;
             };
             if let Some(slot) = active
                 .get_mut(j)
-                .and_then(|s| s.link.next_dependent.get_mut(k))
+                .and_then(|s| s.link_mut().next_dependent.get_mut(k))
             {
                 *slot = head;
             }
             if let Some(t) = active.get_mut(d) {
-                t.link.first_dependent = Edge {
+                t.link_mut().first_dependent = Edge {
                     svc: idx16(j),
                     k: u8::try_from(k).unwrap_or(0),
                 };
@@ -145,29 +164,21 @@ pub struct Order {
     pub last: u16,
 }
 
-/// The dependency indexes of `s` that name a service in use.
-fn deps_in(s: &Service, used: usize) -> impl Iterator<Item = usize> + '_ {
-    s.deps
-        .iter()
-        .map(|d| usize::from(d.idx))
-        .filter(move |&d| d < used)
-}
-
 fn idx16(i: usize) -> u16 {
     u16::try_from(i).unwrap_or(NONE)
 }
 
 /// Puts `i` in front of the list (towards the dependencies) built so far,
 /// whose front is `*front`.
-fn push_front(svcs: &mut [Service], front: &mut u16, back: &mut u16, i: usize) {
+fn push_front<S: Node>(svcs: &mut [S], front: &mut u16, back: &mut u16, i: usize) {
     let old = *front;
-    if let Some(s) = svcs.get_mut(i) {
-        s.link.next = old;
-        s.link.prev = NONE;
-        s.link.listed = true;
+    if let Some(l) = svcs.get_mut(i).map(S::link_mut) {
+        l.next = old;
+        l.prev = NONE;
+        l.listed = true;
     }
     if let Some(o) = svcs.get_mut(usize::from(old)) {
-        o.link.prev = idx16(i);
+        o.link_mut().prev = idx16(i);
     }
     *front = idx16(i);
     if *back == NONE {
@@ -176,22 +187,18 @@ fn push_front(svcs: &mut [Service], front: &mut u16, back: &mut u16, i: usize) {
 }
 
 /// Builds the order of `svcs[..used]`.
-pub fn build(svcs: &mut [Service], used: usize) -> Order {
+pub fn build<S: Node>(svcs: &mut [S], used: usize) -> Order {
     let used = used.min(svcs.len());
     let active = svcs.get_mut(..used).unwrap_or(&mut []);
     for s in active.iter_mut() {
-        s.link = Link::NEW;
+        *s.link_mut() = Link::NEW;
     }
     thread_dependents(active);
     for j in 0..used {
-        let deps = active.get(j).map(|s| s.deps.clone()).unwrap_or_default();
-        for d in deps
-            .iter()
-            .map(|d| usize::from(d.idx))
-            .filter(|&d| d < used)
-        {
-            if let Some(t) = active.get_mut(d) {
-                t.link.pending = t.link.pending.saturating_add(1);
+        let deps = deps_of(active.get(j));
+        for d in deps.iter().map(|&d| usize::from(d)).filter(|&d| d < used) {
+            if let Some(t) = active.get_mut(d).map(S::link_mut) {
+                t.pending = t.pending.saturating_add(1);
             }
         }
     }
@@ -199,7 +206,7 @@ pub fn build(svcs: &mut [Service], used: usize) -> Order {
     // dependents) towards the front, releasing dependencies as it goes.
     let (mut front, mut back) = (NONE, NONE);
     for i in 0..used {
-        if active.get(i).is_some_and(|s| s.link.pending == 0) {
+        if active.get(i).is_some_and(|s| s.link().pending == 0) {
             push_front(active, &mut front, &mut back, i);
         }
     }
@@ -208,25 +215,23 @@ pub fn build(svcs: &mut [Service], used: usize) -> Order {
         let Some(s) = active.get(usize::from(walk)) else {
             break;
         };
-        let deps = s.deps.clone();
-        for d in deps
-            .iter()
-            .map(|d| usize::from(d.idx))
-            .filter(|&d| d < used)
-        {
-            let ready = active.get_mut(d).is_some_and(|t| {
-                t.link.pending = t.link.pending.saturating_sub(1);
-                t.link.pending == 0 && !t.link.listed
+        let deps = deps_of(Some(s));
+        for d in deps.iter().map(|&d| usize::from(d)).filter(|&d| d < used) {
+            let ready = active.get_mut(d).map(S::link_mut).is_some_and(|t| {
+                t.pending = t.pending.saturating_sub(1);
+                t.pending == 0 && !t.listed
             });
             if ready {
                 push_front(active, &mut front, &mut back, d);
             }
         }
         // Read after the pushes: what they listed is walked next.
-        walk = active.get(usize::from(walk)).map_or(NONE, |s| s.link.prev);
+        walk = active
+            .get(usize::from(walk))
+            .map_or(NONE, |s| s.link().prev);
     }
     for i in 0..used {
-        if active.get(i).is_some_and(|s| !s.link.listed) {
+        if active.get(i).is_some_and(|s| !s.link().listed) {
             push_front(active, &mut front, &mut back, i);
         }
     }
@@ -265,21 +270,17 @@ impl Order {
 
 impl Walk {
     /// The next index, or None at the end.
-    pub fn next(&mut self, svcs: &[Service]) -> Option<usize> {
+    pub fn next<S: Node>(&mut self, svcs: &[S]) -> Option<usize> {
         let i = usize::from(self.at);
-        let s = svcs.get(i)?;
-        self.at = if self.forward {
-            s.link.next
-        } else {
-            s.link.prev
-        };
+        let l = svcs.get(i)?.link();
+        self.at = if self.forward { l.next } else { l.prev };
         Some(i)
     }
 }
 
 /// Whether the order lists each of `svcs[..used]` once, every
 /// dependency before its dependent (tests and fuzzing; O(n²)).
-pub fn consistent(svcs: &[Service], used: usize, order: Order) -> bool {
+pub fn consistent<S: Node>(svcs: &[S], used: usize, order: Order) -> bool {
     let position = |target: usize| {
         let mut w = order.forward();
         let mut k = 0usize;
@@ -306,7 +307,9 @@ pub fn consistent(svcs: &[Service], used: usize, order: Order) -> bool {
         && svcs.iter().take(used).enumerate().all(|(i, s)| {
             let at = position(i);
             at.is_some()
-                && deps_in(s, used)
+                && s.deps()
+                    .map(usize::from)
+                    .filter(|&d| d < used)
                     .all(|d| d == i || matches!((position(d), at), (Some(a), Some(b)) if a < b))
         })
 }
@@ -315,7 +318,7 @@ pub fn consistent(svcs: &[Service], used: usize, order: Order) -> bool {
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 mod tests {
     use super::*;
-    use crate::service::{Condition, Dep, Policy};
+    use crate::service::{Condition, Dep, Policy, Service};
     use std::vec::Vec;
 
     fn table(n: usize, edges: &[(usize, usize)]) -> Vec<Service> {
@@ -415,7 +418,8 @@ mod tests {
             last: o.first,
         };
         for s in v.iter_mut() {
-            core::mem::swap(&mut s.link.next, &mut s.link.prev);
+            let l = s.link_mut();
+            core::mem::swap(&mut l.next, &mut l.prev);
         }
         assert!(!consistent(&v, 3, wrong));
     }

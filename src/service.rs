@@ -7,9 +7,10 @@
 //! and never makes syscalls (it calls [`Sys`]). Dependencies are not judged
 //! here: the supervisor sends `DepsReady` when they are met.
 
+pub use crate::event::{Event, Leftovers, StateName};
+use crate::event::{ExitStatus, SpawnError};
 use crate::limits::{MAX_DEPS, MAX_ESCAPEES, TEMP_RETRY_MS};
-pub use crate::sys::Leftovers;
-use crate::sys::{Escapee, ExitStatus, SpawnError, Sys, SIGCONT, SIGKILL};
+use crate::sys::{Escapee, Sys, SIGCONT, SIGKILL};
 use crate::time::{Instant, Millis};
 use core::fmt;
 
@@ -112,40 +113,6 @@ pub enum State {
     Completed,
     /// Gave up, or exited non-zero with no restart.
     Failed,
-}
-
-/// The names of states, shared by logs, CLI, JSON and events.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum StateName {
-    Stopped,
-    Waiting,
-    Starting,
-    Running,
-    Stopping,
-    Backoff,
-    Completed,
-    Failed,
-}
-
-impl StateName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StateName::Stopped => "stopped",
-            StateName::Waiting => "waiting",
-            StateName::Starting => "starting",
-            StateName::Running => "running",
-            StateName::Stopping => "stopping",
-            StateName::Backoff => "backoff",
-            StateName::Completed => "completed",
-            StateName::Failed => "failed",
-        }
-    }
-}
-
-impl fmt::Display for StateName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 impl State {
@@ -252,70 +219,6 @@ impl fmt::Display for LeftInGroupText {
     }
 }
 
-/// What happened, as emitted to the shell.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// Wanted up; `dep` is the dependency waited on, if known.
-    Waiting {
-        dep: Option<u16>,
-        failed: bool,
-    },
-    Spawned {
-        pid: i32,
-    },
-    /// Readiness passed: starting -> running.
-    Ready {
-        pid: i32,
-    },
-    /// Liveness failed (or start_timeout passed): stopping to restart.
-    Unhealthy {
-        pid: i32,
-        start_timeout: bool,
-    },
-    SpawnFailed {
-        err: SpawnError,
-    },
-    Exited {
-        pid: i32,
-        status: ExitStatus,
-        uptime: Millis,
-    },
-    Backoff {
-        delay: Millis,
-        failures: u32,
-    },
-    GaveUp {
-        failures: u32,
-    },
-    /// Exited non-zero (or could not exec) and the policy says no restart.
-    Failed,
-    Stopping {
-        pid: i32,
-        signal: i32,
-    },
-    /// SIGKILL to the group: its `stop_timeout` passed, or (`shutdown`)
-    /// the shutdown deadline did.
-    Killed {
-        pid: i32,
-        shutdown: bool,
-    },
-    /// The main process exited and processes of its run remain, in its
-    /// group or outside it; they are stopped before any restart.
-    /// `first`: the first time for this service (the daemon logs only
-    /// that one).
-    LeftInGroup {
-        pid: i32,
-        left: Leftovers,
-        first: bool,
-    },
-    Stopped,
-    Completed,
-    /// An input that this state does not expect; logged and counted.
-    Unexpected {
-        input: &'static str,
-    },
-}
-
 /// Inputs to the machine.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Input {
@@ -343,6 +246,19 @@ pub enum Input {
     /// sd_notify `EXTEND_TIMEOUT_USEC=`: the current deadline (start or
     /// stop) becomes at least `now + by` (never earlier than configured).
     ExtendTimeout { by: Millis },
+}
+
+/// The dependency order walks the table through this (`order.rs`).
+impl crate::order::Node for Service {
+    fn deps(&self) -> impl Iterator<Item = u16> + '_ {
+        self.deps.iter().map(|d| d.idx)
+    }
+    fn link(&self) -> &crate::order::Link {
+        &self.link
+    }
+    fn link_mut(&mut self) -> &mut crate::order::Link {
+        &mut self.link
+    }
 }
 
 impl Service {

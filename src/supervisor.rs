@@ -660,7 +660,9 @@ impl<'a> Supervisor<'a> {
             self.killed_all = true;
             self.reap_by = now.add(SHUTDOWN_REAP_GRACE_MS);
             if self.services().iter().any(|s| s.state.has_process()) {
-                sys.shutdown_deadline(self.services());
+                let mut killing = (self.services().iter().enumerate())
+                    .filter_map(|(i, s)| s.state.pid().map(|pid| (i, pid)));
+                sys.shutdown_deadline(&mut killing);
             }
             for s in self.active() {
                 s.mark = s.state.has_process();
@@ -974,13 +976,8 @@ mod tests {
         fn emit(&mut self, idx: usize, from: StateName, to: StateName, e: &Event) {
             self.events.push((idx, from, to, *e));
         }
-        fn shutdown_deadline(&mut self, services: &[Service]) {
-            let v = services
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.state.pid().map(|p| (i, p)))
-                .collect();
-            self.deadline.push(v);
+        fn shutdown_deadline(&mut self, killing: &mut dyn Iterator<Item = (usize, i32)>) {
+            self.deadline.push(killing.collect());
         }
     }
 

@@ -5,150 +5,11 @@
 //! block for long and must never panic.
 
 use crate::health::{Check, ProbeError, Role};
-use crate::service::{Event, Service, StateName};
-use core::fmt;
-
-/// Where in the spawn sequence a child failed. Reported by the child over a
-/// close-on-exec pipe, so status can say what went wrong.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// Creating the status pipe, in the daemon.
-    Pipe,
-    /// fork(2), in the daemon.
-    Fork,
-    /// dup2 of stdin/stdout/stderr.
-    Stdio,
-    Setsid,
-    Setgroups,
-    Setgid,
-    Setuid,
-    Chdir,
-    Exec,
-    /// `user` or `group` did not resolve when the config was loaded (the
-    /// reason is the slot's; nothing was forked).
-    User,
-    /// setrlimit(2) of an `rlimits:` entry (EPERM: a hard limit raised
-    /// without privilege).
-    Rlimit,
-    /// Joining the service's cgroup (a write to its `cgroup.procs`).
-    Cgroup,
-}
-
-impl Stage {
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Pipe => "pipe",
-            Stage::Fork => "fork",
-            Stage::Stdio => "stdio",
-            Stage::Setsid => "setsid",
-            Stage::Setgroups => "setgroups",
-            Stage::Setgid => "setgid",
-            Stage::Setuid => "setuid",
-            Stage::Chdir => "chdir",
-            Stage::Exec => "exec",
-            Stage::User => "user",
-            Stage::Rlimit => "setrlimit",
-            Stage::Cgroup => "cgroup",
-        }
-    }
-    pub fn from_u32(v: u32) -> Stage {
-        match v {
-            0 => Stage::Pipe,
-            1 => Stage::Fork,
-            2 => Stage::Stdio,
-            3 => Stage::Setsid,
-            4 => Stage::Setgroups,
-            5 => Stage::Setgid,
-            6 => Stage::Setuid,
-            7 => Stage::Chdir,
-            9 => Stage::User,
-            10 => Stage::Rlimit,
-            11 => Stage::Cgroup,
-            _ => Stage::Exec,
-        }
-    }
-    pub fn to_u32(self) -> u32 {
-        self as u32
-    }
-}
-
-/// errno values the core needs to triage (Linux numbering).
-pub mod errno {
-    pub const EAGAIN: i32 = 11;
-    pub const ENOMEM: i32 = 12;
-    pub const ENFILE: i32 = 23;
-    pub const EMFILE: i32 = 24;
-}
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct SpawnError {
-    pub stage: Stage,
-    pub errno: i32,
-}
-
-impl SpawnError {
-    /// Resource exhaustion in the daemon itself: retry later, it is not the
-    /// service's fault and must not count as a failure.
-    pub fn is_temporary(&self) -> bool {
-        matches!(self.stage, Stage::Pipe | Stage::Fork)
-            && matches!(
-                self.errno,
-                errno::EAGAIN | errno::ENOMEM | errno::EMFILE | errno::ENFILE
-            )
-    }
-}
-
-/// How a process ended.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum ExitStatus {
-    Code(i32),
-    Signal(i32),
-}
-
-impl ExitStatus {
-    pub fn success(self) -> bool {
-        self == ExitStatus::Code(0)
-    }
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitStatus::Code(c) => write!(f, "exit code {c}"),
-            ExitStatus::Signal(s) => write!(f, "signal {}", signal_name(*s)),
-        }
-    }
-}
-
-/// Name of a signal number, for messages.
-pub fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        17 => "SIGCHLD",
-        18 => "SIGCONT",
-        19 => "SIGSTOP",
-        20 => "SIGTSTP",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        28 => "SIGWINCH",
-        30 => "SIGPWR",
-        31 => "SIGSYS",
-        _ => "signal",
-    }
-}
+// The event vocabulary lives in `event`; these names stay reachable here
+// for the shell, which reads them as part of this interface.
+pub use crate::event::{
+    errno, signal_name, Event, ExitStatus, Leftovers, Outside, SpawnError, Stage, StateName,
+};
 
 pub const SIGKILL: i32 = 9;
 pub const SIGCONT: i32 = 18;
@@ -168,41 +29,6 @@ impl Escapee {
     pub const NONE: Escapee = Escapee { pid: 0, pgrp: 0 };
     pub fn is_none(&self) -> bool {
         self.pid == 0 && self.pgrp == 0
-    }
-}
-
-/// The processes of a run outside its process group: how many, and the
-/// first of them with its command name (`/proc/PID/comm`, NUL-padded).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Outside {
-    pub count: u32,
-    pub pid: i32,
-    pub comm: [u8; 16],
-}
-
-impl Outside {
-    /// The command name as text (`?` if it is not UTF-8).
-    pub fn name(&self) -> &str {
-        let n = self
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.comm.len());
-        core::str::from_utf8(self.comm.get(..n).unwrap_or(&[])).unwrap_or("?")
-    }
-}
-
-/// What lived on when a run's main process exited.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Leftovers {
-    /// Live members of its process group.
-    pub in_group: u32,
-    pub outside: Outside,
-}
-
-impl Leftovers {
-    pub fn total(&self) -> u32 {
-        self.in_group.saturating_add(self.outside.count)
     }
 }
 
@@ -249,10 +75,10 @@ pub trait Sys {
     fn cancel_probe(&mut self, _idx: usize, _role: Role) {}
     /// A check's verdict changed, for logs and the event stream.
     fn health(&mut self, _idx: usize, _check: &Check, _state: StateName, _pid: i32) {}
-    /// The shutdown deadline passed: every service in `services` that
-    /// still has a process is about to get SIGKILL (for the log line
+    /// The shutdown deadline passed: each (service, pid) in `killing`
+    /// still has a process and is about to get SIGKILL (for the log line
     /// "shutdown timeout: killing web (pid N), db (pid M)").
-    fn shutdown_deadline(&mut self, _services: &[Service]) {}
+    fn shutdown_deadline(&mut self, _killing: &mut dyn Iterator<Item = (usize, i32)>) {}
     /// Whether this loop turn may spawn another service. Once its budget
     /// is spent, services due to start wait for the next turn, which
     /// reaps first (see [`crate::supervisor::Supervisor::tick`]). The

@@ -40,7 +40,7 @@ use coffey::limits::{
 };
 use coffey::logring::{LineBuf, LogRing, Stream};
 use coffey::pidindex::{PidIndex, PidSlot};
-use coffey::service::{Event, LeftInGroupText, Reason, Service, StateName};
+use coffey::service::{Event, LeftInGroupText, Reason, StateName};
 use coffey::supervisor::Supervisor;
 use coffey::sys::{signal_name, Escapee, ExitStatus, Outside, SpawnError, Stage, Sys};
 use coffey::time::{Dur, Instant};
@@ -312,16 +312,14 @@ impl Sys for Shell {
             || (self.spawns < SPAWNS_PER_TURN && self.turns.elapsed_us() < SPAWN_SLICE_US)
     }
 
-    fn shutdown_deadline(&mut self, services: &[Service]) {
+    fn shutdown_deadline(&mut self, killing: &mut dyn Iterator<Item = (usize, i32)>) {
         let mut line = log::LineBuf::default();
         let _ = line.write_str("shutdown timeout: killing");
         let mut sep = " ";
-        for (i, s) in services.iter().enumerate() {
-            if let Some(pid) = s.state.pid() {
-                let name = self.slots.get(i).map_or("?", |s| s.name.as_str());
-                let _ = write!(line, "{sep}{name} (pid {pid})");
-                sep = ", ";
-            }
+        for (i, pid) in killing {
+            let name = self.slots.get(i).map_or("?", |s| s.name.as_str());
+            let _ = write!(line, "{sep}{name} (pid {pid})");
+            sep = ", ";
         }
         let text = core::str::from_utf8(line.as_bytes()).unwrap_or("shutdown timeout");
         log!(self.log, "{text}");
