@@ -83,7 +83,7 @@ fn failed_dependency_keeps_dependent_waiting_with_reason() {
     d.wait_log("app: waiting for setup (it failed)", 10.0);
     let dump = d.dump();
     assert!(dump.contains("status app: waiting pid 0"), "{dump}");
-    assert!(dump.contains("waiting for setup (failed)"), "{dump}");
+    assert!(dump.contains("waiting for setup (it failed)"), "{dump}");
     assert!(dump.contains("status setup: failed"), "{dump}");
     assert!(!d.log_text().contains("app: spawned"));
     assert_eq!(d.stop(10.0), 0);
@@ -129,7 +129,10 @@ fn max_restarts_then_failed() {
         dump.contains("status doomed: failed pid 0 restarts 2 "),
         "{dump}"
     );
-    assert!(dump.contains("gave up after 3 failures"), "{dump}");
+    assert!(
+        dump.contains("gave up after 3 consecutive failures"),
+        "{dump}"
+    );
     assert_eq!(d.stop(10.0), 0);
 }
 
@@ -164,11 +167,7 @@ fn exec_failure_is_reported_with_stage_and_errno() {
         script.display()
     );
     let mut d = Daemon::start("execfail", "", &services);
-    let log = d.wait_count(
-        "broken: exec failed at exec: No such file or directory",
-        2,
-        10.0,
-    );
+    let log = d.wait_count("broken: exec failed: No such file or directory", 2, 10.0);
     assert!(
         !log.contains("broken: spawned"),
         "an exec failure is not a run\n{log}"
@@ -595,5 +594,69 @@ fn stale_socket_from_a_crashed_daemon_is_replaced() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode without socket_group");
+    assert_eq!(d.stop(10.0), 0);
+}
+
+/// One vocabulary (issue 10): what the event stream, `status` and the
+/// SIGUSR1 dump say about a service is the daemon log's own phrase, so
+/// grepping the log for what `status` said finds it.
+#[test]
+fn the_log_events_status_and_dump_say_the_same_words() {
+    let services = [
+        svc(
+            "doomed",
+            "sleep 0.5; exit 7",
+            "    max_restarts: 1\n    backoff:\n      initial: 50ms\n",
+        ),
+        svc("setup", "sleep 0.5; exit 4", "    type: oneshot\n"),
+        svc(
+            "app",
+            "exec sleep 60",
+            "    depends_on:\n      - name: setup\n        condition: completed\n",
+        ),
+        "  - name: ghost\n    binary: /nonexistent/ghost\n    restart: never\n".to_string(),
+    ]
+    .concat();
+    let mut d = Daemon::start("words", "", &services);
+    let mut ev = Events::follow(&d);
+    wait_state(&d, "ghost", "failed", 10.0);
+    // It fails again (exit 1), now with a subscriber to tell.
+    ctl(&d, &["start", "ghost"]);
+    let kinds = [
+        ("doomed", "backoff"),
+        ("doomed", "failed"),
+        ("app", "waiting"),
+        ("ghost", "exec-failed"),
+    ];
+    let mut told = Vec::new();
+    for (name, kind) in kinds {
+        let e = ev.wait(15.0, &format!("{name} {kind}"), |e| {
+            e["service"] == name && e["event"] == kind && e["detail"] != ""
+        });
+        told.push((name, e["detail"].as_str().unwrap().to_string()));
+    }
+    wait_state(&d, "doomed", "failed", 10.0);
+    let reasons: Vec<(&str, String)> = ["doomed", "app", "ghost"]
+        .into_iter()
+        .map(|name| {
+            let r = row(&d, name)["reason"].as_str().unwrap().to_string();
+            // `status` adds what came before: "(last: exit code 7)".
+            (name, r.split(" (last: ").next().unwrap().to_string())
+        })
+        .collect();
+    let dump = d.dump();
+    let log = d.log_text();
+    let has = |text: &str, prefix: &str, what: &str| {
+        assert!(
+            text.lines().any(|l| l.contains(prefix) && l.contains(what)),
+            "'{prefix}' line with '{what}' missing in:\n{text}"
+        )
+    };
+    for (name, what) in told.iter().chain(&reasons) {
+        has(&log, &format!(" {name}: "), what);
+    }
+    for (name, what) in &reasons {
+        has(&dump, &format!("status {name}: "), what);
+    }
     assert_eq!(d.stop(10.0), 0);
 }

@@ -567,7 +567,7 @@ fn main_whose_binary_is_gone_exits_127() {
     let (code, log) = main_exec_fails("p1gone", "rm");
     assert_eq!(code, Some(127), "{log}");
     assert!(
-        log.contains("main service cannot start (exec: No such file or directory); stopping everything, exit code 127"),
+        log.contains("main service cannot start: exec failed: No such file or directory; stopping everything, exit code 127"),
         "{log}"
     );
 }

@@ -20,7 +20,7 @@ fn a_missing_binary_fails_only_its_service_which_starts_once_it_appears() {
     );
     let mut d = Daemon::start("nobin", "", &services);
     d.wait_log("normal: spawned pid", 10.0);
-    d.wait_log("late: exec failed at exec: No such file or directory", 10.0);
+    d.wait_log("late: exec failed: No such file or directory", 10.0);
     d.wait_log("late: restarting in 100ms (failure 1)", 10.0);
     // It keeps retrying with its backoff; the other service is untouched.
     d.wait_log("late: restarting in 300ms", 10.0);

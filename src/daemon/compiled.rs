@@ -706,7 +706,7 @@ mod tests {
         let err = super::super::spawn::spawn(&prep, -1, &mut stack).unwrap_err();
         assert_eq!(err.stage, coffey::sys::Stage::User);
         let mut text = String::new();
-        super::super::spawn::write_failure(&mut text, err, Some(&prep));
+        super::super::words::spawn_failed(&mut text, err, Some(&prep));
         assert_eq!(text, "user not found: no-such-user-coffey");
         prep.fill(&mut arena, &v[0], &base, None).unwrap();
         assert_eq!(prep.cred_error(), "");

@@ -7,12 +7,12 @@ use super::broadcast::{fan_out_events, has_subscribers};
 use super::clock::{self, Stamp};
 use super::control::render::{role_name, wall_of, wire_state};
 use super::log::LineBuf;
-use super::spawn::{self, Prepared};
-use super::{errno_desc, probe, Shell};
+use super::spawn::Prepared;
+use super::{probe, words, Shell};
 use coffey::control::proto::{event, Reply, WireState};
 use coffey::health::Check;
 use coffey::service::{Event, LeftInGroupText, StateName};
-use coffey::sys::{signal_name, SpawnError, Stage};
+use coffey::sys::signal_name;
 use coffey::time::{Dur, Instant};
 use core::fmt::Write as _;
 
@@ -100,29 +100,16 @@ fn event_text(e: &Event, idx: usize, shell: &Shell, out: &mut LineBuf) -> Option
                 .slots
                 .get(usize::from(d))
                 .map_or("?", |s| s.name.as_str());
-            let _ = write!(
-                out,
-                "waiting for {n}{}",
-                if failed { " (failed)" } else { "" }
-            );
+            words::waiting_for(out, n, failed);
             event::WAITING
         }
         Event::SpawnFailed { err } => {
-            spawn_failed_text(out, err, shell.slots.get(idx).map(|s| &s.prep));
+            words::spawn_failed(out, err, shell.slots.get(idx).map(|s| &s.prep));
             event::EXEC_FAILED
         }
         _ => return plain_text(e, out),
     };
     Some(kind)
-}
-
-/// An exec failure: the user-stage text of `spawn`, else stage and errno.
-fn spawn_failed_text(out: &mut LineBuf, err: SpawnError, p: Option<&Prepared>) {
-    if err.stage == Stage::User {
-        spawn::write_failure(out, err, p);
-    } else {
-        let _ = write!(out, "{}: {}", err.stage.name(), errno_desc(err.errno));
-    }
 }
 
 /// The events whose text needs nothing but the event; None for those
@@ -132,23 +119,19 @@ fn plain_text(e: &Event, out: &mut LineBuf) -> Option<u8> {
         Event::Spawned { .. } => event::SPAWNED,
         Event::Ready { .. } => event::READY,
         Event::Unhealthy { start_timeout, .. } => {
-            let _ = out.write_str(if start_timeout {
-                "start_timeout passed before readiness"
-            } else {
-                "liveness failed"
-            });
+            words::unhealthy(out, start_timeout);
             event::UNHEALTHY
         }
         Event::Exited { status, uptime, .. } => {
-            let _ = write!(out, "{status} after {}", Dur(uptime));
+            words::exited(out, &status, uptime);
             event::EXITED
         }
         Event::Backoff { delay, failures } => {
-            let _ = write!(out, "restart in {} (failure {failures})", Dur(delay));
+            words::restarting_in(out, delay, failures);
             event::BACKOFF
         }
         Event::GaveUp { failures } => {
-            let _ = write!(out, "gave up after {failures} failures");
+            words::gave_up(out, failures);
             event::FAILED
         }
         Event::Failed => event::FAILED,
@@ -157,12 +140,7 @@ fn plain_text(e: &Event, out: &mut LineBuf) -> Option<u8> {
             event::STOPPING
         }
         Event::Killed { shutdown, .. } => {
-            let what = if shutdown {
-                "shutdown timeout"
-            } else {
-                "stop timeout"
-            };
-            let _ = write!(out, "{what}: SIGKILL");
+            words::killed(out, shutdown);
             event::STOPPING
         }
         Event::LeftInGroup { left, .. } => {
@@ -188,14 +166,15 @@ pub fn recent_text(out: &mut LineBuf, at: Instant, e: &Event, now: Instant, prep
             let _ = write!(out, " pid {pid}");
         }
         Event::Exited { status, uptime, .. } => {
-            let _ = write!(out, " {status} after {}", Dur(uptime));
+            let _ = out.write_str(" ");
+            words::exited(out, &status, uptime);
         }
         Event::Backoff { delay, .. } => {
             let _ = write!(out, " {}", Dur(delay));
         }
         Event::SpawnFailed { err } => {
             let _ = out.write_str(" ");
-            spawn_failed_text(out, err, Some(prep));
+            words::spawn_failed(out, err, Some(prep));
         }
         Event::LeftInGroup { left, .. } => {
             let _ = write!(out, " {}", left.total());

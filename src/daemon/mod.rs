@@ -30,6 +30,7 @@ mod slab;
 mod spawn;
 mod sweep;
 mod token;
+mod words;
 
 pub use alloc::Counting;
 
@@ -40,7 +41,7 @@ use coffey::limits::{
 };
 use coffey::logring::{LineBuf, LogRing, Stream};
 use coffey::pidindex::{PidIndex, PidSlot};
-use coffey::service::{Event, LeftInGroupText, Reason, StateName};
+use coffey::service::{Event, LeftInGroupText, StateName};
 use coffey::supervisor::Supervisor;
 use coffey::sys::{signal_name, Escapee, ExitStatus, Outside, SpawnError, Stage, Sys};
 use coffey::time::{Dur, Instant};
@@ -153,9 +154,7 @@ pub(crate) fn close_fd(fd: RawFd) {
     }
 }
 
-fn errno_desc(e: i32) -> &'static str {
-    nix::errno::Errno::from_raw(e).desc()
-}
+use words::errno_desc;
 
 impl Sys for Shell {
     fn spawn(&mut self, idx: usize) -> Result<i32, SpawnError> {
@@ -328,137 +327,99 @@ impl Sys for Shell {
 
 impl Shell {
     fn log_event(&mut self, idx: usize, _from: StateName, to: StateName, event: &Event) {
+        let mut what = log::LineBuf::default();
+        if !self.event_words(idx, to, event, &mut what) {
+            return;
+        }
         let name = self.slots.get(idx).map_or("?", |s| s.name.as_str());
+        let what = core::str::from_utf8(what.as_bytes()).unwrap_or("");
+        log!(self.log, "{name}: {what}");
+    }
+
+    /// The daemon log's words for `event` (after "NAME: "); false for the
+    /// events it does not log. The phrases are `words`'.
+    fn event_words(&self, idx: usize, to: StateName, event: &Event, w: &mut log::LineBuf) -> bool {
         let dep = |d: u16| {
             self.slots
                 .get(usize::from(d))
                 .map_or("?", |s| s.name.as_str())
         };
         match *event {
-            Event::Waiting { dep: None, .. } => {}
-            Event::Ready { pid } => log!(self.log, "{name}: ready (pid {pid})"),
-            Event::Unhealthy {
-                pid,
-                start_timeout: false,
-            } => {
-                log!(self.log, "{name}: liveness failed; restarting pid {pid}")
+            Event::Waiting { dep: None, .. } | Event::LeftInGroup { first: false, .. } => {
+                return false
             }
-            Event::Unhealthy {
-                pid,
-                start_timeout: true,
-            } => {
-                log!(
-                    self.log,
-                    "{name}: not ready within start_timeout; stopping pid {pid}"
-                )
+            Event::Ready { pid } => {
+                let _ = write!(w, "ready (pid {pid})");
+            }
+            Event::Unhealthy { pid, start_timeout } => {
+                words::unhealthy(w, start_timeout);
+                let to = if start_timeout {
+                    "stopping"
+                } else {
+                    "restarting"
+                };
+                let _ = write!(w, "; {to} pid {pid}");
             }
             Event::Waiting {
                 dep: Some(d),
                 failed,
-            } => {
-                let why = if failed { " (it failed)" } else { "" };
-                log!(self.log, "{name}: waiting for {}{why}", dep(d));
+            } => words::waiting_for(w, dep(d), failed),
+            Event::Spawned { pid } => {
+                let _ = write!(w, "spawned pid {pid}");
             }
-            Event::Spawned { pid } => log!(self.log, "{name}: spawned pid {pid}"),
-            Event::SpawnFailed { err } if err.is_temporary() => log!(
-                self.log,
-                "{name}: cannot spawn ({}: {}); retrying",
-                err.stage.name(),
-                errno_desc(err.errno)
-            ),
-            Event::SpawnFailed { err } if err.stage == Stage::User => {
-                let mut why = log::LineBuf::default();
-                spawn::write_failure(&mut why, err, self.slots.get(idx).map(|s| &s.prep));
-                let why = core::str::from_utf8(why.as_bytes()).unwrap_or("");
-                log!(self.log, "{name}: cannot start: {why}");
+            Event::SpawnFailed { err } => {
+                if err.stage == Stage::User {
+                    let _ = w.write_str("cannot start: ");
+                }
+                words::spawn_failed(w, err, self.slots.get(idx).map(|s| &s.prep));
+                if err.is_temporary() {
+                    let _ = w.write_str("; retrying");
+                }
             }
-            Event::SpawnFailed { err } => log!(
-                self.log,
-                "{name}: exec failed at {}: {}",
-                err.stage.name(),
-                errno_desc(err.errno)
-            ),
             Event::Exited {
                 pid,
                 status,
                 uptime,
             } => {
-                let oom = cgroup::oom_of(self, idx, status);
-                let (sep, oom) = match &oom {
-                    Some(o) => ("; ", o as &dyn core::fmt::Display),
-                    None => ("", &"" as &dyn core::fmt::Display),
-                };
-                log!(
-                    self.log,
-                    "{name}: pid {pid} exited with {status} after {}{sep}{oom}",
-                    Dur(uptime)
-                )
+                let _ = write!(w, "pid {pid} exited with ");
+                words::exited(w, &status, uptime);
+                if let Some(oom) = cgroup::oom_of(self, idx, status) {
+                    let _ = write!(w, "; {oom}");
+                }
             }
-            Event::Backoff { delay, failures } => {
-                log!(
-                    self.log,
-                    "{name}: restarting in {} (failure {failures})",
-                    Dur(delay)
-                )
+            Event::Backoff { delay, failures } => words::restarting_in(w, delay, failures),
+            Event::GaveUp { failures } => words::gave_up(w, failures),
+            Event::Failed => {
+                let _ = w.write_str("failed");
             }
-            Event::GaveUp { failures } => {
-                log!(
-                    self.log,
-                    "{name}: gave up after {failures} consecutive failures"
-                )
-            }
-            Event::Failed => log!(self.log, "{name}: failed"),
             Event::Stopping { pid, signal } => {
-                log!(
-                    self.log,
-                    "{name}: stopping pid {pid} with {}",
-                    signal_name(signal)
-                )
+                let _ = write!(w, "stopping pid {pid} with {}", signal_name(signal));
             }
-            Event::Killed {
-                pid,
-                shutdown: false,
-            } => {
-                let cg = if self.cg.alive(pid).is_some() {
-                    " and its cgroup (cgroup.kill)"
-                } else {
-                    ""
-                };
-                log!(
-                    self.log,
-                    "{name}: stop timeout; sent SIGKILL to process group {pid}{cg}"
-                )
-            }
-            Event::Killed {
-                pid,
-                shutdown: true,
-            } => {
-                log!(
-                    self.log,
-                    "{name}: shutdown timeout; sent SIGKILL to process group {pid}"
-                )
+            Event::Killed { pid, shutdown } => {
+                words::killed(w, shutdown);
+                let _ = write!(w, " to process group {pid}");
+                if !shutdown && self.cg.alive(pid).is_some() {
+                    let _ = w.write_str(" and its cgroup (cgroup.kill)");
+                }
             }
             // Once per service: a crash-looping daemonizer must not flood.
-            Event::LeftInGroup {
-                pid,
-                left,
-                first: true,
-            } => {
-                log!(self.log, "{name}: pid {pid}: {}", LeftInGroupText(left))
+            Event::LeftInGroup { pid, left, .. } => {
+                let _ = write!(w, "pid {pid}: {}", LeftInGroupText(left));
             }
-            Event::LeftInGroup { first: false, .. } => {}
             Event::Stopped if to == StateName::Waiting => {
-                log!(self.log, "{name}: stopped; starting again")
+                let _ = w.write_str("stopped; starting again");
             }
-            Event::Stopped => log!(self.log, "{name}: stopped"),
-            Event::Completed => log!(self.log, "{name}: completed"),
+            Event::Stopped => {
+                let _ = w.write_str("stopped");
+            }
+            Event::Completed => {
+                let _ = w.write_str("completed");
+            }
             Event::Unexpected { input } => {
-                log!(
-                    self.log,
-                    "{name}: ignored unexpected '{input}' in state {to}"
-                )
+                let _ = write!(w, "ignored unexpected '{input}' in state {to}");
             }
         }
+        true
     }
 }
 
@@ -891,11 +852,16 @@ fn main_cannot_start(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) 
     if sup.shutting_down() {
         return;
     }
+    let mut why = log::LineBuf::default();
+    let prep = shell
+        .main_idx
+        .and_then(|i| shell.slots.get(i))
+        .map(|s| &s.prep);
+    words::spawn_failed(&mut why, err, prep);
     log!(
         shell.log,
-        "main service cannot start ({}: {}); stopping everything, exit code {}",
-        err.stage.name(),
-        errno_desc(err.errno),
+        "main service cannot start: {}; stopping everything, exit code {}",
+        core::str::from_utf8(why.as_bytes()).unwrap_or(""),
         shell.main_exit.final_code(true)
     );
     let t = shell.shutdown_timeout;
@@ -964,40 +930,10 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
             slot.ring.cut,
         );
         let pid = s.state.pid().unwrap_or(0);
+        // The reason in `status`'s words.
         let mut why = log::LineBuf::default();
-        match s.reason {
-            Reason::None => {}
-            Reason::Exited(st) => {
-                let _ = write!(why, ", last {st}");
-            }
-            Reason::SpawnFailed(e) => {
-                let _ = why.write_str(", ");
-                spawn::write_failure(&mut why, e, Some(&slot.prep));
-            }
-            Reason::Dependency { idx, failed } => {
-                let d = shell
-                    .slots
-                    .get(usize::from(idx))
-                    .map_or("?", |s| s.name.as_str());
-                let _ = write!(
-                    why,
-                    ", waiting for {d}{}",
-                    if failed { " (failed)" } else { "" }
-                );
-            }
-            Reason::GaveUp { failures } => {
-                let _ = write!(why, ", gave up after {failures} failures");
-            }
-            Reason::Unhealthy => {
-                let _ = write!(why, ", restarted: liveness failed");
-            }
-            Reason::StartTimeout => {
-                let _ = write!(why, ", not ready within start_timeout");
-            }
-            Reason::LeftInGroup { status, left } => {
-                let _ = write!(why, ", last {status}; {}", LeftInGroupText(left));
-            }
-        }
+        control::render::reason(s, shell, now, &mut why);
+        let sep = if why.as_bytes().is_empty() { "" } else { ", " };
         let due = s.poll_at();
         let next = if due == Instant::NEVER {
             0
@@ -1007,7 +943,7 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
         let why = core::str::from_utf8(why.as_bytes()).unwrap_or("");
         log!(
             shell.log,
-            "status {name}: {} pid {pid} restarts {} next {}{why}; log {lines} lines ({evicted} evicted, {cut} cut)",
+            "status {name}: {} pid {pid} restarts {} next {}{sep}{why}; log {lines} lines ({evicted} evicted, {cut} cut)",
             s.state.name(),
             s.restarts,
             Dur(next)

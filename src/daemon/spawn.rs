@@ -658,19 +658,6 @@ impl Prepared {
     }
 }
 
-/// A failed start in user words: the `user`/`group` reason when that is
-/// what failed, else "exec failed: <errno text>". Shared by status, events
-/// and the daemon log so they say the same thing.
-pub fn write_failure(out: &mut impl core::fmt::Write, err: SpawnError, p: Option<&Prepared>) {
-    let desc = nix::errno::Errno::from_raw(err.errno).desc();
-    let _ = match (err.stage, p) {
-        (Stage::User, Some(p)) if !p.cred_error().is_empty() => out.write_str(p.cred_error()),
-        (Stage::User, _) => out.write_str("user or group not found"),
-        (Stage::Cgroup, _) => write!(out, "cannot join its cgroup: {desc}"),
-        _ => write!(out, "exec failed: {desc}"),
-    };
-}
-
 /// The stack a service's child runs on between clone and execve: it
 /// shares the daemon's memory until then, so it cannot use the daemon's
 /// stack (it would overwrite the frames the suspended parent returns to).

@@ -4,7 +4,7 @@
 
 use crate::daemon::clock::Stamp;
 use crate::daemon::log::LineBuf;
-use crate::daemon::{cgroup, errno_desc, events, notify, probe, spawn, Shell, Slot};
+use crate::daemon::{cgroup, events, notify, probe, words, Shell, Slot};
 use coffey::control::conn::{Conn, Job, Phase};
 use coffey::control::proto::{LastExit, Reply, WireState};
 use coffey::health::{CheckState, Role, Verdict};
@@ -48,8 +48,9 @@ fn exit_text(out: &mut LineBuf, st: ExitStatus, shell: &Shell, idx: u16) {
     };
 }
 
-/// Human reason for a state: "next try in 4s", "exec failed: ...".
-fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
+/// Human reason for a state: "next try in 4s", "exec failed: ..." (in
+/// `words`' phrases; the SIGUSR1 dump shows the same text).
+pub(crate) fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
     out.clear();
     let prep = |i: u16| shell.slots.get(usize::from(i)).map(|s| &s.prep);
     let dep = |i: u16| {
@@ -59,24 +60,21 @@ fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
             .map_or("?", |s| s.name.as_str())
     };
     match (s.state, s.reason) {
-        (State::Waiting, Reason::Dependency { idx, failed: false }) => {
-            let _ = write!(out, "waiting for {}", dep(idx));
-        }
-        (State::Waiting, Reason::Dependency { idx, failed: true }) => {
-            let _ = write!(out, "dependency {} failed", dep(idx));
+        (State::Waiting, Reason::Dependency { idx, failed }) => {
+            words::waiting_for(out, dep(idx), failed);
         }
         (State::Backoff { retry_at }, r) => {
             backoff_cause(s, r, shell, out);
             let _ = write!(out, "next try in {}", Dur(retry_at.since(now)));
         }
         (State::Failed, Reason::GaveUp { failures }) => {
-            let _ = write!(out, "gave up after {failures} failures");
+            words::gave_up(out, failures);
             if let Some(st) = s.last_exit {
                 let _ = write!(out, " (last: {st})");
             }
         }
         (State::Failed, Reason::SpawnFailed(e)) => {
-            spawn::write_failure(out, e, prep(s.idx));
+            words::spawn_failed(out, e, prep(s.idx));
         }
         (State::Failed | State::Stopped, Reason::Exited(st)) => {
             exit_text(out, st, shell, s.idx);
@@ -91,13 +89,10 @@ fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
 /// Why a service in backoff failed, ending in "; " when there is a why.
 fn backoff_cause(s: &Service, r: Reason, shell: &Shell, out: &mut LineBuf) {
     match r {
-        Reason::SpawnFailed(e) if !e.is_temporary() => {
-            let prep = shell.slots.get(usize::from(s.idx)).map(|s| &s.prep);
-            spawn::write_failure(out, e, prep);
-            let _ = out.write_str("; ");
-        }
         Reason::SpawnFailed(e) => {
-            let _ = write!(out, "cannot spawn: {}; ", errno_desc(e.errno));
+            let prep = shell.slots.get(usize::from(s.idx)).map(|s| &s.prep);
+            words::spawn_failed(out, e, prep);
+            let _ = out.write_str("; ");
         }
         Reason::Exited(st) => {
             exit_text(out, st, shell, s.idx);
@@ -108,7 +103,8 @@ fn backoff_cause(s: &Service, r: Reason, shell: &Shell, out: &mut LineBuf) {
             let _ = out.write_str("; ");
         }
         Reason::StartTimeout => {
-            let _ = out.write_str("not ready within start_timeout; ");
+            words::unhealthy(out, true);
+            let _ = out.write_str("; ");
         }
         Reason::LeftInGroup { left, .. } => {
             let _ = write!(out, "{}; ", LeftInGroupText(left));
@@ -127,7 +123,7 @@ fn unhealthy_cause(s: &Service, out: &mut LineBuf) {
         .flatten()
         .filter(|c| c.last_error.is_some())
         .or(s.checks.first().copied().flatten());
-    let _ = out.write_str("liveness failed");
+    words::unhealthy(out, false);
     if let Some(e) = failed.and_then(|c| c.last_error) {
         let _ = out.write_str(": ");
         probe::error_text(e, out);
