@@ -660,3 +660,92 @@ fn the_log_events_status_and_dump_say_the_same_words() {
     }
     assert_eq!(d.stop(10.0), 0);
 }
+
+/// The daemon's "startup heap: N bytes allocated" line.
+fn startup_heap(d: &mut Daemon) -> u64 {
+    let log = d.wait_log("startup heap: ", 10.0);
+    let at = log.find("startup heap: ").unwrap() + "startup heap: ".len();
+    log[at..].split(' ').next().unwrap().parse().unwrap()
+}
+
+/// The daemon never parses YAML, not even at startup: the `__compile`
+/// child does, so the parser's heap never enters the daemon. A config
+/// with 2 MiB of YAML comments compiles to the same services as one
+/// without; a daemon that read and parsed it itself would allocate at
+/// least the 2 MiB of text.
+#[test]
+fn startup_heap_never_holds_the_yaml_parser() {
+    let services = [
+        svc("a", "exec sleep 600", ""),
+        svc("b", "exec sleep 600", ""),
+    ]
+    .concat();
+    let line = format!("# {}\n", "x".repeat(98));
+    let comments = line.repeat(2 * 1024 * 1024 / line.len());
+    let mut plain = Daemon::start("heap-plain", "", &services);
+    let mut big = Daemon::start("heap-big", &comments, &services);
+    assert!(std::fs::metadata(&big.config).unwrap().len() > 2 * 1024 * 1024);
+    let (small, large) = (startup_heap(&mut plain), startup_heap(&mut big));
+    assert!(
+        large < small + 256 * 1024,
+        "2 MiB of comments cost the daemon {} bytes of heap ({small} -> {large})",
+        large.saturating_sub(small)
+    );
+    for d in [plain, big] {
+        finish(d);
+    }
+}
+
+/// Startup prints the validator's warnings, as `validate` words them, and
+/// runs; a broken config gives validate's file:line:col errors and exit 1
+/// (both through the compile child's output, passed through unchanged).
+#[test]
+fn startup_passes_the_validators_warnings_and_errors_through() {
+    let services = "  - name: a\n    binary: /nonexistent/coffey-bin\n";
+    let mut d = Daemon::start("warn-start", "", services);
+    let want = {
+        let out = std::process::Command::new(BIN)
+            .args(["validate", "-c"])
+            .arg(&d.config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let w: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains(": warning: "))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(w.len(), 1, "{text}");
+        w
+    };
+    let err = std::fs::read_to_string(d.dir.join("stderr")).unwrap();
+    let got: Vec<&str> = err.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(got, want, "{err}");
+    assert_eq!(d.stop(10.0), 0);
+
+    let bad = d.dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "services:\n  - name: a\n    binary: /bin/sh\n    restart: sometimes\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("-c")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let first = err.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("{}:4:", bad.display())) && first.contains(": error: "),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(&format!(
+            "coffeyd: {}: config has errors; not starting\n",
+            bad.display()
+        )),
+        "{err}"
+    );
+}

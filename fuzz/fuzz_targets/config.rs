@@ -67,9 +67,13 @@ fn round_trip(cfg: &config::Config) {
         );
     }
     assert_eq!(n, cfg.services.len(), "services decoded");
+    let g = compiled::globals(&buf).expect("the globals of a config that loads decode");
+    assert_eq!(g.limit_services, cfg.limits.services, "limits.services");
+    assert_eq!(g.mounts().count(), cfg.mounts.len(), "mounts decoded");
 }
 
 fuzz_target!(|data: &[u8]| {
+    let _ = compiled::globals(data).map(|g| g.mounts().count());
     let _ = compiled::decode(data).map(|c| {
         if let compiled::Compiled::Valid {
             count, services, ..

@@ -1,15 +1,28 @@
-//! The compiled config: a compact binary form of the validated services.
+//! The compiled config: a compact binary form of the validated config.
 //!
-//! The YAML parser allocates, so the daemon never runs it after startup:
-//! `coffeyd __compile -c FILE` (a short-lived child) loads and validates
-//! the config and writes this encoding to its stdout; the daemon reads it
-//! into a preallocated buffer and decodes it here, borrowing, without
-//! allocating. Startup uses the same path in-process, so both are one code
-//! path.
+//! The YAML parser allocates, so the daemon never runs it, not even at
+//! startup: `coffeyd __compile -c FILE` (a short-lived child) loads and
+//! validates the config and writes this encoding to its stdout. Startup
+//! reads it fully and builds the daemon from it (`globals.rs`, then
+//! `setup::build`); reload reads it into a preallocated buffer and decodes
+//! it here, borrowing, without allocating. The parser's heap and code
+//! pages never enter the daemon.
 //!
-//! Layout: `"CFY4" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
-//! `u64 shutdown_timeout | u16 count | service*`. Strings are `u32 LE len |
-//! bytes`; lists are `u16 LE count | items`.
+//! Layout: `"CFY5" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
+//! `u32 globals_len | globals | u64 shutdown_timeout | u16 count |
+//! service*`. Strings are `u32 LE len | bytes`; lists are `u16 LE count |
+//! items`; `opt X` is `u8 present | X if present`.
+//!
+//! `globals` (what the daemon takes from outside `services:`, read once
+//! at startup and skipped by reload): `str socket | opt str pid_file |
+//! opt (str name | u32 gid) socket_group | opt str log.path |
+//! u8 log.console | u64 log.max_size | u32 log.keep |
+//! opt str service_logs.dir | u64 max_size | u32 keep | u32 buffer |
+//! u32 limits.services | u32 limits.clients | opt str hostname |
+//! str emergency | u8 early_mounts | u16 count | (str source |
+//! str target | str fstype | u64 flags | str data)* | opt str main |
+//! opt str cgroup | str warnings` (the validator's warnings, one a line,
+//! printed by startup).
 
 use crate::config::{Condition as CCond, Config, Kind as CKind, Restart as CRestart, ServiceSpec};
 use coffey::health::{CheckPolicy, Mode};
@@ -17,15 +30,24 @@ use coffey::service::{Condition, Kind, Policy, Restart};
 
 /// Bumped with every layout change: the reload compiler is whatever
 /// binary is on disk now, and must not be misread by an older daemon.
-const MAGIC: &[u8; 4] = b"CFY4";
+const MAGIC: &[u8; 4] = b"CFY5";
 
-/// Encodes a config (allocates: child or startup only).
-#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+/// Encodes a config without warnings (allocates: child only).
 pub fn encode(cfg: &Config) -> Vec<u8> {
+    encode_with(cfg, "")
+}
+
+/// Encodes a config and the validator's `warnings` (allocates: child
+/// only).
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+pub fn encode_with(cfg: &Config, warnings: &str) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
     let mut o = Vec::new();
     o.extend_from_slice(MAGIC);
     o.push(1);
+    let g = encode_globals(cfg, warnings);
+    o.extend_from_slice(&(g.len() as u32).to_le_bytes());
+    o.extend_from_slice(&g);
     o.extend_from_slice(&cfg.shutdown_timeout.to_le_bytes());
     o.extend_from_slice(&(cfg.services.len() as u16).to_le_bytes());
     let s = |o: &mut Vec<u8>, b: &[u8]| {
@@ -123,6 +145,59 @@ pub fn encode(cfg: &Config) -> Vec<u8> {
         o.extend_from_slice(&r.pids_max.unwrap_or(0).to_le_bytes());
         o.extend_from_slice(&r.cpu_weight.unwrap_or(0).to_le_bytes());
     }
+    o
+}
+
+/// The `globals` section (layout in the file header).
+#[allow(clippy::disallowed_methods)]
+fn encode_globals(cfg: &Config, warnings: &str) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut o = Vec::new();
+    let s = |o: &mut Vec<u8>, b: &[u8]| {
+        o.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        o.extend_from_slice(b);
+    };
+    let opt = |o: &mut Vec<u8>, b: Option<&[u8]>| {
+        o.push(u8::from(b.is_some()));
+        if let Some(b) = b {
+            s(o, b);
+        }
+    };
+    fn path(p: &Option<std::path::PathBuf>) -> Option<&[u8]> {
+        p.as_ref().map(|p| p.as_os_str().as_bytes())
+    }
+    s(&mut o, cfg.socket.as_os_str().as_bytes());
+    opt(&mut o, path(&cfg.pid_file));
+    o.push(u8::from(cfg.socket_group.is_some()));
+    if let Some((name, gid)) = &cfg.socket_group {
+        s(&mut o, name.as_bytes());
+        o.extend_from_slice(&gid.to_le_bytes());
+    }
+    opt(&mut o, path(&cfg.log.path));
+    o.push(u8::from(cfg.log.console));
+    o.extend_from_slice(&cfg.log.max_size.to_le_bytes());
+    o.extend_from_slice(&cfg.log.keep.to_le_bytes());
+    let l = &cfg.service_logs;
+    opt(&mut o, path(&l.dir));
+    o.extend_from_slice(&l.max_size.to_le_bytes());
+    o.extend_from_slice(&l.keep.to_le_bytes());
+    o.extend_from_slice(&l.buffer.to_le_bytes());
+    o.extend_from_slice(&cfg.limits.services.to_le_bytes());
+    o.extend_from_slice(&cfg.limits.clients.to_le_bytes());
+    opt(&mut o, cfg.hostname.as_ref().map(|h| h.as_bytes()));
+    s(&mut o, cfg.emergency.as_os_str().as_bytes());
+    o.push(u8::from(cfg.early_mounts));
+    o.extend_from_slice(&(cfg.mounts.len() as u16).to_le_bytes());
+    for m in &cfg.mounts {
+        s(&mut o, m.source.as_bytes());
+        s(&mut o, m.target.as_os_str().as_bytes());
+        s(&mut o, m.fstype.as_bytes());
+        o.extend_from_slice(&m.flags.to_le_bytes());
+        s(&mut o, m.data.as_bytes());
+    }
+    opt(&mut o, cfg.main.as_ref().map(|m| m.as_bytes()));
+    opt(&mut o, path(&cfg.cgroup));
+    s(&mut o, warnings.as_bytes());
     o
 }
 
@@ -570,6 +645,8 @@ pub fn decode(buf: &[u8]) -> Result<Compiled<'_>, Corrupt> {
             core::str::from_utf8(t).unwrap_or("invalid config"),
         ));
     }
+    // Reload skips the globals: only startup reads them (`globals`).
+    r.bytes32()?;
     let shutdown_timeout = r.u64()?;
     let count = r.u16()?;
     // Validate the whole buffer once, so iteration cannot fail later.
@@ -583,6 +660,129 @@ pub fn decode(buf: &[u8]) -> Result<Compiled<'_>, Corrupt> {
         count,
         services: start,
     })
+}
+
+/// The decoded `globals` section, borrowing the buffer (startup only:
+/// `globals.rs` makes its owned copy).
+pub struct CGlobals<'a> {
+    pub socket: &'a [u8],
+    pub pid_file: Option<&'a [u8]>,
+    pub socket_group: Option<(&'a str, u32)>,
+    pub log_path: Option<&'a [u8]>,
+    pub log_console: bool,
+    pub log_max_size: u64,
+    pub log_keep: u32,
+    pub logs_dir: Option<&'a [u8]>,
+    pub logs_max_size: u64,
+    pub logs_keep: u32,
+    pub logs_buffer: u32,
+    pub limit_services: u32,
+    pub limit_clients: u32,
+    pub hostname: Option<&'a str>,
+    pub emergency: &'a [u8],
+    pub early_mounts: bool,
+    mounts: Rd<'a>,
+    nmounts: u16,
+    pub main: Option<&'a str>,
+    pub cgroup: Option<&'a [u8]>,
+    /// The validator's warnings, one a line; empty if none.
+    pub warnings: &'a str,
+}
+
+/// One `coffey.mounts` entry of [`CGlobals`].
+pub struct CMount<'a> {
+    pub source: &'a str,
+    pub target: &'a [u8],
+    pub fstype: &'a str,
+    pub flags: u64,
+    pub data: &'a str,
+}
+
+fn text(b: &[u8]) -> Result<&str, Corrupt> {
+    core::str::from_utf8(b).map_err(|_| Corrupt)
+}
+
+fn opt<'a, T>(
+    r: &mut Rd<'a>,
+    f: impl FnOnce(&mut Rd<'a>) -> Result<T, Corrupt>,
+) -> Result<Option<T>, Corrupt> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => f(r).map(Some),
+        _ => Err(Corrupt),
+    }
+}
+
+fn mount<'a>(r: &mut Rd<'a>) -> Result<CMount<'a>, Corrupt> {
+    Ok(CMount {
+        source: text(r.bytes32()?)?,
+        target: r.bytes32()?,
+        fstype: text(r.bytes32()?)?,
+        flags: r.u64()?,
+        data: text(r.bytes32()?)?,
+    })
+}
+
+/// Decodes the `globals` section of a valid compiled config (every
+/// length checked, nothing allocated).
+pub fn globals(buf: &[u8]) -> Result<CGlobals<'_>, Corrupt> {
+    let mut top = Rd::new(buf, Corrupt);
+    if top.take(4)? != MAGIC || top.u8()? != 1 {
+        return Err(Corrupt);
+    }
+    let r = &mut Rd::new(top.bytes32()?, Corrupt);
+    let socket = r.bytes32()?;
+    let pid_file = opt(r, |r| r.bytes32())?;
+    let socket_group = opt(r, |r| Ok((text(r.bytes32()?)?, r.u32()?)))?;
+    let log_path = opt(r, |r| r.bytes32())?;
+    let log_console = r.u8()? != 0;
+    let (log_max_size, log_keep) = (r.u64()?, r.u32()?);
+    let logs_dir = opt(r, |r| r.bytes32())?;
+    let (logs_max_size, logs_keep, logs_buffer) = (r.u64()?, r.u32()?, r.u32()?);
+    let (limit_services, limit_clients) = (r.u32()?, r.u32()?);
+    let hostname = opt(r, |r| text(r.bytes32()?))?;
+    let emergency = r.bytes32()?;
+    let early_mounts = r.u8()? != 0;
+    let nmounts = r.u16()?;
+    let mounts = r.clone();
+    for _ in 0..nmounts {
+        mount(r)?;
+    }
+    let main = opt(r, |r| text(r.bytes32()?))?;
+    let cgroup = opt(r, |r| r.bytes32())?;
+    let warnings = text(r.bytes32()?)?;
+    r.done()?;
+    Ok(CGlobals {
+        socket,
+        pid_file,
+        socket_group,
+        log_path,
+        log_console,
+        log_max_size,
+        log_keep,
+        logs_dir,
+        logs_max_size,
+        logs_keep,
+        logs_buffer,
+        limit_services,
+        limit_clients,
+        hostname,
+        emergency,
+        early_mounts,
+        mounts,
+        nmounts,
+        main,
+        cgroup,
+        warnings,
+    })
+}
+
+impl<'a> CGlobals<'a> {
+    /// The `coffey.mounts` entries, in order.
+    pub fn mounts(&self) -> impl Iterator<Item = CMount<'a>> + '_ {
+        let mut r = self.mounts.clone();
+        (0..self.nmounts).map_while(move |_| mount(&mut r).ok())
+    }
 }
 
 /// Iterates the services of a decoded `Valid` config.

@@ -15,6 +15,7 @@ mod compiled;
 mod control;
 mod escape;
 mod events;
+mod globals;
 mod group;
 mod log;
 mod logfile;
@@ -34,7 +35,6 @@ mod words;
 
 pub use alloc::Counting;
 
-use crate::config::Config;
 use coffey::limits::{
     EVENTS, NAME_BUF, NOTIFY_ENV_MAX, NOTIFY_STATUS_MAX, READS_PER_TURN, READ_CHUNK, REAP_BATCH,
     SPAWNS_PER_TURN, SPAWN_SLICE_US,
@@ -46,6 +46,7 @@ use coffey::supervisor::Supervisor;
 use coffey::sys::{signal_name, Escapee, ExitStatus, Outside, SpawnError, Stage, Sys};
 use coffey::time::{Dur, Instant};
 use core::fmt::Write as _;
+use globals::Globals;
 use log::{log, Log};
 use logfile::{LogFile, Problem};
 use mio::unix::SourceFd;
@@ -960,7 +961,7 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
     shell.turns.leave_out_so_far();
 }
 
-pub(crate) fn release_paths(cfg: &Config) {
+pub(crate) fn release_paths(cfg: &Globals) {
     // Only what this daemon made: a path it could not claim may be
     // another's. Both paths are short: std converts them on the stack,
     // no allocation.
@@ -973,13 +974,18 @@ pub(crate) fn release_paths(cfg: &Config) {
     }
 }
 
-/// `coffeyd __compile -c FILE`: the reload child. Writes the compiled
-/// config (or the validator's messages) to stdout; exit 0 either way.
+/// `coffeyd __compile -c FILE`: the compile child of startup and reload,
+/// the only place a daemon's YAML is parsed. Writes the compiled config
+/// with its warnings (or the validator's messages) to stdout; exit 0
+/// either way.
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
 pub fn compile_child(path: &std::path::Path) -> i32 {
     use std::io::Write;
     let out = match crate::config::load(path) {
-        Ok((cfg, _warnings)) => compiled::encode(&cfg),
+        Ok((cfg, warnings)) => {
+            let text: Vec<String> = warnings.iter().map(|d| d.to_string()).collect();
+            compiled::encode_with(&cfg, &text.join("\n"))
+        }
         Err(diags) => {
             let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
             compiled::encode_error(&text.join("\n"))
@@ -992,9 +998,10 @@ pub fn compile_child(path: &std::path::Path) -> i32 {
     0
 }
 
-/// Runs the daemon until shutdown. Returns the process exit code.
-pub fn run(cfg: Config, mode: pid1::Mode) -> i32 {
-    match run_inner(cfg, mode) {
+/// Runs the daemon until shutdown, from the globals and the compiled
+/// config. Returns the process exit code.
+pub fn run(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> i32 {
+    match run_inner(cfg, compiled, mode) {
         Ok(code) => code,
         Err(e) => {
             let _ = log::write_all(2, b"coffeyd: ");
@@ -1005,8 +1012,8 @@ pub fn run(cfg: Config, mode: pid1::Mode) -> i32 {
     }
 }
 
-fn run_inner(mut cfg: Config, mode: pid1::Mode) -> Result<i32, String> {
-    let cfg = &mut cfg;
+fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, String> {
+    let cfg = &cfg;
     let setup::Started {
         mut shell,
         mut table,
@@ -1014,7 +1021,7 @@ fn run_inner(mut cfg: Config, mode: pid1::Mode) -> Result<i32, String> {
         sfd,
         listener: _listener,
         adopted,
-    } = setup::start(cfg)?;
+    } = setup::start(cfg, &compiled)?;
     shell.mode = mode;
     cgroup::init(
         &mut shell,
@@ -1087,13 +1094,18 @@ fn run_inner(mut cfg: Config, mode: pid1::Mode) -> Result<i32, String> {
         }
     }
     drop(adopted);
-    // The tables hold everything the loop needs from the services' specs:
-    // their heap goes back before the loop (shutdown reads only the
-    // socket and pid file paths).
-    cfg.services = Vec::new();
+    // The tables and the reload buffers hold everything the loop needs
+    // from the compiled config: its heap goes back before the loop
+    // (shutdown reads only the socket and pid file paths).
+    drop(compiled);
 
     // ---- from here on: no heap allocation.
     alloc::seal();
+    log!(
+        shell.log,
+        "startup heap: {} bytes allocated",
+        alloc::startup_bytes()
+    );
     slab::trim_code();
     shell.new_turn();
     sup.start_all(clock::now(), &mut shell);
@@ -1201,10 +1213,12 @@ fn sweep_deadline(sup: &Supervisor<'_>, timeout: u64) -> Instant {
 const NO_CONFIG_GRACE_MS: u64 = 2000;
 
 /// Where the daemon role starts: picks the mode (supervisor, system init,
-/// container init), does the PID 1 setup, loads the config and runs. A bad
-/// config exits 1, except in system mode, which never returns on its own
-/// account: it execs the emergency program, or (without one) waits for
-/// SIGHUP to retry or a power signal to reboot, halt or power off.
+/// container init), does the PID 1 setup, compiles the config through the
+/// `__compile` child (the daemon never parses YAML) and runs. A bad
+/// config, or a compiler that cannot run, exits 1, except in system mode,
+/// which never returns on its own account: it execs the emergency
+/// program, or (without one) waits for SIGHUP to retry or a power signal
+/// to reboot, halt or power off.
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)] // startup
 pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bool) -> i32 {
     use std::ffi::CString;
@@ -1226,8 +1240,8 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
     }
     let mut early_done = false;
     loop {
-        match crate::config::load(&config_path) {
-            Ok((cfg, warnings)) => {
+        match globals::compile(&config_path) {
+            Ok((cfg, compiled)) => {
                 let emergency: &'static std::ffi::CStr = Box::leak(
                     CString::new(cfg.emergency.as_os_str().as_bytes())
                         .unwrap_or_else(|_| default_emergency.into())
@@ -1254,24 +1268,28 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
                 if mode != pid1::Mode::Supervisor {
                     pid1::install_panic_hook(mode, emergency);
                 }
-                for w in &warnings {
-                    log::stderr_line(format_args!("{w}"));
-                }
-                return run(cfg, mode);
+                stderr_text(&cfg.warnings);
+                return run(cfg, compiled, mode);
             }
-            Err(diags) => {
+            Err(failure) => {
                 if mode == pid1::Mode::System && !early_done {
                     pid1::mount_early();
                     early_done = true;
                     pid1::attach_console();
                 }
-                for d in &diags {
-                    log::stderr_line(format_args!("{d}"));
+                match failure {
+                    globals::Failure::Invalid(diags) => {
+                        stderr_text(&diags);
+                        log::stderr_line(format_args!(
+                            "coffeyd: {}: config has errors; not starting",
+                            config_path.display()
+                        ));
+                    }
+                    globals::Failure::Compiler(why) => log::stderr_line(format_args!(
+                        "coffeyd: {}: {why}; not starting",
+                        config_path.display()
+                    )),
                 }
-                log::stderr_line(format_args!(
-                    "coffeyd: {}: config has errors; not starting",
-                    config_path.display()
-                ));
                 // A container has no operator at a console: fail, so the
                 // orchestrator sees it (a shell there reads EOF, exits 0).
                 if mode != pid1::Mode::System {
@@ -1286,5 +1304,13 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
                 }
             }
         }
+    }
+}
+
+/// Writes `text` and a newline to stderr unchanged (nothing if empty).
+fn stderr_text(text: &str) {
+    if !text.is_empty() {
+        let _ = log::write_all(2, text.as_bytes());
+        let _ = log::write_all(2, b"\n");
     }
 }

@@ -22,7 +22,6 @@ use super::logfile::LogFile;
 use super::reload_machine::Machine;
 use super::spawn::FillError;
 use super::Shell;
-use crate::config::Config;
 use coffey::control::conn::{Conn, Job, Phase};
 use coffey::control::proto::{plan, ErrorCode, Reply, MAX_PAYLOAD};
 use coffey::health::{Check, Role};
@@ -138,7 +137,11 @@ pub struct Reloader {
 impl Reloader {
     /// Startup: keeps the compiled bytes of the running config.
     #[allow(clippy::disallowed_macros, clippy::disallowed_methods)]
-    pub fn new(cfg: &Config, compiled: &[u8], slots: usize) -> Result<Reloader, String> {
+    pub fn new(
+        config: &std::path::Path,
+        compiled: &[u8],
+        slots: usize,
+    ) -> Result<Reloader, String> {
         let cap = coffey::limits::reload_buffer(compiled.len(), slots);
         let cur = super::slab::zeroed(cap)?;
         cur.get_mut(..compiled.len())
@@ -146,7 +149,7 @@ impl Reloader {
             .copy_from_slice(compiled);
         let n = slots.max(1);
         Ok(Reloader {
-            machine: Machine::new(cfg)?,
+            machine: Machine::new(config)?,
             cur,
             cur_len: compiled.len(),
             next: super::slab::zeroed(cap)?,

@@ -21,12 +21,13 @@
 //!
 //! Must not: block, allocate, or start a compile while a client is still
 //! reading the previous reload's plan from the buffers (for at most
-//! [`PLAN_GRACE_MS`]).
+//! [`PLAN_GRACE_MS`]). Startup is the exception: [`compile_once`] runs the
+//! same child for the first config and waits for it (the daemon never
+//! parses YAML, not even then).
 
 use super::log::log;
 use super::reload;
 use super::Shell;
-use crate::config::Config;
 use coffey::control::proto::ErrorCode;
 use coffey::supervisor::Supervisor;
 use coffey::time::Instant;
@@ -149,15 +150,18 @@ pub struct Machine {
 impl Machine {
     /// Startup: the compile child's argv, prepared once.
     #[allow(clippy::disallowed_macros, clippy::disallowed_methods)]
-    pub fn new(cfg: &Config) -> Result<Machine, String> {
+    pub fn new(path: &std::path::Path) -> Result<Machine, String> {
+        let config = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Self::for_file(&config)
+    }
+
+    /// A machine compiling `config` exactly as named (startup keeps the
+    /// path as given, so diagnostics name the file the user typed).
+    #[allow(clippy::disallowed_macros, clippy::disallowed_methods)]
+    fn for_file(config: &std::path::Path) -> Result<Machine, String> {
         use std::os::unix::ffi::OsStrExt;
-        let exe = std::fs::read_link("/proc/self/exe")
-            .ok()
-            .and_then(|p| CString::new(p.as_os_str().as_bytes()).ok())
-            .unwrap_or_else(|| c"/proc/self/exe".into());
-        let config = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
         Ok(Machine {
-            exe,
+            exe: self_exe(),
             arg0: c"coffeyd".into(),
             arg1: c"__compile".into(),
             arg2: c"-c".into(),
@@ -238,6 +242,83 @@ impl Machine {
         }
         Ok((pid, r))
     }
+}
+
+/// This binary, for the compile child: `/proc/self/exe` resolved; without
+/// /proc (a container may have none), argv[0], searched in `PATH` when it
+/// has no slash.
+#[allow(clippy::disallowed_methods)] // startup
+fn self_exe() -> CString {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| CString::new(p.as_os_str().as_bytes()).ok();
+    if let Some(p) = std::fs::read_link("/proc/self/exe")
+        .ok()
+        .and_then(|p| c(&p))
+    {
+        return p;
+    }
+    let arg0 = std::env::args_os().next().unwrap_or_default();
+    let arg0 = std::path::Path::new(&arg0);
+    let found = if arg0.as_os_str().as_bytes().contains(&b'/') {
+        c(arg0)
+    } else {
+        std::env::var_os("PATH").and_then(|dirs| {
+            std::env::split_paths(&dirs)
+                .filter_map(|d| c(&d.join(arg0)))
+                // SAFETY: a NUL-terminated path.
+                .find(|p| unsafe { libc::access(p.as_ptr(), libc::X_OK) } == 0)
+        })
+    };
+    found.unwrap_or_else(|| c"/proc/self/exe".into())
+}
+
+/// Startup: runs `coffeyd __compile -c FILE` for `file` (as given) and
+/// waits for it. Returns its whole stdout, or why there is none. Blocking
+/// and allocating are fine here: the loop has not started.
+#[allow(clippy::disallowed_macros, clippy::disallowed_methods)]
+pub fn compile_once(file: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut m = Machine::for_file(file)?;
+    let exe = m.exe.to_string_lossy().into_owned();
+    // SAFETY: constant NUL-terminated path; -1 (no /dev yet) is harmless:
+    // the child's dup2 fails and its stdin stays as it was.
+    let devnull = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    let spawned = m.spawn(devnull);
+    if devnull >= 0 {
+        super::close_fd(devnull);
+    }
+    let (pid, fd) = spawned.map_err(|e| format!("{e} {exe}"))?;
+    // SAFETY: our fd; blocking reads from here, and the File closes it.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
+    let mut out = Vec::new();
+    // SAFETY: `fd` is ours alone.
+    let read = unsafe { std::fs::File::from_raw_fd(fd) }.read_to_end(&mut out);
+    let mut status = 0;
+    // SAFETY: our child; EINTR is retried.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+    {}
+    read.map_err(|e| format!("cannot read the config compiler {exe}: {e}"))?;
+    let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if clean && !out.is_empty() {
+        return Ok(out);
+    }
+    Err(if libc::WIFSIGNALED(status) {
+        format!(
+            "the config compiler {exe} was killed by signal {}",
+            libc::WTERMSIG(status)
+        )
+    } else if libc::WEXITSTATUS(status) == 127 && out.is_empty() {
+        // `compile_main`'s exit when execve failed.
+        format!("cannot run the config compiler {exe}")
+    } else {
+        format!(
+            "the config compiler {exe} exited with {} and {} bytes of output",
+            libc::WEXITSTATUS(status),
+            out.len()
+        )
+    })
 }
 
 /// What the compile child needs, prepared by the daemon.

@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)]
 
 use super::control::{Client, Control, Guard};
+use super::globals::Globals;
 use super::log::{log, Log};
 use super::reload::Reloader;
 use super::spawn::{BaseEnv, Prepared};
@@ -138,7 +139,7 @@ fn ensure_stdio() {
 /// The daemon's own log file, opened now so that a failure is said at
 /// once, and whether it opened (if not, the console is forced on; the file
 /// is retried as lines come, e.g. once a late filesystem is mounted).
-fn daemon_log(cfg: &Config) -> (Option<super::logfile::LogFile>, bool) {
+fn daemon_log(cfg: &Globals) -> (Option<super::logfile::LogFile>, bool) {
     use std::os::unix::ffi::OsStrExt;
     let Some(p) = &cfg.log.path else {
         return (None, true);
@@ -168,17 +169,19 @@ fn daemon_log(cfg: &Config) -> (Option<super::logfile::LogFile>, bool) {
     }
 }
 
-/// Builds the shell and the core table. The core table has
-/// `limits.services` slots; the first `cfg.services.len()` are in use.
+/// Builds the shell and the core table from the compiled config (the
+/// `__compile` child's output). The core table has `limits.services`
+/// slots; the first `cfg.services` are in use.
 pub fn build(
-    cfg: &Config,
+    cfg: &Globals,
+    compiled: &[u8],
     listen_fd: RawFd,
     registry: mio::Registry,
 ) -> Result<(Shell, Vec<Service>, Vec<super::reexec::Adopted>), String> {
     ensure_stdio();
     let (log_file, opened) = daemon_log(cfg);
     let mut log = Log::new(cfg.log.console || !opened, log_file);
-    let slots = (cfg.limits.services as usize).max(cfg.services.len());
+    let slots = (cfg.limits.services as usize).max(cfg.services);
     raise_nofile(fd_budget(slots, cfg.limits.clients as usize) + 16, &mut log);
 
     let devnull = {
@@ -204,13 +207,23 @@ pub fn build(
     let base_len = base.len();
     let mut lines = zeroed_lines(slots)?.iter_mut();
     let mut probes = probes(slots)?.into_iter();
+    let mut specs = super::compiled::decode(compiled)
+        .ok()
+        .and_then(|c| match c {
+            super::compiled::Compiled::Valid {
+                count, services, ..
+            } => Some(super::compiled::services(&services, count)),
+            super::compiled::Compiled::Invalid(_) => None,
+        })
+        .ok_or("internal error: cannot decode the compiled config")?;
     let mut shells = Vec::with_capacity(slots);
     let mut core = Vec::with_capacity(slots);
     for i in 0..slots {
+        // The services come in slot order: the i-th one's, if any.
+        let spec = specs.next();
         // After reexec, a service keeps its pipes (output is not lost).
-        let handed = cfg
-            .services
-            .get(i)
+        let handed = spec
+            .as_ref()
             .and_then(|s| adopted.iter().find(|a| a.name == s.name))
             .map(|a| a.fds);
         let ((out_r, out_w), (err_r, err_w)) = match handed {
@@ -223,10 +236,7 @@ pub fn build(
             }
             None => (pipe()?, pipe()?),
         };
-        let buffer = cfg
-            .services
-            .get(i)
-            .map_or(cfg.service_logs.buffer, |s| s.log.buffer) as usize;
+        let buffer = spec.as_ref().map_or(cfg.service_logs.buffer, |s| s.buffer) as usize;
         let ring: &'static mut [u8] = super::slab::zeroed(buffer)?;
         shells.push(Slot {
             name: heapless::String::new(),
@@ -254,9 +264,8 @@ pub fn build(
         });
         core.push(Service::new(i as u16, Policy::default()));
     }
-    let compiled = super::compiled::encode(cfg);
-    let reloader = Reloader::new(cfg, &compiled, slots)?;
-    let exec_need = super::arena::need(&compiled, base_len);
+    let reloader = Reloader::new(&cfg.path, compiled, slots)?;
+    let exec_need = super::arena::need(compiled, base_len);
     let arena = super::arena::ExecArena::new(super::arena::half_size(exec_need, slots))?;
     let mut shell = Shell {
         log,
@@ -445,7 +454,7 @@ fn refused_by_fs(e: &std::io::Error) -> Option<&'static str> {
 /// refused) and writes the pid file. Where the filesystem refuses either,
 /// the returned warnings say so (logged once) and coffeyd runs without.
 fn claim_paths(
-    cfg: &Config,
+    cfg: &Globals,
 ) -> Result<(Option<std::os::unix::net::UnixListener>, Vec<String>), String> {
     use std::os::unix::net::UnixStream;
     if UnixStream::connect(&cfg.socket).is_ok() {
@@ -472,7 +481,7 @@ fn claim_paths(
 }
 
 fn bind_socket(
-    cfg: &Config,
+    cfg: &Globals,
     warnings: &mut Vec<String>,
 ) -> Result<Option<std::os::unix::net::UnixListener>, String> {
     use std::os::unix::net::UnixListener;
@@ -530,8 +539,9 @@ pub struct Started {
     pub adopted: Vec<super::reexec::Adopted>,
 }
 
-/// Signals, subreaper, paths, tables, poll registration.
-pub fn start(cfg: &Config) -> Result<Started, String> {
+/// Signals, subreaper, paths, tables, poll registration, from the
+/// globals and the compiled config.
+pub fn start(cfg: &Globals, compiled: &[u8]) -> Result<Started, String> {
     // Signals are read from a signalfd, so they must be blocked; children
     // unblock them before execve.
     let mut mask = SigSet::empty();
@@ -571,7 +581,7 @@ pub fn start(cfg: &Config) -> Result<Started, String> {
         .try_clone()
         .map_err(|e| format!("epoll: {e}"))?;
     let (mut shell, table, adopted) =
-        build(cfg, listen_fd, registry).inspect_err(|_| release_paths(cfg))?;
+        build(cfg, compiled, listen_fd, registry).inspect_err(|_| release_paths(cfg))?;
     for w in &warnings {
         log!(shell.log, "{w}");
     }
