@@ -15,7 +15,6 @@
 //! reload that would not fit is refused by the plan, before anything
 //! changes.
 
-use super::compiled::{self, Compiled};
 use nix::libc;
 
 /// Bytes of one half for a config whose services need `need` bytes in
@@ -30,21 +29,6 @@ pub fn half_size(need: usize, slots: usize) -> usize {
             .saturating_add(64 * 1024),
     );
     bytes.saturating_add(4095) & !4095
-}
-
-/// What the services of a compiled config need in the arena (each
-/// service's command and its exec checks'), with `base_env` inherited
-/// entries in each envp.
-pub fn need(compiled: &[u8], base_env: usize) -> usize {
-    let Ok(Compiled::Valid {
-        count, services, ..
-    }) = compiled::decode(compiled)
-    else {
-        return 0;
-    };
-    compiled::services_at(&services, count)
-        .map(|(_, c)| super::spawn::service_need(&c, base_env))
-        .sum()
 }
 
 pub struct ExecArena {

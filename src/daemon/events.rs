@@ -1,19 +1,16 @@
-//! Service events in words: the frames `events` subscribers get (service
-//! state changes, check verdicts, an applied reload) and the lines of a
-//! service's recent events in `status NAME`. The fan-out itself is
-//! `broadcast`'s.
+//! Service events as frames for `events` subscribers: service state
+//! changes, check verdicts, an applied reload (their phrases are
+//! `words`'). The fan-out itself is `control::broadcast`'s.
 
-use super::broadcast::{fan_out_events, has_subscribers};
-use super::clock::{self, Stamp};
-use super::control::render::{role_name, wall_of, wire_state};
+use super::clock;
+use super::control::broadcast::{fan_out_events, has_subscribers};
+use super::control::render::{role_name, wire_state};
 use super::log::LineBuf;
-use super::spawn::Prepared;
 use super::{probe, words, Shell};
 use coffey::control::proto::{event, Reply, WireState};
 use coffey::health::Check;
 use coffey::service::{Event, LeftInGroupText, StateName};
 use coffey::sys::signal_name;
-use coffey::time::{Dur, Instant};
 use core::fmt::Write as _;
 
 /// Fans a check's verdict change out to `events` subscribers.
@@ -154,50 +151,4 @@ fn plain_text(e: &Event, out: &mut LineBuf) -> Option<u8> {
         }
     };
     Some(kind)
-}
-
-/// One recent event of a service as `status NAME` shows it: "TIME kind"
-/// and its figures. Dependencies' names are left out: they need the
-/// shell, and such events are rare.
-pub fn recent_text(out: &mut LineBuf, at: Instant, e: &Event, now: Instant, prep: &Prepared) {
-    let _ = write!(out, "{} {}", Stamp(wall_of(at, now)), recent_kind(e));
-    match *e {
-        Event::Spawned { pid } => {
-            let _ = write!(out, " pid {pid}");
-        }
-        Event::Exited { status, uptime, .. } => {
-            let _ = out.write_str(" ");
-            words::exited(out, &status, uptime);
-        }
-        Event::Backoff { delay, .. } => {
-            let _ = write!(out, " {}", Dur(delay));
-        }
-        Event::SpawnFailed { err } => {
-            let _ = out.write_str(" ");
-            words::spawn_failed(out, err, Some(prep));
-        }
-        Event::LeftInGroup { left, .. } => {
-            let _ = write!(out, " {}", left.total());
-        }
-        _ => {}
-    }
-}
-
-/// The word for an event's kind in `status NAME`.
-fn recent_kind(e: &Event) -> &'static str {
-    match *e {
-        Event::Waiting { .. } => "waiting",
-        Event::Spawned { .. } => "spawned",
-        Event::Ready { .. } => "ready",
-        Event::Unhealthy { .. } => "unhealthy",
-        Event::SpawnFailed { .. } => "exec-failed",
-        Event::Exited { .. } => "exited",
-        Event::Backoff { .. } => "backoff",
-        Event::GaveUp { .. } | Event::Failed => "failed",
-        Event::Stopping { .. } | Event::Killed { .. } => "stopping",
-        Event::LeftInGroup { .. } => "left-in-group",
-        Event::Stopped => "stopped",
-        Event::Completed => "completed",
-        Event::Unexpected { .. } => "unexpected",
-    }
 }

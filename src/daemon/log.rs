@@ -17,13 +17,12 @@
 //!   line, so it can never pass for a line of its own.
 
 use super::clock::{now, wall_ms, Stamp};
+pub use super::logfile::write_all;
 use super::logfile::{LogFile, Problem};
 use coffey::limits::LOG_LINE_MAX;
 use coffey::time::Instant;
 use coffey::visible;
 use core::fmt::{self, Write};
-use nix::libc;
-use std::os::fd::RawFd;
 
 /// A `fmt::Write` into a fixed buffer that silently truncates.
 pub struct LineBuf {
@@ -109,28 +108,6 @@ impl Write for CWriter<'_> {
         self.n = end;
         Ok(())
     }
-}
-
-/// Writes all of `buf` to `fd`, retrying EINTR and short writes. Returns
-/// the errno of a failure.
-pub fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<(), i32> {
-    while !buf.is_empty() {
-        // SAFETY: buf is a valid slice for its length.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = nix::errno::Errno::last_raw();
-            if e == libc::EINTR {
-                continue;
-            }
-            return Err(e);
-        }
-        let n = usize::try_from(n).unwrap_or(0);
-        if n == 0 {
-            return Err(libc::EIO);
-        }
-        buf = buf.get(n..).unwrap_or(&[]);
-    }
-    Ok(())
 }
 
 /// How long repeats of one line are counted before the count is written

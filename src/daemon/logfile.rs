@@ -7,11 +7,32 @@
 //! reported once, the file is closed and retried at the next line after a
 //! pause; the ring buffer keeps every line meanwhile.
 
-use super::log::write_all;
 use coffey::limits::PATH_MAX;
 use nix::libc;
 use std::ffi::CStr;
 use std::os::fd::RawFd;
+
+/// Writes all of `buf` to `fd`, retrying EINTR and short writes. Returns
+/// the errno of a failure.
+pub fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<(), i32> {
+    while !buf.is_empty() {
+        // SAFETY: buf is a valid slice for its length.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = nix::errno::Errno::last_raw();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        let n = usize::try_from(n).unwrap_or(0);
+        if n == 0 {
+            return Err(libc::EIO);
+        }
+        buf = buf.get(n..).unwrap_or(&[]);
+    }
+    Ok(())
+}
 
 /// Pause between attempts to reopen a failing log file.
 const RETRY_MS: u64 = 5000;

@@ -8,7 +8,6 @@
 
 mod alloc;
 mod arena;
-mod broadcast;
 mod cgroup;
 mod clock;
 mod compiled;
@@ -449,7 +448,7 @@ impl Shell {
     ) {
         let now = clock::wall_ms();
         ring.push(now, stream, cut, line);
-        broadcast::broadcast_line(ctl, slot_name, idx, now, stream.wire(), cut, line);
+        control::broadcast::broadcast_line(ctl, slot_name, idx, now, stream.wire(), cut, line);
         let mark = if cut { " [cut]" } else { "" };
         if let Some(f) = file.as_mut() {
             scratch.clear();

@@ -15,8 +15,8 @@
 //! nothing is searched or decoded twice (1,000 services used to cost one
 //! stalled turn of a third of a second; see docs/DESIGN.md, Reload).
 
-use super::broadcast;
 use super::compiled::{self, CService, Compiled, Rd};
+use super::control::broadcast;
 use super::log::{log, LineBuf};
 use super::logfile::LogFile;
 use super::reload_machine::Machine;

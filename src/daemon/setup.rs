@@ -265,7 +265,7 @@ pub fn build(
         core.push(Service::new(i as u16, Policy::default()));
     }
     let reloader = Reloader::new(&cfg.path, compiled, slots)?;
-    let exec_need = super::arena::need(compiled, base_len);
+    let exec_need = super::spawn::config_need(compiled, base_len);
     let arena = super::arena::ExecArena::new(super::arena::half_size(exec_need, slots))?;
     let mut shell = Shell {
         log,
@@ -405,7 +405,7 @@ pub fn budget(cfg: &Config) -> Budget {
     let compiled = super::compiled::encode(cfg);
     // The exec arena's two halves (see `arena.rs`): what the config needs
     // is written, the rest is reload headroom.
-    let exec_bytes = 2 * super::arena::half_size(super::arena::need(&compiled, envn), slots);
+    let exec_bytes = 2 * super::arena::half_size(super::spawn::config_need(&compiled, envn), slots);
     let conn_bytes = clients * coffey::limits::CONN_OUT_BUF;
     let compiled = compiled.len();
     let reload_bytes = 2 * coffey::limits::reload_buffer(compiled, slots) + 64 * 1024;

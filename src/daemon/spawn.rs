@@ -229,6 +229,21 @@ pub fn service_need(c: &CService<'_>, base_env: usize) -> usize {
     n
 }
 
+/// What the services of a compiled config need in the arena (each
+/// service's command and its exec checks'), with `base_env` inherited
+/// entries in each envp.
+pub fn config_need(compiled: &[u8], base_env: usize) -> usize {
+    let Ok(super::compiled::Compiled::Valid {
+        count, services, ..
+    }) = super::compiled::decode(compiled)
+    else {
+        return 0;
+    };
+    super::compiled::services_at(&services, count)
+        .map(|(_, c)| service_need(&c, base_env))
+        .sum()
+}
+
 impl Prepared {
     /// An empty one (it holds no arena bytes until filled).
     pub fn new(out_w: RawFd, err_w: RawFd) -> Prepared {

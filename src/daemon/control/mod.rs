@@ -3,8 +3,9 @@
 //! refuses them), [`io`] moves bytes, [`serve`] turns a client's input into
 //! requests and its output into frames, [`handle`] acts on one request,
 //! [`render`] writes status texts, [`logs`] sends a ring's tail and
-//! [`expire`] enforces the connection deadlines. Streaming clients are fed
-//! by `super::broadcast`, in the words of `super::events`.
+//! [`expire`] enforces the connection deadlines, and [`broadcast`] feeds
+//! the streaming clients (events and `logs -f`), in the words of
+//! `super::events`.
 //!
 //! Each client slot holds a [`Conn`] machine over a preallocated output
 //! buffer; the table has `limits.clients` slots and a full table answers
@@ -20,6 +21,7 @@
 //! `REFUSAL_LOG_WINDOW_MS`.
 
 mod accept;
+pub mod broadcast;
 mod expire;
 mod handle;
 pub mod io;

@@ -4,11 +4,12 @@
 
 use crate::daemon::clock::Stamp;
 use crate::daemon::log::LineBuf;
-use crate::daemon::{cgroup, events, notify, probe, words, Shell, Slot};
+use crate::daemon::spawn::Prepared;
+use crate::daemon::{cgroup, notify, probe, words, Shell, Slot};
 use coffey::control::conn::{Conn, Job, Phase};
 use coffey::control::proto::{LastExit, Reply, WireState};
 use coffey::health::{CheckState, Role, Verdict};
-use coffey::service::{Kind, LeftInGroupText, Reason, Restart, Service, State, StateName};
+use coffey::service::{Event, Kind, LeftInGroupText, Reason, Restart, Service, State, StateName};
 use coffey::supervisor::Supervisor;
 use coffey::sys::{signal_name, ExitStatus};
 use coffey::time::{Dur, Instant};
@@ -287,9 +288,7 @@ pub(super) fn status_one(
     log_detail(&mut d, slot);
     check_details(&mut d, s, slot);
     for (at, e) in s.recent_events() {
-        d.add("event", &mut |t| {
-            events::recent_text(t, *at, e, now, &slot.prep)
-        });
+        d.add("event", &mut |t| recent_text(t, *at, e, now, &slot.prep));
     }
     d.ok &= d.conn.queue(&Reply::End).is_ok();
     if !d.ok {
@@ -478,5 +477,51 @@ fn probe_kind(spec: Option<&probe::Spec>, t: &mut LineBuf) -> &'static str {
         Some(probe::Spec::Notify { fd: Some(_) }) => "notify fd",
         Some(probe::Spec::Notify { fd: None }) => "sd_notify",
         _ => "-",
+    }
+}
+
+/// One recent event of a service as `status NAME` shows it: "TIME kind"
+/// and its figures. Dependencies' names are left out: they need the
+/// shell, and such events are rare.
+pub fn recent_text(out: &mut LineBuf, at: Instant, e: &Event, now: Instant, prep: &Prepared) {
+    let _ = write!(out, "{} {}", Stamp(wall_of(at, now)), recent_kind(e));
+    match *e {
+        Event::Spawned { pid } => {
+            let _ = write!(out, " pid {pid}");
+        }
+        Event::Exited { status, uptime, .. } => {
+            let _ = out.write_str(" ");
+            words::exited(out, &status, uptime);
+        }
+        Event::Backoff { delay, .. } => {
+            let _ = write!(out, " {}", Dur(delay));
+        }
+        Event::SpawnFailed { err } => {
+            let _ = out.write_str(" ");
+            words::spawn_failed(out, err, Some(prep));
+        }
+        Event::LeftInGroup { left, .. } => {
+            let _ = write!(out, " {}", left.total());
+        }
+        _ => {}
+    }
+}
+
+/// The word for an event's kind in `status NAME`.
+fn recent_kind(e: &Event) -> &'static str {
+    match *e {
+        Event::Waiting { .. } => "waiting",
+        Event::Spawned { .. } => "spawned",
+        Event::Ready { .. } => "ready",
+        Event::Unhealthy { .. } => "unhealthy",
+        Event::SpawnFailed { .. } => "exec-failed",
+        Event::Exited { .. } => "exited",
+        Event::Backoff { .. } => "backoff",
+        Event::GaveUp { .. } | Event::Failed => "failed",
+        Event::Stopping { .. } | Event::Killed { .. } => "stopping",
+        Event::LeftInGroup { .. } => "left-in-group",
+        Event::Stopped => "stopped",
+        Event::Completed => "completed",
+        Event::Unexpected { .. } => "unexpected",
     }
 }

@@ -3,9 +3,9 @@
 //! subscriber whose socket is gone is closed on the spot. What the
 //! frames say is `events`'s; the sockets are `control`'s.
 
-use super::control::io::{close_client, flush};
-use super::control::Control;
-use super::Shell;
+use super::io::{close_client, flush};
+use super::Control;
+use crate::daemon::Shell;
 use coffey::control::conn::{Phase, Stream};
 use coffey::control::proto::Reply;
 
