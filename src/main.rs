@@ -58,7 +58,7 @@ fn validate(path: &std::path::Path, target: &config::Target) -> i32 {
 
 fn main() {
     // Hidden: the reload child (`coffeyd __compile -c FILE`), see
-    // daemon/reload.rs. Not a user command.
+    // daemon/reload/. Not a user command.
     {
         let a: Vec<std::ffi::OsString> = std::env::args_os().skip(1).take(3).collect();
         if a.first().is_some_and(|x| x == "__compile") && a.get(1).is_some_and(|x| x == "-c") {

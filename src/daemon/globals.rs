@@ -3,7 +3,7 @@
 //! (`compiled::globals`) that the `__compile` child wrote, and read by
 //! boot's PID 1 setup, `setup::start` and shutdown. The daemon never holds
 //! a parsed `Config`: it never runs the YAML parser (see `compile_once`
-//! in `reload_machine.rs`).
+//! in `reload/machine.rs`).
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros)] // startup
 
 use super::compiled::{self, CGlobals, Compiled, Corrupt};
@@ -110,7 +110,7 @@ pub enum Failure {
 /// The first config, compiled by the `__compile` child as reload does:
 /// the owned globals and the compiled bytes.
 pub fn compile(path: &std::path::Path) -> Result<(Globals, Vec<u8>), Failure> {
-    let out = super::reload_machine::compile_once(path).map_err(Failure::Compiler)?;
+    let out = super::reload::machine::compile_once(path).map_err(Failure::Compiler)?;
     if let Ok(Compiled::Invalid(text)) = compiled::decode(&out) {
         return Err(Failure::Invalid(text.to_string()));
     }

@@ -23,7 +23,6 @@ pub mod pid1;
 mod probe;
 mod reexec;
 mod reload;
-mod reload_machine;
 mod resources;
 pub mod setup;
 mod slab;
@@ -700,7 +699,7 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
 /// One reaped child: the reload's compile child, an exec check, a
 /// service's main process, an escapee or an orphan.
 fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
-    if reload_machine::reaped(shell, pid, raw) {
+    if reload::machine::reaped(shell, pid, raw) {
         return;
     }
     let Some(status) = status_of(raw) else {
@@ -830,8 +829,8 @@ fn signals(sup: &mut Supervisor<'_>, shell: &mut Shell, sfd: &nix::sys::signalfd
             }
             Ok(Signal::SIGUSR1) => dump(sup, shell, clock::now()),
             Ok(Signal::SIGHUP) => {
-                let asker = reload_machine::Asker::Signal;
-                let _ = reload_machine::request(sup, shell, asker, false, clock::now());
+                let asker = reload::machine::Asker::Signal;
+                let _ = reload::machine::request(sup, shell, asker, false, clock::now());
             }
             Ok(s) => log!(shell.log, "ignored {}", s.as_str()),
             Err(_) => {}
@@ -1122,7 +1121,7 @@ fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, S
             .poll_at()
             .min(shell.ctl.poll_at())
             .min(shell.log.poll_at())
-            .min(reload_machine::poll_at(&shell));
+            .min(reload::machine::poll_at(&shell));
         let timeout = if pending || shell.main_exit.cannot_start.is_some() {
             Some(std::time::Duration::ZERO)
         } else if due == Instant::NEVER {
@@ -1148,7 +1147,7 @@ fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, S
         for ev in events.iter() {
             accept |= dispatch(&mut sup, &mut shell, ev);
         }
-        reload_machine::turn(&mut sup, &mut shell, clock::now());
+        reload::machine::turn(&mut sup, &mut shell, clock::now());
         let notify_left = notify::drain(&mut sup, &mut shell);
         pending = shell.drain_ready() | notify_left;
         if accept || shell.ctl.accept_due(clock::now()) {

@@ -5,7 +5,8 @@
 use super::render::status_one;
 use super::Shell;
 use crate::daemon::log::{log, LineBuf};
-use crate::daemon::{errno_desc, pid1, reload_machine};
+use crate::daemon::reload::machine as reload_machine;
+use crate::daemon::{errno_desc, pid1};
 use coffey::control::conn::{Job, Phase, Stream};
 use coffey::control::proto::{self, ErrorCode, Reply, Request};
 use coffey::supervisor::Supervisor;

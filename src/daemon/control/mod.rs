@@ -148,7 +148,7 @@ impl Control {
 }
 
 /// What the reload machine may ask of the clients, and no more.
-impl super::reload_machine::Readers for Control {
+impl super::reload::machine::Readers for Control {
     fn reading(&self, gen: u32) -> bool {
         self.clients.iter().any(|c| {
             let job = match c.conn.phase {

@@ -15,7 +15,7 @@
 //! preallocated `next` buffer. The main loop reaps the child like any
 //! other and hands its status here ([`reaped`]). Output and exit status
 //! both in: planning (linear in the services, one turn) and applying, a
-//! slice of at most `reload::APPLY_SLICE_US` a turn ([`super::reload`];
+//! slice of at most `super::APPLY_SLICE_US` a turn ([`crate::daemon::reload`];
 //! figures in docs/DESIGN.md). A child that outlives
 //! [`COMPILE_TIMEOUT_MS`] is killed and the reload refused.
 //!
@@ -25,9 +25,8 @@
 //! same child for the first config and waits for it (the daemon never
 //! parses YAML, not even then).
 
-use super::log::log;
-use super::reload;
-use super::Shell;
+use crate::daemon::log::log;
+use crate::daemon::Shell;
 use coffey::control::proto::ErrorCode;
 use coffey::supervisor::Supervisor;
 use coffey::time::Instant;
@@ -115,7 +114,7 @@ enum Child {
     /// Reload `gen` is being applied, a slice a turn.
     Applying {
         gen: u32,
-        progress: reload::Progress,
+        progress: super::Progress,
     },
     /// The compile child of reload `gen` runs; its stdout fills `next`.
     Compiling {
@@ -237,7 +236,7 @@ impl Machine {
         // SAFETY: ours; the child has its copy.
         unsafe { libc::close(w) };
         if pid < 0 {
-            super::close_fd(r);
+            crate::daemon::close_fd(r);
             return Err("cannot start the config compiler");
         }
         Ok((pid, r))
@@ -286,7 +285,7 @@ pub fn compile_once(file: &std::path::Path) -> Result<Vec<u8>, String> {
     let devnull = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     let spawned = m.spawn(devnull);
     if devnull >= 0 {
-        super::close_fd(devnull);
+        crate::daemon::close_fd(devnull);
     }
     let (pid, fd) = spawned.map_err(|e| format!("{e} {exe}"))?;
     // SAFETY: our fd; blocking reads from here, and the File closes it.
@@ -405,7 +404,7 @@ fn begin(sup: &mut Supervisor<'_>, shell: &mut Shell, gen: u32, kind: Kind, now:
         Ok((pid, fd)) => {
             let _ = shell.registry.register(
                 &mut SourceFd(&fd),
-                super::token::Token::Reload.encode(),
+                crate::daemon::token::Token::Reload.encode(),
                 Interest::READABLE,
             );
             // Registering reports data already there: no read yet.
@@ -468,7 +467,7 @@ pub fn turn(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
     if fd >= 0 && core::mem::take(&mut shell.reloader.machine.readable) {
         if let Err(why) = read_output(shell, fd) {
             failure = failure.or(why);
-            super::close_fd(fd);
+            crate::daemon::close_fd(fd);
             fd = -1;
         }
     }
@@ -519,7 +518,7 @@ fn read_output(shell: &mut Shell, fd: RawFd) -> Result<(), Option<&'static str>>
         match got {
             0 => return Err(None),
             n if n > 0 => *len += usize::try_from(n).unwrap_or(0),
-            _ => match super::errno() {
+            _ => match crate::daemon::errno() {
                 libc::EINTR => {}
                 libc::EAGAIN => return Ok(()),
                 _ => return Err(Some("cannot read the config compiler's output")),
@@ -540,12 +539,12 @@ fn end(
 ) {
     let progress = match res {
         Ok(()) if sup.shutting_down() => {
-            reload::refuse(shell, gen, ErrorCode::Failed, "coffeyd is shutting down");
+            super::refuse(shell, gen, ErrorCode::Failed, "coffeyd is shutting down");
             None
         }
-        Ok(()) => reload::begin(sup, shell, gen, kind == Kind::DryRun),
+        Ok(()) => super::begin(sup, shell, gen, kind == Kind::DryRun),
         Err(why) => {
-            reload::refuse(shell, gen, ErrorCode::Failed, why);
+            super::refuse(shell, gen, ErrorCode::Failed, why);
             None
         }
     };
@@ -560,11 +559,11 @@ fn apply(
     sup: &mut Supervisor<'_>,
     shell: &mut Shell,
     gen: u32,
-    mut progress: reload::Progress,
+    mut progress: super::Progress,
     now: Instant,
 ) {
-    let until = super::clock::now_us().saturating_add(reload::APPLY_SLICE_US);
-    if reload::advance(sup, shell, &mut progress, gen, now, until) {
+    let until = crate::daemon::clock::now_us().saturating_add(super::APPLY_SLICE_US);
+    if super::advance(sup, shell, &mut progress, gen, now, until) {
         over(sup, shell, now);
     } else {
         shell.reloader.machine.child = Child::Applying { gen, progress };
@@ -616,7 +615,7 @@ fn start_pending(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
         // Answer every waiting client without compiling.
         while let Some((n, _)) = shell.reloader.machine.queue.start_next() {
             shell.reloader.machine.queue.running = None;
-            reload::refuse(shell, n, ErrorCode::Failed, "coffeyd is shutting down");
+            super::refuse(shell, n, ErrorCode::Failed, "coffeyd is shutting down");
         }
         return;
     }

@@ -1,7 +1,7 @@
 //! Reload: plan and apply a compiled config, without allocating.
 //!
 //! The compile child and the request queue are the reload machine
-//! ([`super::reload_machine`]); once the child's output is in `next`, this
+//! ([`machine`]); once the child's output is in `next`, this
 //! file decodes it in place ([`super::compiled`]), plans ([`begin`]) and
 //! applies, a slice a turn ([`advance`]). The plan is computed and
 //! checked completely (slots, exec buffers) before anything changes, so a
@@ -15,11 +15,12 @@
 //! nothing is searched or decoded twice (1,000 services used to cost one
 //! stalled turn of a third of a second; see docs/DESIGN.md, Reload).
 
+pub mod machine;
+
 use super::compiled::{self, CService, Compiled, Rd};
 use super::control::broadcast;
 use super::log::{log, LineBuf};
 use super::logfile::LogFile;
-use super::reload_machine::Machine;
 use super::spawn::FillError;
 use super::Shell;
 use coffey::control::conn::{Conn, Job, Phase};
@@ -30,6 +31,7 @@ use coffey::service::{Dep, Service, Want};
 use coffey::supervisor::Supervisor;
 use coffey::time::Instant;
 use core::fmt::Write as _;
+use machine::Machine;
 
 /// No offset / no slot.
 const NONE: u32 = u32::MAX;
