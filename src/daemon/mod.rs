@@ -1010,47 +1010,87 @@ pub fn run(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> i32 {
     }
 }
 
+/// What the loop works on besides the supervisor: the shell and the
+/// loop's own descriptors.
+struct Looping {
+    shell: Shell,
+    poll: mio::Poll,
+    sfd: nix::sys::signalfd::SignalFd,
+    events: Events,
+    /// Whether work is left over for the next turn (poll without waiting).
+    pending: bool,
+}
+
 fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, String> {
     let cfg = &cfg;
     let setup::Started {
-        mut shell,
+        shell,
         mut table,
-        mut poll,
+        poll,
         sfd,
         listener: _listener,
         adopted,
     } = setup::start(cfg, &compiled)?;
-    shell.mode = mode;
-    cgroup::init(
-        &mut shell,
-        cfg.cgroup.as_deref(),
-        mode == pid1::Mode::System,
+    let mut l = Looping {
+        shell,
+        poll,
+        sfd,
+        events: Events::with_capacity(EVENTS),
+        pending: false,
+    };
+    configure(&mut l.shell, cfg, mode, table.len());
+    // The pid index: sized once, like the table (startup may allocate).
+    let mut pids: Box<[PidSlot]> =
+        core::iter::repeat_n(PidSlot::EMPTY, PidIndex::capacity_for(table.len())).collect();
+    let mut sup = Supervisor::new(&mut table, &mut pids, l.shell.used);
+    adopt(&mut sup, &mut l.shell, &adopted);
+    drop(adopted);
+    // The tables and the reload buffers hold everything the loop needs
+    // from the compiled config: its heap goes back before the loop
+    // (shutdown reads only the socket and pid file paths).
+    drop(compiled);
+
+    // ---- from here on: no heap allocation.
+    alloc::seal();
+    log!(
+        l.shell.log,
+        "startup heap: {} bytes allocated",
+        alloc::startup_bytes()
     );
+    slab::trim_code();
+    l.shell.new_turn();
+    sup.start_all(clock::now(), &mut l.shell);
+    while turn(&mut sup, &mut l) {}
+    finish(&mut sup, &mut l, cfg)
+}
+
+/// The mode, cgroups and main service; logs "started".
+fn configure(shell: &mut Shell, cfg: &Globals, mode: pid1::Mode, slots: usize) {
+    shell.mode = mode;
+    cgroup::init(shell, cfg.cgroup.as_deref(), mode == pid1::Mode::System);
     shell.main_idx = cfg
         .main
         .as_ref()
         .and_then(|m| shell.slots.iter().position(|s| s.name.as_str() == m));
-    let mut events = Events::with_capacity(EVENTS);
-    let used = shell.used;
+    let socket = if shell.ctl.listen_fd >= 0 {
+        cfg.socket.as_path()
+    } else {
+        std::path::Path::new("none")
+    };
     log!(
         shell.log,
-        "started: pid {}, {} services ({} slots), socket {}",
+        "started: pid {}, {} services ({slots} slots), socket {}",
         std::process::id(),
-        used,
-        table.len(),
-        if shell.ctl.listen_fd >= 0 {
-            cfg.socket.as_path()
-        } else {
-            std::path::Path::new("none")
-        }
-        .display()
+        shell.used,
+        socket.display()
     );
-    // The pid index: sized once, like the table (startup may allocate).
-    let mut pids: Box<[PidSlot]> =
-        core::iter::repeat_n(PidSlot::EMPTY, PidIndex::capacity_for(table.len())).collect();
-    let mut sup = Supervisor::new(&mut table, &mut pids, used);
-    // After `reexec`: take over the previous binary's processes.
-    for a in &adopted {
+}
+
+/// After `reexec`: takes over the previous binary's processes; stops
+/// those of services the new config no longer has.
+fn adopt(sup: &mut Supervisor<'_>, shell: &mut Shell, adopted: &[reexec::Adopted]) {
+    let used = shell.used;
+    for a in adopted {
         let found = shell
             .slots
             .get(..used)
@@ -1062,28 +1102,16 @@ fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, S
                     slot.spawned = group::stat(a.pid).map_or(0, |st| st.start);
                 }
                 shell.cg.spawned(i, a.pid);
-                sup.adopt(
-                    i,
-                    a.pid,
-                    Instant::from_millis(a.since),
-                    a.restarts,
-                    a.failures,
-                    a.want_up,
-                );
-                log!(
-                    shell.log,
-                    "{}: adopted pid {} (restarts {})",
-                    a.name,
-                    a.pid,
-                    a.restarts
-                );
+                let since = Instant::from_millis(a.since);
+                sup.adopt(i, a.pid, since, a.restarts, a.failures, a.want_up);
+                let (name, pid, restarts) = (&a.name, a.pid, a.restarts);
+                log!(shell.log, "{name}: adopted pid {pid} (restarts {restarts})");
             }
             None if a.pid > 0 => {
+                let (name, pid) = (&a.name, a.pid);
                 log!(
                     shell.log,
-                    "{}: not in the new config; stopping pid {}",
-                    a.name,
-                    a.pid
+                    "{name}: not in the new config; stopping pid {pid}"
                 );
                 // SAFETY: plain syscall on the old service's group.
                 unsafe { libc::kill(-a.pid, libc::SIGTERM) };
@@ -1091,93 +1119,104 @@ fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, S
             None => {}
         }
     }
-    drop(adopted);
-    // The tables and the reload buffers hold everything the loop needs
-    // from the compiled config: its heap goes back before the loop
-    // (shutdown reads only the socket and pid file paths).
-    drop(compiled);
+}
 
-    // ---- from here on: no heap allocation.
-    alloc::seal();
-    log!(
-        shell.log,
-        "startup heap: {} bytes allocated",
-        alloc::startup_bytes()
-    );
-    slab::trim_code();
+/// One loop turn: the machines' deadlines, one poll, then what it
+/// returned. False once the supervisor has finished (shutdown done).
+fn turn(sup: &mut Supervisor<'_>, l: &mut Looping) -> bool {
+    let now = clock::now();
+    sup.tick(now, &mut l.shell);
+    main_cannot_start(sup, &mut l.shell, now);
+    if sup.finished() {
+        return false;
+    }
+    control::expire(&mut l.shell, now);
+    l.shell.log.tick(now);
+    if wait(sup, l, now) {
+        handle(sup, l);
+    }
+    true
+}
+
+/// Polls until the first deadline of any machine (at once when work is
+/// pending). False when the poll failed (EINTR, or an error, logged).
+fn wait(sup: &Supervisor<'_>, l: &mut Looping, now: Instant) -> bool {
+    let shell = &mut l.shell;
+    let due = sup
+        .poll_at()
+        .min(shell.ctl.poll_at())
+        .min(shell.log.poll_at())
+        .min(reload::machine::poll_at(shell));
+    let timeout = if l.pending || shell.main_exit.cannot_start.is_some() {
+        Some(std::time::Duration::ZERO)
+    } else if due == Instant::NEVER {
+        None
+    } else {
+        Some(std::time::Duration::from_millis(due.since(now)))
+    };
+    shell.turns.end();
+    let polled = l.poll.poll(&mut l.events, timeout);
     shell.new_turn();
-    sup.start_all(clock::now(), &mut shell);
-    let mut pending = false;
-    loop {
-        let now = clock::now();
-        sup.tick(now, &mut shell);
-        main_cannot_start(&mut sup, &mut shell, now);
-        if sup.finished() {
-            break;
-        }
-        control::expire(&mut shell, now);
-        shell.log.tick(now);
-        let due = sup
-            .poll_at()
-            .min(shell.ctl.poll_at())
-            .min(shell.log.poll_at())
-            .min(reload::machine::poll_at(&shell));
-        let timeout = if pending || shell.main_exit.cannot_start.is_some() {
-            Some(std::time::Duration::ZERO)
-        } else if due == Instant::NEVER {
-            None
-        } else {
-            Some(std::time::Duration::from_millis(due.since(now)))
-        };
-        shell.turns.end();
-        let polled = poll.poll(&mut events, timeout);
-        shell.new_turn();
-        if let Err(e) = polled {
+    match polled {
+        Ok(()) => true,
+        Err(e) => {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 log!(shell.log, "poll: {e}");
             }
-            continue;
-        }
-        // Reaping comes first: exits are handled before anything this
-        // turn can spawn (the tick, checks, readiness, reload).
-        if events.iter().any(|e| e.token() == Token::Signal.encode()) {
-            signals(&mut sup, &mut shell, &sfd);
-        }
-        let mut accept = false;
-        for ev in events.iter() {
-            accept |= dispatch(&mut sup, &mut shell, ev);
-        }
-        reload::machine::turn(&mut sup, &mut shell, clock::now());
-        let notify_left = notify::drain(&mut sup, &mut shell);
-        pending = shell.drain_ready() | notify_left;
-        if accept || shell.ctl.accept_due(clock::now()) {
-            let reg = poll.registry();
-            control::accept_all(&mut shell, clock::now(), |k, fd| {
-                let _ = reg.register(
-                    &mut SourceFd(&fd),
-                    Token::Client(k).encode(),
-                    Interest::READABLE | Interest::WRITABLE,
-                );
-            });
-        }
-        let now = clock::now();
-        for k in 0..shell.ctl.clients.len() {
-            let t = shell.shutdown_timeout;
-            control::service_client(&mut sup, &mut shell, k, now, t);
-            pending |= control::has_pending(&shell, k);
-        }
-        if core::mem::take(&mut shell.reexec_requested) && !sup.shutting_down() {
-            shell.flush_all();
-            reexec::exec(&sup, &mut shell);
+            false
         }
     }
+}
+
+/// What a poll returned: signals first, then each event, reload,
+/// readiness, new connections and the clients.
+fn handle(sup: &mut Supervisor<'_>, l: &mut Looping) {
+    let shell = &mut l.shell;
+    // Reaping comes first: exits are handled before anything this
+    // turn can spawn (the tick, checks, readiness, reload).
+    if l.events.iter().any(|e| e.token() == Token::Signal.encode()) {
+        signals(sup, shell, &l.sfd);
+    }
+    let mut accept = false;
+    for ev in l.events.iter() {
+        accept |= dispatch(sup, shell, ev);
+    }
+    reload::machine::turn(sup, shell, clock::now());
+    let notify_left = notify::drain(sup, shell);
+    l.pending = shell.drain_ready() | notify_left;
+    if accept || shell.ctl.accept_due(clock::now()) {
+        let reg = l.poll.registry();
+        control::accept_all(shell, clock::now(), |k, fd| {
+            let _ = reg.register(
+                &mut SourceFd(&fd),
+                Token::Client(k).encode(),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+        });
+    }
+    let now = clock::now();
+    for k in 0..shell.ctl.clients.len() {
+        let t = shell.shutdown_timeout;
+        control::service_client(sup, shell, k, now, t);
+        l.pending |= control::has_pending(shell, k);
+    }
+    if core::mem::take(&mut shell.reexec_requested) && !sup.shutting_down() {
+        shell.flush_all();
+        reexec::exec(sup, shell);
+    }
+}
+
+/// After the loop: the main service's exit (container), the sweep, the
+/// paths and cgroups; then the exit code, or the power-off (system).
+fn finish(sup: &mut Supervisor<'_>, l: &mut Looping, cfg: &Globals) -> Result<i32, String> {
+    let shell = &mut l.shell;
     if shell.mode == pid1::Mode::Container {
-        reap_main(&mut sup, &mut shell, &sfd, &mut poll, &mut events);
+        reap_main(sup, shell, &l.sfd, &mut l.poll, &mut l.events);
     }
     shell.flush_all();
     if shell.mode != pid1::Mode::System {
         // System mode ends with kill(-1) instead (`pid1::final_shutdown`).
-        sweep::sweep(&mut shell.log, sweep_deadline(&sup, shell.shutdown_timeout));
+        sweep::sweep(&mut shell.log, sweep_deadline(sup, shell.shutdown_timeout));
     }
     log!(
         shell.log,
@@ -1185,7 +1224,7 @@ fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, S
         alloc::count()
     );
     release_paths(cfg);
-    cgroup::release_all(&mut shell);
+    cgroup::release_all(shell);
     match shell.mode {
         pid1::Mode::System => {
             let a = shell.action.unwrap_or(pid1::Action::Poweroff);
