@@ -1365,6 +1365,6 @@ mod size_tests {
     #[test]
     fn a_slot_stays_within_its_memory_budget() {
         let n = core::mem::size_of::<super::Slot>();
-        assert!(n <= 768, "Slot is {n} bytes");
+        assert!(n <= 640, "Slot is {n} bytes");
     }
 }

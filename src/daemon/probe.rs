@@ -60,7 +60,7 @@ pub struct Probe {
     pub fd: RawFd,
     pub pid: i32,
     /// HTTP response bytes ([`RESP_MAX`]).
-    buf: &'static mut [u8],
+    buf: &'static mut [u8; RESP_BUF],
     len: usize,
     /// Output line assembly for exec checks.
     pub lines: &'static mut Lines,
@@ -76,7 +76,11 @@ pub const RESP_BUF: usize = RESP_MAX;
 
 impl Probe {
     /// Idle, on buffers that start empty (zeroed `buf`, an empty `lines`).
-    pub fn new(buf: &'static mut [u8], lines: &'static mut Lines, req: Cold<Request>) -> Probe {
+    pub fn new(
+        buf: &'static mut [u8; RESP_BUF],
+        lines: &'static mut Lines,
+        req: Cold<Request>,
+    ) -> Probe {
         Probe {
             phase: Phase::Idle,
             fd: -1,

@@ -345,7 +345,9 @@ fn zeroed_lines(slots: usize) -> Result<&'static mut [[LineBuf; 2]], String> {
 fn probes(slots: usize) -> Result<Vec<[super::probe::Probe; 2]>, String> {
     use super::probe::{Probe, RESP_BUF};
     let bufs = super::slab::zeroed(slots * 2 * RESP_BUF)?;
-    let mut bufs = bufs.chunks_exact_mut(RESP_BUF.max(1));
+    let mut bufs = bufs
+        .chunks_exact_mut(RESP_BUF.max(1))
+        .filter_map(|b| <&mut [u8; RESP_BUF]>::try_from(b).ok());
     let mut lines = zeroed_lines(slots)?.iter_mut().flat_map(|p| p.iter_mut());
     let mut reqs = cells(slots * 2)?;
     let mut one = || -> Result<Probe, String> {
