@@ -336,13 +336,7 @@ fn configure(
                 .for_each(coffey::logring::LineBuf::clear);
         }
     }
-    let sd_notify = matches!(
-        c.checks.first(),
-        Some(Some(super::compiled::CCheck {
-            probe: super::compiled::CProbe::Notify { fd: None },
-            ..
-        }))
-    );
+    let sd_notify = super::spawn::sd_notify(c);
     if sd_notify {
         super::probe::open_notify(shell, i);
     } else {

@@ -213,9 +213,10 @@ fn shares_env(c: &CService<'_>, notify: bool) -> bool {
     !notify && c.env.clone().next().is_none()
 }
 
-/// Whether service `c` gets an sd_notify socket (as `reload::configure`
-/// decides): its envp then has a `NOTIFY_SOCKET=` entry.
-fn sd_notify(c: &CService<'_>) -> bool {
+/// Whether service `c` gets an sd_notify socket (`reload::configure`
+/// asks here too): its envp then has a `NOTIFY_SOCKET=` entry, so the
+/// arena's need and the fill agree on who shares the base envp.
+pub fn sd_notify(c: &CService<'_>) -> bool {
     matches!(
         c.checks.first(),
         Some(Some(super::compiled::CCheck {
