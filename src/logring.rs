@@ -307,8 +307,17 @@ impl LineBuf {
         if self.len > 0 {
             emit(self.buf.get(..self.len).unwrap_or(&[]), false);
         }
-        self.len = 0;
-        self.skipping = false;
+        self.clear();
+    }
+
+    /// Forgets a pending partial line. Writes nothing when there is none:
+    /// the daemon keeps line buffers in fresh zeroed pages, which cost
+    /// memory only once written, so a quiet stream's never is.
+    pub fn clear(&mut self) {
+        if self.len != 0 || self.skipping {
+            self.len = 0;
+            self.skipping = false;
+        }
     }
 }
 

@@ -337,8 +337,11 @@ pub struct Service {
     pub checks: [Option<crate::health::Check>; 2],
     /// The last few events, a small ring.
     recent: [Option<(Instant, Event)>; RECENT_EVENTS],
-    recent_next: usize,
+    /// Where the next event goes (the oldest kept), below `RECENT_EVENTS`.
+    recent_next: u8,
 }
+
+const _: () = assert!(RECENT_EVENTS <= u8::MAX as usize);
 
 pub use crate::limits::RECENT_EVENTS;
 
@@ -406,10 +409,11 @@ impl Service {
         if n == 0 {
             return;
         }
-        if let Some(slot) = self.recent.get_mut(self.recent_next % n) {
+        let at = usize::from(self.recent_next) % n;
+        if let Some(slot) = self.recent.get_mut(at) {
             *slot = Some((self.now, event));
         }
-        self.recent_next = self.recent_next.wrapping_add(1);
+        self.recent_next = ((at + 1) % n) as u8;
     }
 
     /// Recent events, oldest first.
@@ -417,7 +421,7 @@ impl Service {
         let n = self.recent.len();
         (0..n).filter_map(move |k| {
             self.recent
-                .get((self.recent_next + k) % n)
+                .get((usize::from(self.recent_next) + k) % n)
                 .and_then(|e| e.as_ref())
         })
     }

@@ -34,8 +34,7 @@ mod words;
 pub use alloc::Counting;
 
 use coffey::limits::{
-    EVENTS, NAME_BUF, NOTIFY_ENV_MAX, NOTIFY_STATUS_MAX, READS_PER_TURN, READ_CHUNK, REAP_BATCH,
-    SPAWNS_PER_TURN, SPAWN_SLICE_US,
+    EVENTS, NAME_BUF, READS_PER_TURN, READ_CHUNK, REAP_BATCH, SPAWNS_PER_TURN, SPAWN_SLICE_US,
 };
 use coffey::logring::{LineBuf, LogRing, Stream};
 use coffey::pidindex::{PidIndex, PidSlot};
@@ -70,10 +69,14 @@ pub struct Slot {
     #[allow(dead_code)]
     pub err_w: RawFd,
     pub ring: LogRing<'static>,
+    /// The parts below held as [`slab::Cold`] live in zeroed tables, one
+    /// per kind for all slots, and cost memory only for the services that
+    /// use them (see "Memory per service" in docs/DESIGN.md).
+    ///
     /// In one zeroed mapping for all slots (`setup::zeroed_lines`): a
     /// quiet service's never costs memory.
     pub lines: &'static mut [LineBuf; 2],
-    pub file: Option<LogFile>,
+    pub file: slab::Cold<LogFile>,
     pub console: bool,
     /// Pipe may have more data (edge-triggered readiness not yet drained).
     pub ready: [bool; 2],
@@ -83,15 +86,14 @@ pub struct Slot {
     /// Health checks: what to probe, the probe in flight, exec-check argv.
     pub specs: [probe::Spec; 2],
     pub probes: [probe::Probe; 2],
-    pub check_prep: [spawn::Prepared; 2],
+    pub check_prep: [slab::Cold<spawn::Prepared>; 2],
     /// Read end of the s6/dinit readiness pipe of the running process.
     pub notify_r: RawFd,
-    /// sd_notify: this slot's socket (-1 until a service needs it) and
-    /// the `NOTIFY_SOCKET=...` entry its services get.
+    /// sd_notify: this slot's socket (-1 until a service needs it), the
+    /// `NOTIFY_SOCKET=...` entry its services get and the last `STATUS=`
+    /// text (set with the socket).
     pub notify_sock: RawFd,
-    pub notify_env: [u8; NOTIFY_ENV_MAX],
-    /// The last sd_notify `STATUS=` text, for `status SERVICE`.
-    pub notify_status: heapless::Vec<u8, NOTIFY_STATUS_MAX>,
+    pub notify_text: slab::Cold<notify::SdText>,
     /// sd_notify state of the current run (notify state, MAINPID).
     pub sd: notify::SdState,
     /// When the current run was spawned, in `/proc` start-time ticks: an
@@ -439,7 +441,7 @@ impl Shell {
         scratch: &mut log::LineBuf,
         slot_name: &str,
         ring: &mut LogRing<'static>,
-        file: &mut Option<LogFile>,
+        file: &mut slab::Cold<LogFile>,
         console: bool,
         stream: Stream,
         line: &[u8],
@@ -449,7 +451,7 @@ impl Shell {
         ring.push(now, stream, cut, line);
         control::broadcast::broadcast_line(ctl, slot_name, idx, now, stream.wire(), cut, line);
         let mark = if cut { " [cut]" } else { "" };
-        if let Some(f) = file.as_mut() {
+        if let Some(f) = file.get_mut() {
             scratch.clear();
             let _ = write!(scratch, "{} {} ", clock::Stamp(now), stream.name());
             scratch.push_bytes(line);
@@ -1349,5 +1351,17 @@ fn stderr_text(text: &str) {
     if !text.is_empty() {
         let _ = log::write_all(2, text.as_bytes());
         let _ = log::write_all(2, b"\n");
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Every slot is written at startup, so its size is what each service
+    /// (and each spare slot) costs the shell; the parts few services use
+    /// are `slab::Cold` (see "Memory per service" in docs/DESIGN.md).
+    #[test]
+    fn a_slot_stays_within_its_memory_budget() {
+        let n = core::mem::size_of::<super::Slot>();
+        assert!(n <= 640, "Slot is {n} bytes");
     }
 }

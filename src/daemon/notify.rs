@@ -16,7 +16,7 @@
 use super::log::log;
 use super::Shell;
 use coffey::health::CheckInput;
-use coffey::limits::NOTIFY_STATUS_MAX;
+use coffey::limits::{NOTIFY_ENV_MAX, NOTIFY_STATUS_MAX};
 use coffey::supervisor::Supervisor;
 use coffey::sys::ExitStatus;
 use nix::libc;
@@ -39,6 +39,23 @@ impl NotifyState {
             NotifyState::Ready => "ready",
             NotifyState::Reloading => "reloading",
             NotifyState::Stopping => "stopping",
+        }
+    }
+}
+
+/// The texts of a slot whose service uses sd_notify (kept out of the slot
+/// table, see `slab::Cold`): the `NOTIFY_SOCKET=...` entry its services
+/// get, and the last `STATUS=` text, for `status SERVICE`.
+pub struct SdText {
+    pub env: [u8; NOTIFY_ENV_MAX],
+    pub status: heapless::Vec<u8, NOTIFY_STATUS_MAX>,
+}
+
+impl Default for SdText {
+    fn default() -> Self {
+        SdText {
+            env: [0; NOTIFY_ENV_MAX],
+            status: heapless::Vec::new(),
         }
     }
 }
@@ -300,7 +317,10 @@ fn apply(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, leader: i32, m: 
     if !m.status.is_empty() {
         let t = core::str::from_utf8(&m.status).unwrap_or("?");
         log!(shell.log, "{name}: status: {t}");
-        slot.notify_status.clone_from(&m.status);
+        // The texts were set with the socket this message came on.
+        if let Some(t) = slot.notify_text.get_mut() {
+            t.status.clone_from(&m.status);
+        }
     }
     // systemd's order: STOPPING wins over READY, READY over RELOADING.
     let was = slot.sd.state;

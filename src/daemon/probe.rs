@@ -10,6 +10,7 @@
 //! any size costs at most one buffer. Nothing here allocates.
 
 use super::log::{log, LineBuf};
+use super::slab::Cold;
 use super::spawn::{self, Prepared};
 use super::{Shell, Slot};
 use coffey::health::{ProbeError, Role};
@@ -23,14 +24,12 @@ use coffey::limits::{
     CHECK_READ_CHUNK, HTTP_REQUEST_MAX, HTTP_RESPONSE_MAX as RESP_MAX, NOTIFY_ENV_MAX,
 };
 
-/// What a check does, decoded once per (re)configuration. (Kept inline,
-/// not boxed: it is preallocated per slot and never moves.)
-#[allow(clippy::large_enum_variant)]
+/// What a check does, decoded once per (re)configuration. An HTTP
+/// check's request is kept by its probe, out of the slot table.
 pub enum Spec {
     None,
     Http {
         addr: SocketAddr,
-        req: heapless::Vec<u8, HTTP_REQUEST_MAX>,
         expect: Option<u16>,
     },
     Tcp {
@@ -61,18 +60,27 @@ pub struct Probe {
     pub fd: RawFd,
     pub pid: i32,
     /// HTTP response bytes ([`RESP_MAX`]).
-    buf: &'static mut [u8],
+    buf: &'static mut [u8; RESP_BUF],
     len: usize,
     /// Output line assembly for exec checks.
     pub lines: &'static mut Lines,
+    /// An HTTP check's request, built when the check is configured.
+    req: Cold<Request>,
 }
+
+/// An HTTP check's request bytes.
+pub type Request = heapless::Vec<u8, HTTP_REQUEST_MAX>;
 
 /// Bytes of one probe's response buffer.
 pub const RESP_BUF: usize = RESP_MAX;
 
 impl Probe {
     /// Idle, on buffers that start empty (zeroed `buf`, an empty `lines`).
-    pub fn new(buf: &'static mut [u8], lines: &'static mut Lines) -> Probe {
+    pub fn new(
+        buf: &'static mut [u8; RESP_BUF],
+        lines: &'static mut Lines,
+        req: Cold<Request>,
+    ) -> Probe {
         Probe {
             phase: Phase::Idle,
             fd: -1,
@@ -80,6 +88,7 @@ impl Probe {
             buf,
             len: 0,
             lines,
+            req,
         }
     }
 }
@@ -197,6 +206,10 @@ pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>,
             Ok(Some(p.fd))
         }
         Spec::Exec => {
+            // Filled whenever the spec is Exec (see `configure`).
+            let Some(prep) = prep.get_mut() else {
+                return Err(ProbeError::Spawn(libc::ENOENT));
+            };
             let mut fds = [-1; 2];
             // SAFETY: valid out array.
             if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
@@ -292,8 +305,9 @@ pub fn on_ready(shell: &mut Shell, idx: usize, r: usize) -> Option<(Role, Result
                 None
             } else if err != 0 {
                 Some(Err(ProbeError::Connect(err)))
-            } else if let Spec::Http { req, .. } = spec {
+            } else if let Spec::Http { .. } = spec {
                 // The request is small: one send, or the probe fails.
+                let req = p.req.get().map_or(&[][..], |r| r.as_slice());
                 // SAFETY: valid buffer.
                 let n =
                     unsafe { libc::send(p.fd, req.as_ptr().cast(), req.len(), libc::MSG_NOSIGNAL) };
@@ -477,11 +491,6 @@ pub fn on_notify_fd(shell: &mut Shell, idx: usize) -> bool {
     ready
 }
 
-/// The `NOTIFY_SOCKET=` entry of a slot before its socket exists: none.
-pub fn notify_env(_slot: usize) -> [u8; NOTIFY_ENV_MAX] {
-    [0u8; NOTIFY_ENV_MAX]
-}
-
 /// Opens (once) the sd_notify socket of slot `i` and registers it. The
 /// kernel picks a unique abstract name (autobind), so two coffeyd in one
 /// network namespace (containers with host networking, each PID 1) never
@@ -531,7 +540,7 @@ pub fn open_notify(shell: &mut Shell, i: usize) {
             let b = [*c as u8];
             let _ = w.write_str(core::str::from_utf8(&b).unwrap_or("?"));
         }
-        slot.notify_env = env;
+        slot.notify_text.get_or_insert_with(Default::default).env = env;
         fd
     };
     slot.notify_sock = fd;
@@ -572,7 +581,7 @@ pub fn configure(
             check.as_ref().map(|k| &k.probe),
             Some(super::compiled::CProbe::Exec { .. })
         ) {
-            if let Some(p) = slot.check_prep.get_mut(r) {
+            if let Some(p) = slot.check_prep.get_mut(r).and_then(Cold::get_mut) {
                 p.clear();
             }
         }
@@ -584,16 +593,23 @@ pub fn configure(
                 host,
                 path,
                 expect,
-            }) => Spec::Http {
-                addr: addr.parse().map_err(|_| "bad check address")?,
-                req: http_request(host, path),
-                expect: *expect,
-            },
+            }) => {
+                let p = slot.probes.get_mut(r).ok_or("slot")?;
+                p.req.set(http_request(host, path));
+                Spec::Http {
+                    addr: addr.parse().map_err(|_| "bad check address")?,
+                    expect: *expect,
+                }
+            }
             Some(CProbe::Tcp { addr }) => Spec::Tcp {
                 addr: addr.parse().map_err(|_| "bad check address")?,
             },
             Some(CProbe::Exec { command }) => {
-                let prep: &mut Prepared = slot.check_prep.get_mut(r).ok_or("slot")?;
+                let prep: &mut Prepared = slot
+                    .check_prep
+                    .get_mut(r)
+                    .ok_or("slot")?
+                    .get_or_insert_with(|| Prepared::new(-1, -1));
                 prep.fill_cmd(arena, command.clone(), c, base_env, None)
                     .map_err(|e| e.as_str())?;
                 Spec::Exec

@@ -10,6 +10,7 @@ use super::control::{Client, Control, Guard};
 use super::globals::Globals;
 use super::log::{log, Log};
 use super::reload::Reloader;
+use super::slab::cells;
 use super::spawn::{BaseEnv, Prepared};
 use super::token::Token;
 use super::{release_paths, Shell, Slot};
@@ -216,6 +217,10 @@ pub fn build(
             super::compiled::Compiled::Invalid(_) => None,
         })
         .ok_or("internal error: cannot decode the compiled config")?;
+    // The rarely used parts of each slot, in zeroed tables.
+    let mut files = cells(slots)?;
+    let mut texts = cells(slots)?;
+    let mut preps = cells(2 * slots)?;
     let mut shells = Vec::with_capacity(slots);
     let mut core = Vec::with_capacity(slots);
     for i in 0..slots {
@@ -247,17 +252,19 @@ pub fn build(
             err_w,
             ring: LogRing::new(ring),
             lines: lines.next().ok_or("line buffers")?,
-            file: None,
+            file: files.next().ok_or("log file table")?,
             console: false,
             ready: [false; 2],
             retired: false,
             specs: [super::probe::Spec::None, super::probe::Spec::None],
             probes: probes.next().ok_or("probe buffers")?,
-            check_prep: [Prepared::new(-1, -1), Prepared::new(-1, -1)],
+            check_prep: [
+                preps.next().ok_or("exec check table")?,
+                preps.next().ok_or("exec check table")?,
+            ],
             notify_r: -1,
             notify_sock: -1,
-            notify_env: super::probe::notify_env(i),
-            notify_status: heapless::Vec::new(),
+            notify_text: texts.next().ok_or("sd_notify table")?,
             sd: Default::default(),
             spawned: 0,
             found: Default::default(),
@@ -347,13 +354,16 @@ fn zeroed_lines(slots: usize) -> Result<&'static mut [[LineBuf; 2]], String> {
 fn probes(slots: usize) -> Result<Vec<[super::probe::Probe; 2]>, String> {
     use super::probe::{Probe, RESP_BUF};
     let bufs = super::slab::zeroed(slots * 2 * RESP_BUF)?;
-    let mut bufs = bufs.chunks_exact_mut(RESP_BUF.max(1));
+    let mut bufs = bufs
+        .chunks_exact_mut(RESP_BUF.max(1))
+        .filter_map(|b| <&mut [u8; RESP_BUF]>::try_from(b).ok());
     let mut lines = zeroed_lines(slots)?.iter_mut().flat_map(|p| p.iter_mut());
+    let mut reqs = cells(slots * 2)?;
     let mut one = || -> Result<Probe, String> {
-        let (Some(b), Some(l)) = (bufs.next(), lines.next()) else {
+        let (Some(b), Some(l), Some(r)) = (bufs.next(), lines.next(), reqs.next()) else {
             return Err("probe buffers".into());
         };
-        Ok(Probe::new(b, l))
+        Ok(Probe::new(b, l, r))
     };
     (0..slots).map(|_| Ok([one()?, one()?])).collect()
 }
@@ -400,7 +410,14 @@ pub fn budget(cfg: &Config) -> Budget {
     // (zeroed mappings, written only as used).
     let line_bytes =
         slots * (2 * core::mem::size_of::<[LineBuf; 2]>() + 2 * super::probe::RESP_BUF);
-    let table_bytes = slots * (core::mem::size_of::<Service>() + core::mem::size_of::<Slot>());
+    // The slot tables, and the cold parts' zeroed tables (written only for
+    // the services that use them: log files, sd_notify, checks).
+    let cold = core::mem::size_of::<super::logfile::LogFile>()
+        + core::mem::size_of::<super::notify::SdText>()
+        + 2 * core::mem::size_of::<Prepared>()
+        + 2 * core::mem::size_of::<super::probe::Request>();
+    let table_bytes =
+        slots * (core::mem::size_of::<Service>() + core::mem::size_of::<Slot>() + cold);
     let envn = std::env::vars_os().count();
     let compiled = super::compiled::encode(cfg);
     // The exec arena's two halves (see `arena.rs`): what the config needs
@@ -663,5 +680,22 @@ mod line_tests {
         let want: Vec<_> = (0..6).flat_map(|_| one.clone()).collect();
         assert_eq!(got, want);
         assert!(zeroed_lines(0).unwrap().is_empty());
+    }
+
+    /// Clearing or flushing an empty line buffer (every fresh service's,
+    /// at startup and at each exit) leaves its zeroed page unwritten: a
+    /// quiet service's line buffers cost no memory.
+    #[test]
+    fn clearing_empty_line_buffers_writes_nothing() {
+        let pairs = zeroed_lines(2).unwrap();
+        for lb in pairs.iter_mut().flat_map(|p| p.iter_mut()) {
+            lb.clear();
+            lb.flush(|_, _| panic!("nothing to flush"));
+        }
+        let at = pairs.as_ptr().cast::<u8>();
+        assert!(!super::super::slab::written(at));
+        assert!(!super::super::slab::written(at.wrapping_add(4096)));
+        pairs[1][1].feed(b"x", |_, _| ());
+        assert!(super::super::slab::written(at.wrapping_add(4096)));
     }
 }

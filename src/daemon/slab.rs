@@ -5,7 +5,13 @@
 //! partly) used adds nothing to the daemon's RSS. (A zeroed heap
 //! allocation would be written at allocation time and count in full.)
 //! The buffers live as long as the daemon and are never freed.
+//!
+//! [`Cold`] builds on that for the parts of a slot that few services use
+//! (a log file, an sd_notify text, an exec check's argv): each kind has
+//! one zeroed table for all slots, and a slot's entry is written, and so
+//! costs memory, only once the slot's service uses it.
 
+use core::mem::MaybeUninit;
 use nix::libc;
 
 /// A zeroed buffer of `n` bytes that is never freed. Startup only.
@@ -29,6 +35,75 @@ pub fn zeroed(n: usize) -> Result<&'static mut [u8], &'static str> {
         }
         Ok(core::slice::from_raw_parts_mut(p.cast::<u8>(), n))
     }
+}
+
+/// A value that lives in a zeroed table (see [`cells`]) and is absent
+/// until set: like an `Option<Box<T>>` whose box was allocated at
+/// startup and costs nothing until written.
+pub struct Cold<T: 'static> {
+    cell: &'static mut MaybeUninit<T>,
+    set: bool,
+}
+
+impl<T: 'static> Cold<T> {
+    pub fn get(&self) -> Option<&T> {
+        // SAFETY: `set` says the cell was written and not dropped since.
+        self.set.then(|| unsafe { self.cell.assume_init_ref() })
+    }
+
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        if !self.set {
+            return None;
+        }
+        // SAFETY: as in `get`.
+        Some(unsafe { self.cell.assume_init_mut() })
+    }
+
+    /// Replaces the value (the old one, if any, is dropped).
+    pub fn set(&mut self, v: T) -> &mut T {
+        self.clear();
+        self.set = true;
+        self.cell.write(v)
+    }
+
+    pub fn get_or_insert_with(&mut self, f: impl FnOnce() -> T) -> &mut T {
+        if !self.set {
+            self.set = true;
+            self.cell.write(f());
+        }
+        // SAFETY: set just above or before.
+        unsafe { self.cell.assume_init_mut() }
+    }
+
+    /// Drops the value, if any. Its bytes stay in the table (the page was
+    /// paid for when the value was written).
+    pub fn clear(&mut self) {
+        if core::mem::take(&mut self.set) {
+            // SAFETY: it was set; `set` is false now, so it drops once.
+            unsafe { self.cell.assume_init_drop() };
+        }
+    }
+}
+
+impl<T: 'static> Drop for Cold<T> {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// `n` absent [`Cold`] values in one zeroed table. Startup only.
+pub fn cells<T: 'static>(n: usize) -> Result<impl Iterator<Item = Cold<T>>, &'static str> {
+    const { assert!(core::mem::align_of::<T>() <= 4096) };
+    let bytes = n
+        .checked_mul(core::mem::size_of::<T>())
+        .ok_or("daemon table too large")?;
+    let table: &'static mut [MaybeUninit<T>] = match zeroed(bytes)? {
+        [] => &mut [],
+        // SAFETY: the mapping is page-aligned (so aligned for T), `n`
+        // values long and never freed; any bytes are a valid MaybeUninit.
+        m => unsafe { core::slice::from_raw_parts_mut(m.as_mut_ptr().cast(), n) },
+    };
+    Ok(table.iter_mut().map(|cell| Cold { cell, set: false }))
 }
 
 extern "C" {
@@ -61,5 +136,54 @@ pub fn trim_code() {
     unsafe {
         libc::madvise(start as *mut libc::c_void, len, libc::MADV_RANDOM);
         libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
+    }
+}
+
+/// Whether the page holding `p` was written, so costs memory: it is
+/// present and this process's own (/proc/self/pagemap bits 63 and 56). A
+/// page only read maps the shared zero page, which is not exclusive.
+#[cfg(test)]
+pub fn written(p: *const u8) -> bool {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let mut e = [0u8; 8];
+    f.read_exact_at(&mut e, (p as u64 / 4096) * 8).unwrap();
+    let e = u64::from_le_bytes(e);
+    e >> 63 == 1 && (e >> 56) & 1 == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Noisy(std::rc::Rc<core::cell::Cell<u32>>, [u8; 600]);
+    impl Drop for Noisy {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    #[test]
+    fn cold_values_cost_nothing_until_set_and_drop_once() {
+        let drops = std::rc::Rc::new(core::cell::Cell::new(0));
+        let mut v: Vec<Cold<Noisy>> = cells(64).unwrap().collect();
+        assert_eq!(v.len(), 64);
+        let first = v[0].cell.as_ptr().cast::<u8>();
+        assert!(v.iter().all(|c| c.get().is_none()));
+        assert!(!written(first), "an unset table costs nothing");
+        v[0].set(Noisy(drops.clone(), [1; 600]));
+        assert!(written(first));
+        assert_eq!(v[0].get().map(|n| n.1[599]), Some(1));
+        v[0].set(Noisy(drops.clone(), [2; 600]));
+        assert_eq!(drops.get(), 1, "the replaced value is dropped");
+        v[1].get_or_insert_with(|| Noisy(drops.clone(), [3; 600])).1[0] = 4;
+        assert_eq!(v[1].get_or_insert_with(|| panic!("it is set")).1[0], 4);
+        v[1].clear();
+        v[1].clear();
+        assert!(v[1].get().is_none());
+        assert_eq!(drops.get(), 2);
+        drop(v);
+        assert_eq!(drops.get(), 3, "dropping the handles drops what is set");
+        assert_eq!(cells::<Noisy>(0).unwrap().count(), 0);
     }
 }

@@ -27,6 +27,10 @@ use std::os::fd::RawFd;
 /// it plus their `env` entries (which override same-named keys).
 pub struct BaseEnv {
     strs: Vec<CString>,
+    /// The envp of every command that adds nothing to it (no `env`, no
+    /// sd_notify): one array for all of them, so such a service's exec
+    /// region holds no copy of the environment's pointers.
+    shared: Box<[*const libc::c_char]>,
 }
 
 impl BaseEnv {
@@ -41,8 +45,14 @@ impl BaseEnv {
                 e.extend_from_slice(v.as_bytes());
                 CString::new(e).ok()
             })
+            .collect::<Vec<CString>>();
+        let shared = strs
+            .iter()
+            .filter(|b| !MANAGER_KEYS.contains(&key(b.as_bytes())))
+            .map(|b| b.as_ptr())
+            .chain(core::iter::once(core::ptr::null()))
             .collect();
-        BaseEnv { strs }
+        BaseEnv { strs, shared }
     }
     pub fn len(&self) -> usize {
         self.strs.len()
@@ -86,9 +96,6 @@ impl FillError {
     }
 }
 
-/// Longest `user`/`group` failure text kept for status.
-const CRED_ERROR_MAX: usize = 96;
-
 /// Bytes of one pointer in argv/envp.
 const PTR: usize = core::mem::size_of::<*const libc::c_char>();
 /// One `rlimits:` entry: (resource, soft, hard).
@@ -106,8 +113,10 @@ pub struct Prepared {
     region: *mut u8,
     region_len: usize,
     nptrs: usize,
-    /// argv's length with its NULL; envp starts after it.
+    /// argv's length with its NULL; envp starts after it, or is the
+    /// shared one of [`BaseEnv`] (`shared_envp`, when not null).
     nargv: usize,
+    shared_envp: *const *const libc::c_char,
     path_off: usize,
     cwd_off: usize,
     pub uid: Option<libc::uid_t>,
@@ -116,8 +125,10 @@ pub struct Prepared {
     ngroups: usize,
     pub set_groups: bool,
     /// Set when `user` or `group` did not resolve when the config was
-    /// loaded: [`spawn`] then fails at once, like an exec failure.
-    cred_error: heapless::String<CRED_ERROR_MAX>,
+    /// loaded: [`spawn`] then fails at once, like an exec failure. The
+    /// text is a string of the region (region offset; "" when none), so a
+    /// slot holds no buffer for an error few services have.
+    cred_off: usize,
     pub umask: Option<libc::mode_t>,
     /// `rlimits:` (resource, soft, hard), in the region after the
     /// pointers.
@@ -196,18 +207,45 @@ fn watchdog_of(c: &CService<'_>) -> Option<u64> {
     }
 }
 
+/// Whether `cmd` run with `c`'s env adds nothing to the base
+/// environment, so its envp is [`BaseEnv`]'s shared one.
+fn shares_env(c: &CService<'_>, notify: bool) -> bool {
+    !notify && c.env.clone().next().is_none()
+}
+
+/// Whether service `c` gets an sd_notify socket (`reload::configure`
+/// asks here too): its envp then has a `NOTIFY_SOCKET=` entry, so the
+/// arena's need and the fill agree on who shares the base envp.
+pub fn sd_notify(c: &CService<'_>) -> bool {
+    matches!(
+        c.checks.first(),
+        Some(Some(super::compiled::CCheck {
+            probe: super::compiled::CProbe::Notify { fd: None },
+            ..
+        }))
+    )
+}
+
 /// (pointers, bytes): what `cmd` run with `c`'s env needs in the arena,
-/// with `base_env` inherited entries (the most envp can take).
+/// with `base_env` inherited entries (the most envp can take); `notify`:
+/// it may get a `NOTIFY_SOCKET=` entry.
 fn cmd_need<'b>(
     cmd: impl Iterator<Item = &'b [u8]> + Clone,
     c: &CService<'_>,
     base_env: usize,
     watchdog: bool,
+    notify: bool,
 ) -> (usize, usize) {
     let nargv = cmd.clone().count() + 1;
-    let nenvp = base_env + c.env.clone().count() + 4; // NOTIFY_SOCKET, 2 watchdog, NULL
+    let nenvp = if shares_env(c, notify || watchdog) {
+        0
+    } else {
+        base_env + c.env.clone().count() + 4 // NOTIFY_SOCKET, 2 watchdog, NULL
+    };
     let strs: usize = cmd.map(|a| a.len() + 1).sum::<usize>()
         + c.cwd.len()
+        + 1
+        + c.cred_error.len()
         + 1
         + c.env.clone().map(|e| e.len() + 1).sum::<usize>();
     let wd = if watchdog { WD_BUF } else { 0 };
@@ -220,10 +258,11 @@ fn cmd_need<'b>(
 pub fn service_need(c: &CService<'_>, base_env: usize) -> usize {
     let round = |n: usize| (n + PTR - 1) & !(PTR - 1);
     let cmd = core::iter::once(c.binary).chain(c.args.clone());
-    let mut n = round(cmd_need(cmd, c, base_env, watchdog_of(c).is_some()).1);
+    let wd = watchdog_of(c).is_some();
+    let mut n = round(cmd_need(cmd, c, base_env, wd, sd_notify(c)).1);
     for k in c.checks.iter().flatten() {
         if let super::compiled::CProbe::Exec { command } = &k.probe {
-            n += round(cmd_need(command.clone(), c, base_env, false).1);
+            n += round(cmd_need(command.clone(), c, base_env, false, false).1);
         }
     }
     n
@@ -252,13 +291,14 @@ impl Prepared {
             region_len: 0,
             nptrs: 0,
             nargv: 0,
+            shared_envp: core::ptr::null(),
             path_off: 0,
             cwd_off: 0,
             uid: None,
             gid: None,
             ngroups: 0,
             set_groups: false,
-            cred_error: heapless::String::new(),
+            cred_off: 0,
             umask: None,
             nrlimits: 0,
             strs_at: 0,
@@ -384,6 +424,9 @@ impl Prepared {
             return (none, none);
         }
         let argv: *const *const libc::c_char = self.region.cast_const().cast();
+        if !self.shared_envp.is_null() {
+            return (argv, self.shared_envp);
+        }
         (argv, argv.wrapping_add(self.nargv))
     }
 
@@ -424,7 +467,13 @@ impl Prepared {
         wd: Option<u64>,
     ) -> Result<(), FillError> {
         Self::fits_cmd(cmd.clone(), c)?;
-        let (nptrs, len) = cmd_need(cmd.clone(), c, base.len(), wd.is_some());
+        let notify = notify_env.is_some();
+        let (nptrs, len) = cmd_need(cmd.clone(), c, base.len(), wd.is_some(), notify);
+        self.shared_envp = if shares_env(c, notify || wd.is_some()) {
+            base.shared.as_ptr()
+        } else {
+            core::ptr::null()
+        };
         let region = arena.alloc(len).ok_or(FillError::Full)?;
         self.filled = false;
         self.region = region;
@@ -468,6 +517,7 @@ impl Prepared {
         let bytes = self.bytes_mut();
         let path_off = put(bytes, binary)?;
         let cwd_off = put(bytes, c.cwd)?;
+        let cred_off = put(bytes, c.cred_error)?;
         let mut arg_offs = [0usize; MAX_ARGS];
         let mut nargs = 0;
         for a in cmd {
@@ -480,10 +530,11 @@ impl Prepared {
             *env_offs.get_mut(nenv).ok_or(FillError::Env)? = put(bytes, e)?;
             nenv += 1;
         }
-        (self.path_off, self.cwd_off) = (path_off, cwd_off);
+        (self.path_off, self.cwd_off, self.cred_off) = (path_off, cwd_off, cred_off);
         let region = self.region.cast_const();
         let ptr = |off: usize| -> *const libc::c_char { region.wrapping_add(off).cast() };
         let nargv = self.nargv;
+        let shared = !self.shared_envp.is_null();
         let ptrs = self.ptrs_mut();
         let (argv, envp) = ptrs.split_at_mut(nargv.min(ptrs.len()));
         // argv: binary, args..., NULL
@@ -493,6 +544,9 @@ impl Prepared {
             k += 1;
         }
         *argv.get_mut(k).ok_or(FillError::Args)? = core::ptr::null();
+        if shared {
+            return Ok(());
+        }
         // envp: base minus overridden keys, then the service's entries.
         let mut k = 0;
         for b in &base.strs {
@@ -525,13 +579,6 @@ impl Prepared {
         self.uid = c.uid;
         self.gid = c.gid;
         self.set_groups = c.set_groups;
-        self.cred_error.clear();
-        let why = core::str::from_utf8(c.cred_error).unwrap_or("user or group not found");
-        for ch in why.chars() {
-            if self.cred_error.push(ch).is_err() {
-                break;
-            }
-        }
         self.umask = c.umask;
         for (d, l) in self.rlimits_mut().iter_mut().zip(c.rlimits()) {
             *d = l;
@@ -624,7 +671,9 @@ impl Prepared {
     pub fn clear(&mut self) {
         self.region = core::ptr::null_mut();
         (self.region_len, self.nptrs, self.nargv) = (0, 0, 0);
+        self.shared_envp = core::ptr::null();
         (self.nrlimits, self.ngroups, self.strs_at) = (0, 0, 0);
+        self.cred_off = 0;
         self.wd_pid_at = None;
         self.wd_room = false;
         self.filled = false;
@@ -639,7 +688,8 @@ impl Prepared {
 
     /// Why this service cannot start as its user ("" when it can).
     pub fn cred_error(&self) -> &str {
-        &self.cred_error
+        let why = self.cstr_at(self.cred_off).to_bytes();
+        core::str::from_utf8(why).unwrap_or("user or group not found")
     }
 
     /// The string at region offset `off`.
@@ -767,7 +817,7 @@ struct ChildArgs<'a> {
 /// of a daemon holding all its slots (22 MB with 1,000 services), about
 /// 1 ms per spawn, and unmap the copy again at exec.
 pub fn spawn(p: &Prepared, devnull: RawFd, stack: &mut Stack) -> Result<i32, SpawnError> {
-    if !p.cred_error.is_empty() {
+    if !p.cred_error().is_empty() {
         // Like a missing binary: this service fails and retries, the rest
         // run. The text is in `cred_error()`.
         return Err(SpawnError {
@@ -1119,6 +1169,36 @@ mod tests {
         (1..65)
             .filter(|&s| unsafe { libc::sigismember(&set, s) } == 1)
             .collect()
+    }
+
+    /// A service that adds nothing to the environment execs with the one
+    /// shared envp: its exec region holds no copy of the inherited
+    /// environment's pointers (a few hundred bytes per service in a shell's
+    /// environment), yet the child gets that environment, minus the keys of
+    /// coffeyd's own manager.
+    #[test]
+    fn a_service_without_env_shares_the_base_envp() {
+        let yaml = "services:\n  - name: a\n    binary: /bin/sh\n    \
+                    args: ['-c', 'echo \"$PATH\"']\n";
+        let (out_r, out_w) = pipe();
+        let (p, base) = prepared(yaml, "shared", out_w);
+        assert!(base.len() > 0, "the test runs with an environment");
+        let own_env = "services:\n  - name: a\n    binary: /bin/sh\n    env: ['X=y']\n";
+        let (q, _b) = prepared(own_env, "own", out_w);
+        let ptrs = |p: &Prepared| p.nptrs;
+        assert_eq!(ptrs(&p), 4, "argv only (sh, -c, the script, NULL), no envp");
+        assert!(
+            ptrs(&q) > base.len(),
+            "with env of its own, its envp is its own"
+        );
+        assert_eq!(p.argv_envp().1, base.shared.as_ptr());
+        let mut stack = Stack::new().unwrap();
+        let pid = spawn(&p, devnull(), &mut stack).unwrap();
+        unsafe { libc::close(out_w) };
+        let mut st = 0;
+        assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+        let path = std::env::var("PATH").unwrap_or_default();
+        assert_eq!(read_all(out_r), format!("{path}\n"));
     }
 
     /// The child runs on the spawn stack, in the daemon's memory (its

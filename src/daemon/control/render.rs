@@ -402,9 +402,10 @@ fn process_details(d: &mut Details<'_>, s: &Service, slot: &Slot) {
             let _ = write!(t, "{st}");
         });
     }
-    if !slot.notify_status.is_empty() {
+    let status = slot.notify_text.get().map_or(&[][..], |t| &t.status);
+    if !status.is_empty() {
         d.add("notify_status", &mut |t| {
-            let _ = t.write_str(core::str::from_utf8(&slot.notify_status).unwrap_or("?"));
+            let _ = t.write_str(core::str::from_utf8(status).unwrap_or("?"));
         });
     }
     if s.state.has_process() && slot.sd.state != notify::NotifyState::None {
@@ -431,7 +432,7 @@ fn log_detail(d: &mut Details<'_>, slot: &Slot) {
             r.evicted,
             r.cut
         );
-        if let Some(f) = slot.file.as_ref() {
+        if let Some(f) = slot.file.get() {
             let _ = write!(t, "; file {}", f.path_str());
         }
     });

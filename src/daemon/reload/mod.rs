@@ -332,18 +332,16 @@ fn configure(
         // followers of the previous one.
         broadcast::end_followers(shell, i);
         if let Some(slot) = shell.slots.get_mut(i) {
-            slot.notify_status.clear();
+            if let Some(t) = slot.notify_text.get_mut() {
+                t.status.clear();
+            }
             slot.ring.clear();
-            *slot.lines = Default::default();
+            slot.lines
+                .iter_mut()
+                .for_each(coffey::logring::LineBuf::clear);
         }
     }
-    let sd_notify = matches!(
-        c.checks.first(),
-        Some(Some(super::compiled::CCheck {
-            probe: super::compiled::CProbe::Notify { fd: None },
-            ..
-        }))
-    );
+    let sd_notify = super::spawn::sd_notify(c);
     if sd_notify {
         super::probe::open_notify(shell, i);
     } else {
@@ -358,8 +356,10 @@ fn configure(
         ..
     } = shell;
     let slot = slots.get_mut(i).ok_or("no such slot")?;
-    let env = std::ffi::CStr::from_bytes_until_nul(&slot.notify_env)
-        .ok()
+    let env = slot
+        .notify_text
+        .get()
+        .and_then(|t| std::ffi::CStr::from_bytes_until_nul(&t.env).ok())
         .filter(|e| !e.is_empty());
     if sd_notify && env.is_none() {
         return Err("cannot create the sd_notify socket");
@@ -379,11 +379,13 @@ fn configure(
         .map_err(|_| "service name too long")?;
     slot.retired = false;
     slot.console = c.console;
-    slot.file = if c.file.is_empty() {
-        None
-    } else {
-        LogFile::new(c.file, *file_max, *file_keep)
-    };
+    let file = (!c.file.is_empty())
+        .then(|| LogFile::new(c.file, *file_max, *file_keep))
+        .flatten();
+    match file {
+        Some(f) => drop(slot.file.set(f)),
+        None => slot.file.clear(),
+    }
     svc.policy = c.policy;
     super::cgroup::configure(shell, i, c.name, c.limits);
     Ok(())
@@ -838,7 +840,11 @@ fn compact_exec(shell: &mut Shell) {
     } = shell;
     for (i, s) in slots.iter_mut().enumerate() {
         let live = i < *used;
-        for p in core::iter::once(&mut s.prep).chain(s.check_prep.iter_mut()) {
+        let checks = s
+            .check_prep
+            .iter_mut()
+            .filter_map(super::slab::Cold::get_mut);
+        for p in core::iter::once(&mut s.prep).chain(checks) {
             if !live {
                 p.clear();
             } else if p.relocate(arena).is_err() {
