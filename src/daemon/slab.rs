@@ -113,10 +113,14 @@ extern "C" {
 }
 
 /// End of startup: the config parser and the setup code will not run
-/// again, but their pages are mapped (read-ahead maps 64 KiB around each
-/// fault). Drop the code pages from this process and turn read-ahead off
-/// for them: the event loop faults back only what it runs. The pages stay
-/// in the page cache; nothing is lost but RSS.
+/// again, but their pages are mapped. Drop the code pages from this
+/// process and turn read-ahead off for them; the event loop faults back
+/// what it runs. The kernel's fault-around still maps the cached pages of
+/// the 64 KiB window around each fault (MADV_RANDOM does not stop it:
+/// measured on Linux 6.18), so this helps only as far as the loop's code
+/// is clustered; with today's layout the loop touches nearly every
+/// window again (docs/DESIGN.md, "Memory per service"). The pages stay in
+/// the page cache; nothing is lost but RSS.
 pub fn trim_code() {
     // Only the addresses of the linker symbols are taken.
     let (start, end) = (
