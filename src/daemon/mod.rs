@@ -1051,6 +1051,7 @@ fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, S
     // from the compiled config: its heap goes back before the loop
     // (shutdown reads only the socket and pid file paths).
     drop(compiled);
+    slab::trim_stack();
 
     // ---- from here on: no heap allocation.
     alloc::seal();

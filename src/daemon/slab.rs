@@ -143,6 +143,45 @@ pub fn trim_code() {
     }
 }
 
+/// End of startup: gives the pages of the main stack below the caller's
+/// frame back to the kernel. Startup runs deep (the config's decoding,
+/// setup's tables) and leaves tens of KiB of stack written; the loop
+/// runs shallower and faults back only what it uses. Reads
+/// /proc/self/maps, so it runs before the heap is sealed.
+#[allow(clippy::disallowed_methods)]
+pub fn trim_stack() {
+    let here = 0u8;
+    let sp = core::ptr::addr_of!(here) as usize;
+    let Some(low) = std::fs::read_to_string("/proc/self/maps")
+        .ok()
+        .and_then(|m| stack_low(&m))
+    else {
+        return;
+    };
+    release_below(low, sp);
+}
+
+/// The lowest address of the `[stack]` mapping in /proc/self/maps text.
+fn stack_low(maps: &str) -> Option<usize> {
+    let line = maps.lines().find(|l| l.ends_with("[stack]"))?;
+    usize::from_str_radix(line.split('-').next()?, 16).ok()
+}
+
+/// Pages the frames below `sp` may still use while this runs (the
+/// madvise call's own): never released.
+const STACK_MARGIN: usize = 16 * 1024;
+
+/// Releases the whole pages of `[low, sp - STACK_MARGIN)`: they read back
+/// as zeros, which is all a stack below its live frames can hold.
+fn release_below(low: usize, sp: usize) {
+    let top = sp.saturating_sub(STACK_MARGIN) & !4095;
+    if top > low {
+        // SAFETY: nothing lives below the current frame and its margin:
+        // the range is dead stack (or a test's own mapping).
+        unsafe { libc::madvise(low as *mut libc::c_void, top - low, libc::MADV_DONTNEED) };
+    }
+}
+
 /// Whether the page holding `p` was written, so costs memory: it is
 /// present and this process's own (/proc/self/pagemap bits 63 and 56). A
 /// page only read maps the shared zero page, which is not exclusive.
@@ -159,6 +198,28 @@ pub fn written(p: *const u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_stack_below_the_margin_is_given_back() {
+        let n = 64 * 1024;
+        let buf = zeroed(n).unwrap();
+        buf.fill(1);
+        let (low, high) = (buf.as_ptr() as usize, buf.as_ptr() as usize + n);
+        release_below(low, high);
+        let kept = high - STACK_MARGIN;
+        assert!(!written(buf.as_ptr()), "the lowest page is released");
+        assert!(!written((kept - 4096) as *const u8), "up to the margin");
+        assert!(written(kept as *const u8), "the margin is kept");
+        assert_eq!(buf[0], 0, "a released page reads back as zeros");
+        assert_eq!(buf[n - 1], 1);
+    }
+
+    #[test]
+    fn the_stack_mapping_is_found_in_maps() {
+        let maps = "00400000-00401000 r-xp 0 0:0 0 /bin/x\n7ffd0000-7ffd2000 rw-p 00000000 00:00 0                          [stack]\n";
+        assert_eq!(stack_low(maps), Some(0x7ffd_0000));
+        assert_eq!(stack_low("00400000-00401000 r-xp 0 0:0 0 /bin/x"), None);
+    }
 
     struct Noisy(std::rc::Rc<core::cell::Cell<u32>>, [u8; 600]);
     impl Drop for Noisy {
