@@ -31,7 +31,7 @@ mod spawn;
 mod sweep;
 mod token;
 
-pub use alloc::Counting;
+pub use alloc::{client as client_allocator, Counting};
 
 use crate::config::Config;
 use coffey::limits::{
