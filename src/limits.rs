@@ -50,10 +50,11 @@ pub const READS_PER_TURN: usize = 16;
 /// zombies gather (bound: 8); with 2 it runs at 1,400-1,650/s with 6-8.
 pub const SPAWNS_PER_TURN: usize = 2;
 /// And by time: once a turn has run this long (wall µs), it spawns no
-/// more. A spawn waits for its child's execve, which closes every
-/// close-on-exec descriptor the daemon has (about 5 per service: some
-/// 1.3 ms each with 1,000 services), so four in a row would make a turn of
-/// 5 ms or more. The first spawn of a turn is always allowed.
+/// more. A spawn waits for its child's execve (until issue 10 that exec
+/// also closed a copy of every descriptor the daemon has, some 1.3 ms
+/// with 1,000 services; the child now keeps only a few, see
+/// `daemon/spawn.rs`), and on a loaded machine a wait can be long. The
+/// first spawn of a turn is always allowed.
 pub const SPAWN_SLICE_US: u64 = 2_000;
 /// mio events handled per poll.
 pub const EVENTS: usize = 64;

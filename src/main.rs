@@ -119,7 +119,11 @@ fn main() {
             let _ = write!(std::io::stdout(), "{}", args::usage(client_only));
             exit::OK
         }
-        Invocation::Client { global, cmd } => cli::run(&global, &cmd),
+        Invocation::Client { global, cmd } => {
+            // Short-lived: allocations from a bump arena (daemon/alloc.rs).
+            daemon::client_allocator();
+            cli::run(&global, &cmd)
+        }
         Invocation::Validate { config, json, root } => {
             let target = root.map_or(config::Target::Host, config::Target::Root);
             if json {

@@ -57,6 +57,8 @@ pub struct Conn {
     /// Length of the frame handed out by the last `recv`, dropped on the next.
     pending: usize,
     deadline: Option<Instant>,
+    /// A read timeout is set on the socket.
+    timed: bool,
 }
 
 impl Conn {
@@ -69,6 +71,7 @@ impl Conn {
             start: 0,
             pending: 0,
             deadline: None,
+            timed: false,
         })
     }
 
@@ -120,7 +123,12 @@ impl Conn {
                 Some(left.max(Duration::from_millis(1)))
             }
         };
-        let _ = self.stream.set_read_timeout(timeout);
+        // One setsockopt only when there is a deadline (or was one):
+        // without, the socket blocks as it was made.
+        if timeout.is_some() || self.timed {
+            let _ = self.stream.set_read_timeout(timeout);
+            self.timed = timeout.is_some();
+        }
         let mut chunk = [0u8; 8192];
         loop {
             match self.stream.read(&mut chunk) {
@@ -228,6 +236,7 @@ mod tests {
             start: 0,
             pending: 0,
             deadline: None,
+            timed: false,
         };
         (c, b)
     }

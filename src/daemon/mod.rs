@@ -31,7 +31,7 @@ mod sweep;
 mod token;
 mod words;
 
-pub use alloc::Counting;
+pub use alloc::{client as client_allocator, Counting};
 
 use coffey::limits::{
     EVENTS, NAME_BUF, READS_PER_TURN, READ_CHUNK, REAP_BATCH, SPAWNS_PER_TURN, SPAWN_SLICE_US,

@@ -180,6 +180,9 @@ pub fn build(
     registry: mio::Registry,
 ) -> Result<(Shell, Vec<Service>, Vec<super::reexec::Adopted>), String> {
     ensure_stdio();
+    // Before any pipe: the spawn descriptors take the lowest numbers (see
+    // `spawn::Stack`).
+    let stack = super::spawn::Stack::new()?;
     let (log_file, opened) = daemon_log(cfg);
     let mut log = Log::new(cfg.log.console || !opened, log_file);
     let slots = (cfg.limits.services as usize).max(cfg.services);
@@ -309,7 +312,7 @@ pub fn build(
         cg: super::cgroup::Cgroups::new(slots),
         turns: Default::default(),
         spawns: 0,
-        stack: super::spawn::Stack::new()?,
+        stack,
         ctl: Control {
             listen_fd,
             clients: (0..cfg.limits.clients.max(1))

@@ -4,8 +4,12 @@
 //! startup ([`Prepared`]). The child is cloned as posix_spawn does: it runs
 //! on its own [`Stack`] in the daemon's memory, and the daemon waits until
 //! it has exec'd or exited, so no page table is copied (a fork of a daemon
-//! with 1,000 slots cost about 1 ms). Until execve the child does only
-//! async-signal-safe work that writes none of the daemon's state: reset
+//! with 1,000 slots cost about 1 ms). It shares the daemon's descriptor
+//! table too (`CLONE_FILES`) and first takes a table of its own holding
+//! only a few low numbers ([`Stack`]'s held descriptors), so no spawn
+//! copies and closes the daemon's thousands of pipes. Until execve the
+//! child does only async-signal-safe work that writes none of the daemon's
+//! state: unshare the descriptor table, reset
 //! signal dispositions and mask, join the cgroup, setsid, dup2 the stdio
 //! pipes, setrlimit, setgroups/setgid/setuid (raw syscalls), chdir, umask,
 //! execve. If a stage fails, the child writes `(stage, errno)` to a
@@ -732,7 +736,40 @@ pub struct Stack {
     /// The mapping: a PROT_NONE guard page, then [`CHILD_STACK`] bytes.
     base: *mut u8,
     len: usize,
+    /// Low descriptor numbers held for the child (see [`Fds`]).
+    fds: Fds,
 }
+
+/// The descriptor numbers a child needs, in this order: /dev/null, stdout,
+/// stderr, the status pipe, the notify pipe, the cgroup directory.
+///
+/// Why: the child shares the daemon's descriptor table (`CLONE_FILES`)
+/// and its first call is `close_range(above, ~0, CLOSE_RANGE_UNSHARE)`,
+/// which gives it a table of its own holding only the numbers below
+/// `above`: the kernel copies no descriptor it would close. Without it
+/// the clone copied all of the daemon's table and execve closed it again
+/// (with 1,000 services, about 4,000 pipes: some 2-3 ms per spawn,
+/// bench/results). So the parent puts what the child needs at these low
+/// numbers, reserved at startup before the services' pipes, just before
+/// the clone, and points them back at /dev/null once the child has
+/// exec'd (so no copy keeps a pipe open: the status pipe's EOF, a check's
+/// output EOF and the notify pipe depend on it).
+#[derive(Clone, Copy)]
+struct Fds {
+    at: [RawFd; 6],
+    /// One more than the highest of `at`: the child keeps only `0..above`.
+    above: libc::c_uint,
+    /// /dev/null: what each of `at` is a close-on-exec copy of between
+    /// spawns.
+    hold: RawFd,
+}
+
+const NULL_AT: usize = 0;
+const OUT_AT: usize = 1;
+const ERR_AT: usize = 2;
+const REPORT_AT: usize = 3;
+const NOTIFY_AT: usize = 4;
+const CGROUP_AT: usize = 5;
 
 /// Size of [`Stack`] above its guard page. The child's own frames and
 /// the plain syscall wrappers it calls need 320 bytes in a release build
@@ -770,9 +807,14 @@ impl Stack {
                 libc::munmap(p, len);
                 return Err("cannot protect the spawn stack's guard page");
             }
+            let Some(fds) = Fds::reserve() else {
+                libc::munmap(p, len);
+                return Err("cannot reserve the spawn descriptors (/dev/null)");
+            };
             Ok(Stack {
                 base: p.cast(),
                 len,
+                fds,
             })
         }
     }
@@ -797,16 +839,75 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // SAFETY: our mapping; no child runs on it (spawn returned).
-        unsafe { libc::munmap(self.base.cast(), self.len) };
+        // SAFETY: our mapping; no child runs on it (spawn returned). The
+        // descriptors are ours.
+        unsafe {
+            libc::munmap(self.base.cast(), self.len);
+            for fd in self.fds.at {
+                libc::close(fd);
+            }
+            libc::close(self.fds.hold);
+        }
+    }
+}
+
+impl Fds {
+    /// Startup, before the services' pipes: the lowest free numbers from
+    /// 3 up, each a close-on-exec /dev/null.
+    fn reserve() -> Option<Fds> {
+        // SAFETY: constant path; fcntl on our own fd.
+        let hold = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if hold < 0 {
+            return None;
+        }
+        let mut at = [-1; 6];
+        for fd in at.iter_mut() {
+            // SAFETY: plain fcntl on our fd.
+            *fd = unsafe { libc::fcntl(hold, libc::F_DUPFD_CLOEXEC, 3) };
+            if *fd < 0 {
+                for f in at.iter().chain([&hold]).filter(|f| **f >= 0) {
+                    // SAFETY: ours.
+                    unsafe { libc::close(*f) };
+                }
+                return None;
+            }
+        }
+        let top = at.iter().copied().max().unwrap_or(2);
+        let above = libc::c_uint::try_from(top.saturating_add(1)).unwrap_or(libc::c_uint::MAX);
+        Some(Fds { at, above, hold })
+    }
+
+    fn at(&self, i: usize) -> RawFd {
+        self.at.get(i).copied().unwrap_or(-1)
+    }
+
+    /// Points the held numbers at what this child needs (-1: keep
+    /// /dev/null). All close-on-exec: the child dup2s what it keeps.
+    fn load(&self, need: [RawFd; 6]) -> Result<(), i32> {
+        for (&at, fd) in self.at.iter().zip(need) {
+            // SAFETY: `at` is ours; dup3 onto it replaces our /dev/null.
+            if fd >= 0 && unsafe { libc::dup3(fd, at, libc::O_CLOEXEC) } < 0 {
+                let e = super::errno();
+                self.unload();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Back to /dev/null: no copy of a child's pipe stays open here.
+    fn unload(&self) {
+        for &at in &self.at {
+            // SAFETY: both ours.
+            unsafe { libc::dup3(self.hold, at, libc::O_CLOEXEC) };
+        }
     }
 }
 
 /// What the child reads, on the suspended parent's stack.
 struct ChildArgs<'a> {
     p: &'a Prepared,
-    devnull: RawFd,
-    report: RawFd,
+    fds: Fds,
 }
 
 /// Starts the prepared program. Returns its pid (= its process group).
@@ -834,21 +935,32 @@ pub fn spawn(p: &Prepared, devnull: RawFd, stack: &mut Stack) -> Result<i32, Spa
         });
     }
     let [rd, wr] = fds;
-    let pid = clone_child(p, devnull, wr, stack);
-    if pid < 0 {
-        let e = -pid;
-        // SAFETY: we own both fds.
-        unsafe {
-            libc::close(rd);
-            libc::close(wr);
-        }
+    let notify_w = p.notify_fd.map_or(-1, |(w, _)| w);
+    let loaded = stack
+        .fds
+        .load([devnull, p.out_w, p.err_w, wr, notify_w, p.cgroup_fd]);
+    // SAFETY: we own wr; its held copy is what the child gets.
+    unsafe { libc::close(wr) };
+    if let Err(e) = loaded {
+        // SAFETY: we own rd.
+        unsafe { libc::close(rd) };
         return Err(SpawnError {
-            stage: Stage::Fork,
+            stage: Stage::Stdio,
             errno: e,
         });
     }
-    // SAFETY: we own wr in the parent.
-    unsafe { libc::close(wr) };
+    let pid = clone_child(p, stack);
+    // The child has exec'd or exited: drop the held copies (the status
+    // pipe's last write end among them).
+    stack.fds.unload();
+    if pid < 0 {
+        // SAFETY: we own rd.
+        unsafe { libc::close(rd) };
+        return Err(SpawnError {
+            stage: Stage::Fork,
+            errno: -pid,
+        });
+    }
     let report = read_report(rd);
     // SAFETY: we own rd.
     unsafe { libc::close(rd) };
@@ -873,8 +985,8 @@ pub fn spawn(p: &Prepared, devnull: RawFd, stack: &mut Stack) -> Result<i32, Spa
 /// Every signal is blocked around the clone (posix_spawn does the same),
 /// so no handler can run in the child, on the daemon's memory, before it
 /// has reset the dispositions; the child then unblocks everything.
-fn clone_child(p: &Prepared, devnull: RawFd, report: RawFd, stack: &mut Stack) -> i32 {
-    let mut args = ChildArgs { p, devnull, report };
+fn clone_child(p: &Prepared, stack: &mut Stack) -> i32 {
+    let mut args = ChildArgs { p, fds: stack.fds };
     // SAFETY: sigset_t is plain data; the calls get valid pointers. The
     // child only makes async-signal-safe calls on its own stack and reads
     // `args` and `p`, which outlive it: CLONE_VFORK suspends this thread
@@ -887,7 +999,7 @@ fn clone_child(p: &Prepared, devnull: RawFd, report: RawFd, stack: &mut Stack) -
         let pid = libc::clone(
             child_main,
             stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
             (&mut args as *mut ChildArgs<'_>).cast(),
         );
         // errno at once: the child's failing calls also set it (it shares
@@ -958,7 +1070,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildArgs` the suspended parent holds.
     unsafe {
         let a = &*(arg as *const ChildArgs<'_>);
-        child(a.p, a.devnull, a.report)
+        child(a.p, a.fds)
     }
 }
 
@@ -977,7 +1089,8 @@ const SYS_IDS: [libc::c_long; 3] = [libc::SYS_setgroups, libc::SYS_setgid, libc:
 /// Call only in a child cloned with `CLONE_VM | CLONE_VFORK` by a parent
 /// that waits for it (see [`clone_child`]).
 ///
-/// The child shares the daemon's memory until execve. It writes nothing
+/// The child shares the daemon's memory until execve, and its descriptor
+/// table until its first call (which unshares it). It writes nothing
 /// of the daemon's but its own stack, errno (the daemon's thread-local,
 /// read by the daemon only when clone itself failed) and the slot's
 /// `WATCHDOG_PID=` digits (see below). Credentials and rlimits are set
@@ -985,16 +1098,19 @@ const SYS_IDS: [libc::c_long; 3] = [libc::SYS_setgroups, libc::SYS_setgid, libc:
 /// glibc's setxid broadcast) and older musl's setrlimit take locks and
 /// signal other threads, which must not happen in a vfork child. The other
 /// calls are thin syscall wrappers.
-unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
-    let fail = |stage: Stage| -> ! {
-        let e = super::errno();
-        let mut msg = [0u8; 8];
-        let (a, b) = msg.split_at_mut(4);
-        a.copy_from_slice(&stage.to_u32().to_ne_bytes());
-        b.copy_from_slice(&e.to_ne_bytes());
-        libc::write(report, msg.as_ptr().cast(), msg.len());
-        libc::_exit(127)
-    };
+unsafe fn child(p: &Prepared, fds: Fds) -> ! {
+    let mut report = fds.at(REPORT_AT);
+    // A table of our own first, holding only the numbers below `above`
+    // (see [`Fds`]); on a kernel before 5.9, a copy of the whole table,
+    // whose close-on-exec rest execve closes. Until this returns the
+    // table is the daemon's: nothing before it opens or closes.
+    let unshare = libc::CLOSE_RANGE_UNSHARE as libc::c_long;
+    let (above, all) = (libc::c_long::from(fds.above), libc::c_long::from(u32::MAX));
+    if libc::syscall(libc::SYS_close_range, above, all, unshare) < 0
+        && libc::unshare(libc::CLONE_FILES) < 0
+    {
+        fail(report, Stage::Fork);
+    }
     // Default dispositions first (SIG_IGN survives execve; SIGPIPE is
     // ignored by the daemon), then an empty mask (the daemon blocks the
     // signals it reads through signalfd, and every signal around the
@@ -1026,11 +1142,11 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
         core::ptr::null_mut::<u64>(),
         8usize,
     );
-    if p.cgroup_fd >= 0 && !join_cgroup(p.cgroup_fd) {
-        fail(Stage::Cgroup);
+    if p.cgroup_fd >= 0 && !join_cgroup(fds.at(CGROUP_AT)) {
+        fail(report, Stage::Cgroup);
     }
     if libc::setsid() < 0 {
-        fail(Stage::Setsid);
+        fail(report, Stage::Setsid);
     }
     if let Some(at) = p.wd_pid_at {
         // SAFETY: the watchdog text is in the region, behind no reference. It is
@@ -1044,12 +1160,24 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
             u64::try_from(libc::syscall(libc::SYS_getpid)).unwrap_or(0),
         );
     }
-    if libc::dup2(devnull, 0) < 0 || libc::dup2(p.out_w, 1) < 0 || libc::dup2(p.err_w, 2) < 0 {
-        fail(Stage::Stdio);
+    let [null, out, err] = [NULL_AT, OUT_AT, ERR_AT].map(|i| fds.at(i));
+    if libc::dup2(null, 0) < 0 || libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
+        fail(report, Stage::Stdio);
     }
-    if let Some((w, n)) = p.notify_fd {
-        if libc::dup2(w, n) < 0 {
-            fail(Stage::Stdio);
+    if let Some((_, n)) = p.notify_fd {
+        if n == report {
+            // Keep the status pipe: move it out of the way first.
+            report = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, fds.above);
+        }
+        let w = fds.at(NOTIFY_AT);
+        // dup2 onto itself keeps close-on-exec: clear it then.
+        let kept = if w == n {
+            libc::fcntl(n, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(w, n)
+        };
+        if report < 0 || kept < 0 {
+            fail(report, Stage::Stdio);
         }
     }
     // Before setuid: raising a hard limit needs the privilege it drops.
@@ -1060,7 +1188,7 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
         let (me, res) = (0 as libc::c_long, res as libc::c_long);
         let none = core::ptr::null_mut::<u64>();
         if libc::syscall(libc::SYS_prlimit64, me, res, lim.as_ptr(), none) < 0 {
-            fail(Stage::Rlimit);
+            fail(report, Stage::Rlimit);
         }
     }
     let [sys_setgroups, sys_setgid, sys_setuid] = SYS_IDS;
@@ -1071,27 +1199,42 @@ unsafe fn child(p: &Prepared, devnull: RawFd, report: RawFd) -> ! {
             p.groups().as_ptr(),
         ) < 0
     {
-        fail(Stage::Setgroups);
+        fail(report, Stage::Setgroups);
     }
     if let Some(gid) = p.gid {
         if libc::syscall(sys_setgid, gid as libc::c_long) < 0 {
-            fail(Stage::Setgid);
+            fail(report, Stage::Setgid);
         }
     }
     if let Some(uid) = p.uid {
         if libc::syscall(sys_setuid, uid as libc::c_long) < 0 {
-            fail(Stage::Setuid);
+            fail(report, Stage::Setuid);
         }
     }
     if libc::chdir(p.cstr_at(p.cwd_off).as_ptr()) < 0 {
-        fail(Stage::Chdir);
+        fail(report, Stage::Chdir);
     }
     if let Some(m) = p.umask {
         libc::umask(m);
     }
     let (argv, envp) = p.argv_envp();
     libc::execve(p.path().as_ptr(), argv, envp);
-    fail(Stage::Exec)
+    fail(report, Stage::Exec)
+}
+
+/// The child's end after a failed stage: `(stage, errno)` on the status
+/// pipe, then `_exit`.
+///
+/// # Safety
+/// In the vfork child only (see [`child`]).
+unsafe fn fail(report: RawFd, stage: Stage) -> ! {
+    let e = super::errno();
+    let mut msg = [0u8; 8];
+    let (a, b) = msg.split_at_mut(4);
+    a.copy_from_slice(&stage.to_u32().to_ne_bytes());
+    b.copy_from_slice(&e.to_ne_bytes());
+    libc::write(report, msg.as_ptr().cast(), msg.len());
+    libc::_exit(127)
 }
 
 #[cfg(test)]
@@ -1325,6 +1468,70 @@ mod tests {
         // The children wrote nothing: only their reports, on the status pipe.
         assert_eq!(read_all(out_r), "");
         assert!(stack.used() > 0);
+    }
+
+    /// The child gets 0-2 and its notify fd, and no other descriptor of
+    /// the daemon's: not the held numbers (see [`Fds`]), not even one the
+    /// daemon left without close-on-exec (before the table was unshared
+    /// with `close_range`, that one leaked into every service). And the
+    /// held numbers are /dev/null again afterwards: a child's pipe ends
+    /// are not kept open by them (the output reads to EOF below).
+    #[test]
+    fn child_gets_only_its_stdio_and_notify_fd() {
+        let (out_r, out_w) = pipe();
+        let (note_r, note_w) = pipe();
+        let stray = 700;
+        let mut stack = Stack::new().unwrap();
+        let held = stack.fds.at;
+        // The notify fd at the first held number: dup2 onto itself.
+        let n = held[NOTIFY_AT];
+        assert_eq!(unsafe { libc::dup2(note_w, stray) }, stray);
+        let mut probe = format!("{stray}");
+        for fd in held.iter().filter(|&&f| f != n) {
+            probe.push_str(&format!(" {fd}"));
+        }
+        let script = format!(
+            "for f in {probe}; do [ -e /proc/$$/fd/$f ] && echo leak $f; done; echo ok; echo ready >/proc/$$/fd/{n}"
+        );
+        let yaml =
+            format!("services:\n  - name: a\n    binary: /bin/sh\n    args: ['-c', '{script}']\n");
+        let (mut p, _base) = prepared(&yaml, "fds", out_w);
+        let wn = unsafe { libc::fcntl(note_w, libc::F_DUPFD_CLOEXEC, 0) };
+        p.notify_fd = Some((wn, n));
+        let devnull = devnull();
+        let pid = spawn(&p, devnull, &mut stack).unwrap();
+        unsafe {
+            libc::close(stray);
+            libc::close(out_w);
+            libc::close(note_w);
+            libc::close(wn);
+            libc::close(devnull);
+        }
+        assert_eq!(read_all(out_r), "ok\n");
+        assert_eq!(read_all(note_r), "ready\n");
+        let mut st = 0;
+        assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+        assert_eq!(stack.fds.at, held);
+    }
+
+    /// A notify fd at the status pipe's held number: the child moves the
+    /// status pipe first, so an exec failure is still reported as one.
+    #[test]
+    fn a_notify_fd_on_the_status_pipe_number_keeps_exec_errors() {
+        let (_out_r, out_w) = pipe();
+        let (_note_r, note_w) = pipe();
+        let mut stack = Stack::new().unwrap();
+        let yaml = "services:\n  - name: a\n    binary: /nonexistent-coffey\n";
+        let (mut p, _base) = prepared(yaml, "fdrep", out_w);
+        p.notify_fd = Some((note_w, stack.fds.at[REPORT_AT]));
+        let devnull = devnull();
+        let err = spawn(&p, devnull, &mut stack).unwrap_err();
+        assert_eq!((err.stage, err.errno), (Stage::Exec, libc::ENOENT));
+        unsafe {
+            libc::close(out_w);
+            libc::close(note_w);
+            libc::close(devnull);
+        }
     }
 
     #[test]
