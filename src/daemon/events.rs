@@ -7,7 +7,7 @@ use super::control::broadcast::{fan_out_events, has_subscribers};
 use super::control::render::{role_name, wire_state};
 use super::log::LineBuf;
 use super::{probe, words, Shell};
-use coffey::control::proto::{event, Reply, WireState};
+use coffey::control::proto::{event, Reply};
 use coffey::health::Check;
 use coffey::service::{Event, LeftInGroupText, StateName};
 use coffey::sys::signal_name;
@@ -53,19 +53,6 @@ pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, 
         state: wire_state(to),
         pid: event_pid(e).unwrap_or(pid),
         detail: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
-    };
-    fan_out_events(&mut shell.ctl, &rep);
-}
-
-/// Tells `events` subscribers that a reload was applied.
-pub fn broadcast_reloaded(shell: &mut Shell) {
-    let rep = Reply::Event {
-        ts_ms: clock::wall_ms(),
-        service: "",
-        kind: event::RELOADED,
-        state: WireState::Running,
-        pid: 0,
-        detail: "config reloaded",
     };
     fan_out_events(&mut shell.ctl, &rep);
 }

@@ -1,13 +1,13 @@
 //! Frames to streaming clients: event frames to `events` subscribers,
-//! output lines to `logs -f` followers, and the end of a follow. A
-//! subscriber whose socket is gone is closed on the spot. What the
-//! frames say is `events`'s; the sockets are `control`'s.
+//! output lines to `logs -f` followers, and the end of a follow (when a
+//! reload replaces the service, through reload's `Followers`). A
+//! subscriber whose socket is gone is closed on the spot. What service
+//! events say is `events`'s; the sockets are `control`'s.
 
 use super::io::{close_client, flush};
 use super::Control;
-use crate::daemon::Shell;
 use coffey::control::conn::{Phase, Stream};
-use coffey::control::proto::Reply;
+use coffey::control::proto::{event, Reply, WireState};
 
 /// Whether anyone listens to `events` (saves formatting when nobody does).
 pub fn has_subscribers(ctl: &Control) -> bool {
@@ -53,16 +53,33 @@ pub fn broadcast_line(
     fan_out(ctl, Phase::Streaming(Stream::Logs(idx as u16)), &rep);
 }
 
-/// Ends every `logs -f` of slot `idx` (its service is gone or replaced).
-pub fn end_followers(shell: &mut Shell, idx: usize) {
-    let want = Phase::Streaming(Stream::Logs(idx as u16));
-    for c in shell.ctl.clients.iter_mut() {
-        if c.fd >= 0 && c.conn.phase == want {
-            let _ = c.conn.queue(&Reply::End);
-            c.conn.phase = Phase::Closing;
-            if !flush(c) || c.conn.finished() {
-                close_client(c);
+/// What reload tells the streaming clients (the interface is reload's,
+/// so reload knows nothing of the client table).
+impl crate::daemon::reload::Followers for Control {
+    /// Slot `idx` runs another service now, or none: `logs -f` of it ends.
+    fn slot_replaced(&mut self, idx: usize) {
+        let want = Phase::Streaming(Stream::Logs(idx as u16));
+        for c in self.clients.iter_mut() {
+            if c.fd >= 0 && c.conn.phase == want {
+                let _ = c.conn.queue(&Reply::End);
+                c.conn.phase = Phase::Closing;
+                if !flush(c) || c.conn.finished() {
+                    close_client(c);
+                }
             }
         }
+    }
+
+    /// A reload was applied: `events` subscribers are told.
+    fn reloaded(&mut self) {
+        let rep = Reply::Event {
+            ts_ms: crate::daemon::clock::wall_ms(),
+            service: "",
+            kind: event::RELOADED,
+            state: WireState::Running,
+            pid: 0,
+            detail: "config reloaded",
+        };
+        fan_out_events(self, &rep);
     }
 }

@@ -17,8 +17,16 @@
 
 pub mod machine;
 
+/// What a reload tells the clients that follow services (the control
+/// socket implements it): the only way reload reaches them.
+pub trait Followers {
+    /// Slot `i` runs another service now, or none: its followers end.
+    fn slot_replaced(&mut self, i: usize);
+    /// A reload was applied.
+    fn reloaded(&mut self);
+}
+
 use super::compiled::{self, CService, Compiled, Rd};
-use super::control::broadcast;
 use super::log::{log, LineBuf};
 use super::logfile::LogFile;
 use super::spawn::FillError;
@@ -330,7 +338,7 @@ fn configure(
     if fresh {
         // A new service in this slot starts with an empty log and no
         // followers of the previous one.
-        broadcast::end_followers(shell, i);
+        shell.ctl.slot_replaced(i);
         if let Some(slot) = shell.slots.get_mut(i) {
             if let Some(t) = slot.notify_text.get_mut() {
                 t.status.clear();
@@ -777,7 +785,7 @@ fn retire_one(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, now: Instan
         svc.deps.clear();
     }
     sup.stop(i, now, shell);
-    broadcast::end_followers(shell, i);
+    shell.ctl.slot_replaced(i);
     if let Some(s) = shell.slots.get_mut(i) {
         s.retired = true;
         s.prep.filled = false;
@@ -823,7 +831,7 @@ fn verdict(sup: &mut Supervisor<'_>, shell: &mut Shell, p: &Progress, gen: u32, 
     shell.shutdown_timeout = p.shutdown_timeout;
     let text = core::str::from_utf8(shell.reloader.message.as_bytes()).unwrap_or("");
     log!(shell.log, "reload {text}");
-    super::events::broadcast_reloaded(shell);
+    shell.ctl.reloaded();
 }
 
 /// The apply is over: the exec storage it did not rewrite (unchanged and
