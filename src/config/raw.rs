@@ -11,6 +11,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::record::record;
 use super::units::{
     parse_duration, parse_rlimit, parse_rlimit_value, parse_signal, parse_size, parse_umask,
 };
@@ -18,18 +19,18 @@ use super::units::{
 /// A list in the YAML, with null items kept so indices match the source.
 pub(super) type List<T> = Vec<Option<T>>;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `coffey:` and `services:`"
-)]
+#[derive(Debug, Default)]
 pub(super) struct RawFile {
     pub coffey: Option<RawGlobal>,
     pub services: Option<List<RawService>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "the `coffey:` mapping")]
+record!(RawFile, "a mapping with `coffey:` and `services:`", {
+    coffey: "coffey",
+    services: "services",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawGlobal {
     pub socket: Option<String>,
     pub pid_file: Option<String>,
@@ -47,25 +48,40 @@ pub(super) struct RawGlobal {
     pub cgroup: Option<String>,
 }
 
+record!(RawGlobal, "the `coffey:` mapping", {
+    socket: "socket",
+    pid_file: "pid_file",
+    socket_group: "socket_group",
+    services_dir: "services_dir",
+    log: "log",
+    service_logs: "service_logs",
+    limits: "limits",
+    shutdown_timeout: "shutdown_timeout",
+    hostname: "hostname",
+    emergency: "emergency",
+    early_mounts: "early_mounts",
+    mounts: "mounts",
+    main: "main",
+    cgroup: "cgroup",
+});
+
 /// A `coffey.mounts` item (fstab-like).
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mount mapping with `source`, `target`, `type` and `options`"
-)]
+#[derive(Debug, Default)]
 pub(super) struct RawMount {
     pub source: Option<String>,
     pub target: Option<String>,
-    #[serde(rename = "type")]
     pub fstype: Option<String>,
     pub options: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `path`, `console`, `max_size` and `keep`"
-)]
+record!(RawMount, "a mount mapping with `source`, `target`, `type` and `options`", {
+    source: "source",
+    target: "target",
+    fstype: "type",
+    options: "options",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawDaemonLog {
     pub path: Option<String>,
     pub console: Option<bool>,
@@ -73,11 +89,14 @@ pub(super) struct RawDaemonLog {
     pub keep: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `dir`, `max_size`, `keep` and `buffer`"
-)]
+record!(RawDaemonLog, "a mapping with `path`, `console`, `max_size` and `keep`", {
+    path: "path",
+    console: "console",
+    max_size: "max_size",
+    keep: "keep",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawServiceLogs {
     pub dir: Option<String>,
     pub max_size: Option<Size>,
@@ -85,21 +104,25 @@ pub(super) struct RawServiceLogs {
     pub buffer: Option<Size>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `services` and `clients`"
-)]
+record!(RawServiceLogs, "a mapping with `dir`, `max_size`, `keep` and `buffer`", {
+    dir: "dir",
+    max_size: "max_size",
+    keep: "keep",
+    buffer: "buffer",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawLimits {
     pub services: Option<u32>,
     pub clients: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a service mapping (name, binary, ...)"
-)]
+record!(RawLimits, "a mapping with `services` and `clients`", {
+    services: "services",
+    clients: "clients",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawService {
     pub name: Option<String>,
     pub binary: Option<String>,
@@ -110,7 +133,6 @@ pub(super) struct RawService {
     pub group: Option<String>,
     pub umask: Option<Umask>,
     pub rlimits: Option<RawRlimits>,
-    #[serde(rename = "type")]
     pub kind: Option<RawKind>,
     pub restart: Option<RawRestart>,
     pub backoff: Option<RawBackoff>,
@@ -124,16 +146,34 @@ pub(super) struct RawService {
     pub start_timeout: Option<Dur>,
 }
 
+record!(RawService, "a service mapping (name, binary, ...)", {
+    name: "name",
+    binary: "binary",
+    args: "args",
+    env: "env",
+    working_dir: "working_dir",
+    user: "user",
+    group: "group",
+    umask: "umask",
+    rlimits: "rlimits",
+    kind: "type",
+    restart: "restart",
+    backoff: "backoff",
+    max_restarts: "max_restarts",
+    stop_signal: "stop_signal",
+    stop_timeout: "stop_timeout",
+    resources: "resources",
+    depends_on: "depends_on",
+    log: "log",
+    healthcheck: "healthcheck",
+    start_timeout: "start_timeout",
+});
+
 /// `rlimits:`: the resources of setrlimit(2), named as `ulimit` and
 /// systemd's `Limit*=` do (lowercase, without `RLIMIT_`). An unknown name
 /// is an error at its key.
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping of resource limits like `nofile: 1024`"
-)]
+#[derive(Debug, Default)]
 pub(super) struct RawRlimits {
-    #[serde(rename = "as")]
     pub as_: Option<RawRlimit>,
     pub core: Option<RawRlimit>,
     pub cpu: Option<RawRlimit>,
@@ -151,6 +191,25 @@ pub(super) struct RawRlimits {
     pub sigpending: Option<RawRlimit>,
     pub stack: Option<RawRlimit>,
 }
+
+record!(RawRlimits, "a mapping of resource limits like `nofile: 1024`", {
+    as_: "as",
+    core: "core",
+    cpu: "cpu",
+    data: "data",
+    fsize: "fsize",
+    locks: "locks",
+    memlock: "memlock",
+    msgqueue: "msgqueue",
+    nice: "nice",
+    nofile: "nofile",
+    nproc: "nproc",
+    rss: "rss",
+    rtprio: "rtprio",
+    rttime: "rttime",
+    sigpending: "sigpending",
+    stack: "stack",
+});
 
 impl RawRlimits {
     /// Every name with its value, in the order above.
@@ -280,11 +339,7 @@ pub(super) enum RawCheckType {
     Notify,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `initial`, `max`, `multiplier` and `reset_after`"
-)]
+#[derive(Debug, Default)]
 pub(super) struct RawBackoff {
     pub initial: Option<Dur>,
     pub max: Option<Dur>,
@@ -292,46 +347,53 @@ pub(super) struct RawBackoff {
     pub reset_after: Option<Dur>,
 }
 
+record!(RawBackoff, "a mapping with `initial`, `max`, `multiplier` and `reset_after`", {
+    initial: "initial",
+    max: "max",
+    multiplier: "multiplier",
+    reset_after: "reset_after",
+});
+
 /// `resources:`: cgroup v2 limits of one service.
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `memory_max`, `pids_max` and `cpu_weight`"
-)]
+#[derive(Debug, Default)]
 pub(super) struct RawResources {
     pub memory_max: Option<Size>,
     pub pids_max: Option<u64>,
     pub cpu_weight: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `file`, `console` and `buffer`"
-)]
+record!(RawResources, "a mapping with `memory_max`, `pids_max` and `cpu_weight`", {
+    memory_max: "memory_max",
+    pids_max: "pids_max",
+    cpu_weight: "cpu_weight",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawServiceLog {
     pub file: Option<String>,
     pub console: Option<bool>,
     pub buffer: Option<Size>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `readiness` and/or `liveness`"
-)]
+record!(RawServiceLog, "a mapping with `file`, `console` and `buffer`", {
+    file: "file",
+    console: "console",
+    buffer: "buffer",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawHealthcheck {
     pub readiness: Option<RawCheck>,
     pub liveness: Option<RawCheck>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a check mapping (type, url, address, command, interval, ...)"
-)]
+record!(RawHealthcheck, "a mapping with `readiness` and/or `liveness`", {
+    readiness: "readiness",
+    liveness: "liveness",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawCheck {
-    #[serde(rename = "type")]
     pub kind: Option<RawCheckType>,
     pub url: Option<String>,
     pub address: Option<String>,
@@ -346,6 +408,21 @@ pub(super) struct RawCheck {
     pub fd: Option<u32>,
     pub watchdog: Option<Dur>,
 }
+
+record!(RawCheck, "a check mapping (type, url, address, command, interval, ...)", {
+    kind: "type",
+    url: "url",
+    address: "address",
+    command: "command",
+    interval: "interval",
+    timeout: "timeout",
+    retries: "retries",
+    start_period: "start_period",
+    success_threshold: "success_threshold",
+    expect_status: "expect_status",
+    fd: "fd",
+    watchdog: "watchdog",
+});
 
 /// `depends_on` item: a plain name or `{name, condition}`.
 #[derive(Debug)]
@@ -561,5 +638,18 @@ impl<'de> Visitor<'de> for CommandVisitor {
 impl<'de> Deserialize<'de> for RawCommand {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(CommandVisitor)
+    }
+}
+
+// The two top-level shapes: the main file and a drop-in (one service).
+impl<'de> Deserialize<'de> for RawFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::record::top(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawService {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::record::top(d)
     }
 }
