@@ -249,10 +249,7 @@ struct RlimitValue(u64);
 
 impl<'de> Deserialize<'de> for RlimitValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor {
-            parse: |s: &str| parse_rlimit_value(s).map(RlimitValue),
-            what: "a limit like 1024 or unlimited",
-        })
+        text(d, parse_rlimit_value, "a limit like 1024 or unlimited").map(RlimitValue)
     }
 }
 
@@ -307,36 +304,99 @@ impl<'de> Deserialize<'de> for RawRlimit {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RawKind {
     Service,
     Oneshot,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RawRestart {
     Always,
     OnFailure,
     Never,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RawCondition {
     Started,
     Healthy,
     Completed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RawCheckType {
     Http,
     Tcp,
     Exec,
     Notify,
+}
+
+/// A unit-variant enum read as serde's derive reads it (`deserialize_enum`,
+/// `unknown variant` at the value, `expected enum NAME`), through one
+/// visitor for all four: one copy of serde_norway's enum code, not four.
+macro_rules! unit_enum {
+    ($t:ident, $($key:literal => $v:ident),* $(,)?) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                const ALL: &[$t] = &[$($t::$v),*];
+                let i = d.deserialize_enum(
+                    stringify!($t),
+                    &[$($key),*],
+                    VariantVisitor(concat!("enum ", stringify!($t)), &[$($key),*]),
+                )?;
+                ALL.get(i).copied().ok_or_else(|| de::Error::custom("bad variant"))
+            }
+        }
+    };
+}
+
+unit_enum!(RawKind, "service" => Service, "oneshot" => Oneshot);
+unit_enum!(RawRestart, "always" => Always, "on-failure" => OnFailure, "never" => Never);
+unit_enum!(RawCondition, "started" => Started, "healthy" => Healthy, "completed" => Completed);
+unit_enum!(RawCheckType, "http" => Http, "tcp" => Tcp, "exec" => Exec, "notify" => Notify);
+
+/// The enum visitor: `expecting` text and variant names.
+struct VariantVisitor(&'static str, &'static [&'static str]);
+
+impl<'de> Visitor<'de> for VariantVisitor {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<usize, A::Error> {
+        let (i, v) = data.variant_seed(VariantName(self.1))?;
+        de::VariantAccess::unit_variant(v)?;
+        Ok(i)
+    }
+}
+
+/// A variant's name (derive's variant identifier visitor).
+struct VariantName(&'static [&'static str]);
+
+impl<'de> de::DeserializeSeed<'de> for VariantName {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for VariantName {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("variant identifier")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+        self.0
+            .iter()
+            .position(|n| *n == v)
+            .ok_or_else(|| E::unknown_variant(v, self.0))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -453,75 +513,76 @@ pub(super) struct Umask(pub u32);
 
 /// Deserializes any scalar through its source text, so `022`, `0o22` and
 /// `22` reach the parser as written instead of as YAML-resolved integers.
-struct TextVisitor<F> {
-    parse: F,
+/// One visitor type (a plain `fn`, no closure type) for every such scalar,
+/// so serde_norway's string code is compiled once.
+struct TextVisitor {
+    parse: fn(&str) -> Result<u64, String>,
     what: &'static str,
 }
 
-impl<'de, T, F: Fn(&str) -> Result<T, String>> Visitor<'de> for TextVisitor<F> {
-    type Value = T;
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = u64;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(self.what)
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
         (self.parse)(v).map_err(E::custom)
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
         self.visit_str(&v.to_string())
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
         self.visit_str(&v.to_string())
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
         self.visit_str(&v.to_string())
     }
 }
 
-fn with_context<T>(
+fn text<'de, D: Deserializer<'de>>(
+    d: D,
+    parse: fn(&str) -> Result<u64, String>,
     what: &'static str,
-    parse: fn(&str) -> Result<T, String>,
-) -> impl Fn(&str) -> Result<T, String> {
-    move |s: &str| parse(s).map_err(|e| format!("invalid {what} `{}`: {e}", s.trim()))
+) -> Result<u64, D::Error> {
+    d.deserialize_str(TextVisitor { parse, what })
+}
+
+fn with_context(what: &str, s: &str, e: String) -> String {
+    format!("invalid {what} `{}`: {e}", s.trim())
 }
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor {
-            parse: with_context("duration", |s| parse_duration(s).map(Dur)),
-            what: "a duration like 500ms, 5s or 1m30s",
-        })
+        let parse = |s: &str| parse_duration(s).map_err(|e| with_context("duration", s, e));
+        text(d, parse, "a duration like 500ms, 5s or 1m30s").map(Dur)
     }
 }
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor {
-            parse: with_context("size", |s| parse_size(s).map(Size)),
-            what: "a size like 4096, 64KiB or 1MiB",
-        })
+        let parse = |s: &str| parse_size(s).map_err(|e| with_context("size", s, e));
+        text(d, parse, "a size like 4096, 64KiB or 1MiB").map(Size)
     }
 }
 
 impl<'de> Deserialize<'de> for Sig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor {
-            parse: |s: &str| parse_signal(s).map(Sig),
-            what: "a signal like SIGTERM, TERM or 15",
-        })
+        // i32 -> u64 -> i32 round-trips every value exactly.
+        let parse = |s: &str| parse_signal(s).map(|n| n as u64);
+        text(d, parse, "a signal like SIGTERM, TERM or 15").map(|n| Sig(n as i32))
     }
 }
 
 impl<'de> Deserialize<'de> for Umask {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor {
-            parse: |s: &str| parse_umask(s).map(Umask),
-            what: "an octal umask like \"022\"",
-        })
+        let parse = |s: &str| parse_umask(s).map(u64::from);
+        let n = text(d, parse, "an octal umask like \"022\"")?;
+        u32::try_from(n).map(Umask).map_err(de::Error::custom)
     }
 }
 
