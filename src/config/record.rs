@@ -43,31 +43,43 @@ impl<T: Record + Default> OptRecord for Option<T> {
     }
 }
 
-/// An optional list of structs (`Option<List<RawX>>`).
-pub(super) trait RecordList {
+/// An optional list (`Option<List<T>>`) whose items are places themselves.
+pub(super) trait ListSlot {
     /// Makes the list present (and empty).
     fn start(&mut self);
     /// A new null item at the end.
-    fn push(&mut self) -> Option<&mut dyn OptRecord>;
+    fn push(&mut self) -> Option<Place<'_>>;
     /// Drops the last item (the one `push` made for the end of the list).
     fn pop(&mut self);
 }
 
-impl<T: Record + Default> RecordList for Option<List<T>> {
+impl<T> ListSlot for Option<List<T>>
+where
+    Option<T>: AsPlace,
+{
     fn start(&mut self) {
         *self = Some(Vec::new());
     }
 
-    fn push(&mut self) -> Option<&mut dyn OptRecord> {
+    fn push(&mut self) -> Option<Place<'_>> {
         let v = self.as_mut()?;
         v.push(None);
-        v.last_mut().map(|x| x as &mut dyn OptRecord)
+        v.last_mut().map(AsPlace::place)
     }
 
     fn pop(&mut self) {
         if let Some(v) = self.as_mut() {
             v.pop();
         }
+    }
+}
+
+impl<T> AsPlace for Option<List<T>>
+where
+    Option<T>: AsPlace,
+{
+    fn place(&mut self) -> Place<'_> {
+        Place::List(self)
     }
 }
 
@@ -88,10 +100,9 @@ pub(super) enum Place<'a> {
     Restart(&'a mut Option<RawRestart>),
     CheckType(&'a mut Option<RawCheckType>),
     Command(&'a mut Option<RawCommand>),
-    Strs(&'a mut Option<List<String>>),
-    Deps(&'a mut Option<List<RawDep>>),
+    Dep(&'a mut Option<RawDep>),
     Record(&'a mut dyn OptRecord),
-    Records(&'a mut dyn RecordList),
+    List(&'a mut dyn ListSlot),
     /// Out of range (never for a key the visitor found).
     Ignore,
 }
@@ -115,7 +126,7 @@ leaf! {
     String => Str, bool => Bool, u32 => U32, u64 => U64, f64 => F64,
     Dur => Dur, Size => Size, Sig => Sig, Umask => Umask, RawRlimit => Rlimit,
     RawKind => Kind, RawRestart => Restart, RawCheckType => CheckType,
-    RawCommand => Command, List<String> => Strs, List<RawDep> => Deps,
+    RawCommand => Command, RawDep => Dep,
 }
 
 /// Describes a raw struct: `record!(Type, "expecting", { field: "key", ... })`.
@@ -147,11 +158,6 @@ macro_rules! record {
                 super::record::Place::Record(self)
             }
         }
-        impl super::record::AsPlace for Option<List<$t>> {
-            fn place(&mut self) -> super::record::Place<'_> {
-                super::record::Place::Records(self)
-            }
-        }
     };
 }
 pub(super) use record;
@@ -164,7 +170,9 @@ pub(super) fn top<'de, D: Deserializer<'de>, T: Record + Default>(d: D) -> Resul
     Ok(v)
 }
 
-/// Fills one `Place`.
+/// Fills one `Place`: every place is optional, so a null value stays
+/// `None` (serde's `Option<T>`), and anything else is read by the value
+/// type's own `Deserialize` or by the visitors here.
 struct Seed<'a>(Place<'a>);
 
 impl<'de> DeserializeSeed<'de> for Seed<'_> {
@@ -172,38 +180,14 @@ impl<'de> DeserializeSeed<'de> for Seed<'_> {
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         match self.0 {
-            Place::Str(p) => *p = Deserialize::deserialize(d)?,
-            Place::Bool(p) => *p = Deserialize::deserialize(d)?,
-            Place::U32(p) => *p = Deserialize::deserialize(d)?,
-            Place::U64(p) => *p = Deserialize::deserialize(d)?,
-            Place::F64(p) => *p = Deserialize::deserialize(d)?,
-            Place::Dur(p) => *p = Deserialize::deserialize(d)?,
-            Place::Size(p) => *p = Deserialize::deserialize(d)?,
-            Place::Sig(p) => *p = Deserialize::deserialize(d)?,
-            Place::Umask(p) => *p = Deserialize::deserialize(d)?,
-            Place::Rlimit(p) => *p = Deserialize::deserialize(d)?,
-            Place::Kind(p) => *p = Deserialize::deserialize(d)?,
-            Place::Restart(p) => *p = Deserialize::deserialize(d)?,
-            Place::CheckType(p) => *p = Deserialize::deserialize(d)?,
-            Place::Command(p) => *p = Deserialize::deserialize(d)?,
-            Place::Strs(p) => *p = Deserialize::deserialize(d)?,
-            Place::Deps(p) => *p = Deserialize::deserialize(d)?,
-            Place::Record(r) => d.deserialize_option(OptVisitor(Some(r), None))?,
-            Place::Records(l) => d.deserialize_option(OptVisitor(None, Some(l)))?,
-            Place::Ignore => {
-                IgnoredAny::deserialize(d)?;
-            }
+            Place::Ignore => IgnoredAny::deserialize(d).map(|_| ()),
+            place => d.deserialize_option(OptVisitor(place)),
         }
-        Ok(())
     }
 }
 
-/// `Option<RawX>` or `Option<List<RawX>>`: null stays `None` (serde's
-/// `OptionVisitor`, whose `expecting` is "option").
-struct OptVisitor<'a>(
-    Option<&'a mut dyn OptRecord>,
-    Option<&'a mut dyn RecordList>,
-);
+/// serde's `OptionVisitor` (whose `expecting` is "option") for any place.
+struct OptVisitor<'a>(Place<'a>);
 
 impl<'de> Visitor<'de> for OptVisitor<'_> {
     type Value = ();
@@ -221,22 +205,40 @@ impl<'de> Visitor<'de> for OptVisitor<'_> {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        match self {
-            OptVisitor(Some(r), _) => {
+        match self.0 {
+            Place::Str(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Bool(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::U32(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::U64(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::F64(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Dur(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Size(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Sig(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Umask(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Rlimit(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Kind(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Restart(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::CheckType(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Command(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Dep(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Record(r) => {
                 let r = r.fill();
-                d.deserialize_struct("", r.names(), RecordVisitor(r))
+                d.deserialize_struct("", r.names(), RecordVisitor(r))?;
             }
-            OptVisitor(None, Some(l)) => {
+            Place::List(l) => {
                 l.start();
-                d.deserialize_seq(ListVisitor(l))
+                d.deserialize_seq(ListVisitor(l))?;
             }
-            OptVisitor(None, None) => IgnoredAny::deserialize(d).map(|_| ()),
+            Place::Ignore => {
+                IgnoredAny::deserialize(d)?;
+            }
         }
+        Ok(())
     }
 }
 
-/// A list of structs; null items stay `None` (serde's `VecVisitor`).
-struct ListVisitor<'a>(&'a mut dyn RecordList);
+/// A list; null items stay `None` (serde's `VecVisitor`).
+struct ListVisitor<'a>(&'a mut dyn ListSlot);
 
 impl<'de> Visitor<'de> for ListVisitor<'_> {
     type Value = ();
@@ -250,7 +252,7 @@ impl<'de> Visitor<'de> for ListVisitor<'_> {
             let Some(slot) = self.0.push() else {
                 return Ok(());
             };
-            if seq.next_element_seed(Seed(Place::Record(slot)))?.is_none() {
+            if seq.next_element_seed(Seed(slot))?.is_none() {
                 self.0.pop();
                 return Ok(());
             }
