@@ -260,49 +260,7 @@ struct RawSoftHard {
     hard: Option<RlimitValue>,
 }
 
-struct RlimitVisitor;
-
-impl<'de> Visitor<'de> for RlimitVisitor {
-    type Value = RawRlimit;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a limit like 1024, unlimited, \"1024:4096\" or {soft: 1024, hard: 4096}")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRlimit, E> {
-        let (soft, hard) = parse_rlimit(v).map_err(E::custom)?;
-        Ok(RawRlimit {
-            soft: Some(soft),
-            hard: Some(hard),
-        })
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawRlimit, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawRlimit, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawRlimit, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawRlimit, A::Error> {
-        let m = RawSoftHard::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        Ok(RawRlimit {
-            soft: m.soft.map(|v| v.0),
-            hard: m.hard.map(|v| v.0),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for RawRlimit {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(RlimitVisitor)
-    }
-}
+// `RawRlimit`, `RawDep` and `RawCommand` are read by `ShapeVisitor` below.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RawKind {
@@ -586,54 +544,30 @@ impl<'de> Deserialize<'de> for Umask {
     }
 }
 
-struct DepVisitor;
-
-impl<'de> Visitor<'de> for DepVisitor {
-    type Value = RawDep;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a service name or a mapping with `name` and `condition`")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDep, E> {
-        Ok(RawDep {
-            name: v.to_owned(),
-            condition: None,
-        })
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDep, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDep, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDep, A::Error> {
-        let mut name: Option<String> = None;
-        let mut condition: Option<RawCondition> = None;
-        // Keys are read as `DepField` so an unknown one is reported at the
-        // key itself (recovery then blanks just that line, not the item).
-        while let Some(key) = map.next_key::<DepField>()? {
-            match key {
-                DepField::Name => {
-                    if name.is_some() {
-                        return Err(de::Error::duplicate_field("name"));
-                    }
-                    name = Some(map.next_value()?);
+/// A `depends_on` mapping: `name` and `condition`.
+fn dep_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawDep, A::Error> {
+    let mut name: Option<String> = None;
+    let mut condition: Option<RawCondition> = None;
+    // Keys are read as `DepField` so an unknown one is reported at the
+    // key itself (recovery then blanks just that line, not the item).
+    while let Some(key) = map.next_key::<DepField>()? {
+        match key {
+            DepField::Name => {
+                if name.is_some() {
+                    return Err(de::Error::duplicate_field("name"));
                 }
-                DepField::Condition => {
-                    if condition.is_some() {
-                        return Err(de::Error::duplicate_field("condition"));
-                    }
-                    condition = Some(map.next_value()?);
+                name = Some(map.next_value()?);
+            }
+            DepField::Condition => {
+                if condition.is_some() {
+                    return Err(de::Error::duplicate_field("condition"));
                 }
+                condition = Some(map.next_value()?);
             }
         }
-        let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
-        Ok(RawDep { name, condition })
     }
+    let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+    Ok(RawDep { name, condition })
 }
 
 /// The keys of a `depends_on` mapping.
@@ -668,37 +602,140 @@ impl<'de> Deserialize<'de> for DepField {
     }
 }
 
-impl<'de> Deserialize<'de> for RawDep {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(DepVisitor)
+/// The three values that take more than one YAML shape.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// `N`, `unlimited`, `"SOFT:HARD"` or `{soft, hard}`.
+    Rlimit,
+    /// A service name or `{name, condition}`.
+    Dep,
+    /// A command string or a list of strings.
+    Command,
+}
+
+enum Shaped {
+    Rlimit(RawRlimit),
+    Dep(RawDep),
+    Command(RawCommand),
+}
+
+/// One `deserialize_any` visitor for the three (one copy of serde_norway's
+/// `deserialize_any`, not three). A shape a value does not take is serde's
+/// default answer: `invalid type: ..., expected <its expecting text>`.
+struct ShapeVisitor(Shape);
+
+impl ShapeVisitor {
+    fn read<'de, D: Deserializer<'de>>(d: D, shape: Shape) -> Result<Shaped, D::Error> {
+        d.deserialize_any(ShapeVisitor(shape))
+    }
+
+    fn number<E: de::Error>(self, v: String, unexpected: de::Unexpected) -> Result<Shaped, E> {
+        match self.0 {
+            Shape::Command => Err(E::invalid_type(unexpected, &self)),
+            _ => self.visit_str(&v),
+        }
     }
 }
 
-struct CommandVisitor;
-
-impl<'de> Visitor<'de> for CommandVisitor {
-    type Value = RawCommand;
+impl<'de> Visitor<'de> for ShapeVisitor {
+    type Value = Shaped;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a command string or a list of strings")
+        f.write_str(match self.0 {
+            Shape::Rlimit => {
+                "a limit like 1024, unlimited, \"1024:4096\" or {soft: 1024, hard: 4096}"
+            }
+            Shape::Dep => "a service name or a mapping with `name` and `condition`",
+            Shape::Command => "a command string or a list of strings",
+        })
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawCommand, E> {
-        Ok(RawCommand::Shell(v.to_owned()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Shaped, E> {
+        Ok(match self.0 {
+            Shape::Rlimit => {
+                let (soft, hard) = parse_rlimit(v).map_err(E::custom)?;
+                Shaped::Rlimit(RawRlimit {
+                    soft: Some(soft),
+                    hard: Some(hard),
+                })
+            }
+            Shape::Dep => Shaped::Dep(RawDep {
+                name: v.to_owned(),
+                condition: None,
+            }),
+            Shape::Command => Shaped::Command(RawCommand::Shell(v.to_owned())),
+        })
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Shaped, E> {
+        self.number(v.to_string(), de::Unexpected::Unsigned(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Shaped, E> {
+        self.number(v.to_string(), de::Unexpected::Signed(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Shaped, E> {
+        match self.0 {
+            Shape::Rlimit => self.visit_str(&v.to_string()),
+            _ => Err(E::invalid_type(de::Unexpected::Float(v), &self)),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Shaped, A::Error> {
+        match self.0 {
+            Shape::Rlimit => {
+                let m = RawSoftHard::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Shaped::Rlimit(RawRlimit {
+                    soft: m.soft.map(|v| v.0),
+                    hard: m.hard.map(|v| v.0),
+                }))
+            }
+            Shape::Dep => dep_map(map).map(Shaped::Dep),
+            Shape::Command => Err(de::Error::invalid_type(de::Unexpected::Map, &self)),
+        }
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shaped, A::Error> {
+        let Shape::Command = self.0 else {
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        };
         let mut argv = Vec::new();
         while let Some(arg) = seq.next_element::<String>()? {
             argv.push(arg);
         }
-        Ok(RawCommand::List(argv))
+        Ok(Shaped::Command(RawCommand::List(argv)))
+    }
+}
+
+fn mismatch<E: de::Error>() -> E {
+    E::custom("internal error: wrong shape")
+}
+
+impl<'de> Deserialize<'de> for RawRlimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match ShapeVisitor::read(d, Shape::Rlimit)? {
+            Shaped::Rlimit(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match ShapeVisitor::read(d, Shape::Dep)? {
+            Shaped::Dep(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for RawCommand {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(CommandVisitor)
+        match ShapeVisitor::read(d, Shape::Command)? {
+            Shaped::Command(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
     }
 }
 
