@@ -245,7 +245,7 @@ pub(super) struct RawRlimit {
 
 /// One half of `{soft, hard}`.
 #[derive(Debug, Clone, Copy)]
-struct RlimitValue(u64);
+pub(super) struct RlimitValue(u64);
 
 impl<'de> Deserialize<'de> for RlimitValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -253,12 +253,17 @@ impl<'de> Deserialize<'de> for RlimitValue {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `soft` and `hard`")]
+/// `{soft, hard}`: read by the record visitor on the map `ShapeVisitor` got.
+#[derive(Default)]
 struct RawSoftHard {
     soft: Option<RlimitValue>,
     hard: Option<RlimitValue>,
 }
+
+record!(RawSoftHard, "a mapping with `soft` and `hard`", {
+    soft: "soft",
+    hard: "hard",
+});
 
 // `RawRlimit`, `RawDep` and `RawCommand` are read by `ShapeVisitor` below.
 
@@ -685,7 +690,8 @@ impl<'de> Visitor<'de> for ShapeVisitor {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Shaped, A::Error> {
         match self.0 {
             Shape::Rlimit => {
-                let m = RawSoftHard::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let mut m = RawSoftHard::default();
+                super::record::fill(map, &mut m)?;
                 Ok(Shaped::Rlimit(RawRlimit {
                     soft: m.soft.map(|v| v.0),
                     hard: m.hard.map(|v| v.0),

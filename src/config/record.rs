@@ -19,7 +19,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 
 use super::raw::{
-    Dur, List, RawCheckType, RawCommand, RawDep, RawKind, RawRestart, RawRlimit, Sig, Size, Umask,
+    Dur, List, RawCheckType, RawCommand, RawDep, RawKind, RawRestart, RawRlimit, RlimitValue, Sig,
+    Size, Umask,
 };
 
 /// A raw struct as the visitor sees it.
@@ -96,6 +97,7 @@ pub(super) enum Place<'a> {
     Sig(&'a mut Option<Sig>),
     Umask(&'a mut Option<Umask>),
     Rlimit(&'a mut Option<RawRlimit>),
+    RlimitValue(&'a mut Option<RlimitValue>),
     Kind(&'a mut Option<RawKind>),
     Restart(&'a mut Option<RawRestart>),
     CheckType(&'a mut Option<RawCheckType>),
@@ -124,7 +126,7 @@ macro_rules! leaf {
 
 leaf! {
     String => Str, bool => Bool, u32 => U32, u64 => U64, f64 => F64,
-    Dur => Dur, Size => Size, Sig => Sig, Umask => Umask, RawRlimit => Rlimit,
+    Dur => Dur, Size => Size, Sig => Sig, Umask => Umask, RawRlimit => Rlimit, RlimitValue => RlimitValue,
     RawKind => Kind, RawRestart => Restart, RawCheckType => CheckType,
     RawCommand => Command, RawDep => Dep,
 }
@@ -168,6 +170,11 @@ pub(super) fn top<'de, D: Deserializer<'de>, T: Record + Default>(d: D) -> Resul
     let names = v.names();
     d.deserialize_struct("", names, RecordVisitor(&mut v))?;
     Ok(v)
+}
+
+/// Fills `r` from a map a visitor already holds (`{soft, hard}`).
+pub(super) fn fill<'de, A: MapAccess<'de>>(map: A, r: &mut dyn Record) -> Result<(), A::Error> {
+    RecordVisitor(r).visit_map(map)
 }
 
 /// Fills one `Place`: every place is optional, so a null value stays
@@ -216,6 +223,7 @@ impl<'de> Visitor<'de> for OptVisitor<'_> {
             Place::Sig(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::Umask(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::Rlimit(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::RlimitValue(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::Kind(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::Restart(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::CheckType(p) => *p = Some(Deserialize::deserialize(d)?),
