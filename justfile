@@ -8,10 +8,11 @@ default: test
 # linked with rust-lld (see .cargo/config.toml). The release artifacts use
 # nightly to rebuild std for size (min-sized-rust): no unwinder, no
 # backtrace symbolizer, a non-PIE static link,
-# std's optimize_for_size (each step measured in bench/RESULTS.md).
+# std's optimize_for_size, LLVM's machine outliner and lld's identical
+# code folding (each step measured in bench/RESULTS.md).
 # -Zfmt-debug=none is left out: serde's messages quote values with {:?}.
 # Plain `cargo build` stays on stable. BUILD_TARGETS narrows the list.
-nightly_flags := "-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Crelocation-model=static"
+nightly_flags := "-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Crelocation-model=static -Cllvm-args=-enable-machine-outliner=always -Clink-arg=--icf=all"
 build:
     rustup toolchain install nightly --profile minimal
     rustup component add rust-src --toolchain nightly

@@ -10,7 +10,8 @@
 //! serde_norway and nix), because the fuzz crate includes this directory by
 //! path. It must never panic on any input: it is fuzzed.
 //!
-//! Layout: `units.rs` (durations, sizes, signals), `raw.rs` (serde shapes),
+//! Layout: `units.rs` (durations, sizes, signals), `raw.rs` (serde shapes,
+//! filled by the one visitor of `record.rs`),
 //! `locate.rs` (positions and error recovery), `load.rs` (validation into
 //! the spec; its parts, one per section, in `load/`), `target.rs`
 //! (binaries, users and groups of the system the config runs on).
@@ -29,6 +30,7 @@ mod limits;
 mod load;
 mod locate;
 mod raw;
+mod record;
 pub mod spec;
 mod target;
 mod units;

@@ -11,6 +11,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::record::record;
 use super::units::{
     parse_duration, parse_rlimit, parse_rlimit_value, parse_signal, parse_size, parse_umask,
 };
@@ -18,18 +19,18 @@ use super::units::{
 /// A list in the YAML, with null items kept so indices match the source.
 pub(super) type List<T> = Vec<Option<T>>;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `coffey:` and `services:`"
-)]
+#[derive(Debug, Default)]
 pub(super) struct RawFile {
     pub coffey: Option<RawGlobal>,
     pub services: Option<List<RawService>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "the `coffey:` mapping")]
+record!(RawFile, "a mapping with `coffey:` and `services:`", {
+    coffey: "coffey",
+    services: "services",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawGlobal {
     pub socket: Option<String>,
     pub pid_file: Option<String>,
@@ -47,25 +48,40 @@ pub(super) struct RawGlobal {
     pub cgroup: Option<String>,
 }
 
+record!(RawGlobal, "the `coffey:` mapping", {
+    socket: "socket",
+    pid_file: "pid_file",
+    socket_group: "socket_group",
+    services_dir: "services_dir",
+    log: "log",
+    service_logs: "service_logs",
+    limits: "limits",
+    shutdown_timeout: "shutdown_timeout",
+    hostname: "hostname",
+    emergency: "emergency",
+    early_mounts: "early_mounts",
+    mounts: "mounts",
+    main: "main",
+    cgroup: "cgroup",
+});
+
 /// A `coffey.mounts` item (fstab-like).
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mount mapping with `source`, `target`, `type` and `options`"
-)]
+#[derive(Debug, Default)]
 pub(super) struct RawMount {
     pub source: Option<String>,
     pub target: Option<String>,
-    #[serde(rename = "type")]
     pub fstype: Option<String>,
     pub options: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `path`, `console`, `max_size` and `keep`"
-)]
+record!(RawMount, "a mount mapping with `source`, `target`, `type` and `options`", {
+    source: "source",
+    target: "target",
+    fstype: "type",
+    options: "options",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawDaemonLog {
     pub path: Option<String>,
     pub console: Option<bool>,
@@ -73,11 +89,14 @@ pub(super) struct RawDaemonLog {
     pub keep: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `dir`, `max_size`, `keep` and `buffer`"
-)]
+record!(RawDaemonLog, "a mapping with `path`, `console`, `max_size` and `keep`", {
+    path: "path",
+    console: "console",
+    max_size: "max_size",
+    keep: "keep",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawServiceLogs {
     pub dir: Option<String>,
     pub max_size: Option<Size>,
@@ -85,21 +104,25 @@ pub(super) struct RawServiceLogs {
     pub buffer: Option<Size>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `services` and `clients`"
-)]
+record!(RawServiceLogs, "a mapping with `dir`, `max_size`, `keep` and `buffer`", {
+    dir: "dir",
+    max_size: "max_size",
+    keep: "keep",
+    buffer: "buffer",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawLimits {
     pub services: Option<u32>,
     pub clients: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a service mapping (name, binary, ...)"
-)]
+record!(RawLimits, "a mapping with `services` and `clients`", {
+    services: "services",
+    clients: "clients",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawService {
     pub name: Option<String>,
     pub binary: Option<String>,
@@ -110,7 +133,6 @@ pub(super) struct RawService {
     pub group: Option<String>,
     pub umask: Option<Umask>,
     pub rlimits: Option<RawRlimits>,
-    #[serde(rename = "type")]
     pub kind: Option<RawKind>,
     pub restart: Option<RawRestart>,
     pub backoff: Option<RawBackoff>,
@@ -124,16 +146,34 @@ pub(super) struct RawService {
     pub start_timeout: Option<Dur>,
 }
 
+record!(RawService, "a service mapping (name, binary, ...)", {
+    name: "name",
+    binary: "binary",
+    args: "args",
+    env: "env",
+    working_dir: "working_dir",
+    user: "user",
+    group: "group",
+    umask: "umask",
+    rlimits: "rlimits",
+    kind: "type",
+    restart: "restart",
+    backoff: "backoff",
+    max_restarts: "max_restarts",
+    stop_signal: "stop_signal",
+    stop_timeout: "stop_timeout",
+    resources: "resources",
+    depends_on: "depends_on",
+    log: "log",
+    healthcheck: "healthcheck",
+    start_timeout: "start_timeout",
+});
+
 /// `rlimits:`: the resources of setrlimit(2), named as `ulimit` and
 /// systemd's `Limit*=` do (lowercase, without `RLIMIT_`). An unknown name
 /// is an error at its key.
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping of resource limits like `nofile: 1024`"
-)]
+#[derive(Debug, Default)]
 pub(super) struct RawRlimits {
-    #[serde(rename = "as")]
     pub as_: Option<RawRlimit>,
     pub core: Option<RawRlimit>,
     pub cpu: Option<RawRlimit>,
@@ -151,6 +191,25 @@ pub(super) struct RawRlimits {
     pub sigpending: Option<RawRlimit>,
     pub stack: Option<RawRlimit>,
 }
+
+record!(RawRlimits, "a mapping of resource limits like `nofile: 1024`", {
+    as_: "as",
+    core: "core",
+    cpu: "cpu",
+    data: "data",
+    fsize: "fsize",
+    locks: "locks",
+    memlock: "memlock",
+    msgqueue: "msgqueue",
+    nice: "nice",
+    nofile: "nofile",
+    nproc: "nproc",
+    rss: "rss",
+    rtprio: "rtprio",
+    rttime: "rttime",
+    sigpending: "sigpending",
+    stack: "stack",
+});
 
 impl RawRlimits {
     /// Every name with its value, in the order above.
@@ -186,93 +245,49 @@ pub(super) struct RawRlimit {
 
 /// One half of `{soft, hard}`.
 #[derive(Debug, Clone, Copy)]
-struct RlimitValue(u64);
+pub(super) struct RlimitValue(u64);
 
 impl<'de> Deserialize<'de> for RlimitValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor {
-            parse: |s: &str| parse_rlimit_value(s).map(RlimitValue),
-            what: "a limit like 1024 or unlimited",
-        })
+        text(d, parse_rlimit_value, "a limit like 1024 or unlimited").map(RlimitValue)
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with `soft` and `hard`")]
+/// `{soft, hard}`: read by the record visitor on the map `ShapeVisitor` got.
+#[derive(Default)]
 struct RawSoftHard {
     soft: Option<RlimitValue>,
     hard: Option<RlimitValue>,
 }
 
-struct RlimitVisitor;
+record!(RawSoftHard, "a mapping with `soft` and `hard`", {
+    soft: "soft",
+    hard: "hard",
+});
 
-impl<'de> Visitor<'de> for RlimitVisitor {
-    type Value = RawRlimit;
+// `RawRlimit`, `RawDep` and `RawCommand` are read by `ShapeVisitor` below.
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a limit like 1024, unlimited, \"1024:4096\" or {soft: 1024, hard: 4096}")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawRlimit, E> {
-        let (soft, hard) = parse_rlimit(v).map_err(E::custom)?;
-        Ok(RawRlimit {
-            soft: Some(soft),
-            hard: Some(hard),
-        })
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawRlimit, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawRlimit, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawRlimit, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawRlimit, A::Error> {
-        let m = RawSoftHard::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        Ok(RawRlimit {
-            soft: m.soft.map(|v| v.0),
-            hard: m.hard.map(|v| v.0),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for RawRlimit {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(RlimitVisitor)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RawKind {
     Service,
     Oneshot,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RawRestart {
     Always,
     OnFailure,
     Never,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RawCondition {
     Started,
     Healthy,
     Completed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RawCheckType {
     Http,
     Tcp,
@@ -280,11 +295,74 @@ pub(super) enum RawCheckType {
     Notify,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `initial`, `max`, `multiplier` and `reset_after`"
-)]
+/// A unit-variant enum read as serde's derive reads it (`deserialize_enum`,
+/// `unknown variant` at the value, `expected enum NAME`), through one
+/// visitor for all four: one copy of serde_norway's enum code, not four.
+macro_rules! unit_enum {
+    ($t:ident, $($key:literal => $v:ident),* $(,)?) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                const ALL: &[$t] = &[$($t::$v),*];
+                let i = d.deserialize_enum(
+                    stringify!($t),
+                    &[$($key),*],
+                    VariantVisitor(concat!("enum ", stringify!($t)), &[$($key),*]),
+                )?;
+                ALL.get(i).copied().ok_or_else(|| de::Error::custom("bad variant"))
+            }
+        }
+    };
+}
+
+unit_enum!(RawKind, "service" => Service, "oneshot" => Oneshot);
+unit_enum!(RawRestart, "always" => Always, "on-failure" => OnFailure, "never" => Never);
+unit_enum!(RawCondition, "started" => Started, "healthy" => Healthy, "completed" => Completed);
+unit_enum!(RawCheckType, "http" => Http, "tcp" => Tcp, "exec" => Exec, "notify" => Notify);
+
+/// The enum visitor: `expecting` text and variant names.
+struct VariantVisitor(&'static str, &'static [&'static str]);
+
+impl<'de> Visitor<'de> for VariantVisitor {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<usize, A::Error> {
+        let (i, v) = data.variant_seed(VariantName(self.1))?;
+        de::VariantAccess::unit_variant(v)?;
+        Ok(i)
+    }
+}
+
+/// A variant's name (derive's variant identifier visitor).
+struct VariantName(&'static [&'static str]);
+
+impl<'de> de::DeserializeSeed<'de> for VariantName {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for VariantName {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("variant identifier")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
+        self.0
+            .iter()
+            .position(|n| *n == v)
+            .ok_or_else(|| E::unknown_variant(v, self.0))
+    }
+}
+
+#[derive(Debug, Default)]
 pub(super) struct RawBackoff {
     pub initial: Option<Dur>,
     pub max: Option<Dur>,
@@ -292,46 +370,53 @@ pub(super) struct RawBackoff {
     pub reset_after: Option<Dur>,
 }
 
+record!(RawBackoff, "a mapping with `initial`, `max`, `multiplier` and `reset_after`", {
+    initial: "initial",
+    max: "max",
+    multiplier: "multiplier",
+    reset_after: "reset_after",
+});
+
 /// `resources:`: cgroup v2 limits of one service.
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `memory_max`, `pids_max` and `cpu_weight`"
-)]
+#[derive(Debug, Default)]
 pub(super) struct RawResources {
     pub memory_max: Option<Size>,
     pub pids_max: Option<u64>,
     pub cpu_weight: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `file`, `console` and `buffer`"
-)]
+record!(RawResources, "a mapping with `memory_max`, `pids_max` and `cpu_weight`", {
+    memory_max: "memory_max",
+    pids_max: "pids_max",
+    cpu_weight: "cpu_weight",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawServiceLog {
     pub file: Option<String>,
     pub console: Option<bool>,
     pub buffer: Option<Size>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping with `readiness` and/or `liveness`"
-)]
+record!(RawServiceLog, "a mapping with `file`, `console` and `buffer`", {
+    file: "file",
+    console: "console",
+    buffer: "buffer",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawHealthcheck {
     pub readiness: Option<RawCheck>,
     pub liveness: Option<RawCheck>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a check mapping (type, url, address, command, interval, ...)"
-)]
+record!(RawHealthcheck, "a mapping with `readiness` and/or `liveness`", {
+    readiness: "readiness",
+    liveness: "liveness",
+});
+
+#[derive(Debug, Default)]
 pub(super) struct RawCheck {
-    #[serde(rename = "type")]
     pub kind: Option<RawCheckType>,
     pub url: Option<String>,
     pub address: Option<String>,
@@ -346,6 +431,21 @@ pub(super) struct RawCheck {
     pub fd: Option<u32>,
     pub watchdog: Option<Dur>,
 }
+
+record!(RawCheck, "a check mapping (type, url, address, command, interval, ...)", {
+    kind: "type",
+    url: "url",
+    address: "address",
+    command: "command",
+    interval: "interval",
+    timeout: "timeout",
+    retries: "retries",
+    start_period: "start_period",
+    success_threshold: "success_threshold",
+    expect_status: "expect_status",
+    fd: "fd",
+    watchdog: "watchdog",
+});
 
 /// `depends_on` item: a plain name or `{name, condition}`.
 #[derive(Debug)]
@@ -376,126 +476,103 @@ pub(super) struct Umask(pub u32);
 
 /// Deserializes any scalar through its source text, so `022`, `0o22` and
 /// `22` reach the parser as written instead of as YAML-resolved integers.
-struct TextVisitor<F> {
-    parse: F,
+/// One visitor type (a plain `fn`, no closure type) for every such scalar,
+/// so serde_norway's string code is compiled once.
+struct TextVisitor {
+    parse: fn(&str) -> Result<u64, String>,
     what: &'static str,
 }
 
-impl<'de, T, F: Fn(&str) -> Result<T, String>> Visitor<'de> for TextVisitor<F> {
-    type Value = T;
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = u64;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(self.what)
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
         (self.parse)(v).map_err(E::custom)
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
         self.visit_str(&v.to_string())
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
         self.visit_str(&v.to_string())
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
         self.visit_str(&v.to_string())
     }
 }
 
-fn with_context<T>(
+fn text<'de, D: Deserializer<'de>>(
+    d: D,
+    parse: fn(&str) -> Result<u64, String>,
     what: &'static str,
-    parse: fn(&str) -> Result<T, String>,
-) -> impl Fn(&str) -> Result<T, String> {
-    move |s: &str| parse(s).map_err(|e| format!("invalid {what} `{}`: {e}", s.trim()))
+) -> Result<u64, D::Error> {
+    d.deserialize_str(TextVisitor { parse, what })
+}
+
+fn with_context(what: &str, s: &str, e: String) -> String {
+    format!("invalid {what} `{}`: {e}", s.trim())
 }
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor {
-            parse: with_context("duration", |s| parse_duration(s).map(Dur)),
-            what: "a duration like 500ms, 5s or 1m30s",
-        })
+        let parse = |s: &str| parse_duration(s).map_err(|e| with_context("duration", s, e));
+        text(d, parse, "a duration like 500ms, 5s or 1m30s").map(Dur)
     }
 }
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor {
-            parse: with_context("size", |s| parse_size(s).map(Size)),
-            what: "a size like 4096, 64KiB or 1MiB",
-        })
+        let parse = |s: &str| parse_size(s).map_err(|e| with_context("size", s, e));
+        text(d, parse, "a size like 4096, 64KiB or 1MiB").map(Size)
     }
 }
 
 impl<'de> Deserialize<'de> for Sig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor {
-            parse: |s: &str| parse_signal(s).map(Sig),
-            what: "a signal like SIGTERM, TERM or 15",
-        })
+        // i32 -> u64 -> i32 round-trips every value exactly.
+        let parse = |s: &str| parse_signal(s).map(|n| n as u64);
+        text(d, parse, "a signal like SIGTERM, TERM or 15").map(|n| Sig(n as i32))
     }
 }
 
 impl<'de> Deserialize<'de> for Umask {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor {
-            parse: |s: &str| parse_umask(s).map(Umask),
-            what: "an octal umask like \"022\"",
-        })
+        let parse = |s: &str| parse_umask(s).map(u64::from);
+        let n = text(d, parse, "an octal umask like \"022\"")?;
+        u32::try_from(n).map(Umask).map_err(de::Error::custom)
     }
 }
 
-struct DepVisitor;
-
-impl<'de> Visitor<'de> for DepVisitor {
-    type Value = RawDep;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a service name or a mapping with `name` and `condition`")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDep, E> {
-        Ok(RawDep {
-            name: v.to_owned(),
-            condition: None,
-        })
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDep, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDep, E> {
-        self.visit_str(&v.to_string())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDep, A::Error> {
-        let mut name: Option<String> = None;
-        let mut condition: Option<RawCondition> = None;
-        // Keys are read as `DepField` so an unknown one is reported at the
-        // key itself (recovery then blanks just that line, not the item).
-        while let Some(key) = map.next_key::<DepField>()? {
-            match key {
-                DepField::Name => {
-                    if name.is_some() {
-                        return Err(de::Error::duplicate_field("name"));
-                    }
-                    name = Some(map.next_value()?);
+/// A `depends_on` mapping: `name` and `condition`.
+fn dep_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawDep, A::Error> {
+    let mut name: Option<String> = None;
+    let mut condition: Option<RawCondition> = None;
+    // Keys are read as `DepField` so an unknown one is reported at the
+    // key itself (recovery then blanks just that line, not the item).
+    while let Some(key) = map.next_key::<DepField>()? {
+        match key {
+            DepField::Name => {
+                if name.is_some() {
+                    return Err(de::Error::duplicate_field("name"));
                 }
-                DepField::Condition => {
-                    if condition.is_some() {
-                        return Err(de::Error::duplicate_field("condition"));
-                    }
-                    condition = Some(map.next_value()?);
+                name = Some(map.next_value()?);
+            }
+            DepField::Condition => {
+                if condition.is_some() {
+                    return Err(de::Error::duplicate_field("condition"));
                 }
+                condition = Some(map.next_value()?);
             }
         }
-        let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
-        Ok(RawDep { name, condition })
     }
+    let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+    Ok(RawDep { name, condition })
 }
 
 /// The keys of a `depends_on` mapping.
@@ -530,36 +607,153 @@ impl<'de> Deserialize<'de> for DepField {
     }
 }
 
-impl<'de> Deserialize<'de> for RawDep {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(DepVisitor)
+/// The three values that take more than one YAML shape.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// `N`, `unlimited`, `"SOFT:HARD"` or `{soft, hard}`.
+    Rlimit,
+    /// A service name or `{name, condition}`.
+    Dep,
+    /// A command string or a list of strings.
+    Command,
+}
+
+enum Shaped {
+    Rlimit(RawRlimit),
+    Dep(RawDep),
+    Command(RawCommand),
+}
+
+/// One `deserialize_any` visitor for the three (one copy of serde_norway's
+/// `deserialize_any`, not three). A shape a value does not take is serde's
+/// default answer: `invalid type: ..., expected <its expecting text>`.
+struct ShapeVisitor(Shape);
+
+impl ShapeVisitor {
+    fn read<'de, D: Deserializer<'de>>(d: D, shape: Shape) -> Result<Shaped, D::Error> {
+        d.deserialize_any(ShapeVisitor(shape))
+    }
+
+    fn number<E: de::Error>(self, v: String, unexpected: de::Unexpected) -> Result<Shaped, E> {
+        match self.0 {
+            Shape::Command => Err(E::invalid_type(unexpected, &self)),
+            _ => self.visit_str(&v),
+        }
     }
 }
 
-struct CommandVisitor;
-
-impl<'de> Visitor<'de> for CommandVisitor {
-    type Value = RawCommand;
+impl<'de> Visitor<'de> for ShapeVisitor {
+    type Value = Shaped;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a command string or a list of strings")
+        f.write_str(match self.0 {
+            Shape::Rlimit => {
+                "a limit like 1024, unlimited, \"1024:4096\" or {soft: 1024, hard: 4096}"
+            }
+            Shape::Dep => "a service name or a mapping with `name` and `condition`",
+            Shape::Command => "a command string or a list of strings",
+        })
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawCommand, E> {
-        Ok(RawCommand::Shell(v.to_owned()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Shaped, E> {
+        Ok(match self.0 {
+            Shape::Rlimit => {
+                let (soft, hard) = parse_rlimit(v).map_err(E::custom)?;
+                Shaped::Rlimit(RawRlimit {
+                    soft: Some(soft),
+                    hard: Some(hard),
+                })
+            }
+            Shape::Dep => Shaped::Dep(RawDep {
+                name: v.to_owned(),
+                condition: None,
+            }),
+            Shape::Command => Shaped::Command(RawCommand::Shell(v.to_owned())),
+        })
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Shaped, E> {
+        self.number(v.to_string(), de::Unexpected::Unsigned(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Shaped, E> {
+        self.number(v.to_string(), de::Unexpected::Signed(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Shaped, E> {
+        match self.0 {
+            Shape::Rlimit => self.visit_str(&v.to_string()),
+            _ => Err(E::invalid_type(de::Unexpected::Float(v), &self)),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Shaped, A::Error> {
+        match self.0 {
+            Shape::Rlimit => {
+                let mut m = RawSoftHard::default();
+                super::record::fill(map, &mut m)?;
+                Ok(Shaped::Rlimit(RawRlimit {
+                    soft: m.soft.map(|v| v.0),
+                    hard: m.hard.map(|v| v.0),
+                }))
+            }
+            Shape::Dep => dep_map(map).map(Shaped::Dep),
+            Shape::Command => Err(de::Error::invalid_type(de::Unexpected::Map, &self)),
+        }
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shaped, A::Error> {
+        let Shape::Command = self.0 else {
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        };
         let mut argv = Vec::new();
         while let Some(arg) = seq.next_element::<String>()? {
             argv.push(arg);
         }
-        Ok(RawCommand::List(argv))
+        Ok(Shaped::Command(RawCommand::List(argv)))
+    }
+}
+
+fn mismatch<E: de::Error>() -> E {
+    E::custom("internal error: wrong shape")
+}
+
+impl<'de> Deserialize<'de> for RawRlimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match ShapeVisitor::read(d, Shape::Rlimit)? {
+            Shaped::Rlimit(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match ShapeVisitor::read(d, Shape::Dep)? {
+            Shaped::Dep(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for RawCommand {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(CommandVisitor)
+        match ShapeVisitor::read(d, Shape::Command)? {
+            Shaped::Command(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+// The two top-level shapes: the main file and a drop-in (one service).
+impl<'de> Deserialize<'de> for RawFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::record::top(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawService {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::record::top(d)
     }
 }
