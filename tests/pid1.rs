@@ -769,6 +769,43 @@ fn panic_in_container_mode_exits_70_without_the_emergency_program() {
         .contains("control: debug panic requested by uid"));
 }
 
+/// A crash of PID 1 that is not a Rust panic (a fault, or any panic of
+/// the release build, whose `panic=immediate-abort` runs no hook and ends
+/// in an illegal instruction) takes the panic path too: exit 70 in
+/// container mode, never a death by signal. The signal is sent from
+/// outside: the kernel delivers it to a namespace's init only when init
+/// handles it, so without the handler nothing happens.
+#[test]
+fn a_fatal_signal_in_container_mode_exits_70_like_a_panic() {
+    need_ns!();
+    let services = svc("api", "exec sleep 600", "");
+    let mut ns = Ns::start_with(
+        "p1fatal",
+        "  emergency: $DIR/emergency.sh\n",
+        &services,
+        &[],
+        |dir| {
+            let script = dir.join("emergency.sh");
+            std::fs::write(
+                &script,
+                format!("#!/bin/sh\necho $$ > {}/emergency-ran\n", dir.display()),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        },
+    );
+    ns.wait_running("api", 0, 10.0);
+    signal(ns.init, 4); // SIGILL
+    assert_eq!(ns.wait_exit(10.0), Some(70), "{}", ns.stderr_text());
+    assert!(
+        !ns.dir.join("emergency-ran").exists(),
+        "the emergency program ran"
+    );
+    let err = ns.stderr_text();
+    assert!(err.contains("coffeyd: PANIC: fatal signal SIGILL"), "{err}");
+}
+
 /// Runs coffeyd as PID 1 on a config it cannot use, with `input` on
 /// stdin (for the emergency shell). Returns (exit code, stderr, dir).
 fn broken_config(

@@ -10,6 +10,7 @@
 //! - Kernel parameters with a dot (`coffey.config=`) are not passed to
 //!   init as argv or env; they are read from /proc/cmdline.
 
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use nix::libc;
 use std::ffi::CStr;
 
@@ -552,6 +553,7 @@ pub const PANIC_EXIT: i32 = 70;
 /// after a panic, so nothing else runs.
 #[allow(clippy::disallowed_methods)] // startup only
 pub fn install_panic_hook(mode: Mode, emergency_path: &'static CStr) {
+    install_fatal_handlers(mode, emergency_path);
     std::panic::set_hook(Box::new(move |info| {
         say(b"coffeyd: PANIC: ");
         if let Some(s) = info.payload().downcast_ref::<&str>() {
@@ -565,6 +567,70 @@ pub fn install_panic_hook(mode: Mode, emergency_path: &'static CStr) {
         // SAFETY: _exit is async-signal-safe and ends the process at once.
         unsafe { libc::_exit(PANIC_EXIT) }
     }));
+}
+
+/// The mode and emergency program the fatal-signal handler acts on.
+static FATAL_SYSTEM: AtomicBool = AtomicBool::new(false);
+static FATAL_PATH: AtomicPtr<libc::c_char> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The signals a crash of PID 1 arrives as. The release build panics
+/// with `panic=immediate-abort` (no hook runs: a panic is a trap
+/// instruction, SIGILL on x86_64 and SIGTRAP on aarch64); a fault in
+/// unsafe code is SIGSEGV or SIGBUS.
+/// Without a handler the kernel kills PID 1, which panics the machine
+/// (system mode) or ends the container with a signal, not a code.
+const FATAL: [libc::c_int; 6] = [
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+];
+
+/// Bytes of the stack the handler runs on (a stack overflow leaves none).
+const FATAL_STACK: usize = 64 * 1024;
+
+/// Makes a crash of PID 1 end as a panic does: the emergency program in
+/// system mode, exit 70 in container mode. Startup only.
+fn install_fatal_handlers(mode: Mode, emergency_path: &'static CStr) {
+    FATAL_SYSTEM.store(mode == Mode::System, Ordering::Relaxed);
+    FATAL_PATH.store(emergency_path.as_ptr().cast_mut(), Ordering::Relaxed);
+    let Ok(stack) = super::slab::zeroed(FATAL_STACK) else {
+        return;
+    };
+    // SAFETY: a stack of our own that is never freed; a plain sigaction
+    // whose handler makes only async-signal-safe calls.
+    unsafe {
+        let ss = libc::stack_t {
+            ss_sp: stack.as_mut_ptr().cast(),
+            ss_flags: 0,
+            ss_size: stack.len(),
+        };
+        libc::sigaltstack(&ss, core::ptr::null_mut());
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = fatal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_ONSTACK | libc::SA_RESETHAND;
+        libc::sigfillset(&mut sa.sa_mask);
+        for sig in FATAL {
+            libc::sigaction(sig, &sa, core::ptr::null_mut());
+        }
+    }
+}
+
+/// A fatal signal in PID 1: say so, then the panic path.
+extern "C" fn fatal(sig: libc::c_int) {
+    say(b"coffeyd: PANIC: fatal signal ");
+    say(coffey::sys::signal_name(sig).as_bytes());
+    say(b"\n");
+    let path = FATAL_PATH.load(Ordering::Relaxed);
+    if FATAL_SYSTEM.load(Ordering::Relaxed) && !path.is_null() {
+        // SAFETY: set from a &'static CStr.
+        emergency(unsafe { CStr::from_ptr(path) });
+    }
+    say(b"coffeyd: exiting with code 70\n");
+    // SAFETY: _exit is async-signal-safe and ends the process at once.
+    unsafe { libc::_exit(PANIC_EXIT) }
 }
 
 #[cfg(test)]
