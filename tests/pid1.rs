@@ -726,16 +726,12 @@ fn reexec_as_pid1_keeps_children_pids_and_counters() {
     assert_clean_shutdown(&log);
 }
 
-/// A panic in container mode is a failure the orchestrator must see: no
-/// emergency shell (it would read EOF and exit 0, and a Job would count as
-/// succeeded), but exit 70 (EX_SOFTWARE), which also ends the namespace and
-/// its services. System mode keeps the emergency program.
-#[test]
-fn panic_in_container_mode_exits_70_without_the_emergency_program() {
-    need_ns!();
+/// Container mode with one service and an `emergency` program that
+/// leaves `emergency-ran` in the test's directory if it ever runs.
+fn with_emergency_script(tag: &str) -> Ns {
     let services = svc("api", "exec sleep 600", "");
-    let mut ns = Ns::start_with(
-        "p1panic",
+    let ns = Ns::start_with(
+        tag,
         "  emergency: $DIR/emergency.sh\n",
         &services,
         &[],
@@ -750,6 +746,17 @@ fn panic_in_container_mode_exits_70_without_the_emergency_program() {
             std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         },
     );
+    ns
+}
+
+/// A panic in container mode is a failure the orchestrator must see: no
+/// emergency shell (it would read EOF and exit 0, and a Job would count as
+/// succeeded), but exit 70 (EX_SOFTWARE), which also ends the namespace and
+/// its services. System mode keeps the emergency program.
+#[test]
+fn panic_in_container_mode_exits_70_without_the_emergency_program() {
+    need_ns!();
+    let mut ns = with_emergency_script("p1panic");
     ns.wait_running("api", 0, 10.0);
     // The daemon panics mid-request: the client gets no proper answer.
     let o = ns.ctl_for(&["__panic"], 10.0);
@@ -778,23 +785,7 @@ fn panic_in_container_mode_exits_70_without_the_emergency_program() {
 #[test]
 fn a_fatal_signal_in_container_mode_exits_70_like_a_panic() {
     need_ns!();
-    let services = svc("api", "exec sleep 600", "");
-    let mut ns = Ns::start_with(
-        "p1fatal",
-        "  emergency: $DIR/emergency.sh\n",
-        &services,
-        &[],
-        |dir| {
-            let script = dir.join("emergency.sh");
-            std::fs::write(
-                &script,
-                format!("#!/bin/sh\necho $$ > {}/emergency-ran\n", dir.display()),
-            )
-            .unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        },
-    );
+    let mut ns = with_emergency_script("p1fatal");
     ns.wait_running("api", 0, 10.0);
     signal(ns.init, 4); // SIGILL
     assert_eq!(ns.wait_exit(10.0), Some(70), "{}", ns.stderr_text());

@@ -1317,23 +1317,30 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
                     early_done = true;
                     pid1::attach_console();
                 }
-                match failure {
+                // The config's fault is 1; the daemon's own (no descriptor
+                // for the compiler's pipe, no process for it) is 3, as any
+                // other failure to start.
+                let code = match failure {
                     globals::Failure::Invalid(diags) => {
                         stderr_text(&diags);
                         log::stderr_line(format_args!(
                             "coffeyd: {}: config has errors; not starting",
                             config_path.display()
                         ));
+                        1
                     }
-                    globals::Failure::Compiler(why) => log::stderr_line(format_args!(
-                        "coffeyd: {}: {why}; not starting",
-                        config_path.display()
-                    )),
-                }
+                    globals::Failure::Compiler(why) => {
+                        log::stderr_line(format_args!(
+                            "coffeyd: {}: {why}; not starting",
+                            config_path.display()
+                        ));
+                        3
+                    }
+                };
                 // A container has no operator at a console: fail, so the
                 // orchestrator sees it (a shell there reads EOF, exits 0).
                 if mode != pid1::Mode::System {
-                    return 1;
+                    return code;
                 }
                 if pid1::executable(default_emergency) {
                     pid1::emergency(default_emergency);
