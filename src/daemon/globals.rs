@@ -111,6 +111,12 @@ pub enum Failure {
 /// the owned globals and the compiled bytes.
 pub fn compile(path: &std::path::Path) -> Result<(Globals, Vec<u8>), Failure> {
     let out = super::reload::machine::compile_once(path).map_err(Failure::Compiler)?;
+    read_output(path, out)
+}
+
+/// The compile child's output: the validator's messages, or the globals
+/// and the compiled bytes.
+fn read_output(path: &std::path::Path, out: Vec<u8>) -> Result<(Globals, Vec<u8>), Failure> {
     if let Ok(Compiled::Invalid(text)) = compiled::decode(&out) {
         return Err(Failure::Invalid(text.to_string()));
     }
@@ -172,18 +178,20 @@ mod tests {
     }
 
     /// A compiler that writes no compiled config is a clear error, not a
-    /// config: here `/proc/self/exe` is this test binary, which answers
-    /// `__compile -c FILE` as a test harness does.
+    /// config, and the validator's messages are passed on as they are.
     #[test]
     fn a_compiler_that_writes_garbage_is_a_compiler_failure() {
-        let p = std::env::temp_dir().join("cfy-globals-garbage.yaml");
-        match compile(&p) {
+        let p = std::path::Path::new("/etc/coffey/config.yaml");
+        match read_output(p, b"#!garbage".to_vec()) {
             Err(Failure::Compiler(why)) => assert!(
-                why.contains("config compiler") && why.contains("/"),
+                why.contains("config compiler wrote 9 bytes that are no compiled config"),
                 "{why}"
             ),
-            Err(Failure::Invalid(t)) => panic!("diagnostics from a test harness? {t}"),
-            Ok(_) => panic!("a test harness compiled a config"),
+            _ => panic!("garbage was taken for a config"),
+        }
+        match read_output(p, compiled::encode_error("a.yaml:1:1: error: x")) {
+            Err(Failure::Invalid(t)) => assert_eq!(t, "a.yaml:1:1: error: x"),
+            _ => panic!("the diagnostics were lost"),
         }
     }
 }

@@ -23,6 +23,7 @@ use super::arena::ExecArena;
 use super::compiled::CService;
 use coffey::limits::{EXEC_ARENA, LOGIN_ENV, MAX_ARGS, MAX_ENV_EXTRA, MAX_GROUPS, MAX_RLIMITS};
 use coffey::sys::{SpawnError, Stage};
+use core::sync::atomic::{AtomicBool, Ordering};
 use nix::libc;
 use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
@@ -980,6 +981,9 @@ pub fn spawn(p: &Prepared, devnull: RawFd, stack: &mut Stack) -> Result<i32, Spa
     })
 }
 
+/// Whether clone takes `CLONE_FILES` here (not under qemu-user).
+static FILES_SHARED: AtomicBool = AtomicBool::new(true);
+
 /// Clones the child onto `stack`; returns its pid, or minus the errno.
 ///
 /// Every signal is blocked around the clone (posix_spawn does the same),
@@ -996,12 +1000,21 @@ fn clone_child(p: &Prepared, stack: &mut Stack) -> i32 {
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
-            child_main,
-            stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
-            (&mut args as *mut ChildArgs<'_>).cast(),
-        );
+        let arg = (&mut args as *mut ChildArgs<'_>).cast();
+        let base = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+        let shared = FILES_SHARED.load(Ordering::Relaxed);
+        let flags = if shared {
+            base | libc::CLONE_FILES
+        } else {
+            base
+        };
+        let mut pid = libc::clone(child_main, stack.top(), flags, arg);
+        // qemu-user refuses CLONE_FILES (EINVAL): the child then gets a
+        // copy of the table, which its close_range empties all the same.
+        if pid < 0 && shared && super::errno() == libc::EINVAL {
+            FILES_SHARED.store(false, Ordering::Relaxed);
+            pid = libc::clone(child_main, stack.top(), base, arg);
+        }
         // errno at once: the child's failing calls also set it (it shares
         // our thread's TLS), but then clone succeeded and errno is unused.
         let pid = if pid < 0 { -super::errno() } else { pid };

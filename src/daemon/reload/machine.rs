@@ -271,49 +271,63 @@ fn self_exe() -> CString {
     found.unwrap_or_else(|| c"/proc/self/exe".into())
 }
 
-/// Startup: runs `coffeyd __compile -c FILE` for `file` (as given) and
-/// waits for it. Returns its whole stdout, or why there is none. Blocking
-/// and allocating are fine here: the loop has not started.
+/// Startup: compiles `file` (as given) in a forked child, which writes
+/// what `coffeyd __compile -c FILE` writes, and waits for it. Returns its
+/// whole output, or why there is none. The parser's heap and the pages
+/// it touches are the child's, never the daemon's. A fork, not an exec of
+/// this binary as reload's child is: startup compiles with the running
+/// code anyway, and a fork needs neither /proc nor a kernel that can run
+/// the binary itself (under qemu-user it cannot). Blocking and allocating
+/// are fine here: the loop has not started, and the process still has one
+/// thread.
 #[allow(clippy::disallowed_macros, clippy::disallowed_methods)]
 pub fn compile_once(file: &std::path::Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     use std::os::fd::FromRawFd;
-    let mut m = Machine::for_file(file)?;
-    let exe = m.exe.to_string_lossy().into_owned();
-    // SAFETY: constant NUL-terminated path; -1 (no /dev yet) is harmless:
-    // the child's dup2 fails and its stdin stays as it was.
-    let devnull = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    let spawned = m.spawn(devnull);
-    if devnull >= 0 {
-        crate::daemon::close_fd(devnull);
+    let mut fds = [-1; 2];
+    // SAFETY: valid out array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("cannot create a pipe for the config compiler: {e}"));
     }
-    let (pid, fd) = spawned.map_err(|e| format!("{e} {exe}"))?;
-    // SAFETY: our fd; blocking reads from here, and the File closes it.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, 0) };
+    let [r, w] = fds;
+    // SAFETY: one thread (startup); the child only compiles and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: the child's own descriptors; _exit skips the parent's
+        // exit handlers.
+        unsafe {
+            libc::dup2(w, 1);
+            libc::_exit(crate::daemon::compile_child(file))
+        }
+    }
+    crate::daemon::close_fd(w);
+    if pid < 0 {
+        let e = std::io::Error::last_os_error();
+        crate::daemon::close_fd(r);
+        return Err(format!("cannot start the config compiler: {e}"));
+    }
     let mut out = Vec::new();
-    // SAFETY: `fd` is ours alone.
-    let read = unsafe { std::fs::File::from_raw_fd(fd) }.read_to_end(&mut out);
+    // SAFETY: `r` is ours alone; the File closes it.
+    let read = unsafe { std::fs::File::from_raw_fd(r) }.read_to_end(&mut out);
     let mut status = 0;
     // SAFETY: our child; EINTR is retried.
     while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
         && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
     {}
-    read.map_err(|e| format!("cannot read the config compiler {exe}: {e}"))?;
+    read.map_err(|e| format!("cannot read the config compiler: {e}"))?;
     let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     if clean && !out.is_empty() {
         return Ok(out);
     }
     Err(if libc::WIFSIGNALED(status) {
         format!(
-            "the config compiler {exe} was killed by signal {}",
+            "the config compiler was killed by signal {}",
             libc::WTERMSIG(status)
         )
-    } else if libc::WEXITSTATUS(status) == 127 && out.is_empty() {
-        // `compile_main`'s exit when execve failed.
-        format!("cannot run the config compiler {exe}")
     } else {
         format!(
-            "the config compiler {exe} exited with {} and {} bytes of output",
+            "the config compiler exited with {} and {} bytes of output",
             libc::WEXITSTATUS(status),
             out.len()
         )
