@@ -43,8 +43,12 @@ fn exit_while_starting_restarts_and_shutdown_is_prompt() {
         "{log}"
     );
     assert!(!log.contains("reaped orphan"), "{log}");
-    let runs = pids_in(&d.dir.join("runs"));
-    assert!(runs.len() >= 3, "{runs:?}");
+    // "spawned" is logged before the child runs its first line: wait for
+    // the third run's pid, do not read it at once.
+    let runs = d.dir.join("runs");
+    wait_for(5.0, "three runs recorded", || {
+        (pids_in(&runs).len() >= 3).then_some(())
+    });
     let t0 = Instant::now();
     assert_eq!(d.stop(25.0), 0);
     let took = t0.elapsed();

@@ -1361,14 +1361,17 @@ mod tests {
     /// `WATCHDOG_PID=` digits are visible to the parent afterwards), with
     /// every setting of a slot applied, and leaves the parent's signal
     /// dispositions and mask as they were. With a fork the stack would
-    /// stay untouched and the digits would not reach the parent.
+    /// stay untouched and the digits would not reach the parent. The
+    /// shell reads its own mask with builtins: a `grep` of it could catch
+    /// the shell inside its own fork, with every signal blocked.
     #[test]
     fn child_runs_on_its_own_stack_with_every_setting() {
         let (out_r, out_w) = pipe();
         let (note_r, note_w) = pipe();
         let script = "echo pid=$$ wd=$WATCHDOG_PID usec=$WATCHDOG_USEC \
             n=$(ulimit -Sn):$(ulimit -Hn) pwd=$(pwd) umask=$(umask) id=$(id -u):$(id -g); \
-            grep SigBlk /proc/$$/status; echo ready >&5";
+            while read k v; do [ \"$k\" = SigBlk: ] && printf \"SigBlk:\\t%s\\n\" \"$v\"; done \
+            < /proc/$$/status; echo ready >&5";
         let yaml = format!(
             "services:\n  - name: a\n    binary: /bin/sh\n    args: ['-c', '{script}']\n    \
              working_dir: /tmp\n    umask: '0027'\n    rlimits: {{nofile: '200:300'}}\n"
