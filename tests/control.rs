@@ -1742,10 +1742,14 @@ fn silent_event_subscribers_are_cut_off_after_a_dropped_marker() {
     let mut ended_with_marker = 0;
     for (k, s) in subs.iter_mut().enumerate() {
         let (f, end) = drain(s);
-        assert!(end.is_ok(), "subscriber {k}: reset instead of EOF: {end:?}");
+        // A refused peer whose request arrived after the daemon's last
+        // drain of it may read a reset after its `busy` frame (a unix
+        // socket closed with unread input resets its peer): the frame is
+        // what counts there. A subscriber must end with a clean EOF.
         if is_busy(&f) {
             continue;
         }
+        assert!(end.is_ok(), "subscriber {k}: reset instead of EOF: {end:?}");
         assert!(
             matches!(
                 f.first().map(Frame::get),
