@@ -147,17 +147,19 @@ svdirs() { # DIR N: DIR/scan/s1..sN, each with run -> svc
     ln -s "$svc" "$1/scan/s$i/run"
   done
 }
-start_coffeyd() {
+# coffeyd's config for $2 services of bench/svc.c in mode $3, in dir $1.
+coffeyd_config() {
   local i
-  {
-    echo "coffey:"
-    echo "  socket: $1/s.sock"
-    echo "  log: {path: $1/coffey.log, console: false}"
-    echo "services:"
-    for i in $(seq 1 "$2"); do
-      echo "  - {name: s$i, binary: $svc, args: [$3, $1/out], restart: always, backoff: {initial: 0s, max: 0s}, stop_timeout: ${STOP:-10s}}"
-    done
-  } >"$1/config.yaml"
+  echo "coffey:"
+  echo "  socket: $1/s.sock"
+  echo "  log: {path: $1/coffey.log, console: false}"
+  echo "services:"
+  for i in $(seq 1 "$2"); do
+    echo "  - {name: s$i, binary: $svc, args: [$3, $1/out], restart: always, backoff: {initial: 0s, max: 0s}, stop_timeout: ${STOP:-10s}}"
+  done
+}
+start_coffeyd() {
+  coffeyd_config "$1" "$2" "$3" >"$1/config.yaml"
   (cd "$1" && exec "$COFFEYD" -c "$1/config.yaml") >"$1/stdout" 2>&1 &
   spid=$!
 }
@@ -242,16 +244,7 @@ reload_turn() {
 }
 # Rewrites the config only (reload): the same services, another stop_timeout.
 start_coffeyd_config() {
-  local i
-  {
-    echo "coffey:"
-    echo "  socket: $1/s.sock"
-    echo "  log: {path: $1/coffey.log, console: false}"
-    echo "services:"
-    for i in $(seq 1 "$2"); do
-      echo "  - {name: s$i, binary: $svc, args: [mark, $1/out], restart: always, backoff: {initial: 0s, max: 0s}, stop_timeout: ${STOP:-10s}}"
-    done
-  } >"$1/config.yaml.new"
+  coffeyd_config "$1" "$2" mark >"$1/config.yaml.new"
   mv "$1/config.yaml.new" "$1/config.yaml"
 }
 

@@ -618,6 +618,18 @@ fn install_fatal_handlers(mode: Mode, emergency_path: &'static CStr) {
     }
 }
 
+/// In a forked child of PID 1 that is not PID 1 (the startup compiler):
+/// a crash there is the child's own, so the default dispositions and the
+/// default panic hook come back. Otherwise a crash in the child would run
+/// the emergency program, on the pipe PID 1 is reading.
+pub fn forget_crash_handling() {
+    let _ = std::panic::take_hook();
+    for sig in FATAL {
+        // SAFETY: restoring the default disposition.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
 /// A fatal signal in PID 1: say so, then the panic path.
 extern "C" fn fatal(sig: libc::c_int) {
     say(b"coffeyd: PANIC: fatal signal ");
@@ -636,6 +648,26 @@ extern "C" fn fatal(sig: libc::c_int) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The disposition of `sig` now.
+    fn handler_of(sig: libc::c_int) -> libc::sighandler_t {
+        // SAFETY: a query only.
+        unsafe {
+            let mut old: libc::sigaction = core::mem::zeroed();
+            libc::sigaction(sig, core::ptr::null(), &mut old);
+            old.sa_sigaction
+        }
+    }
+
+    #[test]
+    fn a_child_forgets_pid1s_crash_handling() {
+        install_fatal_handlers(Mode::Container, c"/bin/sh");
+        assert_ne!(handler_of(libc::SIGBUS), libc::SIG_DFL);
+        forget_crash_handling();
+        for sig in FATAL {
+            assert_eq!(handler_of(sig), libc::SIG_DFL, "signal {sig}");
+        }
+    }
     use coffey::sys::{ExitStatus, SpawnError, Stage};
 
     fn spawn_err(stage: Stage, errno: i32) -> SpawnError {

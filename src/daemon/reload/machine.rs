@@ -298,7 +298,10 @@ pub fn compile_once(file: &std::path::Path) -> Result<Vec<u8>, String> {
         // exit handlers.
         unsafe {
             libc::dup2(w, 1);
-            libc::_exit(crate::daemon::compile_child(file))
+            crate::daemon::pid1::forget_crash_handling();
+            // A panic unwinding (debug builds) must not return into boot.
+            let code = std::panic::catch_unwind(|| crate::daemon::compile_child(file));
+            libc::_exit(code.unwrap_or(101))
         }
     }
     crate::daemon::close_fd(w);
