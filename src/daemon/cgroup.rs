@@ -226,7 +226,7 @@ impl fmt::Display for OomText {
 
 /// The reason text for slot `i`'s last exit when the OOM killer did it.
 pub fn oom_of(shell: &Shell, i: usize, status: ExitStatus) -> Option<OomText> {
-    let c = shell.cg.slots.get(i)?;
+    let c = shell.svc.cg.slots.get(i)?;
     (c.oom_killed && status == ExitStatus::Signal(SIGKILL)).then_some(OomText(c.limits))
 }
 
@@ -533,9 +533,9 @@ pub fn init(shell: &mut Shell, configured: Option<&std::path::Path>, system: boo
     } else {
         enable_controllers(base)
     };
-    shell.cg.base = base;
-    let _ = shell.cg.path.push_str(shown);
-    shell.cg.ctl = ctl;
+    shell.svc.cg.base = base;
+    let _ = shell.svc.cg.path.push_str(shown);
+    shell.svc.cg.ctl = ctl;
     log!(
         shell.log,
         "cgroups: services in {shown}/NAME.service (controllers:{}{}{})",
@@ -543,7 +543,7 @@ pub fn init(shell: &mut Shell, configured: Option<&std::path::Path>, system: boo
         if ctl.pids { " pids" } else { "" },
         if ctl.cpu { " cpu" } else { "" }
     );
-    for i in 0..shell.cg.slots.len() {
+    for i in 0..shell.svc.cg.slots.len() {
         setup_slot(shell, i);
     }
 }
@@ -560,12 +560,12 @@ fn move_self(base: RawFd) {
 
 /// Without cgroups: each service with `resources:` gets one log line.
 fn not_enforced(shell: &mut Shell, why: &str) {
-    for i in 0..shell.cg.slots.len() {
-        let Some(c) = shell.cg.slots.get(i).filter(|c| c.limits.is_set()) else {
+    for i in 0..shell.svc.cg.slots.len() {
+        let Some(c) = shell.svc.cg.slots.get(i).filter(|c| c.limits.is_set()) else {
             continue;
         };
         let l = c.limits;
-        let name = shell.slots.get(i).map_or("?", |s| s.name.as_str());
+        let name = shell.svc.slots.get(i).map_or("?", |s| s.name.as_str());
         log!(
             shell.log,
             "{name}: resources not enforced ({l}): {why}; stop uses the process group and coffeyd's subreaper tracking"
@@ -576,27 +576,27 @@ fn not_enforced(shell: &mut Shell, why: &str) {
 /// Slot `i` now runs service `name` with `limits` (startup and reload).
 pub fn configure(shell: &mut Shell, i: usize, name: &str, limits: Limits) {
     let want = dir_name(name);
-    let Some(c) = shell.cg.slots.get_mut(i) else {
+    let Some(c) = shell.svc.cg.slots.get_mut(i) else {
         return;
     };
     let renamed = c.name != want;
     c.limits = limits;
     if renamed {
         release(shell, i);
-        if let Some(c) = shell.cg.slots.get_mut(i) {
+        if let Some(c) = shell.svc.cg.slots.get_mut(i) {
             c.name = want;
         }
     }
-    if shell.cg.enabled() {
+    if shell.svc.cg.enabled() {
         setup_slot(shell, i);
     }
 }
 
 /// Makes (or reopens) slot `i`'s cgroup and writes its limits.
 fn setup_slot(shell: &mut Shell, i: usize) {
-    let base = shell.cg.base;
-    let ctl = shell.cg.ctl;
-    let Some(c) = shell.cg.slots.get_mut(i).filter(|c| !c.name.is_empty()) else {
+    let base = shell.svc.cg.base;
+    let ctl = shell.svc.cg.ctl;
+    let Some(c) = shell.svc.cg.slots.get_mut(i).filter(|c| !c.name.is_empty()) else {
         return;
     };
     if c.dir < 0 {
@@ -629,7 +629,7 @@ fn setup_slot(shell: &mut Shell, i: usize) {
             );
         }
     }
-    let Some(c) = shell.cg.slots.get(i) else {
+    let Some(c) = shell.svc.cg.slots.get(i) else {
         return;
     };
     let (dir, l) = (c.dir, c.limits);
@@ -644,11 +644,11 @@ fn setup_slot(shell: &mut Shell, i: usize) {
     put(ctl.pids, c"pids.max", u64::from(l.pids_max), b"max");
     put(ctl.cpu, c"cpu.weight", u64::from(l.cpu_weight), b"100");
     if missing {
-        let name = shell.slots.get(i).map_or("?", |s| s.name.as_str());
+        let name = shell.svc.slots.get(i).map_or("?", |s| s.name.as_str());
         log!(
             shell.log,
             "{name}: resources not all enforced ({l}): a controller is not available in {}",
-            shell.cg.path
+            shell.svc.cg.path
         );
     }
 }
@@ -665,8 +665,8 @@ fn cstr<'b>(name: &str, buf: &'b mut [u8; 64]) -> Option<&'b CStr> {
 /// renamed slot, or the end of the daemon). rmdir fails on a populated
 /// cgroup, which then stays for the operator.
 pub fn release(shell: &mut Shell, i: usize) {
-    let base = shell.cg.base;
-    let Some(c) = shell.cg.slots.get_mut(i) else {
+    let base = shell.svc.cg.base;
+    let Some(c) = shell.svc.cg.slots.get_mut(i) else {
         return;
     };
     if c.dir < 0 {
@@ -684,7 +684,7 @@ pub fn release(shell: &mut Shell, i: usize) {
 
 /// The end of the daemon: every service's cgroup is empty; remove them.
 pub fn release_all(shell: &mut Shell) {
-    for i in 0..shell.cg.slots.len() {
+    for i in 0..shell.svc.cg.slots.len() {
         release(shell, i);
     }
 }
@@ -693,8 +693,8 @@ pub fn release_all(shell: &mut Shell) {
 /// killer? (`oom_kill` in `memory.events` is counted before the victim
 /// gets its SIGKILL, so it is up to date at the reap.)
 pub fn main_exited(shell: &mut Shell, i: usize, status: ExitStatus) {
-    let mem = shell.cg.ctl.memory;
-    if let Some(c) = shell.cg.slots.get_mut(i).filter(|c| c.dir >= 0 && mem) {
+    let mem = shell.svc.cg.ctl.memory;
+    if let Some(c) = shell.svc.cg.slots.get_mut(i).filter(|c| c.dir >= 0 && mem) {
         let now = oom_kills(c.dir).unwrap_or(0);
         c.oom_killed = status == ExitStatus::Signal(SIGKILL) && now > c.oom_base;
         c.oom_base = now;
@@ -704,7 +704,7 @@ pub fn main_exited(shell: &mut Shell, i: usize, status: ExitStatus) {
 /// `cgroup.events` of slot `i` changed: when its cgroup emptied, a
 /// stopping service may be done.
 pub fn on_ready(sup: &mut coffey::supervisor::Supervisor<'_>, shell: &mut Shell, i: usize) {
-    let Some(c) = shell.cg.slots.get(i).filter(|c| c.events >= 0) else {
+    let Some(c) = shell.svc.cg.slots.get(i).filter(|c| c.events >= 0) else {
         return;
     };
     if !populated(c.events, c.dir) {

@@ -141,7 +141,7 @@ pub fn attribute(sup: &Supervisor<'_>, shell: &mut Shell, batch: &[i32]) -> Touc
         else {
             continue;
         };
-        let spawned = shell.slots.get(slot).map_or(0, |s| s.spawned);
+        let spawned = shell.svc.slots.get(slot).map_or(0, |s| s.spawned);
         let _ = owners.push(Owner {
             pgid,
             slot,
@@ -155,7 +155,11 @@ pub fn attribute(sup: &Supervisor<'_>, shell: &mut Shell, batch: &[i32]) -> Touc
         return touched;
     }
     let compiler = shell.reloader.machine.child_pid();
-    let Shell { slots, log, .. } = shell;
+    let Shell {
+        log,
+        svc: crate::daemon::Services { slots, .. },
+        ..
+    } = shell;
     let mut unclear: (u32, i32, [u8; 16]) = (0, 0, [0; 16]);
     group::children(|child| {
         // Known by pid, so its stat is not read: a main process (the pid
@@ -227,7 +231,7 @@ pub fn attribute(sup: &Supervisor<'_>, shell: &mut Shell, batch: &[i32]) -> Touc
 
 /// `Sys::escapees` for slot `idx`: what the current batch found (once).
 pub fn take(shell: &mut Shell, idx: usize, out: &mut [Escapee]) -> Outside {
-    let Some(s) = shell.slots.get_mut(idx) else {
+    let Some(s) = shell.svc.slots.get_mut(idx) else {
         return Outside::default();
     };
     let found = core::mem::take(&mut s.found);
@@ -240,7 +244,7 @@ pub fn take(shell: &mut Shell, idx: usize, out: &mut [Escapee]) -> Outside {
 /// After a batch: nothing found stays for the next.
 pub fn clear(shell: &mut Shell, touched: &Touched) {
     for &i in touched {
-        if let Some(s) = shell.slots.get_mut(i) {
+        if let Some(s) = shell.svc.slots.get_mut(i) {
             s.found = Found::default();
         }
     }

@@ -24,7 +24,7 @@ pub fn broadcast_health(shell: &mut Shell, idx: usize, c: &Check, st: StateName,
         let _ = text.write_str(": ");
         probe::error_text(e, &mut text);
     }
-    let name = shell.slots.get(idx).map_or("?", |s| s.name.as_str());
+    let name = shell.svc.slots.get(idx).map_or("?", |s| s.name.as_str());
     let rep = Reply::Event {
         ts_ms: clock::wall_ms(),
         service: name,
@@ -45,7 +45,7 @@ pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, 
     let Some(kind) = event_text(e, idx, shell, &mut text) else {
         return;
     };
-    let name = shell.slots.get(idx).map_or("?", |s| s.name.as_str());
+    let name = shell.svc.slots.get(idx).map_or("?", |s| s.name.as_str());
     let rep = Reply::Event {
         ts_ms: clock::wall_ms(),
         service: name,
@@ -81,6 +81,7 @@ fn event_text(e: &Event, idx: usize, shell: &Shell, out: &mut LineBuf) -> Option
             failed,
         } => {
             let n = shell
+                .svc
                 .slots
                 .get(usize::from(d))
                 .map_or("?", |s| s.name.as_str());
@@ -88,7 +89,7 @@ fn event_text(e: &Event, idx: usize, shell: &Shell, out: &mut LineBuf) -> Option
             event::WAITING
         }
         Event::SpawnFailed { err } => {
-            words::spawn_failed(out, err, shell.slots.get(idx).map(|s| &s.prep));
+            words::spawn_failed(out, err, shell.svc.slots.get(idx).map(|s| &s.prep));
             event::EXEC_FAILED
         }
         _ => return plain_text(e, out),

@@ -103,38 +103,41 @@ pub struct Slot {
     pub found: escape::Found,
 }
 
+/// The daemon shell: a handful of owned parts, each lent on its own to
+/// the code that needs only it (see "The shell's parts" in
+/// docs/DESIGN.md).
 pub struct Shell {
     pub log: Log,
-    pub devnull: RawFd,
+    /// For registering probe and notify fds made after startup.
+    pub registry: mio::Registry,
+    pub turns: clock::Turns,
+    /// The services' processes and output.
+    pub svc: Services,
+    pub ctl: control::Control,
+    pub reloader: reload::Reloader,
+    /// PID 1 and container-init duties: mode, shutdown, re-exec.
+    pub life: pid1::Life,
+}
+
+/// Exec and output of every service: the slots, what their children are
+/// made from (exec arena, base environment, stack, cgroups) and the
+/// buffers their output is read through.
+pub struct Services {
     pub slots: Vec<Slot>,
     pub used: usize,
+    pub devnull: RawFd,
     pub readbuf: Box<[u8; READ_CHUNK]>,
     pub scratch: Box<log::LineBuf>,
-    pub ctl: control::Control,
     pub base_env: spawn::BaseEnv,
     /// Every slot's argv/envp storage (see `arena.rs`).
     pub arena: arena::ExecArena,
     /// Service log file rotation settings.
     pub file_max: u64,
     pub file_keep: u32,
-    pub shutdown_timeout: u64,
-    pub reloader: reload::Reloader,
-    /// For registering probe and notify fds made after startup.
-    pub registry: mio::Registry,
-    pub mode: pid1::Mode,
-    /// System mode: what to do once everything stopped.
-    pub action: Option<pid1::Action>,
-    /// `coffeyd reexec` asked for: re-exec at the end of this turn.
-    pub reexec_requested: bool,
-    pub reexec: reexec::Reexec,
-    /// Container mode: how the `main` service ended (the exit code).
-    pub main_exit: pid1::MainExit,
-    pub main_idx: Option<usize>,
     /// Slots whose main process moved by sd_notify `MAINPID=`.
     pub mainpids: usize,
     /// The services' cgroups (none without cgroup2 or `coffey.cgroup`).
     pub cg: cgroup::Cgroups,
-    pub turns: clock::Turns,
     /// Services spawned this turn (budget: [`SPAWNS_PER_TURN`]).
     pub spawns: usize,
     /// What every service and exec check's child runs on until execve.
@@ -159,8 +162,8 @@ use words::errno_desc;
 
 impl Sys for Shell {
     fn spawn(&mut self, idx: usize) -> Result<i32, SpawnError> {
-        let devnull = self.devnull;
-        let Some(slot) = self.slots.get_mut(idx).filter(|s| s.prep.filled) else {
+        let devnull = self.svc.devnull;
+        let Some(slot) = self.svc.slots.get_mut(idx).filter(|s| s.prep.filled) else {
             return Err(SpawnError {
                 stage: Stage::Exec,
                 errno: libc::ENOENT,
@@ -188,11 +191,11 @@ impl Sys for Shell {
             slot.prep.notify_fd = Some((w, *n));
         }
         slot.spawned = group::boot_ticks();
-        slot.prep.cgroup_fd = self.cg.join_fd(idx);
-        self.spawns += 1;
-        let res = spawn::spawn(&slot.prep, devnull, &mut self.stack);
+        slot.prep.cgroup_fd = self.svc.cg.join_fd(idx);
+        self.svc.spawns += 1;
+        let res = spawn::spawn(&slot.prep, devnull, &mut self.svc.stack);
         if let Ok(pid) = res {
-            self.cg.spawned(idx, pid);
+            self.svc.cg.spawned(idx, pid);
         }
         if notify_w >= 0 {
             // SAFETY: ours; the child has its copy.
@@ -240,7 +243,7 @@ impl Sys for Shell {
             // SAFETY: plain syscall; ESRCH (group gone) is fine.
             unsafe { libc::kill(-pgid, sig) };
             // And everything else in the run's cgroup, if it has one.
-            self.cg.kill(pgid, sig);
+            self.svc.cg.kill(pgid, sig);
         }
     }
 
@@ -248,7 +251,7 @@ impl Sys for Shell {
         if pgid <= 1 {
             return false;
         }
-        if self.cg.alive(pgid) == Some(true) {
+        if self.svc.cg.alive(pgid) == Some(true) {
             return true;
         }
         // SAFETY: signal 0 only checks existence.
@@ -258,7 +261,7 @@ impl Sys for Shell {
 
     fn group_members(&mut self, pgid: i32) -> u32 {
         // With a cgroup, "its group" is the cgroup: every live member.
-        if let Some(n) = self.cg.members(pgid) {
+        if let Some(n) = self.svc.cg.members(pgid) {
             return n;
         }
         if !self.group_alive(pgid) {
@@ -269,7 +272,7 @@ impl Sys for Shell {
     }
 
     fn escapees(&mut self, idx: usize, _pgid: i32, out: &mut [Escapee]) -> Outside {
-        if self.cg.join_fd(idx) >= 0 {
+        if self.svc.cg.join_fd(idx) >= 0 {
             // Counted (and stopped) as members of its cgroup instead.
             return Outside::default();
         }
@@ -300,16 +303,16 @@ impl Sys for Shell {
     fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event) {
         self.log_event(idx, from, to, event);
         if let Event::SpawnFailed { err } = *event {
-            if Some(idx) == self.main_idx {
-                self.main_exit.spawn_failed(err);
+            if Some(idx) == self.life.main_idx {
+                self.life.main_exit.spawn_failed(err);
             }
         }
         events::broadcast_event(self, idx, to, event, 0);
     }
 
     fn may_spawn(&mut self) -> bool {
-        self.spawns == 0
-            || (self.spawns < SPAWNS_PER_TURN && self.turns.elapsed_us() < SPAWN_SLICE_US)
+        self.svc.spawns == 0
+            || (self.svc.spawns < SPAWNS_PER_TURN && self.turns.elapsed_us() < SPAWN_SLICE_US)
     }
 
     fn shutdown_deadline(&mut self, killing: &mut dyn Iterator<Item = (usize, i32)>) {
@@ -317,7 +320,7 @@ impl Sys for Shell {
         let _ = line.write_str("shutdown timeout: killing");
         let mut sep = " ";
         for (i, pid) in killing {
-            let name = self.slots.get(i).map_or("?", |s| s.name.as_str());
+            let name = self.svc.slots.get(i).map_or("?", |s| s.name.as_str());
             let _ = write!(line, "{sep}{name} (pid {pid})");
             sep = ", ";
         }
@@ -332,7 +335,7 @@ impl Shell {
         if !self.event_words(idx, to, event, &mut what) {
             return;
         }
-        let name = self.slots.get(idx).map_or("?", |s| s.name.as_str());
+        let name = self.svc.slots.get(idx).map_or("?", |s| s.name.as_str());
         let what = core::str::from_utf8(what.as_bytes()).unwrap_or("");
         log!(self.log, "{name}: {what}");
     }
@@ -341,7 +344,8 @@ impl Shell {
     /// events it does not log. The phrases are `words`'.
     fn event_words(&self, idx: usize, to: StateName, event: &Event, w: &mut log::LineBuf) -> bool {
         let dep = |d: u16| {
-            self.slots
+            self.svc
+                .slots
                 .get(usize::from(d))
                 .map_or("?", |s| s.name.as_str())
         };
@@ -372,7 +376,7 @@ impl Shell {
                 if err.stage == Stage::User {
                     let _ = w.write_str("cannot start: ");
                 }
-                words::spawn_failed(w, err, self.slots.get(idx).map(|s| &s.prep));
+                words::spawn_failed(w, err, self.svc.slots.get(idx).map(|s| &s.prep));
                 if err.is_temporary() {
                     let _ = w.write_str("; retrying");
                 }
@@ -399,7 +403,7 @@ impl Shell {
             Event::Killed { pid, shutdown } => {
                 words::killed(w, shutdown);
                 let _ = write!(w, " to process group {pid}");
-                if !shutdown && self.cg.alive(pid).is_some() {
+                if !shutdown && self.svc.cg.alive(pid).is_some() {
                     let _ = w.write_str(" and its cgroup (cgroup.kill)");
                 }
             }
@@ -428,7 +432,7 @@ impl Shell {
     /// A loop turn begins (poll returned): its clock and spawn budget.
     fn new_turn(&mut self) {
         self.turns.begin();
-        self.spawns = 0;
+        self.svc.spawns = 0;
     }
 
     /// Stores one output line: ring, file, console. (Split borrows of the
@@ -479,10 +483,14 @@ impl Shell {
     fn drain_pipe(&mut self, idx: usize, which: usize) {
         let Shell {
             log,
-            slots,
-            readbuf,
-            scratch,
             ctl,
+            svc:
+                crate::daemon::Services {
+                    slots,
+                    readbuf,
+                    scratch,
+                    ..
+                },
             ..
         } = self;
         let Some(slot) = slots.get_mut(idx) else {
@@ -539,15 +547,17 @@ impl Shell {
     /// Drains every pipe marked ready. Returns whether work is left.
     fn drain_ready(&mut self) -> bool {
         let mut left = false;
-        for i in 0..self.slots.len() {
+        for i in 0..self.svc.slots.len() {
             for w in 0..2 {
                 if self
+                    .svc
                     .slots
                     .get(i)
                     .is_some_and(|s| s.ready.get(w) == Some(&true))
                 {
                     self.drain_pipe(i, w);
                     left |= self
+                        .svc
                         .slots
                         .get(i)
                         .is_some_and(|s| s.ready.get(w) == Some(&true));
@@ -561,9 +571,8 @@ impl Shell {
     fn flush_line(&mut self, i: usize, w: usize) {
         let Shell {
             log,
-            slots,
-            scratch,
             ctl,
+            svc: crate::daemon::Services { slots, scratch, .. },
             ..
         } = self;
         let Some(Slot {
@@ -598,7 +607,7 @@ impl Shell {
     /// (64 KiB), which is one turn's read budget.
     pub(crate) fn output_ended(&mut self, i: usize) {
         for w in 0..2 {
-            if let Some(r) = self.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
+            if let Some(r) = self.svc.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
                 *r = true;
             }
             self.drain_pipe(i, w);
@@ -608,9 +617,9 @@ impl Shell {
 
     /// Drains everything and flushes partial lines (at shutdown).
     fn flush_all(&mut self) {
-        for i in 0..self.slots.len() {
+        for i in 0..self.svc.slots.len() {
             for w in 0..2 {
-                if let Some(r) = self.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
+                if let Some(r) = self.svc.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
                     *r = true;
                 }
                 self.drain_pipe(i, w);
@@ -681,7 +690,9 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
         let mut guess = [0i32; REAP_BATCH];
         let mut k = 0;
         for &pid in batch {
-            let contained = sup.owner_of(pid).is_some_and(|i| shell.cg.join_fd(i) >= 0);
+            let contained = sup
+                .owner_of(pid)
+                .is_some_and(|i| shell.svc.cg.join_fd(i) >= 0);
             if let Some(g) = guess.get_mut(k).filter(|_| !contained) {
                 *g = pid;
                 k += 1;
@@ -722,10 +733,10 @@ fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
         .iter()
         .position(|s| s.escapees().iter().any(|e| e.pid == pid));
     let idx = sup.on_exit(pid, status, clock::now(), shell);
-    if idx.is_some() && idx == shell.main_idx {
+    if idx.is_some() && idx == shell.life.main_idx {
         // tini's contract: the main service's exit ends the container,
         // and its status is the exit code, during a shutdown too.
-        let code = shell.main_exit.exited(status);
+        let code = shell.life.main_exit.exited(status);
         if sup.shutting_down() {
             log!(
                 shell.log,
@@ -736,14 +747,14 @@ fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
                 shell.log,
                 "main service exited ({status}); stopping everything, exit code {code}"
             );
-            let t = shell.shutdown_timeout;
+            let t = shell.life.shutdown_timeout;
             sup.shutdown(clock::now(), t, shell);
         }
     }
     match (idx, leftover_of) {
         (Some(_), _) => {}
         (None, Some(i)) => {
-            let name = shell.slots.get(i).map_or("?", |s| s.name.as_str());
+            let name = shell.svc.slots.get(i).map_or("?", |s| s.name.as_str());
             log!(
                 shell.log,
                 "{name}: pid {pid}, left over from its last run, exited with {status}"
@@ -778,7 +789,7 @@ fn dispatch(sup: &mut Supervisor<'_>, shell: &mut Shell, ev: &mio::event::Event)
             }
         }
         Some(Token::Pipe { slot, stream }) => {
-            let s = shell.slots.get_mut(slot);
+            let s = shell.svc.slots.get_mut(slot);
             if let Some(r) = s.and_then(|s| s.ready.get_mut(stream)) {
                 *r = true;
             }
@@ -801,7 +812,7 @@ fn signals(sup: &mut Supervisor<'_>, shell: &mut Shell, sfd: &nix::sys::signalfd
                 | Signal::SIGUSR1
                 | Signal::SIGUSR2
                 | Signal::SIGPWR),
-            ) if shell.mode == pid1::Mode::System => {
+            ) if shell.life.mode == pid1::Mode::System => {
                 let a = pid1::action_for(s as i32).unwrap_or(pid1::Action::Reboot);
                 if !sup.shutting_down() {
                     log!(
@@ -809,24 +820,24 @@ fn signals(sup: &mut Supervisor<'_>, shell: &mut Shell, sfd: &nix::sys::signalfd
                         "{}: {} (timeout {})",
                         s.as_str(),
                         a.name(),
-                        Dur(shell.shutdown_timeout)
+                        Dur(shell.life.shutdown_timeout)
                     );
-                    shell.action = Some(a);
+                    shell.life.action = Some(a);
                 }
-                let t = shell.shutdown_timeout;
+                let t = shell.life.shutdown_timeout;
                 sup.shutdown(clock::now(), t, shell);
             }
             Ok(s @ (Signal::SIGTERM | Signal::SIGINT)) => {
                 if !sup.shutting_down() {
-                    shell.main_exit.shutdown_by(s as i32);
+                    shell.life.main_exit.shutdown_by(s as i32);
                     log!(
                         shell.log,
                         "{}: shutting down (timeout {})",
                         s.as_str(),
-                        Dur(shell.shutdown_timeout)
+                        Dur(shell.life.shutdown_timeout)
                     );
                 }
-                let t = shell.shutdown_timeout;
+                let t = shell.life.shutdown_timeout;
                 sup.shutdown(clock::now(), t, shell);
             }
             Ok(Signal::SIGUSR1) => dump(sup, shell, clock::now()),
@@ -847,7 +858,7 @@ fn signals(sup: &mut Supervisor<'_>, shell: &mut Shell, sfd: &nix::sys::signalfd
 /// `pid1::MainExit::spawn_failed`): stop everything, as tini exits when
 /// it cannot exec its child.
 fn main_cannot_start(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
-    let Some(err) = shell.main_exit.cannot_start.take() else {
+    let Some(err) = shell.life.main_exit.cannot_start.take() else {
         return;
     };
     if sup.shutting_down() {
@@ -855,17 +866,18 @@ fn main_cannot_start(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) 
     }
     let mut why = log::LineBuf::default();
     let prep = shell
+        .life
         .main_idx
-        .and_then(|i| shell.slots.get(i))
+        .and_then(|i| shell.svc.slots.get(i))
         .map(|s| &s.prep);
     words::spawn_failed(&mut why, err, prep);
     log!(
         shell.log,
         "main service cannot start: {}; stopping everything, exit code {}",
         core::str::from_utf8(why.as_bytes()).unwrap_or(""),
-        shell.main_exit.final_code(true)
+        shell.life.main_exit.final_code(true)
     );
-    let t = shell.shutdown_timeout;
+    let t = shell.life.shutdown_timeout;
     sup.shutdown(now, t, shell);
 }
 
@@ -883,28 +895,31 @@ fn reap_main(
     poll: &mut mio::Poll,
     events: &mut Events,
 ) {
-    let Some(m) = shell.main_idx else {
+    let Some(m) = shell.life.main_idx else {
         return;
     };
     let deadline = clock::now().add(MAIN_REAP_MS);
     loop {
         while let Ok(Some(_)) = sfd.read_signal() {}
         reap(sup, shell);
-        if shell.main_exit.code.is_some() {
+        if shell.life.main_exit.code.is_some() {
             return;
         }
         let Some(pid) = sup.services().get(m).and_then(|s| s.state.pid()) else {
             log!(
                 shell.log,
                 "main service never ran; exit code {} ({})",
-                shell.main_exit.final_code(true),
-                signal_name(shell.main_exit.end_signal)
+                shell.life.main_exit.final_code(true),
+                signal_name(shell.life.main_exit.end_signal)
             );
             return;
         };
         let now = clock::now();
         if now >= deadline {
-            let code = shell.main_exit.exited(ExitStatus::Signal(libc::SIGKILL));
+            let code = shell
+                .life
+                .main_exit
+                .exited(ExitStatus::Signal(libc::SIGKILL));
             log!(
                 shell.log,
                 "main service pid {pid} still not reaped {} after the shutdown ended; exit code {code}",
@@ -921,7 +936,7 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
     // Asked for: never folded into "last message repeated".
     shell.log.break_repeats();
     for (i, s) in sup.services().iter().enumerate() {
-        let Some(slot) = shell.slots.get(i).filter(|s| !s.retired) else {
+        let Some(slot) = shell.svc.slots.get(i).filter(|s| !s.retired) else {
             continue;
         };
         let (name, lines, evicted, cut) = (
@@ -1044,7 +1059,7 @@ fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, S
     // The pid index: sized once, like the table (startup may allocate).
     let mut pids: Box<[PidSlot]> =
         core::iter::repeat_n(PidSlot::EMPTY, PidIndex::capacity_for(table.len())).collect();
-    let mut sup = Supervisor::new(&mut table, &mut pids, l.shell.used);
+    let mut sup = Supervisor::new(&mut table, &mut pids, l.shell.svc.used);
     adopt(&mut sup, &mut l.shell, &adopted);
     drop(adopted);
     // The tables and the reload buffers hold everything the loop needs
@@ -1069,12 +1084,12 @@ fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, S
 
 /// The mode, cgroups and main service; logs "started".
 fn configure(shell: &mut Shell, cfg: &Globals, mode: pid1::Mode, slots: usize) {
-    shell.mode = mode;
+    shell.life.mode = mode;
     cgroup::init(shell, cfg.cgroup.as_deref(), mode == pid1::Mode::System);
-    shell.main_idx = cfg
+    shell.life.main_idx = cfg
         .main
         .as_ref()
-        .and_then(|m| shell.slots.iter().position(|s| s.name.as_str() == m));
+        .and_then(|m| shell.svc.slots.iter().position(|s| s.name.as_str() == m));
     let socket = if shell.ctl.listen_fd >= 0 {
         cfg.socket.as_path()
     } else {
@@ -1084,7 +1099,7 @@ fn configure(shell: &mut Shell, cfg: &Globals, mode: pid1::Mode, slots: usize) {
         shell.log,
         "started: pid {}, {} services ({slots} slots), socket {}",
         std::process::id(),
-        shell.used,
+        shell.svc.used,
         socket.display()
     );
 }
@@ -1092,19 +1107,20 @@ fn configure(shell: &mut Shell, cfg: &Globals, mode: pid1::Mode, slots: usize) {
 /// After `reexec`: takes over the previous binary's processes; stops
 /// those of services the new config no longer has.
 fn adopt(sup: &mut Supervisor<'_>, shell: &mut Shell, adopted: &[reexec::Adopted]) {
-    let used = shell.used;
+    let used = shell.svc.used;
     for a in adopted {
         let found = shell
+            .svc
             .slots
             .get(..used)
             .and_then(|s| s.iter().position(|s| s.name.as_str() == a.name));
         match found {
             Some(i) => {
                 // Its escapees cannot have started before it did.
-                if let Some(slot) = shell.slots.get_mut(i) {
+                if let Some(slot) = shell.svc.slots.get_mut(i) {
                     slot.spawned = group::stat(a.pid).map_or(0, |st| st.start);
                 }
-                shell.cg.spawned(i, a.pid);
+                shell.svc.cg.spawned(i, a.pid);
                 let since = Instant::from_millis(a.since);
                 sup.adopt(i, a.pid, since, a.restarts, a.failures, a.want_up);
                 let (name, pid, restarts) = (&a.name, a.pid, a.restarts);
@@ -1150,7 +1166,7 @@ fn wait(sup: &Supervisor<'_>, l: &mut Looping, now: Instant) -> bool {
         .min(shell.ctl.poll_at())
         .min(shell.log.poll_at())
         .min(reload::machine::poll_at(shell));
-    let timeout = if l.pending || shell.main_exit.cannot_start.is_some() {
+    let timeout = if l.pending || shell.life.main_exit.cannot_start.is_some() {
         Some(std::time::Duration::ZERO)
     } else if due == Instant::NEVER {
         None
@@ -1199,13 +1215,13 @@ fn handle(sup: &mut Supervisor<'_>, l: &mut Looping) {
     }
     let now = clock::now();
     for k in 0..shell.ctl.clients.len() {
-        let t = shell.shutdown_timeout;
+        let t = shell.life.shutdown_timeout;
         control::service_client(sup, shell, k, now, t);
         l.pending |= control::has_pending(shell, k);
     }
-    if core::mem::take(&mut shell.reexec_requested) && !sup.shutting_down() {
+    if core::mem::take(&mut shell.life.reexec_requested) && !sup.shutting_down() {
         shell.flush_all();
-        reexec::exec(sup, shell);
+        reexec::exec(sup, &mut shell.life.reexec, &shell.svc, &mut shell.log);
     }
 }
 
@@ -1213,13 +1229,16 @@ fn handle(sup: &mut Supervisor<'_>, l: &mut Looping) {
 /// paths and cgroups; then the exit code, or the power-off (system).
 fn finish(sup: &mut Supervisor<'_>, l: &mut Looping, cfg: &Globals) -> Result<i32, String> {
     let shell = &mut l.shell;
-    if shell.mode == pid1::Mode::Container {
+    if shell.life.mode == pid1::Mode::Container {
         reap_main(sup, shell, &l.sfd, &mut l.poll, &mut l.events);
     }
     shell.flush_all();
-    if shell.mode != pid1::Mode::System {
+    if shell.life.mode != pid1::Mode::System {
         // System mode ends with kill(-1) instead (`pid1::final_shutdown`).
-        sweep::sweep(&mut shell.log, sweep_deadline(sup, shell.shutdown_timeout));
+        sweep::sweep(
+            &mut shell.log,
+            sweep_deadline(sup, shell.life.shutdown_timeout),
+        );
     }
     log!(
         shell.log,
@@ -1228,12 +1247,15 @@ fn finish(sup: &mut Supervisor<'_>, l: &mut Looping, cfg: &Globals) -> Result<i3
     );
     release_paths(cfg);
     cgroup::release_all(shell);
-    match shell.mode {
+    match shell.life.mode {
         pid1::Mode::System => {
-            let a = shell.action.unwrap_or(pid1::Action::Poweroff);
-            pid1::final_shutdown(a, shell.shutdown_timeout.clamp(1000, 10_000))
+            let a = shell.life.action.unwrap_or(pid1::Action::Poweroff);
+            pid1::final_shutdown(a, shell.life.shutdown_timeout.clamp(1000, 10_000))
         }
-        pid1::Mode::Container => Ok(shell.main_exit.final_code(shell.main_idx.is_some())),
+        pid1::Mode::Container => Ok(shell
+            .life
+            .main_exit
+            .final_code(shell.life.main_idx.is_some())),
         pid1::Mode::Supervisor => Ok(0),
     }
 }

@@ -205,6 +205,7 @@ fn belongs(sup: &Supervisor<'_>, shell: &Shell, i: usize, m: &Notice) -> Option<
     // SAFETY: plain syscall.
     let pgid = unsafe { libc::getpgid(m.pid) };
     let want_uid = shell
+        .svc
         .slots
         .get(i)
         .and_then(|s| s.prep.uid)
@@ -214,7 +215,7 @@ fn belongs(sup: &Supervisor<'_>, shell: &Shell, i: usize, m: &Notice) -> Option<
 
 /// The poller says slot `i`'s socket is readable.
 pub fn mark(shell: &mut Shell, i: usize) {
-    if let Some(s) = shell.slots.get_mut(i) {
+    if let Some(s) = shell.svc.slots.get_mut(i) {
         s.sd.readable = true;
     }
 }
@@ -223,10 +224,10 @@ pub fn mark(shell: &mut Shell, i: usize) {
 /// Returns whether any may have more (then the next poll must not wait).
 pub fn drain(sup: &mut Supervisor<'_>, shell: &mut Shell) -> bool {
     let mut left = false;
-    for i in 0..shell.slots.len() {
-        if shell.slots.get(i).is_some_and(|s| s.sd.readable) {
+    for i in 0..shell.svc.slots.len() {
+        if shell.svc.slots.get(i).is_some_and(|s| s.sd.readable) {
             let more = on_socket(sup, shell, i);
-            if let Some(s) = shell.slots.get_mut(i) {
+            if let Some(s) = shell.svc.slots.get_mut(i) {
                 s.sd.readable = more;
             }
             left |= more;
@@ -238,14 +239,14 @@ pub fn drain(sup: &mut Supervisor<'_>, shell: &mut Shell) -> bool {
 /// sd_notify datagrams on slot `i`'s socket: at most [`PER_TURN`].
 /// Returns true when the budget ran out before the socket was empty.
 fn on_socket(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize) -> bool {
-    let Some(fd) = shell.slots.get(i).map(|s| s.notify_sock) else {
+    let Some(fd) = shell.svc.slots.get(i).map(|s| s.notify_sock) else {
         return false;
     };
     for _ in 0..PER_TURN {
         let Some(m) = recv(fd) else {
             return false;
         };
-        let name = shell.slots.get(i).map_or("?", |s| s.name.as_str());
+        let name = shell.svc.slots.get(i).map_or("?", |s| s.name.as_str());
         if m.truncated {
             log!(
                 shell.log,
@@ -271,9 +272,10 @@ fn set_main_pid(shell: &mut Shell, i: usize, leader: i32, pid: i32) {
     // SAFETY: plain syscall.
     let pgid = unsafe { libc::getpgid(pid) };
     let Shell {
-        slots,
         log,
-        mainpids,
+        svc: crate::daemon::Services {
+            slots, mainpids, ..
+        },
         ..
     } = shell;
     let Some(slot) = slots.get_mut(i) else {
@@ -310,7 +312,7 @@ fn apply(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, leader: i32, m: 
     if let Some(p) = m.main_pid {
         set_main_pid(shell, i, leader, p);
     }
-    let Some(slot) = shell.slots.get_mut(i) else {
+    let Some(slot) = shell.svc.slots.get_mut(i) else {
         return;
     };
     let name = slot.name.as_str();
@@ -384,13 +386,14 @@ fn our_child(pid: i32) -> bool {
 /// is reported as `L`'s (the process group the machine knows). Costs
 /// nothing while no service has a MAINPID.
 pub fn route_exit(shell: &mut Shell, pid: i32, status: ExitStatus) -> Option<i32> {
-    if shell.mainpids == 0 {
+    if shell.svc.mainpids == 0 {
         return Some(pid);
     }
     let Shell {
-        slots,
         log,
-        mainpids,
+        svc: crate::daemon::Services {
+            slots, mainpids, ..
+        },
         ..
     } = shell;
     for slot in slots.iter_mut() {
@@ -427,7 +430,10 @@ pub fn route_exit(shell: &mut Shell, pid: i32, status: ExitStatus) -> Option<i32
 /// The service's process is gone: a new run starts with no notify state.
 pub fn process_gone(shell: &mut Shell, i: usize) {
     let Shell {
-        slots, mainpids, ..
+        svc: crate::daemon::Services {
+            slots, mainpids, ..
+        },
+        ..
     } = shell;
     if let Some(s) = slots.get_mut(i) {
         if s.sd.main_pid != 0 {

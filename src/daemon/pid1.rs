@@ -43,6 +43,21 @@ impl Action {
     }
 }
 
+/// The daemon's life as an init: how it runs, how a shutdown ends and
+/// the re-exec it may be asked for (the shell's part for PID 1 duties).
+pub struct Life {
+    pub mode: Mode,
+    /// System mode: what to do once everything stopped.
+    pub action: Option<Action>,
+    pub shutdown_timeout: u64,
+    /// Container mode: how the `main` service ended (the exit code).
+    pub main_exit: MainExit,
+    pub main_idx: Option<usize>,
+    /// `coffeyd reexec` asked for: re-exec at the end of this turn.
+    pub reexec_requested: bool,
+    pub reexec: super::reexec::Reexec,
+}
+
 /// Container mode's exit code: the main service's, as tini and a shell
 /// report a child (docs/CLI.md has the table of cases).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]

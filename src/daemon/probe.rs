@@ -182,9 +182,9 @@ fn connect(addr: &SocketAddr) -> Result<RawFd, ProbeError> {
 pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>, ProbeError> {
     let r = role.index();
     cancel(shell, idx, role);
-    let devnull = shell.devnull;
-    let stack = &mut shell.stack;
-    let Some(slot) = shell.slots.get_mut(idx) else {
+    let devnull = shell.svc.devnull;
+    let stack = &mut shell.svc.stack;
+    let Some(slot) = shell.svc.slots.get_mut(idx) else {
         return Err(ProbeError::Spawn(libc::ENOENT));
     };
     let Slot {
@@ -247,6 +247,7 @@ pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>,
 /// `Sys::cancel_probe`: close the socket, kill the check's group.
 pub fn cancel(shell: &mut Shell, idx: usize, role: Role) {
     let Some(p) = shell
+        .svc
         .slots
         .get_mut(idx)
         .and_then(|s| s.probes.get_mut(role.index()))
@@ -271,9 +272,8 @@ fn parse_http(buf: &[u8], expect: Option<u16>) -> Option<Result<(), ProbeError>>
 pub fn on_ready(shell: &mut Shell, idx: usize, r: usize) -> Option<(Role, Result<(), ProbeError>)> {
     let role = Role::from_index(r);
     let Shell {
-        slots,
         log,
-        scratch,
+        svc: crate::daemon::Services { slots, scratch, .. },
         ..
     } = shell;
     let slot = slots.get_mut(idx)?;
@@ -398,7 +398,7 @@ pub type Reaped = (usize, Role, Option<Result<(), ProbeError>>);
 
 /// A reaped pid that was an exec check: its result.
 pub fn on_exit(shell: &mut Shell, pid: i32, status: coffey::sys::ExitStatus) -> Option<Reaped> {
-    for (i, s) in shell.slots.iter_mut().enumerate() {
+    for (i, s) in shell.svc.slots.iter_mut().enumerate() {
         for (r, p) in s.probes.iter_mut().enumerate() {
             if p.pid == pid && pid > 0 {
                 p.pid = 0;
@@ -465,7 +465,7 @@ pub fn error_text(e: ProbeError, out: &mut LineBuf) {
 
 /// The notify pipe of slot `idx` has data: a newline means ready.
 pub fn on_notify_fd(shell: &mut Shell, idx: usize) -> bool {
-    let Some(slot) = shell.slots.get_mut(idx) else {
+    let Some(slot) = shell.svc.slots.get_mut(idx) else {
         return false;
     };
     let mut ready = false;
@@ -496,7 +496,7 @@ pub fn on_notify_fd(shell: &mut Shell, idx: usize) -> bool {
 /// network namespace (containers with host networking, each PID 1) never
 /// collide; the name goes into the slot's `NOTIFY_SOCKET=` entry.
 pub fn open_notify(shell: &mut Shell, i: usize) {
-    let Some(slot) = shell.slots.get_mut(i) else {
+    let Some(slot) = shell.svc.slots.get_mut(i) else {
         return;
     };
     if slot.notify_sock >= 0 {
@@ -552,7 +552,7 @@ pub fn open_notify(shell: &mut Shell, i: usize) {
 }
 
 pub fn close_notify(shell: &mut Shell, i: usize) {
-    if let Some(slot) = shell.slots.get_mut(i) {
+    if let Some(slot) = shell.svc.slots.get_mut(i) {
         super::close_fd(slot.notify_sock);
         slot.notify_sock = -1;
     }
@@ -569,9 +569,13 @@ pub fn configure(
         cancel(shell, i, Role::from_index(r));
     }
     let Shell {
-        slots,
-        base_env,
-        arena,
+        svc:
+            crate::daemon::Services {
+                slots,
+                base_env,
+                arena,
+                ..
+            },
         ..
     } = shell;
     let slot = slots.get_mut(i).ok_or("no such slot")?;
@@ -625,7 +629,7 @@ pub fn configure(
 
 /// Logs a verdict change.
 pub fn log_verdict(shell: &mut Shell, idx: usize, c: &coffey::health::Check) {
-    let name = shell.slots.get(idx).map_or("?", |s| s.name.as_str());
+    let name = shell.svc.slots.get(idx).map_or("?", |s| s.name.as_str());
     let mut why = LineBuf::default();
     if let Some(e) = c.last_error {
         error_text(e, &mut why);

@@ -11,7 +11,8 @@
 //! where PID is 0 for a service with no process and WANT is `u` or `d`.
 
 use super::log::log;
-use super::Shell;
+use super::log::Log;
+use super::Services;
 use coffey::service::{State, Want};
 use coffey::supervisor::Supervisor;
 use core::fmt::Write as _;
@@ -56,14 +57,10 @@ impl Reexec {
 }
 
 /// Execs the new binary. Returns only if that failed (logged).
-pub fn exec(sup: &Supervisor<'_>, shell: &mut Shell) {
-    let Shell {
-        reexec,
-        slots,
-        base_env,
-        log,
-        ..
-    } = shell;
+pub fn exec(sup: &Supervisor<'_>, reexec: &mut Reexec, svc: &Services, log: &mut Log) {
+    let Services {
+        slots, base_env, ..
+    } = svc;
     let mut w = super::log::CWriter::new(reexec.buf);
     let mut ok = write!(w, "{ENV}=v1;").is_ok();
     for (i, s) in sup.services().iter().enumerate() {

@@ -13,7 +13,7 @@ use super::reload::Reloader;
 use super::slab::cells;
 use super::spawn::{BaseEnv, Prepared};
 use super::token::Token;
-use super::{release_paths, Shell, Slot};
+use super::{release_paths, Services, Shell, Slot};
 use crate::config::Config;
 use coffey::control::conn::Conn;
 use coffey::limits::CONN_OUT_BUF;
@@ -279,40 +279,46 @@ pub fn build(
     let arena = super::arena::ExecArena::new(super::arena::half_size(exec_need, slots))?;
     let mut shell = Shell {
         log,
-        devnull,
-        slots: shells,
-        used: 0,
-        readbuf: Box::new([0u8; READ_CHUNK]),
-        scratch: Box::default(),
-        base_env: base,
-        arena,
-        file_max: cfg.service_logs.max_size,
-        file_keep: cfg.service_logs.keep,
-        shutdown_timeout: cfg.shutdown_timeout,
-        reloader,
         registry,
-        mode: super::pid1::Mode::Supervisor,
-        action: None,
-        reexec_requested: false,
-        reexec: super::reexec::Reexec::new(
-            std::fs::read_link("/proc/self/exe")
-                .ok()
-                .and_then(|p| {
-                    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
-                        .ok()
-                })
-                .unwrap_or_else(|| c"/proc/self/exe".into()),
-            &std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone()),
-            false,
-            base_len,
-        ),
-        main_exit: super::pid1::MainExit::new(),
-        main_idx: None,
-        mainpids: 0,
-        cg: super::cgroup::Cgroups::new(slots),
         turns: Default::default(),
-        spawns: 0,
-        stack,
+        svc: Services {
+            slots: shells,
+            used: 0,
+            devnull,
+            readbuf: Box::new([0u8; READ_CHUNK]),
+            scratch: Box::default(),
+            base_env: base,
+            arena,
+            file_max: cfg.service_logs.max_size,
+            file_keep: cfg.service_logs.keep,
+            mainpids: 0,
+            cg: super::cgroup::Cgroups::new(slots),
+            spawns: 0,
+            stack,
+        },
+        reloader,
+        life: super::pid1::Life {
+            mode: super::pid1::Mode::Supervisor,
+            action: None,
+            shutdown_timeout: cfg.shutdown_timeout,
+            main_exit: super::pid1::MainExit::new(),
+            main_idx: None,
+            reexec_requested: false,
+            reexec: super::reexec::Reexec::new(
+                std::fs::read_link("/proc/self/exe")
+                    .ok()
+                    .and_then(|p| {
+                        std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
+                            p.as_os_str(),
+                        ))
+                        .ok()
+                    })
+                    .unwrap_or_else(|| c"/proc/self/exe".into()),
+                &std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone()),
+                false,
+                base_len,
+            ),
+        },
         ctl: Control {
             listen_fd,
             clients: (0..cfg.limits.clients.max(1))
@@ -621,7 +627,7 @@ pub fn start(cfg: &Globals, compiled: &[u8]) -> Result<Started, String> {
         Interest::READABLE,
     )
     .map_err(|e| format!("register signalfd: {e}"))?;
-    for (i, s) in shell.slots.iter().enumerate() {
+    for (i, s) in shell.svc.slots.iter().enumerate() {
         for (w, fd) in [(0, s.out_r), (1, s.err_r)] {
             reg.register(
                 &mut SourceFd(&fd),

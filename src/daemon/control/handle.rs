@@ -140,8 +140,9 @@ fn find(shell: &Shell, name: &str) -> Option<usize> {
     }
     // Retired slots keep their name for their last log lines only.
     shell
+        .svc
         .slots
-        .get(..shell.used)?
+        .get(..shell.svc.used)?
         .iter()
         .position(|s| !s.retired && s.name.as_str() == name)
 }
@@ -265,6 +266,7 @@ fn logs(shell: &mut Shell, k: usize, name: &str, lines: u16, follow: bool) {
         return;
     };
     let ring = shell
+        .svc
         .slots
         .get(i)
         .map(|s| (s.ring.first_seq(), s.ring.pushed));
@@ -341,7 +343,7 @@ fn power(
         1 => pid1::Action::Reboot,
         _ => pid1::Action::Halt,
     };
-    if shell.mode != pid1::Mode::System {
+    if shell.life.mode != pid1::Mode::System {
         let message = "coffeyd is not the init of this machine; use shutdown";
         return error(shell, k, ErrorCode::Failed, message);
     }
@@ -351,9 +353,9 @@ fn power(
         "control: {} requested by uid {uid} pid {pid}",
         a.name()
     );
-    shell.action = Some(a);
+    shell.life.action = Some(a);
     ok(shell, k, a.name());
-    let t = shell.shutdown_timeout;
+    let t = shell.life.shutdown_timeout;
     sup.shutdown(now, t, shell);
 }
 
@@ -364,7 +366,7 @@ fn reexec(shell: &mut Shell, k: usize, who: Who) {
         "control: reexec requested by uid {uid} pid {pid}"
     );
     ok(shell, k, "re-executing");
-    shell.reexec_requested = true;
+    shell.life.reexec_requested = true;
 }
 
 fn debug_panic(shell: &mut Shell, k: usize, who: Who) {

@@ -19,7 +19,11 @@ pub(super) fn logs_tail(
     end_seq: u64,
     follow: bool,
 ) {
-    let Shell { slots, ctl, .. } = &mut *shell;
+    let Shell {
+        ctl,
+        svc: crate::daemon::Services { slots, .. },
+        ..
+    } = &mut *shell;
     let (Some(slot), Some(c)) = (slots.get(usize::from(svc)), ctl.clients.get_mut(k)) else {
         return;
     };

@@ -53,9 +53,10 @@ fn exit_text(out: &mut LineBuf, st: ExitStatus, shell: &Shell, idx: u16) {
 /// `words`' phrases; the SIGUSR1 dump shows the same text).
 pub(crate) fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
     out.clear();
-    let prep = |i: u16| shell.slots.get(usize::from(i)).map(|s| &s.prep);
+    let prep = |i: u16| shell.svc.slots.get(usize::from(i)).map(|s| &s.prep);
     let dep = |i: u16| {
         shell
+            .svc
             .slots
             .get(usize::from(i))
             .map_or("?", |s| s.name.as_str())
@@ -91,7 +92,7 @@ pub(crate) fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf
 fn backoff_cause(s: &Service, r: Reason, shell: &Shell, out: &mut LineBuf) {
     match r {
         Reason::SpawnFailed(e) => {
-            let prep = shell.slots.get(usize::from(s.idx)).map(|s| &s.prep);
+            let prep = shell.svc.slots.get(usize::from(s.idx)).map(|s| &s.prep);
             words::spawn_failed(out, e, prep);
             let _ = out.write_str("; ");
         }
@@ -204,6 +205,7 @@ pub(super) fn status_all(
             break;
         };
         if shell
+            .svc
             .slots
             .get(usize::from(next))
             .is_some_and(|s| s.retired)
@@ -212,7 +214,11 @@ pub(super) fn status_all(
             continue;
         }
         reason(s, shell, now, &mut text);
-        let Shell { slots, ctl, .. } = &mut *shell;
+        let Shell {
+            ctl,
+            svc: crate::daemon::Services { slots, .. },
+            ..
+        } = &mut *shell;
         let (Some(slot), Some(c)) = (slots.get(usize::from(next)), ctl.clients.get_mut(k)) else {
             return;
         };
@@ -266,7 +272,11 @@ pub(super) fn status_one(
     };
     let mut text = LineBuf::default();
     reason(s, shell, now, &mut text);
-    let Shell { slots, ctl, cg, .. } = shell;
+    let Shell {
+        ctl,
+        svc: crate::daemon::Services { slots, cg, .. },
+        ..
+    } = shell;
     let (Some(slot), Some(c)) = (slots.get(i), ctl.clients.get_mut(k)) else {
         return;
     };

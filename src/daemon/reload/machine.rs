@@ -417,7 +417,7 @@ pub fn request(
 /// Starts the compile child of reload `gen`.
 fn begin(sup: &mut Supervisor<'_>, shell: &mut Shell, gen: u32, kind: Kind, now: Instant) {
     let m = &mut shell.reloader.machine;
-    match m.spawn(shell.devnull) {
+    match m.spawn(shell.svc.devnull) {
         Ok((pid, fd)) => {
             let _ = shell.registry.register(
                 &mut SourceFd(&fd),

@@ -339,7 +339,7 @@ fn configure(
         // A new service in this slot starts with an empty log and no
         // followers of the previous one.
         shell.ctl.slot_replaced(i);
-        if let Some(slot) = shell.slots.get_mut(i) {
+        if let Some(slot) = shell.svc.slots.get_mut(i) {
             if let Some(t) = slot.notify_text.get_mut() {
                 t.status.clear();
             }
@@ -356,11 +356,15 @@ fn configure(
         super::probe::close_notify(shell, i);
     }
     let Shell {
-        slots,
-        base_env,
-        arena,
-        file_max,
-        file_keep,
+        svc:
+            crate::daemon::Services {
+                slots,
+                base_env,
+                arena,
+                file_max,
+                file_keep,
+                ..
+            },
         ..
     } = shell;
     let slot = slots.get_mut(i).ok_or("no such slot")?;
@@ -461,7 +465,7 @@ fn install_from<'b>(
     else {
         return Err(("?", "internal error: cannot decode the compiled config"));
     };
-    shell.shutdown_timeout = shutdown_timeout;
+    shell.life.shutdown_timeout = shutdown_timeout;
     if usize::from(count) > table.len() {
         return Err(("?", "more services than slots"));
     }
@@ -483,7 +487,7 @@ fn install_from<'b>(
         let svc = table.get_mut(i).ok_or((c.name, "slot"))?;
         configure(shell, svc, i, &c, true).map_err(|e| (c.name, e))?;
     }
-    shell.used = usize::from(count);
+    shell.svc.used = usize::from(count);
     for (i, c) in compiled::services(&services, count).enumerate() {
         let svc = table.get_mut(i).ok_or((c.name, "slot"))?;
         resolve_deps(&shell.reloader, buf, svc, &c).map_err(|e| (c.name, e))?;
@@ -638,7 +642,7 @@ fn prepare(
         step: Step::Log,
         at: 0,
         dry_run,
-        old_used: shell.used,
+        old_used: shell.svc.used,
         shutdown_timeout: timeout,
     })
 }
@@ -710,7 +714,7 @@ fn step(
             None => {
                 use_slots(sup, shell);
                 // What apply fills goes beside the running storage.
-                shell.arena.flip();
+                shell.svc.arena.flip();
                 next_step(p, Step::Configure);
             }
         },
@@ -734,13 +738,13 @@ fn next_step(p: &mut Progress, s: Step) {
 /// The slots in use grow to cover every slot the new config takes.
 fn use_slots(sup: &mut Supervisor<'_>, shell: &mut Shell) {
     let kept = &shell.reloader.plan.kept;
-    let new_used = (0..shell.slots.len())
+    let new_used = (0..shell.svc.slots.len())
         .filter(|&i| kept.get(i).copied().unwrap_or(false))
         .map(|i| i + 1)
         .max()
         .unwrap_or(0)
-        .max(shell.used);
-    shell.used = new_used;
+        .max(shell.svc.used);
+    shell.svc.used = new_used;
     sup.set_used(new_used);
 }
 
@@ -778,7 +782,7 @@ fn deps_one(sup: &mut Supervisor<'_>, shell: &mut Shell, j: usize, new: &[u8]) {
 /// Retires slot `i` if the new config removed its service: it stops.
 fn retire_one(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, now: Instant) {
     let kept = shell.reloader.plan.kept.get(i).copied().unwrap_or(true);
-    if kept || shell.slots.get(i).is_none_or(|s| s.retired) {
+    if kept || shell.svc.slots.get(i).is_none_or(|s| s.retired) {
         return;
     }
     if let Some(svc) = sup.service_mut(i) {
@@ -786,7 +790,7 @@ fn retire_one(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, now: Instan
     }
     sup.stop(i, now, shell);
     shell.ctl.slot_replaced(i);
-    if let Some(s) = shell.slots.get_mut(i) {
+    if let Some(s) = shell.svc.slots.get_mut(i) {
         s.retired = true;
         s.prep.filled = false;
     }
@@ -828,7 +832,7 @@ fn verdict(sup: &mut Supervisor<'_>, shell: &mut Shell, p: &Progress, gen: u32, 
     compact_exec(shell);
     // Updated checks of running services start here, not at the next event.
     sup.settle(now, shell);
-    shell.shutdown_timeout = p.shutdown_timeout;
+    shell.life.shutdown_timeout = p.shutdown_timeout;
     let text = core::str::from_utf8(shell.reloader.message.as_bytes()).unwrap_or("");
     log!(shell.log, "reload {text}");
     shell.ctl.reloaded();
@@ -840,10 +844,10 @@ fn verdict(sup: &mut Supervisor<'_>, shell: &mut Shell, p: &Progress, gen: u32, 
 /// of it fits, so nothing is lost.
 fn compact_exec(shell: &mut Shell) {
     let Shell {
-        slots,
-        arena,
-        used,
         log,
+        svc: crate::daemon::Services {
+            slots, arena, used, ..
+        },
         ..
     } = shell;
     for (i, s) in slots.iter_mut().enumerate() {
@@ -905,12 +909,16 @@ fn plan(
 ) -> Result<(), Refusal> {
     let Shell {
         reloader,
-        slots,
-        base_env,
-        arena,
+        svc:
+            crate::daemon::Services {
+                slots,
+                base_env,
+                arena,
+                ..
+            },
         ..
     } = shell;
-    let used = shell.used;
+    let used = shell.svc.used;
     let Reloader {
         names,
         plan: p,
