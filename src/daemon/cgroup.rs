@@ -34,8 +34,8 @@
 //!
 //! Everything after startup works on fds and stack buffers: no heap.
 
-use super::log::log;
-use super::Shell;
+use super::log::{log, Log};
+use super::{Services, Shell};
 use coffey::sys::{ExitStatus, SIGKILL};
 use core::fmt;
 use nix::libc;
@@ -225,8 +225,8 @@ impl fmt::Display for OomText {
 }
 
 /// The reason text for slot `i`'s last exit when the OOM killer did it.
-pub fn oom_of(shell: &Shell, i: usize, status: ExitStatus) -> Option<OomText> {
-    let c = shell.svc.cg.slots.get(i)?;
+pub fn oom_of(cg: &Cgroups, i: usize, status: ExitStatus) -> Option<OomText> {
+    let c = cg.slots.get(i)?;
     (c.oom_killed && status == ExitStatus::Signal(SIGKILL)).then_some(OomText(c.limits))
 }
 
@@ -481,14 +481,21 @@ fn has_procs(dir: RawFd) -> bool {
 /// otherwise `coffey.cgroup`, or none), enables controllers and sets up
 /// the cgroups of the configured services.
 #[allow(clippy::disallowed_methods)] // startup: CString
-pub fn init(shell: &mut Shell, configured: Option<&std::path::Path>, system: bool) {
+pub fn init(
+    svc: &mut Services,
+    log: &mut Log,
+    registry: &mio::Registry,
+    configured: Option<&std::path::Path>,
+    system: bool,
+) {
     use std::os::unix::ffi::OsStrExt;
     let path: &[u8] = match (system, configured) {
         (_, Some(p)) => p.as_os_str().as_bytes(),
         (true, None) => b"/sys/fs/cgroup",
         (false, None) => {
             not_enforced(
-                shell,
+                svc,
+                log,
                 "no coffey.cgroup (coffeyd creates cgroups only there)",
             );
             return;
@@ -500,10 +507,10 @@ pub fn init(shell: &mut Shell, configured: Option<&std::path::Path>, system: boo
     let shown = core::str::from_utf8(path).unwrap_or("?");
     if !is_cgroup2(&cpath) {
         log!(
-            shell.log,
+            log,
             "cgroups: {shown} is not a cgroup2 directory; services are contained by process group only"
         );
-        not_enforced(shell, "no cgroup2");
+        not_enforced(svc, log, "no cgroup2");
         return;
     }
     // SAFETY: NUL-terminated path.
@@ -515,7 +522,7 @@ pub fn init(shell: &mut Shell, configured: Option<&std::path::Path>, system: boo
     };
     if base < 0 {
         let e = nix::errno::Errno::last();
-        log!(shell.log, "cgroups: {shown}: {}; not used", e.desc());
+        log!(log, "cgroups: {shown}: {}; not used", e.desc());
         return;
     }
     // The root cgroup may hold processes and hand out controllers; any
@@ -526,25 +533,25 @@ pub fn init(shell: &mut Shell, configured: Option<&std::path::Path>, system: boo
     }
     let ctl = if !system && has_procs(base) {
         log!(
-            shell.log,
+            log,
             "cgroups: other processes are in {shown}: its controllers stay off (resources are not enforced)"
         );
         Controllers::default()
     } else {
         enable_controllers(base)
     };
-    shell.svc.cg.base = base;
-    let _ = shell.svc.cg.path.push_str(shown);
-    shell.svc.cg.ctl = ctl;
+    svc.cg.base = base;
+    let _ = svc.cg.path.push_str(shown);
+    svc.cg.ctl = ctl;
     log!(
-        shell.log,
+        log,
         "cgroups: services in {shown}/NAME.service (controllers:{}{}{})",
         if ctl.memory { " memory" } else { "" },
         if ctl.pids { " pids" } else { "" },
         if ctl.cpu { " cpu" } else { "" }
     );
-    for i in 0..shell.svc.cg.slots.len() {
-        setup_slot(shell, i);
+    for i in 0..svc.cg.slots.len() {
+        setup_slot(svc, log, registry, i);
     }
 }
 
@@ -559,44 +566,51 @@ fn move_self(base: RawFd) {
 }
 
 /// Without cgroups: each service with `resources:` gets one log line.
-fn not_enforced(shell: &mut Shell, why: &str) {
-    for i in 0..shell.svc.cg.slots.len() {
-        let Some(c) = shell.svc.cg.slots.get(i).filter(|c| c.limits.is_set()) else {
+fn not_enforced(svc: &Services, log: &mut Log, why: &str) {
+    for i in 0..svc.cg.slots.len() {
+        let Some(c) = svc.cg.slots.get(i).filter(|c| c.limits.is_set()) else {
             continue;
         };
         let l = c.limits;
-        let name = shell.svc.slots.get(i).map_or("?", |s| s.name.as_str());
+        let name = svc.slots.get(i).map_or("?", |s| s.name.as_str());
         log!(
-            shell.log,
+            log,
             "{name}: resources not enforced ({l}): {why}; stop uses the process group and coffeyd's subreaper tracking"
         );
     }
 }
 
 /// Slot `i` now runs service `name` with `limits` (startup and reload).
-pub fn configure(shell: &mut Shell, i: usize, name: &str, limits: Limits) {
+pub fn configure(
+    svc: &mut Services,
+    log: &mut Log,
+    registry: &mio::Registry,
+    i: usize,
+    name: &str,
+    limits: Limits,
+) {
     let want = dir_name(name);
-    let Some(c) = shell.svc.cg.slots.get_mut(i) else {
+    let Some(c) = svc.cg.slots.get_mut(i) else {
         return;
     };
     let renamed = c.name != want;
     c.limits = limits;
     if renamed {
-        release(shell, i);
-        if let Some(c) = shell.svc.cg.slots.get_mut(i) {
+        release(&mut svc.cg, i);
+        if let Some(c) = svc.cg.slots.get_mut(i) {
             c.name = want;
         }
     }
-    if shell.svc.cg.enabled() {
-        setup_slot(shell, i);
+    if svc.cg.enabled() {
+        setup_slot(svc, log, registry, i);
     }
 }
 
 /// Makes (or reopens) slot `i`'s cgroup and writes its limits.
-fn setup_slot(shell: &mut Shell, i: usize) {
-    let base = shell.svc.cg.base;
-    let ctl = shell.svc.cg.ctl;
-    let Some(c) = shell.svc.cg.slots.get_mut(i).filter(|c| !c.name.is_empty()) else {
+fn setup_slot(svc: &mut Services, log: &mut Log, registry: &mio::Registry, i: usize) {
+    let base = svc.cg.base;
+    let ctl = svc.cg.ctl;
+    let Some(c) = svc.cg.slots.get_mut(i).filter(|c| !c.name.is_empty()) else {
         return;
     };
     if c.dir < 0 {
@@ -612,24 +626,21 @@ fn setup_slot(shell: &mut Shell, i: usize) {
             Err(e) => {
                 let n = c.name.clone();
                 let why = nix::errno::Errno::from_raw(e).desc();
-                log!(
-                    shell.log,
-                    "cgroups: cannot create {n}: {why}; it runs without"
-                );
+                log!(log, "cgroups: cannot create {n}: {why}; it runs without");
                 return;
             }
         }
         c.events = open_at(c.dir, c"cgroup.events", libc::O_RDONLY).unwrap_or(-1);
         let ev = c.events;
         if ev >= 0 {
-            let _ = shell.registry.register(
+            let _ = registry.register(
                 &mut mio::unix::SourceFd(&ev),
                 super::token::Token::Cgroup(i).encode(),
                 mio::Interest::PRIORITY,
             );
         }
     }
-    let Some(c) = shell.svc.cg.slots.get(i) else {
+    let Some(c) = svc.cg.slots.get(i) else {
         return;
     };
     let (dir, l) = (c.dir, c.limits);
@@ -644,11 +655,11 @@ fn setup_slot(shell: &mut Shell, i: usize) {
     put(ctl.pids, c"pids.max", u64::from(l.pids_max), b"max");
     put(ctl.cpu, c"cpu.weight", u64::from(l.cpu_weight), b"100");
     if missing {
-        let name = shell.svc.slots.get(i).map_or("?", |s| s.name.as_str());
+        let name = svc.slots.get(i).map_or("?", |s| s.name.as_str());
         log!(
-            shell.log,
+            log,
             "{name}: resources not all enforced ({l}): a controller is not available in {}",
-            shell.svc.cg.path
+            svc.cg.path
         );
     }
 }
@@ -664,9 +675,9 @@ fn cstr<'b>(name: &str, buf: &'b mut [u8; 64]) -> Option<&'b CStr> {
 /// Closes slot `i`'s cgroup and removes it if it is empty (a retired or
 /// renamed slot, or the end of the daemon). rmdir fails on a populated
 /// cgroup, which then stays for the operator.
-pub fn release(shell: &mut Shell, i: usize) {
-    let base = shell.svc.cg.base;
-    let Some(c) = shell.svc.cg.slots.get_mut(i) else {
+pub fn release(cg: &mut Cgroups, i: usize) {
+    let base = cg.base;
+    let Some(c) = cg.slots.get_mut(i) else {
         return;
     };
     if c.dir < 0 {
@@ -683,18 +694,18 @@ pub fn release(shell: &mut Shell, i: usize) {
 }
 
 /// The end of the daemon: every service's cgroup is empty; remove them.
-pub fn release_all(shell: &mut Shell) {
-    for i in 0..shell.svc.cg.slots.len() {
-        release(shell, i);
+pub fn release_all(cg: &mut Cgroups) {
+    for i in 0..cg.slots.len() {
+        release(cg, i);
     }
 }
 
 /// Slot `i`'s main process was reaped with `status`: was it the OOM
 /// killer? (`oom_kill` in `memory.events` is counted before the victim
 /// gets its SIGKILL, so it is up to date at the reap.)
-pub fn main_exited(shell: &mut Shell, i: usize, status: ExitStatus) {
-    let mem = shell.svc.cg.ctl.memory;
-    if let Some(c) = shell.svc.cg.slots.get_mut(i).filter(|c| c.dir >= 0 && mem) {
+pub fn main_exited(cg: &mut Cgroups, i: usize, status: ExitStatus) {
+    let mem = cg.ctl.memory;
+    if let Some(c) = cg.slots.get_mut(i).filter(|c| c.dir >= 0 && mem) {
         let now = oom_kills(c.dir).unwrap_or(0);
         c.oom_killed = status == ExitStatus::Signal(SIGKILL) && now > c.oom_base;
         c.oom_base = now;

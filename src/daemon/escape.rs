@@ -30,8 +30,8 @@
 //! Kept in fixed arrays in the slots: no heap.
 
 use super::group::{self, Stat};
-use super::log::{log, LineBuf};
-use super::Shell;
+use super::log::{log, LineBuf, Log};
+use super::Services;
 use coffey::limits::{MAX_ESCAPEES, REAP_BATCH};
 use coffey::supervisor::Supervisor;
 use coffey::sys::{Escapee, Outside};
@@ -130,7 +130,14 @@ pub type Touched = heapless::Vec<usize, REAP_BATCH>;
 
 /// Sorts the children of coffeyd among the services whose main processes
 /// are in `batch` (reaped pids), into their slots' `found`.
-pub fn attribute(sup: &Supervisor<'_>, shell: &mut Shell, batch: &[i32]) -> Touched {
+/// `compiler` is the reload's compile child, the daemon's own.
+pub fn attribute(
+    sup: &Supervisor<'_>,
+    svc: &mut Services,
+    log: &mut Log,
+    compiler: Option<i32>,
+    batch: &[i32],
+) -> Touched {
     let mut owners: heapless::Vec<Owner, REAP_BATCH> = heapless::Vec::new();
     let mut touched = Touched::new();
     for &pid in batch {
@@ -141,7 +148,7 @@ pub fn attribute(sup: &Supervisor<'_>, shell: &mut Shell, batch: &[i32]) -> Touc
         else {
             continue;
         };
-        let spawned = shell.svc.slots.get(slot).map_or(0, |s| s.spawned);
+        let spawned = svc.slots.get(slot).map_or(0, |s| s.spawned);
         let _ = owners.push(Owner {
             pgid,
             slot,
@@ -154,12 +161,7 @@ pub fn attribute(sup: &Supervisor<'_>, shell: &mut Shell, batch: &[i32]) -> Touc
     if owners.is_empty() {
         return touched;
     }
-    let compiler = shell.reloader.machine.child_pid();
-    let Shell {
-        log,
-        svc: crate::daemon::Services { slots, .. },
-        ..
-    } = shell;
+    let slots = &mut svc.slots;
     let mut unclear: (u32, i32, [u8; 16]) = (0, 0, [0; 16]);
     group::children(|child| {
         // Known by pid, so its stat is not read: a main process (the pid
@@ -230,8 +232,8 @@ pub fn attribute(sup: &Supervisor<'_>, shell: &mut Shell, batch: &[i32]) -> Touc
 }
 
 /// `Sys::escapees` for slot `idx`: what the current batch found (once).
-pub fn take(shell: &mut Shell, idx: usize, out: &mut [Escapee]) -> Outside {
-    let Some(s) = shell.svc.slots.get_mut(idx) else {
+pub fn take(svc: &mut Services, idx: usize, out: &mut [Escapee]) -> Outside {
+    let Some(s) = svc.slots.get_mut(idx) else {
         return Outside::default();
     };
     let found = core::mem::take(&mut s.found);
@@ -242,9 +244,9 @@ pub fn take(shell: &mut Shell, idx: usize, out: &mut [Escapee]) -> Outside {
 }
 
 /// After a batch: nothing found stays for the next.
-pub fn clear(shell: &mut Shell, touched: &Touched) {
+pub fn clear(svc: &mut Services, touched: &Touched) {
     for &i in touched {
-        if let Some(s) = shell.svc.slots.get_mut(i) {
+        if let Some(s) = svc.slots.get_mut(i) {
             s.found = Found::default();
         }
     }

@@ -5,8 +5,9 @@
 use super::clock;
 use super::control::broadcast::{fan_out_events, has_subscribers};
 use super::control::render::{role_name, wire_state};
+use super::control::Control;
 use super::log::LineBuf;
-use super::{probe, words, Shell};
+use super::{probe, words, Services};
 use coffey::control::proto::{event, Reply};
 use coffey::health::Check;
 use coffey::service::{Event, LeftInGroupText, StateName};
@@ -14,8 +15,15 @@ use coffey::sys::signal_name;
 use core::fmt::Write as _;
 
 /// Fans a check's verdict change out to `events` subscribers.
-pub fn broadcast_health(shell: &mut Shell, idx: usize, c: &Check, st: StateName, pid: i32) {
-    if !has_subscribers(&shell.ctl) {
+pub fn broadcast_health(
+    ctl: &mut Control,
+    svc: &Services,
+    idx: usize,
+    c: &Check,
+    st: StateName,
+    pid: i32,
+) {
+    if !has_subscribers(ctl) {
         return;
     }
     let mut text = LineBuf::default();
@@ -24,7 +32,7 @@ pub fn broadcast_health(shell: &mut Shell, idx: usize, c: &Check, st: StateName,
         let _ = text.write_str(": ");
         probe::error_text(e, &mut text);
     }
-    let name = shell.svc.slots.get(idx).map_or("?", |s| s.name.as_str());
+    let name = svc.slots.get(idx).map_or("?", |s| s.name.as_str());
     let rep = Reply::Event {
         ts_ms: clock::wall_ms(),
         service: name,
@@ -33,19 +41,26 @@ pub fn broadcast_health(shell: &mut Shell, idx: usize, c: &Check, st: StateName,
         pid,
         detail: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
     };
-    fan_out_events(&mut shell.ctl, &rep);
+    fan_out_events(ctl, &rep);
 }
 
 /// Fans a service event out to `events` subscribers.
-pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, pid: i32) {
-    if !has_subscribers(&shell.ctl) {
+pub fn broadcast_event(
+    ctl: &mut Control,
+    svc: &Services,
+    idx: usize,
+    to: StateName,
+    e: &Event,
+    pid: i32,
+) {
+    if !has_subscribers(ctl) {
         return;
     }
     let mut text = LineBuf::default();
-    let Some(kind) = event_text(e, idx, shell, &mut text) else {
+    let Some(kind) = event_text(e, idx, svc, &mut text) else {
         return;
     };
-    let name = shell.svc.slots.get(idx).map_or("?", |s| s.name.as_str());
+    let name = svc.slots.get(idx).map_or("?", |s| s.name.as_str());
     let rep = Reply::Event {
         ts_ms: clock::wall_ms(),
         service: name,
@@ -54,7 +69,7 @@ pub fn broadcast_event(shell: &mut Shell, idx: usize, to: StateName, e: &Event, 
         pid: event_pid(e).unwrap_or(pid),
         detail: core::str::from_utf8(text.as_bytes()).unwrap_or(""),
     };
-    fan_out_events(&mut shell.ctl, &rep);
+    fan_out_events(ctl, &rep);
 }
 
 /// The pid an event names, if it names one.
@@ -73,15 +88,14 @@ fn event_pid(e: &Event) -> Option<i32> {
 
 /// The wire kind of event `e` of slot `idx`, its detail written to
 /// `out`; None for events subscribers are not told.
-fn event_text(e: &Event, idx: usize, shell: &Shell, out: &mut LineBuf) -> Option<u8> {
+fn event_text(e: &Event, idx: usize, svc: &Services, out: &mut LineBuf) -> Option<u8> {
     out.clear();
     let kind = match *e {
         Event::Waiting {
             dep: Some(d),
             failed,
         } => {
-            let n = shell
-                .svc
+            let n = svc
                 .slots
                 .get(usize::from(d))
                 .map_or("?", |s| s.name.as_str());
@@ -89,7 +103,7 @@ fn event_text(e: &Event, idx: usize, shell: &Shell, out: &mut LineBuf) -> Option
             event::WAITING
         }
         Event::SpawnFailed { err } => {
-            words::spawn_failed(out, err, shell.svc.slots.get(idx).map(|s| &s.prep));
+            words::spawn_failed(out, err, svc.slots.get(idx).map(|s| &s.prep));
             event::EXEC_FAILED
         }
         _ => return plain_text(e, out),

@@ -215,7 +215,7 @@ impl Sys for Shell {
         idx: usize,
         role: coffey::health::Role,
     ) -> Result<(), coffey::health::ProbeError> {
-        if let Some(fd) = probe::start(self, idx, role)? {
+        if let Some(fd) = probe::start(&mut self.svc, idx, role)? {
             let t = Token::Probe {
                 slot: idx,
                 role: role.index(),
@@ -230,12 +230,12 @@ impl Sys for Shell {
     }
 
     fn cancel_probe(&mut self, idx: usize, role: coffey::health::Role) {
-        probe::cancel(self, idx, role);
+        probe::cancel(&mut self.svc, idx, role);
     }
 
     fn health(&mut self, idx: usize, check: &coffey::health::Check, state: StateName, pid: i32) {
-        probe::log_verdict(self, idx, check);
-        events::broadcast_health(self, idx, check, state, pid);
+        probe::log_verdict(&self.svc, &mut self.log, idx, check);
+        events::broadcast_health(&mut self.ctl, &self.svc, idx, check, state, pid);
     }
 
     fn kill_group(&mut self, pgid: i32, sig: i32) {
@@ -276,7 +276,7 @@ impl Sys for Shell {
             // Counted (and stopped) as members of its cgroup instead.
             return Outside::default();
         }
-        escape::take(self, idx, out)
+        escape::take(&mut self.svc, idx, out)
     }
 
     fn kill_escapee(&mut self, e: Escapee, sig: i32) {
@@ -307,7 +307,7 @@ impl Sys for Shell {
                 self.life.main_exit.spawn_failed(err);
             }
         }
-        events::broadcast_event(self, idx, to, event, 0);
+        events::broadcast_event(&mut self.ctl, &self.svc, idx, to, event, 0);
     }
 
     fn may_spawn(&mut self) -> bool {
@@ -388,7 +388,7 @@ impl Shell {
             } => {
                 let _ = write!(w, "pid {pid} exited with ");
                 words::exited(w, &status, uptime);
-                if let Some(oom) = cgroup::oom_of(self, idx, status) {
+                if let Some(oom) = cgroup::oom_of(&self.svc.cg, idx, status) {
                     let _ = write!(w, "; {oom}");
                 }
             }
@@ -651,11 +651,11 @@ fn before_exit(
     pid: i32,
     status: ExitStatus,
 ) -> Option<i32> {
-    let pid = notify::route_exit(shell, pid, status)?;
+    let pid = notify::route_exit(&mut shell.svc, &mut shell.log, pid, status)?;
     if let Some(i) = sup.owner_of(pid) {
-        cgroup::main_exited(shell, i, status);
+        cgroup::main_exited(&mut shell.svc.cg, i, status);
         shell.output_ended(i);
-        notify::process_gone(shell, i);
+        notify::process_gone(&mut shell.svc, i);
     }
     Some(pid)
 }
@@ -698,11 +698,13 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
                 k += 1;
             }
         }
-        let touched = escape::attribute(sup, shell, guess.get(..k).unwrap_or(&[]));
+        let compiler = shell.reloader.machine.child_pid();
+        let guess = guess.get(..k).unwrap_or(&[]);
+        let touched = escape::attribute(sup, &mut shell.svc, &mut shell.log, compiler, guess);
         for (&pid, &raw) in batch.iter().zip(raws.iter()) {
             on_reaped(sup, shell, pid, raw);
         }
-        escape::clear(shell, &touched);
+        escape::clear(&mut shell.svc, &touched);
         if n < REAP_BATCH {
             return;
         }
@@ -712,13 +714,13 @@ fn reap(sup: &mut Supervisor<'_>, shell: &mut Shell) {
 /// One reaped child: the reload's compile child, an exec check, a
 /// service's main process, an escapee or an orphan.
 fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
-    if reload::machine::reaped(shell, pid, raw) {
+    if reload::machine::reaped(&mut shell.reloader, pid, raw) {
         return;
     }
     let Some(status) = status_of(raw) else {
         return;
     };
-    if let Some((idx, role, res)) = probe::on_exit(shell, pid, status) {
+    if let Some((idx, role, res)) = probe::on_exit(&mut shell.svc, pid, status) {
         if let Some(res) = res {
             sup.probe_result(idx, role, res, clock::now(), shell);
         }
@@ -772,14 +774,14 @@ fn dispatch(sup: &mut Supervisor<'_>, shell: &mut Shell, ev: &mio::event::Event)
         Some(Token::Listen) => return true,
         Some(Token::Reload) => shell.reloader.machine.mark(),
         Some(Token::Cgroup(i)) => cgroup::on_ready(sup, shell, i),
-        Some(Token::NotifySock(i)) => notify::mark(shell, i),
+        Some(Token::NotifySock(i)) => notify::mark(&mut shell.svc, i),
         Some(Token::NotifyPipe(i)) => {
-            if probe::on_notify_fd(shell, i) {
+            if probe::on_notify_fd(&mut shell.svc, i) {
                 sup.notified(i, false, clock::now(), shell);
             }
         }
         Some(Token::Probe { slot, role }) => {
-            if let Some((role, res)) = probe::on_ready(shell, slot, role) {
+            if let Some((role, res)) = probe::on_ready(&mut shell.svc, slot, role) {
                 sup.probe_result(slot, role, res, clock::now(), shell);
             }
         }
@@ -948,7 +950,7 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
         let pid = s.state.pid().unwrap_or(0);
         // The reason in `status`'s words.
         let mut why = log::LineBuf::default();
-        control::render::reason(s, shell, now, &mut why);
+        control::render::reason(s, &shell.svc, now, &mut why);
         let sep = if why.as_bytes().is_empty() { "" } else { ", " };
         let due = s.poll_at();
         let next = if due == Instant::NEVER {
@@ -1085,7 +1087,13 @@ fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, S
 /// The mode, cgroups and main service; logs "started".
 fn configure(shell: &mut Shell, cfg: &Globals, mode: pid1::Mode, slots: usize) {
     shell.life.mode = mode;
-    cgroup::init(shell, cfg.cgroup.as_deref(), mode == pid1::Mode::System);
+    cgroup::init(
+        &mut shell.svc,
+        &mut shell.log,
+        &shell.registry,
+        cfg.cgroup.as_deref(),
+        mode == pid1::Mode::System,
+    );
     shell.life.main_idx = cfg
         .main
         .as_ref()
@@ -1149,7 +1157,7 @@ fn turn(sup: &mut Supervisor<'_>, l: &mut Looping) -> bool {
     if sup.finished() {
         return false;
     }
-    control::expire(&mut l.shell, now);
+    control::expire(&mut l.shell.ctl, &mut l.shell.log, now);
     l.shell.log.tick(now);
     if wait(sup, l, now) {
         handle(sup, l);
@@ -1165,7 +1173,7 @@ fn wait(sup: &Supervisor<'_>, l: &mut Looping, now: Instant) -> bool {
         .poll_at()
         .min(shell.ctl.poll_at())
         .min(shell.log.poll_at())
-        .min(reload::machine::poll_at(shell));
+        .min(reload::machine::poll_at(&shell.reloader, &shell.ctl));
     let timeout = if l.pending || shell.life.main_exit.cannot_start.is_some() {
         Some(std::time::Duration::ZERO)
     } else if due == Instant::NEVER {
@@ -1205,7 +1213,7 @@ fn handle(sup: &mut Supervisor<'_>, l: &mut Looping) {
     l.pending = shell.drain_ready() | notify_left;
     if accept || shell.ctl.accept_due(clock::now()) {
         let reg = l.poll.registry();
-        control::accept_all(shell, clock::now(), |k, fd| {
+        control::accept_all(&mut shell.ctl, &mut shell.log, clock::now(), |k, fd| {
             let _ = reg.register(
                 &mut SourceFd(&fd),
                 Token::Client(k).encode(),
@@ -1217,7 +1225,7 @@ fn handle(sup: &mut Supervisor<'_>, l: &mut Looping) {
     for k in 0..shell.ctl.clients.len() {
         let t = shell.life.shutdown_timeout;
         control::service_client(sup, shell, k, now, t);
-        l.pending |= control::has_pending(shell, k);
+        l.pending |= control::has_pending(&shell.ctl, k);
     }
     if core::mem::take(&mut shell.life.reexec_requested) && !sup.shutting_down() {
         shell.flush_all();
@@ -1246,7 +1254,7 @@ fn finish(sup: &mut Supervisor<'_>, l: &mut Looping, cfg: &Globals) -> Result<i3
         alloc::count()
     );
     release_paths(cfg);
-    cgroup::release_all(shell);
+    cgroup::release_all(&mut shell.svc.cg);
     match shell.life.mode {
         pid1::Mode::System => {
             let a = shell.life.action.unwrap_or(pid1::Action::Poweroff);

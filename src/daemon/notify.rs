@@ -13,8 +13,8 @@
 //! process group; the exit of the original process is then not the
 //! service's exit ([`route_exit`]). Nothing here allocates.
 
-use super::log::log;
-use super::Shell;
+use super::log::{log, Log};
+use super::{Services, Shell};
 use coffey::health::CheckInput;
 use coffey::limits::{NOTIFY_ENV_MAX, NOTIFY_STATUS_MAX};
 use coffey::supervisor::Supervisor;
@@ -200,22 +200,17 @@ fn recv(fd: i32) -> Option<Notice> {
 /// Whether the sender belongs to service `i`: its process group is the
 /// service's, or (a helper that already exited, e.g. `systemd-notify`
 /// racing its own exit) it is gone and ran as the service's user.
-fn belongs(sup: &Supervisor<'_>, shell: &Shell, i: usize, m: &Notice) -> Option<i32> {
+fn belongs(sup: &Supervisor<'_>, svc: &Services, owner: u32, i: usize, m: &Notice) -> Option<i32> {
     let leader = sup.services().get(i).and_then(|s| s.state.pid())?;
     // SAFETY: plain syscall.
     let pgid = unsafe { libc::getpgid(m.pid) };
-    let want_uid = shell
-        .svc
-        .slots
-        .get(i)
-        .and_then(|s| s.prep.uid)
-        .unwrap_or(shell.ctl.owner_uid);
+    let want_uid = svc.slots.get(i).and_then(|s| s.prep.uid).unwrap_or(owner);
     (pgid == leader || (pgid < 0 && m.uid == want_uid)).then_some(leader)
 }
 
 /// The poller says slot `i`'s socket is readable.
-pub fn mark(shell: &mut Shell, i: usize) {
-    if let Some(s) = shell.svc.slots.get_mut(i) {
+pub fn mark(svc: &mut Services, i: usize) {
+    if let Some(s) = svc.slots.get_mut(i) {
         s.sd.readable = true;
     }
 }
@@ -255,7 +250,7 @@ fn on_socket(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize) -> bool {
             );
             continue;
         }
-        match belongs(sup, shell, i, &m) {
+        match belongs(sup, &shell.svc, shell.ctl.owner_uid, i, &m) {
             Some(leader) => apply(sup, shell, i, leader, &m),
             None => log!(
                 shell.log,
@@ -268,16 +263,12 @@ fn on_socket(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize) -> bool {
 }
 
 /// MAINPID=: accepted for a process of the service's group only.
-fn set_main_pid(shell: &mut Shell, i: usize, leader: i32, pid: i32) {
+fn set_main_pid(svc: &mut Services, log: &mut Log, i: usize, leader: i32, pid: i32) {
     // SAFETY: plain syscall.
     let pgid = unsafe { libc::getpgid(pid) };
-    let Shell {
-        log,
-        svc: crate::daemon::Services {
-            slots, mainpids, ..
-        },
-        ..
-    } = shell;
+    let Services {
+        slots, mainpids, ..
+    } = svc;
     let Some(slot) = slots.get_mut(i) else {
         return;
     };
@@ -310,7 +301,7 @@ fn set_main_pid(shell: &mut Shell, i: usize, leader: i32, pid: i32) {
 fn apply(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, leader: i32, m: &Notice) {
     let now = super::clock::now;
     if let Some(p) = m.main_pid {
-        set_main_pid(shell, i, leader, p);
+        set_main_pid(&mut shell.svc, &mut shell.log, i, leader, p);
     }
     let Some(slot) = shell.svc.slots.get_mut(i) else {
         return;
@@ -385,17 +376,13 @@ fn our_child(pid: i32) -> bool {
 /// coffeyd, which as a subreaper inherits the group's orphans); `M`'s exit
 /// is reported as `L`'s (the process group the machine knows). Costs
 /// nothing while no service has a MAINPID.
-pub fn route_exit(shell: &mut Shell, pid: i32, status: ExitStatus) -> Option<i32> {
-    if shell.svc.mainpids == 0 {
+pub fn route_exit(svc: &mut Services, log: &mut Log, pid: i32, status: ExitStatus) -> Option<i32> {
+    if svc.mainpids == 0 {
         return Some(pid);
     }
-    let Shell {
-        log,
-        svc: crate::daemon::Services {
-            slots, mainpids, ..
-        },
-        ..
-    } = shell;
+    let Services {
+        slots, mainpids, ..
+    } = svc;
     for slot in slots.iter_mut() {
         let sd = &mut slot.sd;
         if sd.main_pid == 0 || (pid != sd.leader && pid != sd.main_pid) {
@@ -428,13 +415,10 @@ pub fn route_exit(shell: &mut Shell, pid: i32, status: ExitStatus) -> Option<i32
 }
 
 /// The service's process is gone: a new run starts with no notify state.
-pub fn process_gone(shell: &mut Shell, i: usize) {
-    let Shell {
-        svc: crate::daemon::Services {
-            slots, mainpids, ..
-        },
-        ..
-    } = shell;
+pub fn process_gone(svc: &mut Services, i: usize) {
+    let Services {
+        slots, mainpids, ..
+    } = svc;
     if let Some(s) = slots.get_mut(i) {
         if s.sd.main_pid != 0 {
             *mainpids = mainpids.saturating_sub(1);

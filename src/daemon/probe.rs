@@ -9,10 +9,11 @@
 //! parsed with httparse; only the status line matters, so a response of
 //! any size costs at most one buffer. Nothing here allocates.
 
+use super::log::Log;
 use super::log::{log, LineBuf};
 use super::slab::Cold;
 use super::spawn::{self, Prepared};
-use super::{Shell, Slot};
+use super::{Services, Slot};
 use coffey::health::{ProbeError, Role};
 use coffey::logring::{LineBuf as Lines, Stream};
 use core::fmt::Write as _;
@@ -179,12 +180,12 @@ fn connect(addr: &SocketAddr) -> Result<RawFd, ProbeError> {
 }
 
 /// `Sys::start_probe`: returns the fd to register, if any.
-pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>, ProbeError> {
+pub fn start(svc: &mut Services, idx: usize, role: Role) -> Result<Option<RawFd>, ProbeError> {
     let r = role.index();
-    cancel(shell, idx, role);
-    let devnull = shell.svc.devnull;
-    let stack = &mut shell.svc.stack;
-    let Some(slot) = shell.svc.slots.get_mut(idx) else {
+    cancel(svc, idx, role);
+    let devnull = svc.devnull;
+    let stack = &mut svc.stack;
+    let Some(slot) = svc.slots.get_mut(idx) else {
         return Err(ProbeError::Spawn(libc::ENOENT));
     };
     let Slot {
@@ -245,9 +246,8 @@ pub fn start(shell: &mut Shell, idx: usize, role: Role) -> Result<Option<RawFd>,
 }
 
 /// `Sys::cancel_probe`: close the socket, kill the check's group.
-pub fn cancel(shell: &mut Shell, idx: usize, role: Role) {
-    let Some(p) = shell
-        .svc
+pub fn cancel(svc: &mut Services, idx: usize, role: Role) {
+    let Some(p) = svc
         .slots
         .get_mut(idx)
         .and_then(|s| s.probes.get_mut(role.index()))
@@ -269,19 +269,17 @@ fn parse_http(buf: &[u8], expect: Option<u16>) -> Option<Result<(), ProbeError>>
 }
 
 /// Readiness on a probe fd. Returns the result when the probe is over.
-pub fn on_ready(shell: &mut Shell, idx: usize, r: usize) -> Option<(Role, Result<(), ProbeError>)> {
+pub fn on_ready(
+    svc: &mut Services,
+    idx: usize,
+    r: usize,
+) -> Option<(Role, Result<(), ProbeError>)> {
     let role = Role::from_index(r);
-    let Shell {
-        log,
-        svc: crate::daemon::Services { slots, scratch, .. },
-        ..
-    } = shell;
-    let slot = slots.get_mut(idx)?;
+    let slot = svc.slots.get_mut(idx)?;
     let Slot {
         specs,
         probes,
         ring,
-        name,
         ..
     } = slot;
     let (spec, p) = (specs.get(r)?, probes.get_mut(r)?);
@@ -355,7 +353,6 @@ pub fn on_ready(shell: &mut Shell, idx: usize, r: usize) -> Option<(Role, Result
         p.fd = -1;
         p.phase = Phase::Idle;
     }
-    let _ = (log, scratch, name);
     done.map(|d| (role, d))
 }
 
@@ -397,8 +394,8 @@ fn read_http(p: &mut Probe, spec: &Spec) -> Option<Result<(), ProbeError>> {
 pub type Reaped = (usize, Role, Option<Result<(), ProbeError>>);
 
 /// A reaped pid that was an exec check: its result.
-pub fn on_exit(shell: &mut Shell, pid: i32, status: coffey::sys::ExitStatus) -> Option<Reaped> {
-    for (i, s) in shell.svc.slots.iter_mut().enumerate() {
+pub fn on_exit(svc: &mut Services, pid: i32, status: coffey::sys::ExitStatus) -> Option<Reaped> {
+    for (i, s) in svc.slots.iter_mut().enumerate() {
         for (r, p) in s.probes.iter_mut().enumerate() {
             if p.pid == pid && pid > 0 {
                 p.pid = 0;
@@ -464,8 +461,8 @@ pub fn error_text(e: ProbeError, out: &mut LineBuf) {
 }
 
 /// The notify pipe of slot `idx` has data: a newline means ready.
-pub fn on_notify_fd(shell: &mut Shell, idx: usize) -> bool {
-    let Some(slot) = shell.svc.slots.get_mut(idx) else {
+pub fn on_notify_fd(svc: &mut Services, idx: usize) -> bool {
+    let Some(slot) = svc.slots.get_mut(idx) else {
         return false;
     };
     let mut ready = false;
@@ -495,8 +492,8 @@ pub fn on_notify_fd(shell: &mut Shell, idx: usize) -> bool {
 /// kernel picks a unique abstract name (autobind), so two coffeyd in one
 /// network namespace (containers with host networking, each PID 1) never
 /// collide; the name goes into the slot's `NOTIFY_SOCKET=` entry.
-pub fn open_notify(shell: &mut Shell, i: usize) {
-    let Some(slot) = shell.svc.slots.get_mut(i) else {
+pub fn open_notify(svc: &mut Services, registry: &mio::Registry, i: usize) {
+    let Some(slot) = svc.slots.get_mut(i) else {
         return;
     };
     if slot.notify_sock >= 0 {
@@ -544,15 +541,15 @@ pub fn open_notify(shell: &mut Shell, i: usize) {
         fd
     };
     slot.notify_sock = fd;
-    let _ = shell.registry.register(
+    let _ = registry.register(
         &mut mio::unix::SourceFd(&fd),
         super::token::Token::NotifySock(i).encode(),
         mio::Interest::READABLE,
     );
 }
 
-pub fn close_notify(shell: &mut Shell, i: usize) {
-    if let Some(slot) = shell.svc.slots.get_mut(i) {
+pub fn close_notify(svc: &mut Services, i: usize) {
+    if let Some(slot) = svc.slots.get_mut(i) {
         super::close_fd(slot.notify_sock);
         slot.notify_sock = -1;
     }
@@ -561,23 +558,19 @@ pub fn close_notify(shell: &mut Shell, i: usize) {
 /// Fills the probe spec and exec buffers of slot `i` from the compiled
 /// check. Cancels whatever probe was running.
 pub fn configure(
-    shell: &mut Shell,
+    svc: &mut Services,
     i: usize,
     c: &super::compiled::CService<'_>,
 ) -> Result<(), &'static str> {
     for r in 0..2 {
-        cancel(shell, i, Role::from_index(r));
+        cancel(svc, i, Role::from_index(r));
     }
-    let Shell {
-        svc:
-            crate::daemon::Services {
-                slots,
-                base_env,
-                arena,
-                ..
-            },
+    let Services {
+        slots,
+        base_env,
+        arena,
         ..
-    } = shell;
+    } = svc;
     let slot = slots.get_mut(i).ok_or("no such slot")?;
     for (r, check) in c.checks.iter().enumerate() {
         // Only an exec check holds arena bytes.
@@ -628,8 +621,8 @@ pub fn configure(
 }
 
 /// Logs a verdict change.
-pub fn log_verdict(shell: &mut Shell, idx: usize, c: &coffey::health::Check) {
-    let name = shell.svc.slots.get(idx).map_or("?", |s| s.name.as_str());
+pub fn log_verdict(svc: &Services, log: &mut Log, idx: usize, c: &coffey::health::Check) {
+    let name = svc.slots.get(idx).map_or("?", |s| s.name.as_str());
     let mut why = LineBuf::default();
     if let Some(e) = c.last_error {
         error_text(e, &mut why);
@@ -640,7 +633,7 @@ pub fn log_verdict(shell: &mut Shell, idx: usize, c: &coffey::health::Check) {
     };
     let why = core::str::from_utf8(why.as_bytes()).unwrap_or("");
     log!(
-        shell.log,
+        log,
         "{name}: {role} check {}{}{why}",
         c.verdict.as_str(),
         if why.is_empty() { "" } else { ": " }

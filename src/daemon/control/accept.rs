@@ -3,8 +3,9 @@
 //! that gets none.
 
 use super::io::close_quietly;
-use super::{Control, Shell};
+use super::Control;
 use crate::daemon::errno_desc;
+use crate::daemon::log::Log;
 use crate::daemon::log::{log, LineBuf};
 use coffey::control::proto::{self, ErrorCode, Reply};
 use coffey::limits::{ACCEPTS_PER_TURN, ACCEPT_RETRY_MS, CLIENTS_PER_UID, RESERVED_CLIENTS};
@@ -93,16 +94,21 @@ fn peer_cred(fd: RawFd) -> Option<(u32, u32, i32)> {
 
 /// Accepts pending connections, `ACCEPTS_PER_TURN` at most (more are
 /// picked up next turn), and registers each admitted one with `register`.
-pub fn accept_all(shell: &mut Shell, now: Instant, mut register: impl FnMut(usize, RawFd)) {
-    shell.ctl.guard.accept_at = Instant::NEVER;
-    if shell.ctl.listen_fd < 0 {
+pub fn accept_all(
+    ctl: &mut Control,
+    log: &mut Log,
+    now: Instant,
+    mut register: impl FnMut(usize, RawFd),
+) {
+    ctl.guard.accept_at = Instant::NEVER;
+    if ctl.listen_fd < 0 {
         return;
     }
     for _ in 0..ACCEPTS_PER_TURN {
         // SAFETY: null address pointers are allowed.
         let fd = unsafe {
             libc::accept4(
-                shell.ctl.listen_fd,
+                ctl.listen_fd,
                 core::ptr::null_mut(),
                 core::ptr::null_mut(),
                 libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
@@ -113,32 +119,32 @@ pub fn accept_all(shell: &mut Shell, now: Instant, mut register: impl FnMut(usiz
             match e {
                 // This connection is gone; the next may be fine.
                 libc::EINTR | libc::ECONNABORTED | libc::EPROTO | libc::EPERM => continue,
-                libc::EAGAIN => accept_works(shell),
-                _ => accept_failed(shell, now, e),
+                libc::EAGAIN => accept_works(ctl, log),
+                _ => accept_failed(ctl, log, now, e),
             }
             return;
         }
         let (uid, _gid, pid) = peer_cred(fd).unwrap_or((u32::MAX, u32::MAX, 0));
-        match shell.ctl.admit(uid) {
-            Ok(k) if shell.ctl.take_slot(k, fd, uid, pid, now) => register(k, fd),
+        match ctl.admit(uid) {
+            Ok(k) if ctl.take_slot(k, fd, uid, pid, now) => register(k, fd),
             Ok(_) => {}
-            Err(why) => refuse(shell, fd, uid, pid, why, now),
+            Err(why) => refuse(ctl, log, fd, uid, pid, why, now),
         }
     }
     // Budget spent: the rest wait for the next turn, which comes at once.
-    shell.ctl.guard.accept_at = now;
+    ctl.guard.accept_at = now;
 }
 
 /// accept(2) failed for want of descriptors or memory (or an unexpected
 /// reason): the connection stays queued, and no new edge will announce
 /// it, so retry on a short deadline. Logged once per run of failures.
-fn accept_failed(shell: &mut Shell, now: Instant, e: i32) {
-    let g = &mut shell.ctl.guard;
+fn accept_failed(ctl: &mut Control, log: &mut Log, now: Instant, e: i32) {
+    let g = &mut ctl.guard;
     g.accept_at = now.add(ACCEPT_RETRY_MS);
     g.accept_failures = g.accept_failures.saturating_add(1);
     if g.accept_failures == 1 {
         log!(
-            shell.log,
+            log,
             "control socket: accept: {}; retrying every {}",
             errno_desc(e),
             Dur(ACCEPT_RETRY_MS)
@@ -149,11 +155,11 @@ fn accept_failed(shell: &mut Shell, now: Instant, e: i32) {
 /// The queue is empty and accept(2) could take a descriptor (EAGAIN, not
 /// EMFILE: the kernel allocates the descriptor before it looks at the
 /// queue, so one success between failures proves nothing).
-fn accept_works(shell: &mut Shell) {
-    let n = core::mem::take(&mut shell.ctl.guard.accept_failures);
+fn accept_works(ctl: &mut Control, log: &mut Log) {
+    let n = core::mem::take(&mut ctl.guard.accept_failures);
     if n > 0 {
         log!(
-            shell.log,
+            log,
             "control socket: accepting again after {n} failed attempts"
         );
     }
@@ -162,7 +168,15 @@ fn accept_works(shell: &mut Shell) {
 /// Answers `busy` without a slot: the frame goes out with one
 /// non-blocking send (a fresh socket has room), then a quiet close, so
 /// the peer reads the frame and EOF. Logged through drop-and-count.
-fn refuse(shell: &mut Shell, fd: RawFd, uid: u32, pid: i32, why: Refusal, now: Instant) {
+fn refuse(
+    ctl: &mut Control,
+    log: &mut Log,
+    fd: RawFd,
+    uid: u32,
+    pid: i32,
+    why: Refusal,
+    now: Instant,
+) {
     let message = match why {
         Refusal::PerUid => "too many connections from this uid",
         _ => "too many clients",
@@ -178,7 +192,7 @@ fn refuse(shell: &mut Shell, fd: RawFd, uid: u32, pid: i32, why: Refusal, now: I
         unsafe { libc::send(fd, buf.as_ptr().cast(), n, flags) };
     }
     close_quietly(fd);
-    if !shell.ctl.guard.refused.note(now) {
+    if !ctl.guard.refused.note(now) {
         return;
     }
     let mut text = LineBuf::default();
@@ -191,7 +205,7 @@ fn refuse(shell: &mut Shell, fd: RawFd, uid: u32, pid: i32, why: Refusal, now: I
         Refusal::PerUid => write!(text, "uid {uid} already has {CLIENTS_PER_UID} connections"),
     };
     log!(
-        shell.log,
+        log,
         "control socket: busy, refused uid {uid} pid {pid} ({})",
         core::str::from_utf8(text.as_bytes()).unwrap_or("")
     );

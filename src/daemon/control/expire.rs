@@ -4,8 +4,9 @@
 
 use super::handle::error_fmt;
 use super::io::{close_client, flush, widen_sndbuf};
-use super::Shell;
+use super::Control;
 use crate::daemon::log::log;
+use crate::daemon::log::Log;
 use coffey::control::conn::{Expiry, Phase, Stream};
 use coffey::control::proto::ErrorCode;
 use coffey::limits::{REFUSAL_LOG_WINDOW_MS, REQUEST_TIMEOUT_MS, STALL_TIMEOUT_MS};
@@ -13,9 +14,9 @@ use coffey::time::{Dur, Instant};
 
 /// Acts on the connection deadlines that passed, and reports what the
 /// drop-and-count logs counted.
-pub fn expire(shell: &mut Shell, now: Instant) {
-    for k in 0..shell.ctl.clients.len() {
-        let Some(c) = shell.ctl.clients.get_mut(k) else {
+pub fn expire(ctl: &mut Control, log: &mut Log, now: Instant) {
+    for k in 0..ctl.clients.len() {
+        let Some(c) = ctl.clients.get_mut(k) else {
             continue;
         };
         if c.fd < 0 {
@@ -24,21 +25,21 @@ pub fn expire(shell: &mut Shell, now: Instant) {
         match c.conn.expired(now) {
             None => {}
             Some(Expiry::Idle) => close_client(c),
-            Some(Expiry::Request) => request_timeout(shell, k, now),
-            Some(Expiry::Stalled) => cut_off(shell, k),
+            Some(Expiry::Request) => request_timeout(ctl, log, k, now),
+            Some(Expiry::Stalled) => cut_off(ctl, log, k),
         }
     }
-    let g = &mut shell.ctl.guard;
+    let g = &mut ctl.guard;
     if let Some(n) = g.refused.take_due(now) {
         log!(
-            shell.log,
+            log,
             "control socket: {n} connections refused in the last {}",
             Dur(REFUSAL_LOG_WINDOW_MS)
         );
     }
-    if let Some(n) = shell.ctl.guard.timeouts.take_due(now) {
+    if let Some(n) = ctl.guard.timeouts.take_due(now) {
         log!(
-            shell.log,
+            log,
             "control: {n} more requests not complete within {} in the last {}",
             Dur(REQUEST_TIMEOUT_MS),
             Dur(REFUSAL_LOG_WINDOW_MS)
@@ -49,13 +50,13 @@ pub fn expire(shell: &mut Shell, now: Instant) {
 /// A request not complete `REQUEST_TIMEOUT_MS` after its first byte: an
 /// error reply (there is room: the peer has been sent nothing since), then
 /// close.
-fn request_timeout(shell: &mut Shell, k: usize, now: Instant) {
-    let Some((uid, pid)) = shell.ctl.clients.get(k).map(|c| (c.uid, c.pid)) else {
+fn request_timeout(ctl: &mut Control, log: &mut Log, k: usize, now: Instant) {
+    let Some((uid, pid)) = ctl.clients.get(k).map(|c| (c.uid, c.pid)) else {
         return;
     };
-    if shell.ctl.guard.timeouts.note(now) {
+    if ctl.guard.timeouts.note(now) {
         log!(
-            shell.log,
+            log,
             "control: request not complete within {} from uid {uid} pid {pid}; closing",
             Dur(REQUEST_TIMEOUT_MS)
         );
@@ -64,8 +65,8 @@ fn request_timeout(shell: &mut Shell, k: usize, now: Instant) {
         "request not complete within {}; closing",
         Dur(REQUEST_TIMEOUT_MS)
     );
-    error_fmt(shell, k, ErrorCode::BadRequest, why);
-    if let Some(c) = shell.ctl.clients.get_mut(k) {
+    error_fmt(ctl, k, ErrorCode::BadRequest, why);
+    if let Some(c) = ctl.clients.get_mut(k) {
         let _ = flush(c);
         close_client(c);
     }
@@ -74,8 +75,8 @@ fn request_timeout(shell: &mut Shell, k: usize, now: Instant) {
 /// Output the peer read none of for `STALL_TIMEOUT_MS`: a stream ends with
 /// its `Dropped` marker, then the connection closes. Each is logged: one
 /// costs its peer the stall time, so they come slowly.
-fn cut_off(shell: &mut Shell, k: usize) {
-    let Some(c) = shell.ctl.clients.get_mut(k) else {
+fn cut_off(ctl: &mut Control, log: &mut Log, k: usize) {
+    let Some(c) = ctl.clients.get_mut(k) else {
         return;
     };
     let what = match c.conn.phase {
@@ -89,7 +90,7 @@ fn cut_off(shell: &mut Shell, k: usize) {
     let _ = flush(c);
     close_client(c);
     log!(
-        shell.log,
+        log,
         "control: {what} uid {uid} pid {pid} not reading for {}; closed ({dropped} frames dropped)",
         Dur(STALL_TIMEOUT_MS)
     );

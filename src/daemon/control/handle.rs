@@ -3,9 +3,13 @@
 //! its reply.
 
 use super::render::status_one;
+use super::Control;
 use super::Shell;
+use crate::daemon::log::Log;
 use crate::daemon::log::{log, LineBuf};
+use crate::daemon::pid1::Life;
 use crate::daemon::reload::machine as reload_machine;
+use crate::daemon::Services;
 use crate::daemon::{errno_desc, pid1};
 use coffey::control::conn::{Job, Phase, Stream};
 use coffey::control::proto::{self, ErrorCode, Reply, Request};
@@ -40,10 +44,10 @@ pub(super) fn handle(
         None => return,
     };
     if who.readonly && !readonly_verb(&req) {
-        return deny(shell, k, who, &req);
+        return deny(&mut shell.ctl, &mut shell.log, k, who, &req);
     }
     match req {
-        Request::Status { name, .. } => status(sup, shell, k, name, now),
+        Request::Status { name, .. } => status(sup, &shell.svc, &mut shell.ctl, k, name, now),
         Request::Start { ref names }
         | Request::Stop { ref names }
         | Request::Restart { ref names } => lifecycle(sup, shell, k, &req, names, who, now),
@@ -52,14 +56,14 @@ pub(super) fn handle(
             name,
             lines,
             follow,
-        } => logs(shell, k, name, lines, follow),
-        Request::Events => events(shell, k),
+        } => logs(&shell.svc, &mut shell.ctl, k, name, lines, follow),
+        Request::Events => events(&mut shell.ctl, k),
         Request::Reload { dry_run } => reload(sup, shell, k, dry_run, who, now),
         Request::Shutdown => shutdown(sup, shell, k, who, now, shutdown_timeout),
         Request::Power { action } => power(sup, shell, k, action, who, now),
-        Request::Reexec => reexec(shell, k, who),
-        Request::DebugPanic => debug_panic(shell, k, who),
-        Request::Version => version(shell, k),
+        Request::Reexec => reexec(&mut shell.ctl, &mut shell.log, &mut shell.life, k, who),
+        Request::DebugPanic => debug_panic(&mut shell.ctl, &mut shell.log, k, who),
+        Request::Version => version(&mut shell.ctl, k),
     }
 }
 
@@ -91,77 +95,76 @@ fn verb(r: &Request<'_>) -> &'static str {
 }
 
 /// A read-only peer asked for more than it may.
-fn deny(shell: &mut Shell, k: usize, who: Who, req: &Request<'_>) {
+fn deny(ctl: &mut Control, log: &mut Log, k: usize, who: Who, req: &Request<'_>) {
     let Who { uid, pid, .. } = who;
     log!(
-        shell.log,
+        log,
         "control: denied '{}' to uid {uid} pid {pid} (read-only access)",
         verb(req)
     );
     let why =
         format_args!("permission denied: uid {uid} may only use status, logs, events and version");
-    error_fmt(shell, k, ErrorCode::Denied, why);
+    error_fmt(ctl, k, ErrorCode::Denied, why);
 }
 
 /// A reply to client `k` (queued; sent by the next flush).
-pub(super) fn reply(shell: &mut Shell, k: usize, rep: &Reply<'_>) {
-    if let Some(c) = shell.ctl.clients.get_mut(k) {
+pub(super) fn reply(ctl: &mut Control, k: usize, rep: &Reply<'_>) {
+    if let Some(c) = ctl.clients.get_mut(k) {
         if c.conn.queue(rep).is_err() {
             c.conn.phase = Phase::Closing;
         }
     }
 }
 
-pub(super) fn error(shell: &mut Shell, k: usize, code: ErrorCode, message: &str) {
-    reply(shell, k, &Reply::Error { code, message });
+pub(super) fn error(ctl: &mut Control, k: usize, code: ErrorCode, message: &str) {
+    reply(ctl, k, &Reply::Error { code, message });
 }
 
 /// An error whose message is formatted (into a stack buffer).
-pub(super) fn error_fmt(shell: &mut Shell, k: usize, code: ErrorCode, why: fmt::Arguments<'_>) {
+pub(super) fn error_fmt(ctl: &mut Control, k: usize, code: ErrorCode, why: fmt::Arguments<'_>) {
     let mut msg = LineBuf::default();
     let _ = msg.write_fmt(why);
     let message = core::str::from_utf8(msg.as_bytes()).unwrap_or("");
-    error(shell, k, code, message);
+    error(ctl, k, code, message);
 }
 
-fn ok(shell: &mut Shell, k: usize, message: &str) {
-    reply(shell, k, &Reply::Ok { message });
+fn ok(ctl: &mut Control, k: usize, message: &str) {
+    reply(ctl, k, &Reply::Ok { message });
 }
 
-pub(super) fn set_phase(shell: &mut Shell, k: usize, p: Phase) {
-    if let Some(c) = shell.ctl.clients.get_mut(k) {
+pub(super) fn set_phase(ctl: &mut Control, k: usize, p: Phase) {
+    if let Some(c) = ctl.clients.get_mut(k) {
         c.conn.phase = p;
     }
 }
 
-fn find(shell: &Shell, name: &str) -> Option<usize> {
+fn find(svc: &Services, name: &str) -> Option<usize> {
     if name.is_empty() {
         return None;
     }
     // Retired slots keep their name for their last log lines only.
-    shell
-        .svc
-        .slots
-        .get(..shell.svc.used)?
+    svc.slots
+        .get(..svc.used)?
         .iter()
         .position(|s| !s.retired && s.name.as_str() == name)
 }
 
 /// Resolves every name or answers `unknown service`.
 fn resolve<const N: usize>(
-    shell: &mut Shell,
+    svc: &Services,
+    ctl: &mut Control,
     k: usize,
     names: &[&str],
     out: &mut heapless::Vec<usize, N>,
 ) -> bool {
     for n in names {
-        match find(shell, n) {
+        match find(svc, n) {
             Some(i) => {
                 let _ = out.push(i);
             }
             None => {
                 let why = format_args!("unknown service '{n}'");
-                error_fmt(shell, k, ErrorCode::UnknownService, why);
+                error_fmt(ctl, k, ErrorCode::UnknownService, why);
                 return false;
             }
         }
@@ -170,23 +173,30 @@ fn resolve<const N: usize>(
 }
 
 /// The slot of the one service `name`, or `unknown service` answered.
-fn resolve_one(shell: &mut Shell, k: usize, name: &str) -> Option<usize> {
+fn resolve_one(svc: &Services, ctl: &mut Control, k: usize, name: &str) -> Option<usize> {
     let mut idx = heapless::Vec::<usize, 1>::new();
-    if !resolve(shell, k, &[name], &mut idx) {
+    if !resolve(svc, ctl, k, &[name], &mut idx) {
         return None;
     }
     idx.first().copied()
 }
 
 /// `status` (all: a multi-frame job) or `status NAME`.
-fn status(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, name: &str, now: Instant) {
+fn status(
+    sup: &Supervisor<'_>,
+    svc: &Services,
+    ctl: &mut Control,
+    k: usize,
+    name: &str,
+    now: Instant,
+) {
     if name.is_empty() {
-        return set_phase(shell, k, Phase::Writing(Job::StatusAll { next: 0 }));
+        return set_phase(ctl, k, Phase::Writing(Job::StatusAll { next: 0 }));
     }
-    match find(shell, name) {
-        Some(i) => status_one(sup, shell, k, i, now),
+    match find(svc, name) {
+        Some(i) => status_one(sup, svc, ctl, k, i, now),
         None => {
-            let _ = resolve_one(shell, k, name);
+            let _ = resolve_one(svc, ctl, k, name);
         }
     }
 }
@@ -202,10 +212,15 @@ fn lifecycle(
     now: Instant,
 ) {
     if sup.shutting_down() {
-        return error(shell, k, ErrorCode::Failed, "coffeyd is shutting down");
+        return error(
+            &mut shell.ctl,
+            k,
+            ErrorCode::Failed,
+            "coffeyd is shutting down",
+        );
     }
     let mut idx = heapless::Vec::<usize, { proto::MAX_NAMES }>::new();
-    if !resolve(shell, k, names, &mut idx) {
+    if !resolve(&shell.svc, &mut shell.ctl, k, names, &mut idx) {
         return;
     }
     let v = verb(req);
@@ -223,7 +238,11 @@ fn lifecycle(
     for n in names {
         let _ = write!(msg, " {n}");
     }
-    ok(shell, k, core::str::from_utf8(msg.as_bytes()).unwrap_or(""));
+    ok(
+        &mut shell.ctl,
+        k,
+        core::str::from_utf8(msg.as_bytes()).unwrap_or(""),
+    );
 }
 
 /// `signal NAME N`: kill(2) on the service's process.
@@ -235,38 +254,38 @@ fn send_signal(
     signal: i32,
     who: Who,
 ) {
-    let Some(i) = resolve_one(shell, k, name) else {
+    let Shell { svc, ctl, log, .. } = shell;
+    let Some(i) = resolve_one(svc, ctl, k, name) else {
         return;
     };
     let target = sup.services().get(i).and_then(|s| s.state.pid());
     let p = match target {
         _ if !(1..=64).contains(&signal) => {
-            return error(shell, k, ErrorCode::BadRequest, "invalid signal number")
+            return error(ctl, k, ErrorCode::BadRequest, "invalid signal number")
         }
-        None => return error(shell, k, ErrorCode::Failed, "service has no process"),
+        None => return error(ctl, k, ErrorCode::Failed, "service has no process"),
         Some(p) => p,
     };
     // SAFETY: plain syscall.
     if unsafe { libc::kill(p, signal) } != 0 {
         let e = errno_desc(nix::errno::Errno::last_raw());
-        return error(shell, k, ErrorCode::Failed, e);
+        return error(ctl, k, ErrorCode::Failed, e);
     }
     log!(
-        shell.log,
+        log,
         "control: {} sent to {name} (pid {p}) by uid {}",
         signal_name(signal),
         who.uid
     );
-    ok(shell, k, "signal sent");
+    ok(ctl, k, "signal sent");
 }
 
 /// `logs NAME`: a multi-frame job from the last `lines` lines on.
-fn logs(shell: &mut Shell, k: usize, name: &str, lines: u16, follow: bool) {
-    let Some(i) = resolve_one(shell, k, name) else {
+fn logs(svc: &Services, ctl: &mut Control, k: usize, name: &str, lines: u16, follow: bool) {
+    let Some(i) = resolve_one(svc, ctl, k, name) else {
         return;
     };
-    let ring = shell
-        .svc
+    let ring = svc
         .slots
         .get(i)
         .map(|s| (s.ring.first_seq(), s.ring.pushed));
@@ -278,12 +297,12 @@ fn logs(shell: &mut Shell, k: usize, name: &str, lines: u16, follow: bool) {
         end_seq: pushed,
         follow,
     };
-    set_phase(shell, k, Phase::Writing(job));
+    set_phase(ctl, k, Phase::Writing(job));
 }
 
-fn events(shell: &mut Shell, k: usize) {
-    ok(shell, k, "subscribed");
-    set_phase(shell, k, Phase::Streaming(Stream::Events));
+fn events(ctl: &mut Control, k: usize) {
+    ok(ctl, k, "subscribed");
+    set_phase(ctl, k, Phase::Streaming(Stream::Events));
 }
 
 /// `reload`: queued with the reload machine; the client then waits for
@@ -303,11 +322,11 @@ fn reload(
         if dry_run { " --dry-run" } else { "" }
     );
     let mut queued = |shell: &mut Shell, gen| {
-        set_phase(shell, k, Phase::Writing(Job::AwaitReload { gen }));
+        set_phase(&mut shell.ctl, k, Phase::Writing(Job::AwaitReload { gen }));
     };
     let asker = reload_machine::Asker::Client(&mut queued);
     if let Err(message) = reload_machine::request(sup, shell, asker, dry_run, now) {
-        error(shell, k, ErrorCode::Failed, message);
+        error(&mut shell.ctl, k, ErrorCode::Failed, message);
     }
 }
 
@@ -325,7 +344,7 @@ fn shutdown(
         "control: shutdown requested by uid {uid} pid {pid} (timeout {})",
         Dur(timeout)
     );
-    ok(shell, k, "shutting down");
+    ok(&mut shell.ctl, k, "shutting down");
     sup.shutdown(now, timeout, shell);
 }
 
@@ -345,7 +364,7 @@ fn power(
     };
     if shell.life.mode != pid1::Mode::System {
         let message = "coffeyd is not the init of this machine; use shutdown";
-        return error(shell, k, ErrorCode::Failed, message);
+        return error(&mut shell.ctl, k, ErrorCode::Failed, message);
     }
     let Who { uid, pid, .. } = who;
     log!(
@@ -354,42 +373,36 @@ fn power(
         a.name()
     );
     shell.life.action = Some(a);
-    ok(shell, k, a.name());
+    ok(&mut shell.ctl, k, a.name());
     let t = shell.life.shutdown_timeout;
     sup.shutdown(now, t, shell);
 }
 
-fn reexec(shell: &mut Shell, k: usize, who: Who) {
+fn reexec(ctl: &mut Control, log: &mut Log, life: &mut Life, k: usize, who: Who) {
     let Who { uid, pid, .. } = who;
-    log!(
-        shell.log,
-        "control: reexec requested by uid {uid} pid {pid}"
-    );
-    ok(shell, k, "re-executing");
-    shell.life.reexec_requested = true;
+    log!(log, "control: reexec requested by uid {uid} pid {pid}");
+    ok(ctl, k, "re-executing");
+    life.reexec_requested = true;
 }
 
-fn debug_panic(shell: &mut Shell, k: usize, who: Who) {
+fn debug_panic(ctl: &mut Control, log: &mut Log, k: usize, who: Who) {
     if coffey::control::proto::DEBUG_VERBS {
         let Who { uid, pid, .. } = who;
-        log!(
-            shell.log,
-            "control: debug panic requested by uid {uid} pid {pid}"
-        );
+        log!(log, "control: debug panic requested by uid {uid} pid {pid}");
         #[allow(clippy::panic)]
         {
             panic!("debug panic requested over the control socket");
         }
     }
-    error(shell, k, ErrorCode::BadRequest, "not a debug build");
+    error(ctl, k, ErrorCode::BadRequest, "not a debug build");
 }
 
-fn version(shell: &mut Shell, k: usize) {
+fn version(ctl: &mut Control, k: usize) {
     let rep = Reply::Version {
         version: env!("CARGO_PKG_VERSION"),
         commit: option_env!("COFFEY_COMMIT").unwrap_or("unknown"),
         target: option_env!("COFFEY_TARGET").unwrap_or("unknown"),
         profile: option_env!("COFFEY_PROFILE").unwrap_or("unknown"),
     };
-    reply(shell, k, &rep);
+    reply(ctl, k, &rep);
 }

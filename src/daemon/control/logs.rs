@@ -2,8 +2,8 @@
 //! far as the client's buffer takes them a turn; then the end, or the
 //! switch to following.
 
-use super::Shell;
-use crate::daemon::Slot;
+use super::Control;
+use crate::daemon::{Services, Slot};
 use coffey::control::conn::{Conn, Job, Phase, Stream};
 use coffey::control::proto::Reply;
 use coffey::limits::LINE_MAX;
@@ -12,19 +12,16 @@ use coffey::limits::LINE_MAX;
 /// `next_seq..end_seq` to client `k`, as far as its buffer takes them; then
 /// catches up and follows, or ends.
 pub(super) fn logs_tail(
-    shell: &mut Shell,
+    services: &Services,
+    ctl: &mut Control,
     k: usize,
     svc: u16,
     next_seq: u64,
     end_seq: u64,
     follow: bool,
 ) {
-    let Shell {
-        ctl,
-        svc: crate::daemon::Services { slots, .. },
-        ..
-    } = &mut *shell;
-    let (Some(slot), Some(c)) = (slots.get(usize::from(svc)), ctl.clients.get_mut(k)) else {
+    let (Some(slot), Some(c)) = (services.slots.get(usize::from(svc)), ctl.clients.get_mut(k))
+    else {
         return;
     };
     // History lines evicted by newer output before they could be sent

@@ -162,8 +162,8 @@ impl super::reload::machine::Readers for Control {
 
 /// Whether client `k` has work that needs another turn without waiting
 /// for readiness (a long reply whose buffer drained).
-pub fn has_pending(shell: &Shell, k: usize) -> bool {
-    shell.ctl.clients.get(k).is_some_and(|c| {
+pub fn has_pending(ctl: &Control, k: usize) -> bool {
+    ctl.clients.get(k).is_some_and(|c| {
         // A client waiting for a reload is woken by the reload machine.
         let waiting = matches!(c.conn.phase, Phase::Writing(Job::AwaitReload { .. }));
         c.fd >= 0

@@ -2,10 +2,11 @@
 //! and the `Detail` frames of `status NAME`. Everything is formatted into
 //! fixed `LineBuf`s and queued straight into the client's buffer.
 
+use super::Control;
 use crate::daemon::clock::Stamp;
 use crate::daemon::log::LineBuf;
 use crate::daemon::spawn::Prepared;
-use crate::daemon::{cgroup, notify, probe, words, Shell, Slot};
+use crate::daemon::{cgroup, notify, probe, words, Services, Slot};
 use coffey::control::conn::{Conn, Job, Phase};
 use coffey::control::proto::{LastExit, Reply, WireState};
 use coffey::health::{CheckState, Role, Verdict};
@@ -42,8 +43,8 @@ pub fn role_name(r: Role) -> &'static str {
 
 /// How the last run ended: "signal SIGKILL", or "killed by the OOM
 /// killer (memory_max 64MiB)" when its cgroup says so.
-fn exit_text(out: &mut LineBuf, st: ExitStatus, shell: &Shell, idx: u16) {
-    let _ = match cgroup::oom_of(shell, usize::from(idx), st) {
+fn exit_text(out: &mut LineBuf, st: ExitStatus, svc: &Services, idx: u16) {
+    let _ = match cgroup::oom_of(&svc.cg, usize::from(idx), st) {
         Some(oom) => write!(out, "{oom}"),
         None => write!(out, "{st}"),
     };
@@ -51,13 +52,11 @@ fn exit_text(out: &mut LineBuf, st: ExitStatus, shell: &Shell, idx: u16) {
 
 /// Human reason for a state: "next try in 4s", "exec failed: ..." (in
 /// `words`' phrases; the SIGUSR1 dump shows the same text).
-pub(crate) fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf) {
+pub(crate) fn reason(s: &Service, svc: &Services, now: Instant, out: &mut LineBuf) {
     out.clear();
-    let prep = |i: u16| shell.svc.slots.get(usize::from(i)).map(|s| &s.prep);
+    let prep = |i: u16| svc.slots.get(usize::from(i)).map(|s| &s.prep);
     let dep = |i: u16| {
-        shell
-            .svc
-            .slots
+        svc.slots
             .get(usize::from(i))
             .map_or("?", |s| s.name.as_str())
     };
@@ -66,7 +65,7 @@ pub(crate) fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf
             words::waiting_for(out, dep(idx), failed);
         }
         (State::Backoff { retry_at }, r) => {
-            backoff_cause(s, r, shell, out);
+            backoff_cause(s, r, svc, out);
             let _ = write!(out, "next try in {}", Dur(retry_at.since(now)));
         }
         (State::Failed, Reason::GaveUp { failures }) => {
@@ -79,7 +78,7 @@ pub(crate) fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf
             words::spawn_failed(out, e, prep(s.idx));
         }
         (State::Failed | State::Stopped, Reason::Exited(st)) => {
-            exit_text(out, st, shell, s.idx);
+            exit_text(out, st, svc, s.idx);
         }
         (_, Reason::LeftInGroup { left, .. }) => {
             let _ = write!(out, "{}", LeftInGroupText(left));
@@ -89,15 +88,15 @@ pub(crate) fn reason(s: &Service, shell: &Shell, now: Instant, out: &mut LineBuf
 }
 
 /// Why a service in backoff failed, ending in "; " when there is a why.
-fn backoff_cause(s: &Service, r: Reason, shell: &Shell, out: &mut LineBuf) {
+fn backoff_cause(s: &Service, r: Reason, svc: &Services, out: &mut LineBuf) {
     match r {
         Reason::SpawnFailed(e) => {
-            let prep = shell.svc.slots.get(usize::from(s.idx)).map(|s| &s.prep);
+            let prep = svc.slots.get(usize::from(s.idx)).map(|s| &s.prep);
             words::spawn_failed(out, e, prep);
             let _ = out.write_str("; ");
         }
         Reason::Exited(st) => {
-            exit_text(out, st, shell, s.idx);
+            exit_text(out, st, svc, s.idx);
             let _ = out.write_str("; ");
         }
         Reason::Unhealthy => {
@@ -193,7 +192,8 @@ fn health_text(s: &Service, out: &mut LineBuf) {
 /// client `k`'s buffer takes them, then `End`.
 pub(super) fn status_all(
     sup: &Supervisor<'_>,
-    shell: &mut Shell,
+    svc: &Services,
+    ctl: &mut Control,
     k: usize,
     mut next: u16,
     now: Instant,
@@ -204,22 +204,13 @@ pub(super) fn status_all(
         let Some(s) = sup.services().get(usize::from(next)) else {
             break;
         };
-        if shell
-            .svc
-            .slots
-            .get(usize::from(next))
-            .is_some_and(|s| s.retired)
-        {
+        if svc.slots.get(usize::from(next)).is_some_and(|s| s.retired) {
             next += 1;
             continue;
         }
-        reason(s, shell, now, &mut text);
-        let Shell {
-            ctl,
-            svc: crate::daemon::Services { slots, .. },
-            ..
-        } = &mut *shell;
-        let (Some(slot), Some(c)) = (slots.get(usize::from(next)), ctl.clients.get_mut(k)) else {
+        reason(s, svc, now, &mut text);
+        let (Some(slot), Some(c)) = (svc.slots.get(usize::from(next)), ctl.clients.get_mut(k))
+        else {
             return;
         };
         health_text(s, &mut health);
@@ -229,7 +220,7 @@ pub(super) fn status_all(
         }
         next += 1;
     }
-    if let Some(c) = shell.ctl.clients.get_mut(k) {
+    if let Some(c) = ctl.clients.get_mut(k) {
         c.conn.phase = if c.conn.queue(&Reply::End).is_ok() {
             Phase::Reading
         } else {
@@ -262,7 +253,8 @@ impl Details<'_> {
 /// and `End`; a reply that does not fit closes the connection.
 pub(super) fn status_one(
     sup: &Supervisor<'_>,
-    shell: &mut Shell,
+    svc: &Services,
+    ctl: &mut Control,
     k: usize,
     i: usize,
     now: Instant,
@@ -271,12 +263,8 @@ pub(super) fn status_one(
         return;
     };
     let mut text = LineBuf::default();
-    reason(s, shell, now, &mut text);
-    let Shell {
-        ctl,
-        svc: crate::daemon::Services { slots, cg, .. },
-        ..
-    } = shell;
+    reason(s, svc, now, &mut text);
+    let Services { slots, cg, .. } = svc;
     let (Some(slot), Some(c)) = (slots.get(i), ctl.clients.get_mut(k)) else {
         return;
     };

@@ -6,8 +6,8 @@ use super::handle::{error, handle, set_phase};
 use super::io::{close_client, flush, read_input};
 use super::logs::logs_tail;
 use super::render::status_all;
-use super::Shell;
-use crate::daemon::log::log;
+use super::{Control, Shell};
+use crate::daemon::log::{log, Log};
 use crate::daemon::reload;
 use coffey::control::conn::{Job, Phase, IN_BUF};
 use coffey::control::proto::{self, DecodeError, ErrorCode};
@@ -55,7 +55,13 @@ fn requests(
             Ok(None) => return true,
             Ok(Some(n)) => match proto::decode_request(frame.get(..n).unwrap_or(&[])) {
                 Ok((req, _)) => handle(sup, shell, k, req, now, shutdown_timeout),
-                Err(_) => refuse_frame(shell, k, ErrorCode::BadRequest, "malformed request"),
+                Err(_) => refuse_frame(
+                    &mut shell.ctl,
+                    &mut shell.log,
+                    k,
+                    ErrorCode::BadRequest,
+                    "malformed request",
+                ),
             },
             Err(e) => {
                 let (code, msg) = match e {
@@ -66,7 +72,7 @@ fn requests(
                     DecodeError::TooLarge(_) => (ErrorCode::TooLarge, "request too large"),
                     _ => (ErrorCode::BadRequest, "malformed request"),
                 };
-                refuse_frame(shell, k, code, msg);
+                refuse_frame(&mut shell.ctl, &mut shell.log, k, code, msg);
                 return true;
             }
         }
@@ -76,16 +82,13 @@ fn requests(
 
 /// A frame the daemon cannot take: logged, answered, and the connection
 /// closes once the answer is out.
-fn refuse_frame(shell: &mut Shell, k: usize, code: ErrorCode, msg: &str) {
-    if let Some(c) = shell.ctl.clients.get(k) {
+fn refuse_frame(ctl: &mut Control, log: &mut Log, k: usize, code: ErrorCode, msg: &str) {
+    if let Some(c) = ctl.clients.get(k) {
         let (uid, pid) = (c.uid, c.pid);
-        log!(
-            shell.log,
-            "control: {msg} from uid {uid} pid {pid}; closing"
-        );
+        log!(log, "control: {msg} from uid {uid} pid {pid}; closing");
     }
-    error(shell, k, code, msg);
-    set_phase(shell, k, Phase::Closing);
+    error(ctl, k, code, msg);
+    set_phase(ctl, k, Phase::Closing);
 }
 
 /// Flushes client `k`: a long reply whose output drained goes on at once;
@@ -119,7 +122,7 @@ fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
         return;
     };
     match job {
-        Job::StatusAll { next } => status_all(sup, shell, k, next, now),
+        Job::StatusAll { next } => status_all(sup, &shell.svc, &mut shell.ctl, k, next, now),
         Job::AwaitReload { .. } | Job::Plan { .. } => {
             let Shell { reloader, ctl, .. } = &mut *shell;
             if let Some(c) = ctl.clients.get_mut(k) {
@@ -131,6 +134,14 @@ fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
             next_seq,
             end_seq,
             follow,
-        } => logs_tail(shell, k, svc, next_seq, end_seq, follow),
+        } => logs_tail(
+            &shell.svc,
+            &mut shell.ctl,
+            k,
+            svc,
+            next_seq,
+            end_seq,
+            follow,
+        ),
     }
 }

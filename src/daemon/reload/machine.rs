@@ -25,6 +25,7 @@
 //! same child for the first config and waits for it (the daemon never
 //! parses YAML, not even then).
 
+use super::Reloader;
 use crate::daemon::log::log;
 use crate::daemon::Shell;
 use coffey::control::proto::ErrorCode;
@@ -445,8 +446,8 @@ fn begin(sup: &mut Supervisor<'_>, shell: &mut Shell, gen: u32, kind: Kind, now:
 }
 
 /// The main loop reaped `pid`: whether it was the compile child.
-pub fn reaped(shell: &mut Shell, pid: i32, raw: i32) -> bool {
-    let m = &mut shell.reloader.machine;
+pub fn reaped(reloader: &mut Reloader, pid: i32, raw: i32) -> bool {
+    let m = &mut reloader.machine;
     match &mut m.child {
         Child::Compiling {
             pid: p,
@@ -482,7 +483,7 @@ pub fn turn(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
     let mut fd = fd;
     let mut failure = failure;
     if fd >= 0 && core::mem::take(&mut shell.reloader.machine.readable) {
-        if let Err(why) = read_output(shell, fd) {
+        if let Err(why) = read_output(&mut shell.reloader, fd) {
             failure = failure.or(why);
             crate::daemon::close_fd(fd);
             fd = -1;
@@ -519,8 +520,8 @@ pub fn turn(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
 
 /// Reads the pipe until it would block. Ok(()) also at EOF, which closes
 /// it (fd -1 is then set by the caller through Err(None)).
-fn read_output(shell: &mut Shell, fd: RawFd) -> Result<(), Option<&'static str>> {
-    let (buf, len) = shell.reloader.incoming();
+fn read_output(reloader: &mut Reloader, fd: RawFd) -> Result<(), Option<&'static str>> {
+    let (buf, len) = reloader.incoming();
     // Bounded: the buffer's size caps the bytes read over the whole
     // compile, and the pipe's capacity caps one turn's share.
     loop {
@@ -556,12 +557,24 @@ fn end(
 ) {
     let progress = match res {
         Ok(()) if sup.shutting_down() => {
-            super::refuse(shell, gen, ErrorCode::Failed, "coffeyd is shutting down");
+            super::refuse(
+                &mut shell.reloader,
+                &mut shell.log,
+                gen,
+                ErrorCode::Failed,
+                "coffeyd is shutting down",
+            );
             None
         }
         Ok(()) => super::begin(sup, shell, gen, kind == Kind::DryRun),
         Err(why) => {
-            super::refuse(shell, gen, ErrorCode::Failed, why);
+            super::refuse(
+                &mut shell.reloader,
+                &mut shell.log,
+                gen,
+                ErrorCode::Failed,
+                why,
+            );
             None
         }
     };
@@ -598,14 +611,14 @@ fn over(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
 }
 
 /// Whether a client is still to read the last reload's answer.
-fn reading(shell: &Shell) -> bool {
-    shell.ctl.reading(shell.reloader.gen)
+fn reading(reloader: &Reloader, readers: &impl Readers) -> bool {
+    readers.reading(reloader.gen)
 }
 
 /// When the machine needs a turn: now (a step is ready), the compile
 /// deadline, or the end of the plan grace.
-pub fn poll_at(shell: &Shell) -> Instant {
-    let m = &shell.reloader.machine;
+pub fn poll_at(reloader: &Reloader, readers: &impl Readers) -> Instant {
+    let m = &reloader.machine;
     let now = Instant::from_millis(0);
     match m.child {
         Child::Compiling { fd, status, .. } if fd < 0 && status.is_some() => now,
@@ -613,7 +626,7 @@ pub fn poll_at(shell: &Shell) -> Instant {
         Child::Compiling { until, .. } => until,
         Child::Applying { .. } => now,
         Child::Idle if !m.queue.has_pending() => Instant::NEVER,
-        Child::Idle if reading(shell) => m.ended_at.add(PLAN_GRACE_MS),
+        Child::Idle if reading(reloader, readers) => m.ended_at.add(PLAN_GRACE_MS),
         Child::Idle => now,
     }
 }
@@ -625,14 +638,20 @@ fn start_pending(sup: &mut Supervisor<'_>, shell: &mut Shell, now: Instant) {
     if !m.idle() || !m.queue.has_pending() {
         return;
     }
-    if reading(shell) && now < m.ended_at.add(PLAN_GRACE_MS) {
+    if reading(&shell.reloader, &shell.ctl) && now < m.ended_at.add(PLAN_GRACE_MS) {
         return;
     }
     if sup.shutting_down() {
         // Answer every waiting client without compiling.
         while let Some((n, _)) = shell.reloader.machine.queue.start_next() {
             shell.reloader.machine.queue.running = None;
-            super::refuse(shell, n, ErrorCode::Failed, "coffeyd is shutting down");
+            super::refuse(
+                &mut shell.reloader,
+                &mut shell.log,
+                n,
+                ErrorCode::Failed,
+                "coffeyd is shutting down",
+            );
         }
         return;
     }

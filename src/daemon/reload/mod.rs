@@ -27,10 +27,10 @@ pub trait Followers {
 }
 
 use super::compiled::{self, CService, Compiled, Rd};
-use super::log::{log, LineBuf};
+use super::log::{log, LineBuf, Log};
 use super::logfile::LogFile;
 use super::spawn::FillError;
-use super::Shell;
+use super::{Services, Shell};
 use coffey::control::conn::{Conn, Job, Phase};
 use coffey::control::proto::{plan, ErrorCode, Reply, MAX_PAYLOAD};
 use coffey::health::{Check, Role};
@@ -334,7 +334,7 @@ fn configure(
     c: &CService<'_>,
     fresh: bool,
 ) -> Result<(), &'static str> {
-    super::probe::configure(shell, i, c)?;
+    super::probe::configure(&mut shell.svc, i, c)?;
     if fresh {
         // A new service in this slot starts with an empty log and no
         // followers of the previous one.
@@ -351,9 +351,9 @@ fn configure(
     }
     let sd_notify = super::spawn::sd_notify(c);
     if sd_notify {
-        super::probe::open_notify(shell, i);
+        super::probe::open_notify(&mut shell.svc, &shell.registry, i);
     } else {
-        super::probe::close_notify(shell, i);
+        super::probe::close_notify(&mut shell.svc, i);
     }
     let Shell {
         svc:
@@ -399,7 +399,14 @@ fn configure(
         None => slot.file.clear(),
     }
     svc.policy = c.policy;
-    super::cgroup::configure(shell, i, c.name, c.limits);
+    super::cgroup::configure(
+        &mut shell.svc,
+        &mut shell.log,
+        &shell.registry,
+        i,
+        c.name,
+        c.limits,
+    );
     Ok(())
 }
 
@@ -550,14 +557,13 @@ pub fn begin(sup: &Supervisor<'_>, shell: &mut Shell, gen: u32, dry_run: bool) -
     match res {
         Ok(p) => Some(p),
         Err((outcome, why)) => {
-            refused(shell, gen, outcome, why);
+            refused(&mut shell.reloader, &mut shell.log, gen, outcome, why);
             None
         }
     }
 }
 
-fn refused(shell: &mut Shell, gen: u32, outcome: Outcome, why: &str) {
-    let r = &mut shell.reloader;
+fn refused(r: &mut Reloader, log: &mut Log, gen: u32, outcome: Outcome, why: &str) {
     r.outcome = outcome;
     if !why.is_empty() {
         r.message.clear();
@@ -566,17 +572,17 @@ fn refused(shell: &mut Shell, gen: u32, outcome: Outcome, why: &str) {
     // Invalid: the validator's text was logged whole.
     if outcome != Outcome::Invalid {
         let m = core::str::from_utf8(r.message.as_bytes()).unwrap_or("");
-        log!(shell.log, "reload rejected: {m}");
+        log!(log, "reload rejected: {m}");
     }
     r.gen = gen;
 }
 
 /// A reload that ended before planning (the compiler failed, coffeyd is
 /// shutting down): recorded for its clients like any refusal.
-pub fn refuse(shell: &mut Shell, gen: u32, code: ErrorCode, why: &str) {
-    shell.reloader.plan.count = 0;
-    shell.reloader.plan.removed = 0;
-    refused(shell, gen, Outcome::Failed(code), why);
+pub fn refuse(r: &mut Reloader, log: &mut Log, gen: u32, code: ErrorCode, why: &str) {
+    r.plan.count = 0;
+    r.plan.removed = 0;
+    refused(r, log, gen, Outcome::Failed(code), why);
 }
 
 fn prepare(
@@ -829,7 +835,7 @@ fn verdict(sup: &mut Supervisor<'_>, shell: &mut Shell, p: &Progress, gen: u32, 
         return;
     }
     r.outcome = Outcome::Applied;
-    compact_exec(shell);
+    compact_exec(&mut shell.svc, &mut shell.log);
     // Updated checks of running services start here, not at the next event.
     sup.settle(now, shell);
     shell.life.shutdown_timeout = p.shutdown_timeout;
@@ -842,14 +848,10 @@ fn verdict(sup: &mut Supervisor<'_>, shell: &mut Shell, p: &Progress, gen: u32, 
 /// retired services) moves into the current half, free slots let theirs
 /// go, and the old half's pages are returned. The plan checked that all
 /// of it fits, so nothing is lost.
-fn compact_exec(shell: &mut Shell) {
-    let Shell {
-        log,
-        svc: crate::daemon::Services {
-            slots, arena, used, ..
-        },
-        ..
-    } = shell;
+fn compact_exec(svc: &mut Services, log: &mut Log) {
+    let Services {
+        slots, arena, used, ..
+    } = svc;
     for (i, s) in slots.iter_mut().enumerate() {
         let live = i < *used;
         let checks = s
