@@ -168,7 +168,12 @@ pub fn attribute(
         // index), the reload's compile child (the daemon's own), an exec
         // check. A batch whose children are all known reads no stat.
         let pid = child.pid();
-        let check = |p: i32| p > 0 && slots.iter().any(|s| s.probes.iter().any(|c| c.pid == p));
+        let check = |p: i32| {
+            p > 0
+                && slots
+                    .iter()
+                    .any(|s| s.health.probes.iter().any(|c| c.pid == p))
+        };
         if sup.owner_of(pid).is_some() || compiler == Some(pid) || check(pid) {
             return;
         }

@@ -19,6 +19,7 @@ mod group;
 mod log;
 mod logfile;
 mod notify;
+mod output;
 pub mod pid1;
 mod probe;
 mod reexec;
@@ -33,10 +34,7 @@ mod words;
 
 pub use alloc::{client as client_allocator, Counting};
 
-use coffey::limits::{
-    EVENTS, NAME_BUF, READS_PER_TURN, READ_CHUNK, REAP_BATCH, SPAWNS_PER_TURN, SPAWN_SLICE_US,
-};
-use coffey::logring::{LineBuf, LogRing, Stream};
+use coffey::limits::{EVENTS, NAME_BUF, READ_CHUNK, REAP_BATCH, SPAWNS_PER_TURN, SPAWN_SLICE_US};
 use coffey::pidindex::{PidIndex, PidSlot};
 use coffey::service::{Event, LeftInGroupText, StateName};
 use coffey::supervisor::Supervisor;
@@ -45,7 +43,6 @@ use coffey::time::{Dur, Instant};
 use core::fmt::Write as _;
 use globals::Globals;
 use log::{log, Log};
-use logfile::{LogFile, Problem};
 use mio::unix::SourceFd;
 use mio::{Events, Interest};
 use nix::libc;
@@ -54,48 +51,32 @@ use std::os::fd::RawFd;
 
 use token::Token;
 
-/// Shell-side state of one service slot.
+/// Shell-side state of one service slot, in parts by job: output,
+/// health checks, readiness notification. The parts held as
+/// [`slab::Cold`] live in zeroed tables, one per kind for all slots, and
+/// cost memory only for the services that use them (see "Memory per
+/// service" in docs/DESIGN.md).
 pub struct Slot {
     /// Empty for spare or retired slots.
     pub name: heapless::String<NAME_BUF>,
     /// Exec buffers; `filled` is false for spare slots.
     pub prep: spawn::Prepared,
-    pub out_r: RawFd,
-    pub err_r: RawFd,
-    /// Write ends, held open by the daemon so the pipes (and any output
-    /// still in them) outlive each child; reload hands them to new slots.
-    #[allow(dead_code)]
-    pub out_w: RawFd,
-    #[allow(dead_code)]
-    pub err_w: RawFd,
-    pub ring: LogRing<'static>,
-    /// The parts below held as [`slab::Cold`] live in zeroed tables, one
-    /// per kind for all slots, and cost memory only for the services that
-    /// use them (see "Memory per service" in docs/DESIGN.md).
-    ///
-    /// In one zeroed mapping for all slots (`setup::zeroed_lines`): a
-    /// quiet service's never costs memory.
-    pub lines: &'static mut [LineBuf; 2],
-    pub file: slab::Cold<LogFile>,
-    pub console: bool,
-    /// Pipe may have more data (edge-triggered readiness not yet drained).
-    pub ready: [bool; 2],
+    /// Its pipes and where their lines go (see `output.rs`).
+    pub output: output::Output,
     /// Removed by a reload: hidden from status, free once its process is
     /// gone. The name stays for the log lines of its last stop.
     pub retired: bool,
     /// Health checks: what to probe, the probe in flight, exec-check argv.
-    pub specs: [probe::Spec; 2],
-    pub probes: [probe::Probe; 2],
-    pub check_prep: [slab::Cold<spawn::Prepared>; 2],
+    pub health: probe::Health,
+    /// sd_notify: socket, texts, state of the current run.
+    pub notify: notify::Notify,
     /// Read end of the s6/dinit readiness pipe of the running process.
     pub notify_r: RawFd,
-    /// sd_notify: this slot's socket (-1 until a service needs it), the
-    /// `NOTIFY_SOCKET=...` entry its services get and the last `STATUS=`
-    /// text (set with the socket).
-    pub notify_sock: RawFd,
-    pub notify_text: slab::Cold<notify::SdText>,
-    /// sd_notify state of the current run (notify state, MAINPID).
-    pub sd: notify::SdState,
+    /// Copy its lines to the console (`console: true`).
+    pub console: bool,
+    /// Output pipe may have more data (edge-triggered readiness not yet
+    /// drained).
+    pub ready: [bool; 2],
     /// When the current run was spawned, in `/proc` start-time ticks: an
     /// escapee of this run cannot have started before.
     pub spawned: u64,
@@ -172,7 +153,7 @@ impl Sys for Shell {
         // s6/dinit readiness: a fresh pipe per run, write end at fd N.
         let mut notify_w = -1;
         slot.prep.notify_fd = None;
-        if let Some(probe::Spec::Notify { fd: Some(n) }) = slot.specs.first() {
+        if let Some(probe::Spec::Notify { fd: Some(n) }) = slot.health.specs.first() {
             let mut fds = [-1; 2];
             // SAFETY: valid out array.
             if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
@@ -434,203 +415,7 @@ impl Shell {
         self.turns.begin();
         self.svc.spawns = 0;
     }
-
-    /// Stores one output line: ring, file, console. (Split borrows of the
-    /// shell's fields, hence the long parameter list.)
-    #[allow(clippy::too_many_arguments)]
-    fn sink(
-        log: &mut Log,
-        ctl: &mut control::Control,
-        idx: usize,
-        scratch: &mut log::LineBuf,
-        slot_name: &str,
-        ring: &mut LogRing<'static>,
-        file: &mut slab::Cold<LogFile>,
-        console: bool,
-        stream: Stream,
-        line: &[u8],
-        cut: bool,
-    ) {
-        let now = clock::wall_ms();
-        ring.push(now, stream, cut, line);
-        control::broadcast::broadcast_line(ctl, slot_name, idx, now, stream.wire(), cut, line);
-        let mark = if cut { " [cut]" } else { "" };
-        if let Some(f) = file.get_mut() {
-            scratch.clear();
-            let _ = write!(scratch, "{} {} ", clock::Stamp(now), stream.name());
-            scratch.push_bytes(line);
-            scratch.push_bytes(mark.as_bytes());
-            scratch.newline();
-            match f.write(scratch.as_bytes(), clock::now().millis()) {
-                Problem::None => {}
-                Problem::Failed(e) => log!(
-                    log,
-                    "{slot_name}: log file {}: {}; lines stay in the ring buffer",
-                    f.path_str(),
-                    errno_desc(e)
-                ),
-                Problem::Recovered => {
-                    log!(log, "{slot_name}: log file {} writable again", f.path_str())
-                }
-            }
-        }
-        if console {
-            log.service_line(now, slot_name, stream.name(), line, cut);
-        }
-    }
-
-    /// Reads one pipe until it would block or the budget is spent.
-    fn drain_pipe(&mut self, idx: usize, which: usize) {
-        let Shell {
-            log,
-            ctl,
-            svc:
-                crate::daemon::Services {
-                    slots,
-                    readbuf,
-                    scratch,
-                    ..
-                },
-            ..
-        } = self;
-        let Some(slot) = slots.get_mut(idx) else {
-            return;
-        };
-        let Slot {
-            name,
-            out_r,
-            err_r,
-            ring,
-            lines,
-            file,
-            console,
-            ready,
-            ..
-        } = slot;
-        let (fd, stream) = if which == 0 {
-            (*out_r, Stream::Stdout)
-        } else {
-            (*err_r, Stream::Stderr)
-        };
-        let Some(lb) = lines.get_mut(which) else {
-            return;
-        };
-        let mut more = true;
-        for _ in 0..READS_PER_TURN {
-            // SAFETY: readbuf is valid for its length.
-            let n = unsafe { libc::read(fd, readbuf.as_mut_ptr().cast(), readbuf.len()) };
-            if n < 0 {
-                let e = nix::errno::Errno::last_raw();
-                if e == libc::EINTR {
-                    continue;
-                }
-                more = false; // EAGAIN, or an error we cannot fix
-                break;
-            }
-            let n = usize::try_from(n).unwrap_or(0);
-            if n == 0 {
-                more = false;
-                break;
-            }
-            let data = readbuf.get(..n).unwrap_or(&[]);
-            lb.feed(data, |line, cut| {
-                Self::sink(
-                    log, ctl, idx, scratch, name, ring, file, *console, stream, line, cut,
-                )
-            });
-        }
-        if let Some(r) = ready.get_mut(which) {
-            *r = more;
-        }
-    }
-
-    /// Drains every pipe marked ready. Returns whether work is left.
-    fn drain_ready(&mut self) -> bool {
-        let mut left = false;
-        for i in 0..self.svc.slots.len() {
-            for w in 0..2 {
-                if self
-                    .svc
-                    .slots
-                    .get(i)
-                    .is_some_and(|s| s.ready.get(w) == Some(&true))
-                {
-                    self.drain_pipe(i, w);
-                    left |= self
-                        .svc
-                        .slots
-                        .get(i)
-                        .is_some_and(|s| s.ready.get(w) == Some(&true));
-                }
-            }
-        }
-        left
-    }
-
-    /// Emits the unfinished line of pipe `w` of slot `i` as a line.
-    fn flush_line(&mut self, i: usize, w: usize) {
-        let Shell {
-            log,
-            ctl,
-            svc: crate::daemon::Services { slots, scratch, .. },
-            ..
-        } = self;
-        let Some(Slot {
-            name,
-            ring,
-            lines,
-            file,
-            console,
-            ..
-        }) = slots.get_mut(i)
-        else {
-            return;
-        };
-        let stream = if w == 0 {
-            Stream::Stdout
-        } else {
-            Stream::Stderr
-        };
-        if let Some(lb) = lines.get_mut(w) {
-            lb.flush(|line, cut| {
-                Self::sink(
-                    log, ctl, i, scratch, name, ring, file, *console, stream, line, cut,
-                )
-            });
-        }
-    }
-
-    /// The main process of slot `i` was reaped: what it wrote is in the
-    /// pipes (kept open across runs), so read it now and end its last
-    /// line, which keeps its own timestamp and is never glued onto the next
-    /// run's first line. A dead writer leaves at most a pipe's capacity
-    /// (64 KiB), which is one turn's read budget.
-    pub(crate) fn output_ended(&mut self, i: usize) {
-        for w in 0..2 {
-            if let Some(r) = self.svc.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
-                *r = true;
-            }
-            self.drain_pipe(i, w);
-            self.flush_line(i, w);
-        }
-    }
-
-    /// Drains everything and flushes partial lines (at shutdown).
-    fn flush_all(&mut self) {
-        for i in 0..self.svc.slots.len() {
-            for w in 0..2 {
-                if let Some(r) = self.svc.slots.get_mut(i).and_then(|s| s.ready.get_mut(w)) {
-                    *r = true;
-                }
-                self.drain_pipe(i, w);
-                self.flush_line(i, w);
-            }
-        }
-        self.log.break_repeats();
-    }
 }
-
-const _: () = assert!(READS_PER_TURN * READ_CHUNK >= 64 * 1024);
 
 fn status_of(raw: i32) -> Option<ExitStatus> {
     if libc::WIFEXITED(raw) {
@@ -654,7 +439,7 @@ fn before_exit(
     let pid = notify::route_exit(&mut shell.svc, &mut shell.log, pid, status)?;
     if let Some(i) = sup.owner_of(pid) {
         cgroup::main_exited(&mut shell.svc.cg, i, status);
-        shell.output_ended(i);
+        output::ended(&mut shell.svc, &mut shell.log, &mut shell.ctl, i);
         notify::process_gone(&mut shell.svc, i);
     }
     Some(pid)
@@ -943,9 +728,9 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
         };
         let (name, lines, evicted, cut) = (
             slot.name.as_str(),
-            slot.ring.len(),
-            slot.ring.evicted,
-            slot.ring.cut,
+            slot.output.ring.len(),
+            slot.output.ring.evicted,
+            slot.output.ring.cut,
         );
         let pid = s.state.pid().unwrap_or(0);
         // The reason in `status`'s words.
@@ -1210,7 +995,7 @@ fn handle(sup: &mut Supervisor<'_>, l: &mut Looping) {
     }
     reload::machine::turn(sup, shell, clock::now());
     let notify_left = notify::drain(sup, shell);
-    l.pending = shell.drain_ready() | notify_left;
+    l.pending = output::drain_ready(&mut shell.svc, &mut shell.log, &mut shell.ctl) | notify_left;
     if accept || shell.ctl.accept_due(clock::now()) {
         let reg = l.poll.registry();
         control::accept_all(&mut shell.ctl, &mut shell.log, clock::now(), |k, fd| {
@@ -1228,7 +1013,7 @@ fn handle(sup: &mut Supervisor<'_>, l: &mut Looping) {
         l.pending |= control::has_pending(&shell.ctl, k);
     }
     if core::mem::take(&mut shell.life.reexec_requested) && !sup.shutting_down() {
-        shell.flush_all();
+        output::flush_all(&mut shell.svc, &mut shell.log, &mut shell.ctl);
         reexec::exec(sup, &mut shell.life.reexec, &shell.svc, &mut shell.log);
     }
 }
@@ -1240,7 +1025,7 @@ fn finish(sup: &mut Supervisor<'_>, l: &mut Looping, cfg: &Globals) -> Result<i3
     if shell.life.mode == pid1::Mode::Container {
         reap_main(sup, shell, &l.sfd, &mut l.poll, &mut l.events);
     }
-    shell.flush_all();
+    output::flush_all(&mut shell.svc, &mut shell.log, &mut shell.ctl);
     if shell.life.mode != pid1::Mode::System {
         // System mode ends with kill(-1) instead (`pid1::final_shutdown`).
         sweep::sweep(

@@ -20,6 +20,7 @@ use coffey::limits::{NOTIFY_ENV_MAX, NOTIFY_STATUS_MAX};
 use coffey::supervisor::Supervisor;
 use coffey::sys::ExitStatus;
 use nix::libc;
+use std::os::fd::RawFd;
 
 /// What the service last said about itself (status `notify_state`).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -41,6 +42,18 @@ impl NotifyState {
             NotifyState::Stopping => "stopping",
         }
     }
+}
+
+/// A slot's sd_notify: its socket, texts and state. (The s6/dinit
+/// readiness pipe is `Slot::notify_r`.)
+pub struct Notify {
+    /// sd_notify: this slot's socket (-1 until a service needs it), the
+    /// `NOTIFY_SOCKET=...` entry its services get and the last `STATUS=`
+    /// text (set with the socket).
+    pub sock: RawFd,
+    pub text: super::slab::Cold<SdText>,
+    /// sd_notify state of the current run (notify state, MAINPID).
+    pub sd: SdState,
 }
 
 /// The texts of a slot whose service uses sd_notify (kept out of the slot
@@ -211,7 +224,7 @@ fn belongs(sup: &Supervisor<'_>, svc: &Services, owner: u32, i: usize, m: &Notic
 /// The poller says slot `i`'s socket is readable.
 pub fn mark(svc: &mut Services, i: usize) {
     if let Some(s) = svc.slots.get_mut(i) {
-        s.sd.readable = true;
+        s.notify.sd.readable = true;
     }
 }
 
@@ -220,10 +233,10 @@ pub fn mark(svc: &mut Services, i: usize) {
 pub fn drain(sup: &mut Supervisor<'_>, shell: &mut Shell) -> bool {
     let mut left = false;
     for i in 0..shell.svc.slots.len() {
-        if shell.svc.slots.get(i).is_some_and(|s| s.sd.readable) {
+        if shell.svc.slots.get(i).is_some_and(|s| s.notify.sd.readable) {
             let more = on_socket(sup, shell, i);
             if let Some(s) = shell.svc.slots.get_mut(i) {
-                s.sd.readable = more;
+                s.notify.sd.readable = more;
             }
             left |= more;
         }
@@ -234,7 +247,7 @@ pub fn drain(sup: &mut Supervisor<'_>, shell: &mut Shell) -> bool {
 /// sd_notify datagrams on slot `i`'s socket: at most [`PER_TURN`].
 /// Returns true when the budget ran out before the socket was empty.
 fn on_socket(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize) -> bool {
-    let Some(fd) = shell.svc.slots.get(i).map(|s| s.notify_sock) else {
+    let Some(fd) = shell.svc.slots.get(i).map(|s| s.notify.sock) else {
         return false;
     };
     for _ in 0..PER_TURN {
@@ -280,15 +293,15 @@ fn set_main_pid(svc: &mut Services, log: &mut Log, i: usize, leader: i32, pid: i
         );
         return;
     }
-    let before = slot.sd.main_pid != 0;
+    let before = slot.notify.sd.main_pid != 0;
     if pid == leader {
-        slot.sd.main_pid = 0;
+        slot.notify.sd.main_pid = 0;
     } else {
-        slot.sd.main_pid = pid;
-        slot.sd.leader = leader;
+        slot.notify.sd.main_pid = pid;
+        slot.notify.sd.leader = leader;
         log!(log, "{name}: main pid is now {pid} (MAINPID)");
     }
-    let after = slot.sd.main_pid != 0;
+    let after = slot.notify.sd.main_pid != 0;
     if before != after {
         *mainpids = if after {
             mainpids.saturating_add(1)
@@ -311,12 +324,12 @@ fn apply(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, leader: i32, m: 
         let t = core::str::from_utf8(&m.status).unwrap_or("?");
         log!(shell.log, "{name}: status: {t}");
         // The texts were set with the socket this message came on.
-        if let Some(t) = slot.notify_text.get_mut() {
+        if let Some(t) = slot.notify.text.get_mut() {
             t.status.clone_from(&m.status);
         }
     }
     // systemd's order: STOPPING wins over READY, READY over RELOADING.
-    let was = slot.sd.state;
+    let was = slot.notify.sd.state;
     let state = if m.stopping {
         NotifyState::Stopping
     } else if m.ready {
@@ -326,7 +339,7 @@ fn apply(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, leader: i32, m: 
     } else {
         was
     };
-    slot.sd.state = state;
+    slot.notify.sd.state = state;
     match (was, state) {
         (NotifyState::Stopping, _) | (_, NotifyState::None) => {}
         (_, NotifyState::Stopping) => {
@@ -384,7 +397,7 @@ pub fn route_exit(svc: &mut Services, log: &mut Log, pid: i32, status: ExitStatu
         slots, mainpids, ..
     } = svc;
     for slot in slots.iter_mut() {
-        let sd = &mut slot.sd;
+        let sd = &mut slot.notify.sd;
         if sd.main_pid == 0 || (pid != sd.leader && pid != sd.main_pid) {
             continue;
         }
@@ -420,11 +433,11 @@ pub fn process_gone(svc: &mut Services, i: usize) {
         slots, mainpids, ..
     } = svc;
     if let Some(s) = slots.get_mut(i) {
-        if s.sd.main_pid != 0 {
+        if s.notify.sd.main_pid != 0 {
             *mainpids = mainpids.saturating_sub(1);
         }
-        s.sd = SdState {
-            readable: s.sd.readable,
+        s.notify.sd = SdState {
+            readable: s.notify.sd.readable,
             ..SdState::default()
         };
     }

@@ -13,7 +13,7 @@ use super::log::Log;
 use super::log::{log, LineBuf};
 use super::slab::Cold;
 use super::spawn::{self, Prepared};
-use super::{Services, Slot};
+use super::Services;
 use coffey::health::{ProbeError, Role};
 use coffey::logring::{LineBuf as Lines, Stream};
 use core::fmt::Write as _;
@@ -24,6 +24,14 @@ use std::os::fd::RawFd;
 use coffey::limits::{
     CHECK_READ_CHUNK, HTTP_REQUEST_MAX, HTTP_RESPONSE_MAX as RESP_MAX, NOTIFY_ENV_MAX,
 };
+
+/// A slot's health checks (readiness, liveness): what each probes, the
+/// probe in flight, and an exec check's argv (in a zeroed side table).
+pub struct Health {
+    pub specs: [Spec; 2],
+    pub probes: [Probe; 2],
+    pub check_prep: [Cold<Prepared>; 2],
+}
 
 /// What a check does, decoded once per (re)configuration. An HTTP
 /// check's request is kept by its probe, out of the slot table.
@@ -188,12 +196,11 @@ pub fn start(svc: &mut Services, idx: usize, role: Role) -> Result<Option<RawFd>
     let Some(slot) = svc.slots.get_mut(idx) else {
         return Err(ProbeError::Spawn(libc::ENOENT));
     };
-    let Slot {
+    let Health {
         specs,
         probes,
         check_prep,
-        ..
-    } = slot;
+    } = &mut slot.health;
     let (Some(spec), Some(p), Some(prep)) =
         (specs.get(r), probes.get_mut(r), check_prep.get_mut(r))
     else {
@@ -250,7 +257,7 @@ pub fn cancel(svc: &mut Services, idx: usize, role: Role) {
     let Some(p) = svc
         .slots
         .get_mut(idx)
-        .and_then(|s| s.probes.get_mut(role.index()))
+        .and_then(|s| s.health.probes.get_mut(role.index()))
     else {
         return;
     };
@@ -276,12 +283,8 @@ pub fn on_ready(
 ) -> Option<(Role, Result<(), ProbeError>)> {
     let role = Role::from_index(r);
     let slot = svc.slots.get_mut(idx)?;
-    let Slot {
-        specs,
-        probes,
-        ring,
-        ..
-    } = slot;
+    let Health { specs, probes, .. } = &mut slot.health;
+    let ring = &mut slot.output.ring;
     let (spec, p) = (specs.get(r)?, probes.get_mut(r)?);
     let done = match (p.phase, spec) {
         (Phase::Connecting, Spec::Tcp { .. } | Spec::Http { .. }) => {
@@ -396,7 +399,7 @@ pub type Reaped = (usize, Role, Option<Result<(), ProbeError>>);
 /// A reaped pid that was an exec check: its result.
 pub fn on_exit(svc: &mut Services, pid: i32, status: coffey::sys::ExitStatus) -> Option<Reaped> {
     for (i, s) in svc.slots.iter_mut().enumerate() {
-        for (r, p) in s.probes.iter_mut().enumerate() {
+        for (r, p) in s.health.probes.iter_mut().enumerate() {
             if p.pid == pid && pid > 0 {
                 p.pid = 0;
                 // A cancelled probe (fd closed) has no result to give.
@@ -412,12 +415,12 @@ pub fn on_exit(svc: &mut Services, pid: i32, status: coffey::sys::ExitStatus) ->
                         }
                         let data = chunk.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
                         let now = super::clock::wall_ms();
-                        let ring = &mut s.ring;
+                        let ring = &mut s.output.ring;
                         p.lines.feed(data, |line, cut| {
                             ring.push(now, Stream::Check, cut, line);
                         });
                     }
-                    let ring = &mut s.ring;
+                    let ring = &mut s.output.ring;
                     let now = super::clock::wall_ms();
                     p.lines.flush(|line, cut| {
                         ring.push(now, Stream::Check, cut, line);
@@ -496,7 +499,7 @@ pub fn open_notify(svc: &mut Services, registry: &mio::Registry, i: usize) {
     let Some(slot) = svc.slots.get_mut(i) else {
         return;
     };
-    if slot.notify_sock >= 0 {
+    if slot.notify.sock >= 0 {
         return;
     }
     // SAFETY: plain socket syscalls on our own fd and zeroed addresses.
@@ -537,10 +540,10 @@ pub fn open_notify(svc: &mut Services, registry: &mio::Registry, i: usize) {
             let b = [*c as u8];
             let _ = w.write_str(core::str::from_utf8(&b).unwrap_or("?"));
         }
-        slot.notify_text.get_or_insert_with(Default::default).env = env;
+        slot.notify.text.get_or_insert_with(Default::default).env = env;
         fd
     };
-    slot.notify_sock = fd;
+    slot.notify.sock = fd;
     let _ = registry.register(
         &mut mio::unix::SourceFd(&fd),
         super::token::Token::NotifySock(i).encode(),
@@ -550,8 +553,8 @@ pub fn open_notify(svc: &mut Services, registry: &mio::Registry, i: usize) {
 
 pub fn close_notify(svc: &mut Services, i: usize) {
     if let Some(slot) = svc.slots.get_mut(i) {
-        super::close_fd(slot.notify_sock);
-        slot.notify_sock = -1;
+        super::close_fd(slot.notify.sock);
+        slot.notify.sock = -1;
     }
 }
 
@@ -578,7 +581,7 @@ pub fn configure(
             check.as_ref().map(|k| &k.probe),
             Some(super::compiled::CProbe::Exec { .. })
         ) {
-            if let Some(p) = slot.check_prep.get_mut(r).and_then(Cold::get_mut) {
+            if let Some(p) = slot.health.check_prep.get_mut(r).and_then(Cold::get_mut) {
                 p.clear();
             }
         }
@@ -591,7 +594,7 @@ pub fn configure(
                 path,
                 expect,
             }) => {
-                let p = slot.probes.get_mut(r).ok_or("slot")?;
+                let p = slot.health.probes.get_mut(r).ok_or("slot")?;
                 p.req.set(http_request(host, path));
                 Spec::Http {
                     addr: addr.parse().map_err(|_| "bad check address")?,
@@ -603,6 +606,7 @@ pub fn configure(
             },
             Some(CProbe::Exec { command }) => {
                 let prep: &mut Prepared = slot
+                    .health
                     .check_prep
                     .get_mut(r)
                     .ok_or("slot")?
@@ -613,7 +617,7 @@ pub fn configure(
             }
             Some(CProbe::Notify { fd }) => Spec::Notify { fd: *fd },
         };
-        if let Some(s) = slot.specs.get_mut(r) {
+        if let Some(s) = slot.health.specs.get_mut(r) {
             *s = spec;
         }
     }

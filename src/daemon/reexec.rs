@@ -78,10 +78,21 @@ pub fn exec(sup: &Supervisor<'_>, reexec: &mut Reexec, svc: &Services, log: &mut
         ok &= write!(
             w,
             "{},{pid},{since},{},{},{want},{},{},{},{};",
-            slot.name, s.restarts, s.failures, slot.out_r, slot.err_r, slot.out_w, slot.err_w
+            slot.name,
+            s.restarts,
+            s.failures,
+            slot.output.out_r,
+            slot.output.err_r,
+            slot.output.out_w,
+            slot.output.err_w
         )
         .is_ok();
-        for fd in [slot.out_r, slot.err_r, slot.out_w, slot.err_w] {
+        for fd in [
+            slot.output.out_r,
+            slot.output.err_r,
+            slot.output.out_w,
+            slot.output.err_w,
+        ] {
             // SAFETY: our fds; the new image must inherit them.
             unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
         }
@@ -124,7 +135,12 @@ pub fn exec(sup: &Supervisor<'_>, reexec: &mut Reexec, svc: &Services, log: &mut
         nix::errno::Errno::from_raw(e).desc()
     );
     for slot in slots.iter() {
-        for fd in [slot.out_r, slot.err_r, slot.out_w, slot.err_w] {
+        for fd in [
+            slot.output.out_r,
+            slot.output.err_r,
+            slot.output.out_w,
+            slot.output.err_w,
+        ] {
             // SAFETY: our fds.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }

@@ -249,26 +249,32 @@ pub fn build(
         shells.push(Slot {
             name: heapless::String::new(),
             prep: Prepared::new(out_w, err_w),
-            out_r,
-            err_r,
-            out_w,
-            err_w,
-            ring: LogRing::new(ring),
-            lines: lines.next().ok_or("line buffers")?,
-            file: files.next().ok_or("log file table")?,
+            output: super::output::Output {
+                out_r,
+                err_r,
+                out_w,
+                err_w,
+                ring: LogRing::new(ring),
+                lines: lines.next().ok_or("line buffers")?,
+                file: files.next().ok_or("log file table")?,
+            },
             console: false,
             ready: [false; 2],
             retired: false,
-            specs: [super::probe::Spec::None, super::probe::Spec::None],
-            probes: probes.next().ok_or("probe buffers")?,
-            check_prep: [
-                preps.next().ok_or("exec check table")?,
-                preps.next().ok_or("exec check table")?,
-            ],
+            health: super::probe::Health {
+                specs: [super::probe::Spec::None, super::probe::Spec::None],
+                probes: probes.next().ok_or("probe buffers")?,
+                check_prep: [
+                    preps.next().ok_or("exec check table")?,
+                    preps.next().ok_or("exec check table")?,
+                ],
+            },
             notify_r: -1,
-            notify_sock: -1,
-            notify_text: texts.next().ok_or("sd_notify table")?,
-            sd: Default::default(),
+            notify: super::notify::Notify {
+                sock: -1,
+                text: texts.next().ok_or("sd_notify table")?,
+                sd: Default::default(),
+            },
             spawned: 0,
             found: Default::default(),
         });
@@ -628,7 +634,7 @@ pub fn start(cfg: &Globals, compiled: &[u8]) -> Result<Started, String> {
     )
     .map_err(|e| format!("register signalfd: {e}"))?;
     for (i, s) in shell.svc.slots.iter().enumerate() {
-        for (w, fd) in [(0, s.out_r), (1, s.err_r)] {
+        for (w, fd) in [(0, s.output.out_r), (1, s.output.err_r)] {
             reg.register(
                 &mut SourceFd(&fd),
                 Token::Pipe { slot: i, stream: w }.encode(),

@@ -288,7 +288,7 @@ fn logs(svc: &Services, ctl: &mut Control, k: usize, name: &str, lines: u16, fol
     let ring = svc
         .slots
         .get(i)
-        .map(|s| (s.ring.first_seq(), s.ring.pushed));
+        .map(|s| (s.output.ring.first_seq(), s.output.ring.pushed));
     let (first, pushed) = ring.unwrap_or((0, 0));
     let from = pushed.saturating_sub(u64::from(lines)).max(first);
     let job = Job::LogsTail {

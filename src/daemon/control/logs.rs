@@ -26,7 +26,7 @@ pub(super) fn logs_tail(
     };
     // History lines evicted by newer output before they could be sent
     // are counted, so the reader knows its tail has a hole.
-    let first = slot.ring.first_seq();
+    let first = slot.output.ring.first_seq();
     let lost = first.min(end_seq).saturating_sub(next_seq);
     if lost > 0 {
         let count = u32::try_from(lost).unwrap_or(u32::MAX);
@@ -63,7 +63,7 @@ fn queue_lines(conn: &mut Conn<'_>, slot: &Slot, from: u64, end_seq: u64) -> (u6
     let mut next = from;
     let mut full = false;
     let mut line = [0u8; LINE_MAX];
-    slot.ring.try_for_each_from(next, |seq, l| {
+    slot.output.ring.try_for_each_from(next, |seq, l| {
         if seq >= end_seq {
             return false;
         }

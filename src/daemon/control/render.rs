@@ -400,20 +400,20 @@ fn process_details(d: &mut Details<'_>, s: &Service, slot: &Slot) {
             let _ = write!(t, "{st}");
         });
     }
-    let status = slot.notify_text.get().map_or(&[][..], |t| &t.status);
+    let status = slot.notify.text.get().map_or(&[][..], |t| &t.status);
     if !status.is_empty() {
         d.add("notify_status", &mut |t| {
             let _ = t.write_str(core::str::from_utf8(status).unwrap_or("?"));
         });
     }
-    if s.state.has_process() && slot.sd.state != notify::NotifyState::None {
+    if s.state.has_process() && slot.notify.sd.state != notify::NotifyState::None {
         d.add("notify_state", &mut |t| {
-            let _ = t.write_str(slot.sd.state.as_str());
+            let _ = t.write_str(slot.notify.sd.state.as_str());
         });
     }
-    if slot.sd.main_pid != 0 {
+    if slot.notify.sd.main_pid != 0 {
         d.add("main_pid", &mut |t| {
-            let _ = write!(t, "{}", slot.sd.main_pid);
+            let _ = write!(t, "{}", slot.notify.sd.main_pid);
         });
     }
 }
@@ -421,7 +421,7 @@ fn process_details(d: &mut Details<'_>, s: &Service, slot: &Slot) {
 /// The log ring's fill and losses, and the log file.
 fn log_detail(d: &mut Details<'_>, slot: &Slot) {
     d.add("log", &mut |t| {
-        let r = &slot.ring;
+        let r = &slot.output.ring;
         let _ = write!(
             t,
             "{} lines in a {} byte ring, {} evicted, {} cut",
@@ -430,7 +430,7 @@ fn log_detail(d: &mut Details<'_>, slot: &Slot) {
             r.evicted,
             r.cut
         );
-        if let Some(f) = slot.file.get() {
+        if let Some(f) = slot.output.file.get() {
             let _ = write!(t, "; file {}", f.path_str());
         }
     });
@@ -439,7 +439,7 @@ fn log_detail(d: &mut Details<'_>, slot: &Slot) {
 /// One line a health check: its probe, verdict, counters and last error.
 fn check_details(d: &mut Details<'_>, s: &Service, slot: &Slot) {
     for c in s.checks.iter().flatten() {
-        let spec = slot.specs.get(c.role.index());
+        let spec = slot.health.specs.get(c.role.index());
         d.add(role_name(c.role), &mut |t| {
             let kind = probe_kind(spec, t);
             let _ = write!(

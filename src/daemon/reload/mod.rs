@@ -340,11 +340,12 @@ fn configure(
         // followers of the previous one.
         shell.ctl.slot_replaced(i);
         if let Some(slot) = shell.svc.slots.get_mut(i) {
-            if let Some(t) = slot.notify_text.get_mut() {
+            if let Some(t) = slot.notify.text.get_mut() {
                 t.status.clear();
             }
-            slot.ring.clear();
-            slot.lines
+            slot.output.ring.clear();
+            slot.output
+                .lines
                 .iter_mut()
                 .for_each(coffey::logring::LineBuf::clear);
         }
@@ -369,7 +370,8 @@ fn configure(
     } = shell;
     let slot = slots.get_mut(i).ok_or("no such slot")?;
     let env = slot
-        .notify_text
+        .notify
+        .text
         .get()
         .and_then(|t| std::ffi::CStr::from_bytes_until_nul(&t.env).ok())
         .filter(|e| !e.is_empty());
@@ -395,8 +397,8 @@ fn configure(
         .then(|| LogFile::new(c.file, *file_max, *file_keep))
         .flatten();
     match file {
-        Some(f) => drop(slot.file.set(f)),
-        None => slot.file.clear(),
+        Some(f) => drop(slot.output.file.set(f)),
+        None => slot.output.file.clear(),
     }
     svc.policy = c.policy;
     super::cgroup::configure(
@@ -855,6 +857,7 @@ fn compact_exec(svc: &mut Services, log: &mut Log) {
     for (i, s) in slots.iter_mut().enumerate() {
         let live = i < *used;
         let checks = s
+            .health
             .check_prep
             .iter_mut()
             .filter_map(super::slab::Cold::get_mut);
