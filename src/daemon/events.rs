@@ -1,17 +1,18 @@
-//! Service events as frames for `events` subscribers: service state
-//! changes, check verdicts, an applied reload (their phrases are
-//! `words`'). The fan-out itself is `control::broadcast`'s.
+//! Service events in words: as frames for `events` subscribers (service
+//! state changes, check verdicts, an applied reload) and as daemon log
+//! lines (their phrases are `words`'). The fan-out itself is
+//! `control::broadcast`'s.
 
 use super::clock;
 use super::control::broadcast::{fan_out_events, has_subscribers};
 use super::control::render::{role_name, wire_state};
 use super::control::Control;
-use super::log::LineBuf;
-use super::{probe, words, Services};
+use super::log::{log, LineBuf, Log};
+use super::{cgroup, probe, words, Services};
 use coffey::control::proto::{event, Reply};
 use coffey::health::Check;
 use coffey::service::{Event, LeftInGroupText, StateName};
-use coffey::sys::signal_name;
+use coffey::sys::{signal_name, Stage};
 use core::fmt::Write as _;
 
 /// Fans a check's verdict change out to `events` subscribers.
@@ -153,4 +154,100 @@ fn plain_text(e: &Event, out: &mut LineBuf) -> Option<u8> {
         }
     };
     Some(kind)
+}
+
+/// Logs service event `event` of slot `idx` (now in state `to`), in
+/// the daemon log's words.
+pub fn log_event(svc: &Services, log: &mut Log, idx: usize, to: StateName, event: &Event) {
+    let mut what = LineBuf::default();
+    if !log_words(svc, idx, to, event, &mut what) {
+        return;
+    }
+    let name = svc.slots.get(idx).map_or("?", |s| s.name.as_str());
+    let what = core::str::from_utf8(what.as_bytes()).unwrap_or("");
+    log!(log, "{name}: {what}");
+}
+
+/// The daemon log's words for `event` (after "NAME: "); false for the
+/// events it does not log. The phrases are `words`'.
+fn log_words(svc: &Services, idx: usize, to: StateName, event: &Event, w: &mut LineBuf) -> bool {
+    let dep = |d: u16| {
+        svc.slots
+            .get(usize::from(d))
+            .map_or("?", |s| s.name.as_str())
+    };
+    match *event {
+        Event::Waiting { dep: None, .. } | Event::LeftInGroup { first: false, .. } => return false,
+        Event::Ready { pid } => {
+            let _ = write!(w, "ready (pid {pid})");
+        }
+        Event::Unhealthy { pid, start_timeout } => {
+            words::unhealthy(w, start_timeout);
+            let to = if start_timeout {
+                "stopping"
+            } else {
+                "restarting"
+            };
+            let _ = write!(w, "; {to} pid {pid}");
+        }
+        Event::Waiting {
+            dep: Some(d),
+            failed,
+        } => words::waiting_for(w, dep(d), failed),
+        Event::Spawned { pid } => {
+            let _ = write!(w, "spawned pid {pid}");
+        }
+        Event::SpawnFailed { err } => {
+            if err.stage == Stage::User {
+                let _ = w.write_str("cannot start: ");
+            }
+            words::spawn_failed(w, err, svc.slots.get(idx).map(|s| &s.prep));
+            if err.is_temporary() {
+                let _ = w.write_str("; retrying");
+            }
+        }
+        Event::Exited {
+            pid,
+            status,
+            uptime,
+        } => {
+            let _ = write!(w, "pid {pid} exited with ");
+            words::exited(w, &status, uptime);
+            if let Some(oom) = cgroup::oom_of(&svc.cg, idx, status) {
+                let _ = write!(w, "; {oom}");
+            }
+        }
+        Event::Backoff { delay, failures } => words::restarting_in(w, delay, failures),
+        Event::GaveUp { failures } => words::gave_up(w, failures),
+        Event::Failed => {
+            let _ = w.write_str("failed");
+        }
+        Event::Stopping { pid, signal } => {
+            let _ = write!(w, "stopping pid {pid} with {}", signal_name(signal));
+        }
+        Event::Killed { pid, shutdown } => {
+            words::killed(w, shutdown);
+            let _ = write!(w, " to process group {pid}");
+            if !shutdown && svc.cg.alive(pid).is_some() {
+                let _ = w.write_str(" and its cgroup (cgroup.kill)");
+            }
+        }
+        // Once per service: a crash-looping daemonizer must not flood.
+        Event::LeftInGroup { pid, left, .. } => {
+            let _ = write!(w, "pid {pid}: {}", LeftInGroupText(left));
+        }
+        Event::Stopped if to == StateName::Waiting => {
+            let _ = w.write_str("stopped; starting again");
+        }
+        Event::Stopped => {
+            let _ = w.write_str("stopped");
+        }
+        Event::Completed => {
+            let _ = w.write_str("completed");
+        }
+        Event::Unexpected { input } => {
+            let _ = write!(w, "ignored unexpected '{input}' in state {to}");
+        }
+    }
+    true
 }

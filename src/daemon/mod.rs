@@ -36,7 +36,7 @@ pub use alloc::{client as client_allocator, Counting};
 
 use coffey::limits::{EVENTS, NAME_BUF, READ_CHUNK, REAP_BATCH, SPAWNS_PER_TURN, SPAWN_SLICE_US};
 use coffey::pidindex::{PidIndex, PidSlot};
-use coffey::service::{Event, LeftInGroupText, StateName};
+use coffey::service::{Event, StateName};
 use coffey::supervisor::Supervisor;
 use coffey::sys::{signal_name, Escapee, ExitStatus, Outside, SpawnError, Stage, Sys};
 use coffey::time::{Dur, Instant};
@@ -281,8 +281,8 @@ impl Sys for Shell {
         exists || self.group_alive(e.pgrp)
     }
 
-    fn emit(&mut self, idx: usize, from: StateName, to: StateName, event: &Event) {
-        self.log_event(idx, from, to, event);
+    fn emit(&mut self, idx: usize, _from: StateName, to: StateName, event: &Event) {
+        events::log_event(&self.svc, &mut self.log, idx, to, event);
         if let Event::SpawnFailed { err } = *event {
             if Some(idx) == self.life.main_idx {
                 self.life.main_exit.spawn_failed(err);
@@ -307,105 +307,6 @@ impl Sys for Shell {
         }
         let text = core::str::from_utf8(line.as_bytes()).unwrap_or("shutdown timeout");
         log!(self.log, "{text}");
-    }
-}
-
-impl Shell {
-    fn log_event(&mut self, idx: usize, _from: StateName, to: StateName, event: &Event) {
-        let mut what = log::LineBuf::default();
-        if !self.event_words(idx, to, event, &mut what) {
-            return;
-        }
-        let name = self.svc.slots.get(idx).map_or("?", |s| s.name.as_str());
-        let what = core::str::from_utf8(what.as_bytes()).unwrap_or("");
-        log!(self.log, "{name}: {what}");
-    }
-
-    /// The daemon log's words for `event` (after "NAME: "); false for the
-    /// events it does not log. The phrases are `words`'.
-    fn event_words(&self, idx: usize, to: StateName, event: &Event, w: &mut log::LineBuf) -> bool {
-        let dep = |d: u16| {
-            self.svc
-                .slots
-                .get(usize::from(d))
-                .map_or("?", |s| s.name.as_str())
-        };
-        match *event {
-            Event::Waiting { dep: None, .. } | Event::LeftInGroup { first: false, .. } => {
-                return false
-            }
-            Event::Ready { pid } => {
-                let _ = write!(w, "ready (pid {pid})");
-            }
-            Event::Unhealthy { pid, start_timeout } => {
-                words::unhealthy(w, start_timeout);
-                let to = if start_timeout {
-                    "stopping"
-                } else {
-                    "restarting"
-                };
-                let _ = write!(w, "; {to} pid {pid}");
-            }
-            Event::Waiting {
-                dep: Some(d),
-                failed,
-            } => words::waiting_for(w, dep(d), failed),
-            Event::Spawned { pid } => {
-                let _ = write!(w, "spawned pid {pid}");
-            }
-            Event::SpawnFailed { err } => {
-                if err.stage == Stage::User {
-                    let _ = w.write_str("cannot start: ");
-                }
-                words::spawn_failed(w, err, self.svc.slots.get(idx).map(|s| &s.prep));
-                if err.is_temporary() {
-                    let _ = w.write_str("; retrying");
-                }
-            }
-            Event::Exited {
-                pid,
-                status,
-                uptime,
-            } => {
-                let _ = write!(w, "pid {pid} exited with ");
-                words::exited(w, &status, uptime);
-                if let Some(oom) = cgroup::oom_of(&self.svc.cg, idx, status) {
-                    let _ = write!(w, "; {oom}");
-                }
-            }
-            Event::Backoff { delay, failures } => words::restarting_in(w, delay, failures),
-            Event::GaveUp { failures } => words::gave_up(w, failures),
-            Event::Failed => {
-                let _ = w.write_str("failed");
-            }
-            Event::Stopping { pid, signal } => {
-                let _ = write!(w, "stopping pid {pid} with {}", signal_name(signal));
-            }
-            Event::Killed { pid, shutdown } => {
-                words::killed(w, shutdown);
-                let _ = write!(w, " to process group {pid}");
-                if !shutdown && self.svc.cg.alive(pid).is_some() {
-                    let _ = w.write_str(" and its cgroup (cgroup.kill)");
-                }
-            }
-            // Once per service: a crash-looping daemonizer must not flood.
-            Event::LeftInGroup { pid, left, .. } => {
-                let _ = write!(w, "pid {pid}: {}", LeftInGroupText(left));
-            }
-            Event::Stopped if to == StateName::Waiting => {
-                let _ = w.write_str("stopped; starting again");
-            }
-            Event::Stopped => {
-                let _ = w.write_str("stopped");
-            }
-            Event::Completed => {
-                let _ = w.write_str("completed");
-            }
-            Event::Unexpected { input } => {
-                let _ = write!(w, "ignored unexpected '{input}' in state {to}");
-            }
-        }
-        true
     }
 }
 
@@ -627,7 +528,12 @@ fn signals(sup: &mut Supervisor<'_>, shell: &mut Shell, sfd: &nix::sys::signalfd
                 let t = shell.life.shutdown_timeout;
                 sup.shutdown(clock::now(), t, shell);
             }
-            Ok(Signal::SIGUSR1) => dump(sup, shell, clock::now()),
+            Ok(Signal::SIGUSR1) => {
+                let Shell {
+                    svc, log, turns, ..
+                } = &mut *shell;
+                dump(sup, svc, log, turns, clock::now())
+            }
             Ok(Signal::SIGHUP) => {
                 let asker = reload::machine::Asker::Signal;
                 let _ = reload::machine::request(sup, shell, asker, false, clock::now());
@@ -719,11 +625,18 @@ fn reap_main(
     }
 }
 
-fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
+/// SIGUSR1: every service's status and the loop's figures, in the log.
+fn dump(
+    sup: &Supervisor<'_>,
+    svc: &Services,
+    log: &mut Log,
+    turns: &mut clock::Turns,
+    now: Instant,
+) {
     // Asked for: never folded into "last message repeated".
-    shell.log.break_repeats();
+    log.break_repeats();
     for (i, s) in sup.services().iter().enumerate() {
-        let Some(slot) = shell.svc.slots.get(i).filter(|s| !s.retired) else {
+        let Some(slot) = svc.slots.get(i).filter(|s| !s.retired) else {
             continue;
         };
         let (name, lines, evicted, cut) = (
@@ -735,7 +648,7 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
         let pid = s.state.pid().unwrap_or(0);
         // The reason in `status`'s words.
         let mut why = log::LineBuf::default();
-        control::render::reason(s, &shell.svc, now, &mut why);
+        control::render::reason(s, svc, now, &mut why);
         let sep = if why.as_bytes().is_empty() { "" } else { ", " };
         let due = s.poll_at();
         let next = if due == Instant::NEVER {
@@ -745,22 +658,22 @@ fn dump(sup: &Supervisor<'_>, shell: &mut Shell, now: Instant) {
         };
         let why = core::str::from_utf8(why.as_bytes()).unwrap_or("");
         log!(
-            shell.log,
+            log,
             "status {name}: {} pid {pid} restarts {} next {}{sep}{why}; log {lines} lines ({evicted} evicted, {cut} cut)",
             s.state.name(),
             s.restarts,
             Dur(next)
         );
     }
-    let t = &mut shell.turns;
+    let t = &mut *turns;
     let ([lw, lc], [ww, wc]) = (t.longest, core::mem::take(&mut t.window));
     log!(
-        shell.log,
+        log,
         "status: heap allocations after startup: {}; orphans reaped: {}; longest loop turn {lw} us, {lc} us on CPU ({ww} us, {wc} us on CPU since the last dump)",
         alloc::count(),
         sup.orphans_reaped
     );
-    shell.turns.leave_out_so_far();
+    turns.leave_out_so_far();
 }
 
 pub(crate) fn release_paths(cfg: &Globals) {
