@@ -9,17 +9,18 @@ default: test
 # nightly to rebuild std for size (min-sized-rust): no unwinder, no
 # backtrace symbolizer, a non-PIE static link,
 # std's optimize_for_size, LLVM's machine outliner and lld's identical
-# code folding (each step measured in bench/RESULTS.md).
+# code folding (each step measured in bench/RESULTS.md), and a link order
+# that puts the daemon's code first (.cargo/ordered-lld).
 # -Zfmt-debug=none is left out: serde's messages quote values with {:?}.
 # Plain `cargo build` stays on stable. BUILD_TARGETS narrows the list.
-nightly_flags := "-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Crelocation-model=static -Cllvm-args=-enable-machine-outliner=always -Clink-arg=--icf=all"
+nightly_flags := "-Zunstable-options -Cpanic=immediate-abort -Cforce-unwind-tables=no -Crelocation-model=static -Cllvm-args=-enable-machine-outliner=always -Clink-arg=--icf=all -Clinker-flavor=ld.lld"
 build:
     rustup toolchain install nightly --profile minimal
     rustup component add rust-src --toolchain nightly
     rustup target add --toolchain nightly {{targets}}
     mkdir -p target/dist
     for t in ${BUILD_TARGETS:-{{targets}}}; do \
-        RUSTFLAGS="{{nightly_flags}}" cargo +nightly build --release --target $t \
+        RUSTFLAGS="{{nightly_flags}} -Clinker=$PWD/.cargo/ordered-lld" cargo +nightly build --release --target $t \
             -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size --target-dir target/nightly && \
         cp target/nightly/$t/release/coffeyd target/dist/coffeyd-${t%%-*} || exit 1; \
     done
@@ -65,10 +66,11 @@ fuzz SECS="60":
 # more runs, NITRO_BIN/NITROCTL_BIN/DAEMONPROXY_BIN to add those), then
 # footprint (binary size, RSS with 10 services), then health-check load (50 services probed every 1 s for SECS s),
 # then the longest loop turn during reloads of 1,000 services, then the
-# spawn cost next to 10 and 1,000 idle services.
+# spawn cost next to 10 and 1,000 idle services, then the code layout.
 bench SECS="60":
     bash bench/compare.sh
     bash bench/footprint.sh
     SECS={{SECS}} bash bench/health.sh
     bash bench/reload.sh
     bash bench/spawn.sh
+    bash bench/layout.sh

@@ -118,9 +118,10 @@ extern "C" {
 /// what it runs. The kernel's fault-around still maps the cached pages of
 /// the 64 KiB window around each fault (MADV_RANDOM does not stop it:
 /// measured on Linux 6.18), so this helps only as far as the loop's code
-/// is clustered; with today's layout the loop touches nearly every
-/// window again (docs/DESIGN.md, "Memory per service"). The pages stay in
-/// the page cache; nothing is lost but RSS.
+/// is clustered: `just build` links the daemon's functions first
+/// (.cargo/ordered-lld; docs/DESIGN.md, "Code layout"), and a default
+/// link, with that code spread over every window, maps nearly all of it
+/// again. The pages stay in the page cache; nothing is lost but RSS.
 pub fn trim_code() {
     // Only the addresses of the linker symbols are taken.
     let (start, end) = (
