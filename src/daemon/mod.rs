@@ -740,25 +740,13 @@ struct Looping {
 
 fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, String> {
     let cfg = &cfg;
-    let setup::Started {
-        shell,
+    let Ready {
+        mut l,
         mut table,
-        poll,
-        sfd,
-        listener: _listener,
+        mut pids,
         adopted,
-    } = setup::start(cfg, &compiled)?;
-    let mut l = Looping {
-        shell,
-        poll,
-        sfd,
-        events: Events::with_capacity(EVENTS),
-        pending: false,
-    };
-    configure(&mut l.shell, cfg, mode, table.len());
-    // The pid index: sized once, like the table (startup may allocate).
-    let mut pids: Box<[PidSlot]> =
-        core::iter::repeat_n(PidSlot::EMPTY, PidIndex::capacity_for(table.len())).collect();
+        listener: _listener,
+    } = ready(cfg, &compiled, mode)?;
     let mut sup = Supervisor::new(&mut table, &mut pids, l.shell.svc.used);
     adopt(&mut sup, &mut l.shell, &adopted);
     drop(adopted);
@@ -780,6 +768,53 @@ fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, S
     sup.start_all(clock::now(), &mut l.shell);
     while turn(&mut sup, &mut l) {}
     finish(&mut sup, &mut l, cfg)
+}
+
+/// What startup hands the loop.
+struct Ready {
+    /// Boxed: the shell is kilobytes, and a frame that holds it for the
+    /// daemon's whole life would keep those stack pages written.
+    l: Box<Looping>,
+    table: Vec<coffey::service::Service>,
+    pids: Box<[PidSlot]>,
+    adopted: Vec<reexec::Adopted>,
+    listener: Option<std::os::unix::net::UnixListener>,
+}
+
+/// Startup's deep part: setup, the shell, the pid index. Never inlined,
+/// so its frames (tens of KiB with setup's temporaries and the shell's
+/// moves) lie below `run_inner`'s, where `slab::trim_stack` gives them
+/// back before the loop; inlined, they stayed written for good (33 KiB
+/// of `run_inner` frame, measured with `perf record -e page-faults`).
+#[inline(never)]
+#[allow(clippy::disallowed_methods)] // startup: before the heap is sealed
+fn ready(cfg: &Globals, compiled: &[u8], mode: pid1::Mode) -> Result<Ready, String> {
+    let setup::Started {
+        shell,
+        table,
+        poll,
+        sfd,
+        listener,
+        adopted,
+    } = setup::start(cfg, compiled)?;
+    let mut l = Box::new(Looping {
+        shell,
+        poll,
+        sfd,
+        events: Events::with_capacity(EVENTS),
+        pending: false,
+    });
+    configure(&mut l.shell, cfg, mode, table.len());
+    // The pid index: sized once, like the table (startup may allocate).
+    let pids: Box<[PidSlot]> =
+        core::iter::repeat_n(PidSlot::EMPTY, PidIndex::capacity_for(table.len())).collect();
+    Ok(Ready {
+        l,
+        table,
+        pids,
+        adopted,
+        listener,
+    })
 }
 
 /// The mode, cgroups and main service; logs "started".
