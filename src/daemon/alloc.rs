@@ -7,8 +7,9 @@
 //! a production binary can prove the rule too.
 //!
 //! Before the seal it adds up the bytes startup asked for (freed or not),
-//! logged once as "startup heap: N bytes allocated": the proof that the
-//! YAML parser's heap never enters the daemon (tests/daemon.rs).
+//! logged once as "startup heap: N bytes allocated, M kept" (M: still
+//! held at the seal, the heap the daemon keeps for life): the proof that
+//! the YAML parser's heap never enters the daemon (tests/daemon.rs).
 //!
 //! A client call (`coffeyd status`, ...) lives for a millisecond and makes
 //! a few hundred small allocations. musl's malloc unmaps a group as soon
@@ -28,6 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 static SEALED: AtomicBool = AtomicBool::new(false);
 static COUNT: AtomicU64 = AtomicU64::new(0);
 static STARTUP_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes held (allocated and not yet freed) while startup runs.
+static KEPT: AtomicU64 = AtomicU64::new(0);
 
 pub struct Counting;
 
@@ -37,6 +40,16 @@ impl Counting {
             COUNT.fetch_add(1, Ordering::Relaxed);
         } else {
             STARTUP_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+            KEPT.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// A block of `bytes` went back (or was replaced by a realloc).
+    fn note_free(bytes: usize) {
+        if !SEALED.load(Ordering::Relaxed) {
+            let _ = KEPT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| {
+                Some(k.saturating_sub(bytes as u64))
+            });
         }
     }
 }
@@ -153,6 +166,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         Self::note(new_size);
+        Self::note_free(layout.size());
         let Some(at) = arena_offset(ptr) else {
             return System.realloc(ptr, layout, new_size);
         };
@@ -169,6 +183,7 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        Self::note_free(layout.size());
         match arena_offset(ptr) {
             Some(at) => {
                 BUMP.resize_last(ARENA_LEN, at, layout.size(), 0);
@@ -191,6 +206,11 @@ pub fn count() -> u64 {
 /// Bytes allocated before [`seal`] (reallocations count their new size).
 pub fn startup_bytes() -> u64 {
     STARTUP_BYTES.load(Ordering::Relaxed)
+}
+
+/// Bytes still held at [`seal`]: the heap the daemon keeps for life.
+pub fn kept_bytes() -> u64 {
+    KEPT.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -662,6 +662,28 @@ pub fn decode(buf: &[u8]) -> Result<Compiled<'_>, Corrupt> {
     })
 }
 
+/// Copies a valid compiled config into `out` with an empty globals
+/// section: what reload keeps, which skips the globals (the validator's
+/// warnings among them, read once at startup). Returns the length, or
+/// None when `buf` is not a valid config or `out` is too small.
+pub fn without_globals(buf: &[u8], out: &mut [u8]) -> Option<usize> {
+    let mut r = Rd::new(buf, Corrupt);
+    let head = r.take(5).ok()?;
+    if head.get(..4)? != MAGIC || head.get(4) != Some(&1) {
+        return None;
+    }
+    r.bytes32().ok()?;
+    let rest = buf.get(r.pos()..)?;
+    let len = head.len() + 4 + rest.len();
+    let out = out.get_mut(..len)?;
+    let (h, tail) = out.split_at_mut(head.len());
+    h.copy_from_slice(head);
+    let (zero, tail) = tail.split_at_mut(4);
+    zero.copy_from_slice(&0u32.to_le_bytes());
+    tail.copy_from_slice(rest);
+    Some(len)
+}
+
 /// The decoded `globals` section, borrowing the buffer (startup only:
 /// `globals.rs` makes its owned copy).
 pub struct CGlobals<'a> {

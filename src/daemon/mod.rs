@@ -760,8 +760,9 @@ fn run_inner(cfg: Globals, compiled: Vec<u8>, mode: pid1::Mode) -> Result<i32, S
     alloc::seal();
     log!(
         l.shell.log,
-        "startup heap: {} bytes allocated",
-        alloc::startup_bytes()
+        "startup heap: {} bytes allocated, {} kept",
+        alloc::startup_bytes(),
+        alloc::kept_bytes()
     );
     slab::trim_code();
     l.shell.new_turn();
@@ -1044,7 +1045,7 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
     let mut early_done = false;
     loop {
         match globals::compile(&config_path) {
-            Ok((cfg, compiled)) => {
+            Ok((mut cfg, compiled)) => {
                 let emergency: &'static std::ffi::CStr = Box::leak(
                     CString::new(cfg.emergency.as_os_str().as_bytes())
                         .unwrap_or_else(|_| default_emergency.into())
@@ -1071,7 +1072,9 @@ pub fn boot(mut config_path: std::path::PathBuf, container: bool, single_arg: bo
                 if mode != pid1::Mode::Supervisor {
                     pid1::install_panic_hook(mode, emergency);
                 }
-                stderr_text(&cfg.warnings);
+                // Printed once, then let go: a line per service can be
+                // most of the globals.
+                stderr_text(&core::mem::take(&mut cfg.warnings));
                 return run(cfg, compiled, mode);
             }
             Err(failure) => {

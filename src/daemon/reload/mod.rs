@@ -154,14 +154,15 @@ impl Reloader {
     ) -> Result<Reloader, String> {
         let cap = coffey::limits::reload_buffer(compiled.len(), slots);
         let cur = super::slab::zeroed(cap)?;
-        cur.get_mut(..compiled.len())
-            .ok_or("compiled config too large")?
-            .copy_from_slice(compiled);
+        // Not the globals: only startup reads them, and with a warning a
+        // service they are the larger part.
+        let cur_len =
+            compiled::without_globals(compiled, cur).ok_or("compiled config too large")?;
         let n = slots.max(1);
         Ok(Reloader {
             machine: Machine::new(config)?,
             cur,
-            cur_len: compiled.len(),
+            cur_len,
             next: super::slab::zeroed(cap)?,
             next_len: 0,
             cur_at: vec![NONE; n].into_boxed_slice(),
@@ -1054,4 +1055,34 @@ fn plan(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
+mod tests {
+    use super::super::compiled::{self, Compiled};
+    use super::Reloader;
+
+    /// The kept config is what reload compares with: the services. The
+    /// globals (warnings included, one a line per service with a zero
+    /// backoff, 130 kB at 1,000 of them) were read once at startup.
+    #[test]
+    fn the_kept_config_leaves_out_the_startup_globals_and_warnings() {
+        let dir = std::env::temp_dir().join(format!("cfy-reloader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("c.yaml");
+        std::fs::write(&p, "services:\n  - {name: a, binary: /bin/true}\n").unwrap();
+        let (cfg, _) = crate::config::load(&p).unwrap();
+        let warnings = "w".repeat(10_000);
+        let bytes = compiled::encode_with(&cfg, &warnings);
+        let r = Reloader::new(&p, &bytes, 9).unwrap();
+        let kept = r.cur.get(..r.cur_len).unwrap();
+        assert!(kept.len() < bytes.len() - warnings.len(), "{}", kept.len());
+        let (Ok(Compiled::Valid { count: 1, .. }), Ok(Compiled::Valid { .. })) =
+            (compiled::decode(kept), compiled::decode(&bytes))
+        else {
+            panic!("kept config does not decode as the services");
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
