@@ -37,7 +37,7 @@ bin=${BIN:-target/dist/coffeyd-x86_64}
 dir=$(mktemp -d "${BENCH_DIR:-/dev/shm}/coffey-layout.XXXXXX")
 pid=
 cleanup() {
-  [ -n "$pid" ] && { kill -KILL "$pid"; wait "$pid"; } 2>/dev/null
+  [ -n "$pid" ] && { kill -KILL "$pid"; wait "$pid" || true; } 2>/dev/null
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -50,7 +50,8 @@ trap cleanup EXIT
 } > "$dir/config.yaml"
 "$bin" -c "$dir/config.yaml" & pid=$!
 for _ in $(seq 1 500); do
-  [ "$(grep -c ': spawned' "$dir/coffey.log" 2>/dev/null || echo 0)" -ge 10 ] && break
+  c=$(grep -c ': spawned' "$dir/coffey.log" 2>/dev/null || true)
+  [ "${c:-0}" -ge 10 ] && break
   sleep 0.01
 done
 "$bin" status -s "$dir/s.sock" > /dev/null
