@@ -790,31 +790,23 @@ struct Ready {
 #[inline(never)]
 #[allow(clippy::disallowed_methods)] // startup: before the heap is sealed
 fn ready(cfg: &Globals, compiled: &[u8], mode: pid1::Mode) -> Result<Ready, String> {
-    let setup::Started {
-        shell,
-        table,
-        poll,
-        sfd,
-        listener,
-        adopted,
-    } = setup::start(cfg, compiled)?;
+    let st = setup::start(cfg, compiled)?;
     let mut l = Box::new(Looping {
-        shell,
-        poll,
-        sfd,
+        shell: st.shell,
+        poll: st.poll,
+        sfd: st.sfd,
         events: Events::with_capacity(EVENTS),
         pending: false,
     });
-    configure(&mut l.shell, cfg, mode, table.len());
+    configure(&mut l.shell, cfg, mode, st.table.len());
     // The pid index: sized once, like the table (startup may allocate).
-    let pids: Box<[PidSlot]> =
-        core::iter::repeat_n(PidSlot::EMPTY, PidIndex::capacity_for(table.len())).collect();
+    let pids = core::iter::repeat_n(PidSlot::EMPTY, PidIndex::capacity_for(st.table.len()));
     Ok(Ready {
         l,
-        table,
-        pids,
-        adopted,
-        listener,
+        pids: pids.collect(),
+        table: st.table,
+        adopted: st.adopted,
+        listener: st.listener,
     })
 }
 
