@@ -474,6 +474,7 @@ fn dispatch(sup: &mut Supervisor<'_>, shell: &mut Shell, ev: &mio::event::Event)
         Some(Token::Client(k)) => {
             if let Some(c) = shell.ctl.clients.get_mut(k) {
                 c.readable |= ev.is_readable() || ev.is_read_closed();
+                c.hup |= ev.is_read_closed();
             }
         }
         Some(Token::Pipe { slot, stream }) => {

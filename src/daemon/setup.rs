@@ -338,6 +338,8 @@ pub fn build(
                     pid: 0,
                     readonly: true,
                     readable: false,
+                    eof: false,
+                    hup: false,
                 })
                 .collect(),
             // SAFETY: geteuid never fails.

@@ -27,6 +27,8 @@ impl Control {
         c.pid = pid;
         c.readonly = readonly;
         c.readable = true;
+        c.eof = false;
+        c.hup = false;
         c.conn.reset(now);
         true
     }

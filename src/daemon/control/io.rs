@@ -33,9 +33,19 @@ pub(super) fn read_input(c: &mut Client, now: Instant) -> bool {
         }
         if n == 0 {
             c.readable = false;
+            c.eof = true;
             return true;
         }
-        c.conn.did_read(usize::try_from(n).unwrap_or(0), now);
+        let n = usize::try_from(n).unwrap_or(0);
+        let short = n < space.len();
+        c.conn.did_read(n, now);
+        // A short read of a stream socket took everything queued; what
+        // arrives later raises a new edge, so no EAGAIN read is needed,
+        // unless the peer's shutdown was reported with this data.
+        if short && !c.hup {
+            c.readable = false;
+            return false;
+        }
     }
 }
 
@@ -62,7 +72,11 @@ pub fn flush(c: &mut Client) -> bool {
 }
 
 pub fn close_client(c: &mut Client) {
-    close_quietly(c.fd);
+    if c.eof {
+        crate::daemon::close_fd(c.fd);
+    } else {
+        close_quietly(c.fd);
+    }
     c.fd = -1;
     c.readable = false;
 }

@@ -49,6 +49,12 @@ pub struct Client {
     pub readonly: bool,
     /// Readiness seen and not yet drained.
     pub readable: bool,
+    /// The peer's EOF was read: nothing is left unread, so closing
+    /// cannot reset the peer.
+    pub eof: bool,
+    /// Poll reported the peer's shutdown: read on to the EOF even after a
+    /// short read (it raises no further edge).
+    pub hup: bool,
 }
 
 pub struct Control {
