@@ -20,7 +20,7 @@ use crate::order::{self, Order};
 use crate::pidindex::{PidIndex, PidSlot};
 use crate::service::{Condition, Input, Service, State, Want};
 
-use crate::sys::{ExitStatus, Sys};
+use crate::sys::{ExitStatus, StateName, Sys};
 use crate::time::{Instant, Millis};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -540,6 +540,30 @@ impl<'a> Supervisor<'a> {
         self.start(idx, now, sys)
     }
 
+    /// The first start is over: no service is starting, and no waiting
+    /// one has a dependency that is still on its way (running towards
+    /// healthy or completed, or stopping to restart); a dependency that
+    /// waits itself is judged at its own turn, so a chain below a failed
+    /// service has settled. A service manager above coffeyd is told
+    /// READY=1 then (`daemon::manager`). A service that keeps crashing
+    /// must not hold that back, so backoff counts as settled.
+    pub fn settled(&self) -> bool {
+        let svcs = self.services();
+        let done = |i: u16| {
+            svcs.get(usize::from(i)).is_none_or(|t| {
+                !matches!(
+                    t.state.name(),
+                    StateName::Starting | StateName::Running | StateName::Stopping
+                )
+            })
+        };
+        svcs.iter().all(|s| match s.state.name() {
+            StateName::Starting => false,
+            StateName::Waiting => s.deps.iter().all(|d| done(d.idx)),
+            _ => true,
+        })
+    }
+
     /// Shutdown is over: nothing runs any more (every last exit status is
     /// known), or the final SIGKILL went out and the reap grace passed
     /// (a process stuck in D state must not hold the shutdown forever).
@@ -1022,6 +1046,29 @@ mod tests {
             })
             .unwrap();
         v
+    }
+
+    #[test]
+    fn settles_once_nothing_starts_and_nothing_waiting_can_start() {
+        // a <- b (healthy) <- c; d independent. a is spawned but not yet
+        // ready: not settled. a fails for good: b and c wait forever, so
+        // startup has settled.
+        let mut v = chain(Condition::Healthy, Kind::Service);
+        v[0].policy.restart = Restart::Never;
+        v[0].policy.needs_ready = true;
+        let mut sys = Rec::default();
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 4);
+        sup.start_all(t(0), &mut sys);
+        let names: Vec<StateName> = sup.services().iter().map(|s| s.state.name()).collect();
+        assert_eq!(names[0], StateName::Starting, "{names:?}");
+        assert_eq!(names[1], StateName::Waiting, "{names:?}");
+        assert!(!sup.settled(), "a is starting: {names:?}");
+        sup.on_exit(pid_of(&sys, 0), ExitStatus::Code(1), t(10), &mut sys);
+        sup.tick(t(10), &mut sys);
+        let names: Vec<StateName> = sup.services().iter().map(|s| s.state.name()).collect();
+        assert_eq!(names[0], StateName::Failed, "{names:?}");
+        assert!(sup.settled(), "{names:?}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod globals;
 mod group;
 mod log;
 mod logfile;
+mod manager;
 mod notify;
 mod output;
 pub mod pid1;
@@ -881,6 +882,7 @@ fn turn(sup: &mut Supervisor<'_>, l: &mut Looping) -> bool {
     let now = clock::now();
     sup.tick(now, &mut l.shell);
     main_cannot_start(sup, &mut l.shell, now);
+    tell_manager(sup, &mut l.shell.life.manager, now);
     if sup.finished() {
         return false;
     }
@@ -892,6 +894,18 @@ fn turn(sup: &mut Supervisor<'_>, l: &mut Looping) -> bool {
     true
 }
 
+/// What systemd above coffeyd hears: READY=1 once startup has settled,
+/// STOPPING=1 when the shutdown begins, the watchdog when it is due.
+fn tell_manager(sup: &Supervisor<'_>, m: &mut Option<manager::Manager>, now: Instant) {
+    let Some(m) = m else { return };
+    if sup.shutting_down() {
+        m.stopping();
+    } else if !m.is_ready() && sup.settled() {
+        m.ready();
+    }
+    m.tick(now);
+}
+
 /// Polls until the first deadline of any machine (at once when work is
 /// pending). False when the poll failed (EINTR, or an error, logged).
 fn wait(sup: &Supervisor<'_>, l: &mut Looping, now: Instant) -> bool {
@@ -900,7 +914,14 @@ fn wait(sup: &Supervisor<'_>, l: &mut Looping, now: Instant) -> bool {
         .poll_at()
         .min(shell.ctl.poll_at())
         .min(shell.log.poll_at())
-        .min(reload::machine::poll_at(&shell.reloader, &shell.ctl));
+        .min(reload::machine::poll_at(&shell.reloader, &shell.ctl))
+        .min(
+            shell
+                .life
+                .manager
+                .as_ref()
+                .map_or(Instant::NEVER, manager::Manager::poll_at),
+        );
     let timeout = if l.pending || shell.life.main_exit.cannot_start.is_some() {
         Some(std::time::Duration::ZERO)
     } else if due == Instant::NEVER {

@@ -56,6 +56,8 @@ pub struct Life {
     /// `coffeyd reexec` asked for: re-exec at the end of this turn.
     pub reexec_requested: bool,
     pub reexec: super::reexec::Reexec,
+    /// systemd above coffeyd (`NOTIFY_SOCKET`), if any.
+    pub manager: Option<super::manager::Manager>,
 }
 
 /// Container mode's exit code: the main service's, as tini and a shell

@@ -309,6 +309,7 @@ pub fn build(
             shutdown_timeout: cfg.shutdown_timeout,
             main_exit: super::pid1::MainExit::new(),
             main_idx: None,
+            manager: super::manager::Manager::from_env(super::clock::now()),
             reexec_requested: false,
             reexec: super::reexec::Reexec::new(
                 std::fs::read_link("/proc/self/exe")
