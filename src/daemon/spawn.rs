@@ -1368,10 +1368,11 @@ mod tests {
     fn child_runs_on_its_own_stack_with_every_setting() {
         let (out_r, out_w) = pipe();
         let (note_r, note_w) = pipe();
-        let script = "echo pid=$$ wd=$WATCHDOG_PID usec=$WATCHDOG_USEC \
+        // `$$$$`: the shell's `$$` (coffeyd expands `$$` to `$`).
+        let script = "echo pid=$$$$ wd=$WATCHDOG_PID usec=$WATCHDOG_USEC \
             n=$(ulimit -Sn):$(ulimit -Hn) pwd=$(pwd) umask=$(umask) id=$(id -u):$(id -g); \
             while read k v; do [ \"$k\" = SigBlk: ] && printf \"SigBlk:\\t%s\\n\" \"$v\"; done \
-            < /proc/$$/status; echo ready >&5";
+            < /proc/$$$$/status; echo ready >&5";
         let yaml = format!(
             "services:\n  - name: a\n    binary: /bin/sh\n    args: ['-c', '{script}']\n    \
              working_dir: /tmp\n    umask: '0027'\n    rlimits: {{nofile: '200:300'}}\n"
@@ -1507,7 +1508,7 @@ mod tests {
             probe.push_str(&format!(" {fd}"));
         }
         let script = format!(
-            "for f in {probe}; do [ -e /proc/$$/fd/$f ] && echo leak $f; done; echo ok; echo ready >/proc/$$/fd/{n}"
+            "for f in {probe}; do [ -e /proc/$$$$/fd/$f ] && echo leak $f; done; echo ok; echo ready >/proc/$$$$/fd/{n}"
         );
         let yaml =
             format!("services:\n  - name: a\n    binary: /bin/sh\n    args: ['-c', '{script}']\n");
