@@ -337,3 +337,80 @@ fn env_file_errors_name_the_config_or_the_env_file_line() {
     );
     assert!(!out.contains("optional.env"), "{out}");
 }
+
+#[test]
+fn a_bare_program_name_is_looked_up_in_path_at_each_spawn() {
+    // Not installed at boot: each start fails like a missing binary,
+    // until the program appears in the service's PATH.
+    let services = "  - name: a\n    command: coffey-late-prog one 'two words'\n    env: {PATH: \"$DIR/empty:$DIR/bin:/usr/bin:/bin\"}\n    backoff: {initial: 100ms, max: 100ms}\n    type: oneshot\n    restart: on-failure\n";
+    let mut d = Daemon::start_with("pathlate", "", services, |dir| {
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+    });
+    d.wait_count("exec failed: No such file or directory", 2, 10.0);
+    let out = d.dir.join("argv");
+    script(
+        &d.dir.join("bin"),
+        "coffey-late-prog",
+        &format!("printf '%s\\n' \"$0\" \"$@\" > {}", out.display()),
+    );
+    let prog = d.dir.join("bin/coffey-late-prog").display().to_string();
+    assert_eq!(
+        lines_of(&d.dir, "argv"),
+        [prog.as_str(), "one", "two words"]
+    );
+    finish(d);
+}
+
+#[test]
+fn the_path_search_skips_missing_and_not_executable_entries_and_uses_the_daemons_path() {
+    let services = "  - name: a\n    command: coffey-prog\n    env: {PATH: \"/nonexistent:$DIR/file:$DIR/noexec:$DIR/bin\"}\n    type: oneshot\n\
+                    \x20 - name: b\n    command: sh -c 'echo \"$$0\" > $DIR/b'\n    type: oneshot\n";
+    let d = Daemon::start_with("pathskip", "", services, |dir| {
+        std::fs::write(dir.join("file"), "not a directory").unwrap();
+        std::fs::create_dir_all(dir.join("noexec")).unwrap();
+        std::fs::write(
+            dir.join("noexec/coffey-prog"),
+            "#!/bin/sh\necho wrong > $0.out\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        script(
+            &dir.join("bin"),
+            "coffey-prog",
+            &format!("echo right > {}/a", dir.display()),
+        );
+    });
+    assert_eq!(lines_of(&d.dir, "a"), ["right"], "{}", d.log_text());
+    // b has no PATH of its own: the daemon's finds `sh`.
+    assert_eq!(lines_of(&d.dir, "b"), ["sh"], "{}", d.log_text());
+    finish(d);
+}
+
+#[test]
+fn a_bare_name_not_found_when_all_paths_deny_it_fails_with_permission_denied() {
+    let services = "  - name: a\n    command: coffey-prog\n    env: {PATH: \"$DIR/noexec:/nonexistent\"}\n    type: oneshot\n    restart: never\n";
+    let mut d = Daemon::start_with("pathdenied", "", services, |dir| {
+        std::fs::create_dir_all(dir.join("noexec")).unwrap();
+        std::fs::write(dir.join("noexec/coffey-prog"), "#!/bin/sh\n").unwrap();
+    });
+    d.wait_log("exec failed: Permission denied", 10.0);
+    finish(d);
+}
+
+#[test]
+fn validate_warns_about_a_bare_name_not_in_path() {
+    let (code, out, file) = validate(
+        "pathwarn",
+        "services:\n  - name: a\n    command: coffey-surely-missing --x\n    env: {PATH: /nonexistent}\n  - name: b\n    command: sh -c 'exit 0'\n",
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    has(
+        &out,
+        &file,
+        "3:14",
+        "warning",
+        "program 'coffey-surely-missing' is not in PATH /nonexistent",
+    );
+    assert!(!out.contains("service 'b'"), "{out}");
+}

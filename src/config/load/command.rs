@@ -5,8 +5,9 @@
 //! expanded in each word after the split, so a value never splits into
 //! more words.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use super::super::limits::DEFAULT_PATH;
 use super::super::raw::{RawCommand, RawService};
 use super::super::target::Target;
 use super::env::Env;
@@ -55,16 +56,16 @@ pub(super) fn build_command(
         cx.err(&at, "command contains a NUL byte".to_owned());
         return None;
     }
-    check_program(cx, &program, target);
+    check_program(cx, &program, target, env);
     Some((PathBuf::from(program), args))
 }
 
 /// An absolute program must be executable; a relative one with a `/` is
 /// refused (it would depend on the working directory).
-fn check_program(cx: &mut Ctx, program: &str, target: &Target) {
+fn check_program(cx: &mut Ctx, program: &str, target: &Target, env: &Env) {
     let at = [K("command")];
     if !program.contains('/') {
-        return;
+        return check_in_path(cx, program, target, env);
     }
     let p = PathBuf::from(program);
     if !p.is_absolute() {
@@ -76,5 +77,27 @@ fn check_program(cx: &mut Ctx, program: &str, target: &Target) {
         );
     } else if let Err(why) = target.executable(&p) {
         cx.finding(&at, &format!("program {program} is not executable: {why}"));
+    }
+}
+
+/// A bare name: whether it is in the service's `PATH` now (a warning when
+/// not: it may be installed before the service starts; the daemon looks
+/// it up again at each spawn).
+fn check_in_path(cx: &mut Ctx, program: &str, target: &Target, env: &Env) {
+    let path = env
+        .lookup("PATH")
+        .unwrap_or_else(|| DEFAULT_PATH.to_owned());
+    let found = path.split(':').any(|dir| {
+        let dir = if dir.is_empty() { "." } else { dir };
+        target.executable(&Path::new(dir).join(program)).is_ok()
+    });
+    if !found {
+        cx.warn(
+            &[K("command")],
+            format!(
+                "program '{program}' is not in PATH {path} ({}; it is looked up again at each start)",
+                target.place()
+            ),
+        );
     }
 }
