@@ -625,7 +625,7 @@ impl<'de> Deserialize<'de> for DepField {
     }
 }
 
-/// The three values that take more than one YAML shape.
+/// The values that take more than one YAML shape.
 #[derive(Clone, Copy)]
 enum Shape {
     /// `N`, `unlimited`, `"SOFT:HARD"` or `{soft, hard}`.
@@ -648,8 +648,8 @@ enum Shaped {
     EnvFile(RawEnvFile),
 }
 
-/// One `deserialize_any` visitor for the three (one copy of serde_norway's
-/// `deserialize_any`, not three). A shape a value does not take is serde's
+/// One `deserialize_any` visitor for all of them (one copy of serde_norway's
+/// `deserialize_any`, not one each). A shape a value does not take is serde's
 /// default answer: `invalid type: ..., expected <its expecting text>`.
 struct ShapeVisitor(Shape);
 
