@@ -162,3 +162,13 @@ pub const fn reload_buffer(compiled: usize, slots: usize) -> usize {
 pub const fn fd_budget(services: usize, clients: usize) -> usize {
     FDS_BASE + services * FDS_PER_SERVICE + clients * FDS_PER_CLIENT
 }
+
+/// The `PATH` a bare program name in `command:` is looked up in when
+/// neither the service's environment nor the daemon's has one (systemd's
+/// default for services).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Longest candidate path (a `PATH` directory, `/`, the name, NUL) the
+/// spawn child builds for a bare program name: PATH_MAX. A longer one is
+/// skipped, as execvp(3) skips it.
+pub const EXEC_PATH_MAX: usize = 4096;

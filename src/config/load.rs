@@ -17,8 +17,12 @@
 mod addr;
 mod bounds;
 mod check;
+mod command;
 mod creds;
 mod cross;
+mod env;
+mod envfile;
+mod expand;
 mod globals;
 mod mounts;
 mod resources;

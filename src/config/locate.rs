@@ -200,16 +200,16 @@ impl Outline {
         None
     }
 
+    /// Item `i` of a sequence, or the `i`th key of a mapping (an `env:`
+    /// mapping's entries are reported by index).
     fn index(&self, n: Node, i: usize) -> Option<Node> {
         let first = self.tok(n.lo).filter(|_| n.lo < n.hi)?;
-        if first.key.is_some() {
-            return None;
-        }
+        let map = first.key.is_some();
         let cm = first.col;
         let mut count = 0;
         for j in n.lo..n.hi {
             let t = self.tok(j)?;
-            if t.col < cm || (t.col == cm && t.key.is_some()) {
+            if t.col < cm || (t.col == cm && t.key.is_some() != map) {
                 break;
             }
             if t.col == cm {

@@ -125,9 +125,11 @@ record!(RawLimits, "a mapping with `services` and `clients`", {
 #[derive(Debug, Default)]
 pub(super) struct RawService {
     pub name: Option<String>,
+    pub command: Option<RawCommand>,
     pub binary: Option<String>,
     pub args: Option<List<String>>,
-    pub env: Option<List<String>>,
+    pub env: Option<RawEnv>,
+    pub env_file: Option<RawEnvFile>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -148,9 +150,11 @@ pub(super) struct RawService {
 
 record!(RawService, "a service mapping (name, binary, ...)", {
     name: "name",
+    command: "command",
     binary: "binary",
     args: "args",
     env: "env",
+    env_file: "env_file",
     working_dir: "working_dir",
     user: "user",
     group: "group",
@@ -461,6 +465,20 @@ pub(super) enum RawCommand {
     Shell(String),
 }
 
+/// `env:`: a list of `KEY=VALUE` strings (null items kept, as in
+/// [`List`]), or a mapping of keys to scalars, in source order. A map
+/// value is its text (`8080`, `true`, `1.5`, as compose converts them);
+/// None is a null value (the validator's error).
+#[derive(Debug)]
+pub(super) enum RawEnv {
+    List(List<String>),
+    Map(Vec<(String, Option<String>)>),
+}
+
+/// `env_file:`: one path or a list of paths.
+#[derive(Debug)]
+pub(super) struct RawEnvFile(pub Vec<String>);
+
 /// Duration in milliseconds (see `parse_duration`).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Dur(pub u64);
@@ -607,7 +625,7 @@ impl<'de> Deserialize<'de> for DepField {
     }
 }
 
-/// The three values that take more than one YAML shape.
+/// The values that take more than one YAML shape.
 #[derive(Clone, Copy)]
 enum Shape {
     /// `N`, `unlimited`, `"SOFT:HARD"` or `{soft, hard}`.
@@ -616,16 +634,22 @@ enum Shape {
     Dep,
     /// A command string or a list of strings.
     Command,
+    /// `env:`: a list of `KEY=VALUE` strings or a mapping.
+    Env,
+    /// `env_file:`: a path or a list of paths.
+    EnvFile,
 }
 
 enum Shaped {
     Rlimit(RawRlimit),
     Dep(RawDep),
     Command(RawCommand),
+    Env(RawEnv),
+    EnvFile(RawEnvFile),
 }
 
-/// One `deserialize_any` visitor for the three (one copy of serde_norway's
-/// `deserialize_any`, not three). A shape a value does not take is serde's
+/// One `deserialize_any` visitor for all of them (one copy of serde_norway's
+/// `deserialize_any`, not one each). A shape a value does not take is serde's
 /// default answer: `invalid type: ..., expected <its expecting text>`.
 struct ShapeVisitor(Shape);
 
@@ -636,8 +660,8 @@ impl ShapeVisitor {
 
     fn number<E: de::Error>(self, v: String, unexpected: de::Unexpected) -> Result<Shaped, E> {
         match self.0 {
-            Shape::Command => Err(E::invalid_type(unexpected, &self)),
-            _ => self.visit_str(&v),
+            Shape::Rlimit | Shape::Dep => self.visit_str(&v),
+            _ => Err(E::invalid_type(unexpected, &self)),
         }
     }
 }
@@ -652,6 +676,8 @@ impl<'de> Visitor<'de> for ShapeVisitor {
             }
             Shape::Dep => "a service name or a mapping with `name` and `condition`",
             Shape::Command => "a command string or a list of strings",
+            Shape::Env => "a list of KEY=VALUE strings or a mapping of keys to values",
+            Shape::EnvFile => "a path or a list of paths",
         })
     }
 
@@ -669,6 +695,8 @@ impl<'de> Visitor<'de> for ShapeVisitor {
                 condition: None,
             }),
             Shape::Command => Shaped::Command(RawCommand::Shell(v.to_owned())),
+            Shape::EnvFile => Shaped::EnvFile(RawEnvFile(vec![v.to_owned()])),
+            Shape::Env => return Err(E::invalid_type(de::Unexpected::Str(v), &self)),
         })
     }
 
@@ -698,19 +726,32 @@ impl<'de> Visitor<'de> for ShapeVisitor {
                 }))
             }
             Shape::Dep => dep_map(map).map(Shaped::Dep),
-            Shape::Command => Err(de::Error::invalid_type(de::Unexpected::Map, &self)),
+            Shape::Env => env_map(map).map(|m| Shaped::Env(RawEnv::Map(m))),
+            _ => Err(de::Error::invalid_type(de::Unexpected::Map, &self)),
         }
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shaped, A::Error> {
-        let Shape::Command = self.0 else {
-            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
-        };
-        let mut argv = Vec::new();
-        while let Some(arg) = seq.next_element::<String>()? {
-            argv.push(arg);
+        match self.0 {
+            Shape::Command | Shape::EnvFile => {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(match self.0 {
+                    Shape::EnvFile => Shaped::EnvFile(RawEnvFile(items)),
+                    _ => Shaped::Command(RawCommand::List(items)),
+                })
+            }
+            Shape::Env => {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Option<String>>()? {
+                    items.push(item);
+                }
+                Ok(Shaped::Env(RawEnv::List(items)))
+            }
+            _ => Err(de::Error::invalid_type(de::Unexpected::Seq, &self)),
         }
-        Ok(Shaped::Command(RawCommand::List(argv)))
     }
 }
 
@@ -733,6 +774,74 @@ impl<'de> Deserialize<'de> for RawDep {
             Shaped::Dep(v) => Ok(v),
             _ => Err(mismatch()),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawEnv {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match ShapeVisitor::read(d, Shape::Env)? {
+            Shaped::Env(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawEnvFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match ShapeVisitor::read(d, Shape::EnvFile)? {
+            Shaped::EnvFile(v) => Ok(v),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+/// An `env:` mapping: keys as strings, values as their text.
+fn env_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Vec<(String, Option<String>)>, A::Error> {
+    let mut out = Vec::new();
+    while let Some(key) = map.next_key::<String>()? {
+        let value = map.next_value::<Option<ScalarText>>()?;
+        out.push((key, value.map(|v| v.0)));
+    }
+    Ok(out)
+}
+
+/// A scalar as text: a string as written, a number or bool as compose
+/// converts it (`8080`, `true`, `1.5`).
+struct ScalarText(String);
+
+impl<'de> Deserialize<'de> for ScalarText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarTextVisitor).map(ScalarText)
+    }
+}
+
+struct ScalarTextVisitor;
+
+impl Visitor<'_> for ScalarTextVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string, number or boolean")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
     }
 }
 

@@ -19,8 +19,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 
 use super::raw::{
-    Dur, List, RawCheckType, RawCommand, RawDep, RawKind, RawRestart, RawRlimit, RlimitValue, Sig,
-    Size, Umask,
+    Dur, List, RawCheckType, RawCommand, RawDep, RawEnv, RawEnvFile, RawKind, RawRestart,
+    RawRlimit, RlimitValue, Sig, Size, Umask,
 };
 
 /// A raw struct as the visitor sees it.
@@ -102,6 +102,8 @@ pub(super) enum Place<'a> {
     Restart(&'a mut Option<RawRestart>),
     CheckType(&'a mut Option<RawCheckType>),
     Command(&'a mut Option<RawCommand>),
+    Env(&'a mut Option<RawEnv>),
+    EnvFile(&'a mut Option<RawEnvFile>),
     Dep(&'a mut Option<RawDep>),
     Record(&'a mut dyn OptRecord),
     List(&'a mut dyn ListSlot),
@@ -128,7 +130,7 @@ leaf! {
     String => Str, bool => Bool, u32 => U32, u64 => U64, f64 => F64,
     Dur => Dur, Size => Size, Sig => Sig, Umask => Umask, RawRlimit => Rlimit, RlimitValue => RlimitValue,
     RawKind => Kind, RawRestart => Restart, RawCheckType => CheckType,
-    RawCommand => Command, RawDep => Dep,
+    RawCommand => Command, RawEnv => Env, RawEnvFile => EnvFile, RawDep => Dep,
 }
 
 /// Describes a raw struct: `record!(Type, "expecting", { field: "key", ... })`.
@@ -228,6 +230,8 @@ impl<'de> Visitor<'de> for OptVisitor<'_> {
             Place::Restart(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::CheckType(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::Command(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Env(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::EnvFile(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::Dep(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::Record(r) => {
                 let r = r.fill();

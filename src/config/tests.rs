@@ -1828,8 +1828,8 @@ fn compose_style_services_map_is_one_clear_error() {
 #[test]
 fn a_map_where_a_list_belongs_is_one_error() {
     let d = errs(
-        "env-map",
-        "services:\n  - name: a\n    binary: /bin/sh\n    env:\n      A: 1\n      B: 2\n",
+        "args-map",
+        "services:\n  - name: a\n    binary: /bin/sh\n    args:\n      A: 1\n      B: 2\n",
     );
     assert_eq!(d.len(), 1, "{}", render(&d));
     expect_err(
@@ -1837,7 +1837,7 @@ fn a_map_where_a_list_belongs_is_one_error() {
         4,
         5,
         Some("a"),
-        "env: invalid type: map, expected a sequence",
+        "args: invalid type: map, expected a sequence",
     );
 }
 

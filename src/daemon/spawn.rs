@@ -12,7 +12,8 @@
 //! state: unshare the descriptor table, reset
 //! signal dispositions and mask, join the cgroup, setsid, dup2 the stdio
 //! pipes, setrlimit, setgroups/setgid/setuid (raw syscalls), chdir, umask,
-//! execve. If a stage fails, the child writes `(stage, errno)` to a
+//! execve (for a bare program name, each `PATH` directory in turn, built in
+//! a buffer on the child's stack, as execvp does). If a stage fails, the child writes `(stage, errno)` to a
 //! close-on-exec pipe and `_exit(127)`s; the parent reads that pipe until
 //! EOF (exec succeeded) or a report, so exec failures are known
 //! synchronously and never look like a run.
@@ -21,7 +22,10 @@
 
 use super::arena::ExecArena;
 use super::compiled::CService;
-use coffey::limits::{EXEC_ARENA, LOGIN_ENV, MAX_ARGS, MAX_ENV_EXTRA, MAX_GROUPS, MAX_RLIMITS};
+use coffey::limits::{
+    DEFAULT_PATH, EXEC_ARENA, EXEC_PATH_MAX, LOGIN_ENV, MAX_ARGS, MAX_ENV_EXTRA, MAX_GROUPS,
+    MAX_RLIMITS,
+};
 use coffey::sys::{SpawnError, Stage};
 use core::sync::atomic::{AtomicBool, Ordering};
 use nix::libc;
@@ -1231,8 +1235,76 @@ unsafe fn child(p: &Prepared, fds: Fds) -> ! {
         libc::umask(m);
     }
     let (argv, envp) = p.argv_envp();
-    libc::execve(p.path().as_ptr(), argv, envp);
+    let prog = p.path();
+    if prog.to_bytes().contains(&b'/') {
+        libc::execve(prog.as_ptr(), argv, envp);
+    } else {
+        exec_in_path(prog.to_bytes(), argv, envp);
+    }
     fail(report, Stage::Exec)
+}
+
+/// execvp(3) for a bare program name, without allocating: each directory
+/// of the `PATH` in `envp` (the service's own if its env sets one, else
+/// the daemon's, as the fill put it there; [`DEFAULT_PATH`] when none)
+/// with `/name` is built in a buffer on this stack and exec'd. Missing,
+/// not-a-directory and not-executable candidates go on to the next (an
+/// `EACCES` is what is reported when nothing runs, as execvp does); any
+/// other error ends the search. Returns only when nothing was exec'd,
+/// with errno set.
+///
+/// # Safety
+/// In the vfork child only (see [`child`]); `argv` and `envp` are
+/// NULL-terminated arrays of C strings.
+#[inline(never)]
+unsafe fn exec_in_path(
+    name: &[u8],
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) {
+    let mut buf = [0u8; EXEC_PATH_MAX];
+    let mut denied = false;
+    for dir in path_of(envp).split(|&c| c == b':') {
+        // An empty entry is the working directory, as in execvp.
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let len = dir.len() + 1 + name.len();
+        let Some(dst) = buf.get_mut(..len + 1) else {
+            continue;
+        };
+        let (d, rest) = dst.split_at_mut(dir.len());
+        d.copy_from_slice(dir);
+        if let Some((slash, rest)) = rest.split_first_mut() {
+            *slash = b'/';
+            let (n, nul) = rest.split_at_mut(name.len());
+            n.copy_from_slice(name);
+            if let Some(z) = nul.first_mut() {
+                *z = 0;
+            }
+        }
+        libc::execve(buf.as_ptr().cast(), argv, envp);
+        match super::errno() {
+            libc::EACCES => denied = true,
+            libc::ENOENT | libc::ENOTDIR => {}
+            _ => return,
+        }
+    }
+    nix::errno::Errno::set_raw(if denied { libc::EACCES } else { libc::ENOENT });
+}
+
+/// The value of the first `PATH=` in `envp` ([`DEFAULT_PATH`] when none).
+///
+/// # Safety
+/// `envp` is a NULL-terminated array of C strings.
+unsafe fn path_of<'a>(envp: *const *const libc::c_char) -> &'a [u8] {
+    let mut e = envp;
+    while !(*e).is_null() {
+        let entry = CStr::from_ptr(*e).to_bytes();
+        if let Some(v) = entry.strip_prefix(b"PATH=") {
+            return v;
+        }
+        e = e.add(1);
+    }
+    DEFAULT_PATH.as_bytes()
 }
 
 /// The child's end after a failed stage: `(stage, errno)` on the status
@@ -1368,10 +1440,11 @@ mod tests {
     fn child_runs_on_its_own_stack_with_every_setting() {
         let (out_r, out_w) = pipe();
         let (note_r, note_w) = pipe();
-        let script = "echo pid=$$ wd=$WATCHDOG_PID usec=$WATCHDOG_USEC \
+        // `$$$$`: the shell's `$$` (coffeyd expands `$$` to `$`).
+        let script = "echo pid=$$$$ wd=$WATCHDOG_PID usec=$WATCHDOG_USEC \
             n=$(ulimit -Sn):$(ulimit -Hn) pwd=$(pwd) umask=$(umask) id=$(id -u):$(id -g); \
             while read k v; do [ \"$k\" = SigBlk: ] && printf \"SigBlk:\\t%s\\n\" \"$v\"; done \
-            < /proc/$$/status; echo ready >&5";
+            < /proc/$$$$/status; echo ready >&5";
         let yaml = format!(
             "services:\n  - name: a\n    binary: /bin/sh\n    args: ['-c', '{script}']\n    \
              working_dir: /tmp\n    umask: '0027'\n    rlimits: {{nofile: '200:300'}}\n"
@@ -1507,7 +1580,7 @@ mod tests {
             probe.push_str(&format!(" {fd}"));
         }
         let script = format!(
-            "for f in {probe}; do [ -e /proc/$$/fd/$f ] && echo leak $f; done; echo ok; echo ready >/proc/$$/fd/{n}"
+            "for f in {probe}; do [ -e /proc/$$$$/fd/$f ] && echo leak $f; done; echo ok; echo ready >/proc/$$$$/fd/{n}"
         );
         let yaml =
             format!("services:\n  - name: a\n    binary: /bin/sh\n    args: ['-c', '{script}']\n");
@@ -1546,6 +1619,39 @@ mod tests {
         unsafe {
             libc::close(out_w);
             libc::close(note_w);
+            libc::close(devnull);
+        }
+    }
+
+    /// A bare name is searched in the envp's PATH by the child, on the
+    /// child's stack: found, it runs; found nowhere, the spawn fails as a
+    /// missing binary does.
+    #[test]
+    fn a_bare_name_is_searched_in_path_by_the_child() {
+        let (out_r, out_w) = pipe();
+        let mut stack = Stack::new().unwrap();
+        let yaml = "services:\n  - name: a\n    command: sh -c 'echo \"$$0\"' x\n    \
+                    env: [PATH=/nonexistent:/usr/bin:/bin]\n";
+        let (p, _base) = prepared(yaml, "bare", out_w);
+        let devnull = devnull();
+        let pid = spawn(&p, devnull, &mut stack).unwrap();
+        unsafe { libc::close(out_w) };
+        assert_eq!(read_all(out_r), "x\n");
+        let mut st = 0;
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        assert!(
+            stack.used() < CHILD_STACK / 4,
+            "{} bytes of stack",
+            stack.used()
+        );
+        let (_r, out_w) = pipe();
+        let yaml = "services:\n  - name: a\n    command: coffey-no-such-prog\n    \
+                    env: [PATH=/nonexistent:/usr/bin]\n";
+        let (p, _base) = prepared(yaml, "bare-missing", out_w);
+        let err = spawn(&p, devnull, &mut stack).unwrap_err();
+        assert_eq!((err.stage, err.errno), (Stage::Exec, libc::ENOENT));
+        unsafe {
+            libc::close(out_w);
             libc::close(devnull);
         }
     }

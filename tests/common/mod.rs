@@ -275,9 +275,13 @@ impl Daemon {
     }
 }
 
-/// A `sh -c SCRIPT` service entry for the `services:` list.
+/// A `sh -c SCRIPT` service entry for the `services:` list. `$$` and
+/// `${` are the shell's: escaped from coffeyd's own `${VAR}` expansion.
 pub fn svc(name: &str, script: &str, extra: &str) -> String {
-    let script = script.replace('\'', "''");
+    let script = script
+        .replace('\'', "''")
+        .replace("$$", "$$$$")
+        .replace("${", "$${");
     format!("  - name: {name}\n    binary: /bin/sh\n    args: ['-c', '{script}']\n{extra}")
 }
 

@@ -2,7 +2,7 @@
 //! restart and backoff, dependencies, logs, checks and limits. Each section
 //! is built by its own function, in the order the diagnostics come out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::super::raw::{
@@ -16,7 +16,9 @@ use super::super::target::Target;
 use super::super::units::fmt_ms;
 use super::bounds::{check_command_size, check_exec_size, check_name};
 use super::check::build_check;
+use super::command::build_command;
 use super::creds::{build_creds, Creds};
+use super::env::{build_env, Env};
 use super::resources::{build_resources, rlimits};
 use super::{
     check_buffer, check_path, resolve, Ctx, Entry, Globals, Seg, Sink, Src,
@@ -137,15 +139,15 @@ fn service_name(cx: &mut Ctx, raw: &RawService, name: Option<&str>) -> bool {
 /// Binary, args, env, working dir and credentials, then whether they fit
 /// the exec buffer.
 fn build_exec(cx: &mut Ctx, raw: &RawService, target: &Target) -> Exec {
-    let binary = build_binary(cx, raw, target);
-    let args = list_strings(cx, raw.args.as_ref(), "args", |cx, path, a| {
-        if a.contains('\0') {
-            cx.err(path, "argument contains a NUL byte".to_owned());
-        }
-    });
-    let (env, env_keys) = build_env(cx, raw);
+    // The environment first: `${VAR}` in the command reads it.
+    let env = build_env(cx, raw);
+    let (binary, args) = match &raw.command {
+        Some(c) => build_command(cx, raw, c, target, &env).unwrap_or_default(),
+        None => (build_binary(cx, raw, target), build_args(cx, raw, &env)),
+    };
     let working_dir = build_working_dir(cx, raw, target);
-    let creds = build_creds(cx, raw, &env_keys);
+    let creds = build_creds(cx, raw, &env.keys());
+    let env = env.entries();
     check_exec_size(
         cx,
         &binary,
@@ -163,11 +165,29 @@ fn build_exec(cx: &mut Ctx, raw: &RawService, target: &Target) -> Exec {
     }
 }
 
+/// `args:`, each with `${VAR}` expanded.
+fn build_args(cx: &mut Ctx, raw: &RawService, env: &Env) -> Vec<String> {
+    let args = list_strings(cx, raw.args.as_ref(), "args", |cx, path, a| {
+        if a.contains('\0') {
+            cx.err(path, "argument contains a NUL byte".to_owned());
+        }
+    });
+    let items = raw.args.iter().flatten().enumerate();
+    let at = items.filter(|(_, a)| a.is_some()).map(|(i, _)| i);
+    args.iter()
+        .zip(at)
+        .map(|(a, i)| env.expand(cx, &[K("args"), I(i)], a).unwrap_or_default())
+        .collect()
+}
+
 /// `binary:`: an absolute path, executable on the target.
 fn build_binary(cx: &mut Ctx, raw: &RawService, target: &Target) -> PathBuf {
     let Some(b) = &raw.binary else {
         if !cx.blanked(&[K("binary")]) {
-            cx.err(&[], "missing required key 'binary'".to_owned());
+            cx.err(
+                &[],
+                "missing required key 'binary' (or 'command')".to_owned(),
+            );
         }
         return PathBuf::new();
     };
@@ -186,30 +206,6 @@ fn build_binary(cx: &mut Ctx, raw: &RawService, target: &Target) -> PathBuf {
         }
     }
     p
-}
-
-/// `env:` entries (`KEY=VALUE`), and the keys they set (a key set twice is
-/// a warning; the login environment leaves set keys alone).
-fn build_env(cx: &mut Ctx, raw: &RawService) -> (Vec<String>, BTreeMap<String, usize>) {
-    let mut env_keys: BTreeMap<String, usize> = BTreeMap::new();
-    let env = list_strings(cx, raw.env.as_ref(), "env", |cx, path, e| {
-        match e.split_once('=') {
-            None => cx.err(path, format!("env entry '{e}' is not KEY=VALUE")),
-            Some(("", _)) => cx.err(path, format!("env entry '{e}' has an empty key")),
-            Some((k, _)) => {
-                if e.contains('\0') {
-                    cx.err(path, "env entry contains a NUL byte".to_owned());
-                }
-                if env_keys.insert(k.to_owned(), 0).is_some() {
-                    cx.warn(
-                        path,
-                        format!("env key '{k}' is set twice; the last one wins"),
-                    );
-                }
-            }
-        }
-    });
-    (env, env_keys)
 }
 
 /// `working_dir:`: absolute; a missing directory is only a warning (it may
