@@ -254,6 +254,11 @@ pub enum Event {
     GaveUp {
         failures: u32,
     },
+    /// It has crashed this many times in a row, a multiple of its
+    /// `degraded_after`: an alert, no state change.
+    Degraded {
+        failures: u32,
+    },
     /// Exited non-zero (or could not exec) and the policy says no restart.
     Failed,
     Stopping {

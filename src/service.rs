@@ -60,6 +60,9 @@ pub struct Policy {
     pub needs_ready: bool,
     /// Fail a service still `starting` after this long.
     pub start_timeout: Option<Millis>,
+    /// Crashes in a row that make it `degraded` (told again at every
+    /// multiple); 0 = never.
+    pub degraded_after: u32,
 }
 
 impl Default for Policy {
@@ -76,6 +79,7 @@ impl Default for Policy {
             stop_timeout: 10_000,
             needs_ready: false,
             start_timeout: None,
+            degraded_after: 5,
         }
     }
 }
@@ -401,6 +405,13 @@ impl Service {
         self.note(event);
         let s = self.state.name();
         sys.emit(usize::from(self.idx), s, s, &event);
+    }
+
+    /// Has crashed `degraded_after` times in a row (or more): `status`
+    /// says so until a run long enough resets the failures.
+    pub fn degraded(&self) -> bool {
+        let n = self.policy.degraded_after;
+        n > 0 && self.failures >= n
     }
 
     /// Keeps the last few events for `status <svc>`.
@@ -1013,6 +1024,11 @@ impl Service {
     /// or give up past `max_restarts`.
     fn fail_or_retry(&mut self, now: Instant, sys: &mut impl Sys, retry: bool) {
         self.failures = self.failures.saturating_add(1);
+        let n = self.policy.degraded_after;
+        if n > 0 && self.failures % n == 0 {
+            let failures = self.failures;
+            self.emit_same(Event::Degraded { failures }, sys);
+        }
         let max = self.policy.max_restarts;
         let allowed = self.policy.restart != Restart::Never && retry && self.want == Want::Up;
         if !allowed || (max > 0 && self.failures > max) {
@@ -1279,6 +1295,54 @@ mod tests {
         assert_eq!(s.state, State::Failed);
         assert_eq!(s.reason, Reason::GaveUp { failures: 3 });
         assert_eq!(s.poll_at(), Instant::NEVER);
+    }
+
+    #[test]
+    fn crashing_degraded_after_times_in_a_row_is_told_at_every_multiple() {
+        let p = Policy {
+            degraded_after: 2,
+            backoff_initial: 0,
+            backoff_max: 0,
+            ..Policy::default()
+        };
+        let mut s = svc(p);
+        let mut sys = FakeSys::default();
+        s.step(Input::Start, t(0), &mut sys);
+        s.step(Input::DepsReady, t(0), &mut sys);
+        let mut now = 0;
+        for _ in 0..5 {
+            now += 10;
+            s.step(code(1), t(now), &mut sys);
+            s.step(Input::Tick, t(now), &mut sys);
+        }
+        let told: Vec<u32> = sys
+            .events
+            .iter()
+            .filter_map(|e| match e.3 {
+                Event::Degraded { failures } => Some(failures),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, [2, 4], "{:?}", sys.events);
+        assert!(s.degraded());
+        // A run long enough to reset the failures ends it.
+        let p0 = Policy {
+            degraded_after: 0,
+            ..p
+        };
+        let mut quiet = svc(p0);
+        let mut sys = FakeSys::default();
+        quiet.step(Input::Start, t(0), &mut sys);
+        quiet.step(Input::DepsReady, t(0), &mut sys);
+        for k in 1..=6 {
+            quiet.step(code(1), t(k * 10), &mut sys);
+            quiet.step(Input::Tick, t(k * 10), &mut sys);
+        }
+        assert!(!sys
+            .events
+            .iter()
+            .any(|e| matches!(e.3, Event::Degraded { .. })));
+        assert!(!quiet.degraded());
     }
 
     #[test]

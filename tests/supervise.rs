@@ -244,3 +244,27 @@ fn shutdown_deadline_signals_the_unsignalled_then_kills_and_reaps() {
     );
     assert!(!alive(web as i32) && !alive(app as i32));
 }
+
+/// `degraded_after: 3`: a service crashing in a row is told degraded at
+/// its 3rd and 6th crash (log line and event), and `status` says so.
+#[test]
+fn a_service_crashing_degraded_after_times_in_a_row_is_told_at_each_multiple() {
+    let services = svc(
+        "flaky",
+        "exit 1",
+        "    degraded_after: 3\n    backoff: {initial: 20ms, max: 20ms}\n",
+    );
+    let mut d = Daemon::start("degraded", "", &services);
+    let mut ev = Follower::spawn(&d, &["events"]);
+    d.wait_log("flaky: degraded: 3 crashes in a row", 30.0);
+    d.wait_log("flaky: degraded: 6 crashes in a row", 30.0);
+    let log = read_log(&d.log);
+    assert!(!log.contains("degraded: 4 crashes"), "{log}");
+    ev.wait_line(30.0, "a degraded event", |l| {
+        l.contains("degraded") && l.contains("crashes in a row")
+    });
+    let st = ctl(&d, &["status", "flaky"]);
+    assert!(st.stdout.contains("degraded: "), "{st:?}");
+    assert_no_alloc(&mut d);
+    assert_eq!(d.stop(20.0), 0);
+}

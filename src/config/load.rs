@@ -70,6 +70,8 @@ const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
 const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
 const DEFAULT_BACKOFF_RESET: Millis = 10_000;
 const DEFAULT_STOP_TIMEOUT: Millis = 10_000;
+/// daemonkit's default: an alert at the 5th crash in a row.
+const DEFAULT_DEGRADED_AFTER: u32 = 5;
 const DEFAULT_CHECK_INTERVAL: Millis = 10_000;
 const DEFAULT_CHECK_TIMEOUT: Millis = 5_000;
 const DEFAULT_CHECK_RETRIES: u32 = 3;

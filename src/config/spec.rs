@@ -239,6 +239,9 @@ pub struct ServiceSpec {
     pub backoff: Backoff,
     /// Consecutive failures before `failed`; 0 = never give up.
     pub max_restarts: u32,
+    /// Crashes in a row that make it `degraded` (an event and a log line,
+    /// again at every multiple); 0 = never.
+    pub degraded_after: u32,
     /// Signal number.
     pub stop_signal: i32,
     pub stop_timeout: Millis,

@@ -216,6 +216,8 @@ pub mod event {
     pub const UNHEALTHY: u8 = 13;
     /// A check's verdict changed (detail: role, verdict, last error).
     pub const HEALTH: u8 = 14;
+    /// Crashed `degraded_after` times in a row (detail: the count).
+    pub const DEGRADED: u8 = 15;
 
     pub fn name(k: u8) -> &'static str {
         match k {
@@ -233,6 +235,7 @@ pub mod event {
             GAVE_UP => "gave-up",
             UNHEALTHY => "unhealthy",
             HEALTH => "health",
+            DEGRADED => "degraded",
             _ => "unknown",
         }
     }

@@ -30,7 +30,7 @@ use coffey::service::{Condition, Kind, Policy, Restart};
 
 /// Bumped with every layout change: the reload compiler is whatever
 /// binary is on disk now, and must not be misread by an older daemon.
-const MAGIC: &[u8; 4] = b"CFY5";
+const MAGIC: &[u8; 4] = b"CFY6";
 
 /// Encodes a config without warnings (allocates: child only).
 pub fn encode(cfg: &Config) -> Vec<u8> {
@@ -110,6 +110,7 @@ pub fn encode_with(cfg: &Config, warnings: &str) -> Vec<u8> {
         }
         o.extend_from_slice(&p.backoff_mult_milli.to_le_bytes());
         o.extend_from_slice(&p.max_restarts.to_le_bytes());
+        o.extend_from_slice(&p.degraded_after.to_le_bytes());
         o.extend_from_slice(&p.stop_signal.to_le_bytes());
         o.extend_from_slice(&(sv.depends_on.len() as u16).to_le_bytes());
         for d in &sv.depends_on {
@@ -304,6 +305,7 @@ pub fn policy(s: &ServiceSpec) -> Policy {
         backoff_mult_milli: mult,
         reset_after: s.backoff.reset_after,
         max_restarts: s.max_restarts,
+        degraded_after: s.degraded_after,
         stop_signal: s.stop_signal,
         stop_timeout: s.stop_timeout,
         needs_ready: s.healthcheck.readiness.is_some(),
@@ -565,6 +567,7 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
     let stop_timeout = r.u64()?;
     let backoff_mult_milli = r.u32()?;
     let max_restarts = r.u32()?;
+    let degraded_after = r.u32()?;
     let stop_signal = r.i32()?;
     let ndeps = r.u16()?;
     let deps = r.clone();
@@ -607,6 +610,7 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
             backoff_mult_milli,
             reset_after,
             max_restarts,
+            degraded_after,
             stop_signal,
             stop_timeout,
             needs_ready: checks[0].is_some(),

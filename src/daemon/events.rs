@@ -134,6 +134,10 @@ fn plain_text(e: &Event, out: &mut LineBuf) -> Option<u8> {
             words::gave_up(out, failures);
             event::FAILED
         }
+        Event::Degraded { failures } => {
+            words::crashes_in_a_row(out, failures);
+            event::DEGRADED
+        }
         Event::Failed => event::FAILED,
         Event::Stopping { signal, .. } => {
             let _ = write!(out, "{}", signal_name(signal));
@@ -219,6 +223,7 @@ fn log_words(svc: &Services, idx: usize, to: StateName, event: &Event, w: &mut L
         }
         Event::Backoff { delay, failures } => words::restarting_in(w, delay, failures),
         Event::GaveUp { failures } => words::gave_up(w, failures),
+        Event::Degraded { failures } => words::degraded(w, failures),
         Event::Failed => {
             let _ = w.write_str("failed");
         }

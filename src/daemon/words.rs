@@ -26,6 +26,17 @@ pub fn gave_up(out: &mut impl Write, failures: u32) {
     let _ = write!(out, "gave up after {failures} consecutive failures");
 }
 
+/// "5 crashes in a row" (the `degraded` event's text).
+pub fn crashes_in_a_row(out: &mut impl Write, failures: u32) {
+    let _ = write!(out, "{failures} crashes in a row");
+}
+
+/// "degraded: 5 crashes in a row" (the log line, `status`).
+pub fn degraded(out: &mut impl Write, failures: u32) {
+    let _ = out.write_str("degraded: ");
+    crashes_in_a_row(out, failures);
+}
+
 /// "restarting in 400ms (failure 2)".
 pub fn restarting_in(out: &mut impl Write, delay: Millis, failures: u32) {
     let _ = write!(out, "restarting in {} (failure {failures})", Dur(delay));

@@ -23,8 +23,8 @@ use super::resources::{build_resources, rlimits};
 use super::{
     check_buffer, check_path, resolve, Ctx, Entry, Globals, Seg, Sink, Src,
     DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MULTIPLIER,
-    DEFAULT_BACKOFF_RESET, DEFAULT_STOP_TIMEOUT, I, K, LOG_PATH_MAX, MAX_BACKOFF_MULTIPLIER,
-    MAX_DEPS,
+    DEFAULT_BACKOFF_RESET, DEFAULT_DEGRADED_AFTER, DEFAULT_STOP_TIMEOUT, I, K, LOG_PATH_MAX,
+    MAX_BACKOFF_MULTIPLIER, MAX_DEPS,
 };
 
 /// What the service runs, as whom and with which environment.
@@ -91,6 +91,7 @@ pub(super) fn build_service(
         restart,
         backoff,
         max_restarts: raw.max_restarts.unwrap_or(0),
+        degraded_after: raw.degraded_after.unwrap_or(DEFAULT_DEGRADED_AFTER),
         stop_signal: raw
             .stop_signal
             .map_or(nix::sys::signal::Signal::SIGTERM as i32, |s| s.0),

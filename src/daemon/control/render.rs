@@ -65,6 +65,10 @@ pub(crate) fn reason(s: &Service, svc: &Services, now: Instant, out: &mut LineBu
             words::waiting_for(out, dep(idx), failed);
         }
         (State::Backoff { retry_at }, r) => {
+            if s.degraded() {
+                words::degraded(out, s.failures);
+                let _ = out.write_str("; ");
+            }
             backoff_cause(s, r, svc, out);
             let _ = write!(out, "next try in {}", Dur(retry_at.since(now)));
         }
@@ -84,6 +88,13 @@ pub(crate) fn reason(s: &Service, svc: &Services, now: Instant, out: &mut LineBu
             let _ = write!(out, "{}", LeftInGroupText(left));
         }
         _ => {}
+    }
+    // Running again, but not yet long enough to count as recovered.
+    if s.degraded() && matches!(s.state, State::Starting { .. } | State::Running { .. }) {
+        if !out.as_bytes().is_empty() {
+            let _ = out.write_str("; ");
+        }
+        words::degraded(out, s.failures);
     }
 }
 
@@ -502,6 +513,10 @@ pub fn recent_text(out: &mut LineBuf, at: Instant, e: &Event, now: Instant, prep
         Event::LeftInGroup { left, .. } => {
             let _ = write!(out, " {}", left.total());
         }
+        Event::Degraded { failures } => {
+            let _ = out.write_str(" ");
+            words::crashes_in_a_row(out, failures);
+        }
         _ => {}
     }
 }
@@ -522,5 +537,6 @@ fn recent_kind(e: &Event) -> &'static str {
         Event::Stopped => "stopped",
         Event::Completed => "completed",
         Event::Unexpected { .. } => "unexpected",
+        Event::Degraded { .. } => "degraded",
     }
 }
