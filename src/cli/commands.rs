@@ -29,15 +29,17 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Poll interval while waiting for a shutdown to finish.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
-pub fn run(g: &Global, cmd: &Command, style: Style) -> Result<(), Failure> {
+/// Runs `cmd`; `Ok` holds the exit code (`status NAME` tells the state
+/// by it, as `systemctl is-active` does).
+pub fn run(g: &Global, cmd: &Command, style: Style) -> Result<i32, Failure> {
     let path = socket::resolve(
         g.socket.as_deref(),
         g.config.as_deref(),
         &socket::Env::current(),
         &socket::load_socket,
     )?;
-    match cmd {
-        Command::Status { name } => status(g, &path, name.as_deref(), style),
+    let done = match cmd {
+        Command::Status { name } => return status(g, &path, name.as_deref(), style),
         Command::Control { verb, names, wait } => control(g, &path, *verb, names, *wait, style),
         Command::Signal { name, signal } => simple(
             g,
@@ -61,7 +63,8 @@ pub fn run(g: &Global, cmd: &Command, style: Style) -> Result<(), Failure> {
         }
         Command::Reexec => one_shot(g, &path, &Request::Reexec, "reexec"),
         Command::DebugPanic => one_shot(g, &path, &Request::DebugPanic, "debug panic"),
-    }
+    };
+    done.map(|()| exit::OK)
 }
 
 /// Sends one request that answers Ok or Error, and prints the answer.
@@ -127,7 +130,10 @@ fn read_status(c: &mut Conn) -> Result<(Vec<ServiceRow>, Details), Failure> {
     }
 }
 
-fn status(g: &Global, path: &Path, name: Option<&str>, style: Style) -> Result<(), Failure> {
+/// `status [NAME]`. Without a name it exits 0; with one, 0 only when the
+/// service is `running` or `completed` and 3 ([`exit::NOT_ACTIVE`]) in
+/// every other state.
+fn status(g: &Global, path: &Path, name: Option<&str>, style: Style) -> Result<i32, Failure> {
     let mut c = connect(path, REPLY_TIMEOUT)?;
     c.send(&Request::Status {
         name: name.unwrap_or(""),
@@ -152,9 +158,12 @@ fn status(g: &Global, path: &Path, name: Option<&str>, style: Style) -> Result<(
             } else {
                 print_line(&render::status_detail(row, &details, style));
             }
+            if !matches!(row.state, WireState::Running | WireState::Completed) {
+                return Ok(exit::NOT_ACTIVE);
+            }
         }
     }
-    Ok(())
+    Ok(exit::OK)
 }
 
 /// A one-reply command: print its Ok message.
