@@ -57,3 +57,150 @@ fn status_name_exit_code_tells_the_state() {
     let o = cli(&["status", "up", "-s", sock.to_str().unwrap()]);
     assert_eq!(o.code, 4, "{o:?}");
 }
+
+/// A readiness check that passes once `$DIR/NAME.ok` exists.
+fn gated(name: &str) -> String {
+    svc(
+        name,
+        "exec sleep 600",
+        &format!(
+            "    healthcheck:\n      readiness:\n        type: exec\n        command: \"test -f $DIR/{name}.ok\"\n        interval: 100ms\n        timeout: 1s\n"
+        ),
+    )
+}
+
+#[test]
+fn wait_blocks_until_the_event_and_returns_at_once_when_there() {
+    let services = [
+        svc("up", "exec sleep 600", ""),
+        gated("slow"),
+        svc("once", "sleep 0.3; exit 0", "    type: oneshot\n"),
+        svc(
+            "bad",
+            "while [ ! -f $DIR/bad.go ]; do sleep 0.05; done; exit 1",
+            "    restart: never\n",
+        ),
+    ]
+    .concat();
+    let mut d = Daemon::start("waitcmd", "", &services);
+    wait_state(&d, "up", "running", 10.0);
+    wait_state(&d, "slow", "starting", 10.0);
+    // Already there: at once, one line per service.
+    let o = ok(ctl_within(&d, &["wait", "up", "--timeout", "5s"], 10.0));
+    assert!(o.stdout.starts_with("up (running"), "{o:?}");
+    // A oneshot that completes while we wait.
+    ok(ctl_within(&d, &["wait", "once", "--completed"], 10.0));
+    assert_eq!(row(&d, "once")["state"], "completed");
+
+    // Blocks while `slow` is starting; the check's pass ends it.
+    let sock = d.socket.to_str().unwrap().to_owned();
+    let mut w = std::process::Command::new(BIN)
+        .args([
+            "-j",
+            "wait",
+            "slow",
+            "up",
+            "--healthy",
+            "--timeout",
+            "30s",
+            "-s",
+            &sock,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The check runs (and fails) every 100 ms meanwhile.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(w.try_wait().unwrap().is_none(), "wait returned early");
+    assert_eq!(row(&d, "slow")["state"], "starting");
+    std::fs::write(d.dir.join("slow.ok"), "").unwrap();
+    let out = wait_for(10.0, "wait to return", || w.try_wait().unwrap());
+    assert_eq!(out.code(), Some(0));
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut w.stdout.take().unwrap(), &mut s).unwrap();
+    let v = json(&s);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["until"], "healthy", "{v}");
+    assert_eq!(v["services"][0]["name"], "slow", "{v}");
+    assert_eq!(v["services"][0]["state"], "running", "{v}");
+    assert_eq!(v["services"][0]["health"], "ready:healthy", "{v}");
+    assert_eq!(v["services"][1]["name"], "up", "{v}");
+
+    // A failed event ends the wait with 1 before the timeout.
+    let t0 = std::time::Instant::now();
+    let mut w = std::process::Command::new(BIN)
+        .args([
+            "wait",
+            "bad",
+            "--completed",
+            "--timeout",
+            "30s",
+            "-s",
+            &sock,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::write(d.dir.join("bad.go"), "").unwrap();
+    let out = wait_for(10.0, "wait bad to return", || w.try_wait().unwrap());
+    assert_eq!(out.code(), Some(1));
+    assert!(t0.elapsed().as_secs() < 10);
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut w.stderr.take().unwrap(), &mut s).unwrap();
+    assert!(
+        s.contains("bad (failed") && s.contains("failed while waiting"),
+        "{s}"
+    );
+    assert_no_alloc(&mut d);
+    finish(d);
+}
+
+#[test]
+fn wait_times_out_with_1_and_tells_unknown_and_no_daemon_apart() {
+    let mut d = Daemon::start("waitto", "", &gated("slow"));
+    wait_state(&d, "slow", "starting", 10.0);
+    let t0 = std::time::Instant::now();
+    let o = ctl_within(&d, &["wait", "slow", "--timeout", "300ms"], 10.0);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(t0.elapsed().as_millis() >= 300);
+    assert!(
+        o.stderr
+            .contains("timed out after 300ms waiting for slow (starting"),
+        "{o:?}"
+    );
+    let j = ctl_within(&d, &["-j", "wait", "slow", "--timeout", "200ms"], 10.0);
+    assert_eq!(j.code, 1, "{j:?}");
+    let v = json(&j.stdout);
+    assert_eq!(v["error"], "timeout", "{v}");
+    assert_eq!(v["services"][0]["state"], "starting", "{v}");
+    let o = ctl_within(&d, &["wait", "slow", "nope", "--timeout", "5s"], 10.0);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(o.stderr.contains("unknown service 'nope'"), "{o:?}");
+    assert_no_alloc(&mut d);
+    let sock = d.socket.clone();
+    finish(d);
+    let o = cli(&["wait", "slow", "-s", sock.to_str().unwrap()]);
+    assert_eq!(o.code, 4, "{o:?}");
+}
+
+#[test]
+fn wait_in_a_shell_script() {
+    let mut d = Daemon::start("waitsh", "", &gated("api"));
+    wait_state(&d, "api", "starting", 10.0);
+    let script = format!(
+        "touch {dir}/api.ok; \"$BIN\" wait api --healthy --timeout 5s -s {sock} >/dev/null && echo up; \
+         \"$BIN\" wait api --completed --timeout 200ms -s {sock} 2>/dev/null || echo \"not completed: $?\"",
+        dir = d.dir.display(),
+        sock = d.socket.display()
+    );
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", &script])
+        .env("BIN", BIN)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(s, "up\nnot completed: 1\n", "{out:?}");
+    assert_no_alloc(&mut d);
+    finish(d);
+}

@@ -66,6 +66,25 @@ pub struct Wait {
     pub timeout_ms: u64,
 }
 
+/// What `wait` waits for (`--running`, the default, `--healthy`,
+/// `--completed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    Running,
+    Healthy,
+    Completed,
+}
+
+impl Until {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Until::Running => "running",
+            Until::Healthy => "healthy",
+            Until::Completed => "completed",
+        }
+    }
+}
+
 /// One client subcommand with its operands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -87,6 +106,13 @@ pub enum Command {
         follow: bool,
     },
     Events,
+    /// `wait NAME...`: until each is in `until`, or `timeout_ms` (none:
+    /// for ever).
+    Wait {
+        names: Vec<String>,
+        until: Until,
+        timeout_ms: Option<u64>,
+    },
     Reload {
         dry_run: bool,
     },
@@ -166,6 +192,8 @@ commands:
   signal SERVICE SIG               send a signal (TERM, SIGTERM or 15)
   logs SERVICE                     last lines, then follow
   events                           stream service events
+  wait SERVICE... [--running|--healthy|--completed] [--timeout DUR]
+                                   block until each service is in that state
   reload [--dry-run]               re-read the config and apply (or show) the plan
   validate [-c FILE] [--root DIR]  check a config offline (--root: against
                                    the image tree DIR: binaries, users, groups)
@@ -184,7 +212,11 @@ options:
                         or /tmp/coffey-UID.sock)
   -c, --config FILE     config file (default {DEFAULT_CONFIG})
       --no-wait         start/stop/restart/shutdown: return at once
-      --timeout DUR     how long to wait (default 30s; e.g. 500ms, 5s, 1m)
+      --timeout DUR     how long to wait (default 30s, wait: for ever;
+                        e.g. 500ms, 5s, 1m)
+      --running         wait: until running or completed (the default)
+      --healthy         wait: until running with every check healthy
+      --completed       wait: until completed (a oneshot)
   -n, --lines N         logs: lines of history (default {DEFAULT_LINES})
   -f, --follow          logs: keep streaming (the default)
       --no-follow       logs: print the history and exit
@@ -210,6 +242,8 @@ struct Opts {
     lines: Option<u16>,
     follow: Option<bool>,
     dry_run: bool,
+    /// `wait --running|--healthy|--completed`.
+    until: Option<Until>,
     /// `--container`: run as a container's init even if checks say system.
     container: bool,
     /// `validate --root DIR`.
@@ -284,6 +318,20 @@ where
                 o.dry_run = true;
                 o.specific.push("--dry-run");
             }
+            Long("running") | Long("healthy") | Long("completed") => {
+                let (u, flag) = match arg {
+                    Long("healthy") => (Until::Healthy, "--healthy"),
+                    Long("completed") => (Until::Completed, "--completed"),
+                    _ => (Until::Running, "--running"),
+                };
+                if o.until.is_some_and(|was| was != u) {
+                    return Err(UsageError(
+                        "wait takes one of --running, --healthy, --completed".into(),
+                    ));
+                }
+                o.until = Some(u);
+                o.specific.push(flag);
+            }
             Long("container") => o.container = true,
             Long("root") => {
                 o.root = Some(p.value().map_err(from_lexopt)?.into());
@@ -336,6 +384,7 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
         "start" | "stop" | "restart" | "shutdown" => &["--no-wait", "--timeout"],
         "logs" => &["-n", "--follow", "--no-follow"],
         "reload" => &["--dry-run"],
+        "wait" => &["--timeout", "--running", "--healthy", "--completed"],
         "validate" => &["--root"],
         _ => &[],
     };
@@ -410,6 +459,16 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
         "events" => {
             no_operands(&rest)?;
             Command::Events
+        }
+        "wait" => {
+            if rest.is_empty() {
+                return Err(UsageError("'wait' needs at least one service".into()));
+            }
+            Command::Wait {
+                names: rest,
+                until: o.until.unwrap_or(Until::Running),
+                timeout_ms: o.timeout,
+            }
         }
         "reload" => {
             no_operands(&rest)?;
@@ -634,6 +693,38 @@ mod tests {
             Command::Reload { dry_run: true }
         );
         assert_eq!(client(&["reload"]).1, Command::Reload { dry_run: false });
+    }
+
+    #[test]
+    fn wait_takes_names_a_state_and_a_timeout() {
+        assert_eq!(
+            client(&["wait", "a", "b"]).1,
+            Command::Wait {
+                names: vec!["a".into(), "b".into()],
+                until: Until::Running,
+                timeout_ms: None
+            }
+        );
+        assert_eq!(
+            client(&["wait", "a", "--healthy", "--timeout", "5s"]).1,
+            Command::Wait {
+                names: vec!["a".into()],
+                until: Until::Healthy,
+                timeout_ms: Some(5000)
+            }
+        );
+        assert_eq!(
+            client(&["wait", "--completed", "--completed", "a"]).1,
+            Command::Wait {
+                names: vec!["a".into()],
+                until: Until::Completed,
+                timeout_ms: None
+            }
+        );
+        assert!(p(&["wait"]).is_err());
+        assert!(p(&["wait", "a", "--healthy", "--running"]).is_err());
+        assert!(p(&["status", "a", "--healthy"]).is_err());
+        assert!(p(&["wait", "a", "--no-wait"]).is_err());
     }
 
     #[test]

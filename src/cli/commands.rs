@@ -18,10 +18,11 @@ use super::client::{unexpected, Conn};
 use super::render::{self, Ev, PlanRow, ServiceRow, Style, VersionInfo};
 use super::socket;
 use super::timefmt::human_duration;
+use super::wait;
 use super::{exit, Failure};
 
 /// How long a plain request waits for its reply.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reload may run a compile step first.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// The daemon's half of `version` is best effort.
@@ -55,6 +56,11 @@ pub fn run(g: &Global, cmd: &Command, style: Style) -> Result<i32, Failure> {
             follow,
         } => logs(g, &path, name, *lines, *follow),
         Command::Events => events(g, &path, style),
+        Command::Wait {
+            names,
+            until,
+            timeout_ms,
+        } => wait::wait(g, &path, names, *until, *timeout_ms),
         Command::Reload { dry_run } => reload(g, &path, *dry_run),
         Command::Shutdown { wait } => shutdown(g, &path, *wait),
         Command::Version => version(g, &path),
@@ -76,14 +82,14 @@ fn one_shot(g: &Global, path: &Path, req: &Request<'_>, what: &str) -> Result<()
     Ok(())
 }
 
-fn connect(path: &Path, timeout: Duration) -> Result<Conn, Failure> {
+pub(super) fn connect(path: &Path, timeout: Duration) -> Result<Conn, Failure> {
     let mut c = Conn::connect(path)?;
     c.set_deadline(Some(Instant::now() + timeout));
     Ok(c)
 }
 
 /// A reply deadline ran out: say which request.
-fn late(f: Failure, what: &str) -> Failure {
+pub(super) fn late(f: Failure, what: &str) -> Failure {
     if f.code == exit::TIMEOUT {
         Failure::timeout(format!("no reply to {what} from the daemon"))
     } else {
@@ -91,7 +97,7 @@ fn late(f: Failure, what: &str) -> Failure {
     }
 }
 
-fn print_line(s: &str) -> bool {
+pub(super) fn print_line(s: &str) -> bool {
     let mut b = s.as_bytes().to_vec();
     if !s.ends_with('\n') {
         b.push(b'\n');
@@ -109,10 +115,10 @@ fn print_ok(g: &Global, message: &str) {
 }
 
 /// `Detail` frames of `status <svc>`, in order.
-type Details = Vec<(String, String)>;
+pub(super) type Details = Vec<(String, String)>;
 
 /// Reads every `Service` and `Detail` frame up to `End`.
-fn read_status(c: &mut Conn) -> Result<(Vec<ServiceRow>, Details), Failure> {
+pub(super) fn read_status(c: &mut Conn) -> Result<(Vec<ServiceRow>, Details), Failure> {
     let mut rows = Vec::new();
     let mut details = Vec::new();
     loop {

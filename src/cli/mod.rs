@@ -18,6 +18,7 @@ mod render;
 mod socket;
 mod timefmt;
 pub mod validate;
+mod wait;
 
 use coffey::control::proto::ErrorCode;
 
