@@ -204,3 +204,67 @@ fn wait_in_a_shell_script() {
     assert_no_alloc(&mut d);
     finish(d);
 }
+
+#[test]
+fn status_name_shows_the_chain_of_waiting_dependencies() {
+    let port = free_port();
+    let services = [
+        svc(
+            "db",
+            "sleep 0.1; exit 1",
+            &format!(
+                "    healthcheck:\n      readiness:\n        type: tcp\n        address: 127.0.0.1:{port}\n        interval: 1s\n"
+            ),
+        ),
+        svc("mid", "exec sleep 600", "    depends_on:\n      - name: db\n        condition: healthy\n"),
+        svc("top", "exec sleep 600", "    depends_on:\n      - name: mid\n        condition: healthy\n"),
+        svc(
+            "api",
+            "exec sleep 600",
+            &format!(
+                "    healthcheck:\n      readiness:\n        type: tcp\n        address: 127.0.0.1:{port}\n        interval: 100ms\n        timeout: 1s\n"
+            ),
+        ),
+        svc(
+            "web",
+            "exec sleep 600",
+            "    depends_on:\n      - name: api\n        condition: healthy\n",
+        ),
+    ]
+    .concat();
+    let mut d = Daemon::start("chain", "", &services);
+    // `status NAME` of a service that is not up exits 3: not `detail()`.
+    let reason = |name: &str, pat: &'static str| {
+        wait_row(
+            &d,
+            pat,
+            10.0,
+            || json(&ctl(&d, &["-j", "status", name]).stdout),
+            |r| r["reason"].as_str().is_some_and(|s| s.contains(pat)),
+        )["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let web = reason("web", "unhealthy");
+    assert_eq!(
+        web,
+        "waiting for api (starting: readiness unhealthy: connect: Connection refused)"
+    );
+    let top = reason("top", "backoff");
+    assert!(
+        top.starts_with("waiting for mid (waiting: waiting for db (backoff: exit code 1"),
+        "{top}"
+    );
+    assert!(top.ends_with("))"), "{top}");
+    // The human `status NAME` says the same; the table keeps its short reason.
+    let o = ctl(&d, &["status", "web"]);
+    assert_eq!(o.code, 3, "{o:?}");
+    assert!(
+        o.stdout.contains("waiting for api (starting: readiness"),
+        "{o:?}"
+    );
+    assert_eq!(row(&d, "web")["reason"], "waiting for api");
+    assert_no_alloc(&mut d);
+    finish(d);
+}
