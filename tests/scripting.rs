@@ -22,7 +22,12 @@ fn status_name_exit_code_tells_the_state() {
         svc("once", "exit 0", "    type: oneshot\n"),
         svc("bad", "exit 1", "    restart: never\n"),
         svc("down", "exec sleep 600", ""),
-        svc("blocked", "exec sleep 600", "    depends_on: [bad]\n"),
+        gated("gate"),
+        svc(
+            "blocked",
+            "exec sleep 600",
+            "    depends_on:\n      - name: gate\n        condition: healthy\n",
+        ),
     ]
     .concat();
     let mut d = Daemon::start("stcode", "", &services);
@@ -34,6 +39,7 @@ fn status_name_exit_code_tells_the_state() {
         ("once", 0, "completed"),
         ("bad", 3, "failed"),
         ("down", 3, "stopped"),
+        ("gate", 3, "starting"),
         ("blocked", 3, "waiting"),
     ] {
         let o = ctl(&d, &["status", name]);
@@ -265,6 +271,182 @@ fn status_name_shows_the_chain_of_waiting_dependencies() {
         "{o:?}"
     );
     assert_eq!(row(&d, "web")["reason"], "waiting for api");
+    assert_no_alloc(&mut d);
+    finish(d);
+}
+
+/// The text of each `NAME | TS STREAM TEXT` line: "NAME | TEXT".
+fn name_and_text(out: &str) -> Vec<String> {
+    out.lines()
+        .map(|l| {
+            let (name, rest) = l.split_once(" | ").unwrap_or_else(|| panic!("{l:?}"));
+            let text = rest.splitn(3, ' ').nth(2).unwrap_or("");
+            format!("{} | {text}", name.trim_end())
+        })
+        .collect()
+}
+
+#[test]
+fn logs_of_every_service_merged_by_time_with_n_since_and_names() {
+    let services = [
+        svc("a", "echo a1; sleep 0.3; echo a3; exec sleep 600", ""),
+        svc(
+            "bb",
+            "sleep 0.15; echo b2; sleep 0.3; echo b4 >&2; while [ ! -f $DIR/go ]; do sleep 0.05; done; echo live; exec sleep 600",
+            "",
+        ),
+        svc("c", "echo c-old; sleep 1.5; echo c-new; exec sleep 600", ""),
+    ]
+    .concat();
+    let mut d = Daemon::start("logsall", "", &services);
+    let all = |args: &[&str]| {
+        let mut a = vec!["logs", "--no-follow"];
+        a.extend_from_slice(args);
+        ok(ctl_within(&d, &a, 10.0)).stdout
+    };
+    wait_for(10.0, "b4 in the ring", || {
+        all(&[]).contains("b4").then_some(())
+    });
+    // Every service, merged by time, names padded to the longest.
+    let out = all(&[]);
+    assert!(out.lines().any(|l| l.starts_with("a  | 20")), "{out}");
+    assert!(out.contains("bb | ") && out.contains(" stderr b4"), "{out}");
+    let got: Vec<String> = name_and_text(&out)
+        .into_iter()
+        .filter(|l| !l.starts_with('c'))
+        .collect();
+    assert_eq!(got, ["a | a1", "bb | b2", "a | a3", "bb | b4"], "{out}");
+    // -n is per service, as in compose.
+    let got = name_and_text(&all(&["-n", "1", "a", "bb"]));
+    assert_eq!(got, ["a | a3", "bb | b4"]);
+    // Several names: only theirs.
+    let out = all(&["bb", "c"]);
+    assert!(
+        !out.contains("a1") && out.contains("b2") && out.contains("c-old"),
+        "{out}"
+    );
+    // --since: c-old is over a second old once c-new is written.
+    wait_for(10.0, "c-new", || {
+        all(&["c"]).contains("c-new").then_some(())
+    });
+    let out = all(&["--since", "1s"]);
+    assert!(out.contains("c-new") && !out.contains("c-old"), "{out}");
+    // One service: the same cut, its lines without the name.
+    let o = ok(ctl_within(
+        &d,
+        &["logs", "c", "--since", "1s", "--no-follow"],
+        10.0,
+    ));
+    assert!(
+        o.stdout.ends_with(" stdout c-new\n") && !o.stdout.contains("c-old"),
+        "{o:?}"
+    );
+    assert_eq!(o.stdout.lines().count(), 1, "{o:?}");
+    // -j: one object a line, with the service.
+    let j = ok(ctl_within(
+        &d,
+        &["-j", "logs", "--no-follow", "-n", "1", "a"],
+        10.0,
+    ));
+    let v = json(j.stdout.lines().next().unwrap());
+    assert_eq!(
+        (v["service"].as_str(), v["text"].as_str()),
+        (Some("a"), Some("a3"))
+    );
+    let j = ok(ctl_within(
+        &d,
+        &["-j", "logs", "--no-follow", "-n", "1"],
+        10.0,
+    ));
+    let names: Vec<String> = j
+        .stdout
+        .lines()
+        .map(|l| json(l)["service"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 3, "{j:?}");
+    // Unknown name: 3.
+    let o = ctl_within(&d, &["logs", "a", "nope", "--no-follow"], 10.0);
+    assert_eq!(o.code, 3, "{o:?}");
+    // -f: the history, then new lines of every service as they come.
+    let mut f = Follower::spawn(&d, &["logs", "-f", "-n", "2"]);
+    f.wait_line(10.0, "history", |l| l.contains("c-new"));
+    std::fs::write(d.dir.join("go"), "").unwrap();
+    let l = f.wait_line(10.0, "the live line", |l| l.ends_with(" stdout live"));
+    assert!(l.starts_with("bb | "), "{l}");
+    drop(f);
+    assert_no_alloc(&mut d);
+    finish(d);
+}
+
+/// Each service's numbers, in the order `logs -f -j` printed them.
+fn numbers_by_service(lines: &[String]) -> (std::collections::BTreeMap<String, Vec<u64>>, u64) {
+    let mut by: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let mut dropped = 0;
+    for l in lines {
+        let v = json(l);
+        if let Some(n) = v["dropped"].as_u64() {
+            dropped += n;
+            continue;
+        }
+        let n: u64 = v["text"].as_str().unwrap().parse().unwrap();
+        by.entry(v["service"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(n);
+    }
+    (by, dropped)
+}
+
+#[test]
+fn logs_follow_of_every_service_loses_no_line_between_history_and_stream() {
+    // A history of 3,000 lines a service (about 100 KiB of frames: many
+    // turns of the client's 16 KiB buffer), while every service goes on
+    // writing.
+    let writer = "i=0; while [ $i -lt 4000 ]; do echo $i; i=$((i+1)); done; \
+                  while true; do echo $i; i=$((i+1)); [ $((i % 5)) = 0 ] && sleep 0.01; done";
+    let services = [
+        svc("w1", writer, ""),
+        svc("w2", writer, ""),
+        svc("w3", writer, ""),
+    ]
+    .concat();
+    let mut d = Daemon::start(
+        "logsrace",
+        "  service_logs:\n    buffer: 256KiB\n",
+        &services,
+    );
+    for n in ["w1", "w2", "w3"] {
+        wait_for(20.0, "4,000 lines", || {
+            let o = ok(ctl_within(&d, &["logs", n, "--no-follow", "-n", "1"], 10.0));
+            let last: u64 = o.stdout.trim().rsplit(' ').next()?.parse().ok()?;
+            (last >= 4000).then_some(())
+        });
+    }
+    let mut f = Follower::spawn(&d, &["-j", "logs", "-f", "-n", "3000"]);
+    // Until each service has 500 lines more than its history.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (by, dropped) = loop {
+        let _ = f.try_line(0.2, |_| false);
+        let (by, dropped) = numbers_by_service(&f.seen);
+        if by.len() == 3 && by.values().all(|v| v.len() >= 3500) {
+            break (by, dropped);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            by.values().map(Vec::len).collect::<Vec<_>>()
+        );
+    };
+    drop(f);
+    assert_eq!(dropped, 0, "the reader kept up");
+    for (name, v) in &by {
+        // The history is the last 3,000 lines, then every line after.
+        let gaps: Vec<(u64, u64)> = v
+            .windows(2)
+            .filter(|w| w[1] != w[0] + 1)
+            .map(|w| (w[0], w[1]))
+            .collect();
+        assert!(gaps.is_empty(), "{name}: lines lost or doubled at {gaps:?}");
+    }
     assert_no_alloc(&mut d);
     finish(d);
 }

@@ -100,10 +100,14 @@ pub enum Command {
         name: String,
         signal: i32,
     },
+    /// `logs [NAME...]`: one service as before; none (every service) or
+    /// several: merged by time, each line after its service's name.
     Logs {
-        name: String,
+        names: Vec<String>,
         lines: u16,
         follow: bool,
+        /// `--since DUR`: only lines no older than this.
+        since_ms: Option<u64>,
     },
     Events,
     /// `wait NAME...`: until each is in `until`, or `timeout_ms` (none:
@@ -190,7 +194,8 @@ commands:
   stop SERVICE...                  stop and wait until stopped
   restart SERVICE...               restart and wait until running again
   signal SERVICE SIG               send a signal (TERM, SIGTERM or 15)
-  logs SERVICE                     last lines, then follow
+  logs [SERVICE...]                last lines (of every service, or several
+                                   merged by time: NAME | LINE), then follow
   events                           stream service events
   wait SERVICE... [--running|--healthy|--completed] [--timeout DUR]
                                    block until each service is in that state
@@ -217,7 +222,8 @@ options:
       --running         wait: until running or completed (the default)
       --healthy         wait: until running with every check healthy
       --completed       wait: until completed (a oneshot)
-  -n, --lines N         logs: lines of history (default {DEFAULT_LINES})
+  -n, --lines N         logs: lines of history per service (default {DEFAULT_LINES})
+      --since DUR       logs: only lines from the last DUR (e.g. 10m)
   -f, --follow          logs: keep streaming (the default)
       --no-follow       logs: print the history and exit
       --dry-run         reload: show the plan only
@@ -241,6 +247,7 @@ struct Opts {
     timeout: Option<u64>,
     lines: Option<u16>,
     follow: Option<bool>,
+    since: Option<u64>,
     dry_run: bool,
     /// `wait --running|--healthy|--completed`.
     until: Option<Until>,
@@ -309,6 +316,13 @@ where
             Short('f') | Long("follow") => {
                 o.follow = Some(true);
                 o.specific.push("--follow");
+            }
+            Long("since") => {
+                let v = utf8(p.value().map_err(from_lexopt)?, "--since")?;
+                let ms = config::parse_duration(&v)
+                    .map_err(|e| UsageError(format!("invalid --since '{v}': {e}")))?;
+                o.since = Some(ms);
+                o.specific.push("--since");
             }
             Long("no-follow") => {
                 o.follow = Some(false);
@@ -382,7 +396,7 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
     let rest: Vec<String> = words.collect();
     let allowed: &[&str] = match first.as_str() {
         "start" | "stop" | "restart" | "shutdown" => &["--no-wait", "--timeout"],
-        "logs" => &["-n", "--follow", "--no-follow"],
+        "logs" => &["-n", "--follow", "--no-follow", "--since"],
         "reload" => &["--dry-run"],
         "wait" => &["--timeout", "--running", "--healthy", "--completed"],
         "validate" => &["--root"],
@@ -444,17 +458,16 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
             },
             _ => return Err(UsageError("usage: signal SERVICE SIGNAL".into())),
         },
-        "logs" => match rest.as_slice() {
-            [n] => Command::Logs {
-                name: n.clone(),
-                lines: o.lines.unwrap_or(DEFAULT_LINES),
-                follow: o.follow.unwrap_or(true),
-            },
-            _ => {
-                return Err(UsageError(
-                    "usage: logs SERVICE [-n N] [--no-follow]".into(),
-                ))
-            }
+        // With --since and no -n, as many lines as the rings hold.
+        "logs" => Command::Logs {
+            names: rest,
+            lines: o.lines.unwrap_or(if o.since.is_some() {
+                u16::MAX
+            } else {
+                DEFAULT_LINES
+            }),
+            follow: o.follow.unwrap_or(true),
+            since_ms: o.since,
         },
         "events" => {
             no_operands(&rest)?;
@@ -639,32 +652,33 @@ mod tests {
 
     #[test]
     fn logs_signal_reload() {
-        assert_eq!(
-            client(&["logs", "api"]).1,
-            Command::Logs {
-                name: "api".into(),
-                lines: 50,
-                follow: true
-            }
-        );
+        let logs = |names: &[&str], lines, follow, since_ms| Command::Logs {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            lines,
+            follow,
+            since_ms,
+        };
+        assert_eq!(client(&["logs", "api"]).1, logs(&["api"], 50, true, None));
         assert_eq!(
             client(&["logs", "-n5", "--no-follow", "api"]).1,
-            Command::Logs {
-                name: "api".into(),
-                lines: 5,
-                follow: false
-            }
+            logs(&["api"], 5, false, None)
         );
         assert_eq!(
             client(&["logs", "-f", "api", "-n", "0"]).1,
-            Command::Logs {
-                name: "api".into(),
-                lines: 0,
-                follow: true
-            }
+            logs(&["api"], 0, true, None)
         );
         assert!(p(&["logs", "-n", "70000", "api"]).is_err());
-        assert!(p(&["logs"]).is_err());
+        assert_eq!(client(&["logs"]).1, logs(&[], 50, true, None));
+        assert_eq!(
+            client(&["logs", "a", "b", "--since", "10m"]).1,
+            logs(&["a", "b"], u16::MAX, true, Some(600_000))
+        );
+        assert_eq!(
+            client(&["logs", "--since", "1s", "-n", "3"]).1,
+            logs(&[], 3, true, Some(1000))
+        );
+        assert!(p(&["logs", "--since", "soon"]).is_err());
+        assert!(p(&["status", "--since", "1s"]).is_err());
         assert_eq!(
             client(&["signal", "api", "HUP"]).1,
             Command::Signal {

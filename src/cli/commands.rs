@@ -17,9 +17,9 @@ use super::args::{Command, Global, Verb, Wait};
 use super::client::{unexpected, Conn};
 use super::render::{self, Ev, PlanRow, ServiceRow, Style, VersionInfo};
 use super::socket;
-use super::timefmt::human_duration;
-use super::wait;
+use super::timefmt::{self, human_duration};
 use super::{exit, Failure};
+use super::{logs, wait};
 
 /// How long a plain request waits for its reply.
 pub(super) const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,10 +51,14 @@ pub fn run(g: &Global, cmd: &Command, style: Style) -> Result<i32, Failure> {
             },
         ),
         Command::Logs {
-            name,
+            names,
             lines,
             follow,
-        } => logs(g, &path, name, *lines, *follow),
+            since_ms,
+        } => match names.as_slice() {
+            [name] => logs(g, &path, name, *lines, *follow, since(*since_ms)),
+            _ => logs::merged(g, &path, names, *lines, *follow, since(*since_ms)),
+        },
         Command::Events => events(g, &path, style),
         Command::Wait {
             names,
@@ -461,7 +465,21 @@ fn targets_extra(targets: &[Target]) -> serde_json::Map<String, serde_json::Valu
     m
 }
 
-fn logs(g: &Global, path: &Path, name: &str, lines: u16, follow: bool) -> Result<(), Failure> {
+/// `--since DUR` as the oldest wall-clock ms a line may have (0: any).
+fn since(since_ms: Option<u64>) -> u64 {
+    since_ms.map_or(0, |d| timefmt::now_ms().saturating_sub(d))
+}
+
+/// `logs NAME`: its lines as they come (no name prefix); lines older than
+/// `oldest` (ms) are left out.
+fn logs(
+    g: &Global,
+    path: &Path,
+    name: &str,
+    lines: u16,
+    follow: bool,
+    oldest: u64,
+) -> Result<(), Failure> {
     let mut c = Conn::connect(path)?;
     if !follow {
         c.set_deadline(Some(Instant::now() + REPLY_TIMEOUT));
@@ -480,6 +498,7 @@ fn logs(g: &Global, path: &Path, name: &str, lines: u16, follow: bool) -> Result
             Err(f) => return Err(late(f, "logs")),
         };
         let printed = match r {
+            Reply::LogLine { ts_ms, .. } if ts_ms < oldest => true,
             Reply::LogLine {
                 service,
                 ts_ms,

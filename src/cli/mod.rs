@@ -14,6 +14,7 @@
 pub mod args;
 mod client;
 mod commands;
+mod logs;
 mod render;
 mod socket;
 mod timefmt;
