@@ -107,7 +107,10 @@ pub(super) fn logs_all(services: &Services, ctl: &mut Control, k: usize, job: Jo
             c.conn.phase = Phase::Writing(job);
             return;
         }
-        (svc, next_seq) = (svc.saturating_add(1), u64::MAX);
+        let Some(next) = svc.checked_add(1) else {
+            break;
+        };
+        (svc, next_seq) = (next, u64::MAX);
     }
     let ended = c.conn.queue(&Reply::End).is_ok();
     c.conn.phase = match (ended, follow) {
