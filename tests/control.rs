@@ -1018,7 +1018,7 @@ fn cli_every_command_human_and_json() {
     for args in [
         &["status", "a", "b"][..],
         &["frobnicate"][..],
-        &["logs"][..],
+        &["logs", "--dry-run"][..],
         &["signal", "sig"][..],
         &["stop", "api", "--timeout", "soon"][..],
         &["status", "--no-follow"][..],

@@ -66,6 +66,25 @@ pub struct Wait {
     pub timeout_ms: u64,
 }
 
+/// What `wait` waits for (`--running`, the default, `--healthy`,
+/// `--completed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    Running,
+    Healthy,
+    Completed,
+}
+
+impl Until {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Until::Running => "running",
+            Until::Healthy => "healthy",
+            Until::Completed => "completed",
+        }
+    }
+}
+
 /// One client subcommand with its operands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -81,12 +100,23 @@ pub enum Command {
         name: String,
         signal: i32,
     },
+    /// `logs [NAME...]`: one service as before; none (every service) or
+    /// several: merged by time, each line after its service's name.
     Logs {
-        name: String,
+        names: Vec<String>,
         lines: u16,
         follow: bool,
+        /// `--since DUR`: only lines no older than this.
+        since_ms: Option<u64>,
     },
     Events,
+    /// `wait NAME...`: until each is in `until`, or `timeout_ms` (none:
+    /// for ever).
+    Wait {
+        names: Vec<String>,
+        until: Until,
+        timeout_ms: Option<u64>,
+    },
     Reload {
         dry_run: bool,
     },
@@ -164,8 +194,11 @@ commands:
   stop SERVICE...                  stop and wait until stopped
   restart SERVICE...               restart and wait until running again
   signal SERVICE SIG               send a signal (TERM, SIGTERM or 15)
-  logs SERVICE                     last lines, then follow
+  logs [SERVICE...]                last lines (of every service, or several
+                                   merged by time: NAME | LINE), then follow
   events                           stream service events
+  wait SERVICE... [--running|--healthy|--completed] [--timeout DUR]
+                                   block until each service is in that state
   reload [--dry-run]               re-read the config and apply (or show) the plan
   validate [-c FILE] [--root DIR]  check a config offline (--root: against
                                    the image tree DIR: binaries, users, groups)
@@ -184,8 +217,13 @@ options:
                         or /tmp/coffey-UID.sock)
   -c, --config FILE     config file (default {DEFAULT_CONFIG})
       --no-wait         start/stop/restart/shutdown: return at once
-      --timeout DUR     how long to wait (default 30s; e.g. 500ms, 5s, 1m)
-  -n, --lines N         logs: lines of history (default {DEFAULT_LINES})
+      --timeout DUR     how long to wait (default 30s, wait: for ever;
+                        e.g. 500ms, 5s, 1m)
+      --running         wait: until running or completed (the default)
+      --healthy         wait: until running with every check healthy
+      --completed       wait: until completed (a oneshot)
+  -n, --lines N         logs: lines of history per service (default {DEFAULT_LINES})
+      --since DUR       logs: only lines from the last DUR (e.g. 10m)
   -f, --follow          logs: keep streaming (the default)
       --no-follow       logs: print the history and exit
       --dry-run         reload: show the plan only
@@ -209,7 +247,10 @@ struct Opts {
     timeout: Option<u64>,
     lines: Option<u16>,
     follow: Option<bool>,
+    since: Option<u64>,
     dry_run: bool,
+    /// `wait --running|--healthy|--completed`.
+    until: Option<Until>,
     /// `--container`: run as a container's init even if checks say system.
     container: bool,
     /// `validate --root DIR`.
@@ -276,6 +317,13 @@ where
                 o.follow = Some(true);
                 o.specific.push("--follow");
             }
+            Long("since") => {
+                let v = utf8(p.value().map_err(from_lexopt)?, "--since")?;
+                let ms = config::parse_duration(&v)
+                    .map_err(|e| UsageError(format!("invalid --since '{v}': {e}")))?;
+                o.since = Some(ms);
+                o.specific.push("--since");
+            }
             Long("no-follow") => {
                 o.follow = Some(false);
                 o.specific.push("--no-follow");
@@ -283,6 +331,20 @@ where
             Long("dry-run") => {
                 o.dry_run = true;
                 o.specific.push("--dry-run");
+            }
+            Long("running") | Long("healthy") | Long("completed") => {
+                let (u, flag) = match arg {
+                    Long("healthy") => (Until::Healthy, "--healthy"),
+                    Long("completed") => (Until::Completed, "--completed"),
+                    _ => (Until::Running, "--running"),
+                };
+                if o.until.is_some_and(|was| was != u) {
+                    return Err(UsageError(
+                        "wait takes one of --running, --healthy, --completed".into(),
+                    ));
+                }
+                o.until = Some(u);
+                o.specific.push(flag);
             }
             Long("container") => o.container = true,
             Long("root") => {
@@ -334,8 +396,9 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
     let rest: Vec<String> = words.collect();
     let allowed: &[&str] = match first.as_str() {
         "start" | "stop" | "restart" | "shutdown" => &["--no-wait", "--timeout"],
-        "logs" => &["-n", "--follow", "--no-follow"],
+        "logs" => &["-n", "--follow", "--no-follow", "--since"],
         "reload" => &["--dry-run"],
+        "wait" => &["--timeout", "--running", "--healthy", "--completed"],
         "validate" => &["--root"],
         _ => &[],
     };
@@ -395,21 +458,30 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
             },
             _ => return Err(UsageError("usage: signal SERVICE SIGNAL".into())),
         },
-        "logs" => match rest.as_slice() {
-            [n] => Command::Logs {
-                name: n.clone(),
-                lines: o.lines.unwrap_or(DEFAULT_LINES),
-                follow: o.follow.unwrap_or(true),
-            },
-            _ => {
-                return Err(UsageError(
-                    "usage: logs SERVICE [-n N] [--no-follow]".into(),
-                ))
-            }
+        // With --since and no -n, as many lines as the rings hold.
+        "logs" => Command::Logs {
+            names: rest,
+            lines: o.lines.unwrap_or(if o.since.is_some() {
+                u16::MAX
+            } else {
+                DEFAULT_LINES
+            }),
+            follow: o.follow.unwrap_or(true),
+            since_ms: o.since,
         },
         "events" => {
             no_operands(&rest)?;
             Command::Events
+        }
+        "wait" => {
+            if rest.is_empty() {
+                return Err(UsageError("'wait' needs at least one service".into()));
+            }
+            Command::Wait {
+                names: rest,
+                until: o.until.unwrap_or(Until::Running),
+                timeout_ms: o.timeout,
+            }
         }
         "reload" => {
             no_operands(&rest)?;
@@ -580,32 +652,33 @@ mod tests {
 
     #[test]
     fn logs_signal_reload() {
-        assert_eq!(
-            client(&["logs", "api"]).1,
-            Command::Logs {
-                name: "api".into(),
-                lines: 50,
-                follow: true
-            }
-        );
+        let logs = |names: &[&str], lines, follow, since_ms| Command::Logs {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            lines,
+            follow,
+            since_ms,
+        };
+        assert_eq!(client(&["logs", "api"]).1, logs(&["api"], 50, true, None));
         assert_eq!(
             client(&["logs", "-n5", "--no-follow", "api"]).1,
-            Command::Logs {
-                name: "api".into(),
-                lines: 5,
-                follow: false
-            }
+            logs(&["api"], 5, false, None)
         );
         assert_eq!(
             client(&["logs", "-f", "api", "-n", "0"]).1,
-            Command::Logs {
-                name: "api".into(),
-                lines: 0,
-                follow: true
-            }
+            logs(&["api"], 0, true, None)
         );
         assert!(p(&["logs", "-n", "70000", "api"]).is_err());
-        assert!(p(&["logs"]).is_err());
+        assert_eq!(client(&["logs"]).1, logs(&[], 50, true, None));
+        assert_eq!(
+            client(&["logs", "a", "b", "--since", "10m"]).1,
+            logs(&["a", "b"], u16::MAX, true, Some(600_000))
+        );
+        assert_eq!(
+            client(&["logs", "--since", "1s", "-n", "3"]).1,
+            logs(&[], 3, true, Some(1000))
+        );
+        assert!(p(&["logs", "--since", "soon"]).is_err());
+        assert!(p(&["status", "--since", "1s"]).is_err());
         assert_eq!(
             client(&["signal", "api", "HUP"]).1,
             Command::Signal {
@@ -634,6 +707,38 @@ mod tests {
             Command::Reload { dry_run: true }
         );
         assert_eq!(client(&["reload"]).1, Command::Reload { dry_run: false });
+    }
+
+    #[test]
+    fn wait_takes_names_a_state_and_a_timeout() {
+        assert_eq!(
+            client(&["wait", "a", "b"]).1,
+            Command::Wait {
+                names: vec!["a".into(), "b".into()],
+                until: Until::Running,
+                timeout_ms: None
+            }
+        );
+        assert_eq!(
+            client(&["wait", "a", "--healthy", "--timeout", "5s"]).1,
+            Command::Wait {
+                names: vec!["a".into()],
+                until: Until::Healthy,
+                timeout_ms: Some(5000)
+            }
+        );
+        assert_eq!(
+            client(&["wait", "--completed", "--completed", "a"]).1,
+            Command::Wait {
+                names: vec!["a".into()],
+                until: Until::Completed,
+                timeout_ms: None
+            }
+        );
+        assert!(p(&["wait"]).is_err());
+        assert!(p(&["wait", "a", "--healthy", "--running"]).is_err());
+        assert!(p(&["status", "a", "--healthy"]).is_err());
+        assert!(p(&["wait", "a", "--no-wait"]).is_err());
     }
 
     #[test]

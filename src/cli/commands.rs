@@ -17,11 +17,12 @@ use super::args::{Command, Global, Verb, Wait};
 use super::client::{unexpected, Conn};
 use super::render::{self, Ev, PlanRow, ServiceRow, Style, VersionInfo};
 use super::socket;
-use super::timefmt::human_duration;
+use super::timefmt::{self, human_duration};
 use super::{exit, Failure};
+use super::{logs, wait};
 
 /// How long a plain request waits for its reply.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reload may run a compile step first.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// The daemon's half of `version` is best effort.
@@ -29,15 +30,17 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Poll interval while waiting for a shutdown to finish.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
-pub fn run(g: &Global, cmd: &Command, style: Style) -> Result<(), Failure> {
+/// Runs `cmd`; `Ok` holds the exit code (`status NAME` tells the state
+/// by it, as `systemctl is-active` does).
+pub fn run(g: &Global, cmd: &Command, style: Style) -> Result<i32, Failure> {
     let path = socket::resolve(
         g.socket.as_deref(),
         g.config.as_deref(),
         &socket::Env::current(),
         &socket::load_socket,
     )?;
-    match cmd {
-        Command::Status { name } => status(g, &path, name.as_deref(), style),
+    let done = match cmd {
+        Command::Status { name } => return status(g, &path, name.as_deref(), style),
         Command::Control { verb, names, wait } => control(g, &path, *verb, names, *wait, style),
         Command::Signal { name, signal } => simple(
             g,
@@ -48,11 +51,20 @@ pub fn run(g: &Global, cmd: &Command, style: Style) -> Result<(), Failure> {
             },
         ),
         Command::Logs {
-            name,
+            names,
             lines,
             follow,
-        } => logs(g, &path, name, *lines, *follow),
+            since_ms,
+        } => match names.as_slice() {
+            [name] => logs(g, &path, name, *lines, *follow, since(*since_ms)),
+            _ => logs::merged(g, &path, names, *lines, *follow, since(*since_ms)),
+        },
         Command::Events => events(g, &path, style),
+        Command::Wait {
+            names,
+            until,
+            timeout_ms,
+        } => wait::wait(g, &path, names, *until, *timeout_ms),
         Command::Reload { dry_run } => reload(g, &path, *dry_run),
         Command::Shutdown { wait } => shutdown(g, &path, *wait),
         Command::Version => version(g, &path),
@@ -61,7 +73,8 @@ pub fn run(g: &Global, cmd: &Command, style: Style) -> Result<(), Failure> {
         }
         Command::Reexec => one_shot(g, &path, &Request::Reexec, "reexec"),
         Command::DebugPanic => one_shot(g, &path, &Request::DebugPanic, "debug panic"),
-    }
+    };
+    done.map(|()| exit::OK)
 }
 
 /// Sends one request that answers Ok or Error, and prints the answer.
@@ -73,14 +86,14 @@ fn one_shot(g: &Global, path: &Path, req: &Request<'_>, what: &str) -> Result<()
     Ok(())
 }
 
-fn connect(path: &Path, timeout: Duration) -> Result<Conn, Failure> {
+pub(super) fn connect(path: &Path, timeout: Duration) -> Result<Conn, Failure> {
     let mut c = Conn::connect(path)?;
     c.set_deadline(Some(Instant::now() + timeout));
     Ok(c)
 }
 
 /// A reply deadline ran out: say which request.
-fn late(f: Failure, what: &str) -> Failure {
+pub(super) fn late(f: Failure, what: &str) -> Failure {
     if f.code == exit::TIMEOUT {
         Failure::timeout(format!("no reply to {what} from the daemon"))
     } else {
@@ -88,7 +101,7 @@ fn late(f: Failure, what: &str) -> Failure {
     }
 }
 
-fn print_line(s: &str) -> bool {
+pub(super) fn print_line(s: &str) -> bool {
     let mut b = s.as_bytes().to_vec();
     if !s.ends_with('\n') {
         b.push(b'\n');
@@ -106,10 +119,10 @@ fn print_ok(g: &Global, message: &str) {
 }
 
 /// `Detail` frames of `status <svc>`, in order.
-type Details = Vec<(String, String)>;
+pub(super) type Details = Vec<(String, String)>;
 
 /// Reads every `Service` and `Detail` frame up to `End`.
-fn read_status(c: &mut Conn) -> Result<(Vec<ServiceRow>, Details), Failure> {
+pub(super) fn read_status(c: &mut Conn) -> Result<(Vec<ServiceRow>, Details), Failure> {
     let mut rows = Vec::new();
     let mut details = Vec::new();
     loop {
@@ -127,7 +140,10 @@ fn read_status(c: &mut Conn) -> Result<(Vec<ServiceRow>, Details), Failure> {
     }
 }
 
-fn status(g: &Global, path: &Path, name: Option<&str>, style: Style) -> Result<(), Failure> {
+/// `status [NAME]`. Without a name it exits 0; with one, 0 only when the
+/// service is `running` or `completed` and 3 ([`exit::NOT_ACTIVE`]) in
+/// every other state.
+fn status(g: &Global, path: &Path, name: Option<&str>, style: Style) -> Result<i32, Failure> {
     let mut c = connect(path, REPLY_TIMEOUT)?;
     c.send(&Request::Status {
         name: name.unwrap_or(""),
@@ -152,9 +168,12 @@ fn status(g: &Global, path: &Path, name: Option<&str>, style: Style) -> Result<(
             } else {
                 print_line(&render::status_detail(row, &details, style));
             }
+            if !matches!(row.state, WireState::Running | WireState::Completed) {
+                return Ok(exit::NOT_ACTIVE);
+            }
         }
     }
-    Ok(())
+    Ok(exit::OK)
 }
 
 /// A one-reply command: print its Ok message.
@@ -446,7 +465,21 @@ fn targets_extra(targets: &[Target]) -> serde_json::Map<String, serde_json::Valu
     m
 }
 
-fn logs(g: &Global, path: &Path, name: &str, lines: u16, follow: bool) -> Result<(), Failure> {
+/// `--since DUR` as the oldest wall-clock ms a line may have (0: any).
+fn since(since_ms: Option<u64>) -> u64 {
+    since_ms.map_or(0, |d| timefmt::now_ms().saturating_sub(d))
+}
+
+/// `logs NAME`: its lines as they come (no name prefix); lines older than
+/// `oldest` (ms) are left out.
+fn logs(
+    g: &Global,
+    path: &Path,
+    name: &str,
+    lines: u16,
+    follow: bool,
+    oldest: u64,
+) -> Result<(), Failure> {
     let mut c = Conn::connect(path)?;
     if !follow {
         c.set_deadline(Some(Instant::now() + REPLY_TIMEOUT));
@@ -465,6 +498,7 @@ fn logs(g: &Global, path: &Path, name: &str, lines: u16, follow: bool) -> Result
             Err(f) => return Err(late(f, "logs")),
         };
         let printed = match r {
+            Reply::LogLine { ts_ms, .. } if ts_ms < oldest => true,
             Reply::LogLine {
                 service,
                 ts_ms,

@@ -14,10 +14,12 @@
 pub mod args;
 mod client;
 mod commands;
+mod logs;
 mod render;
 mod socket;
 mod timefmt;
 pub mod validate;
+mod wait;
 
 use coffey::control::proto::ErrorCode;
 
@@ -30,6 +32,9 @@ pub mod exit {
     pub const FAILED: i32 = 1;
     pub const USAGE: i32 = 2;
     pub const UNKNOWN_SERVICE: i32 = 3;
+    /// `status NAME`: the service is not running or completed (as
+    /// `systemctl is-active`'s 3, which an unknown unit also gets).
+    pub const NOT_ACTIVE: i32 = 3;
     pub const UNREACHABLE: i32 = 4;
     pub const TIMEOUT: i32 = 5;
     pub const DENIED: i32 = 6;
@@ -139,7 +144,7 @@ pub fn run(global: &Global, cmd: &args::Command) -> i32 {
     let style = render::Style::detect();
     let result = commands::run(global, cmd, style);
     match result {
-        Ok(()) => exit::OK,
+        Ok(code) => code,
         Err(f) => {
             let text = f.human();
             let text = text.trim_end_matches('\n');

@@ -37,6 +37,13 @@ pub fn rfc3339_ms(ms: u64) -> String {
     )
 }
 
+/// The wall clock in ms since the epoch (0 if it is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A short duration: `850ms`, `42s`, `5m12s`, `3h04m`, `2d03h`.
 pub fn human_duration(ms: u64) -> String {
     let s = ms / 1000;

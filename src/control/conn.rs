@@ -39,9 +39,12 @@ pub enum Expiry {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Stream {
     Events,
-    /// Output lines of one service slot.
+    /// Output lines of one service slot, or of every one ([`ALL_SLOTS`]).
     Logs(u16),
 }
+
+/// `Stream::Logs` of every service (`logs` with no name).
+pub const ALL_SLOTS: u16 = u16::MAX;
 
 /// A multi-frame reply in progress; the shell produces frames from it as
 /// the buffer drains.
@@ -60,6 +63,18 @@ pub enum Job {
     /// first catches up with `end_seq: u64::MAX`, then streams.
     LogsTail {
         svc: u16,
+        next_seq: u64,
+        end_seq: u64,
+        follow: bool,
+    },
+    /// `logs` of every service: slot `svc`'s tail as in `LogsTail` (its
+    /// range taken when the job reaches it, `next_seq == u64::MAX` until
+    /// then), then the next slot's, then `End`; then follow or end. While
+    /// it runs, a follower already gets the new lines of the slots before
+    /// `svc`.
+    LogsAll {
+        svc: u16,
+        lines: u16,
         next_seq: u64,
         end_seq: u64,
         follow: bool,
@@ -195,7 +210,7 @@ impl<'a> Conn<'a> {
     }
 
     /// Queues one frame if `keep` bytes stay free after it.
-    fn queue_leaving(&mut self, rep: &Reply<'_>, keep: usize) -> Result<(), Full> {
+    pub fn queue_leaving(&mut self, rep: &Reply<'_>, keep: usize) -> Result<(), Full> {
         let cap = self.out.len().saturating_sub(keep);
         if cap.saturating_sub(self.out_end) < 512 {
             self.compact();

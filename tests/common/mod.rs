@@ -395,9 +395,12 @@ pub fn row(d: &Daemon, name: &str) -> serde_json::Value {
         .clone()
 }
 
-/// `-j status NAME`: one service's row with its `details` object.
+/// `-j status NAME`: one service's row with its `details` object. It exits
+/// 0 when the service is running or completed and 3 in its other states.
 pub fn detail(d: &Daemon, name: &str) -> serde_json::Value {
-    json(&ok(ctl(d, &["-j", "status", name])).stdout)
+    let o = ctl(d, &["-j", "status", name]);
+    assert!(o.code == 0 || o.code == 3, "{o:?}");
+    json(&o.stdout)
 }
 
 /// Polls `get` (a status row) every 20 ms until `pred` holds; returns that

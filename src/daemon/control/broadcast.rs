@@ -6,7 +6,7 @@
 
 use super::io::{close_client, flush};
 use super::Control;
-use coffey::control::conn::{Phase, Stream};
+use coffey::control::conn::{Job, Phase, Stream, ALL_SLOTS};
 use coffey::control::proto::{event, Reply, WireState};
 
 /// Whether anyone listens to `events` (saves formatting when nobody does).
@@ -33,7 +33,8 @@ fn fan_out(ctl: &mut Control, want: Phase, rep: &Reply<'_>) {
     }
 }
 
-/// Sends one output line to `logs -f` followers of slot `idx`.
+/// Sends one output line to `logs -f` followers of slot `idx`, and of
+/// every slot: streaming, or still sending the history of a later slot.
 pub fn broadcast_line(
     ctl: &mut Control,
     name: &str,
@@ -50,7 +51,21 @@ pub fn broadcast_line(
         cut,
         text,
     };
-    fan_out(ctl, Phase::Streaming(Stream::Logs(idx as u16)), &rep);
+    for c in ctl.clients.iter_mut() {
+        let wants = match c.conn.phase {
+            Phase::Streaming(Stream::Logs(s)) => usize::from(s) == idx || s == ALL_SLOTS,
+            Phase::Writing(Job::LogsAll {
+                svc, follow: true, ..
+            }) => usize::from(svc) > idx,
+            _ => false,
+        };
+        if c.fd >= 0 && wants {
+            c.conn.queue_stream(&rep);
+            if !flush(c) {
+                close_client(c);
+            }
+        }
+    }
 }
 
 /// What reload tells the streaming clients (the interface is reload's,

@@ -280,8 +280,19 @@ fn send_signal(
     ok(ctl, k, "signal sent");
 }
 
-/// `logs NAME`: a multi-frame job from the last `lines` lines on.
+/// `logs NAME`: a multi-frame job from the last `lines` lines on; with no
+/// name, every service's in turn.
 fn logs(svc: &Services, ctl: &mut Control, k: usize, name: &str, lines: u16, follow: bool) {
+    if name.is_empty() {
+        let job = Job::LogsAll {
+            svc: 0,
+            lines,
+            next_seq: u64::MAX,
+            end_seq: 0,
+            follow,
+        };
+        return set_phase(ctl, k, Phase::Writing(job));
+    }
     let Some(i) = resolve_one(svc, ctl, k, name) else {
         return;
     };

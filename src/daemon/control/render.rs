@@ -98,6 +98,58 @@ pub(crate) fn reason(s: &Service, svc: &Services, now: Instant, out: &mut LineBu
     }
 }
 
+/// `status NAME`'s reason goes on down the chain of dependencies it waits
+/// for, each with its state and why: "waiting for api (starting: readiness
+/// unhealthy: connection refused)", "waiting for api (waiting: waiting for
+/// db (backoff: exit code 1; next try in 2s))". A loop, not recursion, so
+/// the daemon's stack stays bounded; the config has no cycles, the bound
+/// only guards the loop.
+fn waiting_chain(s: &Service, all: &[Service], svc: &Services, now: Instant, out: &mut LineBuf) {
+    let mut cur = waits_for(all, s);
+    let mut why = LineBuf::default();
+    let mut open = 0;
+    while let Some(dep) = cur.take() {
+        if open >= 8 {
+            break;
+        }
+        let _ = write!(out, " ({}", dep.state.name().as_str());
+        reason(dep, svc, now, &mut why);
+        if why.as_bytes().is_empty() && matches!(dep.state, State::Starting { .. }) {
+            readiness_cause(dep, &mut why);
+        }
+        if !why.as_bytes().is_empty() {
+            let _ = out.write_str(": ");
+            out.push_bytes(why.as_bytes());
+        }
+        open += 1;
+        cur = waits_for(all, dep);
+    }
+    for _ in 0..open {
+        let _ = out.write_str(")");
+    }
+}
+
+/// The service `s` waits for (not one that failed: that is said already).
+fn waits_for<'a>(all: &'a [Service], s: &Service) -> Option<&'a Service> {
+    match (s.state, s.reason) {
+        (State::Waiting, Reason::Dependency { idx, failed: false }) => all.get(usize::from(idx)),
+        _ => None,
+    }
+}
+
+/// "readiness unhealthy: connection refused": the readiness check a
+/// starting service waits for.
+fn readiness_cause(s: &Service, out: &mut LineBuf) {
+    let Some(c) = s.checks.first().copied().flatten() else {
+        return;
+    };
+    let _ = write!(out, "{} {}", role_name(c.role), c.verdict.as_str());
+    if let Some(e) = c.last_error {
+        let _ = out.write_str(": ");
+        probe::error_text(e, out);
+    }
+}
+
 /// Why a service in backoff failed, ending in "; " when there is a why.
 fn backoff_cause(s: &Service, r: Reason, svc: &Services, out: &mut LineBuf) {
     match r {
@@ -275,6 +327,7 @@ pub(super) fn status_one(
     };
     let mut text = LineBuf::default();
     reason(s, svc, now, &mut text);
+    waiting_chain(s, sup.services(), svc, now, &mut text);
     let Services { slots, cg, .. } = svc;
     let (Some(slot), Some(c)) = (slots.get(i), ctl.clients.get_mut(k)) else {
         return;

@@ -4,7 +4,7 @@
 
 use super::handle::{error, handle, set_phase};
 use super::io::{close_client, flush, read_input};
-use super::logs::logs_tail;
+use super::logs::{logs_all, logs_tail};
 use super::render::status_all;
 use super::{Control, Shell};
 use crate::daemon::log::{log, Log};
@@ -143,5 +143,6 @@ fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
             end_seq,
             follow,
         ),
+        Job::LogsAll { .. } => logs_all(&shell.svc, &mut shell.ctl, k, job),
     }
 }
