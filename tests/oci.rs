@@ -169,6 +169,10 @@ fn the_demo_image_runs_gated_read_only_and_exits_with_its_main() {
     let app = log.find("app: spawned").unwrap();
     assert!(ready < app, "app started before web was ready:\n{log}");
     // The pod's probes, run in the container as the kubelet does.
+    let ready = c.exec(&["/coffeyd", "wait", "web", "--healthy", "--timeout", "1s"]);
+    assert!(ready.status.success(), "readiness probe: {ready:?}");
+    let unknown = c.exec(&["/coffeyd", "status", "nosuch"]);
+    assert_eq!(unknown.status.code(), Some(3), "{unknown:?}");
     let status = c.exec(&["/coffeyd", "status", "app"]);
     assert!(status.status.success(), "liveness probe: {status:?}");
     let text = String::from_utf8_lossy(&status.stdout);

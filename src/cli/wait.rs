@@ -39,13 +39,21 @@ pub(super) fn reached(until: Until, state: WireState, health: &str) -> bool {
 }
 
 /// HEALTH is `-` without checks, else `ready:healthy, live:unhealthy
-/// (ERROR)`; a healthy check carries no error text.
+/// (ERROR)`; a healthy check carries no error text. Healthy: readiness
+/// has passed (as `condition: healthy` has it) and no check is failing;
+/// a liveness check with no verdict yet (`unknown`, its first probes
+/// still within `retries`) does not hold it back.
 fn all_healthy(health: &str) -> bool {
     health == "-"
         || health.is_empty()
-        || health
-            .split(", ")
-            .all(|c| c.split_once(':').is_some_and(|(_, v)| v == "healthy"))
+        || health.split(", ").all(|c| {
+            let verdict = |v: &str| v.split(' ').next().unwrap_or("").to_owned();
+            match c.split_once(':') {
+                Some(("ready", v)) => verdict(v) == "healthy",
+                Some((_, v)) => matches!(verdict(v).as_str(), "healthy" | "unknown"),
+                None => false,
+            }
+        })
 }
 
 impl Target {
@@ -252,6 +260,16 @@ mod tests {
             "ready:healthy, live:unhealthy (connection refused)"
         ));
         assert!(!reached(Until::Healthy, Running, "ready:healthy, live:off"));
+        assert!(reached(
+            Until::Healthy,
+            Running,
+            "ready:healthy, live:unknown (connect: Connection refused)"
+        ));
+        assert!(!reached(
+            Until::Healthy,
+            Running,
+            "ready:unknown, live:healthy"
+        ));
         assert!(!reached(Until::Healthy, Starting, "-"));
         assert!(!reached(Until::Healthy, Completed, "-"));
     }
