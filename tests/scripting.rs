@@ -437,16 +437,30 @@ fn logs_follow_of_every_service_loses_no_line_between_history_and_stream() {
         );
     };
     drop(f);
-    assert_eq!(dropped, 0, "the reader kept up");
+    // The history is the last 3,000 lines, then every line after: no line
+    // doubled or out of order, and none lost without a `dropped` marker
+    // saying so (a loaded machine may make the reader fall behind; the
+    // daemon then drops lines for it and counts them).
+    let mut missing = 0;
     for (name, v) in &by {
-        // The history is the last 3,000 lines, then every line after.
-        let gaps: Vec<(u64, u64)> = v
+        let back: Vec<(u64, u64)> = v
             .windows(2)
-            .filter(|w| w[1] != w[0] + 1)
+            .filter(|w| w[1] <= w[0])
             .map(|w| (w[0], w[1]))
             .collect();
-        assert!(gaps.is_empty(), "{name}: lines lost or doubled at {gaps:?}");
+        assert!(
+            back.is_empty(),
+            "{name}: lines doubled or out of order at {back:?}"
+        );
+        missing += v.windows(2).map(|w| w[1] - w[0] - 1).sum::<u64>();
     }
+    assert!(
+        missing <= dropped,
+        "{missing} lines lost, {dropped} reported dropped: {:?}",
+        by.iter()
+            .map(|(n, v)| (n, v.windows(2).filter(|w| w[1] != w[0] + 1).count()))
+            .collect::<Vec<_>>()
+    );
     assert_no_alloc(&mut d);
     finish(d);
 }
