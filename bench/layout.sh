@@ -8,8 +8,10 @@
 # binary). Not a test: it prints figures. Run `just build` first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for map in target/nightly/*-unknown-linux-musl/release/build/coffeyd/*/out/coffeyd.map; do
-  [ -f "$map" ] || continue
+for t in target/nightly/*-unknown-linux-musl; do
+  # The newest link's map (older build directories may linger).
+  map=$(ls -t "$t"/release/build/coffeyd/*/out/coffeyd.map 2>/dev/null | head -1)
+  [ -n "$map" ] || continue
   order=${map%.map}.order
   awk -v order="$order" '
     function hex(s,  i, v) {
