@@ -978,3 +978,69 @@ fn startup_failure_restarts_with_backoff() {
     );
     finish(d);
 }
+
+/// An http startup check sends its own request (its path, not the
+/// liveness check's, though it runs on the liveness probe): a real HTTP
+/// server answers 503 to `/started` until the test flips it, and 200 to
+/// `/alive` always.
+#[test]
+fn http_startup_check_sends_its_own_request() {
+    let up = Arc::new(AtomicBool::new(false));
+    let paths: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (u, p) = (up.clone(), paths.clone());
+    let server = Server::start(move |mut s, _| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 1024];
+        let n = s.read(&mut b).unwrap_or(0);
+        let line = String::from_utf8_lossy(&b[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let started = line.starts_with("GET /started ");
+        p.lock().unwrap().push(line);
+        reply(
+            &mut s,
+            if started && !u.load(Ordering::SeqCst) {
+                503
+            } else {
+                200
+            },
+        );
+    });
+    let port = server.port;
+    let services = sleeper(
+        "web",
+        &format!(
+            "    healthcheck:\n      startup:\n        type: http\n        url: http://127.0.0.1:{port}/started\n        interval: 100ms\n        retries: 1000\n      liveness:\n        type: http\n        url: http://127.0.0.1:{port}/alive\n        interval: 100ms\n"
+        ),
+    );
+    let mut d = Daemon::start("startuphttp", "", &services);
+    server.wait_count(3, SOON);
+    assert_eq!(row(&d, "web")["state"], "starting");
+    up.store(true, Ordering::SeqCst);
+    d.wait_log("web: startup check healthy", SOON);
+    d.wait_log("web: ready (pid", SOON);
+    d.wait_log("web: liveness check healthy", SOON);
+    let n = server.count();
+    server.wait_count(n + 3, SOON);
+    let seen = paths.lock().unwrap().clone();
+    let first_alive = seen
+        .iter()
+        .position(|l| l.starts_with("GET /alive "))
+        .unwrap();
+    assert!(first_alive >= 3, "{seen:?}");
+    assert!(
+        seen[..first_alive]
+            .iter()
+            .all(|l| l.starts_with("GET /started ")),
+        "{seen:?}"
+    );
+    assert!(
+        seen[first_alive..]
+            .iter()
+            .all(|l| l.starts_with("GET /alive ")),
+        "startup probed after it passed: {seen:?}"
+    );
+    finish(d);
+}
