@@ -234,10 +234,12 @@ pub enum Event {
     Ready {
         pid: i32,
     },
-    /// Liveness failed (or start_timeout passed): stopping to restart.
+    /// Liveness failed (or start_timeout passed, or the startup check
+    /// failed): stopping to restart.
     Unhealthy {
         pid: i32,
         start_timeout: bool,
+        startup: bool,
     },
     SpawnFailed {
         err: SpawnError,

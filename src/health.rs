@@ -1,5 +1,10 @@
-//! The HEALTH-CHECK machine: one per configured check (readiness or
-//! liveness) of a service.
+//! The HEALTH-CHECK machine: one per configured check (readiness,
+//! liveness or startup) of a service.
+//!
+//! A startup check (Kubernetes' startupProbe) runs first and only until
+//! its verdict: once it is healthy or unhealthy it probes no more (its
+//! state stays `Waiting` at `NEVER` until the service goes down), and the
+//! supervisor starts the other checks only after it has passed.
 //!
 //! States: `Off` (the service has no process: no probe may exist),
 //! `Waiting { next_at }` (next probe due), `Probing { deadline }` (one probe
@@ -15,7 +20,11 @@ use crate::time::{Instant, Millis};
 pub enum Role {
     Readiness,
     Liveness,
+    Startup,
 }
+
+/// How many checks a service can have (one per role).
+pub const ROLES: usize = 3;
 
 impl Role {
     /// Position in a service's `checks` array.
@@ -23,13 +32,29 @@ impl Role {
         match self {
             Role::Readiness => 0,
             Role::Liveness => 1,
+            Role::Startup => 2,
         }
     }
     pub fn from_index(i: usize) -> Role {
-        if i == 0 {
-            Role::Readiness
-        } else {
-            Role::Liveness
+        match i {
+            0 => Role::Readiness,
+            1 => Role::Liveness,
+            _ => Role::Startup,
+        }
+    }
+    /// Which of the shell's two probes runs this check. The startup check
+    /// borrows the liveness probe: liveness runs only once startup is over.
+    pub fn probe(self) -> usize {
+        match self {
+            Role::Readiness => 0,
+            Role::Liveness | Role::Startup => 1,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Readiness => "readiness",
+            Role::Liveness => "liveness",
+            Role::Startup => "startup",
         }
     }
 }
@@ -203,6 +228,22 @@ impl Check {
         }
     }
 
+    /// When the next probe is due after one ended at `now`: an interval
+    /// on, except for a startup check that has its verdict (it is over).
+    fn next_probe(&self, now: Instant) -> Instant {
+        if self.role == Role::Startup && self.verdict != Verdict::Unknown {
+            Instant::NEVER
+        } else {
+            now.add(self.policy.interval)
+        }
+    }
+
+    /// Whether the other checks may run: there is no startup check, or it
+    /// has passed in this run of the service.
+    pub fn started(startup: Option<&Check>) -> bool {
+        startup.is_none_or(|c| c.verdict == Verdict::Healthy && c.state != CheckState::Off)
+    }
+
     /// The transition function.
     pub fn step(&mut self, input: CheckInput, now: Instant) -> Actions {
         let mut out = Actions::default();
@@ -241,7 +282,7 @@ impl Check {
                 out.cancel_probe = true;
                 self.record(Err(ProbeError::Timeout), now, &mut out);
                 self.state = CheckState::Waiting {
-                    next_at: now.add(self.policy.interval),
+                    next_at: self.next_probe(now),
                 };
             }
             (CheckState::Passive { expires }, CheckInput::Tick) if now >= expires => {
@@ -257,7 +298,7 @@ impl Check {
             (CheckState::Probing { .. }, CheckInput::Result(r)) => {
                 self.record(r, now, &mut out);
                 self.state = CheckState::Waiting {
-                    next_at: now.add(self.policy.interval),
+                    next_at: self.next_probe(now),
                 };
             }
             (CheckState::Passive { .. }, CheckInput::Notified) => {
@@ -552,5 +593,38 @@ mod tests {
             c.step(CheckInput::Tick, t(2200)).verdict,
             Some(Verdict::Unhealthy)
         );
+    }
+
+    /// A startup check probes until its verdict and then no more: healthy
+    /// on the first success, unhealthy after `retries` failures past
+    /// `start_period`.
+    #[test]
+    fn startup_probes_until_its_verdict() {
+        let mut c = probe(2, 1500);
+        c.role = Role::Startup;
+        c.step(CheckInput::ServiceUp, t(0));
+        c.step(CheckInput::Tick, t(0));
+        c.step(CheckInput::Result(Err(ProbeError::Connect(111))), t(10));
+        assert_eq!(c.failures, 0, "in the start period");
+        assert_eq!(c.poll_at(), t(1010));
+        c.step(CheckInput::Tick, t(1010));
+        let a = c.step(CheckInput::Result(Ok(())), t(1020));
+        assert_eq!(a.verdict, Some(Verdict::Healthy));
+        assert_eq!(c.poll_at(), Instant::NEVER, "passed: no more probes");
+        assert!(Check::started(Some(&c)));
+        // The next run starts over; failures past the start period count.
+        c.step(CheckInput::ServiceDown, t(2000));
+        assert!(!Check::started(Some(&c)), "off: not started");
+        c.step(CheckInput::ServiceUp, t(3000));
+        assert!(!Check::started(Some(&c)));
+        for at in [3000, 4010, 5020, 6030] {
+            assert!(c.step(CheckInput::Tick, t(at)).start_probe, "{at}");
+            c.step(CheckInput::Result(Err(ProbeError::Exit(1))), t(at + 10));
+        }
+        assert_eq!(c.verdict, Verdict::Unhealthy);
+        assert_eq!(c.failures, 2);
+        assert_eq!(c.poll_at(), Instant::NEVER, "failed: no more probes");
+        assert!(!Check::started(Some(&c)));
+        assert!(Check::started(None), "no startup check");
     }
 }

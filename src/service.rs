@@ -240,6 +240,8 @@ pub enum Input {
     Ready,
     /// The liveness check (or watchdog) failed past its retries.
     Unhealthy,
+    /// The startup check failed past its retries: as `Unhealthy`.
+    StartupFailed,
     /// Some process (`pid`) was reaped: re-check a stopping group and
     /// its escapees.
     Reaped { pid: i32 },
@@ -283,6 +285,7 @@ impl Input {
             Input::Exited { .. } => "exited",
             Input::Ready => "ready",
             Input::Unhealthy => "unhealthy",
+            Input::StartupFailed => "startup-failed",
             Input::Reaped { .. } => "reaped",
             Input::Tick => "tick",
             Input::Kill => "kill",
@@ -337,8 +340,8 @@ pub struct Service {
     pub down_by_dep: bool,
     /// Supervisor bookkeeping: its place in the dependency order.
     pub link: crate::order::Link,
-    /// Readiness (0) and liveness (1) checks, if configured.
-    pub checks: [Option<crate::health::Check>; 2],
+    /// Readiness (0), liveness (1) and startup (2) checks, if configured.
+    pub checks: [Option<crate::health::Check>; crate::health::ROLES],
     /// The last few events, a small ring.
     recent: [Option<(Instant, Event)>; RECENT_EVENTS],
     /// Where the next event goes (the oldest kept), below `RECENT_EVENTS`.
@@ -368,7 +371,7 @@ impl Service {
             now: Instant::ZERO,
             last_exit: None,
             fail_on_exit: false,
-            checks: [None, None],
+            checks: [None, None, None],
             adopted: false,
             draining: None,
             warned_group: false,
@@ -609,12 +612,21 @@ impl Service {
             (_, Input::Ready) => {}
             (
                 State::Starting { pid, since, .. } | State::Running { pid, since },
-                Input::Unhealthy,
+                Input::Unhealthy | Input::StartupFailed,
             ) => {
                 self.reason = Reason::Unhealthy;
-                self.unhealthy(pid, since, false, now, sys);
+                let startup = input == Input::StartupFailed;
+                self.emit_same(
+                    Event::Unhealthy {
+                        pid,
+                        start_timeout: false,
+                        startup,
+                    },
+                    sys,
+                );
+                self.stop_failed(pid, since, now, sys);
             }
-            (_, Input::Unhealthy) => {}
+            (_, Input::Unhealthy | Input::StartupFailed) => {}
 
             // ---- deadlines
             (
@@ -626,7 +638,13 @@ impl Service {
                 Input::Tick,
             ) if now >= ready_by => {
                 self.reason = Reason::StartTimeout;
-                self.unhealthy(pid, since, true, now, sys);
+                let e = Event::Unhealthy {
+                    pid,
+                    start_timeout: true,
+                    startup: false,
+                };
+                self.emit_same(e, sys);
+                self.stop_failed(pid, since, now, sys);
             }
             (State::Backoff { retry_at }, Input::Tick) if now >= retry_at => self.spawn(now, sys),
             (
@@ -721,15 +739,7 @@ impl Service {
 
     /// Stops the process so that its exit counts as a failure and goes
     /// through backoff (want stays up).
-    fn unhealthy(
-        &mut self,
-        pid: i32,
-        since: Instant,
-        start_timeout: bool,
-        now: Instant,
-        sys: &mut impl Sys,
-    ) {
-        self.emit_same(Event::Unhealthy { pid, start_timeout }, sys);
+    fn stop_failed(&mut self, pid: i32, since: Instant, now: Instant, sys: &mut impl Sys) {
         self.fail_on_exit = true;
         // `want` stays as it is (begin_stop does not touch it).
         self.begin_stop(pid, since, now, sys);

@@ -14,7 +14,7 @@
 //! dependency order). A walk is O(services + edges); a fixpoint repeats it
 //! while it changes something, bounded, never recursion.
 
-use crate::health::{CheckInput, CheckState, Mode, ProbeError, Role, Verdict};
+use crate::health::{Check, CheckInput, CheckState, Mode, ProbeError, Role, Verdict, ROLES};
 use crate::limits::{MAX_DEPS, SHUTDOWN_LAST_CALL_MS, SHUTDOWN_REAP_GRACE_MS};
 use crate::order::{self, Order};
 use crate::pidindex::{PidIndex, PidSlot};
@@ -650,7 +650,7 @@ impl<'a> Supervisor<'a> {
             self.step_one(i, Input::Tick, now, sys);
         }
         for i in 0..self.used {
-            for r in 0..2 {
+            for r in 0..ROLES {
                 let due = self
                     .services()
                     .get(i)
@@ -778,6 +778,23 @@ impl<'a> Supervisor<'a> {
         self.propagate(now, sys);
     }
 
+    /// Which check the shell's probe `p` (see `Role::probe`) of service
+    /// `idx` runs: the startup check borrows the liveness probe, and only
+    /// one of the two is ever probing (liveness waits for startup to pass).
+    pub fn probe_role(&self, idx: usize, p: usize) -> Role {
+        let startup = self
+            .services()
+            .get(idx)
+            .and_then(|s| s.checks.get(Role::Startup.index()).copied().flatten());
+        match p {
+            0 => Role::Readiness,
+            _ if startup.is_some_and(|c| matches!(c.state, CheckState::Probing { .. })) => {
+                Role::Startup
+            }
+            _ => Role::Liveness,
+        }
+    }
+
     /// notify readiness: the fd got a newline, or READY=1 / WATCHDOG=1
     /// arrived from the service's process group.
     pub fn notified(&mut self, idx: usize, ping: bool, now: Instant, sys: &mut impl Sys) {
@@ -812,8 +829,8 @@ impl<'a> Supervisor<'a> {
         self.notify_check(idx, CheckInput::Extend(by), now, sys);
     }
 
-    /// Steps check `r` (0 readiness, 1 liveness) of service `i` and acts
-    /// on what it asks for.
+    /// Steps check `r` (0 readiness, 1 liveness, 2 startup) of service `i`
+    /// and acts on what it asks for.
     fn check_step(
         &mut self,
         i: usize,
@@ -856,28 +873,42 @@ impl<'a> Supervisor<'a> {
         if let Some(c) = s.checks.get(r).copied().flatten() {
             sys.health(i, &c, s.state.name(), s.state.pid().unwrap_or(0));
             let passive = matches!(c.policy.mode, Mode::Passive { .. });
+            let readiness = s.checks.first().is_some_and(Option::is_some);
             let input = match (role, v) {
                 (Role::Readiness, Verdict::Healthy) => Some(Input::Ready),
                 // The watchdog of a notify service: restart it.
                 (Role::Readiness, Verdict::Unhealthy) if passive => Some(Input::Unhealthy),
                 (Role::Liveness, Verdict::Unhealthy) => Some(Input::Unhealthy),
+                (Role::Startup, Verdict::Unhealthy) => Some(Input::StartupFailed),
+                // Without a readiness check, passing startup is ready.
+                (Role::Startup, Verdict::Healthy) if !readiness => Some(Input::Ready),
                 _ => None,
             };
             if let Some(input) = input {
                 self.step_one(i, input, now, sys);
+            }
+            if role == Role::Startup {
+                // Passed: the other checks start now (failed: they stay off).
+                self.sync_checks(i, now, sys);
             }
         }
     }
 
     /// Probes run only while the service has a live process: starts the
     /// checks of service `i` if it came up, stops them if it went down
-    /// (which cancels any probe in flight).
+    /// (which cancels any probe in flight). As Kubernetes does, readiness
+    /// and liveness start only once a startup check has passed; the
+    /// startup check goes first, so they can start in the same call.
     fn sync_checks(&mut self, i: usize, now: Instant, sys: &mut impl Sys) {
-        for r in 0..2 {
+        for r in [Role::Startup, Role::Readiness, Role::Liveness].map(Role::index) {
             let Some(s) = self.services().get(i) else {
                 return;
             };
-            let up = matches!(s.state, State::Starting { .. } | State::Running { .. });
+            let mut up = matches!(s.state, State::Starting { .. } | State::Running { .. });
+            if r != Role::Startup.index() {
+                up = up
+                    && Check::started(s.checks.get(Role::Startup.index()).and_then(Option::as_ref));
+            }
             let Some(c) = s.checks.get(r).copied().flatten() else {
                 continue;
             };
@@ -1321,7 +1352,7 @@ mod tests {
         // one group member left.
         let mut v: Vec<Service> = (0..4).map(|i| Service::new(i, Policy::default())).collect();
         v[0].policy.needs_ready = true;
-        v[0].checks = [Some(probe_check(Role::Readiness)), None];
+        v[0].checks = [Some(probe_check(Role::Readiness)), None, None];
         let mut sys = Rec::default();
         let mut px = [PidSlot::EMPTY; 16];
         let mut sup = Supervisor::new(&mut v, &mut px, 4);
@@ -1393,7 +1424,7 @@ mod tests {
         use crate::health::Role;
         let mut v: Vec<Service> = (0..1).map(|i| Service::new(i, Policy::default())).collect();
         v[0].policy.needs_ready = true;
-        v[0].checks = [Some(probe_check(Role::Readiness)), None];
+        v[0].checks = [Some(probe_check(Role::Readiness)), None, None];
         let mut sys = Rec::default();
         let mut px = [PidSlot::EMPTY; 16];
         let mut sup = Supervisor::new(&mut v, &mut px, 1);
@@ -1590,6 +1621,7 @@ mod tests {
         v[0].checks = [
             Some(probe_check(Role::Readiness)),
             Some(probe_check(Role::Liveness)),
+            None,
         ];
         v[1].deps
             .push(Dep {
@@ -1657,13 +1689,107 @@ mod tests {
         );
     }
 
+    /// Readiness and liveness stay off until the startup check passes; a
+    /// failed startup restarts the service with its backoff, as a failed
+    /// liveness check does, and the next run starts with startup again.
+    #[test]
+    fn startup_gates_the_other_checks_and_its_failure_restarts() {
+        use crate::health::{CheckState, ProbeError, Role};
+        let mut v: Vec<Service> = (0..1).map(|i| Service::new(i, Policy::default())).collect();
+        v[0].policy.needs_ready = true;
+        v[0].checks = [
+            Some(probe_check(Role::Readiness)),
+            Some(probe_check(Role::Liveness)),
+            Some(probe_check(Role::Startup)),
+        ];
+        let mut sys = Rec::default();
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 1);
+        sup.start_all(t(0), &mut sys);
+        let states = |sup: &Supervisor<'_>| sup.services()[0].checks.map(|c| c.unwrap().state);
+        sup.tick(t(0), &mut sys);
+        let [r, l, s] = states(&sup);
+        assert_eq!((r, l), (CheckState::Off, CheckState::Off), "gated");
+        assert!(matches!(s, CheckState::Probing { .. }));
+        sup.probe_result(0, Role::Startup, Ok(()), t(10), &mut sys);
+        assert_eq!(
+            sup.services()[0].state.name(),
+            StateName::Starting,
+            "readiness decides"
+        );
+        let [r, l, s] = states(&sup);
+        assert_eq!(
+            s,
+            CheckState::Waiting {
+                next_at: Instant::NEVER
+            },
+            "startup is over"
+        );
+        assert_eq!(r, CheckState::Waiting { next_at: t(10) });
+        assert_eq!(l, CheckState::Waiting { next_at: t(10) });
+        sup.tick(t(10), &mut sys);
+        sup.probe_result(0, Role::Readiness, Ok(()), t(20), &mut sys);
+        assert_eq!(sup.services()[0].state.name(), StateName::Running);
+        // Next run: startup fails twice (its retries) and the service is
+        // restarted with backoff, a failure like liveness's.
+        let p1 = sys.spawned[0].1;
+        sup.on_exit(p1, ExitStatus::Code(1), t(30), &mut sys);
+        assert_eq!(sup.services()[0].state.name(), StateName::Backoff);
+        let retry = sup.poll_at();
+        sup.tick(retry, &mut sys);
+        let p2 = sys.spawned[1].1;
+        sup.tick(retry, &mut sys);
+        let [r, l, _] = states(&sup);
+        assert_eq!((r, l), (CheckState::Off, CheckState::Off), "gated again");
+        sup.probe_result(
+            0,
+            Role::Startup,
+            Err(ProbeError::Exit(1)),
+            retry.add(5),
+            &mut sys,
+        );
+        sup.tick(retry.add(1005), &mut sys);
+        sup.probe_result(
+            0,
+            Role::Startup,
+            Err(ProbeError::Exit(1)),
+            retry.add(1010),
+            &mut sys,
+        );
+        assert!(sys.kills.contains(&(p2, 15)));
+        assert_eq!(sup.services()[0].reason, crate::service::Reason::Unhealthy);
+        let [r, l, _] = states(&sup);
+        assert_eq!((r, l), (CheckState::Off, CheckState::Off), "never started");
+        let before = sup.services()[0].failures;
+        sup.on_exit(p2, ExitStatus::Signal(15), retry.add(1020), &mut sys);
+        assert_eq!(sup.services()[0].state.name(), StateName::Backoff);
+        assert_eq!(sup.services()[0].failures, before + 1);
+    }
+
+    /// Without a readiness check, passing startup makes the service ready.
+    #[test]
+    fn startup_without_readiness_is_ready_when_it_passes() {
+        use crate::health::Role;
+        let mut v: Vec<Service> = (0..1).map(|i| Service::new(i, Policy::default())).collect();
+        v[0].policy.needs_ready = true;
+        v[0].checks = [None, None, Some(probe_check(Role::Startup))];
+        let mut sys = Rec::default();
+        let mut px = [PidSlot::EMPTY; 16];
+        let mut sup = Supervisor::new(&mut v, &mut px, 1);
+        sup.start_all(t(0), &mut sys);
+        sup.tick(t(0), &mut sys);
+        assert_eq!(sup.services()[0].state.name(), StateName::Starting);
+        sup.probe_result(0, Role::Startup, Ok(()), t(10), &mut sys);
+        assert_eq!(sup.services()[0].state.name(), StateName::Running);
+    }
+
     #[test]
     fn start_timeout_fails_a_service_that_never_gets_ready() {
         use crate::health::Role;
         let mut v: Vec<Service> = (0..1).map(|i| Service::new(i, Policy::default())).collect();
         v[0].policy.needs_ready = true;
         v[0].policy.start_timeout = Some(3000);
-        v[0].checks = [Some(probe_check(Role::Readiness)), None];
+        v[0].checks = [Some(probe_check(Role::Readiness)), None, None];
         let mut sys = Rec::default();
         let mut px = [PidSlot::EMPTY; 16];
         let mut sup = Supervisor::new(&mut v, &mut px, 1);

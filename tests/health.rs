@@ -880,3 +880,167 @@ fn health_event_carries_the_service_state() {
     drop(ev);
     finish(d);
 }
+
+// ---------------------------------------------------------------- startup
+
+/// Lines in `$DIR/NAME` (an exec check appends one per run).
+fn runs(d: &Daemon, name: &str) -> usize {
+    std::fs::read_to_string(d.dir.join(name))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// A startup check (a real exec check that passes once `$DIR/go` exists)
+/// holds back the readiness and liveness probes of a real TCP server: not
+/// one connection while it fails, and the service stays `starting`. Once
+/// it passes it runs no more, readiness makes the service ready, and
+/// liveness probes.
+#[test]
+fn startup_check_gates_readiness_and_liveness() {
+    let server = Server::start(|_, _| {});
+    let port = server.port;
+    let services = sleeper(
+        "app",
+        &format!(
+            "    healthcheck:\n      startup:\n        type: exec\n        command: \"echo x >> $DIR/startups; test -e $DIR/go\"\n        interval: 100ms\n        retries: 1000\n      readiness:\n        type: tcp\n        address: 127.0.0.1:{port}\n        interval: 100ms\n      liveness:\n        type: tcp\n        address: 127.0.0.1:{port}\n        interval: 100ms\n"
+        ),
+    );
+    let mut d = Daemon::start("startupgate", "", &services);
+    wait_for(SOON, "5 startup probes", || {
+        (runs(&d, "startups") >= 5).then_some(())
+    });
+    assert_eq!(
+        server.count(),
+        0,
+        "readiness or liveness probed before startup passed"
+    );
+    assert_eq!(row(&d, "app")["state"], "starting");
+    std::fs::write(d.dir.join("go"), "").unwrap();
+    d.wait_log("app: startup check healthy", SOON);
+    d.wait_log("app: ready (pid", SOON);
+    d.wait_log("app: liveness check healthy", SOON);
+    server.wait_count(4, SOON);
+    let done = runs(&d, "startups");
+    // Probes go on (readiness and liveness), startup's do not.
+    let n = server.count();
+    server.wait_count(n + 4, SOON);
+    assert_eq!(runs(&d, "startups"), done, "startup probed after it passed");
+    let st = detail(&d, "app");
+    assert!(st.to_string().contains("startup"), "{st}");
+    finish(d);
+}
+
+/// A startup check that never passes (a real TCP address nobody listens
+/// on): after `retries` failures past `start_period` the service is
+/// restarted with its backoff, a failure as a liveness failure is, and the
+/// status names the startup check's error. Each run starts with startup
+/// again, and the failure takes at least start_period + (retries-1) *
+/// interval after the spawn.
+#[test]
+fn startup_failure_restarts_with_backoff() {
+    let port = free_port();
+    let services = sleeper(
+        "slow",
+        &format!(
+            "    backoff:\n      initial: 200ms\n    healthcheck:\n      startup:\n        type: tcp\n        address: 127.0.0.1:{port}\n        interval: 100ms\n        retries: 3\n        start_period: 400ms\n      liveness:\n        type: exec\n        command: \"echo x >> $DIR/lives\"\n        interval: 100ms\n"
+        ),
+    );
+    let mut d = Daemon::start("startupfail", "", &services);
+    let first = wait_state(&d, "slow", "starting", SOON)["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let log = d.wait_log(
+        &format!("slow: startup failed; restarting pid {first}"),
+        SOON,
+    );
+    assert!(
+        log.contains("slow: startup check unhealthy: connect: Connection refused"),
+        "{log}"
+    );
+    let log = d.wait_count("slow: spawned pid", 2, SOON);
+    assert!(
+        log.contains("slow: restarting in 200ms (failure 1)"),
+        "{log}"
+    );
+    let spawned = stamps(&log, "slow: spawned pid")[0];
+    let failed = stamps(&log, "slow: startup failed")[0];
+    println!("startup failed {} ms after the spawn", failed - spawned);
+    assert!(failed - spawned >= 400 + 2 * 100, "failed too early: {log}");
+    d.wait_count("slow: startup failed; restarting", 2, SOON);
+    let st = detail(&d, "slow");
+    assert!(st.to_string().contains("startup failed"), "{st}");
+    assert!(row(&d, "slow")["restarts"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        runs(&d, "lives"),
+        0,
+        "liveness ran although startup never passed"
+    );
+    finish(d);
+}
+
+/// An http startup check sends its own request (its path, not the
+/// liveness check's, though it runs on the liveness probe): a real HTTP
+/// server answers 503 to `/started` until the test flips it, and 200 to
+/// `/alive` always.
+#[test]
+fn http_startup_check_sends_its_own_request() {
+    let up = Arc::new(AtomicBool::new(false));
+    let paths: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (u, p) = (up.clone(), paths.clone());
+    let server = Server::start(move |mut s, _| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 1024];
+        let n = s.read(&mut b).unwrap_or(0);
+        let line = String::from_utf8_lossy(&b[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let started = line.starts_with("GET /started ");
+        p.lock().unwrap().push(line);
+        reply(
+            &mut s,
+            if started && !u.load(Ordering::SeqCst) {
+                503
+            } else {
+                200
+            },
+        );
+    });
+    let port = server.port;
+    let services = sleeper(
+        "web",
+        &format!(
+            "    healthcheck:\n      startup:\n        type: http\n        url: http://127.0.0.1:{port}/started\n        interval: 100ms\n        retries: 1000\n      liveness:\n        type: http\n        url: http://127.0.0.1:{port}/alive\n        interval: 100ms\n"
+        ),
+    );
+    let mut d = Daemon::start("startuphttp", "", &services);
+    server.wait_count(3, SOON);
+    assert_eq!(row(&d, "web")["state"], "starting");
+    up.store(true, Ordering::SeqCst);
+    d.wait_log("web: startup check healthy", SOON);
+    d.wait_log("web: ready (pid", SOON);
+    d.wait_log("web: liveness check healthy", SOON);
+    let n = server.count();
+    server.wait_count(n + 3, SOON);
+    let seen = paths.lock().unwrap().clone();
+    let first_alive = seen
+        .iter()
+        .position(|l| l.starts_with("GET /alive "))
+        .unwrap();
+    assert!(first_alive >= 3, "{seen:?}");
+    assert!(
+        seen[..first_alive]
+            .iter()
+            .all(|l| l.starts_with("GET /started ")),
+        "{seen:?}"
+    );
+    assert!(
+        seen[first_alive..]
+            .iter()
+            .all(|l| l.starts_with("GET /alive ")),
+        "startup probed after it passed: {seen:?}"
+    );
+    finish(d);
+}

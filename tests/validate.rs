@@ -1188,3 +1188,32 @@ fn deep_flow_nesting_is_refused_quickly() {
         );
     }
 }
+
+/// A short check interval with the default timeout is no overlap warning:
+/// the timeout defaults to the smaller of the interval and 5 s, for every
+/// kind of check. A timeout set above the interval still warns.
+#[test]
+fn a_short_interval_alone_does_not_warn_of_overlap() {
+    let checks = "    healthcheck:\n      readiness: {type: tcp, address: '127.0.0.1:1', interval: 200ms}\n      liveness: {type: tcp, address: '127.0.0.1:1', interval: 200ms}\n      startup: {type: tcp, address: '127.0.0.1:1', interval: 200ms}\n";
+    let r = validate(
+        "nooverlap",
+        &format!("services:\n  - name: a\n    binary: /bin/sh\n{checks}"),
+    );
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(
+        r.out.contains("config OK: 1 services (0 warnings)"),
+        "{}",
+        r.out
+    );
+    let r = validate(
+        "overlap",
+        "services:\n  - name: a\n    binary: /bin/sh\n    healthcheck:\n      liveness: {type: tcp, address: '127.0.0.1:1', interval: 200ms, timeout: 1s}\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.out);
+    assert!(
+        r.out
+            .contains("healthcheck.liveness.timeout (1s) is larger than its interval (200ms)"),
+        "{}",
+        r.out
+    );
+}

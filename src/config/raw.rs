@@ -414,11 +414,13 @@ record!(RawServiceLog, "a mapping with `file`, `console` and `buffer`", {
 pub(super) struct RawHealthcheck {
     pub readiness: Option<RawCheck>,
     pub liveness: Option<RawCheck>,
+    pub startup: Option<RawCheck>,
 }
 
-record!(RawHealthcheck, "a mapping with `readiness` and/or `liveness`", {
+record!(RawHealthcheck, "a mapping with `readiness`, `liveness` and/or `startup`", {
     readiness: "readiness",
     liveness: "liveness",
+    startup: "startup",
 });
 
 #[derive(Debug, Default)]

@@ -204,6 +204,8 @@ pub struct Check {
 pub struct Healthcheck {
     pub readiness: Option<Check>,
     pub liveness: Option<Check>,
+    /// Runs first; readiness and liveness start only once it has passed.
+    pub startup: Option<Check>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

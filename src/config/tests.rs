@@ -2190,3 +2190,122 @@ fn rlimits_errors_name_the_key() {
     expect_err(&d, 17, 31, Some("c"), "unknown field `max`");
     assert_eq!(count(&d, Severity::Error), 7, "{}", render(&d));
 }
+
+/// A check's `timeout` defaults to the smaller of its interval and 5 s,
+/// for every check kind: a short interval alone is no overlap warning;
+/// a timeout set above the interval still is.
+#[test]
+fn check_timeout_defaults_to_the_smaller_of_interval_and_5s() {
+    let (c, w) = ok(
+        "timeout-default",
+        "services:
+  - name: a
+    binary: /bin/sh
+    healthcheck:
+      readiness: {type: tcp, address: 127.0.0.1:1, interval: 200ms}
+      liveness: {type: tcp, address: 127.0.0.1:1, interval: 1s}
+      startup: {type: tcp, address: 127.0.0.1:1, interval: 300ms}
+  - name: b
+    binary: /bin/sh
+    healthcheck:
+      readiness: {type: tcp, address: 127.0.0.1:1, interval: 1m}
+      liveness: {type: tcp, address: 127.0.0.1:1, interval: 200ms, timeout: 1s}
+",
+    );
+    let h = &c.services[0].healthcheck;
+    assert_eq!(h.readiness.as_ref().unwrap().timeout, 200);
+    assert_eq!(h.liveness.as_ref().unwrap().timeout, 1_000);
+    assert_eq!(h.startup.as_ref().unwrap().timeout, 300);
+    let h = &c.services[1].healthcheck;
+    assert_eq!(h.readiness.as_ref().unwrap().timeout, 5_000);
+    assert_eq!(h.liveness.as_ref().unwrap().timeout, 1_000);
+    expect(
+        &w,
+        Severity::Warning,
+        12,
+        17,
+        Some("b"),
+        "healthcheck.liveness.timeout (1s) is larger than its interval (200ms)",
+    );
+    assert_eq!(w.len(), 1, "{}", render(&w));
+}
+
+/// `healthcheck.startup`: the probe types and timing keys of the other
+/// checks; not notify, success_threshold only 1, and not with a notify
+/// readiness check.
+#[test]
+fn startup_check_parses_and_its_errors() {
+    let (c, w) = ok(
+        "startup-ok",
+        "services:
+  - name: a
+    binary: /bin/sh
+    healthcheck:
+      startup:
+        type: exec
+        command: test -e /tmp
+        interval: 1s
+        retries: 30
+        start_period: 5s
+",
+    );
+    assert!(w.is_empty(), "{}", render(&w));
+    let s = c.services[0].healthcheck.startup.as_ref().unwrap();
+    assert_eq!(
+        (
+            s.interval,
+            s.timeout,
+            s.retries,
+            s.start_period,
+            s.success_threshold
+        ),
+        (1_000, 1_000, 30, 5_000, 1)
+    );
+    let d = errs(
+        "startup-err",
+        "services:
+  - name: a
+    binary: /bin/sh
+    healthcheck:
+      startup:
+        type: notify
+  - name: b
+    binary: /bin/sh
+    healthcheck:
+      startup:
+        type: tcp
+        address: 127.0.0.1:1
+        success_threshold: 2
+  - name: c
+    binary: /bin/sh
+    healthcheck:
+      readiness:
+        type: notify
+      startup:
+        type: tcp
+        address: 127.0.0.1:1
+",
+    );
+    expect_err(
+        &d,
+        6,
+        15,
+        Some("a"),
+        "type notify is a readiness protocol; it cannot be a startup check",
+    );
+    expect_err(
+        &d,
+        13,
+        28,
+        Some("b"),
+        "healthcheck.startup.success_threshold must be 1",
+    );
+    expect_err(
+        &d,
+        19,
+        7,
+        Some("c"),
+        "healthcheck.startup cannot be used with a notify readiness check",
+    );
+    assert_eq!(d.len(), 3, "{}", render(&d));
+}

@@ -133,7 +133,8 @@ pub fn encode_with(cfg: &Config, warnings: &str) -> Vec<u8> {
         o.extend_from_slice(&sv.start_timeout.unwrap_or(u64::MAX).to_le_bytes());
         let start = o.len();
         o.extend_from_slice(&0u32.to_le_bytes());
-        for c in [&sv.healthcheck.readiness, &sv.healthcheck.liveness] {
+        let h = &sv.healthcheck;
+        for c in [&h.readiness, &h.liveness, &h.startup] {
             encode_check(&mut o, c.as_ref());
         }
         let len = (o.len() - start - 4) as u32;
@@ -308,7 +309,7 @@ pub fn policy(s: &ServiceSpec) -> Policy {
         degraded_after: s.degraded_after,
         stop_signal: s.stop_signal,
         stop_timeout: s.stop_timeout,
-        needs_ready: s.healthcheck.readiness.is_some(),
+        needs_ready: s.healthcheck.readiness.is_some() || s.healthcheck.startup.is_some(),
         start_timeout: s.start_timeout,
     }
 }
@@ -392,8 +393,8 @@ pub struct CService<'a> {
     pub start_timeout: Option<u64>,
     /// The encoded checks, compared byte for byte by reload.
     pub checks_raw: &'a [u8],
-    /// Readiness, liveness.
-    pub checks: [Option<CCheck<'a>>; 2],
+    /// Readiness, liveness, startup.
+    pub checks: [Option<CCheck<'a>>; coffey::health::ROLES],
     /// `resources:` (cgroup v2 limits).
     pub limits: super::resources::Limits,
 }
@@ -582,7 +583,7 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
     let start_timeout = (st != u64::MAX).then_some(st);
     let checks_raw = r.bytes32()?;
     let mut cr = Rd::new(checks_raw, Corrupt);
-    let checks = [check(&mut cr)?, check(&mut cr)?];
+    let checks = [check(&mut cr)?, check(&mut cr)?, check(&mut cr)?];
     cr.done()?;
     let limits = super::resources::Limits {
         memory_max: r.u64()?,
@@ -613,7 +614,8 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
             degraded_after,
             stop_signal,
             stop_timeout,
-            needs_ready: checks[0].is_some(),
+            // Ready once readiness passes, or startup without readiness.
+            needs_ready: checks[0].is_some() || checks[2].is_some(),
             start_timeout,
         },
         deps,

@@ -118,6 +118,10 @@ fn plain_text(e: &Event, out: &mut LineBuf) -> Option<u8> {
     let kind = match *e {
         Event::Spawned { .. } => event::SPAWNED,
         Event::Ready { .. } => event::READY,
+        Event::Unhealthy { startup: true, .. } => {
+            words::startup_failed(out);
+            event::UNHEALTHY
+        }
         Event::Unhealthy { start_timeout, .. } => {
             words::unhealthy(out, start_timeout);
             event::UNHEALTHY
@@ -185,8 +189,16 @@ fn log_words(svc: &Services, idx: usize, to: StateName, event: &Event, w: &mut L
         Event::Ready { pid } => {
             let _ = write!(w, "ready (pid {pid})");
         }
-        Event::Unhealthy { pid, start_timeout } => {
-            words::unhealthy(w, start_timeout);
+        Event::Unhealthy {
+            pid,
+            start_timeout,
+            startup,
+        } => {
+            if startup {
+                words::startup_failed(w);
+            } else {
+                words::unhealthy(w, start_timeout);
+            }
             let to = if start_timeout {
                 "stopping"
             } else {

@@ -200,7 +200,7 @@ impl Sys for Shell {
         if let Some(fd) = probe::start(&mut self.svc, idx, role)? {
             let t = Token::Probe {
                 slot: idx,
-                role: role.index(),
+                role: role.probe(),
             };
             let _ = self.registry.register(
                 &mut SourceFd(&fd),
@@ -407,8 +407,9 @@ fn on_reaped(sup: &mut Supervisor<'_>, shell: &mut Shell, pid: i32, raw: i32) {
     let Some(status) = status_of(raw) else {
         return;
     };
-    if let Some((idx, role, res)) = probe::on_exit(&mut shell.svc, pid, status) {
+    if let Some((idx, p, res)) = probe::on_exit(&mut shell.svc, pid, status) {
         if let Some(res) = res {
+            let role = sup.probe_role(idx, p);
             sup.probe_result(idx, role, res, clock::now(), shell);
         }
         return;
@@ -467,8 +468,9 @@ fn dispatch(sup: &mut Supervisor<'_>, shell: &mut Shell, ev: &mio::event::Event)
                 sup.notified(i, false, clock::now(), shell);
             }
         }
-        Some(Token::Probe { slot, role }) => {
-            if let Some((role, res)) = probe::on_ready(&mut shell.svc, slot, role) {
+        Some(Token::Probe { slot, role: p }) => {
+            let role = sup.probe_role(slot, p);
+            if let Some(res) = probe::on_ready(&mut shell.svc, slot, role) {
                 sup.probe_result(slot, role, res, clock::now(), shell);
             }
         }

@@ -25,12 +25,34 @@ use coffey::limits::{
     CHECK_READ_CHUNK, HTTP_REQUEST_MAX, HTTP_RESPONSE_MAX as RESP_MAX, NOTIFY_ENV_MAX,
 };
 
-/// A slot's health checks (readiness, liveness): what each probes, the
-/// probe in flight, and an exec check's argv (in a zeroed side table).
+/// A slot's health checks (readiness, liveness, startup): what each
+/// probes, the probe in flight, and an exec check's argv (in a zeroed side
+/// table). The startup check borrows the liveness probe (`Role::probe`),
+/// since liveness runs only once startup has passed; what it probes sits
+/// in its own side table, so a slot without one pays only the handle.
 pub struct Health {
     pub specs: [Spec; 2],
     pub probes: [Probe; 2],
     pub check_prep: [Cold<Prepared>; 2],
+    pub startup: Cold<Startup>,
+}
+
+/// A startup check's own parts: its spec, its HTTP request and its exec
+/// argv (each used as its type needs).
+pub struct Startup {
+    pub spec: Spec,
+    pub req: Request,
+    pub prep: Prepared,
+}
+
+impl Health {
+    /// What the check of `role` probes.
+    pub fn spec(&self, role: Role) -> Option<&Spec> {
+        match role {
+            Role::Startup => self.startup.get().map(|s| &s.spec),
+            _ => self.specs.get(role.index()),
+        }
+    }
 }
 
 /// What a check does, decoded once per (re)configuration. An HTTP
@@ -189,7 +211,7 @@ fn connect(addr: &SocketAddr) -> Result<RawFd, ProbeError> {
 
 /// `Sys::start_probe`: returns the fd to register, if any.
 pub fn start(svc: &mut Services, idx: usize, role: Role) -> Result<Option<RawFd>, ProbeError> {
-    let r = role.index();
+    let r = role.probe();
     cancel(svc, idx, role);
     let devnull = svc.devnull;
     let stack = &mut svc.stack;
@@ -200,10 +222,16 @@ pub fn start(svc: &mut Services, idx: usize, role: Role) -> Result<Option<RawFd>
         specs,
         probes,
         check_prep,
+        startup,
     } = &mut slot.health;
-    let (Some(spec), Some(p), Some(prep)) =
-        (specs.get(r), probes.get_mut(r), check_prep.get_mut(r))
-    else {
+    let (spec, prep) = match role {
+        Role::Startup => match startup.get_mut() {
+            Some(s) => (Some(&s.spec), Some(&mut s.prep)),
+            None => (None, None),
+        },
+        _ => (specs.get(r), check_prep.get_mut(r).and_then(Cold::get_mut)),
+    };
+    let (Some(spec), Some(p)) = (spec, probes.get_mut(r)) else {
         return Err(ProbeError::Spawn(libc::ENOENT));
     };
     p.len = 0;
@@ -215,7 +243,7 @@ pub fn start(svc: &mut Services, idx: usize, role: Role) -> Result<Option<RawFd>
         }
         Spec::Exec => {
             // Filled whenever the spec is Exec (see `configure`).
-            let Some(prep) = prep.get_mut() else {
+            let Some(prep) = prep else {
                 return Err(ProbeError::Spawn(libc::ENOENT));
             };
             let mut fds = [-1; 2];
@@ -257,7 +285,7 @@ pub fn cancel(svc: &mut Services, idx: usize, role: Role) {
     let Some(p) = svc
         .slots
         .get_mut(idx)
-        .and_then(|s| s.health.probes.get_mut(role.index()))
+        .and_then(|s| s.health.probes.get_mut(role.probe()))
     else {
         return;
     };
@@ -276,16 +304,20 @@ fn parse_http(buf: &[u8], expect: Option<u16>) -> Option<Result<(), ProbeError>>
 }
 
 /// Readiness on a probe fd. Returns the result when the probe is over.
-pub fn on_ready(
-    svc: &mut Services,
-    idx: usize,
-    r: usize,
-) -> Option<(Role, Result<(), ProbeError>)> {
-    let role = Role::from_index(r);
+pub fn on_ready(svc: &mut Services, idx: usize, role: Role) -> Option<Result<(), ProbeError>> {
     let slot = svc.slots.get_mut(idx)?;
-    let Health { specs, probes, .. } = &mut slot.health;
+    let Health {
+        specs,
+        probes,
+        startup,
+        ..
+    } = &mut slot.health;
     let ring = &mut slot.output.ring;
-    let (spec, p) = (specs.get(r)?, probes.get_mut(r)?);
+    let (spec, req) = match role {
+        Role::Startup => startup.get().map(|s| (&s.spec, Some(&s.req)))?,
+        _ => (specs.get(role.index())?, None),
+    };
+    let p = probes.get_mut(role.probe())?;
     let done = match (p.phase, spec) {
         (Phase::Connecting, Spec::Tcp { .. } | Spec::Http { .. }) => {
             let mut err: libc::c_int = 0;
@@ -308,7 +340,7 @@ pub fn on_ready(
                 Some(Err(ProbeError::Connect(err)))
             } else if let Spec::Http { .. } = spec {
                 // The request is small: one send, or the probe fails.
-                let req = p.req.get().map_or(&[][..], |r| r.as_slice());
+                let req = req.or(p.req.get()).map_or(&[][..], |r| r.as_slice());
                 // SAFETY: valid buffer.
                 let n =
                     unsafe { libc::send(p.fd, req.as_ptr().cast(), req.len(), libc::MSG_NOSIGNAL) };
@@ -356,7 +388,7 @@ pub fn on_ready(
         p.fd = -1;
         p.phase = Phase::Idle;
     }
-    done.map(|d| (role, d))
+    done
 }
 
 fn read_http(p: &mut Probe, spec: &Spec) -> Option<Result<(), ProbeError>> {
@@ -393,8 +425,9 @@ fn read_http(p: &mut Probe, spec: &Spec) -> Option<Result<(), ProbeError>> {
     }
 }
 
-/// (slot, role, result; None when the probe had been cancelled).
-pub type Reaped = (usize, Role, Option<Result<(), ProbeError>>);
+/// (slot, probe (`Role::probe`), result; None when the probe had been
+/// cancelled).
+pub type Reaped = (usize, usize, Option<Result<(), ProbeError>>);
 
 /// A reaped pid that was an exec check: its result.
 pub fn on_exit(svc: &mut Services, pid: i32, status: coffey::sys::ExitStatus) -> Option<Reaped> {
@@ -434,7 +467,7 @@ pub fn on_exit(svc: &mut Services, pid: i32, status: coffey::sys::ExitStatus) ->
                     coffey::sys::ExitStatus::Code(c) => Err(ProbeError::Exit(c)),
                     coffey::sys::ExitStatus::Signal(sg) => Err(ProbeError::Signal(sg)),
                 };
-                return Some((i, Role::from_index(r), live.then_some(res)));
+                return Some((i, r, live.then_some(res)));
             }
         }
     }
@@ -575,7 +608,9 @@ pub fn configure(
         ..
     } = svc;
     let slot = slots.get_mut(i).ok_or("no such slot")?;
-    for (r, check) in c.checks.iter().enumerate() {
+    let startup = c.checks.get(Role::Startup.index()).and_then(Option::as_ref);
+    configure_startup(&mut slot.health.startup, startup, arena, c, base_env)?;
+    for (r, check) in c.checks.iter().take(2).enumerate() {
         // Only an exec check holds arena bytes.
         if !matches!(
             check.as_ref().map(|k| &k.probe),
@@ -624,6 +659,59 @@ pub fn configure(
     Ok(())
 }
 
+/// The startup check's side-table entry: written only for a service
+/// that has one (and emptied, not freed, when a reload drops it).
+fn configure_startup(
+    cell: &mut Cold<Startup>,
+    check: Option<&super::compiled::CCheck<'_>>,
+    arena: &mut super::arena::ExecArena,
+    c: &super::compiled::CService<'_>,
+    base_env: &spawn::BaseEnv,
+) -> Result<(), &'static str> {
+    use super::compiled::CProbe;
+    let Some(check) = check else {
+        if let Some(s) = cell.get_mut() {
+            s.prep.clear();
+            s.spec = Spec::None;
+        }
+        return Ok(());
+    };
+    let s = cell.get_or_insert_with(|| Startup {
+        spec: Spec::None,
+        req: heapless::Vec::new(),
+        prep: Prepared::new(-1, -1),
+    });
+    if !matches!(check.probe, CProbe::Exec { .. }) {
+        s.prep.clear();
+    }
+    s.spec = match &check.probe {
+        CProbe::Http {
+            addr,
+            host,
+            path,
+            expect,
+        } => {
+            s.req = http_request(host, path);
+            Spec::Http {
+                addr: addr.parse().map_err(|_| "bad check address")?,
+                expect: *expect,
+            }
+        }
+        CProbe::Tcp { addr } => Spec::Tcp {
+            addr: addr.parse().map_err(|_| "bad check address")?,
+        },
+        CProbe::Exec { command } => {
+            s.prep
+                .fill_cmd(arena, command.clone(), c, base_env, None)
+                .map_err(|e| e.as_str())?;
+            Spec::Exec
+        }
+        // Refused by validate: a startup check probes.
+        CProbe::Notify { .. } => Spec::None,
+    };
+    Ok(())
+}
+
 /// Logs a verdict change.
 pub fn log_verdict(svc: &Services, log: &mut Log, idx: usize, c: &coffey::health::Check) {
     let name = svc.slots.get(idx).map_or("?", |s| s.name.as_str());
@@ -631,10 +719,7 @@ pub fn log_verdict(svc: &Services, log: &mut Log, idx: usize, c: &coffey::health
     if let Some(e) = c.last_error {
         error_text(e, &mut why);
     }
-    let role = match c.role {
-        Role::Readiness => "readiness",
-        Role::Liveness => "liveness",
-    };
+    let role = c.role.as_str();
     let why = core::str::from_utf8(why.as_bytes()).unwrap_or("");
     log!(
         log,

@@ -224,6 +224,7 @@ pub fn build(
     let mut files = cells(slots)?;
     let mut texts = cells(slots)?;
     let mut preps = cells(2 * slots)?;
+    let mut startups = cells(slots)?;
     let mut shells = Vec::with_capacity(slots);
     let mut core = Vec::with_capacity(slots);
     for i in 0..slots {
@@ -268,6 +269,7 @@ pub fn build(
                     preps.next().ok_or("exec check table")?,
                     preps.next().ok_or("exec check table")?,
                 ],
+                startup: startups.next().ok_or("startup check table")?,
             },
             notify_r: -1,
             notify: super::notify::Notify {
@@ -433,7 +435,8 @@ pub fn budget(cfg: &Config) -> Budget {
     let cold = core::mem::size_of::<super::logfile::LogFile>()
         + core::mem::size_of::<super::notify::SdText>()
         + 2 * core::mem::size_of::<Prepared>()
-        + 2 * core::mem::size_of::<super::probe::Request>();
+        + 2 * core::mem::size_of::<super::probe::Request>()
+        + core::mem::size_of::<super::probe::Startup>();
     let table_bytes =
         slots * (core::mem::size_of::<Service>() + core::mem::size_of::<Slot>() + cold);
     let envn = std::env::vars_os().count();

@@ -40,47 +40,78 @@ pub fn zeroed(n: usize) -> Result<&'static mut [u8], &'static str> {
 /// A value that lives in a zeroed table (see [`cells`]) and is absent
 /// until set: like an `Option<Box<T>>` whose box was allocated at
 /// startup and costs nothing until written.
+///
+/// One word: the cell's address, with bit 0 set while it holds a value
+/// (cells are at least 2-aligned, asserted in [`cells`]). A slot holds
+/// several of these, and a separate flag would pad each to two words.
 pub struct Cold<T: 'static> {
-    cell: &'static mut MaybeUninit<T>,
-    set: bool,
+    tagged: *mut MaybeUninit<T>,
+    /// Owns the cell as the `&'static mut` it was made from.
+    _cell: core::marker::PhantomData<&'static mut MaybeUninit<T>>,
 }
 
+// SAFETY: a Cold is the only handle to its cell, as a `&'static mut` is.
+unsafe impl<T: Send + 'static> Send for Cold<T> {}
+
 impl<T: 'static> Cold<T> {
+    fn new(cell: &'static mut MaybeUninit<T>) -> Cold<T> {
+        Cold {
+            tagged: cell,
+            _cell: core::marker::PhantomData,
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.tagged.addr() & 1 != 0
+    }
+
+    fn cell(&self) -> *mut MaybeUninit<T> {
+        self.tagged.map_addr(|a| a & !1)
+    }
+
+    fn mark(&mut self, set: bool) {
+        self.tagged = self.cell().map_addr(|a| a | usize::from(set));
+    }
+
     pub fn get(&self) -> Option<&T> {
-        // SAFETY: `set` says the cell was written and not dropped since.
-        self.set.then(|| unsafe { self.cell.assume_init_ref() })
+        // SAFETY: the tag says the cell was written and not dropped since;
+        // the pointer (tag cleared) is the cell this handle owns.
+        self.is_set()
+            .then(|| unsafe { (*self.cell()).assume_init_ref() })
     }
 
     pub fn get_mut(&mut self) -> Option<&mut T> {
-        if !self.set {
+        if !self.is_set() {
             return None;
         }
-        // SAFETY: as in `get`.
-        Some(unsafe { self.cell.assume_init_mut() })
+        // SAFETY: as in `get`, and `&mut self` makes it unique.
+        Some(unsafe { (*self.cell()).assume_init_mut() })
     }
 
     /// Replaces the value (the old one, if any, is dropped).
     pub fn set(&mut self, v: T) -> &mut T {
         self.clear();
-        self.set = true;
-        self.cell.write(v)
+        self.mark(true);
+        // SAFETY: the owned cell, unique through `&mut self`.
+        unsafe { (*self.cell()).write(v) }
     }
 
     pub fn get_or_insert_with(&mut self, f: impl FnOnce() -> T) -> &mut T {
-        if !self.set {
-            self.set = true;
-            self.cell.write(f());
+        if !self.is_set() {
+            let v = f();
+            return self.set(v);
         }
-        // SAFETY: set just above or before.
-        unsafe { self.cell.assume_init_mut() }
+        // SAFETY: set before; unique through `&mut self`.
+        unsafe { (*self.cell()).assume_init_mut() }
     }
 
     /// Drops the value, if any. Its bytes stay in the table (the page was
     /// paid for when the value was written).
     pub fn clear(&mut self) {
-        if core::mem::take(&mut self.set) {
-            // SAFETY: it was set; `set` is false now, so it drops once.
-            unsafe { self.cell.assume_init_drop() };
+        if self.is_set() {
+            self.mark(false);
+            // SAFETY: it was set; the tag is clear now, so it drops once.
+            unsafe { (*self.cell()).assume_init_drop() };
         }
     }
 }
@@ -94,6 +125,8 @@ impl<T: 'static> Drop for Cold<T> {
 /// `n` absent [`Cold`] values in one zeroed table. Startup only.
 pub fn cells<T: 'static>(n: usize) -> Result<impl Iterator<Item = Cold<T>>, &'static str> {
     const { assert!(core::mem::align_of::<T>() <= 4096) };
+    // Bit 0 of a cell's address is `Cold`'s tag.
+    const { assert!(core::mem::align_of::<T>() >= 2) };
     let bytes = n
         .checked_mul(core::mem::size_of::<T>())
         .ok_or("daemon table too large")?;
@@ -103,7 +136,7 @@ pub fn cells<T: 'static>(n: usize) -> Result<impl Iterator<Item = Cold<T>>, &'st
         // values long and never freed; any bytes are a valid MaybeUninit.
         m => unsafe { core::slice::from_raw_parts_mut(m.as_mut_ptr().cast(), n) },
     };
-    Ok(table.iter_mut().map(|cell| Cold { cell, set: false }))
+    Ok(table.iter_mut().map(Cold::new))
 }
 
 extern "C" {
@@ -223,6 +256,11 @@ mod tests {
     }
 
     struct Noisy(std::rc::Rc<core::cell::Cell<u32>>, [u8; 600]);
+
+    #[test]
+    fn a_cold_handle_is_one_word() {
+        assert_eq!(core::mem::size_of::<Cold<Noisy>>(), 8);
+    }
     impl Drop for Noisy {
         fn drop(&mut self) {
             self.0.set(self.0.get() + 1);
@@ -234,7 +272,7 @@ mod tests {
         let drops = std::rc::Rc::new(core::cell::Cell::new(0));
         let mut v: Vec<Cold<Noisy>> = cells(64).unwrap().collect();
         assert_eq!(v.len(), 64);
-        let first = v[0].cell.as_ptr().cast::<u8>();
+        let first = v[0].cell().cast::<u8>().cast_const();
         assert!(v.iter().all(|c| c.get().is_none()));
         assert!(!written(first), "an unset table costs nothing");
         v[0].set(Noisy(drops.clone(), [1; 600]));

@@ -36,7 +36,8 @@ pub enum Token {
     Listen,
     /// Control connection `k`.
     Client(usize),
-    /// Slot `slot`'s probe of role index `role` (0 readiness, 1 liveness).
+    /// Slot `slot`'s probe `role` (0 readiness, 1 liveness or startup:
+    /// see `Role::probe`).
     Probe { slot: usize, role: usize },
     /// Slot's s6/dinit readiness pipe.
     NotifyPipe(usize),

@@ -51,6 +51,11 @@ pub fn unhealthy(out: &mut impl Write, start_timeout: bool) {
     });
 }
 
+/// Why a starting service is stopped to be restarted: its startup check.
+pub fn startup_failed(out: &mut impl Write) {
+    let _ = out.write_str("startup failed");
+}
+
 /// A stop or a shutdown ran out of time.
 pub fn killed(out: &mut impl Write, shutdown: bool) {
     let _ = out.write_str(if shutdown {

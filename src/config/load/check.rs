@@ -1,5 +1,5 @@
-//! One health check (`healthcheck.readiness` / `.liveness`): its type,
-//! the keys that type uses, and its timing.
+//! One health check (`healthcheck.readiness` / `.liveness` / `.startup`):
+//! its type, the keys that type uses, and its timing.
 
 use std::path::Path;
 
@@ -65,10 +65,10 @@ fn exec_command(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Vec
 /// The notify check's fd and watchdog; None (reported) when unusable.
 fn notify_kind(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<CheckKind> {
     let at = |k: &'static str| [K("healthcheck"), K(which), K(k)];
-    if which == "liveness" {
+    if which != "readiness" {
         cx.err(
             &at("type"),
-            "type notify is a readiness protocol; it cannot be a liveness check".to_owned(),
+            format!("type notify is a readiness protocol; it cannot be a {which} check"),
         );
         return None;
     }
@@ -276,9 +276,13 @@ struct Timing {
 /// longer than the interval is a warning (checks would overlap).
 fn timing(cx: &mut Ctx, raw: &RawCheck, which: &'static str, ok: &mut bool) -> Timing {
     let at = |k: &'static str| [K("healthcheck"), K(which), K(k)];
+    let interval = raw.interval.map_or(DEFAULT_CHECK_INTERVAL, |d| d.0);
     let t = Timing {
-        interval: raw.interval.map_or(DEFAULT_CHECK_INTERVAL, |d| d.0),
-        timeout: raw.timeout.map_or(DEFAULT_CHECK_TIMEOUT, |d| d.0),
+        interval,
+        // A probe never outlasts its interval unless the user says so.
+        timeout: raw
+            .timeout
+            .map_or(DEFAULT_CHECK_TIMEOUT.min(interval), |d| d.0),
         retries: raw.retries.unwrap_or(DEFAULT_CHECK_RETRIES),
         success_threshold: raw
             .success_threshold
@@ -298,14 +302,16 @@ fn timing(cx: &mut Ctx, raw: &RawCheck, which: &'static str, ok: &mut bool) -> T
             *ok = false;
         }
     }
+    if which == "startup" && t.success_threshold != 1 {
+        cx.err(
+            &at("success_threshold"),
+            "healthcheck.startup.success_threshold must be 1: startup passes on its first success (as Kubernetes' startupProbe)".to_owned(),
+        );
+        *ok = false;
+    }
     if t.interval > 0 && t.timeout > t.interval {
-        let path = if raw.timeout.is_some() {
-            at("timeout")
-        } else {
-            at("interval")
-        };
         cx.warn(
-            &path,
+            &at("timeout"),
             format!(
                 "healthcheck.{which}.timeout ({}) is larger than its interval ({}); checks will overlap the next one",
                 fmt_ms(t.timeout),

@@ -219,7 +219,11 @@ fn check_condition(
                 dep.name
             ),
         ),
-        Condition::Healthy if target.spec.healthcheck.readiness.is_none() => report(
+        Condition::Healthy
+            if target.spec.healthcheck.readiness.is_none()
+                && target.spec.healthcheck.startup.is_none() =>
+        {
+            report(
             sink,
             Severity::Warning,
             srcs,
@@ -229,7 +233,8 @@ fn check_condition(
                 "condition healthy on '{}': dependency has no readiness check; `healthy` means started",
                 dep.name
             ),
-        ),
+            )
+        }
         _ => {}
     }
 }

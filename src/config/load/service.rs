@@ -421,10 +421,14 @@ fn build_healthcheck(cx: &mut Ctx, raw: &RawService, restart: Restart, exec: &Ex
         liveness: rh
             .and_then(|h| h.liveness.as_ref())
             .and_then(|c| build_check(cx, c, "liveness")),
+        startup: rh
+            .and_then(|h| h.startup.as_ref())
+            .and_then(|c| build_check(cx, c, "startup")),
     };
     for (which, c) in [
         ("readiness", &healthcheck.readiness),
         ("liveness", &healthcheck.liveness),
+        ("startup", &healthcheck.startup),
     ] {
         if let Some(Check {
             kind: CheckKind::Exec { command },
@@ -435,6 +439,7 @@ fn build_healthcheck(cx: &mut Ctx, raw: &RawService, restart: Restart, exec: &Ex
             check_command_size(cx, which, command, exec.working_dir.as_deref(), own);
         }
     }
+    startup_with_notify(cx, &healthcheck);
     if restart == Restart::Never && healthcheck.liveness.is_some() {
         cx.warn(
             &[K("healthcheck"), K("liveness")],
@@ -445,10 +450,30 @@ fn build_healthcheck(cx: &mut Ctx, raw: &RawService, restart: Restart, exec: &Ex
     healthcheck
 }
 
+/// A startup probe gates the readiness probe; a notify readiness check
+/// is the service's own word, which a probe cannot gate: an error.
+fn startup_with_notify(cx: &mut Ctx, h: &Healthcheck) {
+    let notify = matches!(
+        h.readiness,
+        Some(Check {
+            kind: CheckKind::Notify { .. },
+            ..
+        })
+    );
+    if notify && h.startup.is_some() {
+        cx.err(
+            &[K("healthcheck"), K("startup")],
+            "healthcheck.startup cannot be used with a notify readiness check: the service says itself when it has started".to_owned(),
+        );
+    }
+}
+
 /// `start_timeout:`: at least 1ms, and only of use with a readiness check.
 fn start_timeout(cx: &mut Ctx, raw: &RawService) -> Option<Millis> {
     let start_timeout = raw.start_timeout.map(|d| d.0);
-    let readiness = raw.healthcheck.as_ref().and_then(|h| h.readiness.as_ref());
+    // A startup check without readiness also decides when it is ready.
+    let readiness =
+        (raw.healthcheck.as_ref()).and_then(|h| h.readiness.as_ref().or(h.startup.as_ref()));
     if start_timeout == Some(0) {
         cx.err(
             &[K("start_timeout")],

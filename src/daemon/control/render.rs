@@ -33,12 +33,9 @@ pub fn wall_of(t: Instant, now: Instant) -> u64 {
     crate::daemon::clock::wall_ms().saturating_sub(now.since(t))
 }
 
-/// A check's role as a word: "readiness", "liveness".
+/// A check's role as a word: "readiness", "liveness", "startup".
 pub fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Readiness => "readiness",
-        Role::Liveness => "liveness",
-    }
+    r.as_str()
 }
 
 /// How the last run ended: "signal SIGKILL", or "killed by the OOM
@@ -178,8 +175,18 @@ fn backoff_cause(s: &Service, r: Reason, svc: &Services, out: &mut LineBuf) {
 }
 
 /// "liveness failed" and the error of the check that failed: liveness,
-/// else the notify watchdog.
+/// else the notify watchdog ("startup failed" and its error when the
+/// startup check failed).
 fn unhealthy_cause(s: &Service, out: &mut LineBuf) {
+    let startup = s.checks.get(2).copied().flatten();
+    if let Some(c) = startup.filter(|c| c.verdict == coffey::health::Verdict::Unhealthy) {
+        words::startup_failed(out);
+        if let Some(e) = c.last_error {
+            let _ = out.write_str(": ");
+            probe::error_text(e, out);
+        }
+        return;
+    }
     let failed = s
         .checks
         .get(1)
@@ -231,6 +238,7 @@ fn health_text(s: &Service, out: &mut LineBuf) {
         let role = match c.role {
             Role::Readiness => "ready",
             Role::Liveness => "live",
+            Role::Startup => "startup",
         };
         let v = if c.state == CheckState::Off {
             "off"
@@ -503,7 +511,7 @@ fn log_detail(d: &mut Details<'_>, slot: &Slot) {
 /// One line a health check: its probe, verdict, counters and last error.
 fn check_details(d: &mut Details<'_>, s: &Service, slot: &Slot) {
     for c in s.checks.iter().flatten() {
-        let spec = slot.health.specs.get(c.role.index());
+        let spec = slot.health.spec(c.role);
         d.add(role_name(c.role), &mut |t| {
             let kind = probe_kind(spec, t);
             let _ = write!(

@@ -382,7 +382,7 @@ fn configure(
     slot.prep
         .fill(arena, c, base_env, if sd_notify { env } else { None })
         .map_err(|e| e.as_str())?;
-    let role = [Role::Readiness, Role::Liveness];
+    let role = [Role::Readiness, Role::Liveness, Role::Startup];
     for (k, cc) in c.checks.iter().enumerate() {
         if let (Some(dst), Some(r)) = (svc.checks.get_mut(k), role.get(k)) {
             *dst = cc.as_ref().map(|cc| Check::new(*r, cc.policy));
@@ -857,11 +857,13 @@ fn compact_exec(svc: &mut Services, log: &mut Log) {
     } = svc;
     for (i, s) in slots.iter_mut().enumerate() {
         let live = i < *used;
+        let startup = s.health.startup.get_mut().map(|k| &mut k.prep);
         let checks = s
             .health
             .check_prep
             .iter_mut()
-            .filter_map(super::slab::Cold::get_mut);
+            .filter_map(super::slab::Cold::get_mut)
+            .chain(startup);
         for p in core::iter::once(&mut s.prep).chain(checks) {
             if !live {
                 p.clear();
