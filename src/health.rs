@@ -167,6 +167,11 @@ pub struct Check {
     /// When the service came up (start_period counts from here).
     up_at: Instant,
     pub probes: u64,
+    /// When the probe in flight (or the last one) began.
+    probe_at: Instant,
+    /// How long the last finished probe took (a timeout counts as its
+    /// timeout): the latency `metrics` shows.
+    pub last_probe_ms: u64,
     /// Unexpected (state, input) pairs seen.
     pub unexpected: u32,
 }
@@ -183,6 +188,8 @@ impl Check {
             last_error: None,
             up_at: Instant::ZERO,
             probes: 0,
+            probe_at: Instant::ZERO,
+            last_probe_ms: 0,
             unexpected: 0,
         }
     }
@@ -273,6 +280,7 @@ impl Check {
 
             (CheckState::Waiting { next_at }, CheckInput::Tick) if now >= next_at => {
                 self.probes = self.probes.saturating_add(1);
+                self.probe_at = now;
                 out.start_probe = true;
                 self.state = CheckState::Probing {
                     deadline: now.add(self.policy.timeout),
@@ -280,6 +288,7 @@ impl Check {
             }
             (CheckState::Probing { deadline }, CheckInput::Tick) if now >= deadline => {
                 out.cancel_probe = true;
+                self.last_probe_ms = now.since(self.probe_at);
                 self.record(Err(ProbeError::Timeout), now, &mut out);
                 self.state = CheckState::Waiting {
                     next_at: self.next_probe(now),
@@ -296,6 +305,7 @@ impl Check {
             (_, CheckInput::Tick) => {}
 
             (CheckState::Probing { .. }, CheckInput::Result(r)) => {
+                self.last_probe_ms = now.since(self.probe_at);
                 self.record(r, now, &mut out);
                 self.state = CheckState::Waiting {
                     next_at: self.next_probe(now),
@@ -417,6 +427,7 @@ mod tests {
         let a = c.step(CheckInput::Tick, t(300));
         assert!(a.cancel_probe);
         assert_eq!(c.last_error, Some(ProbeError::Timeout));
+        assert_eq!(c.last_probe_ms, 300, "a timeout takes its timeout");
         assert_eq!(c.verdict, Verdict::Unknown, "one failure of two");
         assert_eq!(c.poll_at(), t(1300));
         c.step(CheckInput::Tick, t(1300));
@@ -425,9 +436,11 @@ mod tests {
             t(1310),
         );
         assert_eq!(a.verdict, Some(Verdict::Unhealthy));
+        assert_eq!(c.last_probe_ms, 10, "the probe's own duration");
         c.step(CheckInput::Tick, t(2310));
-        let a = c.step(CheckInput::Result(Ok(())), t(2320));
+        let a = c.step(CheckInput::Result(Ok(())), t(2327));
         assert_eq!(a.verdict, Some(Verdict::Healthy));
+        assert_eq!(c.last_probe_ms, 17);
         assert_eq!(c.failures, 0);
     }
 

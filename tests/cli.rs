@@ -298,7 +298,7 @@ fn handle(req: &Request<'_>, s: &mut UnixStream, subs: &Subs) {
                 message: "sent SIGHUP to api",
             },
         ),
-        Request::Power { .. } | Request::Reexec | Request::DebugPanic => send(
+        Request::Power { .. } | Request::Reexec | Request::Metrics | Request::DebugPanic => send(
             s,
             &Reply::Error {
                 code: ErrorCode::Failed,

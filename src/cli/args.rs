@@ -132,6 +132,8 @@ pub enum Command {
     /// Hidden, debug builds only: make the daemon panic (emergency path).
     DebugPanic,
     Version,
+    /// `metrics`: the figures in the Prometheus text format (`-j`: JSON).
+    Metrics,
 }
 
 /// What this process will do.
@@ -197,6 +199,7 @@ commands:
   logs [SERVICE...]                last lines (of every service, or several
                                    merged by time: NAME | LINE), then follow
   events                           stream service events
+  metrics                          figures in the Prometheus text format
   wait SERVICE... [--running|--healthy|--completed] [--timeout DUR]
                                    block until each service is in that state
   reload [--dry-run]               re-read the config and apply (or show) the plan
@@ -495,6 +498,10 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
             no_operands(&rest)?;
             Command::Version
         }
+        "metrics" => {
+            no_operands(&rest)?;
+            Command::Metrics
+        }
         "poweroff" | "reboot" | "halt" => {
             no_operands(&rest)?;
             Command::Power {
@@ -765,6 +772,7 @@ mod tests {
         assert_eq!(p(&["help"]).unwrap(), Invocation::Help);
         assert_eq!(p(&["status", "--help"]).unwrap(), Invocation::Help);
         assert_eq!(client(&["version"]).1, Command::Version);
+        assert_eq!(client(&["metrics"]).1, Command::Metrics);
         assert_eq!(client(&["-V"]).1, Command::Version);
         assert_eq!(
             p(&["validate", "-c", "/a.yaml"]).unwrap(),

@@ -218,6 +218,8 @@ pub fn unexpected(r: &Reply<'_>) -> Failure {
         Reply::End => "End",
         Reply::Version { .. } => "Version",
         Reply::PlanItem { .. } => "PlanItem",
+        Reply::ServiceMetrics { .. } => "ServiceMetrics",
+        Reply::DaemonMetrics { .. } => "DaemonMetrics",
     };
     Failure::protocol(format!("unexpected {what} frame from the daemon"))
 }

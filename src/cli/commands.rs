@@ -68,6 +68,7 @@ pub fn run(g: &Global, cmd: &Command, style: Style) -> Result<i32, Failure> {
         Command::Reload { dry_run } => reload(g, &path, *dry_run),
         Command::Shutdown { wait } => shutdown(g, &path, *wait),
         Command::Version => version(g, &path),
+        Command::Metrics => super::metrics::metrics(g, &path),
         Command::Power { action } => {
             one_shot(g, &path, &Request::Power { action: *action }, "power")
         }

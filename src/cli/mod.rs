@@ -15,6 +15,7 @@ pub mod args;
 mod client;
 mod commands;
 mod logs;
+mod metrics;
 mod render;
 mod socket;
 mod timefmt;

@@ -52,6 +52,8 @@ pub const ALL_SLOTS: u16 = u16::MAX;
 pub enum Job {
     /// `status`: next service index.
     StatusAll { next: u16 },
+    /// `metrics`: next service index.
+    Metrics { next: u16 },
     /// `reload`: waiting for reload number `gen` to finish (it may be
     /// running, or pending behind another), then its `Plan`.
     AwaitReload { gen: u32 },

@@ -34,6 +34,7 @@ pub mod tag {
     pub const VERSION: u8 = 0x0a;
     pub const POWER: u8 = 0x0b;
     pub const REEXEC: u8 = 0x0c;
+    pub const METRICS: u8 = 0x0d;
     /// Debug builds only (`DebugPanic`): a release decoder refuses it.
     pub const DEBUG_PANIC: u8 = 0x3f;
 
@@ -47,9 +48,11 @@ pub mod tag {
     pub const END: u8 = 0x47;
     pub const VERSION_REPLY: u8 = 0x48;
     pub const PLAN_ITEM: u8 = 0x49;
+    pub const SERVICE_METRICS: u8 = 0x4a;
+    pub const DAEMON_METRICS: u8 = 0x4b;
 
     /// Every request tag, the debug one included.
-    pub const REQUESTS: [u8; 13] = [
+    pub const REQUESTS: [u8; 14] = [
         STATUS,
         START,
         STOP,
@@ -62,10 +65,11 @@ pub mod tag {
         VERSION,
         POWER,
         REEXEC,
+        METRICS,
         DEBUG_PANIC,
     ];
     /// Every reply tag.
-    pub const REPLIES: [u8; 10] = [
+    pub const REPLIES: [u8; 12] = [
         OK,
         ERROR,
         SERVICE,
@@ -76,6 +80,8 @@ pub mod tag {
         END,
         VERSION_REPLY,
         PLAN_ITEM,
+        SERVICE_METRICS,
+        DAEMON_METRICS,
     ];
 }
 
@@ -199,6 +205,15 @@ pub struct LastExit {
     pub value: i32,
 }
 
+/// One health check's figures in `Reply::ServiceMetrics`: `verdict` 0 =
+/// no such check, 1 unknown, 2 healthy, 3 unhealthy, 4 off (not probing:
+/// the service is down); `latency_ms` is the last probe's duration.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct CheckFigures {
+    pub verdict: u8,
+    pub latency_ms: u32,
+}
+
 /// Event kinds in `Reply::Event`.
 pub mod event {
     pub const SPAWNED: u8 = 1;
@@ -303,6 +318,9 @@ pub enum Request<'a> {
     },
     /// Re-exec the daemon binary, keeping services.
     Reexec,
+    /// The figures of `metrics`: `DaemonMetrics`, one `ServiceMetrics`
+    /// a service, `End`.
+    Metrics,
     /// Debug builds only: panic (to test the emergency path).
     DebugPanic,
 }
@@ -366,6 +384,27 @@ pub enum Reply<'a> {
         name: &'a str,
         detail: &'a str,
     },
+    /// One service's figures (`metrics`). `checks` by role: readiness,
+    /// liveness. `failures` = crashes in a row.
+    ServiceMetrics {
+        name: &'a str,
+        state: WireState,
+        pid: i32,
+        uptime_ms: u64,
+        restarts: u32,
+        failures: u32,
+        last_exit: LastExit,
+        checks: [CheckFigures; 2],
+        log_evicted: u64,
+        log_cut: u64,
+    },
+    /// The daemon's own figures (`metrics`).
+    DaemonMetrics {
+        rss_bytes: u64,
+        fds: u32,
+        loop_turns: u64,
+        allocations: u64,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -401,6 +440,12 @@ impl<'a> Rd<'a> {
     }
     fn state(&mut self) -> Result<WireState, DecodeError> {
         WireState::from_u8(self.u8()?).ok_or(DecodeError::Malformed)
+    }
+    fn check(&mut self) -> Result<CheckFigures, DecodeError> {
+        Ok(CheckFigures {
+            verdict: self.u8()?,
+            latency_ms: self.u32()?,
+        })
     }
     fn names(&mut self) -> Result<Names<'a>, DecodeError> {
         let n = self.u8()?;
@@ -514,6 +559,7 @@ fn decode_request_in(buf: &[u8], debug_verbs: bool) -> Result<(Request<'_>, usiz
         tag::VERSION => Request::Version,
         tag::POWER => Request::Power { action: r.u8()? },
         tag::REEXEC => Request::Reexec,
+        tag::METRICS => Request::Metrics,
         tag::DEBUG_PANIC if debug_verbs => Request::DebugPanic,
         _ => return Err(DecodeError::Malformed),
     };
@@ -576,6 +622,27 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
             action: r.u8()?,
             name: r.str()?,
             detail: r.str()?,
+        },
+        tag::SERVICE_METRICS => Reply::ServiceMetrics {
+            name: r.str()?,
+            state: r.state()?,
+            pid: r.i32()?,
+            uptime_ms: r.u64()?,
+            restarts: r.u32()?,
+            failures: r.u32()?,
+            last_exit: LastExit {
+                kind: r.u8()?,
+                value: r.i32()?,
+            },
+            checks: [r.check()?, r.check()?],
+            log_evicted: r.u64()?,
+            log_cut: r.u64()?,
+        },
+        tag::DAEMON_METRICS => Reply::DaemonMetrics {
+            rss_bytes: r.u64()?,
+            fds: r.u32()?,
+            loop_turns: r.u64()?,
+            allocations: r.u64()?,
         },
         _ => return Err(DecodeError::Malformed),
     };
@@ -647,6 +714,7 @@ pub fn encode_request(req: &Request<'_>, buf: &mut [u8]) -> Result<usize, Full> 
             tag::POWER
         }
         Request::Reexec => tag::REEXEC,
+        Request::Metrics => tag::METRICS,
         Request::DebugPanic => tag::DEBUG_PANIC,
     };
     finish(&mut w, tag, MAX_REQUEST)
@@ -753,6 +821,46 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
             w.str(name)?;
             w.str(detail)?;
             tag::PLAN_ITEM
+        }
+        Reply::ServiceMetrics {
+            name,
+            state,
+            pid,
+            uptime_ms,
+            restarts,
+            failures,
+            last_exit,
+            checks,
+            log_evicted,
+            log_cut,
+        } => {
+            w.str(name)?;
+            w.u8(*state as u8)?;
+            w.i32(*pid)?;
+            w.u64(*uptime_ms)?;
+            w.u32(*restarts)?;
+            w.u32(*failures)?;
+            w.u8(last_exit.kind)?;
+            w.i32(last_exit.value)?;
+            for c in checks {
+                w.u8(c.verdict)?;
+                w.u32(c.latency_ms)?;
+            }
+            w.u64(*log_evicted)?;
+            w.u64(*log_cut)?;
+            tag::SERVICE_METRICS
+        }
+        Reply::DaemonMetrics {
+            rss_bytes,
+            fds,
+            loop_turns,
+            allocations,
+        } => {
+            w.u64(*rss_bytes)?;
+            w.u32(*fds)?;
+            w.u64(*loop_turns)?;
+            w.u64(*allocations)?;
+            tag::DAEMON_METRICS
         }
     };
     finish(&mut w, tag, MAX_PAYLOAD)
@@ -971,6 +1079,7 @@ mod tests {
             Request::Version,
             Request::Power { action: 0 },
             Request::Reexec,
+            Request::Metrics,
             Request::DebugPanic,
         ];
         let reps = vec![
@@ -1020,6 +1129,30 @@ mod tests {
                 action: plan::ADD,
                 name: "a",
                 detail: "",
+            },
+            Reply::ServiceMetrics {
+                name: "a",
+                state: WireState::Running,
+                pid: 1,
+                uptime_ms: 2,
+                restarts: 3,
+                failures: 4,
+                last_exit: LastExit { kind: 1, value: 5 },
+                checks: [
+                    CheckFigures {
+                        verdict: 2,
+                        latency_ms: 6,
+                    },
+                    CheckFigures::default(),
+                ],
+                log_evicted: 7,
+                log_cut: 8,
+            },
+            Reply::DaemonMetrics {
+                rss_bytes: 1,
+                fds: 2,
+                loop_turns: 3,
+                allocations: 0,
             },
         ];
         (reqs, reps)

@@ -55,6 +55,8 @@ pub struct Turns {
     /// resets it).
     pub longest: [u64; 2],
     pub window: [u64; 2],
+    /// Turns begun since startup (`metrics`' loop turns).
+    pub count: u64,
 }
 
 /// The daemon's own CPU µs (a syscall: not in the vDSO).
@@ -71,6 +73,7 @@ impl Turns {
             self.cpu_mark = cpu_us();
         }
         self.began = now_us();
+        self.count = self.count.wrapping_add(1);
     }
 
     /// Wall µs since this turn began.

@@ -64,13 +64,18 @@ pub(super) fn handle(
         Request::Reexec => reexec(&mut shell.ctl, &mut shell.log, &mut shell.life, k, who),
         Request::DebugPanic => debug_panic(&mut shell.ctl, &mut shell.log, k, who),
         Request::Version => version(&mut shell.ctl, k),
+        Request::Metrics => super::metrics::start(&mut shell.ctl, k, shell.turns.count),
     }
 }
 
 fn readonly_verb(r: &Request<'_>) -> bool {
     matches!(
         r,
-        Request::Status { .. } | Request::Logs { .. } | Request::Events | Request::Version
+        Request::Status { .. }
+            | Request::Logs { .. }
+            | Request::Events
+            | Request::Version
+            | Request::Metrics
     )
 }
 
@@ -91,6 +96,7 @@ fn verb(r: &Request<'_>) -> &'static str {
         Request::DebugPanic => "debug-panic",
         Request::Shutdown => "shutdown",
         Request::Version => "version",
+        Request::Metrics => "metrics",
     }
 }
 

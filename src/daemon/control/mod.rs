@@ -26,6 +26,7 @@ mod expire;
 mod handle;
 pub mod io;
 mod logs;
+mod metrics;
 pub mod render;
 mod serve;
 

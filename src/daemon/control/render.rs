@@ -20,7 +20,7 @@ pub fn wire_state(s: StateName) -> WireState {
     WireState::from(s)
 }
 
-fn last_exit(e: Option<ExitStatus>) -> LastExit {
+pub(super) fn last_exit(e: Option<ExitStatus>) -> LastExit {
     match e {
         None => LastExit::default(),
         Some(ExitStatus::Code(c)) => LastExit { kind: 1, value: c },

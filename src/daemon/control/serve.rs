@@ -123,6 +123,9 @@ fn pump(sup: &Supervisor<'_>, shell: &mut Shell, k: usize, now: Instant) {
     };
     match job {
         Job::StatusAll { next } => status_all(sup, &shell.svc, &mut shell.ctl, k, next, now),
+        Job::Metrics { next } => {
+            super::metrics::services(sup, &shell.svc, &mut shell.ctl, k, next, now);
+        }
         Job::AwaitReload { .. } | Job::Plan { .. } => {
             let Shell { reloader, ctl, .. } = &mut *shell;
             if let Some(c) = ctl.clients.get_mut(k) {
