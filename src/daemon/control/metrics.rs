@@ -69,7 +69,8 @@ fn figures<'a>(s: &Service, slot: &'a Slot, now: Instant) -> Reply<'a> {
         State::Running { since, .. } | State::Starting { since, .. } => Some(since),
         _ => None,
     };
-    let [r, l] = &s.checks;
+    // The startup check (the third) is not in the metrics yet.
+    let [r, l, _] = &s.checks;
     Reply::ServiceMetrics {
         name: &slot.name,
         state: wire_state(s.state.name()),
