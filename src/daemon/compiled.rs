@@ -8,7 +8,7 @@
 //! it here, borrowing, without allocating. The parser's heap and code
 //! pages never enter the daemon.
 //!
-//! Layout: `"CFY5" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
+//! Layout: `"CFY7" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
 //! `u32 globals_len | globals | u64 shutdown_timeout | u16 count |
 //! service*`. Strings are `u32 LE len | bytes`; lists are `u16 LE count |
 //! items`; `opt X` is `u8 present | X if present`.
@@ -21,7 +21,8 @@
 //! u32 limits.services | u32 limits.clients | opt str hostname |
 //! str emergency | u8 early_mounts | u16 count | (str source |
 //! str target | str fstype | u64 flags | str data)* | opt str main |
-//! opt str cgroup | str warnings` (the validator's warnings, one a line,
+//! opt str cgroup | opt (str events.path | u64 events.max_size |
+//! u32 events.keep) | str warnings` (the validator's warnings, one a line,
 //! printed by startup).
 
 use crate::config::{Condition as CCond, Config, Kind as CKind, Restart as CRestart, ServiceSpec};
@@ -30,7 +31,7 @@ use coffey::service::{Condition, Kind, Policy, Restart};
 
 /// Bumped with every layout change: the reload compiler is whatever
 /// binary is on disk now, and must not be misread by an older daemon.
-const MAGIC: &[u8; 4] = b"CFY6";
+const MAGIC: &[u8; 4] = b"CFY7";
 
 /// Encodes a config without warnings (allocates: child only).
 pub fn encode(cfg: &Config) -> Vec<u8> {
@@ -198,6 +199,12 @@ fn encode_globals(cfg: &Config, warnings: &str) -> Vec<u8> {
     }
     opt(&mut o, cfg.main.as_ref().map(|m| m.as_bytes()));
     opt(&mut o, path(&cfg.cgroup));
+    o.push(u8::from(cfg.events.is_some()));
+    if let Some(e) = &cfg.events {
+        s(&mut o, e.path.as_os_str().as_bytes());
+        o.extend_from_slice(&e.max_size.to_le_bytes());
+        o.extend_from_slice(&e.keep.to_le_bytes());
+    }
     s(&mut o, warnings.as_bytes());
     o
 }
@@ -711,6 +718,8 @@ pub struct CGlobals<'a> {
     nmounts: u16,
     pub main: Option<&'a str>,
     pub cgroup: Option<&'a [u8]>,
+    /// `coffey.events`: (path, max_size, keep).
+    pub events: Option<(&'a [u8], u64, u32)>,
     /// The validator's warnings, one a line; empty if none.
     pub warnings: &'a str,
 }
@@ -776,6 +785,7 @@ pub fn globals(buf: &[u8]) -> Result<CGlobals<'_>, Corrupt> {
     }
     let main = opt(r, |r| text(r.bytes32()?))?;
     let cgroup = opt(r, |r| r.bytes32())?;
+    let events = opt(r, |r| Ok((r.bytes32()?, r.u64()?, r.u32()?)))?;
     let warnings = text(r.bytes32()?)?;
     r.done()?;
     Ok(CGlobals {
@@ -799,6 +809,7 @@ pub fn globals(buf: &[u8]) -> Result<CGlobals<'_>, Corrupt> {
         nmounts,
         main,
         cgroup,
+        events,
         warnings,
     })
 }
