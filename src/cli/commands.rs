@@ -546,7 +546,7 @@ fn events(g: &Global, path: &Path, style: Style) -> Result<(), Failure> {
         let r = c.recv()?;
         let printed = if let Some(e) = Ev::from_reply(&r) {
             if g.json {
-                render::print_json(&render::event_json(&e))
+                render::print_bytes(&render::event_json(&e))
             } else {
                 print_line(&render::event_line(&e, style))
             }

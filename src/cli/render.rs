@@ -8,6 +8,7 @@
 
 use std::io::{IsTerminal, Write};
 
+use coffey::control::eventline::EventLine;
 use coffey::control::proto::{event, plan, LastExit, Reply, WireState};
 use serde_json::{json, Map, Value};
 
@@ -394,16 +395,12 @@ pub fn event_line(e: &Ev<'_>, style: Style) -> String {
     s
 }
 
-pub fn event_json(e: &Ev<'_>) -> Value {
-    json!({
-        "ts_ms": e.ts_ms,
-        "ts": rfc3339_ms(e.ts_ms),
-        "service": e.service,
-        "event": event::name(e.kind),
-        "state": e.state.as_str(),
-        "pid": pid_json(e.pid),
-        "detail": e.detail,
-    })
+/// An event's `-j` line, newline included: the daemon's event log writes
+/// the same bytes (`coffey.events`), from the same writer.
+pub fn event_json(e: &Ev<'_>) -> Vec<u8> {
+    let mut l = EventLine::default();
+    l.event(e.ts_ms, e.service, e.kind, e.state, e.pid, e.detail)
+        .to_vec()
 }
 
 pub fn stream_name(stream: u8) -> &'static str {
@@ -721,7 +718,9 @@ mod tests {
             event_line(&e, Style::default()),
             "2026-11-22T03:50:00.123Z api spawned running pid=42"
         );
-        let v = event_json(&e);
+        let line = event_json(&e);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let v: Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["ts_ms"], 1_795_319_400_123u64);
         assert_eq!(v["ts"], "2026-11-22T03:50:00.123Z");
         assert_eq!(v["service"], "api");
@@ -740,7 +739,8 @@ mod tests {
             event_line(&e2, Style::default()),
             "2026-11-22T03:50:00.123Z api backoff backoff pid=- next try in 4s"
         );
-        assert_eq!(event_json(&e2)["pid"], Value::Null);
+        let v: Value = serde_json::from_slice(&event_json(&e2)).unwrap();
+        assert_eq!(v["pid"], Value::Null);
         let reply = Reply::Event {
             ts_ms: 1,
             service: "x",

@@ -37,6 +37,7 @@ pub(super) struct RawGlobal {
     pub socket_group: Option<String>,
     pub services_dir: Option<String>,
     pub log: Option<RawDaemonLog>,
+    pub events: Option<RawEventLog>,
     pub service_logs: Option<RawServiceLogs>,
     pub limits: Option<RawLimits>,
     pub shutdown_timeout: Option<Dur>,
@@ -54,6 +55,7 @@ record!(RawGlobal, "the `coffey:` mapping", {
     socket_group: "socket_group",
     services_dir: "services_dir",
     log: "log",
+    events: "events",
     service_logs: "service_logs",
     limits: "limits",
     shutdown_timeout: "shutdown_timeout",
@@ -92,6 +94,20 @@ pub(super) struct RawDaemonLog {
 record!(RawDaemonLog, "a mapping with `path`, `console`, `max_size` and `keep`", {
     path: "path",
     console: "console",
+    max_size: "max_size",
+    keep: "keep",
+});
+
+/// `coffey.events`: the persistent event log (JSONL).
+#[derive(Debug, Default)]
+pub(super) struct RawEventLog {
+    pub path: Option<String>,
+    pub max_size: Option<Size>,
+    pub keep: Option<u32>,
+}
+
+record!(RawEventLog, "a mapping with `path`, `max_size` and `keep`", {
+    path: "path",
     max_size: "max_size",
     keep: "keep",
 });

@@ -21,6 +21,8 @@ pub struct Config {
     pub socket_group: Option<(String, u32)>,
     pub services_dir: PathBuf,
     pub log: DaemonLog,
+    /// `coffey.events`: every service event appended as a JSON line.
+    pub events: Option<EventLog>,
     pub service_logs: ServiceLogs,
     pub limits: Limits,
     pub shutdown_timeout: Millis,
@@ -68,6 +70,14 @@ pub struct DaemonLog {
     /// Rotate `path` when it would exceed this many bytes.
     pub max_size: u64,
     /// How many rotated files (`path.1` .. `path.<keep>`) to keep.
+    pub keep: u32,
+}
+
+/// `coffey.events`: the event log file, rotated as the daemon log is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventLog {
+    pub path: PathBuf,
+    pub max_size: u64,
     pub keep: u32,
 }
 

@@ -2,4 +2,5 @@
 //! and the per-connection machine. No syscalls, no allocation.
 
 pub mod conn;
+pub mod eventline;
 pub mod proto;

@@ -21,7 +21,8 @@
 //! u32 limits.services | u32 limits.clients | opt str hostname |
 //! str emergency | u8 early_mounts | u16 count | (str source |
 //! str target | str fstype | u64 flags | str data)* | opt str main |
-//! opt str cgroup | str warnings` (the validator's warnings, one a line,
+//! opt str cgroup | opt (str events.path | u64 events.max_size |
+//! u32 events.keep) | str warnings` (the validator's warnings, one a line,
 //! printed by startup).
 
 use crate::config::{Condition as CCond, Config, Kind as CKind, Restart as CRestart, ServiceSpec};
@@ -199,6 +200,12 @@ fn encode_globals(cfg: &Config, warnings: &str) -> Vec<u8> {
     }
     opt(&mut o, cfg.main.as_ref().map(|m| m.as_bytes()));
     opt(&mut o, path(&cfg.cgroup));
+    o.push(u8::from(cfg.events.is_some()));
+    if let Some(e) = &cfg.events {
+        s(&mut o, e.path.as_os_str().as_bytes());
+        o.extend_from_slice(&e.max_size.to_le_bytes());
+        o.extend_from_slice(&e.keep.to_le_bytes());
+    }
     s(&mut o, warnings.as_bytes());
     o
 }
@@ -713,6 +720,8 @@ pub struct CGlobals<'a> {
     nmounts: u16,
     pub main: Option<&'a str>,
     pub cgroup: Option<&'a [u8]>,
+    /// `coffey.events`: (path, max_size, keep).
+    pub events: Option<(&'a [u8], u64, u32)>,
     /// The validator's warnings, one a line; empty if none.
     pub warnings: &'a str,
 }
@@ -778,6 +787,7 @@ pub fn globals(buf: &[u8]) -> Result<CGlobals<'_>, Corrupt> {
     }
     let main = opt(r, |r| text(r.bytes32()?))?;
     let cgroup = opt(r, |r| r.bytes32())?;
+    let events = opt(r, |r| Ok((r.bytes32()?, r.u64()?, r.u32()?)))?;
     let warnings = text(r.bytes32()?)?;
     r.done()?;
     Ok(CGlobals {
@@ -801,6 +811,7 @@ pub fn globals(buf: &[u8]) -> Result<CGlobals<'_>, Corrupt> {
         nmounts,
         main,
         cgroup,
+        events,
         warnings,
     })
 }

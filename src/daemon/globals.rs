@@ -7,7 +7,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_macros)] // startup
 
 use super::compiled::{self, CGlobals, Compiled, Corrupt};
-use crate::config::{DaemonLog, Limits, Mount, ServiceLogs};
+use crate::config::{DaemonLog, EventLog, Limits, Mount, ServiceLogs};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ pub struct Globals {
     /// (name, gid): the socket is 0660 and owned by it; otherwise 0600.
     pub socket_group: Option<(String, u32)>,
     pub log: DaemonLog,
+    pub events: Option<EventLog>,
     pub service_logs: ServiceLogs,
     pub limits: Limits,
     pub shutdown_timeout: u64,
@@ -64,6 +65,11 @@ impl Globals {
                 max_size: g.log_max_size,
                 keep: g.log_keep,
             },
+            events: g.events.map(|(p, max_size, keep)| EventLog {
+                path: path(p),
+                max_size,
+                keep,
+            }),
             service_logs: ServiceLogs {
                 dir: g.logs_dir.map(path),
                 max_size: g.logs_max_size,
@@ -143,7 +149,7 @@ mod tests {
         let p = dir.join("c.yaml");
         std::fs::write(
             &p,
-            "coffey:\n  socket: /run/x.sock\n  pid_file: /run/x.pid\n  log:\n    path: /var/log/c.log\n    console: false\n    max_size: 2M\n    keep: 4\n  service_logs:\n    dir: /var/log/svc\n    buffer: 8K\n    keep: 2\n  limits:\n    services: 7\n    clients: 3\n  shutdown_timeout: 4s\n  hostname: board-1\n  emergency: /bin/ash\n  early_mounts: false\n  mounts:\n    - {source: tmpfs, target: /tmp, type: tmpfs, options: 'nosuid,mode=1777'}\n  main: a\n  cgroup: /sys/fs/cgroup/c\nservices:\n  - name: a\n    binary: /bin/sh\n  - name: b\n    binary: /bin/true\n",
+            "coffey:\n  socket: /run/x.sock\n  pid_file: /run/x.pid\n  log:\n    path: /var/log/c.log\n    console: false\n    max_size: 2M\n    keep: 4\n  events: {path: /var/log/ev.jsonl, max_size: 64K, keep: 3}\n  service_logs:\n    dir: /var/log/svc\n    buffer: 8K\n    keep: 2\n  limits:\n    services: 7\n    clients: 3\n  shutdown_timeout: 4s\n  hostname: board-1\n  emergency: /bin/ash\n  early_mounts: false\n  mounts:\n    - {source: tmpfs, target: /tmp, type: tmpfs, options: 'nosuid,mode=1777'}\n  main: a\n  cgroup: /sys/fs/cgroup/c\nservices:\n  - name: a\n    binary: /bin/sh\n  - name: b\n    binary: /bin/true\n",
         )
         .unwrap();
         let (cfg, _) = crate::config::load(&p).unwrap();
@@ -154,6 +160,8 @@ mod tests {
         assert_eq!(g.pid_file, cfg.pid_file);
         assert_eq!(g.socket_group, cfg.socket_group);
         assert_eq!(g.log, cfg.log);
+        assert!(cfg.events.is_some());
+        assert_eq!(g.events, cfg.events);
         assert_eq!(g.service_logs, cfg.service_logs);
         assert_eq!(g.limits, cfg.limits);
         assert_eq!(g.shutdown_timeout, cfg.shutdown_timeout);

@@ -13,6 +13,7 @@ mod clock;
 mod compiled;
 mod control;
 mod escape;
+mod eventlog;
 mod events;
 mod globals;
 mod group;

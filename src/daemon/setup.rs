@@ -185,6 +185,10 @@ pub fn build(
     let stack = super::spawn::Stack::new()?;
     let (log_file, opened) = daemon_log(cfg);
     let mut log = Log::new(cfg.log.console || !opened, log_file);
+    let event_log = cfg
+        .events
+        .as_ref()
+        .and_then(|e| super::eventlog::EventLog::open(e, &mut log));
     let slots = (cfg.limits.services as usize).max(cfg.services);
     raise_nofile(fd_budget(slots, cfg.limits.clients as usize) + 16, &mut log);
 
@@ -348,6 +352,7 @@ pub fn build(
             // SAFETY: geteuid never fails.
             owner_uid: unsafe { libc::geteuid() },
             guard: Guard::new(),
+            event_log,
         },
     };
     super::reload::install_initial(&mut shell, &mut core).map_err(|e| e.to_string())?;

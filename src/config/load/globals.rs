@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd;
 
-use super::super::raw::{RawDaemonLog, RawGlobal, RawServiceLogs, Size};
-use super::super::spec::{Config, DaemonLog, Limits, ServiceLogs};
+use super::super::raw::{RawDaemonLog, RawEventLog, RawGlobal, RawServiceLogs, Size};
+use super::super::spec::{Config, DaemonLog, EventLog, Limits, ServiceLogs};
 use super::mounts::build_mounts;
 use super::{
     check_buffer, check_path, resolve, Ctx, Outline, Seg, Sink, Src, Target, DEFAULT_BUFFER,
@@ -54,6 +54,41 @@ fn daemon_log(cx: &mut Ctx<'_>, raw: Option<&RawDaemonLog>, base_dir: &Path) -> 
         max_size: check_max_size(cx, &lp("max_size"), "log", raw.and_then(|l| l.max_size)),
         keep: check_keep(cx, &lp("keep"), "log", raw.and_then(|l| l.keep)),
     }
+}
+
+/// `coffey.events`: the event log; its path is required, its rotation
+/// keys are `log`'s (same defaults and bounds).
+fn event_log(cx: &mut Ctx<'_>, raw: Option<&RawEventLog>, base_dir: &Path) -> Option<EventLog> {
+    let raw = raw?;
+    let ep = |k: &'static str| [K("coffey"), K("events"), K(k)];
+    let max_size = check_max_size(cx, &ep("max_size"), "events", raw.max_size);
+    let keep = check_keep(cx, &ep("keep"), "events", raw.keep);
+    let Some(s) = raw.path.as_ref() else {
+        cx.err(
+            &[K("coffey"), K("events")],
+            "events needs a `path`".to_string(),
+        );
+        return None;
+    };
+    if !check_path(cx, &ep("path"), "events.path", s) {
+        return None;
+    }
+    let path = resolve(base_dir, s);
+    let len = path.as_os_str().len();
+    if len > LOG_PATH_MAX {
+        cx.err(
+            &ep("path"),
+            format!(
+                "events path {} is {len} bytes, the most is {LOG_PATH_MAX}",
+                path.display()
+            ),
+        );
+    }
+    Some(EventLog {
+        path,
+        max_size,
+        keep,
+    })
 }
 
 /// `<section>.max_size`: a rotation size, at least 4 KiB.
@@ -117,6 +152,7 @@ pub(super) fn build_globals(
         _ => base_dir.join("services.d"),
     };
     let log = daemon_log(cx, raw.log.as_ref(), base_dir);
+    let events = event_log(cx, raw.events.as_ref(), base_dir);
     let service_logs = service_logs(cx, raw.service_logs.as_ref(), base_dir);
     let hostname = hostname(cx, raw.hostname.as_ref());
     let emergency = emergency(cx, raw.emergency.as_deref());
@@ -130,6 +166,7 @@ pub(super) fn build_globals(
         socket_group,
         services_dir,
         log,
+        events,
         service_logs,
         limits: Limits {
             services: 0,

@@ -11,13 +11,20 @@ use coffey::control::proto::{event, Reply, WireState};
 
 /// Whether anyone listens to `events` (saves formatting when nobody does).
 pub fn has_subscribers(ctl: &Control) -> bool {
-    ctl.clients
-        .iter()
-        .any(|c| c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events))
+    ctl.event_log.is_some()
+        || ctl
+            .clients
+            .iter()
+            .any(|c| c.fd >= 0 && c.conn.phase == Phase::Streaming(Stream::Events))
 }
 
 /// Queues one event frame to every `events` subscriber and flushes it.
 pub fn fan_out_events(ctl: &mut Control, rep: &Reply<'_>) {
+    // The file first: it is what outlives a crashed reader. A failing
+    // file is retried at later events (LogFile), not logged here.
+    if let Some(l) = ctl.event_log.as_mut() {
+        let _ = l.append(rep);
+    }
     fan_out(ctl, Phase::Streaming(Stream::Events), rep);
 }
 

@@ -65,6 +65,8 @@ pub struct Control {
     /// The daemon's own uid: it and root may do everything.
     pub owner_uid: u32,
     pub guard: Guard,
+    /// `coffey.events`: every event fanned out is appended here too.
+    pub event_log: Option<Box<crate::daemon::eventlog::EventLog>>,
 }
 
 /// Drop-and-count for one kind of log line: the first of a quiet spell
