@@ -8,7 +8,7 @@
 //! it here, borrowing, without allocating. The parser's heap and code
 //! pages never enter the daemon.
 //!
-//! Layout: `"CFY7" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
+//! Layout: `"CFY8" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
 //! `u32 globals_len | globals | u64 shutdown_timeout | u16 count |
 //! service*`. Strings are `u32 LE len | bytes`; lists are `u16 LE count |
 //! items`; `opt X` is `u8 present | X if present`.
@@ -31,7 +31,7 @@ use coffey::service::{Condition, Kind, Policy, Restart};
 
 /// Bumped with every layout change: the reload compiler is whatever
 /// binary is on disk now, and must not be misread by an older daemon.
-const MAGIC: &[u8; 4] = b"CFY7";
+const MAGIC: &[u8; 4] = b"CFY8";
 
 /// Encodes a config without warnings (allocates: child only).
 pub fn encode(cfg: &Config) -> Vec<u8> {
