@@ -339,9 +339,12 @@ fn service(i: usize, b: u8) -> Service {
             retries: 1,
             success_threshold: 1,
         };
+        // With the high bit, a startup check too: it gates the others.
+        let startup = (b & 0x80 != 0).then(|| Check::new(Role::Startup, pol));
         s.checks = [
             Some(Check::new(Role::Readiness, pol)),
             Some(Check::new(Role::Liveness, pol)),
+            startup,
         ];
     }
     if i > 0 {
@@ -435,10 +438,10 @@ fuzz_target!(|data: &[u8]| {
             }
             5 => sup.probe_result(
                 idx,
-                if arg & 1 == 0 {
-                    Role::Readiness
-                } else {
-                    Role::Liveness
+                match arg % 3 {
+                    0 => Role::Readiness,
+                    1 => Role::Liveness,
+                    _ => Role::Startup,
                 },
                 if arg & 2 == 0 {
                     Ok(())
