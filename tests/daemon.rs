@@ -253,7 +253,7 @@ fn log_capture_ring_file_and_rotation() {
     // 200 lines of ~100 bytes on stdout, one on stderr, one overlong line.
     let services = svc(
         "chatty",
-        "i=0; while [ $i -lt 200 ]; do echo \"line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"; i=$((i+1)); done; echo oops >&2; head -c 5000 /dev/zero | tr \"\\\\0\" y; echo; echo done; exec sleep 600",
+        "i=0; while [ $i -lt 200 ]; do echo \"line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"; i=$((i+1)); done; head -c 5000 /dev/zero | tr \"\\\\0\" y; echo; echo done; while [ ! -f $DIR/go ]; do sleep 0.05; done; echo oops >&2; exec sleep 600",
         "    log:\n      buffer: 2KiB\n",
     );
     let mut d = Daemon::start("logs", extra, &services);
@@ -263,6 +263,16 @@ fn log_capture_ring_file_and_rotation() {
         std::fs::read_to_string(&cur)
             .ok()?
             .contains("stdout done")
+            .then_some(())
+    });
+    // stderr is a pipe of its own, read in no fixed order with stdout's
+    // backlog: written before it, its line could rotate out with keep: 2.
+    // So it comes once stdout is all in the file.
+    std::fs::write(d.dir.join("go"), "").unwrap();
+    wait_for(10.0, "the stderr line in the log file", || {
+        std::fs::read_to_string(&cur)
+            .ok()?
+            .contains(" stderr oops")
             .then_some(())
     });
     assert!(std::fs::metadata(&cur).unwrap().len() <= 4096);
