@@ -109,7 +109,7 @@ fn scrape(d: &Daemon) -> (String, Samples) {
 
 fn services(port: u16) -> String {
     let web = format!(
-        "  - name: web\n    binary: {PYTHON}\n    args: ['-m', 'http.server', '{port}', '--bind', '127.0.0.1']\n    healthcheck:\n      readiness:\n        type: http\n        url: http://127.0.0.1:{port}/\n        interval: 200ms\n        timeout: 200ms\n"
+        "  - name: web\n    binary: {PYTHON}\n    args: ['-m', 'http.server', '{port}', '--bind', '127.0.0.1']\n    healthcheck:\n      startup:\n        type: tcp\n        address: 127.0.0.1:{port}\n        interval: 200ms\n      readiness:\n        type: http\n        url: http://127.0.0.1:{port}/\n        interval: 200ms\n        timeout: 200ms\n"
     );
     let crash = svc(
         "crash",
@@ -191,6 +191,20 @@ fn metrics_parse_as_prometheus_text_and_match_the_services() {
         "check=readiness,service=web",
     );
     assert!((0.0..0.3).contains(&lat), "{lat}");
+    assert_eq!(
+        get(
+            &m,
+            "coffeyd_service_check_healthy",
+            "check=startup,service=web"
+        ),
+        1.0
+    );
+    let lat = get(
+        &m,
+        "coffeyd_service_check_duration_seconds",
+        "check=startup,service=web",
+    );
+    assert!((0.0..0.3).contains(&lat), "{lat}");
     assert!(!m
         .keys()
         .any(|(n, l)| n.contains("check") && l.contains("service=crash")));
@@ -255,6 +269,7 @@ fn metrics_parse_as_prometheus_text_and_match_the_services() {
     assert_eq!(web["last_exit_code"], Value::Null);
     assert_eq!(web["checks"]["readiness"]["healthy"], true);
     assert!(web["checks"]["liveness"].is_null());
+    assert_eq!(web["checks"]["startup"]["healthy"], true);
     let crash = j["services"]
         .as_array()
         .unwrap()

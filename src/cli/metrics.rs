@@ -27,7 +27,7 @@ const STATES: [WireState; 8] = [
     WireState::Failed,
     WireState::Completed,
 ];
-const ROLES: [&str; 2] = ["readiness", "liveness"];
+const ROLES: [&str; 3] = ["readiness", "liveness", "startup"];
 
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Daemon {
@@ -46,7 +46,7 @@ struct Svc {
     restarts: u32,
     failures: u32,
     last_exit: LastExit,
-    checks: [CheckFigures; 2],
+    checks: [CheckFigures; 3],
     log_dropped: u64,
     log_cut: u64,
 }
@@ -317,7 +317,7 @@ fn svc_json(s: &Svc) -> Value {
 mod tests {
     use super::*;
 
-    fn svc(name: &str, state: WireState, exit: LastExit, checks: [CheckFigures; 2]) -> Svc {
+    fn svc(name: &str, state: WireState, exit: LastExit, checks: [CheckFigures; 3]) -> Svc {
         Svc {
             name: name.into(),
             state,
@@ -343,7 +343,7 @@ mod tests {
                 "a",
                 WireState::Running,
                 LastExit::default(),
-                [ready, CheckFigures::default()],
+                [ready, CheckFigures::default(), CheckFigures::default()],
             ),
             svc(
                 "b\"x",

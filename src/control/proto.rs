@@ -48,8 +48,12 @@ pub mod tag {
     pub const END: u8 = 0x47;
     pub const VERSION_REPLY: u8 = 0x48;
     pub const PLAN_ITEM: u8 = 0x49;
-    pub const SERVICE_METRICS: u8 = 0x4a;
+    /// `ServiceMetrics` with two checks (readiness, liveness): what a
+    /// daemon before the startup check sends. Decoded, never sent.
+    pub const SERVICE_METRICS_2: u8 = 0x4a;
     pub const DAEMON_METRICS: u8 = 0x4b;
+    /// `ServiceMetrics` with three checks (readiness, liveness, startup).
+    pub const SERVICE_METRICS: u8 = 0x4c;
 
     /// Every request tag, the debug one included.
     pub const REQUESTS: [u8; 14] = [
@@ -68,7 +72,7 @@ pub mod tag {
         METRICS,
         DEBUG_PANIC,
     ];
-    /// Every reply tag.
+    /// Every reply tag a daemon sends.
     pub const REPLIES: [u8; 12] = [
         OK,
         ERROR,
@@ -83,6 +87,8 @@ pub mod tag {
         SERVICE_METRICS,
         DAEMON_METRICS,
     ];
+    /// Reply tags still decoded but no longer sent (never reused).
+    pub const RETIRED: [u8; 1] = [SERVICE_METRICS_2];
 }
 
 /// Whether this build accepts the debug verbs (`DebugPanic`): debug
@@ -385,7 +391,7 @@ pub enum Reply<'a> {
         detail: &'a str,
     },
     /// One service's figures (`metrics`). `checks` by role: readiness,
-    /// liveness. `failures` = crashes in a row.
+    /// liveness, startup. `failures` = crashes in a row.
     ServiceMetrics {
         name: &'a str,
         state: WireState,
@@ -394,7 +400,7 @@ pub enum Reply<'a> {
         restarts: u32,
         failures: u32,
         last_exit: LastExit,
-        checks: [CheckFigures; 2],
+        checks: [CheckFigures; 3],
         log_evicted: u64,
         log_cut: u64,
     },
@@ -568,6 +574,33 @@ fn decode_request_in(buf: &[u8], debug_verbs: bool) -> Result<(Request<'_>, usiz
 }
 
 /// Decodes the first reply in `buf`. Returns it and the bytes consumed.
+/// A `ServiceMetrics` payload with `checks` check figures (2 or 3); a
+/// check the frame does not carry is "no such check".
+fn service_metrics<'a>(r: &mut Rd<'a>, checks: usize) -> Result<Reply<'a>, DecodeError> {
+    let (name, state, pid, uptime_ms) = (r.str()?, r.state()?, r.i32()?, r.u64()?);
+    let (restarts, failures) = (r.u32()?, r.u32()?);
+    let last_exit = LastExit {
+        kind: r.u8()?,
+        value: r.i32()?,
+    };
+    let mut figures = [CheckFigures::default(); 3];
+    for f in figures.iter_mut().take(checks) {
+        *f = r.check()?;
+    }
+    Ok(Reply::ServiceMetrics {
+        name,
+        state,
+        pid,
+        uptime_ms,
+        restarts,
+        failures,
+        last_exit,
+        checks: figures,
+        log_evicted: r.u64()?,
+        log_cut: r.u64()?,
+    })
+}
+
 pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
     let (tag, end) = frame_bounds(buf, MAX_PAYLOAD)?;
     let payload = buf.get(HEADER..end).ok_or(DecodeError::Malformed)?;
@@ -623,21 +656,8 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
             name: r.str()?,
             detail: r.str()?,
         },
-        tag::SERVICE_METRICS => Reply::ServiceMetrics {
-            name: r.str()?,
-            state: r.state()?,
-            pid: r.i32()?,
-            uptime_ms: r.u64()?,
-            restarts: r.u32()?,
-            failures: r.u32()?,
-            last_exit: LastExit {
-                kind: r.u8()?,
-                value: r.i32()?,
-            },
-            checks: [r.check()?, r.check()?],
-            log_evicted: r.u64()?,
-            log_cut: r.u64()?,
-        },
+        tag::SERVICE_METRICS_2 => service_metrics(&mut r, 2)?,
+        tag::SERVICE_METRICS => service_metrics(&mut r, 3)?,
         tag::DAEMON_METRICS => Reply::DaemonMetrics {
             rss_bytes: r.u64()?,
             fds: r.u32()?,
@@ -1144,6 +1164,10 @@ mod tests {
                         latency_ms: 6,
                     },
                     CheckFigures::default(),
+                    CheckFigures {
+                        verdict: 3,
+                        latency_ms: 9,
+                    },
                 ],
                 log_evicted: 7,
                 log_cut: 8,
@@ -1160,14 +1184,15 @@ mod tests {
 
     #[test]
     fn tags_are_unique_and_in_their_ranges() {
-        let mut all: Vec<u8> = tag::REQUESTS.iter().chain(&tag::REPLIES).copied().collect();
+        let replies: Vec<u8> = tag::REPLIES.iter().chain(&tag::RETIRED).copied().collect();
+        let mut all: Vec<u8> = tag::REQUESTS.iter().chain(&replies).copied().collect();
         assert!(tag::REQUESTS.iter().all(|t| (0x01..=0x3f).contains(t)));
-        assert!(tag::REPLIES.iter().all(|t| (0x40..=0x7f).contains(t)));
+        assert!(replies.iter().all(|t| (0x40..=0x7f).contains(t)));
         all.sort_unstable();
         all.dedup();
         assert_eq!(
             all.len(),
-            tag::REQUESTS.len() + tag::REPLIES.len(),
+            tag::REQUESTS.len() + replies.len(),
             "a tag is reused"
         );
     }
@@ -1192,6 +1217,32 @@ mod tests {
             assert_eq!(decode_reply(&buf[..n]), Ok((r.clone(), n)));
         }
         assert_eq!(seen, tag::REPLIES);
+    }
+
+    /// A daemon from before the startup check sends two check figures
+    /// under the old tag: the client reads them, startup as "no check".
+    #[test]
+    fn two_check_service_metrics_still_decode() {
+        let mut rep = one_of_each()
+            .1
+            .into_iter()
+            .find(|r| matches!(r, Reply::ServiceMetrics { .. }))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = encode_reply(&rep, &mut buf).unwrap();
+        // The third check's 5 bytes sit before the two trailing u64s.
+        let mut old: Vec<u8> = buf[..n - 21]
+            .iter()
+            .chain(&buf[n - 16..n])
+            .copied()
+            .collect();
+        old[1] = tag::SERVICE_METRICS_2;
+        let len = u16::try_from(old.len() - HEADER).unwrap();
+        old[2..4].copy_from_slice(&len.to_le_bytes());
+        if let Reply::ServiceMetrics { checks, .. } = &mut rep {
+            checks[2] = CheckFigures::default();
+        }
+        assert_eq!(decode_reply(&old), Ok((rep, old.len())));
     }
 
     /// A release daemon refuses `DebugPanic` as an unknown request.

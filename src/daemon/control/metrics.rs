@@ -69,8 +69,6 @@ fn figures<'a>(s: &Service, slot: &'a Slot, now: Instant) -> Reply<'a> {
         State::Running { since, .. } | State::Starting { since, .. } => Some(since),
         _ => None,
     };
-    // The startup check (the third) is not in the metrics yet.
-    let [r, l, _] = &s.checks;
     Reply::ServiceMetrics {
         name: &slot.name,
         state: wire_state(s.state.name()),
@@ -79,7 +77,7 @@ fn figures<'a>(s: &Service, slot: &'a Slot, now: Instant) -> Reply<'a> {
         restarts: s.restarts,
         failures: s.failures,
         last_exit: last_exit(s.last_exit),
-        checks: [check(r.as_ref()), check(l.as_ref())],
+        checks: s.checks.each_ref().map(|c| check(c.as_ref())),
         log_evicted: slot.output.ring.evicted,
         log_cut: slot.output.ring.cut,
     }
