@@ -1052,3 +1052,53 @@ fn services_kept_through_reloads_still_start_with_their_command() {
     }
     finish(d);
 }
+
+/// `status -j NAME`'s health column.
+fn health(d: &Daemon, name: &str) -> String {
+    let v = json(&ok(ctl(d, &["-j", "status", name])).stdout);
+    v["health"].as_str().unwrap_or("").to_string()
+}
+
+/// A startup check added to a running service by reload is updated in
+/// place (same pid): it starts probing at once and gates the new
+/// liveness check, which then runs and restarts the service when it fails.
+#[test]
+fn a_startup_check_added_by_reload_runs_then_liveness_takes_over() {
+    let d = Daemon::start("rstartup", "", &sleeper("u"));
+    let pid = wait_running(&d, "u");
+    let (started, alive) = (d.dir.join("started"), d.dir.join("alive"));
+    std::fs::write(&alive, "").unwrap();
+    let checks = format!(
+        "    healthcheck:\n      startup: {{type: exec, command: [/usr/bin/test, -e, {}], interval: 100ms, retries: 1000}}\n      liveness: {{type: exec, command: [/usr/bin/test, -e, {}], interval: 100ms, retries: 1}}\n",
+        started.display(),
+        alive.display()
+    );
+    d.rewrite("", &svc("u", "exec sleep 600", &checks));
+    let o = reload(&d);
+    assert_eq!(plan_of(&o), sorted(&["update u"]), "{o:?}");
+    wait_for(SOON, "startup probing, liveness off", || {
+        let h = health(&d, "u");
+        (h.contains("startup:unhealthy") || h.contains("startup:unknown"))
+            .then_some(())
+            .filter(|()| h.contains("live:off"))
+    });
+    assert_eq!(status(&d)["u"].pid, Some(i64::from(pid)));
+    std::fs::write(&started, "").unwrap();
+    wait_for(SOON, "startup passed, liveness healthy", || {
+        let h = health(&d, "u");
+        (h.contains("startup:healthy") && h.contains("live:healthy")).then_some(())
+    });
+    std::fs::remove_file(&alive).unwrap();
+    wait_for(SOON, "u restarted by liveness", || {
+        (status(&d)["u"].restarts >= 1).then_some(())
+    });
+    // Healthy again: the next run passes startup, then liveness, and stays.
+    std::fs::write(&alive, "").unwrap();
+    let new = wait_new_pid(&d, "u", pid);
+    wait_for(SOON, "the new run healthy", || {
+        let h = health(&d, "u");
+        (h.contains("startup:healthy") && h.contains("live:healthy")).then_some(())
+    });
+    assert_eq!(status(&d)["u"].pid, Some(i64::from(new)));
+    finish(d);
+}
