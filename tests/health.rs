@@ -1044,3 +1044,35 @@ fn http_startup_check_sends_its_own_request() {
     );
     finish(d);
 }
+
+/// An exec check's bare program name is looked up in the service's PATH
+/// at each probe, as execvp does: a check program installed after the
+/// daemon started is found by the next probe, and the service gets ready.
+#[test]
+fn exec_check_finds_a_bare_name_in_the_service_path() {
+    let bin = tempdir("checkpath-bin");
+    let services = sleeper(
+        "app",
+        &format!(
+            "    env: {{PATH: '{}:/usr/bin:/bin'}}\n    healthcheck:\n      readiness:\n        type: exec\n        command: [coffey-test-probe, --ok]\n        interval: 100ms\n        retries: 1000\n",
+            bin.display()
+        ),
+    );
+    let d = Daemon::start("checkpath", "", &services);
+    wait_for(SOON, "a failing probe", || {
+        detail(&d, "app")["health"]
+            .as_str()
+            .filter(|h| h.contains("No such file"))
+            .map(|_| ())
+    });
+    assert_eq!(row(&d, "app")["state"], "starting");
+    let probe = bin.join("coffey-test-probe");
+    let tmp = bin.join(".probe.tmp");
+    std::fs::write(&tmp, "#!/bin/sh\n[ \"$1\" = --ok ]\n").unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &probe).unwrap();
+    wait_for(SOON, "app ready", || {
+        (row(&d, "app")["state"] == "running").then_some(())
+    });
+    finish(d);
+}

@@ -638,24 +638,38 @@ fn watchdog_on_a_non_notify_check() {
     assert_eq!(r.errors(), 1, "{}", r.out);
 }
 
+/// A bare name in an exec check's list is looked up in the service's
+/// PATH at each probe, as a service's `command` is: a warning when it is
+/// not there now. A relative path with a `/` is an error.
 #[test]
-fn exec_check_with_a_relative_command() {
+fn exec_check_with_a_bare_name_or_a_relative_command() {
     let r = validate(
         "exec-rel",
         "services:
   - name: cache
     binary: /bin/sh
+    env: {PATH: /nonexistent}
     healthcheck:
       liveness:
         type: exec
-        command: [redis-cli, ping]
+        command: [coffey-surely-missing, ping]
+      readiness:
+        type: exec
+        command: [bin/check]
 ",
     );
-    r.failed().error(
-        7,
+    r.has(
+        "warning",
+        8,
         18,
         Some("cache"),
-        "exec check command must be an absolute path",
+        "healthcheck.liveness: program 'coffey-surely-missing' is not in PATH /nonexistent",
+    );
+    r.failed().error(
+        11,
+        18,
+        Some("cache"),
+        "exec check command 'bin/check' must be an absolute path or a bare name looked up in PATH",
     );
     assert_eq!(r.errors(), 1, "{}", r.out);
 }

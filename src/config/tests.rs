@@ -1269,7 +1269,7 @@ fn healthcheck_new_key_errors() {
         fd: 2
       liveness:
         type: exec
-        command: [redis-cli, ping]
+        command: [../redis-cli, ping]
         fd: 4
   - name: c
     binary: /bin/sh
@@ -1357,7 +1357,7 @@ fn healthcheck_new_key_errors() {
         24,
         18,
         Some("b"),
-        "exec check command must be an absolute path (got 'redis-cli'",
+        "exec check command '../redis-cli' must be an absolute path or a bare name",
     );
     expect_err(
         &d,
@@ -1385,7 +1385,7 @@ fn healthcheck_new_key_errors() {
         36,
         13,
         Some("c"),
-        "exec check command must be an absolute path (got 'bin/check'",
+        "exec check command 'bin/check' must be an absolute path or a bare name",
     );
     expect_err(
         &d,

@@ -43,17 +43,24 @@ fn exec_command(cx: &mut Ctx, raw: &RawCheck, which: &'static str) -> Option<Vec
         cx.err(&at("command"), "command contains a NUL byte".to_owned());
         return None;
     }
+    // A bare name is looked up in the service's PATH at each probe (the
+    // service's build warns when it is not there now).
     let p = Path::new(prog);
-    if !p.is_absolute() {
+    if prog.contains('/') && !p.is_absolute() {
         cx.err(
             &prog_path,
             format!(
-                "healthcheck.{which}: exec check command must be an absolute path (got '{prog}'; there is no PATH search)"
+                "healthcheck.{which}: exec check command '{prog}' must be an absolute path or a bare name looked up in PATH"
             ),
         );
         return None;
     }
-    if let Err(why) = cx.target.executable(p) {
+    let usable = if p.is_absolute() {
+        cx.target.executable(p)
+    } else {
+        Ok(())
+    };
+    if let Err(why) = usable {
         cx.finding(
             &prog_path,
             &format!("healthcheck.{which}: exec check command {prog} is not executable: {why}"),

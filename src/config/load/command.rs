@@ -11,7 +11,7 @@ use super::super::limits::DEFAULT_PATH;
 use super::super::raw::{RawCommand, RawService};
 use super::super::target::Target;
 use super::env::Env;
-use super::{Ctx, K};
+use super::{Ctx, Seg, K};
 
 /// The program and its arguments from `command:` (None: no usable argv;
 /// the problem is reported).
@@ -65,7 +65,8 @@ pub(super) fn build_command(
 fn check_program(cx: &mut Ctx, program: &str, target: &Target, env: &Env) {
     let at = [K("command")];
     if !program.contains('/') {
-        return check_in_path(cx, program, target, env);
+        let path = env.lookup("PATH");
+        return check_in_path(cx, (&at, ""), program, target, path, "start");
     }
     let p = PathBuf::from(program);
     if !p.is_absolute() {
@@ -80,22 +81,28 @@ fn check_program(cx: &mut Ctx, program: &str, target: &Target, env: &Env) {
     }
 }
 
-/// A bare name: whether it is in the service's `PATH` now (a warning when
-/// not: it may be installed before the service starts; the daemon looks
-/// it up again at each spawn).
-fn check_in_path(cx: &mut Ctx, program: &str, target: &Target, env: &Env) {
-    let path = env
-        .lookup("PATH")
-        .unwrap_or_else(|| DEFAULT_PATH.to_owned());
+/// A bare name: whether it is in the service's `PATH` (`path`; the
+/// daemon's when None) now. A warning at `at` (its text after `label`)
+/// when not: it may be installed before the service starts; the daemon
+/// looks it up again at each `when` (start, probe).
+pub(super) fn check_in_path(
+    cx: &mut Ctx,
+    (at, label): (&[Seg], &str),
+    program: &str,
+    target: &Target,
+    path: Option<String>,
+    when: &str,
+) {
+    let path = path.unwrap_or_else(|| DEFAULT_PATH.to_owned());
     let found = path.split(':').any(|dir| {
         let dir = if dir.is_empty() { "." } else { dir };
         target.executable(&Path::new(dir).join(program)).is_ok()
     });
     if !found {
         cx.warn(
-            &[K("command")],
+            at,
             format!(
-                "program '{program}' is not in PATH {path} ({}; it is looked up again at each start)",
+                "{label}program '{program}' is not in PATH {path} ({}; it is looked up again at each {when})",
                 target.place()
             ),
         );

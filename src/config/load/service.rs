@@ -16,7 +16,7 @@ use super::super::target::Target;
 use super::super::units::fmt_ms;
 use super::bounds::{check_command_size, check_exec_size, check_name};
 use super::check::build_check;
-use super::command::build_command;
+use super::command::{build_command, check_in_path};
 use super::creds::{build_creds, Creds};
 use super::env::{build_env, Env};
 use super::resources::{build_resources, rlimits};
@@ -437,6 +437,7 @@ fn build_healthcheck(cx: &mut Ctx, raw: &RawService, restart: Restart, exec: &Ex
         {
             let own = (exec.env.as_slice(), exec.creds.login_env.as_slice());
             check_command_size(cx, which, command, exec.working_dir.as_deref(), own);
+            check_probe_in_path(cx, which, command, exec);
         }
     }
     startup_with_notify(cx, &healthcheck);
@@ -448,6 +449,23 @@ fn build_healthcheck(cx: &mut Ctx, raw: &RawService, restart: Restart, exec: &Ex
         );
     }
     healthcheck
+}
+
+/// An exec check's bare program name: is it in the PATH its probes get
+/// (the service's env, else the daemon's)? Looked up again at each probe.
+fn check_probe_in_path(cx: &mut Ctx, which: &'static str, command: &[String], exec: &Exec) {
+    let Some(program) = command.first().filter(|p| !p.contains('/')) else {
+        return;
+    };
+    let path = exec
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .map(str::to_owned)
+        .or_else(|| std::env::var("PATH").ok());
+    let at = [K("healthcheck"), K(which), K("command"), I(0)];
+    let label = format!("healthcheck.{which}: ");
+    check_in_path(cx, (&at, &label), program, cx.target, path, "probe");
 }
 
 /// A startup probe gates the readiness probe; a notify readiness check
