@@ -464,3 +464,33 @@ fn logs_follow_of_every_service_loses_no_line_between_history_and_stream() {
     assert_no_alloc(&mut d);
     finish(d);
 }
+
+/// `logs -f` of every service across a reload: a service the reload adds
+/// is followed too (as "every service" says), and the stream of the
+/// services kept goes on past the removed one's stop.
+#[test]
+fn logs_follow_of_every_service_takes_in_services_added_by_reload() {
+    let ticker = |name: &str| {
+        svc(
+            name,
+            &format!("while :; do echo tick-{name}; sleep 0.1; done"),
+            "",
+        )
+    };
+    let d = Daemon::start("logsreload", "", &[ticker("a"), ticker("gone")].concat());
+    let mut f = Follower::spawn(&d, &["logs", "-f", "-n", "0"]);
+    f.wait_line(10.0, "a's line", |l| l.ends_with(" stdout tick-a"));
+    f.wait_line(10.0, "gone's line", |l| l.ends_with(" stdout tick-gone"));
+    d.rewrite("", &[ticker("a"), ticker("added")].concat());
+    ok(ctl_within(&d, &["reload"], 60.0));
+    let l = f.wait_line(10.0, "the added service's line", |l| {
+        l.ends_with(" stdout tick-added")
+    });
+    assert!(l.starts_with("added"), "{l}");
+    // The stream of the service kept goes on.
+    for _ in 0..3 {
+        f.wait_line(10.0, "more of a", |l| l.ends_with(" stdout tick-a"));
+    }
+    drop(f);
+    finish(d);
+}
