@@ -18,6 +18,7 @@ pub mod limits;
 pub mod logring;
 pub mod order;
 pub mod pidindex;
+pub mod recent;
 pub mod service;
 pub mod supervisor;
 pub mod sys;

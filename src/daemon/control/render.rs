@@ -10,7 +10,8 @@ use crate::daemon::{cgroup, notify, probe, words, Services, Slot};
 use coffey::control::conn::{Conn, Job, Phase};
 use coffey::control::proto::{LastExit, Reply, WireState};
 use coffey::health::{CheckState, Role, Verdict};
-use coffey::service::{Event, Kind, LeftInGroupText, Reason, Restart, Service, State, StateName};
+use coffey::recent::Kept;
+use coffey::service::{Kind, LeftInGroupText, Reason, Restart, Service, State, StateName};
 use coffey::supervisor::Supervisor;
 use coffey::sys::{signal_name, ExitStatus};
 use coffey::time::{Dur, Instant};
@@ -357,8 +358,8 @@ pub(super) fn status_one(
     process_details(&mut d, s, slot);
     log_detail(&mut d, slot);
     check_details(&mut d, s, slot);
-    for (at, e) in s.recent_events() {
-        d.add("event", &mut |t| recent_text(t, *at, e, now, &slot.prep));
+    for (at, e) in s.recent.iter() {
+        d.add("event", &mut |t| recent_text(t, at, e, now, &slot.prep));
     }
     d.ok &= d.conn.queue(&Reply::End).is_ok();
     if !d.ok {
@@ -552,52 +553,31 @@ fn probe_kind(spec: Option<&probe::Spec>, t: &mut LineBuf) -> &'static str {
 }
 
 /// One recent event of a service as `status NAME` shows it: "TIME kind"
-/// and its figures. Dependencies' names are left out: they need the
-/// shell, and such events are rare.
-pub fn recent_text(out: &mut LineBuf, at: Instant, e: &Event, now: Instant, prep: &Prepared) {
-    let _ = write!(out, "{} {}", Stamp(wall_of(at, now)), recent_kind(e));
-    match *e {
-        Event::Spawned { pid } => {
+/// and its figures.
+pub fn recent_text(out: &mut LineBuf, at: Instant, e: Kept, now: Instant, prep: &Prepared) {
+    let _ = write!(out, "{} {}", Stamp(wall_of(at, now)), e.word());
+    match e {
+        Kept::Spawned { pid } => {
             let _ = write!(out, " pid {pid}");
         }
-        Event::Exited { status, uptime, .. } => {
+        Kept::Exited { status, uptime } => {
             let _ = out.write_str(" ");
             words::exited(out, &status, uptime);
         }
-        Event::Backoff { delay, .. } => {
+        Kept::Backoff { delay } => {
             let _ = write!(out, " {}", Dur(delay));
         }
-        Event::SpawnFailed { err } => {
+        Kept::SpawnFailed { err } => {
             let _ = out.write_str(" ");
             words::spawn_failed(out, err, Some(prep));
         }
-        Event::LeftInGroup { left, .. } => {
-            let _ = write!(out, " {}", left.total());
+        Kept::LeftInGroup { total } => {
+            let _ = write!(out, " {total}");
         }
-        Event::Degraded { failures } => {
+        Kept::Degraded { failures } => {
             let _ = out.write_str(" ");
             words::crashes_in_a_row(out, failures);
         }
         _ => {}
-    }
-}
-
-/// The word for an event's kind in `status NAME`.
-fn recent_kind(e: &Event) -> &'static str {
-    match *e {
-        Event::Waiting { .. } => "waiting",
-        Event::Spawned { .. } => "spawned",
-        Event::Ready { .. } => "ready",
-        Event::Unhealthy { .. } => "unhealthy",
-        Event::SpawnFailed { .. } => "exec-failed",
-        Event::Exited { .. } => "exited",
-        Event::Backoff { .. } => "backoff",
-        Event::GaveUp { .. } | Event::Failed => "failed",
-        Event::Stopping { .. } | Event::Killed { .. } => "stopping",
-        Event::LeftInGroup { .. } => "left-in-group",
-        Event::Stopped => "stopped",
-        Event::Completed => "completed",
-        Event::Unexpected { .. } => "unexpected",
-        Event::Degraded { .. } => "degraded",
     }
 }
