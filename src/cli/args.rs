@@ -363,6 +363,42 @@ where
 
 fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, UsageError> {
     let mut words = words.into_iter();
+    let first = match first_word(&o, &mut words, client_only)? {
+        First::Word(w) => w,
+        First::Done(inv) => return Ok(inv),
+    };
+    let rest: Vec<String> = words.collect();
+    check_flags(&o, &first)?;
+    if first == "validate" {
+        no_operands(&first, &rest)?;
+        return Ok(Invocation::Validate {
+            config: o
+                .global
+                .config
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+            json: o.global.json,
+            root: o.root,
+        });
+    }
+    let cmd = command(&o, &first, rest)?;
+    let mut global = o.global;
+    global.verbose = global.verbose.min(3);
+    Ok(Invocation::Client { global, cmd })
+}
+
+/// The command word, or what the arguments mean without one.
+enum First {
+    Word(String),
+    Done(Invocation),
+}
+
+/// The command word (after an optional `ctl`); help, the version flag
+/// and the daemon itself need none.
+fn first_word(
+    o: &Opts,
+    words: &mut impl Iterator<Item = String>,
+    client_only: bool,
+) -> Result<First, UsageError> {
     let mut first = words.next();
     if first.as_deref() == Some("ctl") {
         first = words.next();
@@ -371,33 +407,36 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
         }
     }
     if o.help || first.as_deref() == Some("help") {
-        return Ok(Invocation::Help);
+        return Ok(First::Done(Invocation::Help));
     }
-    let first = match (first, o.version_flag) {
-        (Some(w), _) => w,
-        (None, true) => "version".to_owned(),
-        (None, false) if client_only => {
-            return Err(UsageError("a command is required".into()));
-        }
-        (None, false) => {
-            let g = &o.global;
-            if g.json || g.verbose > 0 || g.socket.is_some() || !o.specific.is_empty() {
-                return Err(UsageError(
-                    "client options need a command (e.g. status); the daemon takes only -c".into(),
-                ));
-            }
-            let config = o
-                .global
-                .config
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-            return Ok(Invocation::Daemon {
-                config,
-                container: o.container,
-            });
-        }
-    };
-    let rest: Vec<String> = words.collect();
-    let allowed: &[&str] = match first.as_str() {
+    match (first, o.version_flag) {
+        (Some(w), _) => Ok(First::Word(w)),
+        (None, true) => Ok(First::Word("version".to_owned())),
+        (None, false) if client_only => Err(UsageError("a command is required".into())),
+        (None, false) => daemon(o).map(First::Done),
+    }
+}
+
+/// No command word: the daemon, which takes only `-c` (and `--container`).
+fn daemon(o: &Opts) -> Result<Invocation, UsageError> {
+    let g = &o.global;
+    if g.json || g.verbose > 0 || g.socket.is_some() || !o.specific.is_empty() {
+        return Err(UsageError(
+            "client options need a command (e.g. status); the daemon takes only -c".into(),
+        ));
+    }
+    Ok(Invocation::Daemon {
+        config: g
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+        container: o.container,
+    })
+}
+
+/// Each command-specific flag given must apply to `first`.
+fn check_flags(o: &Opts, first: &str) -> Result<(), UsageError> {
+    let allowed: &[&str] = match first {
         "start" | "stop" | "restart" | "shutdown" => &["--no-wait", "--timeout"],
         "logs" => &["-n", "--follow", "--no-follow", "--since"],
         "reload" => &["--dry-run"],
@@ -405,64 +444,40 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
         "validate" => &["--root"],
         _ => &[],
     };
-    if let Some(bad) = o.specific.iter().find(|s| !allowed.contains(s)) {
-        return Err(UsageError(format!("{bad} does not apply to '{first}'")));
+    match o.specific.iter().find(|s| !allowed.contains(s)) {
+        Some(bad) => Err(UsageError(format!("{bad} does not apply to '{first}'"))),
+        None => Ok(()),
     }
-    let wait = Wait {
-        wait: !o.no_wait,
-        timeout_ms: o.timeout.unwrap_or(DEFAULT_TIMEOUT_MS),
-    };
-    let no_operands = |rest: &[String]| match rest.first() {
+}
+
+fn no_operands(first: &str, rest: &[String]) -> Result<(), UsageError> {
+    match rest.first() {
         None => Ok(()),
         Some(x) => Err(UsageError(format!(
             "'{first}' takes no arguments (got '{x}')"
         ))),
+    }
+}
+
+/// The client command `first` with its operands `rest`.
+fn command(o: &Opts, first: &str, rest: Vec<String>) -> Result<Command, UsageError> {
+    let wait = Wait {
+        wait: !o.no_wait,
+        timeout_ms: o.timeout.unwrap_or(DEFAULT_TIMEOUT_MS),
     };
-    let cmd = match first.as_str() {
-        "validate" => {
-            no_operands(&rest)?;
-            let config = o
-                .global
-                .config
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-            return Ok(Invocation::Validate {
-                config,
-                json: o.global.json,
-                root: o.root,
-            });
-        }
+    let bare = |cmd: Command| no_operands(first, &rest).map(|()| cmd);
+    match first {
         "status" => match rest.as_slice() {
-            [] => Command::Status { name: None },
-            [n] => Command::Status {
+            [] => Ok(Command::Status { name: None }),
+            [n] => Ok(Command::Status {
                 name: Some(n.clone()),
-            },
-            _ => return Err(UsageError("'status' takes at most one service".into())),
+            }),
+            _ => Err(UsageError("'status' takes at most one service".into())),
         },
-        "start" | "stop" | "restart" => {
-            let verb = match first.as_str() {
-                "start" => Verb::Start,
-                "stop" => Verb::Stop,
-                _ => Verb::Restart,
-            };
-            if rest.is_empty() {
-                return Err(UsageError(format!("'{first}' needs at least one service")));
-            }
-            Command::Control {
-                verb,
-                names: rest,
-                wait,
-            }
-        }
-        "signal" => match rest.as_slice() {
-            [n, s] => Command::Signal {
-                name: n.clone(),
-                signal: config::parse_signal(s)
-                    .map_err(|e| UsageError(format!("invalid signal: {e}")))?,
-            },
-            _ => return Err(UsageError("usage: signal SERVICE SIGNAL".into())),
-        },
+        "start" | "stop" | "restart" => control(first, rest, wait),
+        "signal" => signal(&rest),
         // With --since and no -n, as many lines as the rings hold.
-        "logs" => Command::Logs {
+        "logs" => Ok(Command::Logs {
             names: rest,
             lines: o.lines.unwrap_or(if o.since.is_some() {
                 u16::MAX
@@ -471,57 +486,49 @@ fn build(o: Opts, words: Vec<String>, client_only: bool) -> Result<Invocation, U
             }),
             follow: o.follow.unwrap_or(true),
             since_ms: o.since,
-        },
-        "events" => {
-            no_operands(&rest)?;
-            Command::Events
-        }
-        "wait" => {
-            if rest.is_empty() {
-                return Err(UsageError("'wait' needs at least one service".into()));
-            }
-            Command::Wait {
-                names: rest,
-                until: o.until.unwrap_or(Until::Running),
-                timeout_ms: o.timeout,
-            }
-        }
-        "reload" => {
-            no_operands(&rest)?;
-            Command::Reload { dry_run: o.dry_run }
-        }
-        "shutdown" => {
-            no_operands(&rest)?;
-            Command::Shutdown { wait }
-        }
-        "version" => {
-            no_operands(&rest)?;
-            Command::Version
-        }
-        "metrics" => {
-            no_operands(&rest)?;
-            Command::Metrics
-        }
-        "poweroff" | "reboot" | "halt" => {
-            no_operands(&rest)?;
-            Command::Power {
-                action: match first.as_str() {
-                    "poweroff" => 0,
-                    "reboot" => 1,
-                    _ => 2,
-                },
-            }
-        }
-        "reexec" => {
-            no_operands(&rest)?;
-            Command::Reexec
-        }
-        "__panic" => Command::DebugPanic,
-        other => return Err(UsageError(format!("unknown command '{other}'"))),
+        }),
+        "wait" if rest.is_empty() => Err(UsageError("'wait' needs at least one service".into())),
+        "wait" => Ok(Command::Wait {
+            names: rest,
+            until: o.until.unwrap_or(Until::Running),
+            timeout_ms: o.timeout,
+        }),
+        "events" => bare(Command::Events),
+        "reload" => bare(Command::Reload { dry_run: o.dry_run }),
+        "shutdown" => bare(Command::Shutdown { wait }),
+        "version" => bare(Command::Version),
+        "metrics" => bare(Command::Metrics),
+        "poweroff" => bare(Command::Power { action: 0 }),
+        "reboot" => bare(Command::Power { action: 1 }),
+        "halt" => bare(Command::Power { action: 2 }),
+        "reexec" => bare(Command::Reexec),
+        "__panic" => Ok(Command::DebugPanic),
+        other => Err(UsageError(format!("unknown command '{other}'"))),
+    }
+}
+
+/// `start`, `stop`, `restart`: one service or more.
+fn control(first: &str, names: Vec<String>, wait: Wait) -> Result<Command, UsageError> {
+    let verb = match first {
+        "start" => Verb::Start,
+        "stop" => Verb::Stop,
+        _ => Verb::Restart,
     };
-    let mut global = o.global;
-    global.verbose = global.verbose.min(3);
-    Ok(Invocation::Client { global, cmd })
+    if names.is_empty() {
+        return Err(UsageError(format!("'{first}' needs at least one service")));
+    }
+    Ok(Command::Control { verb, names, wait })
+}
+
+fn signal(rest: &[String]) -> Result<Command, UsageError> {
+    match rest {
+        [n, s] => Ok(Command::Signal {
+            name: n.clone(),
+            signal: config::parse_signal(s)
+                .map_err(|e| UsageError(format!("invalid signal: {e}")))?,
+        }),
+        _ => Err(UsageError("usage: signal SERVICE SIGNAL".into())),
+    }
 }
 
 #[cfg(test)]
