@@ -20,6 +20,8 @@ mod config;
 #[allow(dead_code, unused_imports, clippy::all)]
 #[path = "../../src/daemon/compiled.rs"]
 mod compiled;
+// `Limits::is_set` is the cgroup code's, which the target leaves out.
+#[allow(dead_code)]
 #[path = "../../src/daemon/resources.rs"]
 mod resources;
 
