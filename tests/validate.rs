@@ -1217,3 +1217,76 @@ fn a_short_interval_alone_does_not_warn_of_overlap() {
         r.out
     );
 }
+
+#[test]
+fn log_to_unknown_service() {
+    let r = validate(
+        "log-to-unknown",
+        "services:\n  - name: a\n    binary: /bin/sh\n    log:\n      to: ghost\n",
+    );
+    r.failed()
+        .error(5, 11, Some("a"), "log.to 'ghost': no such service");
+}
+
+#[test]
+fn log_to_itself() {
+    let r = validate(
+        "log-to-self",
+        "services:\n  - name: a\n    binary: /bin/sh\n    log: {to: a}\n",
+    );
+    r.failed().error(
+        4,
+        10,
+        Some("a"),
+        "log.to 'a': a service cannot log to itself",
+    );
+}
+
+#[test]
+fn logger_cycle() {
+    let r = validate(
+        "log-cycle",
+        "services:
+  - name: a
+    binary: /bin/sh
+    log:
+      to: b
+  - name: b
+    binary: /bin/sh
+    log:
+      to: c
+  - name: c
+    binary: /bin/sh
+    log:
+      to: a
+  - name: d
+    binary: /bin/sh
+    log:
+      to: a
+",
+    );
+    r.failed()
+        .error(5, 11, Some("a"), "logger cycle: a -> b -> c -> a");
+    assert_eq!(r.errors(), 1, "one cycle, one error:\n{}", r.out);
+}
+
+#[test]
+fn loggers_chain_and_share() {
+    let r = validate(
+        "log-chain",
+        "services:
+  - name: a
+    binary: /bin/sh
+    log: {to: b}
+  - name: c
+    binary: /bin/sh
+    log: {to: b}
+  - name: b
+    binary: /bin/sh
+    log: {to: d}
+  - name: d
+    binary: /bin/sh
+",
+    );
+    assert_eq!(r.code, 0, "{}", r.out);
+}
