@@ -771,8 +771,9 @@ fn valid_config_prints_the_preallocation_budget() {
     assert!(line.contains("10 service slots (1 configured)"), "{line}");
     // One 8 KiB ring plus nine spare slots at the default 4 KiB.
     assert!(line.contains("log rings 44 KiB"), "{line}");
-    // 12 for the daemon, 11 per slot (9, and 2 for its cgroup), 1 per client.
-    assert!(line.ends_with("file descriptors: 126"), "{line}");
+    // 12 for the daemon, 13 per slot (9, 2 for its cgroup and 2 for a
+    // logger pipe), 1 per client.
+    assert!(line.ends_with("file descriptors: 146"), "{line}");
 }
 
 #[test]
