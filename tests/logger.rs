@@ -286,6 +286,11 @@ fn a_stopped_logger_under_a_flood_costs_lines_not_the_loop() {
     let lost = dropped(&d);
     assert!(lost > 100_000, "dropped {lost}");
     assert!(lost < 400_000, "dropped {lost}: the pipe took none");
+    // `metrics` counts the same lines.
+    let m = ok(ctl(&d, &["metrics"])).stdout;
+    let series =
+        format!("coffeyd_service_logger_lines_dropped_total{{service=\"producer\"}} {lost}\n");
+    assert!(m.contains(&series), "{series} in\n{m}");
     // The logger, started again, reads what the pipe kept: the first lines
     // of the flood, in order.
     ok(ctl(&d, &["start", "logger"]));

@@ -397,6 +397,9 @@ pub enum Reply<'a> {
         checks: [CheckFigures; 2],
         log_evicted: u64,
         log_cut: u64,
+        /// Lines not given to its logger service (`log.to`): the pipe
+        /// was full.
+        logger_dropped: u64,
     },
     /// The daemon's own figures (`metrics`).
     DaemonMetrics {
@@ -637,6 +640,7 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
             checks: [r.check()?, r.check()?],
             log_evicted: r.u64()?,
             log_cut: r.u64()?,
+            logger_dropped: r.u64()?,
         },
         tag::DAEMON_METRICS => Reply::DaemonMetrics {
             rss_bytes: r.u64()?,
@@ -833,6 +837,7 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
             checks,
             log_evicted,
             log_cut,
+            logger_dropped,
         } => {
             w.str(name)?;
             w.u8(*state as u8)?;
@@ -848,6 +853,7 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
             }
             w.u64(*log_evicted)?;
             w.u64(*log_cut)?;
+            w.u64(*logger_dropped)?;
             tag::SERVICE_METRICS
         }
         Reply::DaemonMetrics {
@@ -1147,6 +1153,7 @@ mod tests {
                 ],
                 log_evicted: 7,
                 log_cut: 8,
+                logger_dropped: 9,
             },
             Reply::DaemonMetrics {
                 rss_bytes: 1,

@@ -82,6 +82,7 @@ fn figures<'a>(s: &Service, slot: &'a Slot, now: Instant) -> Reply<'a> {
         checks: [check(r.as_ref()), check(l.as_ref())],
         log_evicted: slot.output.ring.evicted,
         log_cut: slot.output.ring.cut,
+        logger_dropped: slot.output.to_dropped,
     }
 }
 
