@@ -358,3 +358,27 @@ fn an_unchanged_reload_keeps_the_pipe_and_a_new_logger_gets_one() {
     assert_contiguous(&v);
     finish(d);
 }
+
+#[test]
+fn a_reexec_hands_the_logger_pipe_to_the_new_binary() {
+    let services = format!(
+        "{}{}",
+        counter("producer", "logger"),
+        py_logger("logger", "$DIR/got")
+    );
+    let mut d = Daemon::start("logger-reexec", "", &services);
+    let file = d.dir.join("got");
+    wait_numbers(&file, 20);
+    let logger = pid_of(&d, "logger");
+    let pipe = stdin_of(logger);
+    ok(ctl(&d, &["reexec"]));
+    d.wait_log("logger: adopted pid", SOON);
+    let n = numbers(&read(&file)).len();
+    wait_numbers(&file, n + 20);
+    assert_eq!(pid_of(&d, "logger"), logger, "{}", d.log_text());
+    assert_eq!(stdin_of(logger), pipe);
+    let v = numbers(&read(&file));
+    assert_eq!(v[0], 1);
+    assert_contiguous(&v);
+    finish(d);
+}
