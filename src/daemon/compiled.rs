@@ -880,7 +880,7 @@ mod tests {
         let p = dir.join("c.yaml");
         std::fs::write(
             &p,
-            "services:\n  - name: a\n    binary: /bin/sh\n    args: [-c, 'echo hi']\n    env: [X=1]\n  - name: b\n    binary: /bin/true\n    depends_on: [{name: a, condition: started}]\n    type: oneshot\n",
+            "services:\n  - name: a\n    binary: /bin/sh\n    args: [-c, 'echo hi']\n    env: [X=1]\n  - name: b\n    binary: /bin/true\n    depends_on: [{name: a, condition: started}]\n    type: oneshot\n    log: {to: a}\n",
         )
         .unwrap();
         let (cfg, _) = crate::config::load(&p).unwrap();
@@ -902,6 +902,9 @@ mod tests {
         );
         assert_eq!(v[0].env.clone().next(), Some(b"X=1".as_slice()));
         assert_eq!(v[1].policy.kind, Kind::Oneshot);
+        // b logs to a: a is a logger, b is not.
+        assert_eq!((v[0].log_to, v[0].logger), (&b""[..], true));
+        assert_eq!((v[1].log_to, v[1].logger), (&b"a"[..], false));
         assert_eq!(
             v[1].deps().next(),
             Some((b"a".as_slice(), Condition::Started))
