@@ -382,3 +382,47 @@ fn a_reexec_hands_the_logger_pipe_to_the_new_binary() {
     assert_contiguous(&v);
     finish(d);
 }
+
+/// runit's svlogd finishes the line it is reading on SIGTERM: restarted
+/// while the producer writes, it loses nothing either.
+#[test]
+fn svlogd_restarted_loses_no_line() {
+    let sv = need("/usr/bin/svlogd", "runit");
+    let services = format!(
+        "{}  - name: runit\n    binary: {sv}\n    args: ['$DIR/sv']\n",
+        counter("producer", "runit")
+    );
+    let d = Daemon::start_with("logger-svlogd", "", &services, |dir| {
+        std::fs::create_dir(dir.join("sv")).unwrap();
+    });
+    let cur = d.dir.join("sv").join("current");
+    let nums = |p: &Path| -> Vec<u64> {
+        read(p)
+            .lines()
+            .filter_map(|l| l.strip_prefix("n "))
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    let wait = |n: usize| {
+        wait_for(SOON, &format!("{n} lines in {}", cur.display()), || {
+            (nums(&cur).len() >= n).then_some(())
+        })
+    };
+    wait(20);
+    for _ in 0..3 {
+        let before = pid_of(&d, "runit");
+        ok(ctl(&d, &["restart", "runit"]));
+        wait_row(
+            &d,
+            "a new svlogd",
+            SOON,
+            || row(&d, "runit"),
+            |r| r["state"] == "running" && r["pid"].as_i64() != Some(before),
+        );
+        wait(nums(&cur).len() + 20);
+    }
+    let v = nums(&cur);
+    assert_eq!(v[0], 1);
+    assert_contiguous(&v);
+    finish(d);
+}
