@@ -58,6 +58,16 @@ pub const LOGGER_PIPE: i32 = 1024 * 1024;
 const _: () = assert!(coffey::limits::LINE_MAX < libc::PIPE_BUF);
 
 impl Output {
+    /// Points the slot at its logger's slot (None: it has none).
+    pub fn set_logger_slot(&mut self, slot: Option<u16>) {
+        self.to = slot.unwrap_or(NO_LOGGER);
+    }
+
+    /// Lines its logger's full pipe cost it; None without a logger.
+    pub fn logger_dropped(&self) -> Option<u64> {
+        (self.to != NO_LOGGER).then_some(self.to_dropped)
+    }
+
     /// Gives the slot its logger pipe, or takes it away (`logger`: some
     /// service logs to it). An existing pipe is kept, with its contents.
     pub fn set_logger(&mut self, logger: bool) -> Result<(), &'static str> {

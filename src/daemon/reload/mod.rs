@@ -456,10 +456,9 @@ fn resolve_log_to(r: &Reloader, buf: &[u8], slots: &mut [super::Slot], i: usize,
     let to = (!c.log_to.is_empty())
         .then(|| r.names.find(c.log_to, key))
         .flatten()
-        .and_then(|j| p.slot.get(usize::from(j)).copied())
-        .unwrap_or(super::output::NO_LOGGER);
+        .and_then(|j| p.slot.get(usize::from(j)).copied());
     if let Some(s) = slots.get_mut(i) {
-        s.output.to = to;
+        s.output.set_logger_slot(to);
     }
 }
 
@@ -830,7 +829,7 @@ fn retire_one(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, now: Instan
         s.prep.filled = false;
         // No longer anyone's logger, nor logging: the pipe closes (the
         // stopping logger reads what is left, then EOF).
-        s.output.to = super::output::NO_LOGGER;
+        s.output.set_logger_slot(None);
         let _ = s.output.set_logger(false);
     }
     if let Some(a) = shell.reloader.cur_at.get_mut(i) {
