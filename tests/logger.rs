@@ -104,6 +104,15 @@ fn stdin_of(pid: i64) -> String {
         .to_string()
 }
 
+/// How many of the daemon's descriptors are `link` (`pipe:[INODE]`).
+fn daemon_holds(d: &Daemon, link: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.display().to_string() == link)
+        .count()
+}
+
 #[test]
 fn a_shell_logger_gets_stdout_and_stderr_and_the_ring_keeps_them() {
     let services = format!(
@@ -302,7 +311,7 @@ fn a_stopped_logger_under_a_flood_costs_lines_not_the_loop() {
 }
 
 #[test]
-fn an_unchanged_reload_keeps_the_pipe_and_a_new_logger_gets_one() {
+fn reload_keeps_an_unchanged_pipe_opens_new_ones_and_closes_removed_ones() {
     let extra = svc("quiet", "exec sleep 600", "");
     let services = format!(
         "{}{}",
@@ -344,12 +353,56 @@ fn an_unchanged_reload_keeps_the_pipe_and_a_new_logger_gets_one() {
         read(&q).contains("got: s 5\n").then_some(())
     });
     let quiet = pid_of(&d, "quiet");
-    assert!(stdin_of(quiet).starts_with("pipe:"));
-    assert_ne!(stdin_of(quiet), pipe);
+    let quiet_pipe = stdin_of(quiet);
+    assert!(quiet_pipe.starts_with("pipe:"));
+    assert_ne!(quiet_pipe, pipe);
     assert_eq!(stdin_of(logger), pipe);
-    // Removing the second pair closes its pipe; the first keeps flowing.
+    assert_eq!(daemon_holds(&d, &quiet_pipe), 2, "both ends");
+    // Without the second producer `quiet` is no logger: its pipe closes
+    // and it restarts onto /dev/null.
     d.rewrite("", &format!("{services}{extra}"));
+    let o = ok(ctl(&d, &["reload"]));
+    assert!(o.stdout.contains("1 removed, 1 restarted"), "{o:?}");
+    assert_eq!(daemon_holds(&d, &quiet_pipe), 0, "closed");
+    let q = wait_row(
+        &d,
+        "quiet again",
+        SOON,
+        || row(&d, "quiet"),
+        |r| r["state"] == "running" && r["pid"].as_i64() != Some(quiet),
+    );
+    assert_eq!(stdin_of(q["pid"].as_i64().unwrap()), "/dev/null");
+    // A logger removed with its producer: its pipe closes too.
+    d.rewrite(
+        "",
+        &format!(
+            "{services}{}{}",
+            svc("second", "exec sleep 600", "    log: {to: quiet}\n"),
+            sh_logger("quiet", "$DIR/quiet"),
+        ),
+    );
     ok(ctl(&d, &["reload"]));
+    let quiet = wait_row(
+        &d,
+        "quiet a logger",
+        SOON,
+        || row(&d, "quiet"),
+        |r| {
+            r["state"] == "running"
+                && r["pid"]
+                    .as_i64()
+                    .is_some_and(|p| stdin_of(p) != "/dev/null")
+        },
+    )["pid"]
+        .as_i64()
+        .unwrap();
+    let quiet_pipe = stdin_of(quiet);
+    assert_eq!(daemon_holds(&d, &quiet_pipe), 2, "both ends");
+    d.rewrite("", &services);
+    let o = ok(ctl(&d, &["reload"]));
+    assert!(o.stdout.contains("2 removed"), "{o:?}");
+    assert_eq!(daemon_holds(&d, &quiet_pipe), 0, "closed");
+    assert_eq!(daemon_holds(&d, &pipe), 2);
     let n = numbers(&read(&file)).len();
     wait_numbers(&file, n + 10);
     assert_eq!(pid_of(&d, "logger"), logger);
