@@ -134,8 +134,9 @@ pub const FDS_BASE: usize = 12;
 /// Per service: stdout and stderr pipes (both ends kept open so output
 /// survives restarts), one log file, the sd_notify socket, the readiness
 /// pipe, one socket or pipe per health probe in flight, and its cgroup
-/// (the directory and the polled `cgroup.events`).
-pub const FDS_PER_SERVICE: usize = 11;
+/// (the directory and the polled `cgroup.events`), and both ends of its
+/// logger pipe if it is a logger service.
+pub const FDS_PER_SERVICE: usize = 13;
 /// Per client connection.
 pub const FDS_PER_CLIENT: usize = 1;
 

@@ -785,8 +785,9 @@ fn valid_config_prints_the_preallocation_budget() {
     assert!(line.contains("10 service slots (1 configured)"), "{line}");
     // One 8 KiB ring plus nine spare slots at the default 4 KiB.
     assert!(line.contains("log rings 44 KiB"), "{line}");
-    // 12 for the daemon, 11 per slot (9, and 2 for its cgroup), 1 per client.
-    assert!(line.ends_with("file descriptors: 126"), "{line}");
+    // 12 for the daemon, 13 per slot (9, 2 for its cgroup and 2 for a
+    // logger pipe), 1 per client.
+    assert!(line.ends_with("file descriptors: 146"), "{line}");
 }
 
 #[test]
@@ -1230,4 +1231,77 @@ fn a_short_interval_alone_does_not_warn_of_overlap() {
         "{}",
         r.out
     );
+}
+
+#[test]
+fn log_to_unknown_service() {
+    let r = validate(
+        "log-to-unknown",
+        "services:\n  - name: a\n    binary: /bin/sh\n    log:\n      to: ghost\n",
+    );
+    r.failed()
+        .error(5, 11, Some("a"), "log.to 'ghost': no such service");
+}
+
+#[test]
+fn log_to_itself() {
+    let r = validate(
+        "log-to-self",
+        "services:\n  - name: a\n    binary: /bin/sh\n    log: {to: a}\n",
+    );
+    r.failed().error(
+        4,
+        10,
+        Some("a"),
+        "log.to 'a': a service cannot log to itself",
+    );
+}
+
+#[test]
+fn logger_cycle() {
+    let r = validate(
+        "log-cycle",
+        "services:
+  - name: a
+    binary: /bin/sh
+    log:
+      to: b
+  - name: b
+    binary: /bin/sh
+    log:
+      to: c
+  - name: c
+    binary: /bin/sh
+    log:
+      to: a
+  - name: d
+    binary: /bin/sh
+    log:
+      to: a
+",
+    );
+    r.failed()
+        .error(5, 11, Some("a"), "logger cycle: a -> b -> c -> a");
+    assert_eq!(r.errors(), 1, "one cycle, one error:\n{}", r.out);
+}
+
+#[test]
+fn loggers_chain_and_share() {
+    let r = validate(
+        "log-chain",
+        "services:
+  - name: a
+    binary: /bin/sh
+    log: {to: b}
+  - name: c
+    binary: /bin/sh
+    log: {to: b}
+  - name: b
+    binary: /bin/sh
+    log: {to: d}
+  - name: d
+    binary: /bin/sh
+",
+    );
+    assert_eq!(r.code, 0, "{}", r.out);
 }

@@ -67,6 +67,8 @@ fn round_trip(cfg: &config::Config) {
             "deps of {}",
             spec.name
         );
+        let to = spec.log.to.as_deref().unwrap_or("");
+        assert_eq!(c.log_to, to.as_bytes(), "log.to of {}", spec.name);
     }
     assert_eq!(n, cfg.services.len(), "services decoded");
     let g = compiled::globals(&buf).expect("the globals of a config that loads decode");

@@ -49,6 +49,7 @@ struct Svc {
     checks: [CheckFigures; 3],
     log_dropped: u64,
     log_cut: u64,
+    logger_dropped: u64,
 }
 
 pub(super) fn metrics(g: &super::args::Global, path: &Path) -> Result<(), Failure> {
@@ -98,6 +99,7 @@ impl Svc {
             checks,
             log_evicted,
             log_cut,
+            logger_dropped,
         } = *r
         else {
             return None;
@@ -113,6 +115,7 @@ impl Svc {
             checks,
             log_dropped: log_evicted,
             log_cut,
+            logger_dropped,
         })
     }
 
@@ -252,6 +255,9 @@ fn service_text(out: &mut String, svcs: &[Svc]) {
         |s| Some(s.log_dropped.to_string()));
     per_service(out, svcs, "coffeyd_service_log_lines_cut_total", "counter",
         "Output lines cut at the maximum line length.", |s| Some(s.log_cut.to_string()));
+    per_service(out, svcs, "coffeyd_service_logger_lines_dropped_total", "counter",
+        "Output lines not given to the service's logger (log.to): its pipe was full.",
+        |s| Some(s.logger_dropped.to_string()));
 }
 
 #[rustfmt::skip]
@@ -310,6 +316,7 @@ fn svc_json(s: &Svc) -> Value {
         "checks": checks,
         "log_lines_dropped": s.log_dropped,
         "log_lines_cut": s.log_cut,
+        "logger_lines_dropped": s.logger_dropped,
     })
 }
 
@@ -329,6 +336,7 @@ mod tests {
             checks,
             log_dropped: 3,
             log_cut: 0,
+            logger_dropped: 0,
         }
     }
 

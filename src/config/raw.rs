@@ -418,12 +418,14 @@ pub(super) struct RawServiceLog {
     pub file: Option<String>,
     pub console: Option<bool>,
     pub buffer: Option<Size>,
+    pub to: Option<String>,
 }
 
-record!(RawServiceLog, "a mapping with `file`, `console` and `buffer`", {
+record!(RawServiceLog, "a mapping with `file`, `console`, `buffer` and `to`", {
     file: "file",
     console: "console",
     buffer: "buffer",
+    to: "to",
 });
 
 #[derive(Debug, Default)]

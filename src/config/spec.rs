@@ -158,6 +158,8 @@ pub struct ServiceLog {
     pub console: bool,
     /// Ring buffer size in bytes.
     pub buffer: u32,
+    /// `to:`: the logger service whose stdin gets each line too.
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

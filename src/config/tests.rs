@@ -246,7 +246,8 @@ fn defaults() {
         ServiceLog {
             file: None,
             console: true,
-            buffer: 4096
+            buffer: 4096,
+            to: None,
         }
     );
     assert_eq!(s.healthcheck, Healthcheck::default());
@@ -394,7 +395,8 @@ services:
         ServiceLog {
             file: Some(base.join("logs/s.out")),
             console: true,
-            buffer: 65_536
+            buffer: 65_536,
+            to: None,
         }
     );
     assert_eq!(
@@ -420,7 +422,8 @@ services:
         ServiceLog {
             file: Some(base.join("logs/t.log")),
             console: false,
-            buffer: 1024
+            buffer: 1024,
+            to: None,
         }
     );
     assert_eq!(

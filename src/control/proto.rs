@@ -403,6 +403,9 @@ pub enum Reply<'a> {
         checks: [CheckFigures; 3],
         log_evicted: u64,
         log_cut: u64,
+        /// Lines not given to its logger service (`log.to`): the pipe
+        /// was full.
+        logger_dropped: u64,
     },
     /// The daemon's own figures (`metrics`).
     DaemonMetrics {
@@ -574,8 +577,9 @@ fn decode_request_in(buf: &[u8], debug_verbs: bool) -> Result<(Request<'_>, usiz
 }
 
 /// Decodes the first reply in `buf`. Returns it and the bytes consumed.
-/// A `ServiceMetrics` payload with `checks` check figures (2 or 3); a
-/// check the frame does not carry is "no such check".
+/// A `ServiceMetrics` payload with `checks` check figures: 3 (the frame
+/// of today), or 2 in the retired frame, which has no startup check (read
+/// as "no such check") and no `logger_dropped` (0).
 fn service_metrics<'a>(r: &mut Rd<'a>, checks: usize) -> Result<Reply<'a>, DecodeError> {
     let (name, state, pid, uptime_ms) = (r.str()?, r.state()?, r.i32()?, r.u64()?);
     let (restarts, failures) = (r.u32()?, r.u32()?);
@@ -598,6 +602,7 @@ fn service_metrics<'a>(r: &mut Rd<'a>, checks: usize) -> Result<Reply<'a>, Decod
         checks: figures,
         log_evicted: r.u64()?,
         log_cut: r.u64()?,
+        logger_dropped: if checks == 3 { r.u64()? } else { 0 },
     })
 }
 
@@ -853,6 +858,7 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
             checks,
             log_evicted,
             log_cut,
+            logger_dropped,
         } => {
             w.str(name)?;
             w.u8(*state as u8)?;
@@ -868,6 +874,7 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
             }
             w.u64(*log_evicted)?;
             w.u64(*log_cut)?;
+            w.u64(*logger_dropped)?;
             tag::SERVICE_METRICS
         }
         Reply::DaemonMetrics {
@@ -1171,6 +1178,7 @@ mod tests {
                 ],
                 log_evicted: 7,
                 log_cut: 8,
+                logger_dropped: 9,
             },
             Reply::DaemonMetrics {
                 rss_bytes: 1,
@@ -1230,17 +1238,24 @@ mod tests {
             .unwrap();
         let mut buf = [0u8; 256];
         let n = encode_reply(&rep, &mut buf).unwrap();
-        // The third check's 5 bytes sit before the two trailing u64s.
-        let mut old: Vec<u8> = buf[..n - 21]
+        // The third check's 5 bytes sit before the three trailing u64s,
+        // and the old frame ends before the last (logger_dropped).
+        let mut old: Vec<u8> = buf[..n - 29]
             .iter()
-            .chain(&buf[n - 16..n])
+            .chain(&buf[n - 24..n - 8])
             .copied()
             .collect();
         old[1] = tag::SERVICE_METRICS_2;
         let len = u16::try_from(old.len() - HEADER).unwrap();
         old[2..4].copy_from_slice(&len.to_le_bytes());
-        if let Reply::ServiceMetrics { checks, .. } = &mut rep {
+        if let Reply::ServiceMetrics {
+            checks,
+            logger_dropped,
+            ..
+        } = &mut rep
+        {
             checks[2] = CheckFigures::default();
+            *logger_dropped = 0;
         }
         assert_eq!(decode_reply(&old), Ok((rep, old.len())));
     }

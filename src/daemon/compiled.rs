@@ -8,7 +8,7 @@
 //! it here, borrowing, without allocating. The parser's heap and code
 //! pages never enter the daemon.
 //!
-//! Layout: `"CFY8" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
+//! Layout: `"CFY9" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
 //! `u32 globals_len | globals | u64 shutdown_timeout | u16 count |
 //! service*`. Strings are `u32 LE len | bytes`; lists are `u16 LE count |
 //! items`; `opt X` is `u8 present | X if present`.
@@ -31,7 +31,7 @@ use coffey::service::{Condition, Kind, Policy, Restart};
 
 /// Bumped with every layout change: the reload compiler is whatever
 /// binary is on disk now, and must not be misread by an older daemon.
-const MAGIC: &[u8; 4] = b"CFY8";
+const MAGIC: &[u8; 4] = b"CFY9";
 
 /// Encodes a config without warnings (allocates: child only).
 pub fn encode(cfg: &Config) -> Vec<u8> {
@@ -147,6 +147,14 @@ pub fn encode_with(cfg: &Config, warnings: &str) -> Vec<u8> {
         o.extend_from_slice(&r.memory_max.unwrap_or(0).to_le_bytes());
         o.extend_from_slice(&r.pids_max.unwrap_or(0).to_le_bytes());
         o.extend_from_slice(&r.cpu_weight.unwrap_or(0).to_le_bytes());
+        // Logger services: `str log.to | u8 is a logger` (some service's
+        // `log.to` names it: its stdin is the logger pipe).
+        s(&mut o, sv.log.to.as_deref().unwrap_or("").as_bytes());
+        let logger = cfg
+            .services
+            .iter()
+            .any(|p| p.log.to.as_deref() == Some(sv.name.as_str()));
+        o.push(u8::from(logger));
     }
     o
 }
@@ -404,6 +412,10 @@ pub struct CService<'a> {
     pub checks: [Option<CCheck<'a>>; coffey::health::ROLES],
     /// `resources:` (cgroup v2 limits).
     pub limits: super::resources::Limits,
+    /// `log.to`: the logger's name, empty for none.
+    pub log_to: &'a [u8],
+    /// Some service logs to this one: its stdin is a logger pipe.
+    pub logger: bool,
 }
 
 /// One decoded check.
@@ -597,6 +609,8 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
         pids_max: r.u32()?,
         cpu_weight: r.u32()?,
     };
+    let log_to = r.bytes32()?;
+    let logger = r.u8()? != 0;
     Ok(CService {
         name,
         binary,
@@ -634,6 +648,8 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
         checks_raw,
         checks,
         limits,
+        log_to,
+        logger,
     })
 }
 
@@ -864,7 +880,7 @@ mod tests {
         let p = dir.join("c.yaml");
         std::fs::write(
             &p,
-            "services:\n  - name: a\n    binary: /bin/sh\n    args: [-c, 'echo hi']\n    env: [X=1]\n  - name: b\n    binary: /bin/true\n    depends_on: [{name: a, condition: started}]\n    type: oneshot\n",
+            "services:\n  - name: a\n    binary: /bin/sh\n    args: [-c, 'echo hi']\n    env: [X=1]\n  - name: b\n    binary: /bin/true\n    depends_on: [{name: a, condition: started}]\n    type: oneshot\n    log: {to: a}\n",
         )
         .unwrap();
         let (cfg, _) = crate::config::load(&p).unwrap();
@@ -886,6 +902,9 @@ mod tests {
         );
         assert_eq!(v[0].env.clone().next(), Some(b"X=1".as_slice()));
         assert_eq!(v[1].policy.kind, Kind::Oneshot);
+        // b logs to a: a is a logger, b is not.
+        assert_eq!((v[0].log_to, v[0].logger), (&b""[..], true));
+        assert_eq!((v[1].log_to, v[1].logger), (&b"a"[..], false));
         assert_eq!(
             v[1].deps().next(),
             Some((b"a".as_slice(), Condition::Started))

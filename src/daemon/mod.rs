@@ -176,7 +176,13 @@ impl Sys for Shell {
         slot.spawned = group::boot_ticks();
         slot.prep.cgroup_fd = self.svc.cg.join_fd(idx);
         self.svc.spawns += 1;
-        let res = spawn::spawn(&slot.prep, devnull, &mut self.svc.stack);
+        // A logger's stdin is its logger pipe; every other's /dev/null.
+        let stdin = if slot.output.in_r >= 0 {
+            slot.output.in_r
+        } else {
+            devnull
+        };
+        let res = spawn::spawn(&slot.prep, stdin, &mut self.svc.stack);
         if let Ok(pid) = res {
             self.svc.cg.spawned(idx, pid);
         }

@@ -1,6 +1,7 @@
 //! Service output, shell side: each slot's pipes (kept open across runs),
 //! their reading with a per-turn budget, line assembly, and each line's
-//! way to the ring, the log file, the console and `logs -f` followers.
+//! way to the ring, the log file, the console, `logs -f` followers and
+//! the logger service's pipe (`log: {to: NAME}`).
 
 use super::control::{broadcast::broadcast_line, Control};
 use super::log::{log, LineBuf, Log};
@@ -31,6 +32,99 @@ pub struct Output {
     /// In a zeroed side table ([`slab::Cold`]): costs memory only for
     /// the services with a log file.
     pub file: slab::Cold<LogFile>,
+    /// A logger service's pipe (-1, -1 for other services): the read end
+    /// is its stdin, the write end (non-blocking) takes the lines of the
+    /// services that log to it. The daemon holds both for the slot's
+    /// life, so the pipe and what is in it outlive each run of either.
+    pub in_r: RawFd,
+    pub in_w: RawFd,
+    /// The slot of this service's logger ([`NO_LOGGER`]: none).
+    pub to: u16,
+    /// Lines not given to the logger: its pipe was full.
+    pub to_dropped: u64,
+}
+
+/// No logger (`Output::to`).
+pub const NO_LOGGER: u16 = u16::MAX;
+
+/// What a logger pipe is enlarged to (F_SETPIPE_SZ; the default is 64
+/// KiB): a logger that is restarting or briefly slow loses nothing
+/// until this much is waiting. Pipe pages are allocated as they fill.
+pub const LOGGER_PIPE: i32 = 1024 * 1024;
+
+// A line and its newline are one write of at most PIPE_BUF bytes, which
+// the kernel never splits: the logger gets whole lines, however many
+// services log to it.
+const _: () = assert!(coffey::limits::LINE_MAX < libc::PIPE_BUF);
+
+impl Output {
+    /// Points the slot at its logger's slot (None: it has none).
+    pub fn set_logger_slot(&mut self, slot: Option<u16>) {
+        self.to = slot.unwrap_or(NO_LOGGER);
+    }
+
+    /// Lines its logger's full pipe cost it; None without a logger.
+    pub fn logger_dropped(&self) -> Option<u64> {
+        (self.to != NO_LOGGER).then_some(self.to_dropped)
+    }
+
+    /// Gives the slot its logger pipe, or takes it away (`logger`: some
+    /// service logs to it). An existing pipe is kept, with its contents.
+    pub fn set_logger(&mut self, logger: bool) -> Result<(), &'static str> {
+        if logger == (self.in_w >= 0) {
+            return Ok(());
+        }
+        if !logger {
+            super::close_fd(self.in_r);
+            super::close_fd(self.in_w);
+            (self.in_r, self.in_w) = (-1, -1);
+            return Ok(());
+        }
+        let mut fds = [-1; 2];
+        // SAFETY: valid out array. Blocking ends: the logger reads its
+        // stdin as usual; only the daemon's write end is made
+        // non-blocking, on its own file description.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err("cannot create the logger pipe");
+        }
+        let [r, w] = fds;
+        // SAFETY: fcntl on our own descriptor. A smaller pipe than asked
+        // (pipe-max-size, a user's pipe quota) still works.
+        unsafe {
+            libc::fcntl(w, libc::F_SETFL, libc::O_NONBLOCK);
+            libc::fcntl(w, libc::F_SETPIPE_SZ, LOGGER_PIPE);
+        }
+        (self.in_r, self.in_w) = (r, w);
+        Ok(())
+    }
+}
+
+/// Writes one line and its newline to a logger pipe; when the pipe is
+/// full (the logger is slow or not running) the line is dropped and
+/// counted: the loop never waits for a logger.
+fn to_logger(fd: RawFd, line: &[u8], dropped: &mut u64) {
+    let iov = [
+        libc::iovec {
+            iov_base: line.as_ptr().cast_mut().cast(),
+            iov_len: line.len(),
+        },
+        libc::iovec {
+            iov_base: b"\n".as_ptr().cast_mut().cast(),
+            iov_len: 1,
+        },
+    ];
+    loop {
+        // SAFETY: both buffers are valid for their lengths; the kernel
+        // only reads them.
+        let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+        if n >= 0 {
+            return;
+        }
+        if nix::errno::Errno::last_raw() != libc::EINTR {
+            *dropped = dropped.saturating_add(1);
+            return;
+        }
+    }
 }
 
 const _: () = assert!(READS_PER_TURN * READ_CHUNK >= 64 * 1024);
@@ -51,6 +145,9 @@ struct Dest<'a> {
     ring: &'a mut LogRing<'static>,
     file: &'a mut slab::Cold<LogFile>,
     console: bool,
+    /// The logger pipe's write end, -1 for none.
+    to_w: RawFd,
+    to_dropped: &'a mut u64,
 }
 
 fn stream_of(which: usize) -> Stream {
@@ -90,6 +187,9 @@ fn sink(to: &mut Sinks<'_>, d: &mut Dest<'_>, stream: Stream, line: &[u8], cut: 
     if d.console {
         to.log.service_line(now, name, stream.name(), line, cut);
     }
+    if d.to_w >= 0 {
+        to_logger(d.to_w, line, d.to_dropped);
+    }
 }
 
 /// Slot `idx`'s line buffer of pipe `which` and where its lines go.
@@ -98,6 +198,10 @@ fn split<'s>(
     idx: usize,
     which: usize,
 ) -> Option<(&'s mut Lines, RawFd, Dest<'s>)> {
+    let to_w = slots
+        .get(idx)
+        .and_then(|s| slots.get(usize::from(s.output.to)))
+        .map_or(-1, |l| l.output.in_w);
     let slot = slots.get_mut(idx)?;
     let Output {
         out_r,
@@ -105,6 +209,7 @@ fn split<'s>(
         ring,
         lines,
         file,
+        to_dropped,
         ..
     } = &mut slot.output;
     let fd = if which == 0 { *out_r } else { *err_r };
@@ -115,6 +220,8 @@ fn split<'s>(
         ring,
         file,
         console: slot.console,
+        to_w,
+        to_dropped,
     };
     Some((lb, fd, d))
 }

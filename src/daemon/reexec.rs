@@ -7,8 +7,9 @@
 //! same pids, pipes, restart and failure counters. CLOCK_MONOTONIC is
 //! system-wide, so `since` stays valid.
 //!
-//! Record: `v1;NAME,PID,SINCE_MS,RESTARTS,FAILURES,WANT,OUT_R,ERR_R,OUT_W,ERR_W;...`
-//! where PID is 0 for a service with no process and WANT is `u` or `d`.
+//! Record: `v1;NAME,PID,SINCE_MS,RESTARTS,FAILURES,WANT,OUT_R,ERR_R,OUT_W,ERR_W[,IN_R,IN_W];...`
+//! where PID is 0 for a service with no process and WANT is `u` or `d`;
+//! IN_R and IN_W, a logger service's pipe, are there only for a logger.
 
 use super::log::log;
 use super::log::Log;
@@ -77,7 +78,7 @@ pub fn exec(sup: &Supervisor<'_>, reexec: &mut Reexec, svc: &Services, log: &mut
         let want = if s.want == Want::Up { 'u' } else { 'd' };
         ok &= write!(
             w,
-            "{},{pid},{since},{},{},{want},{},{},{},{};",
+            "{},{pid},{since},{},{},{want},{},{},{},{}",
             slot.name,
             s.restarts,
             s.failures,
@@ -87,12 +88,13 @@ pub fn exec(sup: &Supervisor<'_>, reexec: &mut Reexec, svc: &Services, log: &mut
             slot.output.err_w
         )
         .is_ok();
-        for fd in [
-            slot.output.out_r,
-            slot.output.err_r,
-            slot.output.out_w,
-            slot.output.err_w,
-        ] {
+        if slot.output.in_w >= 0 {
+            // The logger pipe, so its contents and the running logger's
+            // stdin outlive the exec too.
+            ok &= write!(w, ",{},{}", slot.output.in_r, slot.output.in_w).is_ok();
+        }
+        ok &= w.write_char(';').is_ok();
+        for fd in handed_fds(slot) {
             // SAFETY: our fds; the new image must inherit them.
             unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
         }
@@ -135,16 +137,20 @@ pub fn exec(sup: &Supervisor<'_>, reexec: &mut Reexec, svc: &Services, log: &mut
         nix::errno::Errno::from_raw(e).desc()
     );
     for slot in slots.iter() {
-        for fd in [
-            slot.output.out_r,
-            slot.output.err_r,
-            slot.output.out_w,
-            slot.output.err_w,
-        ] {
+        for fd in handed_fds(slot) {
             // SAFETY: our fds.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
+}
+
+/// The descriptors a slot hands to the new image: its output pipes, and
+/// its logger pipe if it has one.
+fn handed_fds(slot: &super::Slot) -> impl Iterator<Item = i32> {
+    let o = &slot.output;
+    [o.out_r, o.err_r, o.out_w, o.err_w, o.in_r, o.in_w]
+        .into_iter()
+        .filter(|fd| *fd >= 0)
 }
 
 fn starts_with_env(p: *const libc::c_char) -> bool {
@@ -163,6 +169,8 @@ pub struct Adopted {
     pub failures: u32,
     pub want_up: bool,
     pub fds: [i32; 4],
+    /// A logger's pipe (read, write ends), if it is one.
+    pub logger: Option<[i32; 2]>,
 }
 
 /// Startup of the new process: the record, if this is a re-exec.
@@ -186,10 +194,20 @@ pub fn parse(v: &str) -> Vec<Adopted> {
     }
     for rec in parts.filter(|r| !r.is_empty()) {
         let f: Vec<&str> = rec.split(',').collect();
-        let [name, pid, since, restarts, failures, want, a, b, c, d] = f.as_slice() else {
+        let (fixed, logger) = match f.as_slice() {
+            [head @ .., r, w] if f.len() == 12 => (head, Some((*r, *w))),
+            all => (all, None),
+        };
+        let [name, pid, since, restarts, failures, want, a, b, c, d] = fixed else {
             continue;
         };
         let num = |s: &str| s.parse::<i64>().ok();
+        let fd = |s: &str| s.parse::<i32>().ok().filter(|fd| *fd >= 0);
+        let logger = match logger.map(|(r, w)| (fd(r), fd(w))) {
+            None => None,
+            Some((Some(r), Some(w))) => Some([r, w]),
+            Some(_) => continue,
+        };
         let (Some(pid), Some(since), Some(r), Some(fl), Some(a), Some(b), Some(c), Some(d)) = (
             num(pid),
             num(since),
@@ -210,6 +228,7 @@ pub fn parse(v: &str) -> Vec<Adopted> {
             failures: fl as u32,
             want_up: *want == "u",
             fds: [a as i32, b as i32, c as i32, d as i32],
+            logger,
         });
     }
     out
@@ -236,6 +255,10 @@ mod tests {
         );
         assert_eq!(v[0].fds, [5, 6, 7, 8]);
         assert!(!v[1].want_up);
+        assert_eq!((v[0].logger, v[1].logger), (None, None));
         assert!(parse("v2;x").is_empty());
+        let v = parse("v1;log,7,0,0,0,u,5,6,7,8,13,14;bad,1,0,0,0,u,5,6,7,8,x,14;");
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].logger, Some([13, 14]));
     }
 }

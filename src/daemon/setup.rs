@@ -235,10 +235,19 @@ pub fn build(
         // The services come in slot order: the i-th one's, if any.
         let spec = specs.next();
         // After reexec, a service keeps its pipes (output is not lost).
-        let handed = spec
+        let adopt = spec
             .as_ref()
-            .and_then(|s| adopted.iter().find(|a| a.name == s.name))
-            .map(|a| a.fds);
+            .and_then(|s| adopted.iter().find(|a| a.name == s.name));
+        let handed = adopt.map(|a| a.fds);
+        // A logger keeps its pipe too (configure closes it if the new
+        // config has no service logging to it).
+        let [in_r, in_w] = adopt.and_then(|a| a.logger).map_or([-1, -1], |p| {
+            for fd in p {
+                // SAFETY: inherited fds, ours now.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+            p
+        });
         let ((out_r, out_w), (err_r, err_w)) = match handed {
             Some([a, b, c, d]) => {
                 for fd in [a, b, c, d] {
@@ -262,6 +271,10 @@ pub fn build(
                 ring: LogRing::new(ring),
                 lines: lines.next().ok_or("line buffers")?,
                 file: files.next().ok_or("log file table")?,
+                in_r,
+                in_w,
+                to: super::output::NO_LOGGER,
+                to_dropped: 0,
             },
             console: false,
             ready: [false; 2],

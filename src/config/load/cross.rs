@@ -116,6 +116,59 @@ pub(super) fn cross_checks(entries: &[Entry], srcs: &[Src], incomplete: bool, si
     let by_name = duplicates(entries, srcs, sink);
     let adj = dependencies(entries, srcs, &by_name, incomplete, sink);
     find_cycles(entries, srcs, &adj, sink);
+    log_targets(entries, srcs, &by_name, incomplete, sink);
+}
+
+/// `log: {to: NAME}`: the logger exists, is not the service itself, and
+/// no chain of loggers comes back to where it started (each service has
+/// at most one logger, so the chains are walked one step at a time).
+fn log_targets(
+    entries: &[Entry],
+    srcs: &[Src],
+    by_name: &BTreeMap<&str, usize>,
+    incomplete: bool,
+    sink: &mut Sink,
+) {
+    let path = [K("log"), K("to")];
+    let mut next: Vec<Option<usize>> = vec![None; entries.len()];
+    for (i, e) in entries.iter().enumerate() {
+        let Some(to) = e.spec.log.to.as_deref() else {
+            continue;
+        };
+        let msg = match by_name.get(to).copied() {
+            Some(t) if t == i => format!("log.to '{to}': a service cannot log to itself"),
+            Some(t) => {
+                if let Some(n) = next.get_mut(i) {
+                    *n = Some(t);
+                }
+                continue;
+            }
+            None if incomplete => continue,
+            None => format!("log.to '{to}': no such service"),
+        };
+        report(sink, Severity::Error, srcs, e, &path, msg);
+    }
+    for s in 0..entries.len() {
+        let mut chain = vec![s];
+        let mut at = s;
+        while let Some(t) = next.get(at).copied().flatten() {
+            // Each cycle once: at the service defined first in it.
+            if t < s || chain.len() > entries.len() {
+                break;
+            }
+            chain.push(t);
+            if t == s {
+                let name = |i: &usize| entries.get(*i).map_or("?", |e| e.spec.name.as_str());
+                let names: Vec<&str> = chain.iter().map(name).collect();
+                if let Some(e) = entries.get(s) {
+                    let msg = format!("logger cycle: {}", names.join(" -> "));
+                    report(sink, Severity::Error, srcs, e, &path, msg);
+                }
+                break;
+            }
+            at = t;
+        }
+    }
 }
 
 /// A name defined twice is an error at the second; the first of each name

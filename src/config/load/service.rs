@@ -407,6 +407,7 @@ fn build_log(
         file,
         console: rl.and_then(|l| l.console).unwrap_or(g.console),
         buffer,
+        to: rl.and_then(|l| l.to.clone()),
     }
 }
 

@@ -80,6 +80,7 @@ fn figures<'a>(s: &Service, slot: &'a Slot, now: Instant) -> Reply<'a> {
         checks: s.checks.each_ref().map(|c| check(c.as_ref())),
         log_evicted: slot.output.ring.evicted,
         log_cut: slot.output.ring.cut,
+        logger_dropped: slot.output.to_dropped,
     }
 }
 

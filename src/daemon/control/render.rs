@@ -506,6 +506,9 @@ fn log_detail(d: &mut Details<'_>, slot: &Slot) {
         if let Some(f) = slot.output.file.get() {
             let _ = write!(t, "; file {}", f.path_str());
         }
+        if let Some(n) = slot.output.logger_dropped() {
+            let _ = write!(t, "; to its logger, {n} dropped (pipe full)");
+        }
     });
 }
 

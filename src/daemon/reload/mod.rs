@@ -301,6 +301,10 @@ fn same_exec(a: &CService<'_>, b: &CService<'_>) -> Option<&'static str> {
     if a.rlimits_raw != b.rlimits_raw {
         return Some("rlimits changed");
     }
+    if a.logger != b.logger {
+        // Its stdin becomes, or stops being, a logger pipe.
+        return Some("logger input changed");
+    }
     None
 }
 
@@ -314,7 +318,7 @@ fn same_rest(a: &CService<'_>, b: &CService<'_>) -> Option<&'static str> {
     if a.ndeps != b.ndeps || !a.deps().zip(b.deps()).all(|(x, y)| x == y) {
         return Some("depends_on changed");
     }
-    if a.console != b.console || a.file != b.file {
+    if a.console != b.console || a.file != b.file || a.log_to != b.log_to {
         return Some("log settings changed");
     }
     if a.checks_raw != b.checks_raw {
@@ -394,6 +398,7 @@ fn configure(
         .map_err(|_| "service name too long")?;
     slot.retired = false;
     slot.console = c.console;
+    slot.output.set_logger(c.logger)?;
     let file = (!c.file.is_empty())
         .then(|| LogFile::new(c.file, *file_max, *file_keep))
         .flatten();
@@ -437,6 +442,24 @@ fn resolve_deps(
             .map_err(|_| "too many dependencies")?;
     }
     Ok(())
+}
+
+/// Points slot `i` (service `c` of the new config) at its logger's slot.
+fn resolve_log_to(r: &Reloader, buf: &[u8], slots: &mut [super::Slot], i: usize, c: &CService<'_>) {
+    let p = &r.plan;
+    let key = |j: u16| {
+        p.new_at
+            .get(usize::from(j))
+            .and_then(|&at| compiled::name_at(buf, at))
+            .map_or(&b""[..], str::as_bytes)
+    };
+    let to = (!c.log_to.is_empty())
+        .then(|| r.names.find(c.log_to, key))
+        .flatten()
+        .and_then(|j| p.slot.get(usize::from(j)).copied());
+    if let Some(s) = slots.get_mut(i) {
+        s.output.set_logger_slot(to);
+    }
 }
 
 /// Indexes the names of the new config (`buf`) by their position.
@@ -501,6 +524,7 @@ fn install_from<'b>(
     for (i, c) in compiled::services(&services, count).enumerate() {
         let svc = table.get_mut(i).ok_or((c.name, "slot"))?;
         resolve_deps(&shell.reloader, buf, svc, &c).map_err(|e| (c.name, e))?;
+        resolve_log_to(&shell.reloader, buf, &mut shell.svc.slots, i, &c);
     }
     // No plan to show before the first reload.
     shell.reloader.plan.count = 0;
@@ -786,6 +810,7 @@ fn deps_one(sup: &mut Supervisor<'_>, shell: &mut Shell, j: usize, new: &[u8]) {
     if let Err(e) = resolve_deps(&shell.reloader, new, svc, &c) {
         log!(shell.log, "reload: {}: {e}", c.name);
     }
+    resolve_log_to(&shell.reloader, new, &mut shell.svc.slots, i, &c);
 }
 
 /// Retires slot `i` if the new config removed its service: it stops.
@@ -802,6 +827,10 @@ fn retire_one(sup: &mut Supervisor<'_>, shell: &mut Shell, i: usize, now: Instan
     if let Some(s) = shell.svc.slots.get_mut(i) {
         s.retired = true;
         s.prep.filled = false;
+        // No longer anyone's logger, nor logging: the pipe closes (the
+        // stopping logger reads what is left, then EOF).
+        s.output.set_logger_slot(None);
+        let _ = s.output.set_logger(false);
     }
     if let Some(a) = shell.reloader.cur_at.get_mut(i) {
         *a = NONE;
