@@ -418,15 +418,9 @@ fn configure(
     Ok(())
 }
 
-/// Points every dependency of `svc` (service `c` of the new config) at
-/// its slot, through the index of new names.
-fn resolve_deps(
-    r: &Reloader,
-    buf: &[u8],
-    svc: &mut Service,
-    c: &CService<'_>,
-) -> Result<(), &'static str> {
-    svc.deps.clear();
+/// The slot of service `name` of the new config (`buf`), through the
+/// index of new names.
+fn new_slot_of(r: &Reloader, buf: &[u8], name: &[u8]) -> Option<u16> {
     let p = &r.plan;
     let key = |j: u16| {
         p.new_at
@@ -434,9 +428,21 @@ fn resolve_deps(
             .and_then(|&at| compiled::name_at(buf, at))
             .map_or(&b""[..], str::as_bytes)
     };
+    let j = r.names.find(name, key)?;
+    p.slot.get(usize::from(j)).copied()
+}
+
+/// Points every dependency of `svc` (service `c` of the new config) at
+/// its slot.
+fn resolve_deps(
+    r: &Reloader,
+    buf: &[u8],
+    svc: &mut Service,
+    c: &CService<'_>,
+) -> Result<(), &'static str> {
+    svc.deps.clear();
     for (name, condition) in c.deps() {
-        let j = r.names.find(name, key).ok_or("dependency not found")?;
-        let idx = *p.slot.get(usize::from(j)).ok_or("dependency not found")?;
+        let idx = new_slot_of(r, buf, name).ok_or("dependency not found")?;
         svc.deps
             .push(Dep { idx, condition })
             .map_err(|_| "too many dependencies")?;
@@ -446,17 +452,9 @@ fn resolve_deps(
 
 /// Points slot `i` (service `c` of the new config) at its logger's slot.
 fn resolve_log_to(r: &Reloader, buf: &[u8], slots: &mut [super::Slot], i: usize, c: &CService<'_>) {
-    let p = &r.plan;
-    let key = |j: u16| {
-        p.new_at
-            .get(usize::from(j))
-            .and_then(|&at| compiled::name_at(buf, at))
-            .map_or(&b""[..], str::as_bytes)
-    };
     let to = (!c.log_to.is_empty())
-        .then(|| r.names.find(c.log_to, key))
-        .flatten()
-        .and_then(|j| p.slot.get(usize::from(j)).copied());
+        .then(|| new_slot_of(r, buf, c.log_to))
+        .flatten();
     if let Some(s) = slots.get_mut(i) {
         s.output.set_logger_slot(to);
     }
