@@ -182,9 +182,10 @@ pub fn build(
     ensure_stdio();
     // Before any pipe: the spawn descriptors take the lowest numbers (see
     // `spawn::Stack`).
-    let stack = super::spawn::Stack::new()?;
+    let mut stack = super::spawn::Stack::with_fds(most_fds(compiled))?;
     let (log_file, opened) = daemon_log(cfg);
     let mut log = Log::new(cfg.log.console || !opened, log_file);
+    stack.set_table(fd_table(compiled, &mut log));
     let event_log = cfg
         .events
         .as_ref()
@@ -357,6 +358,29 @@ pub fn build(
     };
     super::reload::install_initial(&mut shell, &mut core).map_err(|e| e.to_string())?;
     Ok((shell, core, adopted))
+}
+
+/// The most `fds:` items any service of `compiled` has: the child's held
+/// descriptor numbers are sized from it (see `spawn::Stack`).
+fn most_fds(compiled: &[u8]) -> usize {
+    match super::compiled::decode(compiled) {
+        Ok(super::compiled::Compiled::Valid {
+            count, services, ..
+        }) => super::compiled::services(&services, count)
+            .map(|c| c.fds_raw.len() / 4)
+            .max()
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Creates the `fds:` table's descriptors (see `fdtable.rs`).
+fn fd_table(compiled: &[u8], log: &mut Log) -> super::fdtable::FdTable {
+    let table = match super::compiled::decode(compiled) {
+        Ok(super::compiled::Compiled::Valid { fds, .. }) => fds,
+        _ => &[],
+    };
+    super::fdtable::FdTable::open(table, log)
 }
 
 /// Every slot's stdout and stderr line buffers, in one fresh mapping:

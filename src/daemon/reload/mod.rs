@@ -301,6 +301,9 @@ fn same_exec(a: &CService<'_>, b: &CService<'_>) -> Option<&'static str> {
     if a.rlimits_raw != b.rlimits_raw {
         return Some("rlimits changed");
     }
+    if a.fds_raw != b.fds_raw {
+        return Some("fds changed");
+    }
     None
 }
 
@@ -471,6 +474,7 @@ fn install_from<'b>(
         count,
         services,
         shutdown_timeout,
+        ..
     }) = compiled::decode(buf)
     else {
         return Err(("?", "internal error: cannot decode the compiled config"));
@@ -598,12 +602,13 @@ fn prepare(
     shell.reloader.plan.count = 0;
     shell.reloader.plan.removed = 0;
     let failed = Outcome::Failed(ErrorCode::Failed);
-    let (count, services, timeout) = match compiled::decode(next) {
+    let (count, services, timeout, fds) = match compiled::decode(next) {
         Ok(Compiled::Valid {
             count,
             services,
             shutdown_timeout,
-        }) => (count, services, shutdown_timeout),
+            fds,
+        }) => (count, services, shutdown_timeout, fds),
         Ok(Compiled::Invalid(text)) => {
             // The diagnostics stay in `next` for the clients.
             log!(shell.log, "reload rejected: {text}");
@@ -617,8 +622,15 @@ fn prepare(
     if sup.shutting_down() {
         return Err((failed, "coffeyd is shutting down"));
     }
-    if !matches!(compiled::decode(cur), Ok(Compiled::Valid { .. })) {
+    let Ok(Compiled::Valid { fds: cur_fds, .. }) = compiled::decode(cur) else {
         return Err((failed, "internal error: running config unreadable"));
+    };
+    if cur_fds != fds {
+        return Err((
+            failed,
+            "the top-level fds table changed: its descriptors are created at startup, so \
+             restart coffeyd to apply it (services and their fds: mappings reload as usual)",
+        ));
     }
     plan(sup, shell, cur, next, &services, count)?;
     let mut counts = [0usize; 6];
@@ -955,6 +967,18 @@ fn plan(
         if let Err(e) = super::spawn::Prepared::fits(&c) {
             message.clear();
             let _ = write!(message, "service '{}': {}", c.name, e.as_str());
+            return Err((failed, ""));
+        }
+        let room = shell.svc.stack.fd_room();
+        if c.fds_raw.len() / 4 > room {
+            message.clear();
+            let _ = write!(
+                message,
+                "service '{}' has {} fds but coffeyd holds room for {room} (sized from the \
+                 startup config; restart coffeyd to grow it)",
+                c.name,
+                c.fds_raw.len() / 4
+            );
             return Err((failed, ""));
         }
         if usize::from(c.ndeps) > MAX_DEPS {

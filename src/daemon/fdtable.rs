@@ -1,0 +1,257 @@
+//! The `fds:` table's descriptors: created once, at startup, before the
+//! allocator is sealed, and held by the daemon for as long as it runs.
+//!
+//! Holding them is the point: a listen socket stays bound and listening
+//! while its service restarts (clients queue in the backlog and the next
+//! run accepts them: no connection is refused), and a pipe between two
+//! services keeps both ends open while either restarts. Every descriptor
+//! is close-on-exec here; the child gets its own at their numbers
+//! (`spawn.rs`). An entry that cannot be created (a port in use, a missing
+//! directory) is logged and remembered with its errno: the services that
+//! name it fail to start with that reason and retry with their backoff,
+//! and everything else runs. This file must not allocate after startup:
+//! lookups are plain indexing.
+
+use super::compiled::{self, FdSpec};
+use super::log::{log, Log};
+use nix::libc;
+use std::os::fd::RawFd;
+
+/// One entry: its descriptor (a pipe's read end), a pipe's write end
+/// (-1 otherwise), or the errno that creating it failed with.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    fd: RawFd,
+    write: RawFd,
+    errno: i32,
+}
+
+/// Every entry of the config's `fds:` table, in its order.
+pub struct FdTable {
+    held: Box<[Held]>,
+}
+
+impl FdTable {
+    /// Startup only: creates every entry of the compiled `table`.
+    #[allow(clippy::disallowed_methods)]
+    pub fn open(table: &[u8], log: &mut Log) -> FdTable {
+        let held = compiled::fd_specs(table)
+            .map(|e| match create(&e) {
+                Ok((fd, write)) => Held {
+                    fd,
+                    write,
+                    errno: 0,
+                },
+                Err((what, errno)) => {
+                    log!(
+                        log,
+                        "error: fds entry '{}': {what}: {} (the services using it fail to start)",
+                        e.name,
+                        std::io::Error::from_raw_os_error(errno)
+                    );
+                    Held {
+                        fd: -1,
+                        write: -1,
+                        errno,
+                    }
+                }
+            })
+            .collect();
+        FdTable { held }
+    }
+
+    /// The descriptor of entry `entry` (`end`: 0 the entry, 1 a pipe's
+    /// read end, 2 its write end), or the errno it failed with.
+    pub fn get(&self, entry: u16, end: u8) -> Result<RawFd, i32> {
+        let h = self.held.get(usize::from(entry)).ok_or(libc::EBADF)?;
+        let fd = if end == 2 { h.write } else { h.fd };
+        match (h.errno, fd) {
+            (0, fd) if fd >= 0 => Ok(fd),
+            (0, _) => Err(libc::EBADF),
+            (e, _) => Err(e),
+        }
+    }
+}
+
+impl Drop for FdTable {
+    fn drop(&mut self) {
+        for h in self.held.iter() {
+            super::close_fd(h.fd);
+            super::close_fd(h.write);
+        }
+    }
+}
+
+type Failure = (&'static str, i32);
+
+fn last(what: &'static str) -> Failure {
+    (what, super::errno())
+}
+
+/// Makes one entry: (descriptor, pipe write end or -1).
+fn create(e: &FdSpec<'_>) -> Result<(RawFd, RawFd), Failure> {
+    match e.kind {
+        compiled::FD_TCP | compiled::FD_UDP => inet(e).map(|fd| (fd, -1)),
+        compiled::FD_UNIX => unix(e).map(|fd| (fd, -1)),
+        compiled::FD_READ | compiled::FD_WRITE | compiled::FD_APPEND => file(e).map(|fd| (fd, -1)),
+        _ => {
+            let mut p = [-1; 2];
+            // SAFETY: a valid out array.
+            if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+                return Err(last("cannot create the pipe"));
+            }
+            Ok((p[0], p[1]))
+        }
+    }
+}
+
+/// A NUL-terminated copy of `path` on the stack.
+fn cpath(path: &[u8]) -> Option<[u8; libc::PATH_MAX as usize]> {
+    let mut buf = [0u8; libc::PATH_MAX as usize];
+    buf.get_mut(..path.len())?.copy_from_slice(path);
+    (!path.contains(&0) && path.len() < buf.len()).then_some(buf)
+}
+
+fn file(e: &FdSpec<'_>) -> Result<RawFd, Failure> {
+    let flags = match e.kind {
+        compiled::FD_READ => libc::O_RDONLY,
+        compiled::FD_WRITE => libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+        _ => libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+    };
+    let p = cpath(e.path).ok_or(("bad path", libc::ENAMETOOLONG))?;
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(p.as_ptr().cast(), flags | libc::O_CLOEXEC, 0o666) };
+    if fd < 0 {
+        return Err(last("cannot open the file"));
+    }
+    Ok(fd)
+}
+
+/// Closes `fd` and returns `f` (the errno taken first).
+fn drop_with(fd: RawFd, f: Failure) -> Failure {
+    super::close_fd(fd);
+    f
+}
+
+fn inet(e: &FdSpec<'_>) -> Result<RawFd, Failure> {
+    let udp = e.kind == compiled::FD_UDP;
+    let ty = if udp {
+        libc::SOCK_DGRAM
+    } else {
+        libc::SOCK_STREAM
+    };
+    let v6 = e.family == 6;
+    let dom = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(dom, ty | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(last("cannot create the socket"));
+    }
+    let one: libc::c_int = 1;
+    // SAFETY: our socket; a valid int option.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            core::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let port = e.port.to_be();
+    let r = if v6 {
+        // SAFETY: all-zero is a valid sockaddr_in6.
+        let mut a: libc::sockaddr_in6 = unsafe { core::mem::zeroed() };
+        a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        a.sin6_port = port;
+        a.sin6_addr.s6_addr = e.ip;
+        // SAFETY: a valid sockaddr_in6 of its size.
+        unsafe {
+            libc::bind(
+                fd,
+                (&a as *const libc::sockaddr_in6).cast(),
+                core::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    } else {
+        // SAFETY: all-zero is a valid sockaddr_in.
+        let mut a: libc::sockaddr_in = unsafe { core::mem::zeroed() };
+        a.sin_family = libc::AF_INET as libc::sa_family_t;
+        a.sin_port = port;
+        let [b0, b1, b2, b3, ..] = e.ip;
+        a.sin_addr.s_addr = u32::from_ne_bytes([b0, b1, b2, b3]);
+        // SAFETY: a valid sockaddr_in of its size.
+        unsafe {
+            libc::bind(
+                fd,
+                (&a as *const libc::sockaddr_in).cast(),
+                core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+    };
+    if r < 0 {
+        return Err(drop_with(fd, last("cannot bind")));
+    }
+    listen(fd, e, udp)
+}
+
+fn listen(fd: RawFd, e: &FdSpec<'_>, udp: bool) -> Result<RawFd, Failure> {
+    let backlog = libc::c_int::try_from(e.backlog).unwrap_or(libc::c_int::MAX);
+    // SAFETY: our bound socket.
+    if !udp && unsafe { libc::listen(fd, backlog) } < 0 {
+        return Err(drop_with(fd, last("cannot listen")));
+    }
+    Ok(fd)
+}
+
+fn unix(e: &FdSpec<'_>) -> Result<RawFd, Failure> {
+    // SAFETY: all-zero is a valid sockaddr_un.
+    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if e.path.len() >= a.sun_path.len() || e.path.contains(&0) {
+        return Err(("socket path too long", libc::ENAMETOOLONG));
+    }
+    for (d, s) in a.sun_path.iter_mut().zip(e.path) {
+        *d = *s as libc::c_char;
+    }
+    let path = a.sun_path.as_ptr();
+    // A stale socket of an earlier run: remove it (only a socket: any
+    // other file at the path is a config error the bind reports).
+    // SAFETY: a NUL-terminated path; an out struct.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::lstat(path, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+            libc::unlink(path);
+        }
+    }
+    // SAFETY: plain socket call.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(last("cannot create the socket"));
+    }
+    // SAFETY: a valid sockaddr_un of its size.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            (&a as *const libc::sockaddr_un).cast(),
+            core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(drop_with(fd, last("cannot bind")));
+    }
+    // SAFETY: the path we bound.
+    if let Some(m) = e.mode {
+        if unsafe { libc::chmod(path, m as libc::mode_t) } < 0 {
+            return Err(drop_with(fd, last("cannot chmod the socket")));
+        }
+    }
+    if e.uid.is_some() || e.gid.is_some() {
+        let (u, g) = (e.uid.unwrap_or(u32::MAX), e.gid.unwrap_or(u32::MAX));
+        // SAFETY: the path we bound; -1 keeps an id.
+        if unsafe { libc::chown(path, u, g) } < 0 {
+            return Err(drop_with(fd, last("cannot chown the socket")));
+        }
+    }
+    listen(fd, e, false)
+}
