@@ -40,7 +40,7 @@ use super::limits::{
 };
 use super::locate::{clean_message, normalize, parse_recovering, Outline, Seg};
 use super::raw::{self, List, RawFile, RawService};
-use super::spec::{Config, FdEntry, FdKind, Millis, ServiceSpec};
+use super::spec::{Config, FdEntry, Millis, ServiceSpec};
 use super::target::Target;
 use super::{Diag, Severity};
 use cross::{check_limits, check_main, cross_checks};
@@ -423,7 +423,8 @@ pub(super) fn load_text(
         target,
         &mut sink,
     );
-    config.fds = fd_table(
+    let fd_names;
+    (config.fds, fd_names) = fd_table(
         path,
         raw_file.fds.as_ref(),
         &base_dir,
@@ -432,11 +433,7 @@ pub(super) fn load_text(
         &mut sink,
     );
     let globals = Globals {
-        fds: config
-            .fds
-            .iter()
-            .map(|e| (e.name.clone(), e.kind == FdKind::Pipe))
-            .collect(),
+        fds: fd_names,
         target,
         base_dir: base_dir.clone(),
         log_dir: config.service_logs.dir.clone(),
@@ -506,7 +503,7 @@ fn fd_table(
     srcs: &[Src],
     target: &Target,
     sink: &mut Sink,
-) -> Vec<FdEntry> {
+) -> (Vec<FdEntry>, fds::TableNames) {
     at_root(path, srcs, target, sink, |cx| {
         fds::build_table(cx, raw, base_dir)
     })

@@ -1647,7 +1647,8 @@ mod tests {
         let mut arena = ExecArena::new(64 * 1024).unwrap();
         let mut p = Prepared::new(out_w, out_w);
         let cmd = core::iter::once(c.binary).chain(c.args.clone());
-        p.fill_with(&mut arena, cmd, &c, &base, None, wd, true).unwrap();
+        p.fill_with(&mut arena, cmd, &c, &base, None, wd, true)
+            .unwrap();
         // The arena holds copies (and is never unmapped): `bytes` may go,
         // `base` may not.
         (p, base)

@@ -21,17 +21,24 @@ pub(super) const DEFAULT_BACKLOG: u32 = 128;
 const MAX_UNIX_PATH: usize = 107;
 
 /// What a service needs to know about the table: each entry's name and
-/// whether it is a pipe.
-pub(super) type TableNames = Vec<(String, bool)>;
+/// whether it is a pipe (None: the entry is broken, reported already, so
+/// any reference to it is taken as it is).
+pub(super) type TableNames = Vec<(String, Option<bool>)>;
 
-/// The table, in source order. A broken entry is reported and still
-/// kept (as a pipe), so references to it do not report a second error.
-pub(super) fn build_table(cx: &mut Ctx, raw: Option<&RawFds>, base: &Path) -> Vec<FdEntry> {
+/// The table, in source order, and the names services see. A broken
+/// entry is reported and still kept (as a pipe), so references to it do
+/// not report a second error.
+pub(super) fn build_table(
+    cx: &mut Ctx,
+    raw: Option<&RawFds>,
+    base: &Path,
+) -> (Vec<FdEntry>, TableNames) {
     let Some(raw) = raw else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
+    let mut names = Vec::new();
     for (i, (name, e)) in raw.0.iter().enumerate() {
         let at = [K("fds"), I(i)];
         if let Err(msg) = check_name(name) {
@@ -49,12 +56,13 @@ pub(super) fn build_table(cx: &mut Ctx, raw: Option<&RawFds>, base: &Path) -> Ve
                 None
             }
         };
+        names.push((name.clone(), kind.as_ref().map(|k| *k == FdKind::Pipe)));
         out.push(FdEntry {
             name: name.clone(),
             kind: kind.unwrap_or(FdKind::Pipe),
         });
     }
-    out
+    (out, names)
 }
 
 fn entry_kind(
@@ -327,16 +335,16 @@ fn reference_of(
         );
         return None;
     };
-    let pipe = table.get(entry).is_some_and(|(_, p)| *p);
+    let pipe = table.get(entry).and_then(|(_, p)| *p);
     match (pipe, end) {
-        (true, FdEnd::Whole) => {
+        (Some(true), FdEnd::Whole) => {
             cx.err(
                 at,
                 format!("fds: {num}: '{name}' is a pipe: use '{name}.read' or '{name}.write'"),
             );
             return None;
         }
-        (false, FdEnd::Read | FdEnd::Write) => {
+        (Some(false), FdEnd::Read | FdEnd::Write) => {
             cx.err(
                 at,
                 format!("fds: {num}: '{name}' is not a pipe, so it has no '.read' or '.write'"),
