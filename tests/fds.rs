@@ -113,7 +113,7 @@ fn a_socket_activated_python_server_serves_tcp_unix_and_udp() {
          mode: \"0660\"\n    owner: nobody\n  dns:\n    listen: udp://127.0.0.1:{udp}\n"
     );
     let fds = "      3: web\n      4: ctl\n      5: dns\n";
-    let mut d = Daemon::start_with("fdpy", &extra, &server_svc("web", fds, ""), write_server);
+    let d = Daemon::start_with("fdpy", &extra, &server_svc("web", fds, ""), write_server);
     wait_out(&d, "web", "serving 3 web:ctl:dns");
     let pid = row(&d, "web")["pid"].as_i64().unwrap();
     let a = ask_tcp(tcp);
@@ -163,7 +163,7 @@ fn a_listen_socket_outlives_its_service_so_a_connect_during_a_restart_is_queued(
     let extra = format!("fds:\n  web:\n    listen: tcp://127.0.0.1:{port}\n");
     // A second's backoff: the test connects while no run is up.
     let backoff = "    restart: always\n    backoff:\n      initial: 1s\n";
-    let mut d = Daemon::start_with(
+    let d = Daemon::start_with(
         "fdrestart",
         &extra,
         &server_svc("web", "      3: web\n", backoff),
@@ -193,7 +193,7 @@ fn a_listen_socket_outlives_its_service_so_a_connect_during_a_restart_is_queued(
 
 #[test]
 fn file_entries_give_a_secret_to_a_user_who_cannot_open_it_and_write_and_append() {
-    let mut d = Daemon::start_with(
+    let d = Daemon::start_with(
         "fdfile",
         "fds:\n  secret:\n    file: $DIR/secret\n  out:\n    file: $DIR/out.txt\n    mode: w\n  \
          app:\n    file: $DIR/app.log\n    mode: a\n",
@@ -249,7 +249,7 @@ fn a_pipe_between_two_services_survives_a_restart_of_each() {
         "while read l; do echo \"c=$$ $l\"; done <&3",
         "    fds:\n      3: line.read\n",
     );
-    let mut d = Daemon::start(
+    let d = Daemon::start(
         "fdpipe",
         "fds:\n  line:\n    pipe: {}\n",
         &format!("{producer}{consumer}"),
@@ -318,7 +318,7 @@ fn reload_keeps_an_unchanged_table_and_refuses_a_changed_one() {
     let port = free_port();
     let extra = format!("fds:\n  web:\n    listen: tcp://127.0.0.1:{port}\n");
     let web = server_svc("web", "      3: web\n", "");
-    let mut d = Daemon::start_with("fdreload", &extra, &web, write_server);
+    let d = Daemon::start_with("fdreload", &extra, &web, write_server);
     wait_out(&d, "web", "serving 1 web");
     let before = inode3(pid_of(&ask_tcp(port)));
     // The same table, a new service: applied; the socket is the same one.
