@@ -350,3 +350,49 @@ fn reload_keeps_an_unchanged_table_and_refuses_a_changed_one() {
     let _ = c.write_all(b"x");
     finish(d);
 }
+
+/// Eighteen `fds:` entries and services mapping 3..=20 to them: the
+/// numbers where the daemon holds the child's status pipe and notify pipe
+/// (low numbers, taken at startup after its signalfd and epoll: 11 and 12
+/// today) are targets too. The
+/// child moves them out of the way first, so an exec failure is still
+/// reported as one and a notify readiness check still works.
+#[test]
+fn fds_on_the_numbers_of_the_status_and_notify_pipes_keep_both_working() {
+    let table: String = (3..=20)
+        .map(|n| format!("  f{n}:\n    file: $DIR/f{n}\n    mode: w\n"))
+        .collect();
+    let items: String = (3..=20).map(|n| format!("      {n}: f{n}\n")).collect();
+    let missing = format!("  - name: missing\n    binary: /nonexistent-cfy\n    fds:\n{items}");
+    // bash: dash takes only one-digit descriptors in redirections.
+    let ready = svc(
+        "ready",
+        "for n in $(seq 3 20); do eval \"echo $n >&$n\"; done; echo ready >&21; exec sleep 100",
+        &format!(
+            "    fds:\n{items}    healthcheck:\n      readiness:\n        type: notify\n        fd: 21\n"
+        ),
+    );
+    let ready = ready.replace("binary: /bin/sh", "binary: /bin/bash");
+    let d = Daemon::start(
+        "fdmove",
+        &format!("fds:\n{table}"),
+        &format!("{missing}{ready}"),
+    );
+    wait_state(&d, "ready", "running", 20.0);
+    for n in 3..=20 {
+        let f = std::fs::read_to_string(d.dir.join(format!("f{n}"))).unwrap();
+        assert_eq!(f, format!("{n}\n"));
+    }
+    wait_row(
+        &d,
+        "missing's exec failure",
+        20.0,
+        || row(&d, "missing"),
+        |r| {
+            r["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("exec failed: No such file or directory"))
+        },
+    );
+    finish(d);
+}
