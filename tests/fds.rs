@@ -396,3 +396,35 @@ fn fds_on_the_numbers_of_the_status_and_notify_pipes_keep_both_working() {
     );
     finish(d);
 }
+
+/// `coffeyd reexec` hands the table to the new binary: the service's
+/// listen socket is the same one after it (a new socket could not even be
+/// bound while the running service holds the old one), and a restart
+/// after the reexec gets it too.
+#[test]
+fn reexec_hands_the_table_to_the_new_binary() {
+    need(PY, "python3");
+    let port = free_port();
+    let extra = format!("fds:\n  web:\n    listen: tcp://127.0.0.1:{port}\n");
+    let mut d = Daemon::start_with(
+        "fdreexec",
+        &extra,
+        &server_svc("web", "      3: web\n", ""),
+        write_server,
+    );
+    wait_out(&d, "web", "serving 1 web");
+    let first = pid_of(&ask_tcp(port));
+    let before = inode3(first);
+    ok(ctl(&d, &["reexec"]));
+    d.wait_log("web: adopted pid", 20.0);
+    assert!(
+        !d.log_text().contains("fds entry 'web'"),
+        "{}",
+        d.log_text()
+    );
+    ok(ctl(&d, &["restart", "web"]));
+    let second = pid_of(&ask_tcp(port));
+    assert_ne!(first, second);
+    assert_eq!(inode3(second), before);
+    finish(d);
+}

@@ -9,8 +9,12 @@
 //! (`spawn.rs`). An entry that cannot be created (a port in use, a missing
 //! directory) is logged and remembered with its errno: the services that
 //! name it fail to start with that reason and retry with their backoff,
-//! and everything else runs. This file must not allocate after startup:
-//! lookups are plain indexing.
+//! and everything else runs. `coffeyd reexec` hands the descriptors to
+//! the new binary (records in its handoff, see `reexec.rs`), which takes
+//! each for the entry of the same spec instead of creating it again (a
+//! running service still holds the old listen socket: a new one could not
+//! be bound). This file must not allocate after startup: lookups are
+//! plain indexing.
 
 use super::compiled::{self, FdSpec};
 use super::log::{log, Log};
@@ -24,7 +28,13 @@ struct Held {
     fd: RawFd,
     write: RawFd,
     errno: i32,
+    /// The entry's spec, hashed: what a reexec matches on.
+    hash: u32,
 }
+
+/// Tag of this file's records in the reexec handoff (`@fd,HASH,FD,WRITE;`:
+/// older binaries skip records of the wrong shape).
+const HANDOFF: &str = "@fd";
 
 /// Every entry of the config's `fds:` table, in its order.
 pub struct FdTable {
@@ -35,29 +45,60 @@ impl FdTable {
     /// Startup only: creates every entry of the compiled `table`.
     #[allow(clippy::disallowed_methods)]
     pub fn open(table: &[u8], log: &mut Log) -> FdTable {
+        let mut handed = handed_over();
         let held = compiled::fd_specs(table)
-            .map(|e| match create(&e) {
-                Ok((fd, write)) => Held {
-                    fd,
-                    write,
-                    errno: 0,
-                },
-                Err((what, errno)) => {
-                    log!(
+            .map(|e| (hash(&e), e))
+            .map(
+                |(h, e)| match adopt(&mut handed, h).map_or_else(|| create(&e), Ok) {
+                    Ok((fd, write)) => Held {
+                        fd,
+                        write,
+                        errno: 0,
+                        hash: h,
+                    },
+                    Err((what, errno)) => {
+                        log!(
                         log,
                         "error: fds entry '{}': {what}: {} (the services using it fail to start)",
                         e.name,
                         std::io::Error::from_raw_os_error(errno)
                     );
-                    Held {
-                        fd: -1,
-                        write: -1,
-                        errno,
+                        Held {
+                            fd: -1,
+                            write: -1,
+                            errno,
+                            hash: h,
+                        }
                     }
-                }
-            })
+                },
+            )
             .collect();
+        // Entries the new config no longer has.
+        for (_, fd, write) in handed {
+            super::close_fd(fd);
+            super::close_fd(write);
+        }
         FdTable { held }
+    }
+
+    /// Reexec: the handoff records of the open entries. Whether they fit.
+    pub fn handoff(&self, w: &mut impl core::fmt::Write) -> bool {
+        self.held
+            .iter()
+            .filter(|h| h.fd >= 0)
+            .all(|h| write!(w, "{HANDOFF},{},{},{};", h.hash, h.fd, h.write).is_ok())
+    }
+
+    /// Reexec: lets the new image inherit the descriptors (`true`), or
+    /// takes that back (the exec failed).
+    pub fn inherit(&self, yes: bool) {
+        let flag = if yes { 0 } else { libc::FD_CLOEXEC };
+        for fd in self.held.iter().flat_map(|h| [h.fd, h.write]) {
+            if fd >= 0 {
+                // SAFETY: our descriptor.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, flag) };
+            }
+        }
     }
 
     /// The descriptor of entry `entry` (`end`: 0 the entry, 1 a pipe's
@@ -80,6 +121,61 @@ impl Drop for FdTable {
             super::close_fd(h.write);
         }
     }
+}
+
+/// The descriptors a previous binary handed over: (hash, fd, write).
+/// Startup only (the variable is removed later by `reexec::take_handoff`).
+#[allow(clippy::disallowed_methods)]
+fn handed_over() -> Vec<(u32, RawFd, RawFd)> {
+    let Ok(v) = std::env::var(super::reexec::ENV) else {
+        return Vec::new();
+    };
+    v.split(';')
+        .filter_map(|r| {
+            let mut f = r.split(',');
+            if f.next() != Some(HANDOFF) {
+                return None;
+            }
+            let h = f.next()?.parse().ok()?;
+            let fd = f.next()?.parse().ok()?;
+            let write = f.next()?.parse().ok()?;
+            Some((h, fd, write))
+        })
+        .collect()
+}
+
+/// Takes the handed-over descriptors of the entry hashed `h`, back to
+/// close-on-exec.
+fn adopt(handed: &mut Vec<(u32, RawFd, RawFd)>, h: u32) -> Option<(RawFd, RawFd)> {
+    let k = handed.iter().position(|(x, _, _)| *x == h)?;
+    let (_, fd, write) = handed.swap_remove(k);
+    for f in [fd, write].into_iter().filter(|f| *f >= 0) {
+        // SAFETY: inherited, ours now.
+        unsafe { libc::fcntl(f, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Some((fd, write))
+}
+
+/// FNV-1a over every field of the spec: an entry changed across a reexec
+/// is created anew.
+fn hash(e: &FdSpec<'_>) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ u32::from(x)).wrapping_mul(0x0100_0193);
+        }
+        h = (h ^ 0xff).wrapping_mul(0x0100_0193);
+    };
+    eat(e.name.as_bytes());
+    eat(&[e.kind, e.family]);
+    eat(e.path);
+    eat(&e.ip);
+    eat(&e.port.to_le_bytes());
+    eat(&e.backlog.to_le_bytes());
+    for v in [e.mode, e.uid, e.gid] {
+        eat(&v.map_or(u64::MAX, u64::from).to_le_bytes());
+    }
+    h
 }
 
 type Failure = (&'static str, i32);

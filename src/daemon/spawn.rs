@@ -1025,6 +1025,11 @@ impl Stack {
         self.table = Some(t);
     }
 
+    /// The `fds:` table, for reexec's handoff.
+    pub fn table(&self) -> Option<&super::fdtable::FdTable> {
+        self.table.as_ref()
+    }
+
     /// How many `fds:` items a service may have (sized at startup).
     pub fn fd_room(&self) -> usize {
         self.fds.n.saturating_sub(FDS_AT)
