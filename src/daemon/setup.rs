@@ -185,13 +185,16 @@ pub fn build(
     let mut stack = super::spawn::Stack::with_fds(most_fds(compiled))?;
     let (log_file, opened) = daemon_log(cfg);
     let mut log = Log::new(cfg.log.console || !opened, log_file);
-    stack.set_table(fd_table(compiled, &mut log));
     let event_log = cfg
         .events
         .as_ref()
         .and_then(|e| super::eventlog::EventLog::open(e, &mut log));
     let slots = (cfg.limits.services as usize).max(cfg.services);
-    raise_nofile(fd_budget(slots, cfg.limits.clients as usize) + 16, &mut log);
+    // The `fds:` table (two for a pipe) and the spawn's held numbers for it.
+    let table_fds = 2 * super::compiled::fd_specs(fd_table_bytes(compiled)).count();
+    let fds = fd_budget(slots, cfg.limits.clients as usize) + 16 + table_fds + most_fds(compiled);
+    raise_nofile(fds, &mut log);
+    stack.set_table(fd_table(compiled, &mut log));
 
     let devnull = {
         // SAFETY: constant NUL-terminated path.
@@ -374,13 +377,17 @@ fn most_fds(compiled: &[u8]) -> usize {
     }
 }
 
-/// Creates the `fds:` table's descriptors (see `fdtable.rs`).
-fn fd_table(compiled: &[u8], log: &mut Log) -> super::fdtable::FdTable {
-    let table = match super::compiled::decode(compiled) {
+/// The compiled `fds:` table ("" when none).
+fn fd_table_bytes(compiled: &[u8]) -> &[u8] {
+    match super::compiled::decode(compiled) {
         Ok(super::compiled::Compiled::Valid { fds, .. }) => fds,
         _ => &[],
-    };
-    super::fdtable::FdTable::open(table, log)
+    }
+}
+
+/// Creates the `fds:` table's descriptors (see `fdtable.rs`).
+fn fd_table(compiled: &[u8], log: &mut Log) -> super::fdtable::FdTable {
+    super::fdtable::FdTable::open(fd_table_bytes(compiled), log)
 }
 
 /// Every slot's stdout and stderr line buffers, in one fresh mapping:
