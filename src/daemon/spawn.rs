@@ -171,10 +171,10 @@ pub struct Prepared {
     /// value; a NUL after the LISTEN_FDS-th name, then the rest) are in
     /// the region, and where the child writes `LISTEN_PID=`'s digits
     /// (as for `wd_pid_at`).
-    nfds: usize,
-    fds_off: usize,
-    names_off: usize,
-    listen_pid_at: Option<usize>,
+    nfds: u8,
+    fds_off: u32,
+    names_off: u32,
+    listen_pid_at: Option<u32>,
     /// The item of `fds:` whose entry was not open at the last spawn
     /// (`u8::MAX`: none), for the failure's text.
     fd_failed: core::cell::Cell<u8>,
@@ -761,10 +761,11 @@ impl Prepared {
             .get_mut(nl + 1..nl + 1 + c.fds_raw.len())
             .ok_or(FillError::Env)?;
         map.copy_from_slice(c.fds_raw);
-        self.nfds = c.fds_raw.len() / 4;
-        self.names_off = off + names_at;
-        self.fds_off = off + at + nl + 1;
-        self.listen_pid_at = Some(off + pid_at);
+        let small = |v: usize| u32::try_from(v).map_err(|_| FillError::Arena);
+        self.nfds = u8::try_from(c.fds_raw.len() / 4).map_err(|_| FillError::Env)?;
+        self.names_off = small(off + names_at)?;
+        self.fds_off = small(off + at + nl + 1)?;
+        self.listen_pid_at = Some(small(off + pid_at)?);
         let nargv = self.nargv;
         let k = self
             .ptrs_mut()
@@ -799,9 +800,9 @@ impl Prepared {
 
     /// The `fds:` map: (number, end, entry) of each.
     fn fd_map(&self) -> impl Iterator<Item = (u8, u8, u16)> + '_ {
-        let at = self.fds_off.saturating_sub(self.strs_at);
+        let at = (self.fds_off as usize).saturating_sub(self.strs_at);
         self.bytes()
-            .get(at..at + 4 * self.nfds)
+            .get(at..at + 4 * usize::from(self.nfds))
             .unwrap_or(&[])
             .chunks_exact(4)
             .map(|c| match c {
@@ -814,11 +815,13 @@ impl Prepared {
     /// ("" when none).
     pub fn failed_fd(&self) -> &str {
         let k = usize::from(self.fd_failed.get());
-        if self.nfds == 0 || k >= self.nfds {
+        if self.nfds == 0 || k >= usize::from(self.nfds) {
             return "";
         }
-        let at = self.names_off.saturating_sub(self.strs_at);
-        let end = self.fds_off.saturating_sub(self.strs_at).saturating_sub(1);
+        let at = (self.names_off as usize).saturating_sub(self.strs_at);
+        let end = (self.fds_off as usize)
+            .saturating_sub(self.strs_at)
+            .saturating_sub(1);
         let names = self.bytes().get(at..end).unwrap_or(&[]);
         names
             .split(|&b| b == b':' || b == 0)
@@ -1222,7 +1225,7 @@ fn service_fds(p: &Prepared, stack: &Stack, dst: &mut [RawFd]) -> Result<(), i32
     if p.nfds == 0 {
         return Ok(());
     }
-    if p.nfds > stack.fd_room() {
+    if usize::from(p.nfds) > stack.fd_room() {
         return Err(libc::EMFILE);
     }
     let table = stack.table.as_ref().ok_or(libc::EBADF)?;
@@ -1418,7 +1421,8 @@ unsafe fn child(p: &Prepared, fds: Fds) -> ! {
     if libc::setsid() < 0 {
         fail(report, Stage::Setsid);
     }
-    for at in [p.wd_pid_at, p.listen_pid_at].into_iter().flatten() {
+    let listen_at = p.listen_pid_at.map(|a| a as usize);
+    for at in [p.wd_pid_at, listen_at].into_iter().flatten() {
         // SAFETY: the watchdog text is in the region, behind no reference. It is
         // the daemon's memory (CLONE_VM): the digits stay there after the
         // exec, which is harmless, as nothing but this run's envp reads
@@ -1527,7 +1531,7 @@ unsafe fn place_fds(p: &Prepared, fds: &Fds, report: RawFd, notify: RawFd) -> (R
         notify
     };
     let mut src = [-1 as RawFd; MAX_SERVICE_FDS];
-    for (k, s) in src.iter_mut().enumerate().take(p.nfds) {
+    for (k, s) in src.iter_mut().enumerate().take(usize::from(p.nfds)) {
         *s = libc::fcntl(fds.at(FDS_AT + k), libc::F_DUPFD_CLOEXEC, hi);
         if *s < 0 {
             fail(report, Stage::Fds);
