@@ -61,7 +61,7 @@ impl FdTable {
                         log,
                         "error: fds entry '{}': {what}: {} (the services using it fail to start)",
                         e.name,
-                        std::io::Error::from_raw_os_error(errno)
+                        nix::errno::Errno::from_raw(errno).desc()
                     );
                         Held {
                             fd: -1,
