@@ -17,7 +17,7 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{TcpStream, UdpSocket};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
@@ -313,41 +313,103 @@ fn inode3(pid: i64) -> String {
 }
 
 #[test]
-fn reload_keeps_an_unchanged_table_and_refuses_a_changed_one() {
+fn reload_keeps_unchanged_entries_creates_new_ones_and_closes_removed_ones() {
     need(PY, "python3");
     let port = free_port();
     let extra = format!("fds:\n  web:\n    listen: tcp://127.0.0.1:{port}\n");
     let web = server_svc("web", "      3: web\n", "");
     let d = Daemon::start_with("fdreload", &extra, &web, write_server);
     wait_out(&d, "web", "serving 1 web");
-    let before = inode3(pid_of(&ask_tcp(port)));
-    // The same table, a new service: applied; the socket is the same one.
-    d.rewrite(&extra, &format!("{web}{}", svc("other", "sleep 100", "")));
+    let first = pid_of(&ask_tcp(port));
+    let before = inode3(first);
+    // The same entry, a new unix entry and a service using it: web is
+    // unchanged (same process, same socket), the new one is served.
+    let sock = d.dir.join("api.sock");
+    let extra2 = format!("{extra}  api:\n    listen: unix:$DIR/api.sock\n");
+    let api = server_svc("api", "      3: api\n", "").replace("[$DIR/server.py]", "[$DIR/unix.py]");
+    std::fs::write(
+        d.dir.join("unix.py"),
+        SERVER.replace(
+            "socket.AF_INET, socket.SOCK_STREAM), (socket.AF_UNIX",
+            "socket.AF_UNIX, socket.SOCK_STREAM), (socket.AF_UNIX",
+        ),
+    )
+    .unwrap();
+    d.rewrite(&extra2, &format!("{web}{api}"));
     let o = ok(ctl(&d, &["reload"]));
-    assert!(o.stdout.contains("1 added"), "{o:?}");
-    ok(ctl(&d, &["restart", "web"]));
-    wait_for(20.0, "the second run serving", || {
-        (out(&d, "web").matches("serving 1 web").count() >= 2).then_some(())
-    });
-    let after = pid_of(&ask_tcp(port));
-    assert_eq!(inode3(after), before);
-    // A changed table: refused, nothing changes.
-    let moved = format!(
-        "fds:\n  web:\n    listen: tcp://127.0.0.1:{}\n",
-        free_port()
+    assert!(
+        o.stdout.contains("1 added") && o.stdout.contains("1 unchanged"),
+        "{o:?}"
     );
-    d.rewrite(&moved, &web);
+    wait_out(&d, "api", "serving 1 api");
+    let mut u = UnixStream::connect(&sock).unwrap();
+    let mut a = String::new();
+    u.read_to_string(&mut a).unwrap();
+    assert!(a.contains("names=api"), "{a}");
+    assert_eq!(pid_of(&ask_tcp(port)), first);
+    ok(ctl(&d, &["restart", "web"]));
+    let second = pid_of(&ask_tcp(port));
+    assert_ne!(first, second);
+    assert_eq!(inode3(second), before, "a kept entry keeps its socket");
+    // web's entry changed (another port), api's removed: web restarts on
+    // the new socket, the old port and the unix socket are closed.
+    let port2 = free_port();
+    d.rewrite(
+        &format!("fds:\n  web:\n    listen: tcp://127.0.0.1:{port2}\n"),
+        &web,
+    );
+    let o = ok(ctl(&d, &["reload"]));
+    assert!(
+        o.stdout.contains("1 removed") && o.stdout.contains("1 restarted"),
+        "{o:?}"
+    );
+    wait_for(20.0, "web on the new port", || {
+        let mut c = TcpStream::connect(("127.0.0.1", port2)).ok()?;
+        let mut s = String::new();
+        c.read_to_string(&mut s).ok()?;
+        Some(s)
+    });
+    assert_eq!(
+        TcpStream::connect(("127.0.0.1", port)).unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    assert!(!sock.exists(), "the removed entry's socket file is gone");
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    finish(d);
+}
+
+/// The table's slots are fixed at startup (twice its entries and 8
+/// more): a reload that needs more is refused and changes nothing.
+#[test]
+fn reload_refuses_a_table_past_its_slots() {
+    let one = "fds:\n  p0:\n    pipe: {}\n";
+    let d = Daemon::start(
+        "fdcap",
+        one,
+        &svc("a", "sleep 100", "    fds:\n      3: p0.read\n"),
+    );
+    let many: String = (0..11)
+        .map(|n| format!("  p{n}:\n    pipe: {{}}\n"))
+        .collect();
+    d.rewrite(
+        &format!("fds:\n{many}"),
+        &svc("a", "sleep 100", "    fds:\n      3: p0.read\n"),
+    );
     let o = ctl(&d, &["reload"]);
     assert_ne!(o.code, 0, "{o:?}");
     let text = format!("{}{}", o.stdout, o.stderr);
     assert!(
-        text.contains("the top-level fds table changed") && text.contains("restart coffeyd"),
+        text.contains("the new fds table needs 10 new entries but only 9 slots are free"),
         "{o:?}"
     );
-    assert_eq!(pid_of(&ask_tcp(port)), after);
-    wait_state(&d, "other", "running", 10.0);
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let _ = c.write_all(b"x");
+    let many: String = (0..10)
+        .map(|n| format!("  p{n}:\n    pipe: {{}}\n"))
+        .collect();
+    d.rewrite(
+        &format!("fds:\n{many}"),
+        &svc("a", "sleep 100", "    fds:\n      3: p0.read\n"),
+    );
+    ok(ctl(&d, &["reload"]));
     finish(d);
 }
 

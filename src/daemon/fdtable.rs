@@ -9,7 +9,10 @@
 //! (`spawn.rs`). An entry that cannot be created (a port in use, a missing
 //! directory) is logged and remembered with its errno: the services that
 //! name it fail to start with that reason and retry with their backoff,
-//! and everything else runs. `coffeyd reexec` hands the descriptors to
+//! and everything else runs. The slots are fixed at startup; a reload
+//! keeps the entries whose spec is unchanged, creates the new ones in free
+//! slots and closes the removed ones ([`FdTable::plan`], then
+//! [`FdTable::apply`]). `coffeyd reexec` hands the descriptors to
 //! the new binary (records in its handoff, see `reexec.rs`), which takes
 //! each for the entry of the same spec instead of creating it again (a
 //! running service still holds the old listen socket: a new one could not
@@ -21,71 +24,168 @@ use super::log::{log, Log};
 use nix::libc;
 use std::os::fd::RawFd;
 
-/// One entry: its descriptor (a pipe's read end), a pipe's write end
-/// (-1 otherwise), or the errno that creating it failed with.
+/// One slot: an entry's descriptor (a pipe's read end), a pipe's write
+/// end (-1 otherwise), or the errno that creating it failed with.
 #[derive(Clone, Copy, Debug)]
 struct Held {
     fd: RawFd,
     write: RawFd,
     errno: i32,
-    /// The entry's spec, hashed: what a reexec matches on.
+    /// The entry's spec, hashed: what a reload and a reexec match on.
     hash: u32,
+    /// Holds an entry of the running config.
+    used: bool,
+    /// Kept by the reload being planned.
+    keep: bool,
+    /// A unix socket's path (`path_len` bytes), removed with the entry.
+    path: [u8; 108],
+    path_len: u8,
 }
+
+const FREE: Held = Held {
+    fd: -1,
+    write: -1,
+    errno: 0,
+    hash: 0,
+    used: false,
+    keep: false,
+    path: [0; 108],
+    path_len: 0,
+};
 
 /// Tag of this file's records in the reexec handoff (`@fd,HASH,FD,WRITE;`:
 /// older binaries skip records of the wrong shape).
 const HANDOFF: &str = "@fd";
 
-/// Every entry of the config's `fds:` table, in its order.
+/// Slots for reloads to add entries in, beyond the startup config's.
+pub const SPARE: usize = 8;
+
+/// No slot (a new entry, before the reload creates it).
+const NEW: u16 = u16::MAX;
+
+/// The `fds:` table's slots (the startup config's entries, twice over,
+/// and [`SPARE`] more: fixed at startup, as the service slots are), and
+/// which slot each entry of the running config is in.
 pub struct FdTable {
     held: Box<[Held]>,
+    /// The slot of each entry of the running config, by its index.
+    slot: Box<[u16]>,
+    /// The same for the reload being planned (`NEW`: to create).
+    next: Box<[u16]>,
 }
 
 impl FdTable {
     /// Startup only: creates every entry of the compiled `table`.
-    #[allow(clippy::disallowed_methods)]
+    #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
     pub fn open(table: &[u8], log: &mut Log) -> FdTable {
+        let n = compiled::fd_specs(table).count();
+        let cap = (2 * n + SPARE).min(usize::from(NEW));
+        let mut t = FdTable {
+            held: vec![FREE; cap].into_boxed_slice(),
+            slot: vec![NEW; cap].into_boxed_slice(),
+            next: vec![NEW; cap].into_boxed_slice(),
+        };
         let mut handed = handed_over();
-        let held = compiled::fd_specs(table)
-            .map(|e| (hash(&e), e))
-            .map(
-                |(h, e)| match adopt(&mut handed, h).map_or_else(|| create(&e), Ok) {
-                    Ok((fd, write)) => Held {
-                        fd,
-                        write,
-                        errno: 0,
-                        hash: h,
-                    },
-                    Err((what, errno)) => {
-                        log!(
-                        log,
-                        "error: fds entry '{}': {what}: {} (the services using it fail to start)",
-                        e.name,
-                        nix::errno::Errno::from_raw(errno).desc()
-                    );
-                        Held {
-                            fd: -1,
-                            write: -1,
-                            errno,
-                            hash: h,
-                        }
-                    }
-                },
-            )
-            .collect();
+        for (k, e) in compiled::fd_specs(table).enumerate() {
+            let h = spec_hash(&e);
+            let got = adopt(&mut handed, h).map_or_else(|| create(&e), Ok);
+            if let (Some(d), Some(s)) = (t.held.get_mut(k), t.slot.get_mut(k)) {
+                *d = held(&e, h, got, log);
+                *s = k as u16;
+            }
+        }
         // Entries the new config no longer has.
         for (_, fd, write) in handed {
             super::close_fd(fd);
             super::close_fd(write);
         }
-        FdTable { held }
+        t
+    }
+
+    /// Reload, planning: matches each entry of the new `table` with a
+    /// slot holding the same spec (name included), and checks that the
+    /// new ones fit the free slots. Changes no descriptor.
+    pub fn plan(&mut self, table: &[u8]) -> Result<(), (usize, usize)> {
+        for h in self.held.iter_mut() {
+            h.keep = false;
+        }
+        let mut new = 0usize;
+        for (k, e) in compiled::fd_specs(table).enumerate() {
+            let h = spec_hash(&e);
+            let found = self
+                .held
+                .iter()
+                .position(|x| x.used && !x.keep && x.hash == h);
+            if let Some(i) = found {
+                if let Some(x) = self.held.get_mut(i) {
+                    x.keep = true;
+                }
+            } else {
+                new += 1;
+            }
+            // Past the slots: counted, refused below.
+            if let Some(d) = self.next.get_mut(k) {
+                *d = found.map_or(NEW, |i| i as u16);
+            }
+        }
+        // New entries go in slots free before this reload (a removed
+        // entry's slot is not reused by the same reload).
+        let free = self.held.iter().filter(|h| !h.used).count();
+        if new > free {
+            return Err((new, free));
+        }
+        Ok(())
+    }
+
+    /// Reload, applying the last [`plan`](Self::plan) for `table`:
+    /// creates the new entries, closes the removed ones (a unix socket's
+    /// file too). Never fails: an entry that cannot be created fails its
+    /// services, as at startup.
+    pub fn apply(&mut self, table: &[u8], log: &mut Log) {
+        let mut cursor = 0usize;
+        for (k, e) in compiled::fd_specs(table).enumerate() {
+            let Some(&planned) = self.next.get(k) else {
+                break;
+            };
+            let s = if planned != NEW {
+                planned
+            } else {
+                while self.held.get(cursor).is_some_and(|h| h.used) {
+                    cursor += 1;
+                }
+                let h = spec_hash(&e);
+                let got = create(&e);
+                let Some(d) = self.held.get_mut(cursor) else {
+                    break;
+                };
+                *d = held(&e, h, got, log);
+                d.keep = true;
+                log!(log, "fds entry '{}' created", e.name);
+                cursor as u16
+            };
+            if let Some(d) = self.slot.get_mut(k) {
+                *d = s;
+            }
+        }
+        for h in self.held.iter_mut().filter(|h| h.used && !h.keep) {
+            close_entry(h);
+            *h = FREE;
+        }
+        for h in self.held.iter_mut() {
+            h.keep = false;
+        }
+    }
+
+    /// The slot of entry `k` of the running config.
+    pub fn slot_of(&self, k: u16) -> u16 {
+        self.slot.get(usize::from(k)).copied().unwrap_or(NEW)
     }
 
     /// Reexec: the handoff records of the open entries. Whether they fit.
     pub fn handoff(&self, w: &mut impl core::fmt::Write) -> bool {
         self.held
             .iter()
-            .filter(|h| h.fd >= 0)
+            .filter(|h| h.used && h.fd >= 0)
             .all(|h| write!(w, "{HANDOFF},{},{},{};", h.hash, h.fd, h.write).is_ok())
     }
 
@@ -101,10 +201,14 @@ impl FdTable {
         }
     }
 
-    /// The descriptor of entry `entry` (`end`: 0 the entry, 1 a pipe's
-    /// read end, 2 its write end), or the errno it failed with.
-    pub fn get(&self, entry: u16, end: u8) -> Result<RawFd, i32> {
-        let h = self.held.get(usize::from(entry)).ok_or(libc::EBADF)?;
+    /// The descriptor in slot `slot` (`end`: 0 the entry, 1 a pipe's read
+    /// end, 2 its write end), or the errno it failed with.
+    pub fn get(&self, slot: u16, end: u8) -> Result<RawFd, i32> {
+        let h = self
+            .held
+            .get(usize::from(slot))
+            .filter(|h| h.used)
+            .ok_or(libc::EBADF)?;
         let fd = if end == 2 { h.write } else { h.fd };
         match (h.errno, fd) {
             (0, fd) if fd >= 0 => Ok(fd),
@@ -114,9 +218,53 @@ impl FdTable {
     }
 }
 
+/// The slot for entry `e` made (or not) by `got`, logged when it failed.
+fn held(e: &FdSpec<'_>, hash: u32, got: Result<(RawFd, RawFd), Failure>, log: &mut Log) -> Held {
+    let mut h = Held {
+        hash,
+        used: true,
+        ..FREE
+    };
+    if e.kind == compiled::FD_UNIX && e.path.len() < h.path.len() {
+        if let Some(d) = h.path.get_mut(..e.path.len()) {
+            d.copy_from_slice(e.path);
+            h.path_len = e.path.len() as u8;
+        }
+    }
+    match got {
+        Ok((fd, write)) => (h.fd, h.write) = (fd, write),
+        Err((what, errno)) => {
+            log!(
+                log,
+                "error: fds entry '{}': {what}: {} (the services using it fail to start)",
+                e.name,
+                nix::errno::Errno::from_raw(errno).desc()
+            );
+            h.errno = errno;
+        }
+    }
+    h
+}
+
+/// Closes an entry's descriptors, and removes a unix socket's file (the
+/// entry is gone from the config).
+fn close_entry(h: &Held) {
+    super::close_fd(h.fd);
+    super::close_fd(h.write);
+    let n = usize::from(h.path_len);
+    if n > 0 && h.errno == 0 {
+        let mut p = [0u8; 109];
+        if let Some(d) = p.get_mut(..n) {
+            d.copy_from_slice(h.path.get(..n).unwrap_or(&[]));
+            // SAFETY: a NUL-terminated path.
+            unsafe { libc::unlink(p.as_ptr().cast()) };
+        }
+    }
+}
+
 impl Drop for FdTable {
     fn drop(&mut self) {
-        for h in self.held.iter() {
+        for h in self.held.iter().filter(|h| h.used) {
             super::close_fd(h.fd);
             super::close_fd(h.write);
         }
@@ -158,7 +306,7 @@ fn adopt(handed: &mut Vec<(u32, RawFd, RawFd)>, h: u32) -> Option<(RawFd, RawFd)
 
 /// FNV-1a over every field of the spec: an entry changed across a reexec
 /// is created anew.
-fn hash(e: &FdSpec<'_>) -> u32 {
+pub fn spec_hash(e: &FdSpec<'_>) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     let mut eat = |b: &[u8]| {
         for &x in b {

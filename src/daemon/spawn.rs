@@ -798,7 +798,24 @@ impl Prepared {
         Ok(())
     }
 
-    /// The `fds:` map: (number, end, entry) of each.
+    /// Points the `fds:` map at the table's slots: `slot_of` gives the
+    /// slot of each entry of the config this was filled from (see
+    /// `fdtable.rs`; reload and startup call it right after the fill).
+    pub fn map_fds(&mut self, slot_of: impl Fn(u16) -> u16) {
+        let at = (self.fds_off as usize).saturating_sub(self.strs_at);
+        let n = 4 * usize::from(self.nfds);
+        let Some(map) = self.bytes_mut().get_mut(at..at + n) else {
+            return;
+        };
+        for c in map.chunks_exact_mut(4) {
+            if let [_, _, lo, hi] = c {
+                let [a, b] = slot_of(u16::from_le_bytes([*lo, *hi])).to_le_bytes();
+                (*lo, *hi) = (a, b);
+            }
+        }
+    }
+
+    /// The `fds:` map: (number, end, slot) of each.
     fn fd_map(&self) -> impl Iterator<Item = (u8, u8, u16)> + '_ {
         let at = (self.fds_off as usize).saturating_sub(self.strs_at);
         self.bytes()
@@ -1031,6 +1048,11 @@ impl Stack {
     /// The `fds:` table, for reexec's handoff.
     pub fn table(&self) -> Option<&super::fdtable::FdTable> {
         self.table.as_ref()
+    }
+
+    /// The `fds:` table, for reload.
+    pub fn table_mut(&mut self) -> Option<&mut super::fdtable::FdTable> {
+        self.table.as_mut()
     }
 
     /// How many `fds:` items a service may have (sized at startup).

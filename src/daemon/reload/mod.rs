@@ -301,9 +301,6 @@ fn same_exec(a: &CService<'_>, b: &CService<'_>) -> Option<&'static str> {
     if a.rlimits_raw != b.rlimits_raw {
         return Some("rlimits changed");
     }
-    if a.fds_raw != b.fds_raw {
-        return Some("fds changed");
-    }
     None
 }
 
@@ -368,6 +365,7 @@ fn configure(
                 arena,
                 file_max,
                 file_keep,
+                stack,
                 ..
             },
         ..
@@ -385,6 +383,9 @@ fn configure(
     slot.prep
         .fill(arena, c, base_env, if sd_notify { env } else { None })
         .map_err(|e| e.as_str())?;
+    if let Some(t) = stack.table() {
+        slot.prep.map_fds(|k| t.slot_of(k));
+    }
     let role = [Role::Readiness, Role::Liveness, Role::Startup];
     for (k, cc) in c.checks.iter().enumerate() {
         if let (Some(dst), Some(r)) = (svc.checks.get_mut(k), role.get(k)) {
@@ -511,6 +512,49 @@ fn install_from<'b>(
     Ok(())
 }
 
+/// The compiled `fds:` table of config `buf` (empty when unreadable).
+fn fd_table_of(buf: &[u8]) -> &[u8] {
+    match compiled::decode(buf) {
+        Ok(Compiled::Valid { fds, .. }) => fds,
+        _ => &[],
+    }
+}
+
+/// The `fds:` table of the new config: which entries keep their
+/// descriptors, and whether the new ones fit the slots fixed at startup.
+fn plan_fds(shell: &mut Shell, fds: &[u8]) -> Result<(), Refusal> {
+    let Some(t) = shell.svc.stack.table_mut() else {
+        return Ok(());
+    };
+    if let Err((need, free)) = t.plan(fds) {
+        let m = &mut shell.reloader.message;
+        m.clear();
+        let _ = write!(
+            m,
+            "the new fds table needs {need} new entries but only {free} slots are free (the \
+             table's slots are fixed at startup: twice its entries and {} more; restart \
+             coffeyd to grow it)",
+            super::fdtable::SPARE
+        );
+        return Err((Outcome::Failed(ErrorCode::Failed), ""));
+    }
+    Ok(())
+}
+
+/// Whether service `a` of the running config and `b` of the new one get
+/// the same descriptors: the same numbers of the same entries (by spec).
+fn same_fds(a: &CService<'_>, b: &CService<'_>, cur_fds: &[u8], next_fds: &[u8]) -> bool {
+    let spec = |t: &[u8], k: u16| {
+        compiled::fd_specs(t)
+            .nth(usize::from(k))
+            .map(|e| super::fdtable::spec_hash(&e))
+    };
+    a.fds().count() == b.fds().count()
+        && a.fds().zip(b.fds()).all(|((n, k, e), (m, j, f))| {
+            n == m && e == f && spec(cur_fds, k).is_some() && spec(cur_fds, k) == spec(next_fds, j)
+        })
+}
+
 /// Why a reload did not apply: the outcome, and the message (empty: the
 /// message is already in `message`).
 type Refusal = (Outcome, &'static str);
@@ -622,17 +666,16 @@ fn prepare(
     if sup.shutting_down() {
         return Err((failed, "coffeyd is shutting down"));
     }
-    let Ok(Compiled::Valid { fds: cur_fds, .. }) = compiled::decode(cur) else {
+    if !matches!(compiled::decode(cur), Ok(Compiled::Valid { .. })) {
         return Err((failed, "internal error: running config unreadable"));
-    };
-    if cur_fds != fds {
-        return Err((
-            failed,
-            "the top-level fds table changed: its descriptors are created at startup, so \
-             restart coffeyd to apply it (services and their fds: mappings reload as usual)",
-        ));
     }
+    plan_fds(shell, fds)?;
     plan(sup, shell, cur, next, &services, count)?;
+    if !dry_run {
+        if let Some(t) = shell.svc.stack.table_mut() {
+            t.apply(fds, &mut shell.log);
+        }
+    }
     let mut counts = [0usize; 6];
     for k in 0.. {
         let Some((code, _, _)) = plan_line(&shell.reloader.plan, cur, next, k) else {
@@ -927,6 +970,7 @@ fn plan(
     rd: &Rd<'_>,
     count: u16,
 ) -> Result<(), Refusal> {
+    let (cur_fds, next_fds) = (fd_table_of(cur), fd_table_of(next));
     let Shell {
         reloader,
         svc:
@@ -1063,8 +1107,10 @@ fn plan(
             (*act, *why) = (plan::RESTART, "command changed");
             continue;
         };
+        let fds_changed = !same_fds(&o, &c, cur_fds, next_fds);
         (*act, *why) = match (same_exec(&o, &c), same_rest(&o, &c)) {
             (Some(w), _) => (plan::RESTART, w),
+            _ if fds_changed => (plan::RESTART, "fds changed"),
             (None, Some(w)) => (plan::UPDATE, w),
             (None, None) => (plan::UNCHANGED, ""),
         };
