@@ -31,6 +31,9 @@ pub enum Stage {
     Rlimit,
     /// Joining the service's cgroup (a write to its `cgroup.procs`).
     Cgroup,
+    /// An `fds:` entry the service names could not be created at startup
+    /// (its errno), or moving the descriptors onto their numbers failed.
+    Fds,
 }
 
 impl Stage {
@@ -48,6 +51,7 @@ impl Stage {
             Stage::User => "user",
             Stage::Rlimit => "setrlimit",
             Stage::Cgroup => "cgroup",
+            Stage::Fds => "fds",
         }
     }
     pub fn from_u32(v: u32) -> Stage {
@@ -63,6 +67,7 @@ impl Stage {
             9 => Stage::User,
             10 => Stage::Rlimit,
             11 => Stage::Cgroup,
+            12 => Stage::Fds,
             _ => Stage::Exec,
         }
     }

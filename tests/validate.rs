@@ -1305,3 +1305,132 @@ fn loggers_chain_and_share() {
     );
     assert_eq!(r.code, 0, "{}", r.out);
 }
+
+/// A config with the top-level `fds:` table below and one service `a`
+/// whose `fds:` mapping is `items` (each line `      N: REF`).
+fn fds_config(items: &str, extra: &str) -> String {
+    format!(
+        "fds:\n  web:\n    listen: tcp://127.0.0.1:8080\n  key:\n    file: /etc/hostname\n  \
+         p:\n    pipe: {{}}\nservices:\n  - name: a\n    binary: /bin/true\n    fds:\n{items}{extra}"
+    )
+}
+
+#[test]
+fn fds_references_are_checked_with_their_positions() {
+    let r = validate(
+        "fdsref",
+        &fds_config(
+            "      3: web\n      4: nope\n      5: p\n      6: key.read\n      7: p.write\n",
+            "",
+        ),
+    );
+    r.failed();
+    r.error(
+        13,
+        10,
+        Some("a"),
+        "'nope' is not an entry of the top-level fds table",
+    );
+    r.error(
+        14,
+        10,
+        Some("a"),
+        "'p' is a pipe: use 'p.read' or 'p.write'",
+    );
+    r.error(
+        15,
+        10,
+        Some("a"),
+        "'key' is not a pipe, so it has no '.read' or '.write'",
+    );
+    assert_eq!(r.errors(), 3, "{}", r.out);
+}
+
+#[test]
+fn fds_numbers_are_checked() {
+    let r = validate(
+        "fdsnum",
+        &fds_config(
+            "      3: web\n      2: key\n      32: p.read\n      x: p.write\n      5: p.write\n",
+            "    healthcheck:\n      readiness:\n        type: notify\n        fd: 5\n",
+        ),
+    );
+    r.failed();
+    r.error(
+        13,
+        10,
+        Some("a"),
+        "fds: 2 is stdin, stdout or stderr; use 3 to 31",
+    );
+    r.error(14, 11, Some("a"), "fds: 32 is above the highest number, 31");
+    r.error(
+        15,
+        10,
+        Some("a"),
+        "fds: 'x' is not a descriptor number (3 to 31)",
+    );
+    r.error(
+        16,
+        10,
+        Some("a"),
+        "fds: descriptor 5 is the readiness check's notify fd",
+    );
+    assert_eq!(r.errors(), 4, "{}", r.out);
+    let dup = validate("fdsdup", &fds_config("      3: web\n      3: key\n", ""));
+    dup.failed()
+        .error(12, 7, None, "duplicate entry with key 3");
+}
+
+#[test]
+fn fds_entries_are_checked() {
+    let r = validate(
+        "fdsent",
+        "fds:\n  a:\n    listen: tcp://127.0.0.1:99999\n  b:\n    listen: http://x\n  \
+         c:\n    listen: unix:/run/c.sock\n    mode: \"0999\"\n  d:\n    file: /etc/hostname\n    \
+         mode: x\n  e:\n    pipe: {}\n    file: /etc/hostname\n  f:\n    listen: udp://[::1]:53\n    \
+         backlog: 5\nservices:\n  - name: s\n    binary: /bin/true\n",
+    );
+    r.failed();
+    r.error(
+        3,
+        13,
+        None,
+        "fds entry 'a': listen address '127.0.0.1:99999' must be host:port",
+    );
+    r.error(
+        5,
+        13,
+        None,
+        "listen 'http://x' must be tcp://HOST:PORT, udp://HOST:PORT or unix:PATH",
+    );
+    r.error(8, 11, None, "fds entry 'c': mode '0999' must be octal");
+    r.error(
+        11,
+        11,
+        None,
+        "fds entry 'd': file mode 'x' must be r, w or a",
+    );
+    r.error(
+        12,
+        3,
+        None,
+        "fds entry 'e' needs exactly one of `listen`, `file` or `pipe`",
+    );
+    r.error(17, 14, None, "fds entry 'f': `backlog` does not apply");
+    assert_eq!(r.errors(), 6, "{}", r.out);
+}
+
+#[test]
+fn fds_warn_about_unused_entries_and_gaps() {
+    let r = validate("fdswarn", &fds_config("      3: web\n      5: key\n", ""));
+    assert_eq!(r.code, 0, "{}", r.out);
+    r.has("warning", 6, 3, None, "fds entry 'p' is used by no service");
+    r.has(
+        "warning",
+        11,
+        5,
+        Some("a"),
+        "do not run from 3 without gaps",
+    );
+    assert!(!r.out.contains("'web' is used by no service"), "{}", r.out);
+}

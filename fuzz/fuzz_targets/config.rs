@@ -31,11 +31,15 @@ fn round_trip(cfg: &config::Config) {
         shutdown_timeout,
         count,
         services,
+        fds,
     }) = compiled::decode(&buf)
     else {
         panic!("a config that loads does not decode from its compiled form");
     };
     assert_eq!(shutdown_timeout, cfg.shutdown_timeout);
+    let names: Vec<&str> = compiled::fd_specs(fds).map(|e| e.name).collect();
+    let want: Vec<&str> = cfg.fds.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, want, "fds table");
     assert_eq!(usize::from(count), cfg.services.len(), "service count");
     let mut n = 0;
     for (spec, c) in cfg

@@ -23,6 +23,7 @@ mod cross;
 mod env;
 mod envfile;
 mod expand;
+mod fds;
 mod globals;
 mod mounts;
 mod resources;
@@ -38,8 +39,8 @@ use super::limits::{
     EXEC_ARENA, LOG_PATH_MAX, MAX_ARGS, MAX_DEPS, MAX_ENV_EXTRA, MAX_GROUPS, NAME_MAX,
 };
 use super::locate::{clean_message, normalize, parse_recovering, Outline, Seg};
-use super::raw::{List, RawFile, RawService};
-use super::spec::{Config, Millis, ServiceSpec};
+use super::raw::{self, List, RawFile, RawService};
+use super::spec::{Config, FdEntry, Millis, ServiceSpec};
 use super::target::Target;
 use super::{Diag, Severity};
 use cross::{check_limits, check_main, cross_checks};
@@ -222,6 +223,8 @@ struct Globals<'t> {
     console: bool,
     /// `coffey.cgroup` is set (for the `resources:` warning).
     cgroup: bool,
+    /// The top-level `fds:` entries (name, is a pipe).
+    fds: fds::TableNames,
 }
 
 /// A built service and what the cross checks need to know about it.
@@ -420,7 +423,17 @@ pub(super) fn load_text(
         target,
         &mut sink,
     );
+    let fd_names;
+    (config.fds, fd_names) = fd_table(
+        path,
+        raw_file.fds.as_ref(),
+        &base_dir,
+        &srcs,
+        target,
+        &mut sink,
+    );
     let globals = Globals {
+        fds: fd_names,
         target,
         base_dir: base_dir.clone(),
         log_dir: config.service_logs.dir.clone(),
@@ -442,6 +455,13 @@ pub(super) fn load_text(
     }
 
     cross_checks(&entries, &srcs, incomplete, &mut sink);
+    if !incomplete {
+        let used = entries
+            .iter()
+            .flat_map(|e| e.spec.fds.iter().map(|f| f.entry))
+            .collect();
+        fd_unused(path, &config.fds, &used, &srcs, target, &mut sink);
+    }
     check_main(&config, &entries, &srcs, incomplete, &mut sink);
     config.limits = check_limits(&raw_file, entries.len(), &srcs, incomplete, &mut sink);
 
@@ -450,6 +470,55 @@ pub(super) fn load_text(
     }
     config.services = entries.into_iter().map(|e| e.spec).collect();
     Ok((config, sink.sorted()))
+}
+
+/// A reporting context at the root of the main file, for `f`.
+fn at_root<R>(
+    path: &Path,
+    srcs: &[Src],
+    target: &Target,
+    sink: &mut Sink,
+    f: impl FnOnce(&mut Ctx) -> R,
+) -> R {
+    let empty = Src {
+        file: path.to_path_buf(),
+        outline: Outline::new(""),
+        tainted: BTreeSet::new(),
+    };
+    let mut cx = Ctx {
+        sink,
+        src: srcs.first().unwrap_or(&empty),
+        prefix: &[],
+        service: None,
+        target,
+    };
+    f(&mut cx)
+}
+
+/// The top-level `fds:` table (see `fds.rs`).
+fn fd_table(
+    path: &Path,
+    raw: Option<&raw::RawFds>,
+    base_dir: &Path,
+    srcs: &[Src],
+    target: &Target,
+    sink: &mut Sink,
+) -> (Vec<FdEntry>, fds::TableNames) {
+    at_root(path, srcs, target, sink, |cx| {
+        fds::build_table(cx, raw, base_dir)
+    })
+}
+
+/// Warns about the `fds:` entries no service uses.
+fn fd_unused(
+    path: &Path,
+    table: &[FdEntry],
+    used: &BTreeSet<u16>,
+    srcs: &[Src],
+    target: &Target,
+    sink: &mut Sink,
+) {
+    at_root(path, srcs, target, sink, |cx| fds::unused(cx, table, used));
 }
 
 /// The services of the main file, each built on its own; an empty item is

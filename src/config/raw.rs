@@ -23,11 +23,13 @@ pub(super) type List<T> = Vec<Option<T>>;
 pub(super) struct RawFile {
     pub coffey: Option<RawGlobal>,
     pub services: Option<List<RawService>>,
+    pub fds: Option<RawFds>,
 }
 
-record!(RawFile, "a mapping with `coffey:` and `services:`", {
+record!(RawFile, "a mapping with `coffey:`, `services:` and `fds:`", {
     coffey: "coffey",
     services: "services",
+    fds: "fds",
 });
 
 #[derive(Debug, Default)]
@@ -163,6 +165,7 @@ pub(super) struct RawService {
     pub log: Option<RawServiceLog>,
     pub healthcheck: Option<RawHealthcheck>,
     pub start_timeout: Option<Dur>,
+    pub fds: Option<RawSvcFds>,
 }
 
 record!(RawService, "a service mapping (name, binary, ...)", {
@@ -189,6 +192,7 @@ record!(RawService, "a service mapping (name, binary, ...)", {
     log: "log",
     healthcheck: "healthcheck",
     start_timeout: "start_timeout",
+    fds: "fds",
 });
 
 /// `rlimits:`: the resources of setrlimit(2), named as `ulimit` and
@@ -829,7 +833,7 @@ fn env_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Vec<(String, Option<Str
 
 /// A scalar as text: a string as written, a number or bool as compose
 /// converts it (`8080`, `true`, `1.5`).
-struct ScalarText(String);
+pub(super) struct ScalarText(pub String);
 
 impl<'de> Deserialize<'de> for ScalarText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -886,5 +890,135 @@ impl<'de> Deserialize<'de> for RawFile {
 impl<'de> Deserialize<'de> for RawService {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         super::record::top(d)
+    }
+}
+
+/// The top-level `fds:` mapping: entry name -> entry, in source order.
+#[derive(Debug, Default)]
+pub(super) struct RawFds(pub Vec<(String, Option<RawFdEntry>)>);
+
+/// One `fds:` entry, exactly one of `listen`, `file` or `pipe`.
+#[derive(Debug, Default)]
+pub(super) struct RawFdEntry {
+    pub listen: Option<String>,
+    pub file: Option<String>,
+    pub pipe: Option<RawPipe>,
+    pub backlog: Option<u32>,
+    pub mode: Option<ScalarText>,
+    pub owner: Option<ScalarText>,
+    pub group: Option<ScalarText>,
+}
+
+record!(RawFdEntry, "an fds entry with `listen`, `file` or `pipe`", {
+    listen: "listen",
+    file: "file",
+    pipe: "pipe",
+    backlog: "backlog",
+    mode: "mode",
+    owner: "owner",
+    group: "group",
+});
+
+/// `pipe: {}` or `pipe: true`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RawPipe;
+
+/// A service's `fds:` mapping: number (as written) -> reference.
+#[derive(Debug, Default)]
+pub(super) struct RawSvcFds(pub Vec<(String, String)>);
+
+impl fmt::Debug for ScalarText {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawFdEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::record::top(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawFds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FdMapVisitor(false)).map(|v| match v {
+            FdMap::Table(t) => t,
+            FdMap::Service(_) => RawFds::default(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSvcFds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FdMapVisitor(true)).map(|v| match v {
+            FdMap::Service(t) => t,
+            FdMap::Table(_) => RawSvcFds::default(),
+        })
+    }
+}
+
+enum FdMap {
+    Table(RawFds),
+    Service(RawSvcFds),
+}
+
+/// Both `fds:` mappings (true: a service's, numbers to references).
+struct FdMapVisitor(bool);
+
+impl<'de> Visitor<'de> for FdMapVisitor {
+    type Value = FdMap;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(if self.0 {
+            "a mapping of descriptor numbers to fds entries (3: web)"
+        } else {
+            "a mapping of names to fds entries"
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FdMap, A::Error> {
+        if self.0 {
+            let mut out = Vec::new();
+            while let Some(k) = map.next_key::<ScalarText>()? {
+                out.push((k.0, map.next_value::<String>()?));
+            }
+            return Ok(FdMap::Service(RawSvcFds(out)));
+        }
+        let mut out = Vec::new();
+        while let Some(k) = map.next_key::<String>()? {
+            out.push((k, map.next_value::<Option<RawFdEntry>>()?));
+        }
+        Ok(FdMap::Table(RawFds(out)))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawPipe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PipeVisitor)
+    }
+}
+
+struct PipeVisitor;
+
+impl<'de> Visitor<'de> for PipeVisitor {
+    type Value = RawPipe;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("`pipe: {}` or `pipe: true`")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawPipe, E> {
+        if v {
+            Ok(RawPipe)
+        } else {
+            Err(E::invalid_value(de::Unexpected::Bool(v), &self))
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPipe, A::Error> {
+        match map.next_key::<String>()? {
+            None => Ok(RawPipe),
+            Some(k) => Err(de::Error::unknown_field(&k, &[])),
+        }
     }
 }

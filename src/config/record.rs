@@ -19,8 +19,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde::Deserialize;
 
 use super::raw::{
-    Dur, List, RawCheckType, RawCommand, RawDep, RawEnv, RawEnvFile, RawKind, RawRestart,
-    RawRlimit, RlimitValue, Sig, Size, Umask,
+    Dur, List, RawCheckType, RawCommand, RawDep, RawEnv, RawEnvFile, RawFds, RawKind, RawPipe,
+    RawRestart, RawRlimit, RawSvcFds, RlimitValue, ScalarText, Sig, Size, Umask,
 };
 
 /// A raw struct as the visitor sees it.
@@ -105,6 +105,10 @@ pub(super) enum Place<'a> {
     Env(&'a mut Option<RawEnv>),
     EnvFile(&'a mut Option<RawEnvFile>),
     Dep(&'a mut Option<RawDep>),
+    Fds(&'a mut Option<RawFds>),
+    SvcFds(&'a mut Option<RawSvcFds>),
+    Pipe(&'a mut Option<RawPipe>),
+    Text(&'a mut Option<ScalarText>),
     Record(&'a mut dyn OptRecord),
     List(&'a mut dyn ListSlot),
     /// Out of range (never for a key the visitor found).
@@ -131,6 +135,7 @@ leaf! {
     Dur => Dur, Size => Size, Sig => Sig, Umask => Umask, RawRlimit => Rlimit, RlimitValue => RlimitValue,
     RawKind => Kind, RawRestart => Restart, RawCheckType => CheckType,
     RawCommand => Command, RawEnv => Env, RawEnvFile => EnvFile, RawDep => Dep,
+    RawFds => Fds, RawSvcFds => SvcFds, RawPipe => Pipe, ScalarText => Text,
 }
 
 /// Describes a raw struct: `record!(Type, "expecting", { field: "key", ... })`.
@@ -233,6 +238,10 @@ impl<'de> Visitor<'de> for OptVisitor<'_> {
             Place::Env(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::EnvFile(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::Dep(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Fds(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::SvcFds(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Pipe(p) => *p = Some(Deserialize::deserialize(d)?),
+            Place::Text(p) => *p = Some(Deserialize::deserialize(d)?),
             Place::Record(r) => {
                 let r = r.fill();
                 d.deserialize_struct("", r.names(), RecordVisitor(r))?;

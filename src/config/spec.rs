@@ -47,6 +47,70 @@ pub struct Config {
     /// the services' cgroups are made in. None: no cgroups outside system
     /// mode (coffeyd never creates cgroups unasked).
     pub cgroup: Option<PathBuf>,
+    /// The top-level `fds:` table: descriptors coffeyd creates once, at
+    /// startup, and holds for the services that name them.
+    pub fds: Vec<FdEntry>,
+}
+
+/// Numbers a service's `fds:` may use: 0-2 are stdio.
+pub const FD_MIN: u32 = 3;
+/// The highest number a service's `fds:` may use (so the child's
+/// descriptor table, see `spawn.rs`, stays a few dozen entries).
+pub const FD_MAX: u32 = 31;
+
+/// One `fds:` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdEntry {
+    pub name: String,
+    pub kind: FdKind,
+}
+
+/// What an `fds:` entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FdKind {
+    /// A listening TCP socket (SO_REUSEADDR) with this backlog.
+    Tcp(std::net::SocketAddr, u32),
+    /// A bound UDP socket.
+    Udp(std::net::SocketAddr),
+    /// A listening unix stream socket; the file gets `mode` and the owner
+    /// (uid, gid) when given.
+    Unix {
+        path: PathBuf,
+        backlog: u32,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    /// A file opened read-only, for writing (create + truncate) or for
+    /// appending (create + append).
+    File { path: PathBuf, mode: FileMode },
+    /// A pipe: `NAME.read` and `NAME.write`.
+    Pipe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileMode {
+    Read,
+    Write,
+    Append,
+}
+
+/// Which end of an entry a service gets: the whole entry, or one end of
+/// a pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdEnd {
+    Whole,
+    Read,
+    Write,
+}
+
+/// A service's `fds:` item: its number in the child, the entry (index in
+/// `Config::fds`) and the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceFd {
+    pub num: u32,
+    pub entry: u16,
+    pub end: FdEnd,
 }
 
 /// One `coffey.mounts` entry, ready for mount(2).
@@ -267,6 +331,10 @@ pub struct ServiceSpec {
     /// Fail the start when readiness has not come this long after spawn;
     /// None = wait forever.
     pub start_timeout: Option<Millis>,
+    /// `fds:`, sorted by number.
+    pub fds: Vec<ServiceFd>,
+    /// LISTEN_FDNAMES: the entry names of `fds`, in order, colon-separated.
+    pub fd_names: String,
 }
 
 /// One `rlimits:` entry. `u64::MAX` is `unlimited` (RLIM_INFINITY).

@@ -8,9 +8,11 @@
 //! it here, borrowing, without allocating. The parser's heap and code
 //! pages never enter the daemon.
 //!
-//! Layout: `"CFY9" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
+//! Layout: `"CFYA" | u8 ok | ...`. `ok = 0`: `str diagnostics`. `ok = 1`:
 //! `u32 globals_len | globals | u64 shutdown_timeout | u16 count |
-//! service*`. Strings are `u32 LE len | bytes`; lists are `u16 LE count |
+//! service* | u32 fds_len | fds` (the `fds:` table, see [`FdSpec`];
+//! each service ends in `u8 n | (u8 num | u8 end | u16 entry)* |
+//! str fd_names`). Strings are `u32 LE len | bytes`; lists are `u16 LE count |
 //! items`; `opt X` is `u8 present | X if present`.
 //!
 //! `globals` (what the daemon takes from outside `services:`, read once
@@ -31,7 +33,7 @@ use coffey::service::{Condition, Kind, Policy, Restart};
 
 /// Bumped with every layout change: the reload compiler is whatever
 /// binary is on disk now, and must not be misread by an older daemon.
-const MAGIC: &[u8; 4] = b"CFY9";
+const MAGIC: &[u8; 4] = b"CFYA";
 
 /// Encodes a config without warnings (allocates: child only).
 pub fn encode(cfg: &Config) -> Vec<u8> {
@@ -155,8 +157,154 @@ pub fn encode_with(cfg: &Config, warnings: &str) -> Vec<u8> {
             .iter()
             .any(|p| p.log.to.as_deref() == Some(sv.name.as_str()));
         o.push(u8::from(logger));
+        encode_service_fds(&mut o, sv);
+    }
+    let t = encode_fd_table(cfg);
+    o.extend_from_slice(&(t.len() as u32).to_le_bytes());
+    o.extend_from_slice(&t);
+    o
+}
+
+/// A service's `fds:` and its LISTEN_FDNAMES.
+#[allow(clippy::disallowed_methods)]
+fn encode_service_fds(o: &mut Vec<u8>, sv: &ServiceSpec) {
+    use crate::config::FdEnd;
+    o.push(sv.fds.len() as u8);
+    for f in &sv.fds {
+        o.push(f.num as u8);
+        o.push(match f.end {
+            FdEnd::Whole => 0,
+            FdEnd::Read => 1,
+            FdEnd::Write => 2,
+        });
+        o.extend_from_slice(&f.entry.to_le_bytes());
+    }
+    o.extend_from_slice(&(sv.fd_names.len() as u32).to_le_bytes());
+    o.extend_from_slice(sv.fd_names.as_bytes());
+}
+
+/// The `fds:` table: `u16 n | (str name | u8 kind | str path |
+/// u8 family | [u8; 16] ip | u16 port | u32 backlog | u32 mode |
+/// i64 uid | i64 gid)*` (kind: [`FdSpec`]'s; mode `u32::MAX`: none).
+#[allow(clippy::disallowed_methods)]
+fn encode_fd_table(cfg: &Config) -> Vec<u8> {
+    use crate::config::{FdKind, FileMode};
+    use std::os::unix::ffi::OsStrExt;
+    let mut o = Vec::new();
+    let s = |o: &mut Vec<u8>, b: &[u8]| {
+        o.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        o.extend_from_slice(b);
+    };
+    o.extend_from_slice(&(cfg.fds.len() as u16).to_le_bytes());
+    for e in &cfg.fds {
+        s(&mut o, e.name.as_bytes());
+        let none = std::path::PathBuf::new();
+        let (kind, path, addr, backlog, mode, uid, gid) = match &e.kind {
+            FdKind::Tcp(a, b) => (FD_TCP, &none, Some(*a), *b, None, None, None),
+            FdKind::Udp(a) => (FD_UDP, &none, Some(*a), 0, None, None, None),
+            FdKind::Unix {
+                path,
+                backlog,
+                mode,
+                uid,
+                gid,
+            } => (FD_UNIX, path, None, *backlog, *mode, *uid, *gid),
+            FdKind::File { path, mode } => {
+                let k = match mode {
+                    FileMode::Read => FD_READ,
+                    FileMode::Write => FD_WRITE,
+                    FileMode::Append => FD_APPEND,
+                };
+                (k, path, None, 0, None, None, None)
+            }
+            FdKind::Pipe => (FD_PIPE, &none, None, 0, None, None, None),
+        };
+        o.push(kind);
+        s(&mut o, path.as_os_str().as_bytes());
+        let (family, ip, port) = match addr {
+            Some(std::net::SocketAddr::V4(a)) => {
+                let mut ip = [0u8; 16];
+                ip[..4].copy_from_slice(&a.ip().octets());
+                (4u8, ip, a.port())
+            }
+            Some(std::net::SocketAddr::V6(a)) => (6u8, a.ip().octets(), a.port()),
+            None => (0u8, [0u8; 16], 0),
+        };
+        o.push(family);
+        o.extend_from_slice(&ip);
+        o.extend_from_slice(&port.to_le_bytes());
+        o.extend_from_slice(&backlog.to_le_bytes());
+        o.extend_from_slice(&mode.unwrap_or(u32::MAX).to_le_bytes());
+        o.extend_from_slice(&uid.map_or(-1i64, i64::from).to_le_bytes());
+        o.extend_from_slice(&gid.map_or(-1i64, i64::from).to_le_bytes());
     }
     o
+}
+
+/// Kinds of `fds:` entries in the compiled table.
+pub const FD_TCP: u8 = 1;
+pub const FD_UDP: u8 = 2;
+pub const FD_UNIX: u8 = 3;
+pub const FD_READ: u8 = 4;
+pub const FD_WRITE: u8 = 5;
+pub const FD_APPEND: u8 = 6;
+pub const FD_PIPE: u8 = 7;
+
+/// One decoded `fds:` entry, borrowing the compiled bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdSpec<'a> {
+    pub name: &'a str,
+    pub kind: u8,
+    /// The unix socket's or file's path ("" otherwise).
+    pub path: &'a [u8],
+    /// 4 or 6 for tcp and udp.
+    pub family: u8,
+    pub ip: [u8; 16],
+    pub port: u16,
+    pub backlog: u32,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+fn fd_spec<'a>(r: &mut Rd<'a>) -> Result<FdSpec<'a>, Corrupt> {
+    let name = text(r.bytes32()?)?;
+    let kind = r.u8()?;
+    let path = r.bytes32()?;
+    let family = r.u8()?;
+    let mut ip = [0u8; 16];
+    ip.copy_from_slice(r.take(16)?);
+    let port = r.u16()?;
+    let backlog = r.u32()?;
+    let m = r.u32()?;
+    Ok(FdSpec {
+        name,
+        kind,
+        path,
+        family,
+        ip,
+        port,
+        backlog,
+        mode: (m != u32::MAX).then_some(m),
+        uid: opt32(r.i64()?),
+        gid: opt32(r.i64()?),
+    })
+}
+
+/// The entries of a compiled `fds:` table (`Compiled::Valid::fds`);
+/// a malformed one yields what it can.
+pub fn fd_specs(table: &[u8]) -> impl Iterator<Item = FdSpec<'_>> {
+    let mut r = Rd::new(table, Corrupt);
+    let n = r.u16().unwrap_or(0);
+    (0..n).map_while(move |_| fd_spec(&mut r).ok())
+}
+
+fn check_fd_table(table: &[u8]) -> Result<(), Corrupt> {
+    let mut r = Rd::new(table, Corrupt);
+    for _ in 0..r.u16()? {
+        fd_spec(&mut r)?;
+    }
+    r.done()
 }
 
 /// The `globals` section (layout in the file header).
@@ -416,6 +564,11 @@ pub struct CService<'a> {
     pub log_to: &'a [u8],
     /// Some service logs to this one: its stdin is a logger pipe.
     pub logger: bool,
+    /// `fds:`: `(u8 num | u8 end | u16 entry)*`, by number (see
+    /// [`CService::fds`]).
+    pub fds_raw: &'a [u8],
+    /// LISTEN_FDNAMES's value.
+    pub fd_names: &'a [u8],
 }
 
 /// One decoded check.
@@ -511,6 +664,15 @@ impl<'a> CService<'a> {
             Some((n, c))
         })
     }
+    /// `fds:` items: (number in the child, entry index, end: 0 whole,
+    /// 1 a pipe's read end, 2 its write end).
+    pub fn fds(&self) -> impl Iterator<Item = (u8, u16, u8)> + 'a {
+        self.fds_raw.chunks_exact(4).map(|c| match c {
+            [num, end, lo, hi] => (*num, u16::from_le_bytes([*lo, *hi]), *end),
+            _ => (0, 0, 0),
+        })
+    }
+
     pub fn gids(&self) -> impl Iterator<Item = u32> + '_ {
         self.groups.chunks_exact(4).map(|c| {
             u32::from_le_bytes([
@@ -611,6 +773,9 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
     };
     let log_to = r.bytes32()?;
     let logger = r.u8()? != 0;
+    let nfds = usize::from(r.u8()?);
+    let fds_raw = r.take(nfds.checked_mul(4).ok_or(Corrupt)?)?;
+    let fd_names = r.bytes32()?;
     Ok(CService {
         name,
         binary,
@@ -650,6 +815,8 @@ fn service<'a>(r: &mut Rd<'a>) -> Result<CService<'a>, Corrupt> {
         limits,
         log_to,
         logger,
+        fds_raw,
+        fd_names,
     })
 }
 
@@ -660,6 +827,8 @@ pub enum Compiled<'a> {
         shutdown_timeout: u64,
         count: u16,
         services: Rd<'a>,
+        /// The `fds:` table (see [`fd_specs`]).
+        fds: &'a [u8],
     },
 }
 
@@ -683,11 +852,14 @@ pub fn decode(buf: &[u8]) -> Result<Compiled<'_>, Corrupt> {
     for _ in 0..count {
         service(&mut r)?;
     }
+    let fds = r.bytes32()?;
+    check_fd_table(fds)?;
     r.done()?;
     Ok(Compiled::Valid {
         shutdown_timeout,
         count,
         services: start,
+        fds,
     })
 }
 

@@ -15,6 +15,7 @@ mod control;
 mod escape;
 mod eventlog;
 mod events;
+mod fdtable;
 mod globals;
 mod group;
 mod log;

@@ -99,12 +99,18 @@ pub fn exec(sup: &Supervisor<'_>, reexec: &mut Reexec, svc: &Services, log: &mut
             unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
         }
     }
+    // The `fds:` table's descriptors (`fdtable.rs`).
+    let table = svc.stack.table();
+    ok &= table.is_none_or(|t| t.handoff(&mut w));
     if !ok {
         log!(
             log,
             "reexec: the handoff record does not fit {BUF} bytes; not re-executing"
         );
         return;
+    }
+    if let Some(t) = table {
+        t.inherit(true);
     }
     let mut k = 0;
     for p in base_env.ptrs().filter(|p| !starts_with_env(*p)) {
@@ -141,6 +147,9 @@ pub fn exec(sup: &Supervisor<'_>, reexec: &mut Reexec, svc: &Services, log: &mut
             // SAFETY: our fds.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
+    }
+    if let Some(t) = table {
+        t.inherit(false);
     }
 }
 

@@ -182,7 +182,7 @@ pub fn build(
     ensure_stdio();
     // Before any pipe: the spawn descriptors take the lowest numbers (see
     // `spawn::Stack`).
-    let stack = super::spawn::Stack::new()?;
+    let mut stack = super::spawn::Stack::with_fds(most_fds(compiled))?;
     let (log_file, opened) = daemon_log(cfg);
     let mut log = Log::new(cfg.log.console || !opened, log_file);
     let event_log = cfg
@@ -190,7 +190,11 @@ pub fn build(
         .as_ref()
         .and_then(|e| super::eventlog::EventLog::open(e, &mut log));
     let slots = (cfg.limits.services as usize).max(cfg.services);
-    raise_nofile(fd_budget(slots, cfg.limits.clients as usize) + 16, &mut log);
+    // The `fds:` table (two for a pipe) and the spawn's held numbers for it.
+    let table_fds = 2 * super::compiled::fd_specs(fd_table_bytes(compiled)).count();
+    let fds = fd_budget(slots, cfg.limits.clients as usize) + 16 + table_fds + most_fds(compiled);
+    raise_nofile(fds, &mut log);
+    stack.set_table(fd_table(compiled, &mut log));
 
     let devnull = {
         // SAFETY: constant NUL-terminated path.
@@ -370,6 +374,33 @@ pub fn build(
     };
     super::reload::install_initial(&mut shell, &mut core).map_err(|e| e.to_string())?;
     Ok((shell, core, adopted))
+}
+
+/// The most `fds:` items any service of `compiled` has: the child's held
+/// descriptor numbers are sized from it (see `spawn::Stack`).
+fn most_fds(compiled: &[u8]) -> usize {
+    match super::compiled::decode(compiled) {
+        Ok(super::compiled::Compiled::Valid {
+            count, services, ..
+        }) => super::compiled::services(&services, count)
+            .map(|c| c.fds_raw.len() / 4)
+            .max()
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The compiled `fds:` table ("" when none).
+fn fd_table_bytes(compiled: &[u8]) -> &[u8] {
+    match super::compiled::decode(compiled) {
+        Ok(super::compiled::Compiled::Valid { fds, .. }) => fds,
+        _ => &[],
+    }
+}
+
+/// Creates the `fds:` table's descriptors (see `fdtable.rs`).
+fn fd_table(compiled: &[u8], log: &mut Log) -> super::fdtable::FdTable {
+    super::fdtable::FdTable::open(fd_table_bytes(compiled), log)
 }
 
 /// Every slot's stdout and stderr line buffers, in one fresh mapping:

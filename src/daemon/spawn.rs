@@ -166,6 +166,32 @@ pub struct Prepared {
     wd_pid_at: Option<usize>,
     /// The region ends in [`WD_BUF`] bytes for the watchdog entries.
     wd_room: bool,
+    /// `fds:` (see [`Prepared::set_fds`]): how many, where their map
+    /// (`u8 num | u8 end | u16 entry` each) and the names (LISTEN_FDNAMES's
+    /// value; a NUL after the LISTEN_FDS-th name, then the rest) are in
+    /// the region, and where the child writes `LISTEN_PID=`'s digits
+    /// (as for `wd_pid_at`).
+    nfds: u8,
+    fds_off: u32,
+    names_off: u32,
+    listen_pid_at: Option<u32>,
+    /// The item of `fds:` whose entry was not open at the last spawn
+    /// (`u8::MAX`: none), for the failure's text.
+    fd_failed: core::cell::Cell<u8>,
+}
+
+/// Room for `LISTEN_FDS=<2 digits>`, `LISTEN_PID=<20 digits>` and
+/// `LISTEN_FDNAMES=` (the names come after), with their NULs.
+const LISTEN_BUF: usize = 14 + 32 + 15;
+
+/// What a service's `fds:` takes at the end of its region: the LISTEN_
+/// entries, the names with their NUL, the map.
+fn fds_need(c: &CService<'_>) -> usize {
+    if c.fds_raw.is_empty() {
+        0
+    } else {
+        LISTEN_BUF + c.fd_names.len() + 1 + c.fds_raw.len()
+    }
 }
 
 /// Room for `WATCHDOG_USEC=<20 digits>` and `WATCHDOG_PID=<20 digits>`.
@@ -244,12 +270,14 @@ fn cmd_need<'b>(
     base_env: usize,
     watchdog: bool,
     notify: bool,
+    fds: bool,
 ) -> (usize, usize) {
     let nargv = cmd.clone().count() + 1;
-    let nenvp = if shares_env(c, notify || watchdog) {
+    let listen = if fds { 3 } else { 0 }; // LISTEN_FDS, _PID, _FDNAMES
+    let nenvp = if shares_env(c, notify || watchdog || fds) {
         0
     } else {
-        base_env + c.env.clone().count() + 4 // NOTIFY_SOCKET, 2 watchdog, NULL
+        base_env + c.env.clone().count() + 4 + listen // NOTIFY_SOCKET, 2 watchdog, NULL
     };
     let strs: usize = cmd.map(|a| a.len() + 1).sum::<usize>()
         + c.cwd.len()
@@ -257,7 +285,7 @@ fn cmd_need<'b>(
         + c.cred_error.len()
         + 1
         + c.env.clone().map(|e| e.len() + 1).sum::<usize>();
-    let wd = if watchdog { WD_BUF } else { 0 };
+    let wd = if watchdog { WD_BUF } else { 0 } + if fds { fds_need(c) } else { 0 };
     let creds = c.rlimits().count() * RLIMIT + c.gids().count() * GID;
     (nargv + nenvp, (nargv + nenvp) * PTR + creds + strs + wd)
 }
@@ -268,10 +296,11 @@ pub fn service_need(c: &CService<'_>, base_env: usize) -> usize {
     let round = |n: usize| (n + PTR - 1) & !(PTR - 1);
     let cmd = core::iter::once(c.binary).chain(c.args.clone());
     let wd = watchdog_of(c).is_some();
-    let mut n = round(cmd_need(cmd, c, base_env, wd, sd_notify(c)).1);
+    let fds = !c.fds_raw.is_empty();
+    let mut n = round(cmd_need(cmd, c, base_env, wd, sd_notify(c), fds).1);
     for k in c.checks.iter().flatten() {
         if let super::compiled::CProbe::Exec { command } = &k.probe {
-            n += round(cmd_need(command.clone(), c, base_env, false, false).1);
+            n += round(cmd_need(command.clone(), c, base_env, false, false, false).1);
         }
     }
     n
@@ -318,6 +347,11 @@ impl Prepared {
             cgroup_fd: -1,
             wd_pid_at: None,
             wd_room: false,
+            nfds: 0,
+            fds_off: 0,
+            names_off: 0,
+            listen_pid_at: None,
+            fd_failed: core::cell::Cell::new(u8::MAX),
         }
     }
 
@@ -450,7 +484,7 @@ impl Prepared {
     ) -> Result<(), FillError> {
         let cmd = core::iter::once(c.binary).chain(c.args.clone());
         let wd = notify_env.and(watchdog_of(c));
-        self.fill_with(arena, cmd, c, base, notify_env, wd)
+        self.fill_with(arena, cmd, c, base, notify_env, wd, true)
     }
 
     /// Same for `cmd` (argv, argv[0] the absolute path) run with `c`'s
@@ -463,9 +497,10 @@ impl Prepared {
         base: &BaseEnv,
         notify_env: Option<&CStr>,
     ) -> Result<(), FillError> {
-        self.fill_with(arena, cmd, c, base, notify_env, None)
+        self.fill_with(arena, cmd, c, base, notify_env, None, false)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn fill_with<'b>(
         &mut self,
         arena: &mut ExecArena,
@@ -474,11 +509,13 @@ impl Prepared {
         base: &BaseEnv,
         notify_env: Option<&CStr>,
         wd: Option<u64>,
+        main: bool,
     ) -> Result<(), FillError> {
         Self::fits_cmd(cmd.clone(), c)?;
         let notify = notify_env.is_some();
-        let (nptrs, len) = cmd_need(cmd.clone(), c, base.len(), wd.is_some(), notify);
-        self.shared_envp = if shares_env(c, notify || wd.is_some()) {
+        let fds = main && !c.fds_raw.is_empty();
+        let (nptrs, len) = cmd_need(cmd.clone(), c, base.len(), wd.is_some(), notify, fds);
+        self.shared_envp = if shares_env(c, notify || wd.is_some() || fds) {
             base.shared.as_ptr()
         } else {
             core::ptr::null()
@@ -495,6 +532,7 @@ impl Prepared {
         self.strs_at = nptrs * PTR + self.nrlimits * RLIMIT + self.ngroups * GID;
         self.fill_strings(cmd, c, base, notify_env)?;
         self.set_watchdog(wd)?;
+        self.set_fds(fds.then_some(c))?;
         self.fill_creds(c);
         self.filled = true;
         Ok(())
@@ -653,6 +691,162 @@ impl Prepared {
         Ok(())
     }
 
+    /// systemd's socket activation: `LISTEN_FDS=` (how many of the
+    /// service's `fds:` run from 3 without a gap, as `sd_listen_fds`
+    /// counts them), `LISTEN_PID=` (the child writes its pid, as for
+    /// `WATCHDOG_PID=`) and `LISTEN_FDNAMES=`, then the map the spawn
+    /// reads. They take the region's end, before the watchdog's
+    /// [`WD_BUF`] (sized by `cmd_need`).
+    fn set_fds(&mut self, c: Option<&CService<'_>>) -> Result<(), FillError> {
+        (self.nfds, self.fds_off, self.names_off) = (0, 0, 0);
+        self.listen_pid_at = None;
+        let Some(c) = c else {
+            return Ok(());
+        };
+        let wd = if self.wd_room { WD_BUF } else { 0 };
+        let off = self
+            .region_len
+            .checked_sub(wd + fds_need(c))
+            .ok_or(FillError::Env)?;
+        let count = c
+            .fds()
+            .enumerate()
+            .take_while(|(k, (num, _, _))| usize::from(*num) == k + 3)
+            .count();
+        let mut text = [0u8; LISTEN_BUF];
+        let mut at = 0usize;
+        let put = |text: &mut [u8], at: &mut usize, b: &[u8]| {
+            for &x in b {
+                if let Some(d) = text.get_mut(*at) {
+                    *d = x;
+                }
+                *at += 1;
+            }
+        };
+        put(&mut text, &mut at, b"LISTEN_FDS=");
+        let mut digits = [0u8; 4];
+        let n = write_decimal(&mut digits, count as u64);
+        put(&mut text, &mut at, digits.get(..=n).unwrap_or(b"0\0"));
+        let pid_entry = at;
+        put(&mut text, &mut at, b"LISTEN_PID=0\0");
+        let pid_at = at - 2;
+        put(&mut text, &mut at, &[0u8; 19]);
+        let names_entry = at;
+        put(&mut text, &mut at, b"LISTEN_FDNAMES=");
+        let names_at = at;
+        let bytes_at = self.strs_at;
+        let bytes = self.bytes_mut();
+        let rel = off.checked_sub(bytes_at).ok_or(FillError::Env)?;
+        let dst = bytes.get_mut(rel..).ok_or(FillError::Env)?;
+        let (head, rest) = dst.split_at_mut(at.min(dst.len()));
+        head.copy_from_slice(text.get(..head.len()).unwrap_or(&[]));
+        let nl = c.fd_names.len();
+        let names = rest.get_mut(..nl + 1).ok_or(FillError::Env)?;
+        let (nm, z) = names.split_at_mut(nl);
+        nm.copy_from_slice(c.fd_names);
+        z.fill(0);
+        // LISTEN_FDNAMES holds the first `count` names: end it there.
+        if let Some(colon) = nm
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b':')
+            .nth(count.saturating_sub(1))
+            .map(|(i, _)| i)
+        {
+            if let Some(b) = nm.get_mut(colon) {
+                *b = 0;
+            }
+        }
+        let map = rest
+            .get_mut(nl + 1..nl + 1 + c.fds_raw.len())
+            .ok_or(FillError::Env)?;
+        map.copy_from_slice(c.fds_raw);
+        let small = |v: usize| u32::try_from(v).map_err(|_| FillError::Arena);
+        self.nfds = u8::try_from(c.fds_raw.len() / 4).map_err(|_| FillError::Env)?;
+        self.names_off = small(off + names_at)?;
+        self.fds_off = small(off + at + nl + 1)?;
+        self.listen_pid_at = Some(small(off + pid_at)?);
+        let nargv = self.nargv;
+        let k = self
+            .ptrs_mut()
+            .iter()
+            .skip(nargv)
+            .position(|p| p.is_null())
+            .ok_or(FillError::Env)?
+            + nargv;
+        let p = self
+            .region
+            .cast_const()
+            .wrapping_add(off)
+            .cast::<libc::c_char>();
+        let null = core::ptr::null();
+        // No fd at 3: socket activation has nothing to count.
+        let entries = if count == 0 {
+            [null; 4]
+        } else {
+            [
+                p,
+                p.wrapping_add(pid_entry),
+                p.wrapping_add(names_entry),
+                null,
+            ]
+        };
+        let ptrs = self.ptrs_mut();
+        for (j, e) in entries.into_iter().enumerate() {
+            *ptrs.get_mut(k + j).ok_or(FillError::Env)? = e;
+        }
+        Ok(())
+    }
+
+    /// Points the `fds:` map at the table's slots: `slot_of` gives the
+    /// slot of each entry of the config this was filled from (see
+    /// `fdtable.rs`; reload and startup call it right after the fill).
+    pub fn map_fds(&mut self, slot_of: impl Fn(u16) -> u16) {
+        let at = (self.fds_off as usize).saturating_sub(self.strs_at);
+        let n = 4 * usize::from(self.nfds);
+        let Some(map) = self.bytes_mut().get_mut(at..at + n) else {
+            return;
+        };
+        for c in map.chunks_exact_mut(4) {
+            if let [_, _, lo, hi] = c {
+                let [a, b] = slot_of(u16::from_le_bytes([*lo, *hi])).to_le_bytes();
+                (*lo, *hi) = (a, b);
+            }
+        }
+    }
+
+    /// The `fds:` map: (number, end, slot) of each.
+    fn fd_map(&self) -> impl Iterator<Item = (u8, u8, u16)> + '_ {
+        let at = (self.fds_off as usize).saturating_sub(self.strs_at);
+        self.bytes()
+            .get(at..at + 4 * usize::from(self.nfds))
+            .unwrap_or(&[])
+            .chunks_exact(4)
+            .map(|c| match c {
+                [n, e, lo, hi] => (*n, *e, u16::from_le_bytes([*lo, *hi])),
+                _ => (0, 0, 0),
+            })
+    }
+
+    /// The name of the `fds:` entry that was not open at the last spawn
+    /// ("" when none).
+    pub fn failed_fd(&self) -> &str {
+        let k = usize::from(self.fd_failed.get());
+        if self.nfds == 0 || k >= usize::from(self.nfds) {
+            return "";
+        }
+        let at = (self.names_off as usize).saturating_sub(self.strs_at);
+        let end = (self.fds_off as usize)
+            .saturating_sub(self.strs_at)
+            .saturating_sub(1);
+        let names = self.bytes().get(at..end).unwrap_or(&[]);
+        names
+            .split(|&b| b == b':' || b == 0)
+            .nth(k)
+            .and_then(|n| core::str::from_utf8(n).ok())
+            .unwrap_or("")
+    }
+
     /// Moves the region into `arena`'s current half if it is elsewhere
     /// (the end of a reload's apply), rebasing the pointers into it;
     /// those into the base env or a notify socket path stay.
@@ -685,6 +879,8 @@ impl Prepared {
         self.cred_off = 0;
         self.wd_pid_at = None;
         self.wd_room = false;
+        (self.nfds, self.fds_off, self.names_off) = (0, 0, 0);
+        self.listen_pid_at = None;
         self.filled = false;
     }
 
@@ -743,6 +939,9 @@ pub struct Stack {
     len: usize,
     /// Low descriptor numbers held for the child (see [`Fds`]).
     fds: Fds,
+    /// The `fds:` table's descriptors (see `fdtable.rs`), empty until
+    /// startup sets it.
+    table: Option<super::fdtable::FdTable>,
 }
 
 /// The descriptor numbers a child needs, in this order: /dev/null, stdout,
@@ -761,7 +960,12 @@ pub struct Stack {
 /// output EOF and the notify pipe depend on it).
 #[derive(Clone, Copy)]
 struct Fds {
-    at: [RawFd; 6],
+    /// The six numbers above, then one for each of a service's `fds:`
+    /// (as many as the most any service of the startup config has; -1
+    /// beyond).
+    at: [RawFd; HELD],
+    /// How many of `at` are held.
+    n: usize,
     /// One more than the highest of `at`: the child keeps only `0..above`.
     above: libc::c_uint,
     /// /dev/null: what each of `at` is a close-on-exec copy of between
@@ -775,6 +979,11 @@ const ERR_AT: usize = 2;
 const REPORT_AT: usize = 3;
 const NOTIFY_AT: usize = 4;
 const CGROUP_AT: usize = 5;
+/// Where a service's `fds:` sources go, in the map's order.
+const FDS_AT: usize = 6;
+/// The most `fds:` one service can have (3 to `FD_MAX`).
+pub const MAX_SERVICE_FDS: usize = 29;
+const HELD: usize = FDS_AT + MAX_SERVICE_FDS;
 
 /// Size of [`Stack`] above its guard page. The child's own frames and
 /// the plain syscall wrappers it calls need 320 bytes in a release build
@@ -792,7 +1001,13 @@ const GUARD: usize = 4096;
 
 impl Stack {
     /// Startup only: one anonymous mapping, its lowest page inaccessible.
+    #[cfg(test)]
     pub fn new() -> Result<Stack, &'static str> {
+        Self::with_fds(0)
+    }
+
+    /// Same, holding room for services with up to `fds` items in `fds:`.
+    pub fn with_fds(fds: usize) -> Result<Stack, &'static str> {
         let len = GUARD + CHILD_STACK;
         // SAFETY: a fresh private anonymous mapping that nothing else
         // refers to; mprotect on its own first page.
@@ -812,7 +1027,7 @@ impl Stack {
                 libc::munmap(p, len);
                 return Err("cannot protect the spawn stack's guard page");
             }
-            let Some(fds) = Fds::reserve() else {
+            let Some(fds) = Fds::reserve(fds.min(MAX_SERVICE_FDS)) else {
                 libc::munmap(p, len);
                 return Err("cannot reserve the spawn descriptors (/dev/null)");
             };
@@ -820,8 +1035,29 @@ impl Stack {
                 base: p.cast(),
                 len,
                 fds,
+                table: None,
             })
         }
+    }
+
+    /// Startup: the `fds:` table the children's descriptors come from.
+    pub fn set_table(&mut self, t: super::fdtable::FdTable) {
+        self.table = Some(t);
+    }
+
+    /// The `fds:` table, for reexec's handoff.
+    pub fn table(&self) -> Option<&super::fdtable::FdTable> {
+        self.table.as_ref()
+    }
+
+    /// The `fds:` table, for reload.
+    pub fn table_mut(&mut self) -> Option<&mut super::fdtable::FdTable> {
+        self.table.as_mut()
+    }
+
+    /// How many `fds:` items a service may have (sized at startup).
+    pub fn fd_room(&self) -> usize {
+        self.fds.n.saturating_sub(FDS_AT)
     }
 
     /// The initial stack pointer: the stack grows down from the end of
@@ -848,7 +1084,7 @@ impl Drop for Stack {
         // descriptors are ours.
         unsafe {
             libc::munmap(self.base.cast(), self.len);
-            for fd in self.fds.at {
+            for fd in self.fds.at.into_iter().filter(|f| *f >= 0) {
                 libc::close(fd);
             }
             libc::close(self.fds.hold);
@@ -859,14 +1095,15 @@ impl Drop for Stack {
 impl Fds {
     /// Startup, before the services' pipes: the lowest free numbers from
     /// 3 up, each a close-on-exec /dev/null.
-    fn reserve() -> Option<Fds> {
+    fn reserve(extra: usize) -> Option<Fds> {
         // SAFETY: constant path; fcntl on our own fd.
         let hold = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if hold < 0 {
             return None;
         }
-        let mut at = [-1; 6];
-        for fd in at.iter_mut() {
+        let mut at = [-1; HELD];
+        let n = FDS_AT + extra;
+        for fd in at.iter_mut().take(n) {
             // SAFETY: plain fcntl on our fd.
             *fd = unsafe { libc::fcntl(hold, libc::F_DUPFD_CLOEXEC, 3) };
             if *fd < 0 {
@@ -879,7 +1116,7 @@ impl Fds {
         }
         let top = at.iter().copied().max().unwrap_or(2);
         let above = libc::c_uint::try_from(top.saturating_add(1)).unwrap_or(libc::c_uint::MAX);
-        Some(Fds { at, above, hold })
+        Some(Fds { at, n, above, hold })
     }
 
     fn at(&self, i: usize) -> RawFd {
@@ -888,8 +1125,8 @@ impl Fds {
 
     /// Points the held numbers at what this child needs (-1: keep
     /// /dev/null). All close-on-exec: the child dup2s what it keeps.
-    fn load(&self, need: [RawFd; 6]) -> Result<(), i32> {
-        for (&at, fd) in self.at.iter().zip(need) {
+    fn load(&self, need: &[RawFd]) -> Result<(), i32> {
+        for (&at, fd) in self.at.iter().take(self.n).zip(need.iter().copied()) {
             // SAFETY: `at` is ours; dup3 onto it replaces our /dev/null.
             if fd >= 0 && unsafe { libc::dup3(fd, at, libc::O_CLOEXEC) } < 0 {
                 let e = super::errno();
@@ -902,7 +1139,7 @@ impl Fds {
 
     /// Back to /dev/null: no copy of a child's pipe stays open here.
     fn unload(&self) {
-        for &at in &self.at {
+        for &at in self.at.iter().take(self.n) {
             // SAFETY: both ours.
             unsafe { libc::dup3(self.hold, at, libc::O_CLOEXEC) };
         }
@@ -941,9 +1178,25 @@ pub fn spawn(p: &Prepared, devnull: RawFd, stack: &mut Stack) -> Result<i32, Spa
     }
     let [rd, wr] = fds;
     let notify_w = p.notify_fd.map_or(-1, |(w, _)| w);
-    let loaded = stack
-        .fds
-        .load([devnull, p.out_w, p.err_w, wr, notify_w, p.cgroup_fd]);
+    let mut need = [-1 as RawFd; HELD];
+    for (d, s) in need
+        .iter_mut()
+        .zip([devnull, p.out_w, p.err_w, wr, notify_w, p.cgroup_fd])
+    {
+        *d = s;
+    }
+    if let Err(e) = service_fds(p, stack, need.get_mut(FDS_AT..).unwrap_or(&mut [])) {
+        // SAFETY: we own both.
+        unsafe {
+            libc::close(rd);
+            libc::close(wr);
+        }
+        return Err(SpawnError {
+            stage: Stage::Fds,
+            errno: e,
+        });
+    }
+    let loaded = stack.fds.load(&need);
     // SAFETY: we own wr; its held copy is what the child gets.
     unsafe { libc::close(wr) };
     if let Err(e) = loaded {
@@ -983,6 +1236,31 @@ pub fn spawn(p: &Prepared, devnull: RawFd, stack: &mut Stack) -> Result<i32, Spa
         stage: Stage::from_u32(stage),
         errno: err,
     })
+}
+
+/// The table's descriptors of `p`'s `fds:`, into `dst` (in the map's
+/// order). Err: the errno of the first entry that is not open (its item
+/// recorded for the failure's text), or EMFILE when the service has more
+/// than the room held at startup.
+fn service_fds(p: &Prepared, stack: &Stack, dst: &mut [RawFd]) -> Result<(), i32> {
+    p.fd_failed.set(u8::MAX);
+    if p.nfds == 0 {
+        return Ok(());
+    }
+    if usize::from(p.nfds) > stack.fd_room() {
+        return Err(libc::EMFILE);
+    }
+    let table = stack.table.as_ref().ok_or(libc::EBADF)?;
+    for (k, ((_, end, entry), d)) in p.fd_map().zip(dst.iter_mut()).enumerate() {
+        match table.get(entry, end) {
+            Ok(fd) => *d = fd,
+            Err(e) => {
+                p.fd_failed.set(u8::try_from(k).unwrap_or(u8::MAX));
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether clone takes `CLONE_FILES` here (not under qemu-user).
@@ -1165,7 +1443,8 @@ unsafe fn child(p: &Prepared, fds: Fds) -> ! {
     if libc::setsid() < 0 {
         fail(report, Stage::Setsid);
     }
-    if let Some(at) = p.wd_pid_at {
+    let listen_at = p.listen_pid_at.map(|a| a as usize);
+    for at in [p.wd_pid_at, listen_at].into_iter().flatten() {
         // SAFETY: the watchdog text is in the region, behind no reference. It is
         // the daemon's memory (CLONE_VM): the digits stay there after the
         // exec, which is harmless, as nothing but this run's envp reads
@@ -1181,12 +1460,15 @@ unsafe fn child(p: &Prepared, fds: Fds) -> ! {
     if libc::dup2(null, 0) < 0 || libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
         fail(report, Stage::Stdio);
     }
+    let mut w = fds.at(NOTIFY_AT);
+    if p.nfds > 0 {
+        (report, w) = place_fds(p, &fds, report, w);
+    }
     if let Some((_, n)) = p.notify_fd {
         if n == report {
             // Keep the status pipe: move it out of the way first.
             report = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, fds.above);
         }
-        let w = fds.at(NOTIFY_AT);
         // dup2 onto itself keeps close-on-exec: clear it then.
         let kept = if w == n {
             libc::fcntl(n, libc::F_SETFD, 0)
@@ -1242,6 +1524,47 @@ unsafe fn child(p: &Prepared, fds: Fds) -> ! {
         exec_in_path(prog.to_bytes(), argv, envp);
     }
     fail(report, Stage::Exec)
+}
+
+/// Puts each of the service's `fds:` at its number, as posix_spawn's
+/// file actions must: the sources are at held low numbers that may be
+/// targets too, so first every one (the status pipe and the notify pipe
+/// among them) moves above the highest target (close-on-exec copies,
+/// which execve closes), then each is dup2'd onto its number (which
+/// clears close-on-exec there). Returns the status pipe and notify
+/// write end at their new numbers.
+///
+/// # Safety
+/// In the vfork child only (see [`child`]).
+unsafe fn place_fds(p: &Prepared, fds: &Fds, report: RawFd, notify: RawFd) -> (RawFd, RawFd) {
+    let hi = p
+        .fd_map()
+        .map(|(num, _, _)| libc::c_int::from(num) + 1)
+        .max()
+        .unwrap_or(3);
+    let moved = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, hi);
+    if moved < 0 {
+        fail(report, Stage::Fds);
+    }
+    let report = moved;
+    let notify = if p.notify_fd.is_some() {
+        libc::fcntl(notify, libc::F_DUPFD_CLOEXEC, hi)
+    } else {
+        notify
+    };
+    let mut src = [-1 as RawFd; MAX_SERVICE_FDS];
+    for (k, s) in src.iter_mut().enumerate().take(usize::from(p.nfds)) {
+        *s = libc::fcntl(fds.at(FDS_AT + k), libc::F_DUPFD_CLOEXEC, hi);
+        if *s < 0 {
+            fail(report, Stage::Fds);
+        }
+    }
+    for ((num, _, _), s) in p.fd_map().zip(src) {
+        if libc::dup2(s, libc::c_int::from(num)) < 0 {
+            fail(report, Stage::Fds);
+        }
+    }
+    (report, notify)
 }
 
 /// execvp(3) for a bare program name, without allocating: each directory
@@ -1355,7 +1678,8 @@ mod tests {
         let mut arena = ExecArena::new(64 * 1024).unwrap();
         let mut p = Prepared::new(out_w, out_w);
         let cmd = core::iter::once(c.binary).chain(c.args.clone());
-        p.fill_with(&mut arena, cmd, &c, &base, None, wd).unwrap();
+        p.fill_with(&mut arena, cmd, &c, &base, None, wd, true)
+            .unwrap();
         // The arena holds copies (and is never unmapped): `bytes` may go,
         // `base` may not.
         (p, base)

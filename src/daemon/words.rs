@@ -81,6 +81,10 @@ pub fn spawn_failed(out: &mut impl Write, err: SpawnError, p: Option<&Prepared>)
         (Stage::User, Some(p)) if !p.cred_error().is_empty() => out.write_str(p.cred_error()),
         (Stage::User, _) => out.write_str("user or group not found"),
         (Stage::Cgroup, _) => write!(out, "cannot join its cgroup: {desc}"),
+        (Stage::Fds, Some(p)) if !p.failed_fd().is_empty() => {
+            write!(out, "fds entry '{}' is not open: {desc}", p.failed_fd())
+        }
+        (Stage::Fds, _) => write!(out, "cannot set up its fds: {desc}"),
         (Stage::Exec, _) => write!(out, "exec failed: {desc}"),
         (stage, _) => write!(out, "exec failed at {}: {desc}", stage.name()),
     };

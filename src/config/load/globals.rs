@@ -180,6 +180,7 @@ pub(super) fn build_globals(
         mounts,
         main,
         cgroup: build_cgroup(cx, raw.cgroup.as_deref()),
+        fds: Vec::new(),
     }
 }
 

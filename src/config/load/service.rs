@@ -74,6 +74,8 @@ pub(super) fn build_service(
     let rlimits = rlimits(&mut cx, raw.rlimits.as_ref());
     let start_timeout = start_timeout(&mut cx, raw);
     let resources = build_resources(&mut cx, raw.resources.as_ref(), g.cgroup);
+    let (fds, fd_names) =
+        super::fds::build_service_fds(&mut cx, raw.fds.as_ref(), &g.fds, &healthcheck);
     let spec = ServiceSpec {
         name,
         binary: exec.binary,
@@ -101,6 +103,8 @@ pub(super) fn build_service(
         log,
         healthcheck,
         start_timeout,
+        fds,
+        fd_names,
     };
     Entry {
         spec,

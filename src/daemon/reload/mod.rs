@@ -369,6 +369,7 @@ fn configure(
                 arena,
                 file_max,
                 file_keep,
+                stack,
                 ..
             },
         ..
@@ -386,6 +387,9 @@ fn configure(
     slot.prep
         .fill(arena, c, base_env, if sd_notify { env } else { None })
         .map_err(|e| e.as_str())?;
+    if let Some(t) = stack.table() {
+        slot.prep.map_fds(|k| t.slot_of(k));
+    }
     let role = [Role::Readiness, Role::Liveness, Role::Startup];
     for (k, cc) in c.checks.iter().enumerate() {
         if let (Some(dst), Some(r)) = (svc.checks.get_mut(k), role.get(k)) {
@@ -492,6 +496,7 @@ fn install_from<'b>(
         count,
         services,
         shutdown_timeout,
+        ..
     }) = compiled::decode(buf)
     else {
         return Err(("?", "internal error: cannot decode the compiled config"));
@@ -527,6 +532,49 @@ fn install_from<'b>(
     // No plan to show before the first reload.
     shell.reloader.plan.count = 0;
     Ok(())
+}
+
+/// The compiled `fds:` table of config `buf` (empty when unreadable).
+fn fd_table_of(buf: &[u8]) -> &[u8] {
+    match compiled::decode(buf) {
+        Ok(Compiled::Valid { fds, .. }) => fds,
+        _ => &[],
+    }
+}
+
+/// The `fds:` table of the new config: which entries keep their
+/// descriptors, and whether the new ones fit the slots fixed at startup.
+fn plan_fds(shell: &mut Shell, fds: &[u8]) -> Result<(), Refusal> {
+    let Some(t) = shell.svc.stack.table_mut() else {
+        return Ok(());
+    };
+    if let Err((need, free)) = t.plan(fds) {
+        let m = &mut shell.reloader.message;
+        m.clear();
+        let _ = write!(
+            m,
+            "the new fds table needs {need} new entries but only {free} slots are free (the \
+             table's slots are fixed at startup: twice its entries and {} more; restart \
+             coffeyd to grow it)",
+            super::fdtable::SPARE
+        );
+        return Err((Outcome::Failed(ErrorCode::Failed), ""));
+    }
+    Ok(())
+}
+
+/// Whether service `a` of the running config and `b` of the new one get
+/// the same descriptors: the same numbers of the same entries (by spec).
+fn same_fds(a: &CService<'_>, b: &CService<'_>, cur_fds: &[u8], next_fds: &[u8]) -> bool {
+    let spec = |t: &[u8], k: u16| {
+        compiled::fd_specs(t)
+            .nth(usize::from(k))
+            .map(|e| super::fdtable::spec_hash(&e))
+    };
+    a.fds().count() == b.fds().count()
+        && a.fds().zip(b.fds()).all(|((n, k, e), (m, j, f))| {
+            n == m && e == f && spec(cur_fds, k).is_some() && spec(cur_fds, k) == spec(next_fds, j)
+        })
 }
 
 /// Why a reload did not apply: the outcome, and the message (empty: the
@@ -620,12 +668,13 @@ fn prepare(
     shell.reloader.plan.count = 0;
     shell.reloader.plan.removed = 0;
     let failed = Outcome::Failed(ErrorCode::Failed);
-    let (count, services, timeout) = match compiled::decode(next) {
+    let (count, services, timeout, fds) = match compiled::decode(next) {
         Ok(Compiled::Valid {
             count,
             services,
             shutdown_timeout,
-        }) => (count, services, shutdown_timeout),
+            fds,
+        }) => (count, services, shutdown_timeout, fds),
         Ok(Compiled::Invalid(text)) => {
             // The diagnostics stay in `next` for the clients.
             log!(shell.log, "reload rejected: {text}");
@@ -642,7 +691,13 @@ fn prepare(
     if !matches!(compiled::decode(cur), Ok(Compiled::Valid { .. })) {
         return Err((failed, "internal error: running config unreadable"));
     }
+    plan_fds(shell, fds)?;
     plan(sup, shell, cur, next, &services, count)?;
+    if !dry_run {
+        if let Some(t) = shell.svc.stack.table_mut() {
+            t.apply(fds, &mut shell.log);
+        }
+    }
     let mut counts = [0usize; 6];
     for k in 0.. {
         let Some((code, _, _)) = plan_line(&shell.reloader.plan, cur, next, k) else {
@@ -942,6 +997,7 @@ fn plan(
     rd: &Rd<'_>,
     count: u16,
 ) -> Result<(), Refusal> {
+    let (cur_fds, next_fds) = (fd_table_of(cur), fd_table_of(next));
     let Shell {
         reloader,
         svc:
@@ -982,6 +1038,18 @@ fn plan(
         if let Err(e) = super::spawn::Prepared::fits(&c) {
             message.clear();
             let _ = write!(message, "service '{}': {}", c.name, e.as_str());
+            return Err((failed, ""));
+        }
+        let room = shell.svc.stack.fd_room();
+        if c.fds_raw.len() / 4 > room {
+            message.clear();
+            let _ = write!(
+                message,
+                "service '{}' has {} fds but coffeyd holds room for {room} (sized from the \
+                 startup config; restart coffeyd to grow it)",
+                c.name,
+                c.fds_raw.len() / 4
+            );
             return Err((failed, ""));
         }
         if usize::from(c.ndeps) > MAX_DEPS {
@@ -1066,8 +1134,10 @@ fn plan(
             (*act, *why) = (plan::RESTART, "command changed");
             continue;
         };
+        let fds_changed = !same_fds(&o, &c, cur_fds, next_fds);
         (*act, *why) = match (same_exec(&o, &c), same_rest(&o, &c)) {
             (Some(w), _) => (plan::RESTART, w),
+            _ if fds_changed => (plan::RESTART, "fds changed"),
             (None, Some(w)) => (plan::UPDATE, w),
             (None, None) => (plan::UNCHANGED, ""),
         };
