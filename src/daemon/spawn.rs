@@ -632,6 +632,18 @@ impl Prepared {
         }
     }
 
+    /// The index of envp's terminating NULL, where the next entry goes.
+    fn first_free_env(&mut self) -> Result<usize, FillError> {
+        let nargv = self.nargv;
+        let k = self
+            .ptrs_mut()
+            .iter()
+            .skip(nargv)
+            .position(|p| p.is_null())
+            .ok_or(FillError::Env)?;
+        Ok(k + nargv)
+    }
+
     /// Appends `WATCHDOG_USEC=` (the watchdog in µs, as systemd's
     /// `WatchdogSec=`) and a `WATCHDOG_PID=` the child completes, so
     /// `sd_watchdog_enabled()` in the service accepts them. Their text is
@@ -641,14 +653,7 @@ impl Prepared {
         let Some(ms) = ms else {
             return Ok(());
         };
-        let nargv = self.nargv;
-        let k = self
-            .ptrs_mut()
-            .iter()
-            .skip(nargv)
-            .position(|p| p.is_null())
-            .ok_or(FillError::Env)?
-            + nargv;
+        let k = self.first_free_env()?;
         // fill_with made room for it (or not, and then this is a bug).
         if !self.wd_room {
             return Err(FillError::Env);
@@ -766,14 +771,7 @@ impl Prepared {
         self.names_off = small(off + names_at)?;
         self.fds_off = small(off + at + nl + 1)?;
         self.listen_pid_at = Some(small(off + pid_at)?);
-        let nargv = self.nargv;
-        let k = self
-            .ptrs_mut()
-            .iter()
-            .skip(nargv)
-            .position(|p| p.is_null())
-            .ok_or(FillError::Env)?
-            + nargv;
+        let k = self.first_free_env()?;
         let p = self
             .region
             .cast_const()
