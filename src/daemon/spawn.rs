@@ -184,6 +184,31 @@ pub struct Prepared {
 /// `LISTEN_FDNAMES=` (the names come after), with their NULs.
 const LISTEN_BUF: usize = 14 + 32 + 15;
 
+/// `LISTEN_FDS=<count>\0LISTEN_PID=0\0` (room for the child's pid) and
+/// `LISTEN_FDNAMES=`, the names to follow. Returns the text and where its
+/// end, the PID entry, the PID's digit and the names entry are.
+fn listen_head(count: usize) -> ([u8; LISTEN_BUF], [usize; 4]) {
+    let mut text = [0u8; LISTEN_BUF];
+    let mut at = 0usize;
+    let mut put = |b: &[u8]| {
+        for &x in b {
+            if let Some(d) = text.get_mut(at) {
+                *d = x;
+            }
+            at += 1;
+        }
+        at
+    };
+    put(b"LISTEN_FDS=");
+    let mut digits = [0u8; 4];
+    let n = write_decimal(&mut digits, count as u64);
+    let pid_entry = put(digits.get(..=n).unwrap_or(b"0\0"));
+    let pid_at = put(b"LISTEN_PID=0\0") - 2;
+    let names_entry = put(&[0u8; 19]);
+    let end = put(b"LISTEN_FDNAMES=");
+    (text, [end, pid_entry, pid_at, names_entry])
+}
+
 /// What a service's `fds:` takes at the end of its region: the LISTEN_
 /// entries, the names with their NUL, the map.
 fn fds_need(c: &CService<'_>) -> usize {
@@ -632,16 +657,28 @@ impl Prepared {
         }
     }
 
-    /// The index of envp's terminating NULL, where the next entry goes.
-    fn first_free_env(&mut self) -> Result<usize, FillError> {
+    /// Appends envp entries at `at` (offsets from region offset `off`)
+    /// where envp ends now, and the NULL after them.
+    fn put_env(&mut self, off: usize, at: &[usize]) -> Result<(), FillError> {
         let nargv = self.nargv;
         let k = self
             .ptrs_mut()
             .iter()
             .skip(nargv)
             .position(|p| p.is_null())
-            .ok_or(FillError::Env)?;
-        Ok(k + nargv)
+            .ok_or(FillError::Env)?
+            + nargv;
+        let p = self
+            .region
+            .cast_const()
+            .wrapping_add(off)
+            .cast::<libc::c_char>();
+        let ptrs = self.ptrs_mut();
+        let entries = at.iter().map(|&a| p.wrapping_add(a));
+        for (j, e) in entries.chain([core::ptr::null()]).enumerate() {
+            *ptrs.get_mut(k + j).ok_or(FillError::Env)? = e;
+        }
+        Ok(())
     }
 
     /// Appends `WATCHDOG_USEC=` (the watchdog in µs, as systemd's
@@ -653,7 +690,6 @@ impl Prepared {
         let Some(ms) = ms else {
             return Ok(());
         };
-        let k = self.first_free_env()?;
         // fill_with made room for it (or not, and then this is a bug).
         if !self.wd_room {
             return Err(FillError::Env);
@@ -683,17 +719,7 @@ impl Prepared {
             }
         }
         self.wd_pid_at = Some(wd_off + pid_at);
-        let p = self
-            .region
-            .cast_const()
-            .wrapping_add(wd_off)
-            .cast::<libc::c_char>();
-        let entries = [p, p.wrapping_add(pid_entry), core::ptr::null()];
-        let ptrs = self.ptrs_mut();
-        for (j, e) in entries.into_iter().enumerate() {
-            *ptrs.get_mut(k + j).ok_or(FillError::Env)? = e;
-        }
-        Ok(())
+        self.put_env(wd_off, &[0, pid_entry])
     }
 
     /// systemd's socket activation: `LISTEN_FDS=` (how many of the
@@ -718,26 +744,7 @@ impl Prepared {
             .enumerate()
             .take_while(|(k, (num, _, _))| usize::from(*num) == k + 3)
             .count();
-        let mut text = [0u8; LISTEN_BUF];
-        let mut at = 0usize;
-        let put = |text: &mut [u8], at: &mut usize, b: &[u8]| {
-            for &x in b {
-                if let Some(d) = text.get_mut(*at) {
-                    *d = x;
-                }
-                *at += 1;
-            }
-        };
-        put(&mut text, &mut at, b"LISTEN_FDS=");
-        let mut digits = [0u8; 4];
-        let n = write_decimal(&mut digits, count as u64);
-        put(&mut text, &mut at, digits.get(..=n).unwrap_or(b"0\0"));
-        let pid_entry = at;
-        put(&mut text, &mut at, b"LISTEN_PID=0\0");
-        let pid_at = at - 2;
-        put(&mut text, &mut at, &[0u8; 19]);
-        let names_entry = at;
-        put(&mut text, &mut at, b"LISTEN_FDNAMES=");
+        let (text, [at, pid_entry, pid_at, names_entry]) = listen_head(count);
         let names_at = at;
         let bytes_at = self.strs_at;
         let bytes = self.bytes_mut();
@@ -771,29 +778,13 @@ impl Prepared {
         self.names_off = small(off + names_at)?;
         self.fds_off = small(off + at + nl + 1)?;
         self.listen_pid_at = Some(small(off + pid_at)?);
-        let k = self.first_free_env()?;
-        let p = self
-            .region
-            .cast_const()
-            .wrapping_add(off)
-            .cast::<libc::c_char>();
-        let null = core::ptr::null();
         // No fd at 3: socket activation has nothing to count.
-        let entries = if count == 0 {
-            [null; 4]
+        let entries: &[usize] = if count == 0 {
+            &[]
         } else {
-            [
-                p,
-                p.wrapping_add(pid_entry),
-                p.wrapping_add(names_entry),
-                null,
-            ]
+            &[0, pid_entry, names_entry]
         };
-        let ptrs = self.ptrs_mut();
-        for (j, e) in entries.into_iter().enumerate() {
-            *ptrs.get_mut(k + j).ok_or(FillError::Env)? = e;
-        }
-        Ok(())
+        self.put_env(off, entries)
     }
 
     /// Points the `fds:` map at the table's slots: `slot_of` gives the
