@@ -72,7 +72,6 @@ fn entry_kind(
     e: &RawFdEntry,
     base: &Path,
 ) -> Option<FdKind> {
-    let sub = |k: &'static str| [at[0], at[1], K(k)];
     let n = [e.listen.is_some(), e.file.is_some(), e.pipe.is_some()]
         .iter()
         .filter(|b| **b)
@@ -84,28 +83,8 @@ fn entry_kind(
         );
         return None;
     }
-    let mode = e.mode.as_ref().map(|m| m.0.as_str());
     if let Some(file) = &e.file {
-        if !check_path(cx, &sub("file"), "file", file) {
-            return None;
-        }
-        let mode = match mode {
-            None | Some("r") => FileMode::Read,
-            Some("w") => FileMode::Write,
-            Some("a") => FileMode::Append,
-            Some(m) => {
-                cx.err(
-                    &sub("mode"),
-                    format!("fds entry '{name}': file mode '{m}' must be r, w or a"),
-                );
-                return None;
-            }
-        };
-        no_keys(cx, at, name, e, &["backlog", "owner", "group"]);
-        return Some(FdKind::File {
-            path: resolve(base, file),
-            mode,
-        });
+        return file_entry(cx, at, name, e, file, base);
     }
     let Some(url) = &e.listen else {
         no_keys(cx, at, name, e, &["backlog", "mode", "owner", "group"]);
@@ -115,12 +94,57 @@ fn entry_kind(
     if let Some(rest) = url.strip_prefix("unix:") {
         return unix(cx, at, name, e, rest, backlog, base);
     }
+    inet(cx, at, name, e, url, backlog)
+}
+
+/// A `file: PATH` entry with its `mode` (r, w or a).
+fn file_entry(
+    cx: &mut Ctx,
+    at: &[Seg; 2],
+    name: &str,
+    e: &RawFdEntry,
+    file: &str,
+    base: &Path,
+) -> Option<FdKind> {
+    let sub = |k: &'static str| [at[0], at[1], K(k)];
+    if !check_path(cx, &sub("file"), "file", file) {
+        return None;
+    }
+    let mode = match e.mode.as_ref().map(|m| m.0.as_str()) {
+        None | Some("r") => FileMode::Read,
+        Some("w") => FileMode::Write,
+        Some("a") => FileMode::Append,
+        Some(m) => {
+            cx.err(
+                &sub("mode"),
+                format!("fds entry '{name}': file mode '{m}' must be r, w or a"),
+            );
+            return None;
+        }
+    };
+    no_keys(cx, at, name, e, &["backlog", "owner", "group"]);
+    Some(FdKind::File {
+        path: resolve(base, file),
+        mode,
+    })
+}
+
+/// A `tcp://HOST:PORT` or `udp://HOST:PORT` listen entry.
+fn inet(
+    cx: &mut Ctx,
+    at: &[Seg; 2],
+    name: &str,
+    e: &RawFdEntry,
+    url: &str,
+    backlog: u32,
+) -> Option<FdKind> {
+    let sub = [at[0], at[1], K("listen")];
     let (udp, addr) = match (url.strip_prefix("tcp://"), url.strip_prefix("udp://")) {
         (Some(a), _) => (false, a),
         (_, Some(a)) => (true, a),
         _ => {
             cx.err(
-                &sub("listen"),
+                &sub,
                 format!(
                     "fds entry '{name}': listen '{url}' must be tcp://HOST:PORT, \
                      udp://HOST:PORT or unix:PATH"
@@ -132,7 +156,7 @@ fn entry_kind(
     let addr = match parse_address(addr) {
         Ok(a) => a,
         Err(msg) => {
-            cx.err(&sub("listen"), format!("fds entry '{name}': listen {msg}"));
+            cx.err(&sub, format!("fds entry '{name}': listen {msg}"));
             return None;
         }
     };
