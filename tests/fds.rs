@@ -279,7 +279,11 @@ fn an_entry_that_cannot_be_bound_fails_only_its_services() {
     let extra = format!("fds:\n  web:\n    listen: tcp://127.0.0.1:{port}\n");
     let services = format!(
         "{}{}",
-        svc("web", "sleep 100", "    fds:\n      3: web\n"),
+        svc(
+            "web",
+            "sleep 100",
+            "    fds:\n      3: web\n    backoff:\n      initial: 100ms\n      max: 500ms\n"
+        ),
         svc("other", "sleep 100", "")
     );
     let mut d = Daemon::start("fdbusy", &extra, &services);
@@ -300,7 +304,12 @@ fn an_entry_that_cannot_be_bound_fails_only_its_services() {
     let o = ctl(&d, &["status", "web"]);
     assert!(o.stdout.contains("fds entry 'web' is not open"), "{o:?}");
     assert!(alive(d.pid()));
+    // Once the port is free, the next start of a service using the entry
+    // creates it: the service runs, and the socket is coffeyd's.
     drop(taken);
+    d.wait_log("fds entry 'web' created", 20.0);
+    wait_state(&d, "web", "running", 20.0);
+    TcpStream::connect(("127.0.0.1", port)).expect("the entry listens now");
     finish(d);
 }
 

@@ -9,7 +9,7 @@
 //! (`spawn.rs`). An entry that cannot be created (a port in use, a missing
 //! directory) is logged and remembered with its errno: the services that
 //! name it fail to start with that reason and retry with their backoff,
-//! and everything else runs. The slots are fixed at startup; a reload
+//! each retry trying to create it again, and everything else runs. The slots are fixed at startup; a reload
 //! keeps the entries whose spec is unchanged, creates the new ones in free
 //! slots and closes the removed ones ([`FdTable::plan`], then
 //! [`FdTable::apply`]). `coffeyd reexec` hands the descriptors to
@@ -173,6 +173,32 @@ impl FdTable {
         }
         for h in self.held.iter_mut() {
             h.keep = false;
+        }
+    }
+
+    /// Whether an entry of the running config could not be created.
+    pub fn any_failed(&self) -> bool {
+        self.held.iter().any(|h| h.used && h.errno != 0)
+    }
+
+    /// Tries again to create the entries of the running config (`table`)
+    /// that failed, as a service using one is about to start: a port in
+    /// use at startup, or a directory not mounted yet, may be there now.
+    /// A success is logged; a failure keeps its newest errno, which the
+    /// service's failure reports.
+    pub fn retry_failed(&mut self, table: &[u8], log: &mut Log) {
+        for (k, e) in compiled::fd_specs(table).enumerate() {
+            let s = usize::from(self.slot_of(k as u16));
+            let Some(h) = self.held.get_mut(s).filter(|h| h.used && h.errno != 0) else {
+                continue;
+            };
+            match create(&e) {
+                Ok((fd, write)) => {
+                    (h.fd, h.write, h.errno) = (fd, write, 0);
+                    log!(log, "fds entry '{}' created (it had failed)", e.name);
+                }
+                Err((_, errno)) => h.errno = errno,
+            }
         }
     }
 

@@ -183,6 +183,12 @@ impl Sys for Shell {
         } else {
             devnull
         };
+        if slot.prep.has_fds() {
+            let table = setup::fd_table_bytes(self.reloader.running());
+            if let Some(t) = self.svc.stack.table_mut().filter(|t| t.any_failed()) {
+                t.retry_failed(table, &mut self.log);
+            }
+        }
         let res = spawn::spawn(&slot.prep, stdin, &mut self.svc.stack);
         if let Ok(pid) = res {
             self.svc.cg.spawned(idx, pid);

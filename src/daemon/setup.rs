@@ -391,7 +391,7 @@ fn most_fds(compiled: &[u8]) -> usize {
 }
 
 /// The compiled `fds:` table ("" when none).
-fn fd_table_bytes(compiled: &[u8]) -> &[u8] {
+pub fn fd_table_bytes(compiled: &[u8]) -> &[u8] {
     match super::compiled::decode(compiled) {
         Ok(super::compiled::Compiled::Valid { fds, .. }) => fds,
         _ => &[],

@@ -894,6 +894,11 @@ impl Prepared {
             .unwrap_or(c"")
     }
 
+    /// Whether the service has `fds:`.
+    pub fn has_fds(&self) -> bool {
+        self.nfds > 0
+    }
+
     pub fn path(&self) -> &CStr {
         if self.region.is_null() {
             return c"";

@@ -188,6 +188,11 @@ impl Reloader {
         (&mut *self.next, &mut self.next_len)
     }
 
+    /// The running config, compiled (empty while a reload step has it).
+    pub fn running(&self) -> &[u8] {
+        self.cur.get(..self.cur_len).unwrap_or(&[])
+    }
+
     /// (old, new) compiled configs of the last reload.
     fn plan_buffers(&self) -> (&[u8], &[u8]) {
         let cur = self.cur.get(..self.cur_len).unwrap_or(&[]);
