@@ -1434,3 +1434,21 @@ fn fds_warn_about_unused_entries_and_gaps() {
     );
     assert!(!r.out.contains("'web' is used by no service"), "{}", r.out);
 }
+
+/// The budget's descriptors count the `fds:` table (two for a pipe) and
+/// the numbers the spawn holds for the largest per-service `fds:`.
+#[test]
+fn the_budget_counts_the_fds_table() {
+    let r = validate(
+        "budgetfds",
+        "coffey:\n  limits:\n    services: 10\n    clients: 4\nfds:\n  web:\n    listen: tcp://127.0.0.1:8080\n  p:\n    pipe: {}\nservices:\n  - name: a\n    binary: /bin/sh\n    fds:\n      3: web\n      4: p.read\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.out);
+    let line = r
+        .out
+        .lines()
+        .find(|l| l.starts_with("budget:"))
+        .expect("budget line");
+    // 146 as above, 2 + 2 for the table's two entries, 2 held numbers.
+    assert!(line.ends_with("file descriptors: 152"), "{line}");
+}

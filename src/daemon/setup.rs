@@ -190,9 +190,7 @@ pub fn build(
         .as_ref()
         .and_then(|e| super::eventlog::EventLog::open(e, &mut log));
     let slots = (cfg.limits.services as usize).max(cfg.services);
-    // The `fds:` table (two for a pipe) and the spawn's held numbers for it.
-    let table_fds = 2 * super::compiled::fd_specs(fd_table_bytes(compiled)).count();
-    let fds = fd_budget(slots, cfg.limits.clients as usize) + 16 + table_fds + most_fds(compiled);
+    let fds = fd_budget(slots, cfg.limits.clients as usize) + 16 + table_need(compiled);
     raise_nofile(fds, &mut log);
     stack.set_table(fd_table(compiled, &mut log));
 
@@ -390,6 +388,12 @@ fn most_fds(compiled: &[u8]) -> usize {
     }
 }
 
+/// Descriptors for the `fds:` table (two an entry: a pipe has two ends)
+/// and the numbers the spawn holds for the largest per-service `fds:`.
+fn table_need(compiled: &[u8]) -> usize {
+    2 * super::compiled::fd_specs(fd_table_bytes(compiled)).count() + most_fds(compiled)
+}
+
 /// The compiled `fds:` table ("" when none).
 pub fn fd_table_bytes(compiled: &[u8]) -> &[u8] {
     match super::compiled::decode(compiled) {
@@ -494,6 +498,7 @@ pub fn budget(cfg: &Config) -> Budget {
     // is written, the rest is reload headroom.
     let exec_bytes = 2 * super::arena::half_size(super::spawn::config_need(&compiled, envn), slots);
     let conn_bytes = clients * coffey::limits::CONN_OUT_BUF;
+    let fds = fd_budget(slots, clients) + table_need(&compiled);
     let compiled = compiled.len();
     let reload_bytes = 2 * coffey::limits::reload_buffer(compiled, slots) + 64 * 1024;
     let fixed_bytes = READ_CHUNK + core::mem::size_of::<super::log::LineBuf>() * 2;
@@ -506,7 +511,7 @@ pub fn budget(cfg: &Config) -> Budget {
         conn_bytes,
         reload_bytes,
         fixed_bytes,
-        fds: fd_budget(slots, clients),
+        fds,
     }
 }
 
