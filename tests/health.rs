@@ -968,8 +968,15 @@ fn startup_failure_restarts_with_backoff() {
     println!("startup failed {} ms after the spawn", failed - spawned);
     assert!(failed - spawned >= 400 + 2 * 100, "failed too early: {log}");
     d.wait_count("slow: startup failed; restarting", 2, SOON);
-    let st = detail(&d, "slow");
-    assert!(st.to_string().contains("startup failed"), "{st}");
+    // The reason is set once the stopped run has exited (in backoff), not
+    // while it is still stopping.
+    wait_row(
+        &d,
+        "the reason names the startup failure",
+        SOON,
+        || detail(&d, "slow"),
+        |st| st.to_string().contains("startup failed"),
+    );
     assert!(row(&d, "slow")["restarts"].as_u64().unwrap() >= 1);
     assert_eq!(
         runs(&d, "lives"),
