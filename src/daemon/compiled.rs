@@ -267,6 +267,18 @@ pub struct FdSpec<'a> {
     pub gid: Option<u32>,
 }
 
+impl FdSpec<'_> {
+    /// A tcp or udp entry's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        if self.family == 6 {
+            (std::net::Ipv6Addr::from(self.ip), self.port).into()
+        } else {
+            let [a, b, c, d, ..] = self.ip;
+            (std::net::Ipv4Addr::new(a, b, c, d), self.port).into()
+        }
+    }
+}
+
 fn fd_spec<'a>(r: &mut Rd<'a>) -> Result<FdSpec<'a>, Corrupt> {
     let name = text(r.bytes32()?)?;
     let kind = r.u8()?;

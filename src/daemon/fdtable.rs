@@ -410,8 +410,11 @@ fn inet(e: &FdSpec<'_>) -> Result<RawFd, Failure> {
     } else {
         libc::SOCK_STREAM
     };
-    let v6 = e.family == 6;
-    let dom = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    let dom = if e.family == 6 {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
     // SAFETY: plain socket call.
     let fd = unsafe { libc::socket(dom, ty | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -428,37 +431,9 @@ fn inet(e: &FdSpec<'_>) -> Result<RawFd, Failure> {
             core::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    let port = e.port.to_be();
-    let r = if v6 {
-        // SAFETY: all-zero is a valid sockaddr_in6.
-        let mut a: libc::sockaddr_in6 = unsafe { core::mem::zeroed() };
-        a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-        a.sin6_port = port;
-        a.sin6_addr.s6_addr = e.ip;
-        // SAFETY: a valid sockaddr_in6 of its size.
-        unsafe {
-            libc::bind(
-                fd,
-                (&a as *const libc::sockaddr_in6).cast(),
-                core::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        }
-    } else {
-        // SAFETY: all-zero is a valid sockaddr_in.
-        let mut a: libc::sockaddr_in = unsafe { core::mem::zeroed() };
-        a.sin_family = libc::AF_INET as libc::sa_family_t;
-        a.sin_port = port;
-        let [b0, b1, b2, b3, ..] = e.ip;
-        a.sin_addr.s_addr = u32::from_ne_bytes([b0, b1, b2, b3]);
-        // SAFETY: a valid sockaddr_in of its size.
-        unsafe {
-            libc::bind(
-                fd,
-                (&a as *const libc::sockaddr_in).cast(),
-                core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        }
-    };
+    let (ss, len) = super::sockaddr::of(&e.addr());
+    // SAFETY: a valid sockaddr of `len` bytes.
+    let r = unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
     if r < 0 {
         return Err(drop_with(fd, last("cannot bind")));
     }

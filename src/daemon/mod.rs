@@ -30,6 +30,7 @@ mod reload;
 mod resources;
 pub mod setup;
 mod slab;
+mod sockaddr;
 mod spawn;
 mod sweep;
 mod token;

@@ -144,41 +144,6 @@ impl<const N: usize> core::fmt::Write for VecWriter<'_, N> {
     }
 }
 
-fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut ss: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in fits in sockaddr_storage.
-            unsafe { core::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
-            core::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
-            unsafe { core::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
-            core::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (ss, len as libc::socklen_t)
-}
-
 /// Starts a non-blocking connect. Ok(fd): in progress or done (the poller
 /// reports writable either way).
 fn connect(addr: &SocketAddr) -> Result<RawFd, ProbeError> {
@@ -198,7 +163,7 @@ fn connect(addr: &SocketAddr) -> Result<RawFd, ProbeError> {
     if fd < 0 {
         return Err(ProbeError::Connect(super::errno()));
     }
-    let (ss, len) = sockaddr(addr);
+    let (ss, len) = super::sockaddr::of(addr);
     // SAFETY: ss holds a valid address of `len` bytes.
     let r = unsafe { libc::connect(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
     if r < 0 && super::errno() != libc::EINPROGRESS {
