@@ -133,6 +133,15 @@ impl State {
         }
     }
     /// The process, if there is one.
+    /// When the current run was spawned (starting or running): what
+    /// uptime counts from, in `status` and `metrics`.
+    pub fn spawned_at(&self) -> Option<Instant> {
+        match *self {
+            State::Running { since, .. } | State::Starting { since, .. } => Some(since),
+            _ => None,
+        }
+    }
+
     pub fn pid(&self) -> Option<i32> {
         match *self {
             State::Starting { pid, .. }

@@ -10,7 +10,7 @@ use crate::daemon::{alloc, close_fd, Services, Slot};
 use coffey::control::conn::{Job, Phase};
 use coffey::control::proto::{CheckFigures, Reply};
 use coffey::health::{Check, CheckState, Verdict};
-use coffey::service::{Service, State};
+use coffey::service::Service;
 use coffey::supervisor::Supervisor;
 use coffey::time::Instant;
 use nix::libc;
@@ -64,16 +64,11 @@ pub(super) fn services(
 }
 
 fn figures<'a>(s: &Service, slot: &'a Slot, now: Instant) -> Reply<'a> {
-    // Uptime counts from the spawn, as in `status`.
-    let spawned = match s.state {
-        State::Running { since, .. } | State::Starting { since, .. } => Some(since),
-        _ => None,
-    };
     Reply::ServiceMetrics {
         name: &slot.name,
         state: wire_state(s.state.name()),
         pid: s.state.pid().unwrap_or(0),
-        uptime_ms: spawned.map_or(0, |t| now.since(t)),
+        uptime_ms: s.state.spawned_at().map_or(0, |t| now.since(t)),
         restarts: s.restarts,
         failures: s.failures,
         last_exit: last_exit(s.last_exit),

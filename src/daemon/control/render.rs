@@ -209,16 +209,11 @@ fn row<'a>(
     text: &'a LineBuf,
     health: &'a LineBuf,
 ) -> Reply<'a> {
-    // Uptime counts from the spawn, not from the last state change.
-    let spawned = match s.state {
-        State::Running { since, .. } | State::Starting { since, .. } => Some(since),
-        _ => None,
-    };
     Reply::Service {
         name: &slot.name,
         state: wire_state(s.state.name()),
         pid: s.state.pid().unwrap_or(0),
-        uptime_ms: spawned.map_or(0, |t| now.since(t)),
+        uptime_ms: s.state.spawned_at().map_or(0, |t| now.since(t)),
         restarts: s.restarts,
         health: core::str::from_utf8(health.as_bytes()).unwrap_or("-"),
         last_exit: last_exit(s.last_exit),
