@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use coffey::control::proto::{CheckFigures, LastExit, Reply, Request, WireState};
+use coffey::control::proto::{Reply, Request, ServiceFigures, WireState};
 use serde_json::{json, Map, Value};
 
 use super::client::unexpected;
@@ -40,16 +40,7 @@ struct Daemon {
 #[derive(Debug, Clone, PartialEq)]
 struct Svc {
     name: String,
-    state: WireState,
-    pid: i32,
-    uptime_ms: u64,
-    restarts: u32,
-    failures: u32,
-    last_exit: LastExit,
-    checks: [CheckFigures; 3],
-    log_dropped: u64,
-    log_cut: u64,
-    logger_dropped: u64,
+    f: ServiceFigures,
 }
 
 pub(super) fn metrics(g: &super::args::Global, path: &Path) -> Result<(), Failure> {
@@ -88,47 +79,25 @@ pub(super) fn metrics(g: &super::args::Global, path: &Path) -> Result<(), Failur
 
 impl Svc {
     fn from_reply(r: &Reply<'_>) -> Option<Svc> {
-        let Reply::ServiceMetrics {
-            name,
-            state,
-            pid,
-            uptime_ms,
-            restarts,
-            failures,
-            last_exit,
-            checks,
-            log_evicted,
-            log_cut,
-            logger_dropped,
-        } = *r
-        else {
+        let Reply::ServiceMetrics { name, figures } = *r else {
             return None;
         };
         Some(Svc {
             name: name.to_owned(),
-            state,
-            pid,
-            uptime_ms,
-            restarts,
-            failures,
-            last_exit,
-            checks,
-            log_dropped: log_evicted,
-            log_cut,
-            logger_dropped,
+            f: figures,
         })
     }
 
     /// Up: running (a oneshot that completed is not up).
     fn up(&self) -> bool {
-        self.state == WireState::Running
+        self.f.state == WireState::Running
     }
 
     /// The last exit as a shell tells it: the code, or 128 + the signal.
     fn exit_code(&self) -> Option<i64> {
-        match self.last_exit.kind {
-            1 => Some(i64::from(self.last_exit.value)),
-            2 => Some(128 + i64::from(self.last_exit.value)),
+        match self.f.last_exit.kind {
+            1 => Some(i64::from(self.f.last_exit.value)),
+            2 => Some(128 + i64::from(self.f.last_exit.value)),
             _ => None,
         }
     }
@@ -137,7 +106,7 @@ impl Svc {
     fn checks(&self) -> impl Iterator<Item = (&'static str, bool, f64)> + '_ {
         ROLES
             .iter()
-            .zip(&self.checks)
+            .zip(&self.f.checks)
             .filter(|(_, c)| c.verdict != 0)
             .map(|(r, c)| (*r, c.verdict == 2, f64::from(c.latency_ms) / 1000.0))
     }
@@ -232,7 +201,7 @@ fn service_text(out: &mut String, svcs: &[Svc]) {
         .flat_map(|s| {
             STATES.iter().map(move |st| {
                 let l = format!("service=\"{}\",state=\"{}\"", label(&s.name), st.as_str());
-                (l, u8::from(*st == s.state).to_string())
+                (l, u8::from(*st == s.f.state).to_string())
             })
         })
         .collect();
@@ -241,23 +210,23 @@ fn service_text(out: &mut String, svcs: &[Svc]) {
     per_service(out, svcs, "coffeyd_service_up", "gauge",
         "1 when the service is running, else 0.", |s| Some(u8::from(s.up()).to_string()));
     per_service(out, svcs, "coffeyd_service_restarts_total", "counter",
-        "Restarts of the service since the daemon started.", |s| Some(s.restarts.to_string()));
+        "Restarts of the service since the daemon started.", |s| Some(s.f.restarts.to_string()));
     per_service(out, svcs, "coffeyd_service_consecutive_failures", "gauge",
-        "Failures of the service in a row.", |s| Some(s.failures.to_string()));
+        "Failures of the service in a row.", |s| Some(s.f.failures.to_string()));
     per_service(out, svcs, "coffeyd_service_last_exit_code", "gauge",
         "The last exit code of the service (128 + N for a signal N); absent before its first exit.",
         |s| s.exit_code().map(|c| c.to_string()));
     per_service(out, svcs, "coffeyd_service_uptime_seconds", "gauge",
         "Seconds since the service's process was spawned (0 without a process).",
-        |s| Some(secs(s.uptime_ms)));
+        |s| Some(secs(s.f.uptime_ms)));
     per_service(out, svcs, "coffeyd_service_log_lines_dropped_total", "counter",
         "Output lines evicted from the service's log ring to make room.",
-        |s| Some(s.log_dropped.to_string()));
+        |s| Some(s.f.log_evicted.to_string()));
     per_service(out, svcs, "coffeyd_service_log_lines_cut_total", "counter",
-        "Output lines cut at the maximum line length.", |s| Some(s.log_cut.to_string()));
+        "Output lines cut at the maximum line length.", |s| Some(s.f.log_cut.to_string()));
     per_service(out, svcs, "coffeyd_service_logger_lines_dropped_total", "counter",
         "Output lines not given to the service's logger (log.to): its pipe was full.",
-        |s| Some(s.logger_dropped.to_string()));
+        |s| Some(s.f.logger_dropped.to_string()));
 }
 
 #[rustfmt::skip]
@@ -294,7 +263,11 @@ fn json_of(d: &Daemon, svcs: &[Svc]) -> Value {
 
 fn svc_json(s: &Svc) -> Value {
     let mut checks = Map::new();
-    for (role, c) in ROLES.iter().zip(&s.checks).filter(|(_, c)| c.verdict != 0) {
+    for (role, c) in ROLES
+        .iter()
+        .zip(&s.f.checks)
+        .filter(|(_, c)| c.verdict != 0)
+    {
         checks.insert(
             (*role).to_owned(),
             json!({
@@ -306,37 +279,40 @@ fn svc_json(s: &Svc) -> Value {
     }
     json!({
         "name": s.name,
-        "state": s.state.as_str(),
+        "state": s.f.state.as_str(),
         "up": s.up(),
-        "pid": if s.pid > 0 { json!(s.pid) } else { Value::Null },
-        "restarts": s.restarts,
-        "consecutive_failures": s.failures,
+        "pid": if s.f.pid > 0 { json!(s.f.pid) } else { Value::Null },
+        "restarts": s.f.restarts,
+        "consecutive_failures": s.f.failures,
         "last_exit_code": s.exit_code(),
-        "uptime_seconds": s.uptime_ms as f64 / 1000.0,
+        "uptime_seconds": s.f.uptime_ms as f64 / 1000.0,
         "checks": checks,
-        "log_lines_dropped": s.log_dropped,
-        "log_lines_cut": s.log_cut,
-        "logger_lines_dropped": s.logger_dropped,
+        "log_lines_dropped": s.f.log_evicted,
+        "log_lines_cut": s.f.log_cut,
+        "logger_lines_dropped": s.f.logger_dropped,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coffey::control::proto::{CheckFigures, LastExit};
 
     fn svc(name: &str, state: WireState, exit: LastExit, checks: [CheckFigures; 3]) -> Svc {
         Svc {
             name: name.into(),
-            state,
-            pid: 7,
-            uptime_ms: 1500,
-            restarts: 2,
-            failures: 1,
-            last_exit: exit,
-            checks,
-            log_dropped: 3,
-            log_cut: 0,
-            logger_dropped: 0,
+            f: ServiceFigures {
+                state,
+                pid: 7,
+                uptime_ms: 1500,
+                restarts: 2,
+                failures: 1,
+                last_exit: exit,
+                checks,
+                log_evicted: 3,
+                log_cut: 0,
+                logger_dropped: 0,
+            },
         }
     }
 

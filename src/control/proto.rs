@@ -220,6 +220,24 @@ pub struct CheckFigures {
     pub latency_ms: u32,
 }
 
+/// One service's figures in `Reply::ServiceMetrics`. `checks` by role:
+/// readiness, liveness, startup. `failures` = crashes in a row.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ServiceFigures {
+    pub state: WireState,
+    pub pid: i32,
+    pub uptime_ms: u64,
+    pub restarts: u32,
+    pub failures: u32,
+    pub last_exit: LastExit,
+    pub checks: [CheckFigures; 3],
+    pub log_evicted: u64,
+    pub log_cut: u64,
+    /// Lines not given to its logger service (`log.to`): the pipe was
+    /// full.
+    pub logger_dropped: u64,
+}
+
 /// Event kinds in `Reply::Event`.
 pub mod event {
     pub const SPAWNED: u8 = 1;
@@ -390,22 +408,10 @@ pub enum Reply<'a> {
         name: &'a str,
         detail: &'a str,
     },
-    /// One service's figures (`metrics`). `checks` by role: readiness,
-    /// liveness, startup. `failures` = crashes in a row.
+    /// One service's figures (`metrics`).
     ServiceMetrics {
         name: &'a str,
-        state: WireState,
-        pid: i32,
-        uptime_ms: u64,
-        restarts: u32,
-        failures: u32,
-        last_exit: LastExit,
-        checks: [CheckFigures; 3],
-        log_evicted: u64,
-        log_cut: u64,
-        /// Lines not given to its logger service (`log.to`): the pipe
-        /// was full.
-        logger_dropped: u64,
+        figures: ServiceFigures,
     },
     /// The daemon's own figures (`metrics`).
     DaemonMetrics {
@@ -593,16 +599,18 @@ fn service_metrics<'a>(r: &mut Rd<'a>, checks: usize) -> Result<Reply<'a>, Decod
     }
     Ok(Reply::ServiceMetrics {
         name,
-        state,
-        pid,
-        uptime_ms,
-        restarts,
-        failures,
-        last_exit,
-        checks: figures,
-        log_evicted: r.u64()?,
-        log_cut: r.u64()?,
-        logger_dropped: if checks == 3 { r.u64()? } else { 0 },
+        figures: ServiceFigures {
+            state,
+            pid,
+            uptime_ms,
+            restarts,
+            failures,
+            last_exit,
+            checks: figures,
+            log_evicted: r.u64()?,
+            log_cut: r.u64()?,
+            logger_dropped: if checks == 3 { r.u64()? } else { 0 },
+        },
     })
 }
 
@@ -847,34 +855,22 @@ pub fn encode_reply(rep: &Reply<'_>, buf: &mut [u8]) -> Result<usize, Full> {
             w.str(detail)?;
             tag::PLAN_ITEM
         }
-        Reply::ServiceMetrics {
-            name,
-            state,
-            pid,
-            uptime_ms,
-            restarts,
-            failures,
-            last_exit,
-            checks,
-            log_evicted,
-            log_cut,
-            logger_dropped,
-        } => {
+        Reply::ServiceMetrics { name, figures: f } => {
             w.str(name)?;
-            w.u8(*state as u8)?;
-            w.i32(*pid)?;
-            w.u64(*uptime_ms)?;
-            w.u32(*restarts)?;
-            w.u32(*failures)?;
-            w.u8(last_exit.kind)?;
-            w.i32(last_exit.value)?;
-            for c in checks {
+            w.u8(f.state as u8)?;
+            w.i32(f.pid)?;
+            w.u64(f.uptime_ms)?;
+            w.u32(f.restarts)?;
+            w.u32(f.failures)?;
+            w.u8(f.last_exit.kind)?;
+            w.i32(f.last_exit.value)?;
+            for c in &f.checks {
                 w.u8(c.verdict)?;
                 w.u32(c.latency_ms)?;
             }
-            w.u64(*log_evicted)?;
-            w.u64(*log_cut)?;
-            w.u64(*logger_dropped)?;
+            w.u64(f.log_evicted)?;
+            w.u64(f.log_cut)?;
+            w.u64(f.logger_dropped)?;
             tag::SERVICE_METRICS
         }
         Reply::DaemonMetrics {
@@ -1159,26 +1155,28 @@ mod tests {
             },
             Reply::ServiceMetrics {
                 name: "a",
-                state: WireState::Running,
-                pid: 1,
-                uptime_ms: 2,
-                restarts: 3,
-                failures: 4,
-                last_exit: LastExit { kind: 1, value: 5 },
-                checks: [
-                    CheckFigures {
-                        verdict: 2,
-                        latency_ms: 6,
-                    },
-                    CheckFigures::default(),
-                    CheckFigures {
-                        verdict: 3,
-                        latency_ms: 9,
-                    },
-                ],
-                log_evicted: 7,
-                log_cut: 8,
-                logger_dropped: 9,
+                figures: ServiceFigures {
+                    state: WireState::Running,
+                    pid: 1,
+                    uptime_ms: 2,
+                    restarts: 3,
+                    failures: 4,
+                    last_exit: LastExit { kind: 1, value: 5 },
+                    checks: [
+                        CheckFigures {
+                            verdict: 2,
+                            latency_ms: 6,
+                        },
+                        CheckFigures::default(),
+                        CheckFigures {
+                            verdict: 3,
+                            latency_ms: 9,
+                        },
+                    ],
+                    log_evicted: 7,
+                    log_cut: 8,
+                    logger_dropped: 9,
+                },
             },
             Reply::DaemonMetrics {
                 rss_bytes: 1,
@@ -1248,14 +1246,9 @@ mod tests {
         old[1] = tag::SERVICE_METRICS_2;
         let len = u16::try_from(old.len() - HEADER).unwrap();
         old[2..4].copy_from_slice(&len.to_le_bytes());
-        if let Reply::ServiceMetrics {
-            checks,
-            logger_dropped,
-            ..
-        } = &mut rep
-        {
-            checks[2] = CheckFigures::default();
-            *logger_dropped = 0;
+        if let Reply::ServiceMetrics { figures, .. } = &mut rep {
+            figures.checks[2] = CheckFigures::default();
+            figures.logger_dropped = 0;
         }
         assert_eq!(decode_reply(&old), Ok((rep, old.len())));
     }

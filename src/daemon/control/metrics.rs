@@ -8,7 +8,7 @@ use super::render::{last_exit, wire_state};
 use super::Control;
 use crate::daemon::{alloc, close_fd, Services, Slot};
 use coffey::control::conn::{Job, Phase};
-use coffey::control::proto::{CheckFigures, Reply};
+use coffey::control::proto::{CheckFigures, Reply, ServiceFigures};
 use coffey::health::{Check, CheckState, Verdict};
 use coffey::service::Service;
 use coffey::supervisor::Supervisor;
@@ -66,16 +66,18 @@ pub(super) fn services(
 fn figures<'a>(s: &Service, slot: &'a Slot, now: Instant) -> Reply<'a> {
     Reply::ServiceMetrics {
         name: &slot.name,
-        state: wire_state(s.state.name()),
-        pid: s.state.pid().unwrap_or(0),
-        uptime_ms: s.state.spawned_at().map_or(0, |t| now.since(t)),
-        restarts: s.restarts,
-        failures: s.failures,
-        last_exit: last_exit(s.last_exit),
-        checks: s.checks.each_ref().map(|c| check(c.as_ref())),
-        log_evicted: slot.output.ring.evicted,
-        log_cut: slot.output.ring.cut,
-        logger_dropped: slot.output.to_dropped,
+        figures: ServiceFigures {
+            state: wire_state(s.state.name()),
+            pid: s.state.pid().unwrap_or(0),
+            uptime_ms: s.state.spawned_at().map_or(0, |t| now.since(t)),
+            restarts: s.restarts,
+            failures: s.failures,
+            last_exit: last_exit(s.last_exit),
+            checks: s.checks.each_ref().map(|c| check(c.as_ref())),
+            log_evicted: slot.output.ring.evicted,
+            log_cut: slot.output.ring.cut,
+            logger_dropped: slot.output.to_dropped,
+        },
     }
 }
 
