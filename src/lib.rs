@@ -20,6 +20,7 @@ pub mod order;
 pub mod pidindex;
 pub mod recent;
 pub mod service;
+pub mod stamp;
 pub mod supervisor;
 pub mod sys;
 pub mod time;

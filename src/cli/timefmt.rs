@@ -5,27 +5,9 @@
 //! Pure arithmetic, no clock reads and no time-zone database: the client
 //! prints UTC, like the daemon's log.
 
-/// (year, month 1..=12, day 1..=31) of `days` since 1970-01-01.
-///
-/// Counts in 400-year eras of 146097 days starting on 0000-03-01, so leap
-/// days fall at the end of each shifted year.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    coffey::control::eventline::civil_from_days(days)
-}
-
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch.
 pub fn rfc3339_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let milli = ms % 1000;
-    let days = (secs / 86_400) as i64;
-    let sod = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    coffey::stamp::Stamp(ms).to_string()
 }
 
 /// The wall clock in ms since the epoch (0 if it is before 1970).
@@ -54,6 +36,7 @@ pub fn human_duration(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coffey::stamp::civil_from_days;
 
     #[test]
     fn epoch_and_known_dates() {

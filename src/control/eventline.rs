@@ -10,6 +10,8 @@
 //! cut at a character boundary: the line stays valid JSON.
 
 use super::proto::{event, WireState};
+use crate::stamp::Stamp;
+use core::fmt::Write as _;
 
 /// The longest line: an event detail is at most a daemon log line.
 pub const LINE_MAX: usize = 2048;
@@ -30,19 +32,12 @@ impl Default for EventLine {
     }
 }
 
-/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month as u32, day as u32)
+/// For the timestamp: text that does not fit (with the tail) is left out.
+impl core::fmt::Write for EventLine {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.raw(s.as_bytes());
+        Ok(())
+    }
 }
 
 impl EventLine {
@@ -112,39 +107,9 @@ impl EventLine {
         self.raw(d.get(i..).unwrap_or(&[]));
     }
 
-    /// `n` as two (or more) digits, zero-padded to `width`.
-    fn padded(&mut self, n: u64, width: usize) {
-        let mut digits = 1;
-        let mut k = n;
-        while k >= 10 {
-            k /= 10;
-            digits += 1;
-        }
-        for _ in digits..width {
-            self.raw(b"0");
-        }
-        self.num(n);
-    }
-
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
     fn stamp(&mut self, ms: u64) {
-        let secs = ms / 1000;
-        let sod = secs % 86_400;
-        let (y, m, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
-        self.padded(u64::try_from(y).unwrap_or(0), 4);
-        for (sep, v) in [(b"-", u64::from(m)), (b"-", u64::from(d))] {
-            self.raw(sep);
-            self.padded(v, 2);
-        }
-        self.raw(b"T");
-        self.padded(sod / 3600, 2);
-        self.raw(b":");
-        self.padded((sod / 60) % 60, 2);
-        self.raw(b":");
-        self.padded(sod % 60, 2);
-        self.raw(b".");
-        self.padded(ms % 1000, 3);
-        self.raw(b"Z");
+        let _ = write!(self, "{}", Stamp(ms));
     }
 
     /// `s` as the inside of a JSON string, as far as it fits before the

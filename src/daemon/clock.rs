@@ -3,7 +3,6 @@
 //! [`Turns`] times the loop's turns (the work between two polls).
 
 use coffey::time::Instant;
-use core::fmt;
 use nix::libc;
 
 /// Milliseconds of `clock` (the microsecond reading, truncated).
@@ -109,24 +108,7 @@ impl Turns {
 }
 
 /// `2026-11-22T03:50:00.123Z`, formatted without allocating.
-pub struct Stamp(pub u64);
-
-impl fmt::Display for Stamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0 % 1000;
-        let secs = self.0 / 1000;
-        let days = i64::try_from(secs / 86_400).unwrap_or(0);
-        let rem = secs % 86_400;
-        let (y, m, d) = coffey::control::eventline::civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            rem / 3600,
-            (rem / 60) % 60,
-            rem % 60
-        )
-    }
-}
+pub use coffey::stamp::Stamp;
 
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, clippy::disallowed_macros)]
