@@ -450,15 +450,8 @@ fn listen(fd: RawFd, e: &FdSpec<'_>, udp: bool) -> Result<RawFd, Failure> {
 }
 
 fn unix(e: &FdSpec<'_>) -> Result<RawFd, Failure> {
-    // SAFETY: all-zero is a valid sockaddr_un.
-    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    if e.path.len() >= a.sun_path.len() || e.path.contains(&0) {
-        return Err(("socket path too long", libc::ENAMETOOLONG));
-    }
-    for (d, s) in a.sun_path.iter_mut().zip(e.path) {
-        *d = *s as libc::c_char;
-    }
+    let (a, len) =
+        super::sockaddr::unix(e.path).ok_or(("socket path too long", libc::ENAMETOOLONG))?;
     let path = a.sun_path.as_ptr();
     // A stale socket of an earlier run: remove it (only a socket: any
     // other file at the path is a config error the bind reports).
@@ -474,14 +467,8 @@ fn unix(e: &FdSpec<'_>) -> Result<RawFd, Failure> {
     if fd < 0 {
         return Err(last("cannot create the socket"));
     }
-    // SAFETY: a valid sockaddr_un of its size.
-    let r = unsafe {
-        libc::bind(
-            fd,
-            (&a as *const libc::sockaddr_un).cast(),
-            core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        )
-    };
+    // SAFETY: a valid sockaddr_un of `len` bytes.
+    let r = unsafe { libc::bind(fd, (&a as *const libc::sockaddr_un).cast(), len) };
     if r < 0 {
         return Err(drop_with(fd, last("cannot bind")));
     }

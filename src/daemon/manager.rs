@@ -29,7 +29,8 @@ impl Manager {
     /// for another process is ignored). None without a usable socket.
     pub fn from_env(now: Instant) -> Option<Manager> {
         let path = std::env::var_os("NOTIFY_SOCKET")?;
-        let (addr, len) = address(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))?;
+        let (addr, len) =
+            super::sockaddr::unix(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))?;
         // SAFETY: plain syscall.
         let fd = unsafe {
             libc::socket(
@@ -110,28 +111,6 @@ impl Manager {
     }
 }
 
-/// The socket address of a `NOTIFY_SOCKET` value: a path, or `@name` for
-/// the abstract namespace. None when empty or too long.
-fn address(v: &[u8]) -> Option<(libc::sockaddr_un, libc::socklen_t)> {
-    // SAFETY: sockaddr_un is plain data; all zeroes is valid.
-    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let (first, rest) = v.split_first()?;
-    if rest.len() + 1 >= a.sun_path.len() {
-        return None;
-    }
-    let abstract_ns = *first == b'@';
-    let dst = a.sun_path.iter_mut();
-    let src = core::iter::once(if abstract_ns { 0 } else { *first }).chain(rest.iter().copied());
-    for (d, s) in dst.zip(src) {
-        *d = s as libc::c_char;
-    }
-    let base = core::mem::size_of::<libc::sa_family_t>();
-    // A path is NUL-terminated; an abstract name is exactly its bytes.
-    let len = base + v.len() + usize::from(!abstract_ns);
-    Some((a, libc::socklen_t::try_from(len).ok()?))
-}
-
 /// Half the watchdog period in ms, or 0: none set, unparsable, zero, or
 /// meant for another pid.
 fn watchdog_ms(usec: Option<&str>, pid: Option<&str>, me: u32) -> Millis {
@@ -160,18 +139,5 @@ mod tests {
         assert_eq!(watchdog_ms(Some("x"), None, 7), 0);
         assert_eq!(watchdog_ms(None, None, 7), 0);
         assert_eq!(watchdog_ms(Some("500"), None, 7), 1);
-    }
-
-    #[test]
-    fn paths_and_abstract_names() {
-        let (a, len) = address(b"/run/x").unwrap();
-        assert_eq!(a.sun_path[0], b'/' as libc::c_char);
-        assert_eq!(len as usize, 2 + 6 + 1);
-        let (a, len) = address(b"@sys/n").unwrap();
-        assert_eq!(a.sun_path[0], 0);
-        assert_eq!(a.sun_path[1], b's' as libc::c_char);
-        assert_eq!(len as usize, 2 + 6);
-        assert!(address(b"").is_none());
-        assert!(address(&[b'a'; 200]).is_none());
     }
 }
