@@ -92,8 +92,17 @@ fn assert_contiguous(v: &[u64]) {
     }
 }
 
+/// The pid of `name` once it runs (a service may not be spawned yet
+/// when the daemon has just started).
 fn pid_of(d: &Daemon, name: &str) -> i64 {
-    row(d, name)["pid"].as_i64().unwrap()
+    let r = wait_row(
+        d,
+        &format!("{name} running with a pid"),
+        SOON,
+        || row(d, name),
+        |r| r["state"] == "running" && r["pid"].as_i64().is_some(),
+    );
+    r["pid"].as_i64().unwrap()
 }
 
 /// The pipe a process has as its stdin (`pipe:[INODE]`).
