@@ -254,7 +254,8 @@ fn a_pipe_between_two_services_survives_a_restart_of_each() {
         "fds:\n  line:\n    pipe: {}\n",
         &format!("{producer}{consumer}"),
     );
-    let pid = |n: &str| row(&d, n)["pid"].as_i64().unwrap();
+    // Each once it runs (just after startup it may not be spawned yet).
+    let pid = |n: &str| wait_state(&d, n, "running", 20.0)["pid"].as_i64().unwrap();
     let (p1, c1) = (pid("producer"), pid("consumer"));
     wait_for(20.0, "a line", || got(&d).contains(&(c1, p1)).then_some(()));
     ok(ctl(&d, &["restart", "producer"]));
