@@ -1253,6 +1253,24 @@ mod tests {
         assert_eq!(decode_reply(&old), Ok((rep, old.len())));
     }
 
+    /// The fuzz input that found the target's byte-for-byte invariant
+    /// wrong for retired tags (CI, 2026-12-01): an old two-check frame is
+    /// re-sent under the current tag, and that frame reads the same.
+    #[test]
+    fn a_retired_tag_re_encodes_under_its_current_tag() {
+        let mut input = vec![1u8, 0x4a, 61, 0, 7, 0, 0, 0, 0, 0, 4];
+        input.extend([0; 11]);
+        input.extend([61, 0, 1, 1, 0, 0, 1, 1, 3, 0, 0, 0, 255, 255, 255, 0]);
+        input.extend([255; 78]);
+        input.push(0);
+        let (rep, n) = decode_reply(&input).unwrap();
+        assert_eq!(n, 65);
+        let mut buf = [0u8; 256];
+        let m = encode_reply(&rep, &mut buf).unwrap();
+        assert_eq!(buf[1], tag::SERVICE_METRICS);
+        assert_eq!(decode_reply(&buf[..m]), Ok((rep, m)));
+    }
+
     /// A release daemon refuses `DebugPanic` as an unknown request.
     #[test]
     fn debug_panic_is_refused_without_the_debug_verbs() {
