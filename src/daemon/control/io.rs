@@ -83,11 +83,16 @@ pub fn close_client(c: &mut Client) {
 
 /// Closes a connection so that the peer reads what was sent and then a
 /// clean EOF: closing a unix socket with unread input would make the
-/// peer's next read fail with ECONNRESET instead. The input is read and
-/// dropped first (bounded: a peer that keeps sending may still see it).
+/// peer's next read fail with ECONNRESET instead. Shutting our side for
+/// reading first makes the peer's further sends fail (EPIPE) rather than
+/// queue, so the input, read and dropped next, is all there is: the loop
+/// ends at the queue's end (bounded by the peer's send buffer), and the
+/// close leaves nothing unread.
 pub(super) fn close_quietly(fd: RawFd) {
+    // SAFETY: a socket we own; failure (not a socket) leaves the close.
+    unsafe { libc::shutdown(fd, libc::SHUT_RD) };
     let mut junk = [0u8; 1024];
-    for _ in 0..16 {
+    loop {
         // SAFETY: valid buffer.
         let n = unsafe { libc::recv(fd, junk.as_mut_ptr().cast(), junk.len(), libc::MSG_DONTWAIT) };
         if n <= 0 {
@@ -134,5 +139,39 @@ pub(super) fn widen_sndbuf(fd: RawFd) {
         if r == 0 {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_quietly;
+    use std::io::{Read, Write};
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A peer that has sent more than one read takes, and sends again
+    /// while it is being closed, still reads the reply and a clean EOF:
+    /// once our side is shut for reading, its sends fail (EPIPE) and
+    /// nothing new can be left unread for the close to reset.
+    #[test]
+    fn a_peer_with_unread_input_reads_the_reply_then_eof() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let junk = [b'x'; 4096];
+        let mut sent = 0;
+        while let Ok(n) = peer.write(&junk) {
+            sent += n;
+        }
+        assert!(sent > 16 * 1024, "only {sent} bytes queued");
+        (&ours).write_all(b"reply").unwrap();
+        close_quietly(ours.into_raw_fd());
+        peer.set_nonblocking(false).unwrap();
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"reply");
+        assert_eq!(
+            peer.write(b"late").unwrap_err().kind(),
+            std::io::ErrorKind::BrokenPipe
+        );
     }
 }
