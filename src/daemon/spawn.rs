@@ -310,7 +310,8 @@ fn cmd_need<'b>(
         + c.cred_error.len()
         + 1
         + c.env.clone().map(|e| e.len() + 1).sum::<usize>();
-    let wd = if watchdog { WD_BUF } else { 0 } + if fds { fds_need(c) } else { 0 };
+    let wd = if watchdog { WD_BUF } else { 0 };
+    let wd = wd + if fds { fds_need(c) } else { 0 };
     let creds = c.rlimits().count() * RLIMIT + c.gids().count() * GID;
     (nargv + nenvp, (nargv + nenvp) * PTR + creds + strs + wd)
 }
