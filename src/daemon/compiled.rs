@@ -303,6 +303,15 @@ fn fd_spec<'a>(r: &mut Rd<'a>) -> Result<FdSpec<'a>, Corrupt> {
     })
 }
 
+/// The compiled `fds:` table of config `buf` ("" when it has none or
+/// is not a valid config). Decodes, so validates, the whole buffer.
+pub fn fd_table(buf: &[u8]) -> &[u8] {
+    match decode(buf) {
+        Ok(Compiled::Valid { fds, .. }) => fds,
+        _ => &[],
+    }
+}
+
 /// The entries of a compiled `fds:` table (`Compiled::Valid::fds`);
 /// a malformed one yields what it can.
 pub fn fd_specs(table: &[u8]) -> impl Iterator<Item = FdSpec<'_>> {

@@ -184,10 +184,11 @@ impl Sys for Shell {
         } else {
             devnull
         };
+        // Only while an entry is failed: finding the table decodes the
+        // whole running config.
         if slot.prep.has_fds() {
-            let table = setup::fd_table_bytes(self.reloader.running());
             if let Some(t) = self.svc.stack.table_mut().filter(|t| t.any_failed()) {
-                t.retry_failed(table, &mut self.log);
+                t.retry_failed(compiled::fd_table(self.reloader.running()), &mut self.log);
             }
         }
         let res = spawn::spawn(&slot.prep, stdin, &mut self.svc.stack);

@@ -391,20 +391,12 @@ fn most_fds(compiled: &[u8]) -> usize {
 /// Descriptors for the `fds:` table (two an entry: a pipe has two ends)
 /// and the numbers the spawn holds for the largest per-service `fds:`.
 fn table_need(compiled: &[u8]) -> usize {
-    2 * super::compiled::fd_specs(fd_table_bytes(compiled)).count() + most_fds(compiled)
-}
-
-/// The compiled `fds:` table ("" when none).
-pub fn fd_table_bytes(compiled: &[u8]) -> &[u8] {
-    match super::compiled::decode(compiled) {
-        Ok(super::compiled::Compiled::Valid { fds, .. }) => fds,
-        _ => &[],
-    }
+    2 * super::compiled::fd_specs(super::compiled::fd_table(compiled)).count() + most_fds(compiled)
 }
 
 /// Creates the `fds:` table's descriptors (see `fdtable.rs`).
 fn fd_table(compiled: &[u8], log: &mut Log) -> super::fdtable::FdTable {
-    super::fdtable::FdTable::open(fd_table_bytes(compiled), log)
+    super::fdtable::FdTable::open(super::compiled::fd_table(compiled), log)
 }
 
 /// Every slot's stdout and stderr line buffers, in one fresh mapping:

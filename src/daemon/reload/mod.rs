@@ -539,14 +539,6 @@ fn install_from<'b>(
     Ok(())
 }
 
-/// The compiled `fds:` table of config `buf` (empty when unreadable).
-fn fd_table_of(buf: &[u8]) -> &[u8] {
-    match compiled::decode(buf) {
-        Ok(Compiled::Valid { fds, .. }) => fds,
-        _ => &[],
-    }
-}
-
 /// The `fds:` table of the new config: which entries keep their
 /// descriptors, and whether the new ones fit the slots fixed at startup.
 fn plan_fds(shell: &mut Shell, fds: &[u8]) -> Result<(), Refusal> {
@@ -1002,7 +994,7 @@ fn plan(
     rd: &Rd<'_>,
     count: u16,
 ) -> Result<(), Refusal> {
-    let (cur_fds, next_fds) = (fd_table_of(cur), fd_table_of(next));
+    let (cur_fds, next_fds) = (compiled::fd_table(cur), compiled::fd_table(next));
     let Shell {
         reloader,
         svc:
