@@ -218,13 +218,7 @@ impl FdTable {
     /// Reexec: lets the new image inherit the descriptors (`true`), or
     /// takes that back (the exec failed).
     pub fn inherit(&self, yes: bool) {
-        let flag = if yes { 0 } else { libc::FD_CLOEXEC };
-        for fd in self.held.iter().flat_map(|h| [h.fd, h.write]) {
-            if fd >= 0 {
-                // SAFETY: our descriptor.
-                unsafe { libc::fcntl(fd, libc::F_SETFD, flag) };
-            }
-        }
+        super::set_cloexec(self.held.iter().flat_map(|h| [h.fd, h.write]), !yes);
     }
 
     /// The descriptor in slot `slot` (`end`: 0 the entry, 1 a pipe's read
@@ -323,10 +317,7 @@ fn handed_over() -> Vec<(u32, RawFd, RawFd)> {
 fn adopt(handed: &mut Vec<(u32, RawFd, RawFd)>, h: u32) -> Option<(RawFd, RawFd)> {
     let k = handed.iter().position(|(x, _, _)| *x == h)?;
     let (_, fd, write) = handed.swap_remove(k);
-    for f in [fd, write].into_iter().filter(|f| *f >= 0) {
-        // SAFETY: inherited, ours now.
-        unsafe { libc::fcntl(f, libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
+    super::set_cloexec([fd, write], true);
     Some((fd, write))
 }
 

@@ -143,6 +143,16 @@ pub(crate) fn close_fd(fd: RawFd) {
     }
 }
 
+/// Sets close-on-exec on each of `fds` (`on`), or clears it so that an
+/// exec'd image inherits them (reexec); -1 entries are skipped.
+pub(crate) fn set_cloexec(fds: impl IntoIterator<Item = RawFd>, on: bool) {
+    let flag = if on { libc::FD_CLOEXEC } else { 0 };
+    for fd in fds.into_iter().filter(|fd| *fd >= 0) {
+        // SAFETY: fcntl on a descriptor the caller owns.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, flag) };
+    }
+}
+
 use words::errno_desc;
 
 impl Sys for Shell {

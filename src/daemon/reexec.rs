@@ -94,10 +94,8 @@ pub fn exec(sup: &Supervisor<'_>, reexec: &mut Reexec, svc: &Services, log: &mut
             ok &= write!(w, ",{},{}", slot.output.in_r, slot.output.in_w).is_ok();
         }
         ok &= w.write_char(';').is_ok();
-        for fd in handed_fds(slot) {
-            // SAFETY: our fds; the new image must inherit them.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-        }
+        // The new image must inherit them.
+        super::set_cloexec(handed_fds(slot), false);
     }
     // The `fds:` table's descriptors (`fdtable.rs`).
     let table = svc.stack.table();
@@ -143,10 +141,7 @@ pub fn exec(sup: &Supervisor<'_>, reexec: &mut Reexec, svc: &Services, log: &mut
         nix::errno::Errno::from_raw(e).desc()
     );
     for slot in slots.iter() {
-        for fd in handed_fds(slot) {
-            // SAFETY: our fds.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
+        super::set_cloexec(handed_fds(slot), true);
     }
     if let Some(t) = table {
         t.inherit(false);
@@ -155,11 +150,9 @@ pub fn exec(sup: &Supervisor<'_>, reexec: &mut Reexec, svc: &Services, log: &mut
 
 /// The descriptors a slot hands to the new image: its output pipes, and
 /// its logger pipe if it has one.
-fn handed_fds(slot: &super::Slot) -> impl Iterator<Item = i32> {
+fn handed_fds(slot: &super::Slot) -> [i32; 6] {
     let o = &slot.output;
     [o.out_r, o.err_r, o.out_w, o.err_w, o.in_r, o.in_w]
-        .into_iter()
-        .filter(|fd| *fd >= 0)
 }
 
 fn starts_with_env(p: *const libc::c_char) -> bool {

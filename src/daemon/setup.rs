@@ -243,19 +243,12 @@ pub fn build(
         let handed = adopt.map(|a| a.fds);
         // A logger keeps its pipe too (configure closes it if the new
         // config has no service logging to it).
-        let [in_r, in_w] = adopt.and_then(|a| a.logger).map_or([-1, -1], |p| {
-            for fd in p {
-                // SAFETY: inherited fds, ours now.
-                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-            }
-            p
-        });
+        let [in_r, in_w] = adopt.and_then(|a| a.logger).unwrap_or([-1, -1]);
+        // Inherited, ours now.
+        super::set_cloexec([in_r, in_w], true);
         let ((out_r, out_w), (err_r, err_w)) = match handed {
             Some([a, b, c, d]) => {
-                for fd in [a, b, c, d] {
-                    // SAFETY: inherited fds, ours now.
-                    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-                }
+                super::set_cloexec([a, b, c, d], true);
                 ((a, c), (b, d))
             }
             None => (pipe()?, pipe()?),
