@@ -11,6 +11,8 @@
 # restart costs that grows with N (each reap's /proc scan for escapees,
 # the supervisor's propagation), so the fork's share shows best in the
 # CPU figure and as the difference between two binaries.
+# FDS=1 gives the crash-looper an `fds:` pipe entry on fd 3 (what a
+# socket-activated service's restart costs on top).
 # BIN=PATH measures that binary instead of building this tree (to compare
 # two commits in one run). Not a test: it prints figures.
 set -euo pipefail
@@ -40,8 +42,13 @@ config() { # N
     echo "  socket: $dir/s.sock"
     echo "  log: {path: $dir/coffey.log, console: false}"
     echo "  limits: {services: $(($1 + 9)), clients: 16}"
+    local fds=
+    if [ -n "${FDS:-}" ]; then
+      echo "fds: {p: {pipe: {}}}"
+      fds=", fds: {3: p.read}"
+    fi
     echo "services:"
-    echo "  - {name: crash, binary: /bin/true, restart: always, backoff: {initial: 0s, max: 0s}}"
+    echo "  - {name: crash, binary: /bin/true, restart: always, backoff: {initial: 0s, max: 0s}$fds}"
     for i in $(seq 1 "$1"); do
       echo "  - {name: s$i, binary: /bin/sleep, args: ['3600']}"
     done
