@@ -35,6 +35,13 @@ use coffey::service::{Condition, Kind, Policy, Restart};
 /// binary is on disk now, and must not be misread by an older daemon.
 const MAGIC: &[u8; 4] = b"CFYA";
 
+/// A `str` of the layout: its u32 LE length, then its bytes.
+#[allow(clippy::disallowed_methods)]
+fn put_str(o: &mut Vec<u8>, b: &[u8]) {
+    o.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    o.extend_from_slice(b);
+}
+
 /// Encodes a config without warnings (allocates: child only).
 pub fn encode(cfg: &Config) -> Vec<u8> {
     encode_with(cfg, "")
@@ -49,28 +56,29 @@ pub fn encode_with(cfg: &Config, warnings: &str) -> Vec<u8> {
     o.extend_from_slice(MAGIC);
     o.push(1);
     let g = encode_globals(cfg, warnings);
-    o.extend_from_slice(&(g.len() as u32).to_le_bytes());
-    o.extend_from_slice(&g);
+    put_str(&mut o, &g);
     o.extend_from_slice(&cfg.shutdown_timeout.to_le_bytes());
     o.extend_from_slice(&(cfg.services.len() as u16).to_le_bytes());
-    let s = |o: &mut Vec<u8>, b: &[u8]| {
-        o.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        o.extend_from_slice(b);
-    };
+    // The services some `log.to` names (a set: one scan, not one a service).
+    let loggers: std::collections::HashSet<&str> = cfg
+        .services
+        .iter()
+        .filter_map(|p| p.log.to.as_deref())
+        .collect();
     for sv in &cfg.services {
-        s(&mut o, sv.name.as_bytes());
-        s(&mut o, sv.binary.as_os_str().as_bytes());
+        put_str(&mut o, sv.name.as_bytes());
+        put_str(&mut o, sv.binary.as_os_str().as_bytes());
         o.extend_from_slice(&(sv.args.len() as u16).to_le_bytes());
         for a in &sv.args {
-            s(&mut o, a.as_bytes());
+            put_str(&mut o, a.as_bytes());
         }
         // The login env of `user` follows the service's own entries.
         let env = || sv.env.iter().chain(&sv.login_env);
         o.extend_from_slice(&(env().count() as u16).to_le_bytes());
         for e in env() {
-            s(&mut o, e.as_bytes());
+            put_str(&mut o, e.as_bytes());
         }
-        s(
+        put_str(
             &mut o,
             sv.working_dir
                 .as_ref()
@@ -84,7 +92,7 @@ pub fn encode_with(cfg: &Config, warnings: &str) -> Vec<u8> {
             o.extend_from_slice(&g.to_le_bytes());
         }
         o.push(u8::from(set_groups));
-        s(&mut o, sv.cred_error.as_deref().unwrap_or("").as_bytes());
+        put_str(&mut o, sv.cred_error.as_deref().unwrap_or("").as_bytes());
         o.extend_from_slice(&sv.umask.map_or(-1i64, i64::from).to_le_bytes());
         // `u8 count | (u8 resource | u64 soft | u64 hard)*`.
         o.push(sv.rlimits.len() as u8);
@@ -117,7 +125,7 @@ pub fn encode_with(cfg: &Config, warnings: &str) -> Vec<u8> {
         o.extend_from_slice(&p.stop_signal.to_le_bytes());
         o.extend_from_slice(&(sv.depends_on.len() as u16).to_le_bytes());
         for d in &sv.depends_on {
-            s(&mut o, d.name.as_bytes());
+            put_str(&mut o, d.name.as_bytes());
             o.push(match d.condition {
                 CCond::Started => 0,
                 CCond::Healthy => 1,
@@ -125,7 +133,7 @@ pub fn encode_with(cfg: &Config, warnings: &str) -> Vec<u8> {
             });
         }
         o.push(u8::from(sv.log.console));
-        s(
+        put_str(
             &mut o,
             sv.log
                 .file
@@ -151,17 +159,11 @@ pub fn encode_with(cfg: &Config, warnings: &str) -> Vec<u8> {
         o.extend_from_slice(&r.cpu_weight.unwrap_or(0).to_le_bytes());
         // Logger services: `str log.to | u8 is a logger` (some service's
         // `log.to` names it: its stdin is the logger pipe).
-        s(&mut o, sv.log.to.as_deref().unwrap_or("").as_bytes());
-        let logger = cfg
-            .services
-            .iter()
-            .any(|p| p.log.to.as_deref() == Some(sv.name.as_str()));
-        o.push(u8::from(logger));
+        put_str(&mut o, sv.log.to.as_deref().unwrap_or("").as_bytes());
+        o.push(u8::from(loggers.contains(sv.name.as_str())));
         encode_service_fds(&mut o, sv);
     }
-    let t = encode_fd_table(cfg);
-    o.extend_from_slice(&(t.len() as u32).to_le_bytes());
-    o.extend_from_slice(&t);
+    put_str(&mut o, &encode_fd_table(cfg));
     o
 }
 
@@ -179,8 +181,7 @@ fn encode_service_fds(o: &mut Vec<u8>, sv: &ServiceSpec) {
         });
         o.extend_from_slice(&f.entry.to_le_bytes());
     }
-    o.extend_from_slice(&(sv.fd_names.len() as u32).to_le_bytes());
-    o.extend_from_slice(sv.fd_names.as_bytes());
+    put_str(o, sv.fd_names.as_bytes());
 }
 
 /// The `fds:` table: `u16 n | (str name | u8 kind | str path |
@@ -191,13 +192,9 @@ fn encode_fd_table(cfg: &Config) -> Vec<u8> {
     use crate::config::{FdKind, FileMode};
     use std::os::unix::ffi::OsStrExt;
     let mut o = Vec::new();
-    let s = |o: &mut Vec<u8>, b: &[u8]| {
-        o.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        o.extend_from_slice(b);
-    };
     o.extend_from_slice(&(cfg.fds.len() as u16).to_le_bytes());
     for e in &cfg.fds {
-        s(&mut o, e.name.as_bytes());
+        put_str(&mut o, e.name.as_bytes());
         let none = std::path::PathBuf::new();
         let (kind, path, addr, backlog, mode, uid, gid) = match &e.kind {
             FdKind::Tcp(a, b) => (FD_TCP, &none, Some(*a), *b, None, None, None),
@@ -220,7 +217,7 @@ fn encode_fd_table(cfg: &Config) -> Vec<u8> {
             FdKind::Pipe => (FD_PIPE, &none, None, 0, None, None, None),
         };
         o.push(kind);
-        s(&mut o, path.as_os_str().as_bytes());
+        put_str(&mut o, path.as_os_str().as_bytes());
         let (family, ip, port) = match addr {
             Some(std::net::SocketAddr::V4(a)) => {
                 let mut ip = [0u8; 16];
@@ -333,24 +330,20 @@ fn check_fd_table(table: &[u8]) -> Result<(), Corrupt> {
 fn encode_globals(cfg: &Config, warnings: &str) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
     let mut o = Vec::new();
-    let s = |o: &mut Vec<u8>, b: &[u8]| {
-        o.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        o.extend_from_slice(b);
-    };
     let opt = |o: &mut Vec<u8>, b: Option<&[u8]>| {
         o.push(u8::from(b.is_some()));
         if let Some(b) = b {
-            s(o, b);
+            put_str(o, b);
         }
     };
     fn path(p: &Option<std::path::PathBuf>) -> Option<&[u8]> {
         p.as_ref().map(|p| p.as_os_str().as_bytes())
     }
-    s(&mut o, cfg.socket.as_os_str().as_bytes());
+    put_str(&mut o, cfg.socket.as_os_str().as_bytes());
     opt(&mut o, path(&cfg.pid_file));
     o.push(u8::from(cfg.socket_group.is_some()));
     if let Some((name, gid)) = &cfg.socket_group {
-        s(&mut o, name.as_bytes());
+        put_str(&mut o, name.as_bytes());
         o.extend_from_slice(&gid.to_le_bytes());
     }
     opt(&mut o, path(&cfg.log.path));
@@ -365,35 +358,31 @@ fn encode_globals(cfg: &Config, warnings: &str) -> Vec<u8> {
     o.extend_from_slice(&cfg.limits.services.to_le_bytes());
     o.extend_from_slice(&cfg.limits.clients.to_le_bytes());
     opt(&mut o, cfg.hostname.as_ref().map(|h| h.as_bytes()));
-    s(&mut o, cfg.emergency.as_os_str().as_bytes());
+    put_str(&mut o, cfg.emergency.as_os_str().as_bytes());
     o.push(u8::from(cfg.early_mounts));
     o.extend_from_slice(&(cfg.mounts.len() as u16).to_le_bytes());
     for m in &cfg.mounts {
-        s(&mut o, m.source.as_bytes());
-        s(&mut o, m.target.as_os_str().as_bytes());
-        s(&mut o, m.fstype.as_bytes());
+        put_str(&mut o, m.source.as_bytes());
+        put_str(&mut o, m.target.as_os_str().as_bytes());
+        put_str(&mut o, m.fstype.as_bytes());
         o.extend_from_slice(&m.flags.to_le_bytes());
-        s(&mut o, m.data.as_bytes());
+        put_str(&mut o, m.data.as_bytes());
     }
     opt(&mut o, cfg.main.as_ref().map(|m| m.as_bytes()));
     opt(&mut o, path(&cfg.cgroup));
     o.push(u8::from(cfg.events.is_some()));
     if let Some(e) = &cfg.events {
-        s(&mut o, e.path.as_os_str().as_bytes());
+        put_str(&mut o, e.path.as_os_str().as_bytes());
         o.extend_from_slice(&e.max_size.to_le_bytes());
         o.extend_from_slice(&e.keep.to_le_bytes());
     }
-    s(&mut o, warnings.as_bytes());
+    put_str(&mut o, warnings.as_bytes());
     o
 }
 
 #[allow(clippy::disallowed_methods)]
 fn encode_check(o: &mut Vec<u8>, c: Option<&crate::config::Check>) {
     use crate::config::CheckKind;
-    let s = |o: &mut Vec<u8>, b: &[u8]| {
-        o.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        o.extend_from_slice(b);
-    };
     let Some(c) = c else {
         o.push(0);
         return;
@@ -417,16 +406,16 @@ fn encode_check(o: &mut Vec<u8>, c: Option<&crate::config::Check>) {
             expect_status,
             ..
         } => {
-            s(o, addr.to_string().as_bytes());
-            s(o, host.as_bytes());
-            s(o, path.as_bytes());
+            put_str(o, addr.to_string().as_bytes());
+            put_str(o, host.as_bytes());
+            put_str(o, path.as_bytes());
             o.extend_from_slice(&expect_status.unwrap_or(0).to_le_bytes());
         }
-        CheckKind::Tcp { addr, .. } => s(o, addr.to_string().as_bytes()),
+        CheckKind::Tcp { addr, .. } => put_str(o, addr.to_string().as_bytes()),
         CheckKind::Exec { command } => {
             o.extend_from_slice(&(command.len() as u16).to_le_bytes());
             for a in command {
-                s(o, a.as_bytes());
+                put_str(o, a.as_bytes());
             }
         }
         CheckKind::Notify { fd, watchdog } => {
