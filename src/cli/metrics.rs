@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use coffey::control::proto::{Reply, Request, ServiceFigures, WireState};
+use coffey::control::proto::{CheckFigures, Reply, Request, ServiceFigures, WireState};
 use serde_json::{json, Map, Value};
 
 use super::client::unexpected;
@@ -27,7 +27,6 @@ const STATES: [WireState; 8] = [
     WireState::Failed,
     WireState::Completed,
 ];
-const ROLES: [&str; 3] = ["readiness", "liveness", "startup"];
 
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Daemon {
@@ -102,13 +101,13 @@ impl Svc {
         }
     }
 
-    /// The configured checks: (role, healthy, last probe in seconds).
-    fn checks(&self) -> impl Iterator<Item = (&'static str, bool, f64)> + '_ {
-        ROLES
-            .iter()
+    /// The configured checks, with their roles' names.
+    fn checks(&self) -> impl Iterator<Item = (&'static str, &CheckFigures)> + '_ {
+        let role = |i| coffey::health::Role::from_index(i).as_str();
+        (0..)
             .zip(&self.f.checks)
             .filter(|(_, c)| c.verdict != 0)
-            .map(|(r, c)| (*r, c.verdict == 2, f64::from(c.latency_ms) / 1000.0))
+            .map(move |(i, c)| (role(i), c))
     }
 }
 
@@ -234,7 +233,8 @@ fn check_text(out: &mut String, svcs: &[Svc]) {
     let per_check = |f: &dyn Fn(bool, f64) -> String| -> Vec<(String, String)> {
         svcs.iter()
             .flat_map(|s| s.checks().map(move |c| (s, c)))
-            .map(|(s, (role, ok, lat))| {
+            .map(|(s, (role, c))| {
+                let (ok, lat) = (c.verdict == 2, f64::from(c.latency_ms) / 1000.0);
                 (format!("service=\"{}\",check=\"{role}\"", label(&s.name)), f(ok, lat))
             })
             .collect()
@@ -263,13 +263,9 @@ fn json_of(d: &Daemon, svcs: &[Svc]) -> Value {
 
 fn svc_json(s: &Svc) -> Value {
     let mut checks = Map::new();
-    for (role, c) in ROLES
-        .iter()
-        .zip(&s.f.checks)
-        .filter(|(_, c)| c.verdict != 0)
-    {
+    for (role, c) in s.checks() {
         checks.insert(
-            (*role).to_owned(),
+            role.to_owned(),
             json!({
                 "verdict": verdict_name(c.verdict),
                 "healthy": c.verdict == 2,

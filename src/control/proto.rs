@@ -582,7 +582,6 @@ fn decode_request_in(buf: &[u8], debug_verbs: bool) -> Result<(Request<'_>, usiz
     Ok((req, end))
 }
 
-/// Decodes the first reply in `buf`. Returns it and the bytes consumed.
 /// A `ServiceMetrics` payload with `checks` check figures: 3 (the frame
 /// of today), or 2 in the retired frame, which has no startup check (read
 /// as "no such check") and no `logger_dropped` (0).
@@ -614,6 +613,7 @@ fn service_metrics<'a>(r: &mut Rd<'a>, checks: usize) -> Result<Reply<'a>, Decod
     })
 }
 
+/// Decodes the first reply in `buf`. Returns it and the bytes consumed.
 pub fn decode_reply(buf: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
     let (tag, end) = frame_bounds(buf, MAX_PAYLOAD)?;
     let payload = buf.get(HEADER..end).ok_or(DecodeError::Malformed)?;
