@@ -155,19 +155,27 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
         .map_err(|_| format!("unknown signal `{t}` (write e.g. SIGTERM, TERM or 15)"))
 }
 
+/// Octal digits, `0o` allowed before them (`660`, `0660`, `0o660`), at
+/// most `most` of them. None if there are none, more, or a non-octal one.
+pub fn octal(t: &str, most: usize) -> Option<u32> {
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    let ok = !digits.is_empty() && digits.len() <= most;
+    if !ok || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
+}
+
 /// Parse a umask. The text is always read as octal: `"022"`, `"0022"`,
 /// `"0o22"`, and also a YAML integer `22` (its digits are octal) all give
 /// 0o022 (18).
 pub fn parse_umask(s: &str) -> Result<u32, String> {
     let t = s.trim();
-    let digits = t.strip_prefix("0o").unwrap_or(t);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
-    {
+    let Some(v) = octal(t, 4) else {
         return Err(format!(
             "invalid umask `{t}`: expected up to 4 octal digits like 022"
         ));
-    }
-    let v = u32::from_str_radix(digits, 8).map_err(|e| format!("invalid umask `{t}`: {e}"))?;
+    };
     if v > 0o777 {
         return Err(format!("invalid umask `{t}`: must be at most 0777"));
     }
@@ -194,6 +202,21 @@ pub(super) fn fmt_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The octal digits a umask and an fds entry's `mode` are read from.
+    #[test]
+    fn octal_digits() {
+        assert_eq!(octal("660", 4), Some(0o660));
+        assert_eq!(octal("0o0660", 4), Some(0o660));
+        assert_eq!(octal("7777", 4), Some(0o7777));
+        assert_eq!(octal("00660", 4), None);
+        assert_eq!(octal("0999", 4), None);
+        assert_eq!(octal("0o", 4), None);
+        assert_eq!(octal("", 4), None);
+        assert_eq!(octal("-1", 4), None);
+        assert_eq!(parse_umask(" 0o22 "), Ok(0o22));
+        assert!(parse_umask("1777").is_err());
+    }
 
     #[test]
     fn durations() {

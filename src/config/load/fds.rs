@@ -243,11 +243,8 @@ fn unix(
 
 /// Octal permission bits (`0660`, `660`, `0o660`), at most 0o7777.
 fn parse_mode(m: &str) -> Option<u32> {
-    let digits = m.strip_prefix("0o").unwrap_or(m);
-    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return None;
-    }
-    u32::from_str_radix(digits, 8).ok().filter(|v| *v <= 0o7777)
+    // Leading zeros are allowed; the value is what is bounded.
+    crate::config::units::octal(m, 10).filter(|v| *v <= 0o7777)
 }
 
 /// Keys that mean nothing for this kind of entry.
