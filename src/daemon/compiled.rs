@@ -60,7 +60,7 @@ pub fn encode_with(cfg: &Config, warnings: &str) -> Vec<u8> {
     o.extend_from_slice(&cfg.shutdown_timeout.to_le_bytes());
     o.extend_from_slice(&(cfg.services.len() as u16).to_le_bytes());
     // The services some `log.to` names (a set: one scan, not one a service).
-    let loggers: std::collections::HashSet<&str> = cfg
+    let loggers: std::collections::BTreeSet<&str> = cfg
         .services
         .iter()
         .filter_map(|p| p.log.to.as_deref())
